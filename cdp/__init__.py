@@ -1,0 +1,3 @@
+"""cdp: a privacy-compliant customer data platform for e-commerce."""
+
+__version__ = "0.1.0"
