@@ -1,0 +1,42 @@
+"""``cdp init``: create the home directory, the key file and both schemas (idempotent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdp.db import migrate
+from cdp.db.engine import get_engine
+from cdp.runtime import check_separation, key_file_for
+from cdp.settings import Settings
+
+
+@dataclass(frozen=True)
+class InitReport:
+    key_file_created: bool
+    key_file: str
+    data_revision: str | None
+    keystore_revision: str | None
+    data_backend: str
+    keystore_backend: str
+
+
+def initialize(settings: Settings) -> InitReport:
+    """Create or upgrade everything cdp needs; safe to run any number of times."""
+    check_separation(settings)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.chmod(0o700)  # the embedded databases and the key file are private
+    key_file = key_file_for(settings)
+    created = key_file.create()
+    key_file.load()  # fail fast on unusable material
+    data_engine = get_engine(settings.data_url)
+    key_engine = get_engine(settings.keys_url)
+    migrate.upgrade(data_engine, "data")
+    migrate.upgrade(key_engine, "keystore")
+    return InitReport(
+        key_file_created=created,
+        key_file="CDP_MASTER_KEYS" if key_file.read_only else str(key_file.path),
+        data_revision=migrate.current_revision(data_engine, "data"),
+        keystore_revision=migrate.current_revision(key_engine, "keystore"),
+        data_backend=data_engine.dialect.name,
+        keystore_backend=key_engine.dialect.name,
+    )

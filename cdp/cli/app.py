@@ -1,0 +1,36 @@
+"""The root Typer application and the shared console; commands live in sibling modules."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from cdp import __version__
+
+app = typer.Typer(
+    name="cdp",
+    help="cdp: a privacy-compliant customer data platform for e-commerce.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"cdp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Configure logging once for every command."""
+    from cdp.logging import configure_logging
+
+    configure_logging()

@@ -1,0 +1,50 @@
+"""``cdp keys``: rotate, rewrap, retire and inspect key-encryption keys."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from cdp.cli.app import app, console
+from cdp.runtime import get_runtime
+
+keys_app = typer.Typer(help="Key-encryption keys: rotate, rewrap, retire, status.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("status")
+def status() -> None:
+    """Show each KEK version, whether it is current or retired, and how many DEKs it wraps."""
+    rt = get_runtime()
+    table = Table("version", "state", "created", "data keys", "wraps used")
+    for s in rt.keystore.status():
+        state = "current" if s.current else ("retired" if s.retired else "old")
+        table.add_row(str(s.version), state, s.created_at[:19], str(s.deks), str(s.wraps))
+    console.print(table)
+    console.print(f"usage bound per version: {rt.settings.kek_max_wraps} wraps")
+
+
+@keys_app.command("rotate")
+def rotate() -> None:
+    """Add a new KEK version and make it current (old data keys stay readable)."""
+    rt = get_runtime()
+    version = rt.provider.rotate()
+    console.print(f"KEK version {version} is now current; run `cdp keys rewrap` to move old keys")
+
+
+@keys_app.command("rewrap")
+def rewrap(
+    batch_size: int = typer.Option(1000, min=1, help="Data keys re-wrapped per transaction."),
+) -> None:
+    """Re-wrap every data key under the current KEK version, without touching the data."""
+    rt = get_runtime()
+    done = rt.keystore.rewrap(batch_size=batch_size)
+    console.print(f"re-wrapped {done} data keys under KEK version {rt.provider.current_version()}")
+
+
+@keys_app.command("retire")
+def retire(version: int = typer.Argument(..., help="The KEK version to destroy.")) -> None:
+    """Destroy an old KEK version; refused while any data key is still wrapped under it."""
+    rt = get_runtime()
+    rt.keystore.retire(version)
+    console.print(f"KEK version {version} retired and its key material destroyed")

@@ -1,0 +1,217 @@
+"""The master key file: versioned key-encryption keys, pseudonym keys and the audit signing key.
+
+The file is JSON, created with mode 0600 by ``cdp init`` and rewritten atomically (write to a
+temporary file, fsync, rename) under an exclusive lock. Deployments that inject secrets through
+the environment set ``CDP_MASTER_KEYS`` to the same JSON instead; that copy is read-only here.
+Nothing in this module ever renders key bytes in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cdp.clock import utcnow
+from cdp.errors import KeyMaterialError
+
+FORMAT = 1
+KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """Metadata of one key version (never the key bytes)."""
+
+    version: int
+    created_at: str
+    retired_at: str | None
+
+
+def _new_version_entry(now: datetime) -> dict[str, Any]:
+    return {
+        "key": base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode(),
+        "created_at": now.isoformat(),
+        "retired_at": None,
+    }
+
+
+def new_key_material(now: datetime | None = None) -> dict[str, Any]:
+    """Fresh material: KEK v1, pseudonym key v1, audit signing key."""
+    at = now or utcnow()
+    return {
+        "format": FORMAT,
+        "kek": {"current": 1, "versions": {"1": _new_version_entry(at)}},
+        "pseudonym": {"current": 1, "versions": {"1": _new_version_entry(at)}},
+        "audit_signing": _new_version_entry(at),
+    }
+
+
+class KeyMaterial:
+    """Parsed key material. Its repr names versions only."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        try:
+            if data["format"] != FORMAT:
+                raise KeyMaterialError("unsupported key file format")
+            self._data = data
+            self._validate()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyMaterialError("key material is malformed") from exc
+
+    def _validate(self) -> None:
+        for ring in ("kek", "pseudonym"):
+            cur = str(self._data[ring]["current"])
+            if self._data[ring]["versions"][cur]["key"] is None:
+                raise KeyMaterialError(f"the current {ring} version has no key")
+            for entry in self._data[ring]["versions"].values():
+                if entry["key"] is not None and len(base64.b64decode(entry["key"])) != KEY_BYTES:
+                    raise KeyMaterialError(f"a {ring} key has the wrong length")
+
+    def __repr__(self) -> str:
+        return f"KeyMaterial(kek_versions={self.versions('kek')}, current={self.current('kek')})"
+
+    def to_json(self) -> str:
+        return json.dumps(self._data, indent=2, sort_keys=True)
+
+    def current(self, ring: str) -> int:
+        return int(self._data[ring]["current"])
+
+    def versions(self, ring: str) -> list[int]:
+        return sorted(int(v) for v in self._data[ring]["versions"])
+
+    def version_info(self, ring: str) -> list[KeyVersion]:
+        out = []
+        for v, entry in sorted(self._data[ring]["versions"].items(), key=lambda x: int(x[0])):
+            out.append(KeyVersion(int(v), entry["created_at"], entry["retired_at"]))
+        return out
+
+    def key(self, ring: str, version: int) -> bytes:
+        entry = self._data[ring]["versions"].get(str(version))
+        if entry is None:
+            raise KeyMaterialError(f"no {ring} key of version {version}")
+        if entry["key"] is None:
+            raise KeyMaterialError(f"{ring} key version {version} is retired")
+        return base64.b64decode(entry["key"])
+
+    def live_keys(self, ring: str) -> dict[int, bytes]:
+        return {
+            int(v): base64.b64decode(e["key"])
+            for v, e in self._data[ring]["versions"].items()
+            if e["key"] is not None
+        }
+
+    def signing_key(self) -> bytes:
+        return base64.b64decode(self._data["audit_signing"]["key"])
+
+    def with_new_version(self, ring: str, now: datetime) -> tuple[KeyMaterial, int]:
+        data = json.loads(json.dumps(self._data))
+        new = max(int(v) for v in data[ring]["versions"]) + 1
+        data[ring]["versions"][str(new)] = _new_version_entry(now)
+        data[ring]["current"] = new
+        return KeyMaterial(data), new
+
+    def with_retired(self, ring: str, version: int, now: datetime) -> KeyMaterial:
+        data = json.loads(json.dumps(self._data))
+        entry = data[ring]["versions"].get(str(version))
+        if entry is None:
+            raise KeyMaterialError(f"no {ring} key of version {version}")
+        if int(data[ring]["current"]) == version:
+            raise KeyMaterialError(f"{ring} version {version} is current; rotate first")
+        entry["key"] = None
+        entry["retired_at"] = entry["retired_at"] or now.isoformat()
+        return KeyMaterial(data)
+
+
+class KeyFile:
+    """The key file on disk (or the read-only copy from ``CDP_MASTER_KEYS``)."""
+
+    def __init__(self, path: Path | None, *, inline_json: str | None = None) -> None:
+        if path is None and inline_json is None:
+            raise KeyMaterialError("no key file and no CDP_MASTER_KEYS")
+        self.path = path
+        self._inline = inline_json
+
+    def __repr__(self) -> str:
+        return f"KeyFile(path={self.path!s}, inline={self._inline is not None})"
+
+    @property
+    def read_only(self) -> bool:
+        return self._inline is not None
+
+    def exists(self) -> bool:
+        return self._inline is not None or (self.path is not None and self.path.exists())
+
+    def load(self) -> KeyMaterial:
+        if self._inline is not None:
+            raw = self._inline
+        else:
+            assert self.path is not None
+            try:
+                raw = self.path.read_text()
+            except FileNotFoundError:
+                raise KeyMaterialError("the key file does not exist; run `cdp init`") from None
+        try:
+            return KeyMaterial(json.loads(raw))
+        except json.JSONDecodeError:
+            raise KeyMaterialError("the key material is not valid JSON") from None
+
+    def create(self) -> bool:
+        """Create the key file (mode 0600) if it does not exist. True if created."""
+        if self._inline is not None:
+            return False
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.locked():
+            if self.path.exists():
+                return False
+            self._write(KeyMaterial(new_key_material()))
+            return True
+
+    def save(self, material: KeyMaterial) -> None:
+        if self._inline is not None:
+            raise KeyMaterialError(
+                "keys given through CDP_MASTER_KEYS are managed outside cdp; change them there"
+            )
+        self._write(material)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive lock so two processes never rotate at once."""
+        if self.path is None:
+            yield
+            return
+        lock_path = self.path.with_suffix(".lock")
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _write(self, material: KeyMaterial) -> None:
+        assert self.path is not None
+        tmp = self.path.with_suffix(".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            os.write(fd, material.to_json().encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

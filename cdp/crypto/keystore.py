@@ -1,0 +1,250 @@
+"""The key store: each subject's data key (DEK), wrapped by a KEK version, in its own database.
+
+It is kept apart from the data database so that a backup of the data never carries keys, and so
+that destroying a DEK (crypto-shredding) erases the subject's values in every copy of the data.
+Bulk paths use SQLAlchemy Core, never the ORM row by row.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from cdp.clock import utcnow
+from cdp.crypto.provider import KeyProvider, WrappedKey
+from cdp.db.types import UtcDateTime
+from cdp.errors import KeyMaterialError, KeyShreddedError, KeyUsageExhaustedError
+
+DEK_BYTES = 32
+
+keystore_metadata = MetaData()
+
+data_keys = Table(
+    "data_keys",
+    keystore_metadata,
+    Column("subject_id", String(32), primary_key=True),
+    Column("dek_version", Integer, nullable=False, default=1),
+    Column("kek_version", Integer, nullable=False, index=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("rewrapped_at", UtcDateTime, nullable=True),
+)
+
+kek_usage = Table(
+    "kek_usage",
+    keystore_metadata,
+    Column("kek_version", Integer, primary_key=True),
+    Column("wraps", BigInteger, nullable=False, default=0),
+)
+
+
+@dataclass(frozen=True)
+class KekStatus:
+    """One KEK version as ``cdp keys status`` shows it."""
+
+    version: int
+    current: bool
+    retired: bool
+    created_at: str
+    deks: int
+    wraps: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """An unwrapped data key. Its repr never shows the key."""
+
+    subject_id: str
+    version: int
+    key: bytes
+
+    def __repr__(self) -> str:
+        return f"DataKey(subject_id={self.subject_id!r}, version={self.version})"
+
+
+def _context(subject_id: str) -> bytes:
+    return subject_id.encode()
+
+
+class KeyStore:
+    """Creates, unwraps, re-wraps and destroys data keys."""
+
+    def __init__(self, engine: Engine, provider: KeyProvider, *, max_wraps: int) -> None:
+        self.engine = engine
+        self.provider = provider
+        self.max_wraps = max_wraps
+
+    def __repr__(self) -> str:
+        return f"KeyStore(backend={self.engine.dialect.name}, provider={self.provider.name})"
+
+    # -- usage counter -------------------------------------------------------------------
+    def _count_wraps(self, conn: Connection, version: int, n: int) -> None:
+        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(kek_usage)
+        conn.execute(ins.values(kek_version=version, wraps=0).on_conflict_do_nothing())
+        total = conn.execute(
+            update(kek_usage)
+            .where(kek_usage.c.kek_version == version)
+            .values(wraps=kek_usage.c.wraps + n)
+            .returning(kek_usage.c.wraps)
+        ).scalar_one()
+        if total > self.max_wraps:
+            raise KeyUsageExhaustedError(
+                f"key-encryption key version {version} reached its usage bound "
+                f"({self.max_wraps} wraps); run `cdp keys rotate`, then `cdp keys rewrap`"
+            )
+
+    # -- create / read -------------------------------------------------------------------
+    def create(self, subject_ids: Sequence[str]) -> list[DataKey]:
+        """New DEKs for new subjects, wrapped under the current KEK, in one transaction."""
+        if not subject_ids:
+            return []
+        now = utcnow()
+        keys = [DataKey(s, 1, secrets.token_bytes(DEK_BYTES)) for s in subject_ids]
+        rows = []
+        version = self.provider.current_version()
+        for k in keys:
+            wrapped = self.provider.wrap(k.key, context=_context(k.subject_id))
+            version = wrapped.kek_version
+            rows.append(
+                {
+                    "subject_id": k.subject_id,
+                    "dek_version": k.version,
+                    "kek_version": wrapped.kek_version,
+                    "wrapped": wrapped.blob,
+                    "created_at": now,
+                }
+            )
+        with self.engine.begin() as conn:
+            self._count_wraps(conn, version, len(rows))
+            conn.execute(data_keys.insert(), rows)
+        return keys
+
+    def load(self, subject_ids: Iterable[str]) -> dict[str, DataKey]:
+        """Unwrap the DEKs of ``subject_ids``; shredded or unknown subjects are left out."""
+        ids = list(dict.fromkeys(subject_ids))
+        out: dict[str, DataKey] = {}
+        with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for row in conn.execute(
+                    select(
+                        data_keys.c.subject_id,
+                        data_keys.c.dek_version,
+                        data_keys.c.kek_version,
+                        data_keys.c.wrapped,
+                    ).where(data_keys.c.subject_id.in_(chunk))
+                ):
+                    key = self.provider.unwrap(
+                        WrappedKey(row.kek_version, row.wrapped), context=_context(row.subject_id)
+                    )
+                    out[row.subject_id] = DataKey(row.subject_id, row.dek_version, key)
+        return out
+
+    def get(self, subject_id: str) -> DataKey:
+        found = self.load([subject_id]).get(subject_id)
+        if found is None:
+            raise KeyShreddedError(f"subject {subject_id} has no data key (erased or unknown)")
+        return found
+
+    # -- shred ---------------------------------------------------------------------------
+    def shred(self, subject_ids: Sequence[str]) -> int:
+        """Destroy the DEKs of ``subject_ids``; their ciphertexts never decrypt again."""
+        with self.engine.begin() as conn:
+            result = conn.execute(data_keys.delete().where(data_keys.c.subject_id.in_(subject_ids)))
+        return int(result.rowcount or 0)
+
+    # -- rotation ------------------------------------------------------------------------
+    def rewrap(self, *, batch_size: int = 1000) -> int:
+        """Re-wrap every DEK not under the current KEK version; the data is not touched.
+
+        Each batch is its own transaction: an interrupted rewrap leaves every DEK readable
+        (under its old or its new version) and can simply be run again.
+        """
+        target = self.provider.current_version()
+        done = 0
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(data_keys.c.subject_id, data_keys.c.kek_version, data_keys.c.wrapped)
+                    .where(data_keys.c.kek_version != target)
+                    .limit(batch_size)
+                ).all()
+                if not rows:
+                    return done
+                now = utcnow()
+                updates = []
+                for row in rows:
+                    ctx = _context(row.subject_id)
+                    old = WrappedKey(row.kek_version, row.wrapped)
+                    dek = self.provider.unwrap(old, context=ctx)
+                    new = self.provider.wrap(dek, context=ctx)
+                    if new.kek_version != target:
+                        raise KeyMaterialError("the current KEK version changed during rewrap")
+                    updates.append((row.subject_id, new.blob))
+                self._count_wraps(conn, target, len(updates))
+                for subject_id, blob in updates:
+                    conn.execute(
+                        update(data_keys)
+                        .where(data_keys.c.subject_id == subject_id)
+                        .values(kek_version=target, wrapped=blob, rewrapped_at=now)
+                    )
+                done += len(updates)
+
+    def deks_per_version(self) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            return {
+                int(v): int(n)
+                for v, n in conn.execute(
+                    select(data_keys.c.kek_version, func.count()).group_by(data_keys.c.kek_version)
+                )
+            }
+
+    def wraps_per_version(self) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            return {
+                int(v): int(n)
+                for v, n in conn.execute(select(kek_usage.c.kek_version, kek_usage.c.wraps))
+            }
+
+    def status(self) -> list[KekStatus]:
+        deks = self.deks_per_version()
+        wraps = self.wraps_per_version()
+        current = self.provider.current_version()
+        return [
+            KekStatus(
+                version=v.version,
+                current=v.version == current,
+                retired=v.retired_at is not None,
+                created_at=v.created_at,
+                deks=deks.get(v.version, 0),
+                wraps=wraps.get(v.version, 0),
+            )
+            for v in self.provider.versions()
+        ]
+
+    def retire(self, version: int) -> None:
+        """Destroy KEK ``version``; refused while any DEK is still wrapped under it."""
+        in_use = self.deks_per_version().get(version, 0)
+        if in_use:
+            raise KeyMaterialError(
+                f"key-encryption key version {version} still wraps {in_use} data keys; "
+                "run `cdp keys rewrap` first"
+            )
+        self.provider.retire(version)

@@ -1,0 +1,127 @@
+"""Key-encryption key providers.
+
+A :class:`KeyProvider` wraps and unwraps data keys under versioned key-encryption keys (KEK). The
+local provider keeps the KEKs in the key file; a remote KMS or Vault transit provider implements
+the same four operations over the network (it is slow, so data keys are cached after unwrapping
+and never used per field remotely).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cdp.clock import utcnow
+from cdp.crypto.keyfile import KeyFile, KeyMaterial, KeyVersion
+from cdp.errors import DecryptionError, KeyMaterialError
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A data key wrapped under one KEK version."""
+
+    kek_version: int
+    blob: bytes = field(repr=False)
+
+
+class KeyProvider(ABC):
+    """What cdp needs of whoever holds the key-encryption keys."""
+
+    name: str
+
+    @abstractmethod
+    def current_version(self) -> int:
+        """The KEK version new data keys are wrapped under."""
+
+    @abstractmethod
+    def versions(self) -> list[KeyVersion]:
+        """Every KEK version known, retired ones included."""
+
+    @abstractmethod
+    def wrap(self, dek: bytes, *, context: bytes) -> WrappedKey:
+        """Wrap ``dek`` under the current version, bound to ``context`` (the subject id)."""
+
+    @abstractmethod
+    def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes:
+        """Unwrap a data key; raise DecryptionError if it does not authenticate."""
+
+    @abstractmethod
+    def rotate(self) -> int:
+        """Add a new KEK version and make it current; return it."""
+
+    @abstractmethod
+    def retire(self, version: int) -> None:
+        """Destroy a KEK version (the caller checks that no data key still uses it)."""
+
+
+def _wrap_aad(context: bytes, version: int) -> bytes:
+    return b"cdp-dek|%s|%d" % (context, version)
+
+
+class LocalKeyProvider(KeyProvider):
+    """KEKs from the local key file, AES-256-GCM key wrapping."""
+
+    name = "local"
+
+    def __init__(self, key_file: KeyFile) -> None:
+        self._file = key_file
+        self._material = key_file.load()
+        self._aeads = {v: AESGCM(k) for v, k in self._material.live_keys("kek").items()}
+
+    def __repr__(self) -> str:
+        return f"LocalKeyProvider(current={self.current_version()})"
+
+    @property
+    def material(self) -> KeyMaterial:
+        return self._material
+
+    def reload(self) -> None:
+        self._material = self._file.load()
+        self._aeads = {v: AESGCM(k) for v, k in self._material.live_keys("kek").items()}
+
+    def current_version(self) -> int:
+        return self._material.current("kek")
+
+    def versions(self) -> list[KeyVersion]:
+        return self._material.version_info("kek")
+
+    def _aead(self, version: int) -> AESGCM:
+        aead = self._aeads.get(version)
+        if aead is None:
+            self.reload()  # another process may have rotated
+            aead = self._aeads.get(version)
+        if aead is None:
+            raise KeyMaterialError(f"key-encryption key version {version} is not available")
+        return aead
+
+    def wrap(self, dek: bytes, *, context: bytes) -> WrappedKey:
+        version = self.current_version()
+        nonce = os.urandom(12)
+        blob = nonce + self._aead(version).encrypt(nonce, dek, _wrap_aad(context, version))
+        return WrappedKey(version, blob)
+
+    def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes:
+        aead = self._aead(wrapped.kek_version)
+        try:
+            return aead.decrypt(
+                wrapped.blob[:12], wrapped.blob[12:], _wrap_aad(context, wrapped.kek_version)
+            )
+        except InvalidTag:
+            raise DecryptionError("a wrapped data key failed authentication") from None
+
+    def rotate(self) -> int:
+        with self._file.locked():
+            material, new = self._file.load().with_new_version("kek", utcnow())
+            self._file.save(material)
+        self.reload()
+        return new
+
+    def retire(self, version: int) -> None:
+        with self._file.locked():
+            material = self._file.load().with_retired("kek", version, utcnow())
+            self._file.save(material)
+        self.reload()

@@ -1,0 +1,74 @@
+"""Pseudonymous identity tokens: keyed, versioned HMAC-SHA256 over the normalised value.
+
+The kind is part of the HMAC input, so the same string as an email and as a customer id gives two
+different tokens. Tokens of older key versions stay computable, so lookups still find subjects
+tokenised before a pseudonym-key rotation.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from hashlib import sha256
+
+from cdp.crypto.normalize import IdentityKind, normalize
+from cdp.errors import KeyMaterialError
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token and the pseudonym-key version that produced it."""
+
+    kind: IdentityKind
+    value: str = field(repr=False)
+    key_version: int
+
+    def __repr__(self) -> str:
+        return f"Token(kind={self.kind.value!r}, key_version={self.key_version})"
+
+
+class Tokenizer:
+    """Computes tokens with pre-keyed HMAC objects (one per key version)."""
+
+    def __init__(self, keys: Mapping[int, bytes], *, current: int, default_region: str) -> None:
+        if current not in keys:
+            raise KeyMaterialError("the current pseudonym key version has no key")
+        self._base = {v: hmac.new(k, digestmod=sha256) for v, k in keys.items()}
+        self.current = current
+        self.default_region = default_region
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(versions={sorted(self._base)}, current={self.current})"
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self._base)
+
+    def token_of_normalized(
+        self, kind: IdentityKind, normalized: str, *, version: int | None = None
+    ) -> Token:
+        """Token of an already-normalised value."""
+        ver = self.current if version is None else version
+        try:
+            mac = self._base[ver].copy()
+        except KeyError as exc:
+            raise KeyMaterialError(f"no pseudonym key of version {ver}") from exc
+        mac.update(kind.value.encode())
+        mac.update(b"\x00")
+        mac.update(normalized.encode())
+        return Token(kind, mac.hexdigest(), ver)
+
+    def token(self, kind: IdentityKind | str, raw: str) -> Token:
+        """Normalise ``raw`` and tokenise it under the current key version."""
+        k = IdentityKind(kind)
+        return self.token_of_normalized(k, normalize(k, raw, default_region=self.default_region))
+
+    def lookup_tokens(self, kind: IdentityKind | str, raw: str) -> list[Token]:
+        """The tokens of ``raw`` under every known key version, newest first (for lookups)."""
+        k = IdentityKind(kind)
+        normalized = normalize(k, raw, default_region=self.default_region)
+        return [
+            self.token_of_normalized(k, normalized, version=v)
+            for v in sorted(self._base, reverse=True)
+        ]

@@ -1,0 +1,1 @@
+"""Storage: engines, column types, table models and migrations."""

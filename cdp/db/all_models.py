@@ -1,0 +1,12 @@
+"""Imports every module that defines data-database tables, so that ``SQLModel.metadata`` is whole.
+
+Add a line here for each new model module; the migration-drift test fails if one is missing.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import SQLModel
+
+import cdp.db.models  # noqa: F401
+
+metadata = SQLModel.metadata

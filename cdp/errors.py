@@ -1,0 +1,94 @@
+"""Domain errors. None of them knows about HTTP; the API maps them to status codes in one place.
+
+Messages name fields, kinds and ids — never the personal data itself.
+"""
+
+from __future__ import annotations
+
+
+class CdpError(Exception):
+    """Base of every error cdp raises on purpose."""
+
+    code = "error"
+
+
+class ConfigurationError(CdpError):
+    """Settings, key material or the environment are not usable."""
+
+    code = "configuration_error"
+
+
+class KeyMaterialError(CdpError):
+    """Key files or keys are missing, malformed, or in a state that forbids the operation."""
+
+    code = "key_error"
+
+
+class KeyUsageExhaustedError(KeyMaterialError):
+    """A key-encryption key reached its usage bound: rotate to a new version."""
+
+    code = "key_usage_exhausted"
+
+
+class DecryptionError(CdpError):
+    """A ciphertext could not be authenticated or its key is gone (tampered, moved or shredded)."""
+
+    code = "decryption_failed"
+
+
+class KeyShreddedError(DecryptionError):
+    """The subject's data key was destroyed: its values are erased."""
+
+    code = "key_shredded"
+
+
+class NormalizationError(CdpError):
+    """An identity value cannot be normalised (e.g. not an email, not a phone number)."""
+
+    code = "invalid_identity"
+
+
+class InvalidInputError(CdpError):
+    """Input failed validation; ``field`` names where, the message says why (no values)."""
+
+    code = "validation_failed"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFoundError(CdpError):
+    """The named resource does not exist (or is not visible to the caller)."""
+
+    code = "not_found"
+
+
+class ConflictError(CdpError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+
+
+class AuthenticationError(CdpError):
+    """The caller's credentials are missing, unknown, expired or revoked."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(CdpError):
+    """The policy does not allow this principal this action for this purpose."""
+
+    code = "forbidden"
+
+
+class SubjectErasedError(CdpError):
+    """The record refers to a subject that was erased; nothing is recreated."""
+
+    code = "erased"
+
+
+class AuditWriteError(CdpError):
+    """The audit record could not be written, so the read it covers must fail."""
+
+    code = "audit_unavailable"

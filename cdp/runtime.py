@@ -1,0 +1,96 @@
+"""The process's assembled services (engines, key provider, key store, vault, tokenizer).
+
+Built on first use from the settings and cached; nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from cdp.crypto.keyfile import KeyFile
+from cdp.crypto.keystore import KeyStore
+from cdp.crypto.provider import LocalKeyProvider
+from cdp.crypto.tokens import Tokenizer
+from cdp.crypto.vault import Vault
+from cdp.db.engine import dispose_engines, get_engine
+from cdp.errors import ConfigurationError
+from cdp.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    """Everything a service function needs to reach storage and keys."""
+
+    settings: Settings
+    data_engine: Engine
+    key_engine: Engine
+    key_file: KeyFile
+    provider: LocalKeyProvider
+    keystore: KeyStore
+    vault: Vault
+    tokenizer: Tokenizer
+
+    def __repr__(self) -> str:
+        return f"Runtime(data={self.data_engine.dialect.name}, keys={self.key_engine.dialect.name})"
+
+
+def key_file_for(settings: Settings) -> KeyFile:
+    inline = settings.master_keys.get_secret_value() if settings.master_keys else None
+    return KeyFile(None if inline else settings.resolved_key_file, inline_json=inline)
+
+
+def check_separation(settings: Settings) -> None:
+    """The key store must never live in the data database."""
+    if settings.data_url == settings.keys_url:
+        raise ConfigurationError(
+            "CDP_KEYSTORE_URL must name a different database than CDP_DATABASE_URL"
+        )
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    check_separation(settings)
+    key_file = key_file_for(settings)
+    provider = LocalKeyProvider(key_file)
+    data_engine = get_engine(settings.data_url)
+    key_engine = get_engine(settings.keys_url)
+    keystore = KeyStore(key_engine, provider, max_wraps=settings.kek_max_wraps)
+    material = provider.material
+    tokenizer = Tokenizer(
+        material.live_keys("pseudonym"),
+        current=material.current("pseudonym"),
+        default_region=settings.default_region,
+    )
+    return Runtime(
+        settings=settings,
+        data_engine=data_engine,
+        key_engine=key_engine,
+        key_file=key_file,
+        provider=provider,
+        keystore=keystore,
+        vault=Vault(keystore, cache_size=settings.dek_cache_size),
+        tokenizer=tokenizer,
+    )
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime (built on first use)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = open_runtime(get_settings())
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the runtime and close its connections (tests, after `cdp init`)."""
+    global _runtime
+    with _lock:
+        _runtime = None
+    dispose_engines()

@@ -1,0 +1,110 @@
+"""Runtime configuration: one pydantic-settings object, read from ``CDP_*`` variables.
+
+Nothing is built at import time: call :func:`get_settings` (cached) where settings are needed,
+and :func:`reset_settings` in tests after changing the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting cdp reads. Each field maps to the variable ``CDP_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CDP_", env_file=None, extra="ignore")
+
+    home: Path = Field(
+        default=Path(".cdp"),
+        description="Directory holding the embedded SQLite databases and the key file.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the data database, e.g. "
+            "postgresql+psycopg://user@host:5432/cdp. Default: SQLite file HOME/cdp.db."
+        ),
+    )
+    keystore_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the key store holding the wrapped data keys; kept apart from the "
+            "data database so that a data backup never carries keys. Default: HOME/keys.db."
+        ),
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="Path of the master key file (mode 0600). Default: HOME/master-keys.json.",
+    )
+    master_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The master key material as JSON (the key file's content), for deployments that "
+            "inject secrets through the environment. When set, the key file is not read."
+        ),
+    )
+    default_region: str = Field(
+        default="US",
+        min_length=2,
+        max_length=2,
+        description="ISO 3166 region used to parse phone numbers written without a country code.",
+    )
+    dek_cache_size: int = Field(
+        default=10_000, ge=0, description="How many unwrapped data keys to keep in memory."
+    )
+    kek_max_wraps: int = Field(
+        default=2**30,
+        ge=1,
+        le=2**31,
+        description=(
+            "Refuse to wrap more data keys under one key-encryption key version than this "
+            "(AES-GCM with random nonces stays far below 2^32 uses per key); rotate instead."
+        ),
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level written to the log."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="Log renderer: JSON lines, human console, or auto (console on a terminal).",
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _upper_region(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def resolved_key_file(self) -> Path:
+        """Where the master key file lives."""
+        return self.key_file if self.key_file is not None else self.home / "master-keys.json"
+
+    @property
+    def data_url(self) -> str:
+        """The data database URL (embedded SQLite by default)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.home / 'cdp.db').resolve()}"
+
+    @property
+    def keys_url(self) -> str:
+        """The key store URL (embedded SQLite by default, a separate file)."""
+        if self.keystore_url is not None:
+            return self.keystore_url.get_secret_value()
+        return f"sqlite:///{(self.home / 'keys.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, or after changing the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,43 @@
+"""Migrations build exactly the models' schema; init is idempotent; SQLite runs durable."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from cdp.bootstrap import initialize
+from cdp.crypto.keystore import keystore_metadata
+from cdp.db import migrate
+from cdp.db.all_models import metadata
+from tests.conftest import CdpEnv
+
+
+def test_migrations_match_the_models(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    for engine, meta, table in (
+        (rt.data_engine, metadata, "alembic_version"),
+        (rt.key_engine, keystore_metadata, "alembic_version_keystore"),
+    ):
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "version_table": table}
+            )
+            diff = compare_metadata(ctx, meta)
+        assert diff == [], f"models and migrations differ: {diff}"
+
+
+def test_init_is_idempotent(cdp_env: CdpEnv) -> None:
+    first = initialize(cdp_env.settings)
+    second = initialize(cdp_env.settings)
+    assert not first.key_file_created and not second.key_file_created
+    assert second.data_revision == migrate.head_revision("data")
+    assert second.keystore_revision == migrate.head_revision("keystore")
+
+
+def test_sqlite_is_durable(cdp_env: CdpEnv) -> None:
+    if cdp_env.backend != "sqlite":
+        return
+    with cdp_env.runtime.data_engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

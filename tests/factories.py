@@ -1,0 +1,65 @@
+"""Plain factory functions for test data (no ORM magic, real keys and real tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from cdp.clock import utcnow
+from cdp.crypto.normalize import IdentityKind
+from cdp.db.models import Identity, PiiValue, Subject, new_subject_id
+from cdp.runtime import Runtime
+
+
+def make_subject(
+    rt: Runtime,
+    pii: Mapping[str, str] | None = None,
+    identities: Mapping[IdentityKind, str] | None = None,
+) -> str:
+    """Create a subject with encrypted PII and identity tokens; return its id."""
+    subject_id = new_subject_id()
+    rt.vault.create_keys([subject_id])
+    now = utcnow()
+    with rt.data_engine.begin() as conn:
+        conn.execute(sa.insert(Subject).values(id=subject_id, created_at=now, updated_at=now))
+        for field, blob in rt.vault.encrypt_fields(subject_id, dict(pii or {})).items():
+            conn.execute(
+                sa.insert(PiiValue).values(
+                    subject_id=subject_id, field=field, ciphertext=blob, updated_at=now
+                )
+            )
+        for kind, raw in (identities or {}).items():
+            tok = rt.tokenizer.token(kind, raw)
+            conn.execute(
+                sa.insert(Identity).values(
+                    subject_id=subject_id,
+                    kind=tok.kind.value,
+                    token=tok.value,
+                    key_version=tok.key_version,
+                    created_at=now,
+                )
+            )
+    return subject_id
+
+
+def read_pii(rt: Runtime, subject_id: str) -> dict[str, bytes]:
+    """The raw ciphertexts of a subject, by field."""
+    with rt.data_engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(PiiValue.field, PiiValue.ciphertext).where(  # type: ignore[call-overload]
+                PiiValue.subject_id == subject_id
+            )
+        ).all()
+    return {r[0]: bytes(r[1]) for r in rows}
+
+
+def checkpoint_sqlite(path: str) -> None:
+    """Fold the WAL into the main SQLite file (so a file copy or scan sees every row)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()

@@ -1,0 +1,84 @@
+"""The redaction processor masks PII keys and PII-shaped text, in JSON and console output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdp.logging import MASK, configure_logging, get_logger, redact_text
+from cdp.settings import reset_settings
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CDP_LOG_FORMAT", "json")
+    reset_settings()
+    configure_logging()
+    yield capsys
+    structlog.reset_defaults()
+    reset_settings()
+
+
+def test_known_keys_and_patterns_are_masked(json_logs: pytest.CaptureFixture[str]) -> None:
+    log = get_logger()
+    log.info(
+        "customer zhang.san@example.cn called from +86 138 0013 8000",
+        email="x@y.cn",
+        first_name="三",
+        nested={"phone": "13800138000", "note": "mail me at ab@cd.org"},
+        subject_id="0f" * 16,
+        count=1234567,
+        at="2026-11-23T01:02:03Z",
+    )
+    line = json.loads(json_logs.readouterr().err.strip().splitlines()[-1])
+    text = json.dumps(line, ensure_ascii=False)
+    for secret in (
+        "zhang.san@example.cn",
+        "138 0013 8000",
+        "x@y.cn",
+        "三",
+        "13800138000",
+        "ab@cd.org",
+    ):
+        assert secret not in text
+    assert line["subject_id"] == "0f" * 16 and line["count"] == 1234567
+    assert line["at"] == "2026-11-23T01:02:03Z"
+    assert line["email"] == MASK
+
+
+def test_tracebacks_carry_no_locals_and_no_pii(json_logs: pytest.CaptureFixture[str]) -> None:
+    def fail(secret_email: str) -> None:
+        raise ValueError(f"bad value {secret_email}")
+
+    try:
+        fail("li.si@example.cn")
+    except ValueError:
+        get_logger().exception("failed")
+    err = json_logs.readouterr().err
+    assert "li.si@example.cn" not in err
+    assert "secret_email" not in err or "locals" not in err
+    assert "ValueError" in err
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["call +1 (415) 555-0132 now", "0044 20 7946 0958", "13800138000", "a.b+tag@sub.example.co.uk"],
+)
+def test_redact_text_masks(text: str) -> None:
+    assert MASK in redact_text(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-11-23 01:02:03", "inserted 250000 rows", "version 1.2.3", "id C000123"]
+)
+def test_redact_text_keeps_ordinary_text(text: str) -> None:
+    assert redact_text(text) == text
+
+
+@given(st.emails())
+def test_any_email_inside_text_is_masked(email: str) -> None:
+    assert email not in redact_text(f"hello {email} bye")
