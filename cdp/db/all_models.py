@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
+import cdp.consent.models  # noqa: F401
 import cdp.db.models  # noqa: F401
+import cdp.ingest.models  # noqa: F401
+import cdp.profiles.models  # noqa: F401
 
 metadata = SQLModel.metadata

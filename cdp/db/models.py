@@ -29,6 +29,9 @@ class Subject(SQLModel, table=True):
     id: str = Field(default_factory=new_subject_id, primary_key=True, max_length=32)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
+    signed_up_at: datetime | None = Field(
+        default=None, sa_type=UtcDateTime, nullable=True, description="Account creation at source."
+    )
 
 
 class Identity(SQLModel, table=True):

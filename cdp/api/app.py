@@ -1,0 +1,21 @@
+"""The FastAPI application factory. Routers live in sibling modules and are included here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from cdp import __version__
+from cdp.api.errors import install_error_handlers
+from cdp.api.middleware import RequestContextMiddleware
+
+
+def create_app() -> FastAPI:
+    """Build the app (settings and storage are reached lazily, on the first request)."""
+    app = FastAPI(
+        title="cdp",
+        version=__version__,
+        description="Privacy-compliant customer data platform: permissioned, audited API.",
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    return app

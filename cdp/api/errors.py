@@ -1,0 +1,115 @@
+"""The one place where domain errors become HTTP responses.
+
+Every error body has one shape::
+
+    {"error": {"code": "...", "message": "...", "request_id": "...", "details": [...]}}
+
+Messages come from domain errors, which never carry personal data; validation details name the
+location and the reason but never echo the submitted value. Unexpected exceptions become a 500
+with a generic message and no stack trace (the log line has the traceback, without locals).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cdp import errors
+from cdp.logging import get_logger
+
+STATUS: dict[type[errors.CdpError], int] = {
+    errors.InvalidInputError: 422,
+    errors.NormalizationError: 422,
+    errors.NotFoundError: 404,
+    errors.ConflictError: 409,
+    errors.AuthenticationError: 401,
+    errors.PermissionDeniedError: 403,
+    errors.SubjectErasedError: 410,
+    errors.AuditWriteError: 503,
+    errors.DecryptionError: 500,
+    errors.KeyMaterialError: 500,
+    errors.ConfigurationError: 500,
+}
+
+log = get_logger("cdp.api")
+
+
+def status_for(exc: errors.CdpError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def error_body(
+    request: Request, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "request_id": getattr(request.state, "request_id", None),
+    }
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def _headers(exc: Exception) -> dict[str, str] | None:
+    if isinstance(exc, errors.AuthenticationError):
+        return {"WWW-Authenticate": getattr(exc, "challenge", "Bearer")}
+    retry = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry)} if retry is not None else None
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.CdpError)
+    status = status_for(exc)
+    message = str(exc) if status < 500 else "internal error"
+    if status >= 500:
+        log.error("request failed", code=exc.code, exc_info=exc)
+    details = None
+    if isinstance(exc, errors.InvalidInputError) and exc.field:
+        details = [{"loc": exc.field, "msg": str(exc)}]
+    return JSONResponse(
+        error_body(request, exc.code, message, details), status_code=status, headers=_headers(exc)
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "invalid")}
+        for e in exc.errors()
+    ]
+    return JSONResponse(
+        error_body(request, "validation_failed", "the request is not valid", details),
+        status_code=422,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error"
+    )
+    return JSONResponse(
+        error_body(request, code, str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", error_type=type(exc).__name__, exc_info=exc)
+    return JSONResponse(error_body(request, "internal_error", "internal error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.CdpError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,1 @@
+"""Consent: the append-only ledger of grants and withdrawals per subject and purpose."""

@@ -1,0 +1,1 @@
+"""Ingestion: batch connectors, the Segment-compatible HTTP API, identity resolution."""

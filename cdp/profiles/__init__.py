@@ -1,0 +1,1 @@
+"""The profile store: subjects' orders, line items, behaviour events and merges."""
