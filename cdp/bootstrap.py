@@ -14,8 +14,8 @@ from cdp.settings import Settings
 class InitReport:
     key_file_created: bool
     key_file: str
-    data_revision: str | None
-    keystore_revision: str | None
+    data_revision: str
+    keystore_revision: str
     data_backend: str
     keystore_backend: str
 

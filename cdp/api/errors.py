@@ -41,7 +41,7 @@ log = get_logger("cdp.api")
 def status_for(exc: errors.CdpError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 

@@ -21,19 +21,27 @@ def _config(store: Store) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, store: Store, revision: str = "head") -> None:
-    """Bring ``store`` to ``revision`` (idempotent: running it twice changes nothing)."""
+def upgrade(engine: Engine, store: Store, revision: str = "heads") -> None:
+    """Bring ``store`` to ``revision`` (idempotent: running it twice changes nothing).
+
+    The default is every head, so that migrations written side by side on separate branches
+    from a common parent all apply; a merge revision later joins them."""
     cfg = _config(store)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
-def current_revision(engine: Engine, store: Store) -> str | None:
+def current_revisions(engine: Engine, store: Store) -> tuple[str, ...]:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLES[store]})
-        return ctx.get_current_revision()
+        return tuple(sorted(ctx.get_current_heads()))
 
 
-def head_revision(store: Store) -> str | None:
-    return ScriptDirectory.from_config(_config(store)).get_current_head()
+def current_revision(engine: Engine, store: Store) -> str:
+    """The applied revision(s), comma-separated (for display)."""
+    return ",".join(current_revisions(engine, store)) or "none"
+
+
+def head_revisions(store: Store) -> tuple[str, ...]:
+    return tuple(sorted(ScriptDirectory.from_config(_config(store)).get_heads()))

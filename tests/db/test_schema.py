@@ -30,8 +30,11 @@ def test_init_is_idempotent(cdp_env: CdpEnv) -> None:
     first = initialize(cdp_env.settings)
     second = initialize(cdp_env.settings)
     assert not first.key_file_created and not second.key_file_created
-    assert second.data_revision == migrate.head_revision("data")
-    assert second.keystore_revision == migrate.head_revision("keystore")
+    rt = cdp_env.runtime
+    assert migrate.current_revisions(rt.data_engine, "data") == migrate.head_revisions("data")
+    assert migrate.current_revisions(rt.key_engine, "keystore") == migrate.head_revisions(
+        "keystore"
+    )
 
 
 def test_sqlite_is_durable(cdp_env: CdpEnv) -> None:
