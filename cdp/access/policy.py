@@ -26,6 +26,7 @@ import casbin
 from casbin.persist import Adapter, load_policy_line
 
 from cdp.access.categories import CATEGORIES, PURPOSES, resource_for
+from cdp.errors import ConfigurationError
 
 
 class Resource(StrEnum):
@@ -99,8 +100,10 @@ _REQUEST_TOKENS: Final = ["r_sub", "r_obj", "r_act", "r_purpose"]
 _POLICY_TOKENS: Final = ["p_sub", "p_obj", "p_act", "p_purpose", "p_eft"]
 
 
-class PolicyError(Exception):
+class PolicyError(ConfigurationError):
     """The model or policy files are missing or invalid; the policy in force is unchanged."""
+
+    code = "policy_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from cdp.access import (
     fields_in,
     resource_for,
 )
+from cdp.errors import ConfigurationError
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 ROLES = ("admin", "dpo", "support", "analyst", "marketer", "ingest", "auditor")
@@ -372,6 +373,7 @@ def test_invalid_policy_is_refused_and_old_one_kept(tmp_path: Path, bad: str) ->
 
 
 def test_invalid_model_and_missing_files(tmp_path: Path) -> None:
+    assert issubclass(PolicyError, ConfigurationError)  # the API maps it with the other errors
     d = make_dir(tmp_path, "")
     (d / "model.conf").write_text("[request_definition]\nr = sub, obj, act\n")
     with pytest.raises(PolicyError):
