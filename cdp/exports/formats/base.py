@@ -1,0 +1,158 @@
+"""What every audience format offers, and the small helpers the formats share."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Protocol
+
+from cdp.exports.formats.hashing import prehashed, sha256_hex
+
+#: One decrypted profile: cdp field name to its value (``None`` or missing when unknown).
+Profile = Mapping[str, str | date | None]
+
+#: The cdp profile fields the formats read.
+PROFILE_FIELDS = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "gender",
+    "birthday",
+)
+
+
+class AudienceFormat(Protocol):
+    """A customer-list layout for one ad platform: columns and how each cell is made."""
+
+    @property
+    def name(self) -> str:
+        """Registry name, e.g. ``meta_custom_audience``."""
+        ...
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        """Column headers, in order, exactly as the platform's upload file expects them."""
+        ...
+
+    @property
+    def hashed_headers(self) -> frozenset[str]:
+        """The columns whose cells are SHA-256 hex digests (the others are plain text)."""
+        ...
+
+    @property
+    def fields_required(self) -> Mapping[str, tuple[str, ...]]:
+        """For each column header, the cdp profile fields its cell is made from."""
+        ...
+
+    def row(self, profile: Profile, *, default_region: str) -> list[str]:
+        """The row's cells (``""`` where the value is missing or unusable)."""
+        ...
+
+    def row_with_drops(
+        self, profile: Profile, *, default_region: str
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """The row's cells and the headers of the columns whose value was present but
+        unusable (so an export can count them); never the values themselves."""
+        ...
+
+
+#: A column's normaliser: the raw text and the profile's region in, the platform's form out.
+Normaliser = Callable[[str, str], str]
+
+_sha256 = hashlib.sha256
+
+
+def as_text(value: object) -> str | None:
+    """A profile value as text (``None`` stays ``None``)."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _unusable(raw: str, header: str, drops: list[str]) -> str:
+    """Record ``header`` as dropped unless ``raw`` was blank (blank is missing, not bad)."""
+    if raw and not raw.isspace():
+        drops.append(header)
+    return ""
+
+
+def hashed_cell(
+    value: object, normalise: Normaliser, region: str, header: str, drops: list[str]
+) -> str:
+    """One hashed cell: ``sha256_hex`` of the normalised value; the value itself, lower-cased,
+    if it already is a SHA-256 hex digest; ``""`` if missing, or if unusable (and then
+    ``header`` is appended to ``drops``)."""
+    raw = as_text(value)
+    if raw is None:
+        return ""
+    if len(raw) >= 64:
+        already = prehashed(raw)
+        if already is not None:
+            return already
+    normalised = normalise(raw, region)
+    if normalised:
+        return _sha256(normalised.encode()).hexdigest()
+    return _unusable(raw, header, drops)
+
+
+_SMALL_HASHES: dict[str, str] = {}
+
+
+def small_hash(normalised: str) -> str:
+    """``sha256_hex`` memoised, for columns with few distinct values (gender, dates, country)."""
+    digest = _SMALL_HASHES.get(normalised)
+    if digest is None:
+        digest = sha256_hex(normalised)
+        if len(_SMALL_HASHES) < 4096:
+            _SMALL_HASHES[normalised] = digest
+    return digest
+
+
+def small_hashed_cell(
+    value: object, normalise: Normaliser, region: str, header: str, drops: list[str]
+) -> str:
+    """Like :func:`hashed_cell`, with memoised hashes for low-cardinality columns."""
+    raw = as_text(value)
+    if raw is None:
+        return ""
+    if len(raw) >= 64:
+        already = prehashed(raw)
+        if already is not None:
+            return already
+    normalised = normalise(raw, region)
+    if normalised:
+        return small_hash(normalised)
+    return _unusable(raw, header, drops)
+
+
+def plain_cell(
+    value: object, normalise: Normaliser, region: str, header: str, drops: list[str]
+) -> str:
+    """One unhashed cell: the normalised value, or ``""`` (missing or unusable, as above)."""
+    raw = as_text(value)
+    if raw is None:
+        return ""
+    return normalise(raw, region) or _unusable(raw, header, drops)
+
+
+#: The signature shared by the three cell makers above.
+CellMaker = Callable[[object, Normaliser, str, str, list[str]], str]
+
+_CHECKED_REGIONS: dict[str, str] = {}
+
+
+def check_region(default_region: str) -> str:
+    """The default region upper-cased; ``ValueError`` unless it is 2 ASCII letters."""
+    region = _CHECKED_REGIONS.get(default_region)
+    if region is None:
+        region = default_region.upper()
+        if len(region) != 2 or not (region.isascii() and region.isalpha()):
+            raise ValueError("default_region must be an ISO 3166-1 alpha-2 code")
+        _CHECKED_REGIONS[default_region] = region
+    return region

@@ -1,0 +1,101 @@
+"""Google Ads Customer Match customer lists.
+
+Columns are the English headers of Google's customer-list upload file. Email, phone and names
+are sent as SHA-256 hex digests of the normalised value; Country and Zip are sent in plain
+text, as Google requires (see ``docs/audience-formats.md``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from types import MappingProxyType
+
+from cdp.exports.formats.base import (
+    CellMaker,
+    Normaliser,
+    Profile,
+    as_text,
+    check_region,
+    hashed_cell,
+    plain_cell,
+)
+from cdp.exports.formats.fields import e164, google_country, google_email, google_zip, region_for
+
+_NAME_PREFIXES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr"})
+_NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
+
+
+def google_first_name(raw: str, region: str = "") -> str:
+    """Lower-cased, trimmed, inner whitespace collapsed, leading titles (``Mrs.``) removed."""
+    value = " ".join(raw.split()).lower()
+    while True:
+        head, _, rest = value.partition(" ")
+        if not rest or head.rstrip(".") not in _NAME_PREFIXES:
+            return value
+        value = rest
+
+
+def google_last_name(raw: str, region: str = "") -> str:
+    """Lower-cased, trimmed, inner whitespace collapsed, trailing suffixes (``Jr.``) removed."""
+    value = " ".join(raw.split()).lower()
+    while True:
+        rest, _, tail = value.rpartition(" ")
+        rest = rest.rstrip(" ,")
+        if not rest or tail.rstrip(".") not in _NAME_SUFFIXES:
+            return value
+        value = rest
+
+
+# (header, profile field, normaliser, cell maker), in file order.
+_COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
+    ("Email", "email", google_email, hashed_cell),
+    ("Phone", "phone", e164, hashed_cell),
+    ("First Name", "first_name", google_first_name, hashed_cell),
+    ("Last Name", "last_name", google_last_name, hashed_cell),
+    ("Country", "country", google_country, plain_cell),
+    ("Zip", "postal_code", google_zip, plain_cell),
+)
+
+
+class GoogleCustomerMatch:
+    """Rows for a Google Ads Customer Match customer list (contact-information matching)."""
+
+    name = "google_customer_match"
+    headers: tuple[str, ...] = tuple(column[0] for column in _COLUMNS)
+    hashed_headers: frozenset[str] = frozenset(
+        column[0] for column in _COLUMNS if column[3] is not plain_cell
+    )
+    fields_required = MappingProxyType(
+        {
+            "Email": ("email",),
+            "Phone": ("phone", "country"),
+            "First Name": ("first_name",),
+            "Last Name": ("last_name",),
+            "Country": ("country",),
+            "Zip": ("postal_code", "country"),
+        }
+    )
+
+    def __init__(self, *, today: date | None = None) -> None:
+        """``today`` is accepted for a uniform factory; this format has no date columns."""
+        self._today = today
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def row(self, profile: Profile, *, default_region: str) -> list[str]:
+        """The row's cells (``""`` where the value is missing or unusable)."""
+        return self.row_with_drops(profile, default_region=default_region)[0]
+
+    def row_with_drops(
+        self, profile: Profile, *, default_region: str
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """The row's cells and the headers of present-but-unusable columns."""
+        get = profile.get
+        region = region_for(as_text(get("country")), check_region(default_region))
+        drops: list[str] = []
+        cells = [
+            make(get(field), normalise, region, header, drops)
+            for header, field, normalise, make in _COLUMNS
+        ]
+        return cells, tuple(drops)

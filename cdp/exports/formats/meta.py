@@ -1,0 +1,114 @@
+"""Meta (Facebook, Instagram) customer-file custom audiences.
+
+Columns are the Marketing API multi-key schema keys (``EMAIL``, ``PHONE``, ``FN``, ...) in
+lower case, which is also how the customer-list file names them. Every cell is the SHA-256
+hex digest of the value normalised by Meta's rules (see ``docs/audience-formats.md``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from types import MappingProxyType
+
+from cdp.exports.formats.base import (
+    CellMaker,
+    Normaliser,
+    Profile,
+    as_text,
+    check_region,
+    hashed_cell,
+    small_hash,
+    small_hashed_cell,
+)
+from cdp.exports.formats.fields import (
+    birth_date,
+    meta_city,
+    meta_country,
+    meta_email,
+    meta_gender,
+    meta_name,
+    meta_phone,
+    meta_state,
+    meta_zip,
+    region_for,
+)
+
+# (header, profile field, normaliser, cell maker), in file order.
+_COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
+    ("email", "email", meta_email, hashed_cell),
+    ("phone", "phone", meta_phone, hashed_cell),
+    ("fn", "first_name", meta_name, hashed_cell),
+    ("ln", "last_name", meta_name, hashed_cell),
+    ("ct", "city", meta_city, hashed_cell),
+    ("st", "state", meta_state, hashed_cell),
+    ("zip", "postal_code", meta_zip, hashed_cell),
+    ("country", "country", meta_country, small_hashed_cell),
+    ("gen", "gender", meta_gender, small_hashed_cell),
+)
+_BIRTH_HEADERS = ("doby", "dobm", "dobd")
+_NO_BIRTH = ("", "", "")
+
+
+class MetaCustomAudience:
+    """Rows for a Meta customer-file custom audience (CSV upload or Marketing API payload)."""
+
+    name = "meta_custom_audience"
+    headers: tuple[str, ...] = tuple(column[0] for column in _COLUMNS) + _BIRTH_HEADERS
+    #: The same columns as Marketing API multi-key schema keys, for an API payload.
+    api_schema: tuple[str, ...] = tuple(header.upper() for header in headers)
+    hashed_headers: frozenset[str] = frozenset(headers)
+    fields_required = MappingProxyType(
+        {
+            "email": ("email",),
+            "phone": ("phone", "country"),
+            "fn": ("first_name",),
+            "ln": ("last_name",),
+            "ct": ("city",),
+            "st": ("state", "country"),
+            "zip": ("postal_code", "country"),
+            "country": ("country",),
+            "gen": ("gender",),
+            "doby": ("birthday",),
+            "dobm": ("birthday",),
+            "dobd": ("birthday",),
+        }
+    )
+
+    def __init__(self, *, today: date | None = None) -> None:
+        """``today`` bounds birth dates (none in the future); defaults to the current date."""
+        self._today = today if today is not None else date.today()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def row(self, profile: Profile, *, default_region: str) -> list[str]:
+        """The row's cells (``""`` where the value is missing or unusable)."""
+        return self.row_with_drops(profile, default_region=default_region)[0]
+
+    def row_with_drops(
+        self, profile: Profile, *, default_region: str
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """The row's cells and the headers of present-but-unusable columns."""
+        get = profile.get
+        region = region_for(as_text(get("country")), check_region(default_region))
+        drops: list[str] = []
+        cells = [
+            make(get(field), normalise, region, header, drops)
+            for header, field, normalise, make in _COLUMNS
+        ]
+        cells.extend(self._birth_cells(get("birthday"), drops))
+        return cells, tuple(drops)
+
+    def _birth_cells(self, value: object, drops: list[str]) -> tuple[str, str, str]:
+        """DOBY ``YYYY``, DOBM ``MM`` and DOBD ``DD``, hashed; blanks if missing or unusable."""
+        if value is None or (isinstance(value, str) and (not value or value.isspace())):
+            return _NO_BIRTH
+        born = birth_date(value, self._today) if isinstance(value, date | str) else None
+        if born is None:
+            drops.extend(_BIRTH_HEADERS)
+            return _NO_BIRTH
+        return (
+            small_hash(f"{born.year:04d}"),
+            small_hash(f"{born.month:02d}"),
+            small_hash(f"{born.day:02d}"),
+        )
