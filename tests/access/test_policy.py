@@ -273,6 +273,7 @@ def test_several_roles(engine: PolicyEngine) -> None:
     assert allowed(["admin", "auditor"], "keys", "admin", "operations")
     assert allowed(["admin", "auditor"], "audit_log", "read", "audit")
     assert allowed(["ingest", "nobody"], "ingest", "write", "operations")
+    assert allowed(["admin", "dpo"], "pii:contact", "read", "privacy_request")  # no admin deny
     # a deny on any role wins: an analyst who is also support cannot read contact data
     d = engine.decide(["support", "analyst"], "pii:contact", "read", "support")
     assert not d.allowed and d.matched_rule is not None and d.matched_rule.role == "analyst"
