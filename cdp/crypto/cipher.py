@@ -27,14 +27,54 @@ _HEADER = struct.Struct(">BI")
 HEADER_BYTES = _HEADER.size + NONCE_BYTES
 
 
+def _aad_prefix(subject_id: str, key_version: int) -> bytes:
+    return b"cdp-field|%d|%s|%d|" % (FORMAT_VERSION, subject_id.encode(), key_version)
+
+
 def associated_data(subject_id: str, field: str, key_version: int) -> bytes:
-    """The AAD binding a field ciphertext to its place."""
-    return b"cdp-field|%d|%s|%s|%d" % (
-        FORMAT_VERSION,
-        subject_id.encode(),
-        field.encode(),
-        key_version,
-    )
+    """The AAD binding a field ciphertext to its place: format, subject, key version, field."""
+    return _aad_prefix(subject_id, key_version) + field.encode()
+
+
+class SubjectCipher:
+    """One subject's data key, ready to use: AAD prefix and header computed once (hot path)."""
+
+    __slots__ = ("_aead", "_header", "_prefix", "subject_id", "version")
+
+    def __init__(self, aead: AESGCM, *, subject_id: str, key_version: int) -> None:
+        self._aead = aead
+        self.subject_id = subject_id
+        self.version = key_version
+        self._prefix = _aad_prefix(subject_id, key_version)
+        self._header = _HEADER.pack(FORMAT_VERSION, key_version)
+
+    def __repr__(self) -> str:
+        return f"SubjectCipher(subject_id={self.subject_id!r}, version={self.version})"
+
+    def encrypt(self, field: str, plaintext: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return (
+            self._header
+            + nonce
+            + self._aead.encrypt(nonce, plaintext.encode(), self._prefix + field.encode())
+        )
+
+    def decrypt(self, field: str, blob: bytes) -> str:
+        if len(blob) < HEADER_BYTES + TAG_BYTES or blob[:5] != self._header:
+            if len(blob) >= HEADER_BYTES + TAG_BYTES and blob[0] == FORMAT_VERSION:
+                raise DecryptionError(
+                    f"field {field!r} of subject {self.subject_id} has another key version"
+                )
+            key_version_of(blob)  # raises the precise error (truncated, unknown format)
+        try:
+            plain = self._aead.decrypt(
+                blob[5:HEADER_BYTES], blob[HEADER_BYTES:], self._prefix + field.encode()
+            )
+        except InvalidTag:
+            raise DecryptionError(
+                f"field {field!r} of subject {self.subject_id} failed authentication"
+            ) from None
+        return plain.decode()
 
 
 def encrypt_field(

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from hashlib import sha256
+from typing import Any, NamedTuple
 
 from cdp.crypto.normalize import IdentityKind, normalize
 from cdp.errors import KeyMaterialError
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A token and the pseudonym-key version that produced it."""
+class Token(NamedTuple):
+    """A token and the pseudonym-key version that produced it (repr hides the value)."""
 
     kind: IdentityKind
-    value: str = field(repr=False)
+    value: str
     key_version: int
 
     def __repr__(self) -> str:
@@ -35,6 +34,13 @@ class Tokenizer:
         if current not in keys:
             raise KeyMaterialError("the current pseudonym key version has no key")
         self._base = {v: hmac.new(k, digestmod=sha256) for v, k in keys.items()}
+        # pre-keyed and pre-fed with "<kind>\x00" per (version, kind): one copy+update per token
+        self._keyed: dict[tuple[int, IdentityKind], Any] = {}
+        for v, base in self._base.items():
+            for kind in IdentityKind:
+                mac = base.copy()
+                mac.update(kind.value.encode() + b"\x00")
+                self._keyed[(v, kind)] = mac
         self.current = current
         self.default_region = default_region
 
@@ -51,11 +57,9 @@ class Tokenizer:
         """Token of an already-normalised value."""
         ver = self.current if version is None else version
         try:
-            mac = self._base[ver].copy()
+            mac = self._keyed[(ver, kind)].copy()
         except KeyError as exc:
             raise KeyMaterialError(f"no pseudonym key of version {ver}") from exc
-        mac.update(kind.value.encode())
-        mac.update(b"\x00")
         mac.update(normalized.encode())
         return Token(kind, mac.hexdigest(), ver)
 

@@ -13,19 +13,19 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cdp.crypto.cipher import decrypt_field, encrypt_field, key_version_of
+from cdp.crypto.cipher import SubjectCipher
 from cdp.crypto.keystore import DataKey, KeyStore
-from cdp.errors import DecryptionError, KeyShreddedError
+from cdp.errors import KeyShreddedError
 
 
 class _DekCache:
     def __init__(self, size: int, ttl_seconds: float) -> None:
         self.size = size
         self.ttl = ttl_seconds
-        self._items: OrderedDict[str, tuple[float, int, AESGCM]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, SubjectCipher]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, subject_id: str) -> tuple[int, AESGCM] | None:
+    def get(self, subject_id: str) -> SubjectCipher | None:
         with self._lock:
             item = self._items.get(subject_id)
             if item is None:
@@ -34,14 +34,14 @@ class _DekCache:
                 del self._items[subject_id]
                 return None
             self._items.move_to_end(subject_id)
-            return item[1], item[2]
+            return item[1]
 
-    def put(self, key: DataKey) -> tuple[int, AESGCM]:
-        entry = (key.version, AESGCM(key.key))
+    def put(self, key: DataKey) -> SubjectCipher:
+        entry = SubjectCipher(AESGCM(key.key), subject_id=key.subject_id, key_version=key.version)
         if self.size == 0:
             return entry
         with self._lock:
-            self._items[key.subject_id] = (time.monotonic(), *entry)
+            self._items[key.subject_id] = (time.monotonic(), entry)
             self._items.move_to_end(key.subject_id)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -79,7 +79,8 @@ class Vault:
         for key in self.keystore.load(missing).values():
             self._cache.put(key)
 
-    def _key(self, subject_id: str) -> tuple[int, AESGCM]:
+    def cipher(self, subject_id: str) -> SubjectCipher:
+        """The subject's ready cipher (raises KeyShreddedError when its key is gone)."""
         entry = self._cache.get(subject_id)
         if entry is None:
             entry = self._cache.put(self.keystore.get(subject_id))
@@ -87,32 +88,24 @@ class Vault:
 
     def has_key(self, subject_id: str) -> bool:
         try:
-            self._key(subject_id)
+            self.cipher(subject_id)
         except KeyShreddedError:
             return False
         return True
 
     def encrypt(self, subject_id: str, field: str, value: str) -> bytes:
-        version, aead = self._key(subject_id)
-        return encrypt_field(aead, value, subject_id=subject_id, field=field, key_version=version)
+        return self.cipher(subject_id).encrypt(field, value)
 
     def encrypt_fields(self, subject_id: str, values: Mapping[str, str]) -> dict[str, bytes]:
-        version, aead = self._key(subject_id)
-        return {
-            f: encrypt_field(aead, v, subject_id=subject_id, field=f, key_version=version)
-            for f, v in values.items()
-        }
+        enc = self.cipher(subject_id).encrypt
+        return {f: enc(f, v) for f, v in values.items()}
 
     def decrypt(self, subject_id: str, field: str, blob: bytes) -> str:
-        version, aead = self._key(subject_id)
-        if key_version_of(blob) != version:
-            raise DecryptionError(
-                f"field {field!r} of subject {subject_id} has another key version"
-            )
-        return decrypt_field(aead, blob, subject_id=subject_id, field=field)
+        return self.cipher(subject_id).decrypt(field, blob)
 
     def decrypt_fields(self, subject_id: str, blobs: Mapping[str, bytes]) -> dict[str, str]:
-        return {f: self.decrypt(subject_id, f, b) for f, b in blobs.items()}
+        dec = self.cipher(subject_id).decrypt
+        return {f: dec(f, b) for f, b in blobs.items()}
 
     def shred(self, subject_ids: Sequence[str]) -> int:
         """Crypto-shred: destroy the data keys; the subjects' ciphertexts become unreadable."""
