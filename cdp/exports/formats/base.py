@@ -88,9 +88,9 @@ def hashed_cell(
     """One hashed cell: ``sha256_hex`` of the normalised value; the value itself, lower-cased,
     if it already is a SHA-256 hex digest; ``""`` if missing, or if unusable (and then
     ``header`` is appended to ``drops``)."""
-    raw = as_text(value)
-    if raw is None:
+    if value is None:
         return ""
+    raw = value if isinstance(value, str) else str(value)
     if len(raw) >= 64:
         already = prehashed(raw)
         if already is not None:
@@ -118,9 +118,9 @@ def small_hashed_cell(
     value: object, normalise: Normaliser, region: str, header: str, drops: list[str]
 ) -> str:
     """Like :func:`hashed_cell`, with memoised hashes for low-cardinality columns."""
-    raw = as_text(value)
-    if raw is None:
+    if value is None:
         return ""
+    raw = value if isinstance(value, str) else str(value)
     if len(raw) >= 64:
         already = prehashed(raw)
         if already is not None:
@@ -135,9 +135,9 @@ def plain_cell(
     value: object, normalise: Normaliser, region: str, header: str, drops: list[str]
 ) -> str:
     """One unhashed cell: the normalised value, or ``""`` (missing or unusable, as above)."""
-    raw = as_text(value)
-    if raw is None:
+    if value is None:
         return ""
+    raw = value if isinstance(value, str) else str(value)
     return normalise(raw, region) or _unusable(raw, header, drops)
 
 

@@ -32,6 +32,7 @@ from cdp.exports.formats.fields import (
     meta_zip,
     region_for,
 )
+from cdp.exports.formats.hashing import sha256_hex
 
 # (header, profile field, normaliser, cell maker), in file order.
 _COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
@@ -47,6 +48,9 @@ _COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
 )
 _BIRTH_HEADERS = ("doby", "dobm", "dobd")
 _NO_BIRTH = ("", "", "")
+# DOBM "MM" and DOBD "DD" hashed once: index 1 is "01".
+_MONTH_HASHES = ("", *(sha256_hex(f"{month:02d}") for month in range(1, 13)))
+_DAY_HASHES = ("", *(sha256_hex(f"{day:02d}") for day in range(1, 32)))
 
 
 class MetaCustomAudience:
@@ -107,8 +111,4 @@ class MetaCustomAudience:
         if born is None:
             drops.extend(_BIRTH_HEADERS)
             return _NO_BIRTH
-        return (
-            small_hash(f"{born.year:04d}"),
-            small_hash(f"{born.month:02d}"),
-            small_hash(f"{born.day:02d}"),
-        )
+        return small_hash(f"{born.year:04d}"), _MONTH_HASHES[born.month], _DAY_HASHES[born.day]
