@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
+import cdp.access.models  # noqa: F401
+import cdp.audit.models  # noqa: F401
 import cdp.consent.models  # noqa: F401
 import cdp.db.models  # noqa: F401
 import cdp.ingest.models  # noqa: F401
+import cdp.privacy.models  # noqa: F401
 import cdp.profiles.models  # noqa: F401
 
 metadata = SQLModel.metadata

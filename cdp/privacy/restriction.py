@@ -1,0 +1,74 @@
+"""Restriction of processing (GDPR art. 18): while a restriction is open, the subject's data is
+only stored — no exports, no marketing traits, no segment membership sent anywhere.
+
+Other modules check it in one of two ways:
+
+- :func:`is_restricted` for one subject (a single send, a single trait computation);
+- :func:`not_restricted_condition` inside SQL, correlated on the outer query's subject-id column
+  (exports and trait jobs filter many subjects in one query). :func:`cdp.consent.service.
+  eligible_condition` already combines it with the consent check.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.clock import Clock, utcnow
+from cdp.privacy.models import Restriction
+
+if TYPE_CHECKING:
+    from cdp.runtime import Runtime
+
+_R = Restriction.__table__  # type: ignore[attr-defined]
+
+
+def not_restricted_condition(subject_col: Any) -> sa.ColumnElement[bool]:
+    """SQL condition: the subject in ``subject_col`` has no open restriction."""
+    return ~(
+        sa.select(sa.literal(1))
+        .where(_R.c.subject_id == subject_col, _R.c.lifted_at.is_(None))
+        .exists()
+    )
+
+
+def restricted_subjects() -> sa.Select[tuple[str]]:
+    """A selectable of the ids of subjects under an open restriction."""
+    return sa.select(_R.c.subject_id).where(_R.c.lifted_at.is_(None)).distinct()
+
+
+def is_restricted(
+    *, conn: Connection | None = None, runtime: Runtime | None = None, subject_id: str
+) -> bool:
+    """Whether the subject's processing is restricted now."""
+    query = sa.select(sa.literal(1)).where(_R.c.subject_id == subject_id, _R.c.lifted_at.is_(None))
+    if conn is not None:
+        return conn.execute(query).first() is not None
+    if runtime is None:
+        raise TypeError("pass conn= or runtime=")
+    with runtime.data_engine.connect() as own:
+        return own.execute(query).first() is not None
+
+
+def restrict(
+    *, conn: Connection, subject_id: str, request_id: str | None, clock: Clock = utcnow
+) -> bool:
+    """Open a restriction (idempotent); return False when one was already open."""
+    if is_restricted(conn=conn, subject_id=subject_id):
+        return False
+    conn.execute(
+        sa.insert(_R).values(subject_id=subject_id, request_id=request_id, started_at=clock())
+    )
+    return True
+
+
+def lift(*, conn: Connection, subject_id: str, clock: Clock = utcnow) -> int:
+    """Lift every open restriction of the subject; return how many were open."""
+    result = conn.execute(
+        sa.update(_R)
+        .where(_R.c.subject_id == subject_id, _R.c.lifted_at.is_(None))
+        .values(lifted_at=clock())
+    )
+    return result.rowcount
