@@ -45,7 +45,8 @@ BEGIN
                    WHERE m.survivor_id = NEW.subject_id AND m.merged_id = OLD.subject_id) THEN
         RETURN NEW;
     END IF;
-    RAISE EXCEPTION 'consent_events is append-only: % rejected', TG_OP USING ERRCODE = '42501';
+    RAISE EXCEPTION 'consent_events is append-only: % rejected', TG_OP
+        USING ERRCODE = '42501', HINT = 'a merge: insert its subject_merges row first';
 END
 $$ LANGUAGE plpgsql
 """,
@@ -76,7 +77,9 @@ WHEN NOT EXISTS (SELECT 1 FROM ledger_unlocks)
           AND NEW.dedupe_key IS OLD.dedupe_key
           AND EXISTS (SELECT 1 FROM subject_merges
                       WHERE survivor_id = NEW.subject_id AND merged_id = OLD.subject_id))
-BEGIN SELECT RAISE(ABORT, 'consent_events is append-only: UPDATE rejected'); END
+BEGIN
+    SELECT RAISE(ABORT, 'consent_events is append-only: UPDATE rejected (merge? log it first)');
+END
 """,
     """
 CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events
