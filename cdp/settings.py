@@ -66,6 +66,13 @@ class Settings(BaseSettings):
             "(AES-GCM with random nonces stays far below 2^32 uses per key); rotate instead."
         ),
     )
+    policy_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory holding the Casbin access policy (model.conf, policy.csv). "
+            "Default: the repository's policies/ directory."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level written to the log."
     )

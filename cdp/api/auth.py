@@ -1,0 +1,111 @@
+"""Authentication and authorisation for every route: bearer token -> principal -> policy decision.
+
+Use in a route::
+
+    SegmentsRead = Annotated[AccessContext, Depends(authorize("segments", "read"))]
+
+    @router.get("/v1/segments")
+    def list_segments(ctx: SegmentsRead, runtime: RuntimeDep) -> ...: ...
+
+The dependency authenticates the ``Authorization: Bearer`` token (401 ``AuthenticationError`` if
+it is missing, unknown, expired or revoked), reads the purpose of use from ``X-Purpose`` (422
+``InvalidInputError`` if missing or unknown), asks the policy whether the principal's roles may do
+``action`` on ``resource`` for that purpose, and on a denial writes a ``denied`` audit record
+(naming the path's ``subject_id`` when there is one) before raising ``PermissionDeniedError``
+(403). On success it returns an :class:`AccessContext` carrying principal, roles, purpose, request
+id, client address and the decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cdp.access.context import AccessContext, check_purpose
+from cdp.access.engine import get_policy_engine
+from cdp.access.principals import authenticate
+from cdp.api.deps import RuntimeDep
+from cdp.audit.service import deny
+from cdp.runtime import Runtime
+
+__all__ = ["AUTHORIZE_MARKER", "AccessContext", "authorize", "resolve_access"]
+
+AUTHORIZE_MARKER: Final = "__cdp_authorize__"
+"""Attribute set on every dependency :func:`authorize` builds: ``(resource, action)``. The route
+audit test looks for it."""
+
+PURPOSE_HEADER: Final = "X-Purpose"
+_bearer = HTTPBearer(auto_error=False, description="A cdp principal's token.")
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def resolve_access(
+    *,
+    runtime: Runtime,
+    request: Request,
+    token: str | None,
+    purpose: str | None,
+    resource: str,
+    action: str,
+) -> AccessContext:
+    """Authenticate, read the purpose and decide; see the module doc for the errors raised."""
+    principal = authenticate(runtime=runtime, token=token)
+    checked = check_purpose(purpose, source=PURPOSE_HEADER)
+    decision = get_policy_engine().decide(principal.roles, resource, action, checked)
+    ctx = AccessContext(
+        principal_id=principal.id,
+        principal_name=principal.name,
+        roles=principal.roles,
+        purpose=checked,
+        request_id=str(getattr(request.state, "request_id", "") or "none"),
+        client=_client(request),
+        decision=decision,
+    )
+    if not decision.allowed:
+        subject = request.path_params.get("subject_id")
+        raise deny(
+            runtime=runtime,
+            ctx=ctx,
+            action=action,
+            resource=resource,
+            subject_ids=[subject] if isinstance(subject, str) else [],
+        )
+    return ctx
+
+
+def authorize(resource: str, action: str) -> Callable[..., AccessContext]:
+    """A FastAPI dependency admitting principals the policy allows ``action`` on ``resource``."""
+
+    def dependency(
+        request: Request,
+        runtime: RuntimeDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        x_purpose: Annotated[
+            str | None,
+            Header(alias=PURPOSE_HEADER, description="Purpose of use, e.g. support, analytics."),
+        ] = None,
+    ) -> AccessContext:
+        return resolve_access(
+            runtime=runtime,
+            request=request,
+            token=credentials.credentials if credentials is not None else None,
+            purpose=x_purpose,
+            resource=resource,
+            action=action,
+        )
+
+    setattr(dependency, AUTHORIZE_MARKER, (resource, action))
+    dependency.__name__ = f"authorize_{resource.replace(':', '_')}_{action}"
+    return dependency
+
+
+def authorized(resource: str, action: str) -> Any:
+    """``Depends(authorize(resource, action))`` for use as a default: ``ctx: AccessContext =
+    authorized("profile", "read")``. Prefer an ``Annotated`` alias (module doc)."""
+    return Depends(authorize(resource, action))

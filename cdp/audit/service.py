@@ -1,0 +1,229 @@
+"""Recording access: the functions every door (API, CLI, export) calls around a read.
+
+Two ways in:
+
+* :func:`record_access` writes one record now (a denied attempt, an export batch, a key operation),
+  in its own transaction or inside the caller's (``conn=``).
+* :func:`audited_read` wraps a read: the body reads through ``scope.conn`` and declares what it
+  returns with ``scope.returned(subject_ids=..., fields=...)``; on leaving the block the audit
+  record is appended in the same transaction and committed. Only then may the caller build its
+  response. If the append or the commit fails, :class:`AuditWriteError` is raised and the caller has
+  nothing to return. If the body raises, the read is rolled back and an ``error`` record is written
+  in its own transaction before the error propagates.
+
+Check the policy (:func:`require`) *before* opening :func:`audited_read`: on SQLite the read
+transaction holds the database write lock, so a denial recorded from inside the block would wait
+on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from cdp.access.context import AccessContext
+from cdp.audit.chain import AuditRecord
+from cdp.audit.writer import SUBJECT_ID, AuditEntry, append
+from cdp.clock import Clock, utcnow
+from cdp.errors import AuditWriteError, PermissionDeniedError
+from cdp.logging import get_logger
+from cdp.runtime import Runtime
+
+log = get_logger("cdp.audit")
+
+
+def entry_for(
+    ctx: AccessContext,
+    *,
+    action: str,
+    resource: str,
+    subject_ids: Iterable[str] = (),
+    fields: Iterable[str] = (),
+    outcome: str,
+    purpose: str | None = None,
+) -> AuditEntry:
+    """An audit entry for ``ctx`` (its principal, roles, purpose, request id and client)."""
+    return AuditEntry(
+        principal_id=ctx.principal_id,
+        principal_name=ctx.principal_name,
+        roles=ctx.roles,
+        action=action,
+        resource=resource,
+        subject_ids=tuple(dict.fromkeys(subject_ids)),
+        fields=tuple(dict.fromkeys(fields)),
+        purpose=purpose or ctx.purpose,
+        outcome=outcome,
+        request_id=ctx.request_id,
+        client=ctx.client,
+    )
+
+
+def _write(runtime: Runtime, entries: Sequence[AuditEntry], clock: Clock) -> list[AuditRecord]:
+    try:
+        with runtime.data_engine.begin() as conn:
+            return append(conn, entries, clock=clock)
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("audit write failed", error_type=type(exc).__name__)
+        raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
+
+
+def record_access(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    action: str,
+    resource: str,
+    outcome: str,
+    subject_ids: Iterable[str] = (),
+    fields: Iterable[str] = (),
+    purpose: str | None = None,
+    conn: Connection | None = None,
+    clock: Clock = utcnow,
+) -> AuditRecord:
+    """Write one audit record for ``ctx`` and return it.
+
+    With ``conn`` the record joins that open transaction (the caller commits, and a failed commit
+    means the record and whatever it covers are both gone); without it the record is committed
+    before this returns. Raises ``AuditWriteError`` if it cannot be written.
+    """
+    entry = entry_for(
+        ctx,
+        action=action,
+        resource=resource,
+        subject_ids=subject_ids,
+        fields=fields,
+        outcome=outcome,
+        purpose=purpose,
+    )
+    if conn is None:
+        return _write(runtime, [entry], clock)[0]
+    try:
+        return append(conn, [entry], clock=clock)[0]
+    except SQLAlchemyError:
+        log.error("audit write failed", error_type="SQLAlchemyError")
+        raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
+
+
+def deny(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    action: str,
+    resource: str,
+    subject_ids: Iterable[str] = (),
+    clock: Clock = utcnow,
+) -> PermissionDeniedError:
+    """Record a ``denied`` attempt and return the error to raise.
+
+    Subject ids that are not well-formed cdp ids are left out of the record (they are whatever
+    the caller typed, possibly personal data).
+    """
+    safe = [s for s in subject_ids if SUBJECT_ID.match(s)]
+    record_access(
+        runtime=runtime,
+        ctx=ctx,
+        action=action,
+        resource=resource,
+        outcome="denied",
+        subject_ids=safe,
+        clock=clock,
+    )
+    return PermissionDeniedError(
+        f"the policy does not allow role(s) {', '.join(ctx.roles) or '(none)'} "
+        f"to {action} {resource} for purpose {ctx.purpose}"
+    )
+
+
+def require(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    resource: str,
+    action: str,
+    subject_ids: Iterable[str] = (),
+    clock: Clock = utcnow,
+) -> None:
+    """Raise ``PermissionDeniedError`` (after writing a ``denied`` record) unless the policy allows
+    ``ctx`` to ``action`` ``resource`` for its purpose."""
+    if not ctx.allows(resource, action):
+        raise deny(
+            runtime=runtime,
+            ctx=ctx,
+            action=action,
+            resource=resource,
+            subject_ids=subject_ids,
+            clock=clock,
+        )
+
+
+@dataclass
+class AuditScope:
+    """The open read transaction of :func:`audited_read` and what the read will return."""
+
+    conn: Connection
+    subject_ids: list[str] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list)
+    record: AuditRecord | None = None
+
+    def returned(self, *, subject_ids: Iterable[str] = (), fields: Iterable[str] = ()) -> None:
+        """Declare subjects and field names the response will carry (cumulative)."""
+        self.subject_ids.extend(subject_ids)
+        self.fields.extend(fields)
+
+
+@contextmanager
+def audited_read(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    action: str,
+    resource: str,
+    subject_ids: Iterable[str] = (),
+    clock: Clock = utcnow,
+) -> Iterator[AuditScope]:
+    """Run a read and its audit record in one transaction (see the module doc).
+
+    ``subject_ids`` are the subjects the request names (recorded on an ``error`` outcome too);
+    the body adds what it actually returns through ``scope.returned``. After the block,
+    ``scope.record`` is the committed record.
+    """
+    named = [s for s in subject_ids if SUBJECT_ID.match(s)]
+    conn = runtime.data_engine.connect()
+    try:
+        trans = conn.begin()
+        scope = AuditScope(conn)
+        try:
+            yield scope
+        except BaseException as exc:
+            trans.rollback()
+            # A denial was recorded where it was decided; an audit failure cannot be recorded.
+            if isinstance(exc, Exception) and not isinstance(
+                exc, AuditWriteError | PermissionDeniedError
+            ):
+                entry = entry_for(
+                    ctx, action=action, resource=resource, subject_ids=named, outcome="error"
+                )
+                _write(runtime, [entry], clock)
+            raise
+        try:
+            entry = entry_for(
+                ctx,
+                action=action,
+                resource=resource,
+                subject_ids=[*named, *scope.subject_ids],
+                fields=scope.fields,
+                outcome="allowed",
+            )
+            scope.record = append(conn, [entry], clock=clock)[0]
+            trans.commit()
+        except SQLAlchemyError:
+            if trans.is_active:
+                trans.rollback()
+            log.error("audit write failed", error_type="SQLAlchemyError")
+            raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
+    finally:
+        conn.close()

@@ -1,0 +1,185 @@
+"""Appending to the audit chain: the only code that writes ``audit_log`` (insert only).
+
+An append runs inside the caller's transaction: it locks the chain's head row
+(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite every transaction already holds the database
+write lock from ``BEGIN IMMEDIATE``), gives each new record the next sequence number, hashes it
+onto the previous hash, inserts it and moves the head. Writers in other threads or processes wait
+on the head row, so the chain stays linear and sequence numbers stay gap-free; a writer whose
+transaction rolls back leaves no trace.
+
+Every string that enters a record is checked against a strict pattern: subject ids are cdp's
+random hex ids and field, action and resource names are identifiers, so no personal value can be
+written into the log by mistake.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, cast
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from cdp.audit.chain import (
+    GENESIS_HASH,
+    OUTCOMES,
+    AuditRecord,
+    canonical,
+    chain_hash,
+    format_at,
+    list_text,
+)
+from cdp.audit.models import AuditHead, AuditLogRow, AuditSubject
+from cdp.clock import Clock, utcnow
+
+LOG = cast(sa.Table, AuditLogRow.__table__)  # type: ignore[attr-defined]
+HEAD = cast(sa.Table, AuditHead.__table__)  # type: ignore[attr-defined]
+SUBJECTS = cast(sa.Table, AuditSubject.__table__)  # type: ignore[attr-defined]
+
+SUBJECT_ID: Final = re.compile(r"^[0-9a-f]{32}$")
+_NAME: Final = re.compile(r"^[A-Za-z0-9_.:/@*-]{1,64}$")
+_CLIENT: Final = re.compile(r"^[A-Za-z0-9_.:@\[\]-]{0,128}$")
+
+_HEAD_FOR_UPDATE = sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
+_LAST_ROW = sa.select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What a caller asks to record; the writer adds sequence, time and hashes."""
+
+    principal_id: str
+    principal_name: str
+    roles: tuple[str, ...]
+    action: str
+    resource: str
+    subject_ids: tuple[str, ...]
+    fields: tuple[str, ...]
+    purpose: str
+    outcome: str
+    request_id: str
+    client: str
+
+
+def _checked(entry: AuditEntry) -> AuditEntry:
+    """Refuse anything that does not look like an id or identifier (never a personal value)."""
+    if entry.outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {OUTCOMES}")
+    for name in (entry.action, entry.resource, entry.purpose, entry.principal_id):
+        if not _NAME.match(name):
+            raise ValueError("audit action, resource, purpose and principal must be identifiers")
+    for name in (*entry.fields, *entry.roles, entry.principal_name, entry.request_id):
+        if not _NAME.match(name):
+            raise ValueError("audit field, role, principal and request names must be identifiers")
+    for sid in entry.subject_ids:
+        if not SUBJECT_ID.match(sid):
+            raise ValueError("audit subject ids must be cdp subject ids")
+    if not _CLIENT.match(entry.client):
+        raise ValueError("audit client must be a host address or name")
+    return entry
+
+
+def _lock_head(conn: Connection) -> tuple[int, str]:
+    """Lock the head row (creating it from the log's last record if it is missing)."""
+    head = conn.execute(_HEAD_FOR_UPDATE).first()
+    if head is not None:
+        return int(head[0]), str(head[1])
+    last = conn.execute(_LAST_ROW).first()
+    seq, digest = (int(last[0]), str(last[1])) if last is not None else (0, GENESIS_HASH)
+    conn.execute(
+        sa.text(
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, :seq, :hash) "
+            "ON CONFLICT (id) DO NOTHING"
+        ),
+        {"seq": seq, "hash": digest},
+    )
+    head = conn.execute(_HEAD_FOR_UPDATE).one()
+    return int(head[0]), str(head[1])
+
+
+def append(
+    conn: Connection, entries: Sequence[AuditEntry], *, clock: Clock = utcnow
+) -> list[AuditRecord]:
+    """Append ``entries`` to the chain inside ``conn``'s open transaction; return the records.
+
+    The caller commits; until then nobody else can append. Raises ``ValueError`` for an entry
+    that is not safe to record.
+    """
+    checked = [_checked(e) for e in entries]
+    if not checked:
+        return []
+    seq, prev = _lock_head(conn)
+    records: list[AuditRecord] = []
+    rows: list[dict[str, object]] = []
+    links: list[dict[str, object]] = []
+    for e in checked:
+        seq += 1
+        at = clock()
+        subjects_text = list_text(e.subject_ids)
+        fields_text = list_text(e.fields)
+        roles_text = ",".join(e.roles)
+        digest = chain_hash(
+            prev,
+            canonical(
+                seq,
+                format_at(at),
+                e.principal_id,
+                e.principal_name,
+                roles_text,
+                e.action,
+                e.resource,
+                subjects_text,
+                fields_text,
+                e.purpose,
+                e.outcome,
+                e.request_id,
+                e.client,
+            ),
+        )
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "principal_id": e.principal_id,
+                "principal_name": e.principal_name,
+                "roles": roles_text,
+                "action": e.action,
+                "resource": e.resource,
+                "subject_ids": subjects_text,
+                "fields": fields_text,
+                "purpose": e.purpose,
+                "outcome": e.outcome,
+                "request_id": e.request_id,
+                "client": e.client,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        links.extend({"subject_id": s, "seq": seq} for s in dict.fromkeys(e.subject_ids))
+        records.append(
+            AuditRecord(
+                seq=seq,
+                at=at,
+                principal_id=e.principal_id,
+                principal_name=e.principal_name,
+                roles=e.roles,
+                action=e.action,
+                resource=e.resource,
+                subject_ids=e.subject_ids,
+                fields=e.fields,
+                purpose=e.purpose,
+                outcome=e.outcome,
+                request_id=e.request_id,
+                client=e.client,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        prev = digest
+    conn.execute(sa.insert(LOG), rows)
+    if links:
+        conn.execute(sa.insert(SUBJECTS), links)
+    conn.execute(sa.update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev))
+    return records

@@ -1,0 +1,81 @@
+"""The CLI's door into access control: every command that reads personal data authenticates a
+principal (``--token`` or ``CDP_TOKEN``) and names a purpose (``--purpose``), exactly like an API
+request, and is decided by the same policy and recorded in the same audit log.
+
+Use in a command::
+
+    @app.command("show")
+    def show(subject_id: str, token: TokenOption = None, purpose: PurposeOption = None) -> None:
+        rt = get_runtime()
+        ctx = cli_access(runtime=rt, token=token, purpose=purpose,
+                         resource="profile", action="read", subject_ids=[subject_id])
+        ...  # then cdp.audit.service.audited_read(runtime=rt, ctx=ctx, ...)
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterable
+from typing import Annotated
+
+import typer
+
+from cdp.access.context import AccessContext, check_purpose
+from cdp.access.engine import get_policy_engine
+from cdp.access.principals import authenticate
+from cdp.audit.service import deny
+from cdp.runtime import Runtime
+
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="CDP_TOKEN",
+        help="Your principal's bearer token (or set CDP_TOKEN).",
+        show_default=False,
+    ),
+]
+PurposeOption = Annotated[
+    str | None,
+    typer.Option("--purpose", help="Purpose of use, e.g. support or privacy_request."),
+]
+
+
+def cli_client() -> str:
+    """The ``client`` recorded for CLI reads: ``cli:<host name>``."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in ".-")[:100]
+    return f"cli:{host or 'unknown'}"
+
+
+def cli_access(
+    *,
+    runtime: Runtime,
+    token: str | None,
+    purpose: str | None,
+    resource: str,
+    action: str,
+    subject_ids: Iterable[str] = (),
+) -> AccessContext:
+    """Authenticate ``token``, check ``purpose`` and decide ``action`` on ``resource``.
+
+    Raises ``AuthenticationError``, ``InvalidInputError`` (missing or unknown purpose) or, after
+    writing a ``denied`` audit record, ``PermissionDeniedError``; the CLI prints them as one line.
+    """
+    principal = authenticate(runtime=runtime, token=token)
+    checked = check_purpose(purpose, source="--purpose")
+    decision = get_policy_engine().decide(principal.roles, resource, action, checked)
+    ctx = AccessContext(
+        principal_id=principal.id,
+        principal_name=principal.name,
+        roles=principal.roles,
+        purpose=checked,
+        request_id=uuid.uuid4().hex,
+        client=cli_client(),
+        decision=decision,
+    )
+    if not decision.allowed:
+        raise deny(
+            runtime=runtime, ctx=ctx, action=action, resource=resource, subject_ids=subject_ids
+        )
+    return ctx
