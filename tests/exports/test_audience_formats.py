@@ -77,10 +77,16 @@ def test_fields_required_cover_every_column_with_profile_fields(name: str) -> No
         assert needed and set(needed) <= set(PROFILE_FIELDS)
 
 
-def test_bad_default_region_is_refused_without_echoing_it() -> None:
+@pytest.mark.parametrize("region", ["Britain", "UK", "ZZ", ""])
+def test_bad_default_region_is_refused_without_echoing_it(region: str) -> None:
     with pytest.raises(ValueError, match="default_region") as caught:
-        get_format("meta_custom_audience").row({}, default_region="Britain")
-    assert "Britain" not in str(caught.value)
+        get_format("meta_custom_audience").row({}, default_region=region)
+    assert region == "" or region not in str(caught.value)
+
+
+def test_default_region_is_case_insensitive() -> None:
+    profile: dict[str, str | date | None] = {"phone": "020 7946 0958"}
+    assert meta_cell("phone", profile, "gb") == sha256("442079460958")
 
 
 # --- Meta: the table of tricky inputs ----------------------------------------------------

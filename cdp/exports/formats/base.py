@@ -8,6 +8,7 @@ from datetime import date
 from typing import Protocol
 
 from cdp.exports.formats.hashing import prehashed, sha256_hex
+from cdp.exports.formats.tables import ISO_ALPHA2
 
 #: One decrypted profile: cdp field name to its value (``None`` or missing when unknown).
 Profile = Mapping[str, str | date | None]
@@ -47,7 +48,9 @@ class AudienceFormat(Protocol):
 
     @property
     def fields_required(self) -> Mapping[str, tuple[str, ...]]:
-        """For each column header, the cdp profile fields its cell is made from."""
+        """For each column header, the cdp profile fields its cell is made from: first the
+        column's own field, then any that only steer its normalisation (``country`` for a
+        phone number's region)."""
         ...
 
     def row(self, profile: Profile, *, default_region: str) -> list[str]:
@@ -148,11 +151,12 @@ _CHECKED_REGIONS: dict[str, str] = {}
 
 
 def check_region(default_region: str) -> str:
-    """The default region upper-cased; ``ValueError`` unless it is 2 ASCII letters."""
+    """The default region upper-cased; ``ValueError`` unless it is an assigned ISO 3166-1
+    alpha-2 code."""
     region = _CHECKED_REGIONS.get(default_region)
     if region is None:
         region = default_region.upper()
-        if len(region) != 2 or not (region.isascii() and region.isalpha()):
+        if region not in ISO_ALPHA2:
             raise ValueError("default_region must be an ISO 3166-1 alpha-2 code")
         _CHECKED_REGIONS[default_region] = region
     return region
