@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from cdp import __version__
 from cdp.api.errors import install_error_handlers
 from cdp.api.middleware import RequestContextMiddleware
+from cdp.api.profiles import router as profiles_router
 
 
 def create_app() -> FastAPI:
@@ -18,4 +19,5 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    app.include_router(profiles_router)
     return app

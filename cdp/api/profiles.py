@@ -1,0 +1,108 @@
+"""``/v1/profiles``: permissioned, audited reads of profiles, their orders and their consent.
+
+Routes only parse input and pass the caller's :class:`AccessContext` to
+:mod:`cdp.profiles.reads`, which checks field-level permissions and writes the audit record.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel
+
+from cdp.api.auth import AccessContext, authorize
+from cdp.api.deps import RuntimeDep
+from cdp.crypto.normalize import IdentityKind
+from cdp.errors import InvalidInputError
+from cdp.profiles import reads
+from cdp.profiles.reads import MAX_PAGE_SIZE, ConsentPage, OrderPage
+from cdp.profiles.views import ProfileView, parse_fields
+
+router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+
+ProfileRead = Annotated[AccessContext, Depends(authorize("profile", "read"))]
+BehaviourRead = Annotated[AccessContext, Depends(authorize("data:behaviour", "read"))]
+ConsentRead = Annotated[AccessContext, Depends(authorize("data:consent", "read"))]
+SubjectId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A cdp subject id.")]
+Fields = Annotated[
+    str | None,
+    Query(description="Comma-separated fields to return; default: every field you may see."),
+]
+Limit = Annotated[
+    int | None, Query(ge=1, description=f"Page size (default 50, at most {MAX_PAGE_SIZE}).")
+]
+Cursor = Annotated[int | None, Query(ge=0, description="next_cursor of the previous page.")]
+
+
+class ProfileList(BaseModel):
+    """Profiles found by a lookup (at most one per identity in practice)."""
+
+    items: list[ProfileView]
+
+
+@router.get("/{subject_id}", response_model=ProfileView, response_model_exclude_unset=True)
+def get_profile(
+    subject_id: SubjectId, ctx: ProfileRead, runtime: RuntimeDep, fields: Fields = None
+) -> ProfileView:
+    """One profile: pseudonymous fields, plus the PII categories your role may read for your
+    purpose. Fields you may not see are absent."""
+    return reads.get_profile(
+        runtime=runtime, ctx=ctx, subject_id=subject_id, fields=parse_fields(fields)
+    )
+
+
+@router.get("", response_model=ProfileList, response_model_exclude_unset=True)
+def find_profiles(
+    ctx: ProfileRead,
+    runtime: RuntimeDep,
+    email: Annotated[str | None, Query()] = None,
+    phone: Annotated[str | None, Query()] = None,
+    customer_id: Annotated[str | None, Query()] = None,
+    fields: Fields = None,
+) -> ProfileList:
+    """Find profiles by exactly one of email, phone or customer_id (through the token index)."""
+    given = [
+        (k, v)
+        for k, v in (
+            (IdentityKind.EMAIL, email),
+            (IdentityKind.PHONE, phone),
+            (IdentityKind.CUSTOMER_ID, customer_id),
+        )
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise InvalidInputError("give exactly one of email, phone or customer_id", field="query")
+    kind, value = given[0]
+    items = reads.find_profiles(
+        runtime=runtime, ctx=ctx, kind=kind, value=value, fields=parse_fields(fields)
+    )
+    return ProfileList(items=items)
+
+
+@router.get("/{subject_id}/orders", response_model=OrderPage)
+def list_orders(
+    subject_id: SubjectId,
+    ctx: BehaviourRead,
+    runtime: RuntimeDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> OrderPage:
+    """The subject's orders, oldest first, paginated (at most 200 per page)."""
+    return reads.list_orders(
+        runtime=runtime, ctx=ctx, subject_id=subject_id, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/{subject_id}/consent", response_model=ConsentPage)
+def list_consent(
+    subject_id: SubjectId,
+    ctx: ConsentRead,
+    runtime: RuntimeDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> ConsentPage:
+    """The subject's consent ledger entries, oldest first, paginated (at most 200 per page)."""
+    return reads.list_consent(
+        runtime=runtime, ctx=ctx, subject_id=subject_id, limit=limit, cursor=cursor
+    )

@@ -1,0 +1,312 @@
+"""Audited, permissioned reads of profiles: one subject, a lookup by identity, orders, consent.
+
+Every function takes the caller's :class:`AccessContext`, checks what the policy allows for its
+purpose, reads inside :func:`cdp.audit.service.audited_read` (the audit record is committed with
+the read, before anything is returned) and returns pydantic views that carry only what was
+allowed. The door (API route, CLI command) only parses input and renders output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, cast
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection
+
+from cdp.access.context import AccessContext
+from cdp.audit.service import audited_read, require
+from cdp.consent.models import ConsentEvent
+from cdp.crypto.normalize import IdentityKind
+from cdp.db.models import Identity, PiiValue, Subject
+from cdp.errors import InvalidInputError, NotFoundError
+from cdp.profiles.models import Order
+from cdp.profiles.views import (
+    OrderSummary,
+    ProfileData,
+    ProfileView,
+    build_view,
+    resources_needed,
+    visible_fields,
+)
+from cdp.runtime import Runtime
+
+MAX_PAGE_SIZE: Final = 200
+"""Hard maximum of items per page of any list."""
+DEFAULT_PAGE_SIZE: Final = 50
+LOOKUP_KINDS: Final = (IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.CUSTOMER_ID)
+_CONTACT_KINDS: Final = frozenset({IdentityKind.EMAIL, IdentityKind.PHONE})
+
+SUBJECTS = cast(sa.Table, Subject.__table__)  # type: ignore[attr-defined]
+IDENTITIES = cast(sa.Table, Identity.__table__)  # type: ignore[attr-defined]
+PII = cast(sa.Table, PiiValue.__table__)  # type: ignore[attr-defined]
+ORDERS = cast(sa.Table, Order.__table__)  # type: ignore[attr-defined]
+CONSENT = cast(sa.Table, ConsentEvent.__table__)  # type: ignore[attr-defined]
+
+ORDER_FIELDS: Final = (
+    "order_ref",
+    "ordered_at",
+    "status",
+    "currency",
+    "total_minor",
+    "discount_minor",
+    "value_base",
+)
+CONSENT_FIELDS: Final = (
+    "purpose",
+    "status",
+    "occurred_at",
+    "recorded_at",
+    "source",
+    "notice_version",
+    "mechanism",
+)
+
+
+class OrderOut(BaseModel):
+    """One order as the API shows it (behaviour category; no personal data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_ref: str
+    ordered_at: datetime
+    status: str
+    currency: str
+    total_minor: int
+    discount_minor: int
+    value_base: float
+
+
+class ConsentOut(BaseModel):
+    """One consent ledger entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str
+    status: str
+    occurred_at: datetime
+    recorded_at: datetime
+    source: str
+    notice_version: str | None
+    mechanism: str
+
+
+class OrderPage(BaseModel):
+    """A page of orders, oldest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items: list[OrderOut]
+    next_cursor: int | None
+
+
+class ConsentPage(BaseModel):
+    """A page of consent ledger entries, oldest first."""
+
+    items: list[ConsentOut]
+    next_cursor: int | None
+
+
+def page_size(limit: int | None) -> int:
+    """Clamp a requested page size: default 50, hard maximum 200."""
+    if limit is None:
+        return DEFAULT_PAGE_SIZE
+    if limit < 1:
+        raise InvalidInputError("limit must be at least 1", field="limit")
+    return min(limit, MAX_PAGE_SIZE)
+
+
+def _require_all(
+    runtime: Runtime, ctx: AccessContext, resources: list[str], sid: list[str]
+) -> None:
+    for resource in resources:
+        require(runtime=runtime, ctx=ctx, resource=resource, action="read", subject_ids=sid)
+
+
+def _load(conn: Connection, subject_id: str, visible: frozenset[str]) -> ProfileData | None:
+    subject = conn.execute(
+        sa.select(SUBJECTS.c.created_at, SUBJECTS.c.signed_up_at).where(SUBJECTS.c.id == subject_id)
+    ).first()
+    if subject is None:
+        return None
+    kinds: tuple[str, ...] = ()
+    if "identity_kinds" in visible:
+        kinds = tuple(
+            r[0]
+            for r in conn.execute(
+                sa.select(IDENTITIES.c.kind)
+                .where(IDENTITIES.c.subject_id == subject_id)
+                .distinct()
+                .order_by(IDENTITIES.c.kind)
+            )
+        )
+    sealed: dict[str, bytes] = {}
+    wanted_pii = sorted(visible - {"subject_id", "created_at", "signed_up_at", "identity_kinds"})
+    if wanted_pii:
+        sealed = {
+            r[0]: bytes(r[1])
+            for r in conn.execute(
+                sa.select(PII.c.field, PII.c.ciphertext).where(
+                    PII.c.subject_id == subject_id, PII.c.field.in_(wanted_pii)
+                )
+            )
+        }
+    orders = None
+    if "orders" in visible:
+        row = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(ORDERS.c.value_base), 0.0),
+                sa.func.min(ORDERS.c.ordered_at),
+                sa.func.max(ORDERS.c.ordered_at),
+            ).where(ORDERS.c.subject_id == subject_id)
+        ).one()
+        orders = OrderSummary(
+            count=int(row[0]),
+            value_total=float(row[1]),
+            first_order_at=row[2],
+            last_order_at=row[3],
+        )
+    return ProfileData(
+        subject_id=subject_id,
+        created_at=subject[0],
+        signed_up_at=subject[1],
+        identity_kinds=kinds,
+        sealed=sealed,
+        orders=orders,
+    )
+
+
+def get_profile(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    subject_id: str,
+    fields: frozenset[str] | None = None,
+) -> ProfileView:
+    """One profile as ``ctx`` may see it. Asking for a field (``fields``) whose category the
+    policy does not allow is denied (403, recorded); without ``fields`` the view simply carries
+    every field that is allowed. ``NotFoundError`` if the subject does not exist."""
+    if fields is not None:
+        _require_all(runtime, ctx, resources_needed(fields), [subject_id])
+    visible = visible_fields(ctx.categories(), fields)
+    with audited_read(
+        runtime=runtime, ctx=ctx, action="read", resource="profile", subject_ids=[subject_id]
+    ) as scope:
+        data = _load(scope.conn, subject_id, visible)
+        if data is None:
+            raise NotFoundError("no such subject")
+        view = build_view(data, visible, runtime.vault)
+        scope.returned(fields=view.shown())
+    return view
+
+
+def find_profiles(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    kind: IdentityKind,
+    value: str,
+    fields: frozenset[str] | None = None,
+) -> list[ProfileView]:
+    """Profiles whose identity of ``kind`` matches ``value``, found through the token index (the
+    value is tokenised with every pseudonym-key version; nothing is scanned or decrypted to match).
+
+    A lookup by email or phone tells whether a contact value belongs to a customer, so it needs
+    ``pii:contact`` read for the purpose; the record names the identity kind, never the value.
+    """
+    if kind not in LOOKUP_KINDS:
+        raise InvalidInputError("look profiles up by email, phone or customer_id", field="kind")
+    if kind in _CONTACT_KINDS:
+        _require_all(runtime, ctx, ["pii:contact"], [])
+    if fields is not None:
+        _require_all(runtime, ctx, resources_needed(fields), [])
+    tokens = [t.value for t in runtime.tokenizer.lookup_tokens(kind, value)]
+    visible = visible_fields(ctx.categories(), fields)
+    views: list[ProfileView] = []
+    with audited_read(
+        runtime=runtime, ctx=ctx, action=f"lookup:{kind.value}", resource="profile"
+    ) as scope:
+        found = [
+            r[0]
+            for r in scope.conn.execute(
+                sa.select(IDENTITIES.c.subject_id)
+                .where(IDENTITIES.c.kind == kind.value, IDENTITIES.c.token.in_(tokens))
+                .distinct()
+                .order_by(IDENTITIES.c.subject_id)
+                .limit(MAX_PAGE_SIZE)
+            )
+        ]
+        shown: dict[str, None] = {}
+        for sid in found:
+            data = _load(scope.conn, sid, visible)
+            if data is not None:
+                view = build_view(data, visible, runtime.vault)
+                views.append(view)
+                shown.update(dict.fromkeys(view.shown()))
+        scope.returned(subject_ids=[v.subject_id for v in views], fields=list(shown))
+    return views
+
+
+def _exists(conn: Connection, subject_id: str) -> None:
+    if conn.execute(sa.select(SUBJECTS.c.id).where(SUBJECTS.c.id == subject_id)).first() is None:
+        raise NotFoundError("no such subject")
+
+
+def list_orders(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    subject_id: str,
+    limit: int | None = None,
+    cursor: int | None = None,
+) -> OrderPage:
+    """A page of the subject's orders, oldest first (keyset pagination on the order id)."""
+    size = page_size(limit)
+    with audited_read(
+        runtime=runtime, ctx=ctx, action="list", resource="profile.orders", subject_ids=[subject_id]
+    ) as scope:
+        _exists(scope.conn, subject_id)
+        query = sa.select(ORDERS.c.id, *(ORDERS.c[f] for f in ORDER_FIELDS)).where(
+            ORDERS.c.subject_id == subject_id
+        )
+        if cursor is not None:
+            query = query.where(ORDERS.c.id > cursor)
+        rows = scope.conn.execute(query.order_by(ORDERS.c.id).limit(size + 1)).all()
+        items = [OrderOut(**_without_id(r._mapping)) for r in rows[:size]]
+        scope.returned(fields=ORDER_FIELDS if items else ())
+    nxt = int(rows[size - 1][0]) if len(rows) > size else None
+    return OrderPage(items=items, next_cursor=nxt)
+
+
+def list_consent(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    subject_id: str,
+    limit: int | None = None,
+    cursor: int | None = None,
+) -> ConsentPage:
+    """A page of the subject's consent ledger, oldest first (the ledger rows as recorded)."""
+    size = page_size(limit)
+    with audited_read(
+        runtime=runtime,
+        ctx=ctx,
+        action="list",
+        resource="profile.consent",
+        subject_ids=[subject_id],
+    ) as scope:
+        _exists(scope.conn, subject_id)
+        query = sa.select(CONSENT.c.id, *(CONSENT.c[f] for f in CONSENT_FIELDS)).where(
+            CONSENT.c.subject_id == subject_id
+        )
+        if cursor is not None:
+            query = query.where(CONSENT.c.id > cursor)
+        rows = scope.conn.execute(query.order_by(CONSENT.c.id).limit(size + 1)).all()
+        items = [ConsentOut(**_without_id(r._mapping)) for r in rows[:size]]
+        scope.returned(fields=CONSENT_FIELDS if items else ())
+    nxt = int(rows[size - 1][0]) if len(rows) > size else None
+    return ConsentPage(items=items, next_cursor=nxt)
+
+
+def _without_id(mapping: Any) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k != "id"}
