@@ -73,6 +73,57 @@ class Settings(BaseSettings):
             "Default: the repository's policies/ directory."
         ),
     )
+    base_currency: str = Field(
+        default="CNY",
+        min_length=3,
+        max_length=3,
+        description=(
+            "Reporting currency of orders.value_base (analytics: RFM monetary, CLV). CNY by "
+            "default because the demo shop and the business guides cdp serves are Chinese "
+            "e-commerce; it must be a key of fx_rates."
+        ),
+    )
+    fx_rates: dict[str, float] = Field(
+        default_factory=lambda: {
+            "CNY": 1.0,
+            "USD": 7.10,
+            "EUR": 7.70,
+            "GBP": 9.00,
+            "JPY": 0.047,
+        },
+        description=(
+            "Static exchange rates: the value of one unit of each currency in a common reference "
+            "(the defaults are CNY per unit, late-2026 round figures). value_base = amount * "
+            "rate[currency] / rate[base_currency]. Orders in a currency not listed are rejected. "
+            'Override with CDP_FX_RATES=\'{"CNY": 1, "USD": 7.2}\' (the whole table).'
+        ),
+    )
+    ingest_batch_size: int = Field(
+        default=5_000,
+        ge=1,
+        le=100_000,
+        description="Records per ingestion transaction (all or nothing per batch).",
+    )
+    ingest_max_record_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        description="Longest input line or record accepted by the batch connectors; longer "
+        "ones are rejected (record_too_large) without being read into memory whole.",
+    )
+    export_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory where file exports (CSV, JSON Lines, Meta and Google customer lists) and "
+            "every export's manifest are written, one sub-directory per destination. "
+            "Default: HOME/exports."
+        ),
+    )
+    export_schedule_poll_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often `cdp serve` checks for scheduled exports that are due.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level written to the log."
     )
@@ -80,11 +131,31 @@ class Settings(BaseSettings):
         default="auto",
         description="Log renderer: JSON lines, human console, or auto (console on a terminal).",
     )
+    traits_config: Path | None = Field(
+        default=None,
+        description=(
+            "TOML file with the traits rules (lifecycle windows, value layers, loyalty tiers, "
+            "points, CLV, segments; see docs/traits.md). Default: the built-in rules."
+        ),
+    )
 
     @field_validator("default_region")
     @classmethod
     def _upper_region(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("base_currency")
+    @classmethod
+    def _upper_currency(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("fx_rates")
+    @classmethod
+    def _check_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        rates = {k.upper(): float(v) for k, v in value.items()}
+        if any(not (r > 0) for r in rates.values()):
+            raise ValueError("every exchange rate must be a positive number")
+        return rates
 
     @property
     def resolved_key_file(self) -> Path:

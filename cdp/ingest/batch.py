@@ -1,0 +1,110 @@
+"""What every record processor shares: the batch context, the outcome counts and the identities
+a record claims.
+
+A processor gets one batch of validated records and one open transaction; it writes everything
+the batch implies in that transaction, or raises and writes nothing (the batch is all or nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.crypto.normalize import IdentityKind, normalize_opaque_id
+from cdp.ingest.money import Converter
+from cdp.profiles.resolve import Resolution
+from cdp.runtime import Runtime
+
+IN_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Why one record was not ingested: its position (line or message index), fields, reason."""
+
+    position: int
+    reason: str
+    fields: tuple[str, ...] = ()
+    message: str = ""
+
+
+@dataclass
+class Outcome:
+    """Counts of one batch (or a whole run when added up)."""
+
+    inserted: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    merges: int = 0
+    subjects_created: int = 0
+    resolutions: list[Resolution] = field(default_factory=list)
+    """Resolutions to finish (absorbed data keys to destroy) once the batch committed."""
+
+    def resolved(self, res: Resolution) -> Resolution:
+        """Count a batch's resolution (merges, new subjects) and keep it to finish later."""
+        self.resolutions.append(res)
+        self.merges += len(res.merges)
+        self.subjects_created += len(res.created)
+        return res
+
+    def add(self, other: Outcome) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.duplicates += other.duplicates
+        self.merges += other.merges
+        self.subjects_created += other.subjects_created
+        self.rejects.extend(other.rejects)
+        self.resolutions.extend(other.resolutions)
+
+
+@dataclass
+class BatchContext:
+    """The open transaction and the services a processor uses."""
+
+    runtime: Runtime
+    conn: Connection
+    now: datetime
+    source: str
+    converter: Converter
+    recorded_by: str = "ingest"
+
+
+def claim_of(
+    *,
+    customer_id: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    anonymous_id: str | None = None,
+) -> list[tuple[IdentityKind, str]]:
+    """A record's identities, strongest first (email and phone are already normalised)."""
+    out: list[tuple[IdentityKind, str]] = []
+    if customer_id:
+        out.append((IdentityKind.CUSTOMER_ID, normalize_opaque_id(customer_id, kind="customer_id")))
+    if email:
+        out.append((IdentityKind.EMAIL, email))
+    if phone:
+        out.append((IdentityKind.PHONE, phone))
+    if anonymous_id:
+        out.append(
+            (IdentityKind.ANONYMOUS_ID, normalize_opaque_id(anonymous_id, kind="anonymous_id"))
+        )
+    return out
+
+
+def existing(
+    conn: Connection, column: sa.ColumnElement[Any], values: Iterable[str], *extra: Any
+) -> dict[str, Any]:
+    """Rows whose unique ``column`` is in ``values`` (one IN query per 5,000): value -> row."""
+    ordered = sorted(set(values))
+    found: dict[str, Any] = {}
+    for start in range(0, len(ordered), IN_CHUNK):
+        chunk = ordered[start : start + IN_CHUNK]
+        for row in conn.execute(sa.select(column, *extra).where(column.in_(chunk))):
+            found[row[0]] = row
+    return found

@@ -1,0 +1,99 @@
+"""Consent records: appended to the consent ledger, idempotent by a dedupe key.
+
+The dedupe key hashes the record's strongest identity token (not the subject id, which a merge
+can change), purpose, status, time and source, so a replayed file adds nothing, before or after
+a merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from cdp.consent.models import ConsentEvent
+from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.records import ConsentRecord
+from cdp.profiles.resolve import resolve
+
+
+def dedupe_key(ctx: BatchContext, claim_kind: str, normalized: str, r: ConsentRecord) -> str:
+    """Hash of (identity token, purpose, status, occurred_at, source)."""
+    from cdp.crypto.normalize import IdentityKind
+
+    token = ctx.runtime.tokenizer.token_of_normalized(IdentityKind(claim_kind), normalized).value
+    text = "|".join((token, r.purpose, r.status, r.occurred_at.isoformat(), r.source))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def consent_rows(
+    ctx: BatchContext, items: Sequence[tuple[int, ConsentRecord]]
+) -> tuple[list[tuple[int, ConsentRecord, str]], int]:
+    """(position, record, dedupe key) of the records not yet in the ledger; duplicates counted."""
+    keyed = []
+    for position, r in items:
+        claim = claim_of(
+            customer_id=r.customer_id, email=r.email, phone=r.phone, anonymous_id=r.anonymous_id
+        )
+        kind, normalized = claim[0]
+        keyed.append((position, r, dedupe_key(ctx, kind.value, normalized, r)))
+    ct = ConsentEvent.__table__  # type: ignore[attr-defined]
+    stored = existing(ctx.conn, ct.c.dedupe_key, (k for _, _, k in keyed))
+    fresh, seen, dupes = [], set(), 0
+    for position, r, key in keyed:
+        if key in stored or key in seen:
+            dupes += 1
+            continue
+        seen.add(key)
+        fresh.append((position, r, key))
+    return fresh, dupes
+
+
+def write_consents(ctx: BatchContext, items: Sequence[tuple[int, ConsentRecord]]) -> Outcome:
+    """Ingest one batch of consent records in ``ctx.conn``'s transaction."""
+    out = Outcome()
+    fresh, out.duplicates = consent_rows(ctx, items)
+    if not fresh:
+        return out
+    res = out.resolved(
+        resolve(
+            runtime=ctx.runtime,
+            conn=ctx.conn,
+            claims=[
+                claim_of(
+                    customer_id=r.customer_id,
+                    email=r.email,
+                    phone=r.phone,
+                    anonymous_id=r.anonymous_id,
+                )
+                for _, r, _ in fresh
+            ],
+            now=ctx.now,
+        )
+    )
+    rows: list[dict[str, Any]] = []
+    for i, (position, r, key) in enumerate(fresh):
+        sid = res.subjects[i]
+        if sid is None:
+            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
+            continue
+        rows.append(
+            {
+                "subject_id": sid,
+                "purpose": r.purpose,
+                "status": r.status,
+                "occurred_at": r.occurred_at,
+                "recorded_at": ctx.now,
+                "source": r.source,
+                "notice_version": r.notice_version,
+                "mechanism": r.mechanism,
+                "recorded_by": ctx.recorded_by[:64],
+                "dedupe_key": key,
+            }
+        )
+    if rows:
+        ctx.conn.execute(sa.insert(ConsentEvent.__table__), rows)  # type: ignore[attr-defined]
+        out.inserted = len(rows)
+    return out

@@ -1,0 +1,143 @@
+"""Orders: idempotent by the shop's order id; line items written with their order.
+
+An order id already stored is a duplicate, unless its status, total, discount or coupon changed
+(a refund exported later): then the order row is updated and counted as ``updated``. Its line
+items are not rewritten. Only new orders go through identity resolution (an order for an unknown
+customer creates a subject holding just that identity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.money import to_minor
+from cdp.ingest.records import OrderRecord
+from cdp.profiles.models import Order, OrderItem
+from cdp.profiles.resolve import resolve
+
+
+def _order_row(ctx: BatchContext, r: OrderRecord, subject_id: str | None) -> dict[str, Any]:
+    total = to_minor(r.total, r.currency)
+    return {
+        "order_ref": r.order_id,
+        "subject_id": subject_id,
+        "ordered_at": r.ordered_at,
+        "status": r.status,
+        "currency": r.currency,
+        "total_minor": total,
+        "discount_minor": to_minor(r.discount, r.currency),
+        "value_base": ctx.converter.value_base(total, r.currency),
+        "coupon": r.coupon,
+        "source": ctx.source[:64],
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+    }
+
+
+def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) -> Outcome:
+    """Ingest one batch of orders in ``ctx.conn``'s transaction."""
+    out = Outcome()
+    if not items:
+        return out
+    conn = ctx.conn
+    ot = Order.__table__  # type: ignore[attr-defined]
+    it = OrderItem.__table__  # type: ignore[attr-defined]
+    stored = existing(
+        conn,
+        ot.c.order_ref,
+        (r.order_id for _, r in items),
+        ot.c.status,
+        ot.c.total_minor,
+        ot.c.discount_minor,
+        ot.c.coupon,
+    )
+    fresh: list[tuple[int, OrderRecord]] = []
+    seen: set[str] = set()
+    updates: dict[str, dict[str, Any]] = {}
+    for position, r in items:
+        if r.order_id in seen:
+            out.duplicates += 1
+            continue
+        seen.add(r.order_id)
+        row = stored.get(r.order_id)
+        if row is None:
+            fresh.append((position, r))
+            continue
+        now = (
+            r.status,
+            to_minor(r.total, r.currency),
+            to_minor(r.discount, r.currency),
+            r.coupon,
+        )
+        if tuple(row[1:]) == now:
+            out.duplicates += 1
+        else:
+            out.updated += 1
+            updates[r.order_id] = {
+                "ref": r.order_id,
+                "st": r.status,
+                "tm": now[1],
+                "dm": now[2],
+                "cp": r.coupon,
+                "vb": ctx.converter.value_base(now[1], r.currency),
+            }
+    if updates:
+        conn.execute(
+            sa.update(ot)
+            .where(ot.c.order_ref == sa.bindparam("ref"))
+            .values(
+                status=sa.bindparam("st"),
+                total_minor=sa.bindparam("tm"),
+                discount_minor=sa.bindparam("dm"),
+                coupon=sa.bindparam("cp"),
+                value_base=sa.bindparam("vb"),
+                updated_at=ctx.now,
+            ),
+            list(updates.values()),
+        )
+    if not fresh:
+        return out
+    res = out.resolved(
+        resolve(
+            runtime=ctx.runtime,
+            conn=conn,
+            claims=[
+                claim_of(customer_id=r.customer_id, email=r.email, phone=r.phone) for _, r in fresh
+            ],
+            now=ctx.now,
+        )
+    )
+    rows = []
+    kept: list[OrderRecord] = []
+    for i, (position, r) in enumerate(fresh):
+        sid = res.subjects[i]
+        if sid is None:
+            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
+            continue
+        rows.append(_order_row(ctx, r, sid))
+        kept.append(r)
+    if not rows:
+        return out
+    conn.execute(sa.insert(ot), rows)
+    out.inserted += len(rows)
+    ids = {ref: row[1] for ref, row in existing(conn, ot.c.order_ref, seen, ot.c.id).items()}
+    item_rows = [
+        {
+            "order_id": ids[r.order_id],
+            "product_id": li.product_id,
+            "sku": li.sku,
+            "category": li.category,
+            "name": li.name,
+            "price_minor": to_minor(li.price, r.currency),
+            "quantity": li.quantity,
+        }
+        for r in kept
+        for li in r.items
+    ]
+    if item_rows:
+        conn.execute(sa.insert(it), item_rows)
+    return out

@@ -1,0 +1,211 @@
+"""Merging two subjects found to be one person.
+
+The survivor (chosen by the caller: the older one) takes over the absorbed subject's identities,
+orders, events, consent history and PII, then the absorbed subject row is deleted and a
+``subject_merges`` row records the merge. Ciphertexts are bound to their subject (the AAD names
+it), so the absorbed subject's PII and event properties are decrypted under its data key and
+re-encrypted under the survivor's. The absorbed data key is destroyed only after the transaction
+commits (:meth:`cdp.profiles.resolve.Resolution.finish`), so a rolled-back merge loses nothing.
+
+Consent: where the two subjects' current states differ for a purpose (one granted, the other
+withdrawn), a withdrawal is appended at merge time, so the derived state after the merge is the
+most restrictive of the two. The survivor keeps its own PII values; the absorbed subject's values
+fill only the fields the survivor lacks (custom traits are merged key by key, survivor first).
+
+Tables of other capabilities that reference ``subjects.id`` are moved over too when they can be
+(each in a savepoint); rows that would collide with the survivor's own (e.g. one computed trait
+row per subject) are left to cascade with the absorbed subject and get recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from cdp.consent.models import ConsentEvent
+from cdp.db.all_models import metadata
+from cdp.db.models import Identity, PiiValue, Subject
+from cdp.profiles.models import Event, Order, SubjectMerge
+from cdp.runtime import Runtime
+
+CUSTOM_TRAITS_FIELD = "custom_traits"
+_HANDLED = {"identities", "pii_values", "orders", "events", "consent_events", "subject_merges"}
+
+
+def event_field(message_id: str) -> str:
+    """The vault field (and AAD) of an event's properties."""
+    return f"event:{message_id}"
+
+
+def _current_consent(conn: Connection, subject_id: str) -> dict[str, str]:
+    ce = ConsentEvent.__table__  # type: ignore[attr-defined]
+    state: dict[str, str] = {}
+    for purpose, status in conn.execute(
+        sa.select(ce.c.purpose, ce.c.status)
+        .where(ce.c.subject_id == subject_id)
+        .order_by(ce.c.occurred_at, ce.c.id)
+    ):
+        state[purpose] = status
+    return state
+
+
+def _merge_consent(conn: Connection, survivor: str, absorbed: str, now: datetime) -> None:
+    ce = ConsentEvent.__table__  # type: ignore[attr-defined]
+    mine = _current_consent(conn, survivor)
+    theirs = _current_consent(conn, absorbed)
+    conn.execute(sa.update(ce).where(ce.c.subject_id == absorbed).values(subject_id=survivor))
+    rows = []
+    for purpose in sorted(set(mine) & set(theirs)):
+        if mine[purpose] != theirs[purpose]:
+            key = hashlib.sha256(f"merge|{survivor}|{absorbed}|{purpose}".encode()).hexdigest()
+            rows.append(
+                {
+                    "subject_id": survivor,
+                    "purpose": purpose,
+                    "status": "withdrawn",
+                    "occurred_at": now,
+                    "recorded_at": now,
+                    "source": "identity_merge",
+                    "notice_version": None,
+                    "mechanism": "import",
+                    "recorded_by": "ingest:merge",
+                    "dedupe_key": key,
+                }
+            )
+    if rows:
+        conn.execute(sa.insert(ce), rows)
+
+
+def _merge_pii(
+    runtime: Runtime, conn: Connection, survivor: str, absorbed: str, now: datetime
+) -> None:
+    pv = PiiValue.__table__  # type: ignore[attr-defined]
+    vault = runtime.vault
+    have: dict[str, bytes] = {
+        f: bytes(c)
+        for f, c in conn.execute(
+            sa.select(pv.c.field, pv.c.ciphertext).where(pv.c.subject_id == survivor)
+        )
+    }
+    inserts = []
+    updates = []
+    for fld, blob in conn.execute(
+        sa.select(pv.c.field, pv.c.ciphertext).where(pv.c.subject_id == absorbed)
+    ):
+        value = vault.decrypt(absorbed, fld, bytes(blob))
+        if fld == CUSTOM_TRAITS_FIELD and fld in have:
+            merged = json.loads(value)
+            merged.update(json.loads(vault.decrypt(survivor, fld, have[fld])))
+            updates.append(
+                {
+                    "s": survivor,
+                    "f": fld,
+                    "c": vault.encrypt(survivor, fld, json.dumps(merged, sort_keys=True)),
+                }
+            )
+        elif fld not in have:
+            inserts.append(
+                {
+                    "subject_id": survivor,
+                    "field": fld,
+                    "ciphertext": vault.encrypt(survivor, fld, value),
+                    "updated_at": now,
+                }
+            )
+    conn.execute(sa.delete(pv).where(pv.c.subject_id == absorbed))
+    if inserts:
+        conn.execute(sa.insert(pv), inserts)
+    if updates:
+        conn.execute(
+            sa.update(pv)
+            .where(pv.c.subject_id == sa.bindparam("s"), pv.c.field == sa.bindparam("f"))
+            .values(ciphertext=sa.bindparam("c"), updated_at=now),
+            updates,
+        )
+
+
+def _merge_events(runtime: Runtime, conn: Connection, survivor: str, absorbed: str) -> None:
+    ev = Event.__table__  # type: ignore[attr-defined]
+    vault = runtime.vault
+    moved = []
+    for eid, message_id, blob in conn.execute(
+        sa.select(ev.c.id, ev.c.message_id, ev.c.properties_ct).where(ev.c.subject_id == absorbed)
+    ):
+        ct = None
+        if blob is not None:
+            fld = event_field(message_id)
+            ct = vault.encrypt(survivor, fld, vault.decrypt(absorbed, fld, bytes(blob)))
+        moved.append({"eid": eid, "ct": ct})
+    if moved:
+        conn.execute(
+            sa.update(ev)
+            .where(ev.c.id == sa.bindparam("eid"))
+            .values(subject_id=survivor, properties_ct=sa.bindparam("ct")),
+            moved,
+        )
+
+
+def _move_other_tables(conn: Connection, survivor: str, absorbed: str) -> None:
+    for table in metadata.sorted_tables:
+        if table.name in _HANDLED or table.name == "subjects":
+            continue
+        for fk in table.foreign_keys:
+            if fk.column.table.name == "subjects" and fk.column.name == "id":
+                col = fk.parent
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            sa.update(table).where(col == absorbed).values({col.name: survivor})
+                        )
+                except IntegrityError:
+                    pass  # collides with the survivor's own row: cascades, gets recomputed
+
+
+def merge_subjects(
+    *,
+    runtime: Runtime,
+    conn: Connection,
+    survivor: str,
+    absorbed: str,
+    linked_by: str,
+    now: datetime,
+) -> None:
+    """Move everything of ``absorbed`` to ``survivor``; delete ``absorbed`` (one transaction)."""
+    subjects = Subject.__table__  # type: ignore[attr-defined]
+    ident = Identity.__table__  # type: ignore[attr-defined]
+    orders = Order.__table__  # type: ignore[attr-defined]
+    merges = SubjectMerge.__table__  # type: ignore[attr-defined]
+    # the merge is recorded first: the consent ledger's triggers let a subject move through only
+    # when subject_merges says the new subject absorbed the old one
+    conn.execute(
+        sa.update(merges).where(merges.c.survivor_id == absorbed).values(survivor_id=survivor)
+    )
+    conn.execute(
+        sa.insert(merges).values(
+            survivor_id=survivor, merged_id=absorbed, linked_by=linked_by, merged_at=now
+        )
+    )
+    conn.execute(sa.update(ident).where(ident.c.subject_id == absorbed).values(subject_id=survivor))
+    conn.execute(
+        sa.update(orders).where(orders.c.subject_id == absorbed).values(subject_id=survivor)
+    )
+    _merge_consent(conn, survivor, absorbed, now)
+    _merge_pii(runtime, conn, survivor, absorbed, now)
+    _merge_events(runtime, conn, survivor, absorbed)
+    _move_other_tables(conn, survivor, absorbed)
+    signed = conn.execute(
+        sa.select(sa.func.min(subjects.c.signed_up_at)).where(
+            subjects.c.id.in_([survivor, absorbed])
+        )
+    ).scalar()
+    conn.execute(
+        sa.update(subjects)
+        .where(subjects.c.id == survivor)
+        .values(signed_up_at=signed, updated_at=now)
+    )
+    conn.execute(sa.delete(subjects).where(subjects.c.id == absorbed))
