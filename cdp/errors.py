@@ -92,3 +92,14 @@ class AuditWriteError(CdpError):
     """The audit record could not be written, so the read it covers must fail."""
 
     code = "audit_unavailable"
+
+
+class AudienceTooSmallError(ConflictError):
+    """An export would leave fewer subjects than its destination's minimum audience size; nothing
+    is sent. ``counts`` holds the manifest counts (numbers only) that explain why."""
+
+    code = "audience_too_small"
+
+    def __init__(self, message: str, *, counts: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.counts = dict(counts or {})

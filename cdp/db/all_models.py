@@ -11,6 +11,7 @@ import cdp.access.models  # noqa: F401
 import cdp.audit.models  # noqa: F401
 import cdp.consent.models  # noqa: F401
 import cdp.db.models  # noqa: F401
+import cdp.exports.models  # noqa: F401
 import cdp.ingest.models  # noqa: F401
 import cdp.privacy.models  # noqa: F401
 import cdp.profiles.models  # noqa: F401

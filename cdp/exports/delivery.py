@@ -1,0 +1,134 @@
+"""Batching rows into webhook requests and recording each batch's fate.
+
+Rows are grouped into batches of the destination's ``batch_size``; each batch is one JSON body::
+
+    {"export_id": "...", "destination": "...", "op": "add" | "remove", "seq": 1,
+     "rows": [{"email": "..."}, ...]}
+
+with the idempotency key ``<export id>.<op>.<seq>``. Every batch leaves one
+``webhook_deliveries`` row: ``delivered``, or ``dead_letter`` after its last try. A dead letter
+keeps the batch's subject ids (never its body, which holds personal data), so that the next run
+sends those subjects again under the consent in force then; the pipeline also leaves them out of
+the recipients ledger and the sync state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from cdp.clock import Clock, utcnow
+from cdp.exports.models import WebhookDelivery
+from cdp.exports.webhook import WebhookSender
+from cdp.logging import get_logger
+from cdp.runtime import Runtime
+
+DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
+log = get_logger("cdp.exports")
+
+
+class WebhookSink:
+    """A row sink that posts full batches as they fill and records every batch."""
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        sender: WebhookSender,
+        export_id: str,
+        destination: str,
+        op: str,
+        headers: tuple[str, ...],
+        batch_size: int,
+        first_seq: int = 1,
+        clock: Clock = utcnow,
+        on_batch: Callable[[bool, int], None] | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._sender = sender
+        self._export_id = export_id
+        self._destination = destination
+        self._op = op
+        self._headers = headers
+        self._batch_size = batch_size
+        self._clock = clock
+        self._on_batch = on_batch
+        self._ids: list[str] = []
+        self._rows: list[list[str]] = []
+        self.next_seq = first_seq
+        self.delivered = 0
+        self.failed_ids: list[str] = []
+        self.dead_letters = 0
+        self.hash = hashlib.sha256()
+
+    def __repr__(self) -> str:
+        return f"WebhookSink(export_id={self._export_id}, op={self._op})"
+
+    def write(self, subject_ids: list[str], rows: list[list[str]]) -> None:
+        self._ids.extend(subject_ids)
+        self._rows.extend(rows)
+        while len(self._rows) >= self._batch_size:
+            self._send(self._batch_size)
+
+    def finish(self) -> None:
+        """Send what is left in the buffer."""
+        if self._rows:
+            self._send(len(self._rows))
+
+    def _body(self, rows: list[list[str]], seq: int) -> bytes:
+        headers = self._headers
+        document = {
+            "export_id": self._export_id,
+            "destination": self._destination,
+            "op": self._op,
+            "seq": seq,
+            "rows": [{h: v for h, v in zip(headers, r, strict=True) if v} for r in rows],
+        }
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _send(self, n: int) -> None:
+        ids, self._ids = self._ids[:n], self._ids[n:]
+        rows, self._rows = self._rows[:n], self._rows[n:]
+        seq = self.next_seq
+        self.next_seq += 1
+        body = self._body(rows, seq)
+        key = f"{self._export_id}.{self._op}.{seq}"
+        started = self._clock()
+        result = self._sender.deliver(body, idempotency_key=key, export_id=self._export_id)
+        if result.delivered:
+            self.hash.update(body)
+            self.delivered += len(ids)
+        else:
+            self.failed_ids.extend(ids)
+            self.dead_letters += 1
+            log.warning(
+                "webhook batch dead-lettered",
+                export_id=self._export_id,
+                seq=seq,
+                op=self._op,
+                attempts=result.attempts,
+                status=result.last_status,
+                reason=result.last_error,
+            )
+        with self._runtime.data_engine.begin() as conn:
+            conn.execute(
+                sa.insert(DELIVERIES).values(
+                    export_id=self._export_id,
+                    seq=seq,
+                    op=self._op,
+                    idempotency_key=key,
+                    status="delivered" if result.delivered else "dead_letter",
+                    attempts=result.attempts,
+                    rows=len(ids),
+                    last_status=result.last_status,
+                    last_error=result.last_error,
+                    subject_ids=None if result.delivered else json.dumps(ids),
+                    created_at=started,
+                    finished_at=self._clock(),
+                )
+            )
+        if self._on_batch is not None:
+            self._on_batch(result.delivered, len(ids))

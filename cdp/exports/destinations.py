@@ -1,0 +1,298 @@
+"""Destinations: where an export may go, for which consent purpose, with which fields at most.
+
+A destination is the unit of minimisation: its ``fields`` list is the most an export to it can
+ever carry, whatever the segment holds. Ad-platform kinds (``meta``, ``google``) may only list
+fields their format uses. Webhook destinations need a URL (``https``, or ``http`` to a loopback
+host for local receivers; no credentials in the URL) and get a signing secret, generated here,
+shown once, and stored wrapped under the key-encryption key (:mod:`cdp.exports.secrets`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+
+from cdp.access.categories import CONSENT_PURPOSES
+from cdp.clock import Clock, utcnow
+from cdp.crypto.provider import WrappedKey
+from cdp.errors import ConflictError, InvalidInputError, NotFoundError
+from cdp.exports.audience_formats import PROFILE_FIELDS, get_format
+from cdp.exports.models import Destination, new_destination_id
+from cdp.exports.secrets import new_signing_secret, unwrap_secret, wrap_secret
+from cdp.runtime import Runtime
+
+DESTINATIONS = cast(sa.Table, Destination.__table__)  # type: ignore[attr-defined]
+
+
+class DestinationKind(StrEnum):
+    """The output a destination receives."""
+
+    CSV = "csv"
+    JSONL = "jsonl"
+    WEBHOOK = "webhook"
+    META = "meta"
+    GOOGLE = "google"
+
+
+#: Audience format (registry name) of the ad-platform kinds.
+AUDIENCE_FORMAT: Final = {
+    DestinationKind.META: "meta_custom_audience",
+    DestinationKind.GOOGLE: "google_customer_match",
+}
+
+#: Every field a destination may list: the readable profile fields (plus street for files).
+EXPORTABLE_FIELDS: Final = (*PROFILE_FIELDS, "street")
+
+_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_LOOPBACK_NAMES: Final = frozenset({"localhost"})
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationSpec:
+    """What an admin gives to create a destination."""
+
+    name: str
+    kind: str
+    purpose: str
+    fields: Sequence[str]
+    min_audience: int = 100
+    url: str | None = None
+    batch_size: int = 500
+    max_attempts: int = 5
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationInfo:
+    """A destination as shown (never its secret)."""
+
+    id: str
+    name: str
+    kind: str
+    purpose: str
+    fields: tuple[str, ...]
+    min_audience: int
+    url: str | None
+    has_secret: bool
+    batch_size: int
+    max_attempts: int
+    timeout_seconds: float
+    enabled: bool
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedDestination:
+    """A new destination and, for a webhook, its signing secret (shown this once)."""
+
+    destination: DestinationInfo
+    signing_secret: str | None
+
+    def __repr__(self) -> str:
+        return f"CreatedDestination(destination={self.destination!r}, signing_secret=<hidden>)"
+
+
+def _check_url(url: str | None) -> str:
+    if not url:
+        raise InvalidInputError("a webhook destination needs a url", field="url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidInputError("the url must be http(s)://host/...", field="url")
+    if parts.username or parts.password:
+        raise InvalidInputError("the url must not carry credentials", field="url")
+    if parts.fragment:
+        raise InvalidInputError("the url must not have a fragment", field="url")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise InvalidInputError("plain http is only allowed to a loopback host", field="url")
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_fields(kind: DestinationKind, fields: Sequence[str]) -> tuple[str, ...]:
+    wanted = tuple(dict.fromkeys(f.strip() for f in fields if f.strip()))
+    if not wanted:
+        raise InvalidInputError("a destination needs at least one field", field="fields")
+    unknown = [f for f in wanted if f not in EXPORTABLE_FIELDS]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown field(s) {', '.join(unknown)}; one of: {', '.join(EXPORTABLE_FIELDS)}",
+            field="fields",
+        )
+    fmt_name = AUDIENCE_FORMAT.get(kind)
+    if fmt_name is not None:
+        used = {f for fs in get_format(fmt_name).fields_required.values() for f in fs}
+        extra = [f for f in wanted if f not in used]
+        if extra:
+            raise InvalidInputError(
+                f"the {kind.value} format does not use field(s) {', '.join(extra)}",
+                field="fields",
+            )
+    order = {f: i for i, f in enumerate(EXPORTABLE_FIELDS)}
+    return tuple(sorted(wanted, key=order.__getitem__))
+
+
+def _validate(spec: DestinationSpec) -> tuple[DestinationKind, tuple[str, ...], str | None]:
+    if not _NAME.match(spec.name):
+        raise InvalidInputError(
+            "a destination name is 1-64 lower-case letters, digits, '_', '.' or '-'", field="name"
+        )
+    try:
+        kind = DestinationKind(spec.kind)
+    except ValueError:
+        known = ", ".join(k.value for k in DestinationKind)
+        raise InvalidInputError(f"kind must be one of {known}", field="kind") from None
+    if spec.purpose not in CONSENT_PURPOSES:
+        known = ", ".join(sorted(CONSENT_PURPOSES))
+        raise InvalidInputError(f"purpose must be a consent purpose: {known}", field="purpose")
+    if not 1 <= spec.min_audience <= 10_000_000:
+        raise InvalidInputError(
+            "min_audience must be between 1 and 10,000,000", field="min_audience"
+        )
+    if not 1 <= spec.batch_size <= 10_000:
+        raise InvalidInputError("batch_size must be between 1 and 10,000", field="batch_size")
+    if not 1 <= spec.max_attempts <= 20:
+        raise InvalidInputError("max_attempts must be between 1 and 20", field="max_attempts")
+    if not 0.1 <= spec.timeout_seconds <= 120:
+        raise InvalidInputError("timeout_seconds must be 0.1-120", field="timeout_seconds")
+    url = _check_url(spec.url) if kind is DestinationKind.WEBHOOK else None
+    if kind is not DestinationKind.WEBHOOK and spec.url:
+        raise InvalidInputError("only webhook destinations take a url", field="url")
+    return kind, _check_fields(kind, spec.fields), url
+
+
+def _info(row: Any) -> DestinationInfo:
+    m = row._mapping
+    return DestinationInfo(
+        id=m["id"],
+        name=m["name"],
+        kind=m["kind"],
+        purpose=m["purpose"],
+        fields=tuple(f for f in m["fields"].split(",") if f),
+        min_audience=m["min_audience"],
+        url=m["url"],
+        has_secret=m["secret_ct"] is not None,
+        batch_size=m["batch_size"],
+        max_attempts=m["max_attempts"],
+        timeout_seconds=m["timeout_seconds"],
+        enabled=bool(m["enabled"]),
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+    )
+
+
+def create_destination(
+    *, runtime: Runtime, spec: DestinationSpec, created_by: str, clock: Clock = utcnow
+) -> CreatedDestination:
+    """Validate and store a destination; a webhook gets a new signing secret (returned once).
+
+    Raises ``InvalidInputError`` for a bad spec, ``ConflictError`` if the name is taken."""
+    kind, fields, url = _validate(spec)
+    dest_id = new_destination_id()
+    secret = new_signing_secret() if kind is DestinationKind.WEBHOOK else None
+    wrapped = wrap_secret(runtime.provider, dest_id, secret) if secret else None
+    now = clock()
+    values = {
+        "id": dest_id,
+        "name": spec.name,
+        "kind": kind.value,
+        "purpose": spec.purpose,
+        "fields": ",".join(fields),
+        "min_audience": spec.min_audience,
+        "url": url,
+        "secret_ct": wrapped.blob if wrapped else None,
+        "secret_kek_version": wrapped.kek_version if wrapped else None,
+        "batch_size": spec.batch_size,
+        "max_attempts": spec.max_attempts,
+        "timeout_seconds": spec.timeout_seconds,
+        "enabled": True,
+        "created_by": created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
+    with runtime.data_engine.begin() as conn:
+        taken = conn.execute(
+            sa.select(DESTINATIONS.c.id).where(DESTINATIONS.c.name == spec.name)
+        ).first()
+        if taken is not None:
+            raise ConflictError(f"a destination named {spec.name!r} already exists")
+        conn.execute(sa.insert(DESTINATIONS).values(**values))
+        row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.id == dest_id)).one()
+    return CreatedDestination(_info(row), secret)
+
+
+def list_destinations(*, runtime: Runtime) -> list[DestinationInfo]:
+    """Every destination, by name."""
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        rows = conn.execute(sa.select(DESTINATIONS).order_by(DESTINATIONS.c.name)).all()
+    return [_info(r) for r in rows]
+
+
+def get_destination(*, runtime: Runtime, name: str) -> DestinationInfo:
+    """The destination named (or with id) ``name``; ``NotFoundError`` if there is none."""
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        row = conn.execute(
+            sa.select(DESTINATIONS).where(
+                sa.or_(DESTINATIONS.c.name == name, DESTINATIONS.c.id == name)
+            )
+        ).first()
+    if row is None:
+        raise NotFoundError(f"no destination named {name!r}")
+    return _info(row)
+
+
+def signing_secret(*, runtime: Runtime, destination: DestinationInfo) -> str:
+    """The webhook's signing secret in clear, for signing only; re-wrapped under the current KEK
+    if it was wrapped under an older one."""
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        row = conn.execute(
+            sa.select(DESTINATIONS.c.secret_ct, DESTINATIONS.c.secret_kek_version).where(
+                DESTINATIONS.c.id == destination.id
+            )
+        ).first()
+    if row is None or row[0] is None or row[1] is None:
+        raise NotFoundError(f"destination {destination.name!r} has no signing secret")
+    secret = unwrap_secret(runtime.provider, destination.id, WrappedKey(int(row[1]), bytes(row[0])))
+    if int(row[1]) != runtime.provider.current_version():
+        _store_secret(runtime, destination.id, secret)
+    return secret
+
+
+def _store_secret(runtime: Runtime, destination_id: str, secret: str) -> None:
+    wrapped = wrap_secret(runtime.provider, destination_id, secret)
+    with runtime.data_engine.begin() as conn:
+        conn.execute(
+            sa.update(DESTINATIONS)
+            .where(DESTINATIONS.c.id == destination_id)
+            .values(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
+        )
+
+
+def rotate_secret(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> str:
+    """Give a webhook destination a new signing secret; return it (shown once)."""
+    dest = get_destination(runtime=runtime, name=name)
+    if dest.kind != DestinationKind.WEBHOOK:
+        raise InvalidInputError("only webhook destinations have a signing secret", field="name")
+    secret = new_signing_secret()
+    _store_secret(runtime, dest.id, secret)
+    with runtime.data_engine.begin() as conn:
+        conn.execute(
+            sa.update(DESTINATIONS).where(DESTINATIONS.c.id == dest.id).values(updated_at=clock())
+        )
+    return secret

@@ -1,0 +1,292 @@
+"""The export pipeline: one segment to one destination, consent checked at send time.
+
+Steps (each a short transaction, so SQLite's write lock is never held for the whole run):
+
+1. authorise: the principal's roles may ``run`` ``exports`` for the destination's purpose
+   (default deny; a denial is audited); write the export's audit record;
+2. recompute membership and stage it in SQL with consent, restriction and data availability at
+   this moment (the consent snapshot time), and the adds/removes against the sync state;
+3. refuse, with the counts, when fewer eligible subjects remain than the destination's minimum;
+4. for adds, then removes, chunk by chunk: decrypt only the fields the destination may receive,
+   write one audit record naming the chunk's subjects and fields (committed before any row is
+   written out), build the rows (hashing for ad platforms) and hand them to the sink (file or
+   signed webhook batches);
+5. close: sync state, recipients ledger, counts and manifest in one transaction; the manifest
+   is also written beside the output.
+
+A failure at any point removes partial files, marks the run ``failed`` and clears its staging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cdp.access.context import AccessContext
+from cdp.access.engine import get_policy_engine
+from cdp.audit.service import record_access, require
+from cdp.clock import Clock, utcnow
+from cdp.errors import AudienceTooSmallError, ConflictError, InvalidInputError
+from cdp.exports import staging, sync
+from cdp.exports.audience import AudienceResolver, segment_audience
+from cdp.exports.destinations import DestinationInfo, get_destination
+from cdp.exports.manifest import ExportCounts, Manifest
+from cdp.exports.models import new_export_id
+from cdp.exports.outputs import Outputs
+from cdp.exports.records import RUNS, finish_run, start_run
+from cdp.exports.webhook import RetryPolicy
+from cdp.logging import get_logger
+from cdp.runtime import Runtime
+
+log = get_logger("cdp.exports")
+
+#: ``progress(phase, done, total)``; phases: ``add``, ``remove``.
+Progress = Callable[[str, int, int], None]
+
+CHUNK = 2_000
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """How an export ended: its id, status and manifest document."""
+
+    export_id: str
+    status: str
+    counts: ExportCounts
+    manifest: dict[str, Any]
+
+
+def _check(ctx: AccessContext, dest: DestinationInfo) -> None:
+    if not dest.enabled:
+        raise ConflictError(f"destination {dest.name!r} is disabled")
+    if ctx.purpose != dest.purpose:
+        raise InvalidInputError(
+            f"destination {dest.name!r} serves purpose {dest.purpose}; "
+            f"run the export for that purpose (not {ctx.purpose})",
+            field="purpose",
+        )
+
+
+def run_export(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    segment: str,
+    destination: str,
+    full: bool = False,
+    clock: Clock = utcnow,
+    progress: Progress | None = None,
+    retry: RetryPolicy | None = None,
+    resolver: AudienceResolver = segment_audience,
+    schedule_id: int | None = None,
+) -> ExportResult:
+    """Export ``segment`` to ``destination`` as ``ctx``'s principal (see the module doc).
+
+    Raises ``PermissionDeniedError`` (audited), ``InvalidInputError`` (purpose mismatch),
+    ``NotFoundError``, or ``AudienceTooSmallError`` carrying the counts (the run is kept as
+    ``refused``, nothing is sent)."""
+    dest = get_destination(runtime=runtime, name=destination)
+    _check(ctx, dest)
+    require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
+    export_id = new_export_id()
+    ectx = replace(ctx, request_id=export_id)
+    manifest = Manifest(
+        export_id=export_id,
+        status="running",
+        segment=segment,
+        rule_version=None,
+        destination_id=dest.id,
+        destination_name=dest.name,
+        destination_kind=dest.kind,
+        fields=dest.fields,
+        purpose=dest.purpose,
+        policy_version=get_policy_engine().policy_version,
+        mode="full" if full else "incremental",
+        consent_snapshot_at=None,
+        principal_id=ctx.principal_id,
+        principal_name=ctx.principal_name,
+        roles=ctx.roles,
+        request_id=ctx.request_id,
+        started_at=clock(),
+        finished_at=None,
+        counts=ExportCounts(),
+        minimum_audience=dest.min_audience,
+    )
+    start_run(runtime, manifest, schedule_id=schedule_id)
+    record_access(
+        runtime=runtime,
+        ctx=ectx,
+        action="run",
+        resource="exports",
+        outcome="allowed",
+        fields=dest.fields,
+        clock=clock,
+    )
+    outputs = Outputs(runtime=runtime, dest=dest, export_id=export_id, clock=clock, retry=retry)
+    try:
+        _pipeline(runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress)
+    except AudienceTooSmallError:
+        outputs.abort()
+        _close(runtime, manifest, "refused", clock, error="audience_too_small")
+        raise
+    except BaseException as exc:
+        outputs.abort()
+        code = getattr(exc, "code", type(exc).__name__)
+        _close(runtime, manifest, "failed", clock, error=str(code)[:64])
+        log.error("export failed", export_id=export_id, error_type=type(exc).__name__)
+        raise
+    return ExportResult(export_id, manifest.status, manifest.counts, manifest.to_document())
+
+
+def _pipeline(
+    runtime: Runtime,
+    ctx: AccessContext,
+    dest: DestinationInfo,
+    manifest: Manifest,
+    outputs: Outputs,
+    resolver: AudienceResolver,
+    full: bool,
+    clock: Clock,
+    progress: Progress | None,
+) -> None:
+    export_id = manifest.export_id
+    audience = resolver(runtime, manifest.segment, clock)
+    manifest.rule_version = audience.rule_version
+    with runtime.data_engine.begin() as conn:
+        manifest.consent_snapshot_at = clock()
+        staged = staging.stage(
+            conn,
+            export_id=export_id,
+            members=audience.members,
+            purpose=dest.purpose,
+            fields=dest.fields,
+            destination_id=dest.id,
+            segment=manifest.segment,
+            full=full,
+        )
+    counts = manifest.counts
+    counts.members = staged.members
+    counts.excluded_consent = staged.excluded_consent
+    counts.excluded_restriction = staged.excluded_restriction
+    counts.excluded_no_data = staged.no_data
+    counts.unchanged = staged.unchanged
+    _require_size(dest, counts, staged.eligible)
+
+    add_sink = outputs.sink("add")
+    skipped, failed = _send(runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress)
+    counts.excluded_no_data += len(skipped)
+    counts.failed_delivery = len(failed)
+    counts.sent = staged.to_add - len(skipped) - len(failed)
+    _mark(runtime, export_id, skipped, "skip")
+    _mark(runtime, export_id, failed, "failed")
+    _require_size(dest, counts, staged.eligible - len(skipped))
+
+    if staged.to_remove:
+        rm_sink = outputs.sink("remove")
+        lost, rm_failed = _send(
+            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress
+        )
+        _mark(runtime, export_id, lost, "lost")
+        _mark(runtime, export_id, rm_failed, "failed")
+        counts.removes_unresolvable = len(lost)
+        counts.removes_failed = len(rm_failed)
+        counts.removed = staged.to_remove - len(lost) - len(rm_failed)
+    manifest.outputs = outputs.commit()
+    status = "partial" if counts.failed_delivery or counts.removes_failed else "succeeded"
+    _close(runtime, manifest, status, clock, apply_sync=True)
+    outputs.write_manifest(manifest.to_document())
+
+
+def _require_size(dest: DestinationInfo, counts: ExportCounts, audience: int) -> None:
+    if audience < dest.min_audience:
+        raise AudienceTooSmallError(
+            f"only {audience} subjects remain for destination {dest.name!r}, which requires at "
+            f"least {dest.min_audience} (members {counts.members}, excluded for consent "
+            f"{counts.excluded_consent}, for restriction {counts.excluded_restriction}, "
+            f"without usable data {counts.excluded_no_data})",
+            counts=counts.as_dict(),
+        )
+
+
+def _send(
+    runtime: Runtime,
+    ctx: AccessContext,
+    dest: DestinationInfo,
+    outputs: Outputs,
+    sink: Any,
+    action: str,
+    total: int,
+    progress: Progress | None,
+) -> tuple[list[str], list[str]]:
+    """Decrypt, audit and write every staged subject with ``action``; return (ids without
+    usable data, ids whose delivery failed)."""
+    maker = outputs.maker
+    needs = maker.needs
+    skipped: list[str] = []
+    done = 0
+    from cdp.exports.decrypt import decrypt_chunk
+
+    for ids in staging.iter_ids(
+        runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
+    ):
+        profiles = decrypt_chunk(runtime, ids, needs)
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action="decrypt",
+            resource="exports",
+            outcome="allowed",
+            subject_ids=list(profiles),
+            fields=needs,
+        )
+        out_ids: list[str] = []
+        rows: list[list[str]] = []
+        make = maker.make
+        for sid in ids:
+            profile = profiles.get(sid)
+            row = make(profile) if profile is not None else None
+            if row is None:
+                skipped.append(sid)
+            else:
+                out_ids.append(sid)
+                rows.append(row)
+        sink.write(out_ids, rows)
+        done += len(ids)
+        if progress is not None:
+            progress(action, done, total)
+    return skipped, outputs.finish(sink)
+
+
+def _mark(runtime: Runtime, export_id: str, ids: list[str], action: str) -> None:
+    if ids:
+        with runtime.data_engine.begin() as conn:
+            staging.set_action(conn, export_id=export_id, subject_ids=ids, action=action)
+
+
+def _close(
+    runtime: Runtime,
+    manifest: Manifest,
+    status: str,
+    clock: Clock,
+    *,
+    apply_sync: bool = False,
+    error: str | None = None,
+) -> None:
+    manifest.status = status
+    manifest.finished_at = clock()
+    with runtime.data_engine.begin() as conn:
+        if apply_sync:
+            sync.apply(
+                conn,
+                export_id=manifest.export_id,
+                destination_id=manifest.destination_id,
+                segment=manifest.segment,
+                fields=",".join(manifest.fields),
+                at=manifest.finished_at,
+            )
+        finish_run(conn, manifest, error=error)
+        staging.clear(conn, export_id=manifest.export_id)
+
+
+__all__ = ["RUNS", "ExportResult", "Progress", "run_export"]

@@ -1,0 +1,182 @@
+"""Send-time membership, in SQL: who is in, who is out and why, and what changes at the
+destination.
+
+One ``INSERT ... SELECT`` writes every member of the freshly computed segment into
+``export_staging`` with its *state*:
+
+- ``no_consent``: the current consent state for the destination's purpose is not granted;
+- ``restricted``: consent granted, but processing is restricted (GDPR art. 18);
+- ``no_data``: eligible, but none of the destination's fields is stored for the subject;
+- ``eligible``: will be at the destination after this run.
+
+and its *action*: ``add`` (send it), ``keep`` (already there: incremental sync), ``remove``
+(was sent before and is no longer eligible), ``none``. Subjects the sync state holds that left the
+segment are added with state ``left`` and action ``remove``. Consent and restriction are the
+services' own SQL conditions (:mod:`cdp.consent.service`, :mod:`cdp.privacy.restriction`), so the
+check is the same one every other part of cdp applies, evaluated at send time. Python only ever
+sees the ids it has to decrypt, in chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.consent.service import granted_condition
+from cdp.db.models import PiiValue
+from cdp.exports.models import ExportStaging, SyncMember
+from cdp.privacy.restriction import not_restricted_condition
+
+STAGING = cast(sa.Table, ExportStaging.__table__)  # type: ignore[attr-defined]
+SYNC = cast(sa.Table, SyncMember.__table__)  # type: ignore[attr-defined]
+PII = cast(sa.Table, PiiValue.__table__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class StagedCounts:
+    """Counts straight from the staging rows."""
+
+    members: int
+    excluded_consent: int
+    excluded_restriction: int
+    no_data: int
+    eligible: int
+    to_add: int
+    unchanged: int
+    to_remove: int
+
+
+def stage(
+    conn: Connection,
+    *,
+    export_id: str,
+    members: sa.Select[tuple[str]],
+    purpose: str,
+    fields: Sequence[str],
+    destination_id: str,
+    segment: str,
+    full: bool,
+) -> StagedCounts:
+    """Write the staging rows of ``export_id`` and return their counts (one transaction)."""
+    m = members.subquery("m")
+    sid = m.c[0]
+    has_data = (
+        sa.select(sa.literal(1))
+        .where(PII.c.subject_id == sid, PII.c.field.in_(list(fields)))
+        .exists()
+    )
+    state = sa.case(
+        (~granted_condition(purpose, sid), sa.literal("no_consent")),
+        (~not_restricted_condition(sid), sa.literal("restricted")),
+        (~has_data, sa.literal("no_data")),
+        else_=sa.literal("eligible"),
+    )
+    select = sa.select(sa.literal(export_id), sid, state, sa.literal("none")).distinct()
+    conn.execute(
+        sa.insert(STAGING).from_select(["export_id", "subject_id", "state", "action"], select)
+    )
+    in_sync = (
+        sa.select(sa.literal(1))
+        .where(
+            SYNC.c.destination_id == destination_id,
+            SYNC.c.segment == segment,
+            SYNC.c.subject_id == STAGING.c.subject_id,
+        )
+        .exists()
+    )
+    mine = STAGING.c.export_id == export_id
+    eligible = STAGING.c.state == "eligible"
+    if full:
+        conn.execute(sa.update(STAGING).where(mine, eligible).values(action="add"))
+    else:
+        conn.execute(
+            sa.update(STAGING)
+            .where(mine, eligible)
+            .values(action=sa.case((in_sync, sa.literal("keep")), else_=sa.literal("add")))
+        )
+    conn.execute(sa.update(STAGING).where(mine, ~eligible, in_sync).values(action="remove"))
+    staged = (
+        sa.select(sa.literal(1))
+        .where(STAGING.c.export_id == export_id, STAGING.c.subject_id == SYNC.c.subject_id)
+        .exists()
+    )
+    left = sa.select(
+        sa.literal(export_id), SYNC.c.subject_id, sa.literal("left"), sa.literal("remove")
+    ).where(SYNC.c.destination_id == destination_id, SYNC.c.segment == segment, ~staged)
+    conn.execute(
+        sa.insert(STAGING).from_select(["export_id", "subject_id", "state", "action"], left)
+    )
+    return counts(conn, export_id=export_id)
+
+
+def counts(conn: Connection, *, export_id: str) -> StagedCounts:
+    """Tally the staging rows by state and action."""
+    tally: dict[tuple[str, str], int] = {}
+    for state, action, n in conn.execute(
+        sa.select(STAGING.c.state, STAGING.c.action, sa.func.count())
+        .where(STAGING.c.export_id == export_id)
+        .group_by(STAGING.c.state, STAGING.c.action)
+    ):
+        tally[(state, action)] = int(n)
+
+    def by_state(name: str) -> int:
+        return sum(n for (s, _), n in tally.items() if s == name)
+
+    def by_action(name: str) -> int:
+        return sum(n for (_, a), n in tally.items() if a == name)
+
+    return StagedCounts(
+        members=sum(n for (s, _), n in tally.items() if s != "left"),
+        excluded_consent=by_state("no_consent"),
+        excluded_restriction=by_state("restricted"),
+        no_data=by_state("no_data"),
+        eligible=by_state("eligible"),
+        to_add=by_action("add"),
+        unchanged=by_action("keep"),
+        to_remove=by_action("remove"),
+    )
+
+
+def iter_ids(engine: sa.Engine, *, export_id: str, action: str, chunk: int) -> Iterator[list[str]]:
+    """The staged subject ids with ``action``, in id order, ``chunk`` at a time (keyset pages,
+    each a short read so no long transaction holds SQLite)."""
+    after = ""
+    query = (
+        sa.select(STAGING.c.subject_id)
+        .where(
+            STAGING.c.export_id == export_id,
+            STAGING.c.action == action,
+            STAGING.c.subject_id > sa.bindparam("after"),
+        )
+        .order_by(STAGING.c.subject_id)
+        .limit(chunk)
+    )
+    while True:
+        with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+            ids = [r[0] for r in conn.execute(query, {"after": after})]
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]
+
+
+def set_action(
+    conn: Connection, *, export_id: str, subject_ids: Sequence[str], action: str
+) -> None:
+    """Change the action of some staged subjects (skipped rows, failed deliveries)."""
+    stmt = (
+        sa.update(STAGING)
+        .where(STAGING.c.export_id == export_id, STAGING.c.subject_id == sa.bindparam("sid"))
+        .values(action=action)
+    )
+    for start in range(0, len(subject_ids), 1000):
+        conn.execute(stmt, [{"sid": s} for s in subject_ids[start : start + 1000]])
+
+
+def clear(conn: Connection, *, export_id: str) -> None:
+    """Delete the staging rows of an export (it ended, one way or another)."""
+    conn.execute(sa.delete(STAGING).where(STAGING.c.export_id == export_id))

@@ -1,0 +1,171 @@
+"""Webhook delivery: signed JSON batches, retries with backoff and jitter, idempotency keys.
+
+Each request carries::
+
+    Content-Type: application/json
+    Idempotency-Key: <export id>.<op>.<batch seq>     (the same on every try of one batch)
+    X-CDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+    X-CDP-Export-Id: <export id>
+
+A receiver recomputes the HMAC over the timestamp, a dot and the raw body bytes with the
+destination's signing secret, compares in constant time, rejects timestamps older than a few
+minutes (replays), and processes each ``Idempotency-Key`` once (:func:`verify_signature`).
+
+Retries: connection errors, timeouts, 5xx, 408 and 429 are retried (429 and 408 are the two 4xx
+that mean "try later"); any other 4xx, and any 3xx (redirects are never followed: a batch only
+ever goes to the configured URL), fail the batch at once. Backoff is exponential with full
+jitter: before try ``n`` (n >= 2) wait ``uniform(0, min(cap, base * 2**(n-2)))``. After
+``max_attempts`` tries the batch becomes a dead letter. The request is re-signed on every try
+(fresh timestamp), so a receiver's replay window does not reject a late retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+
+SIGNATURE_HEADER: Final = "X-CDP-Signature"
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+EXPORT_HEADER: Final = "X-CDP-Export-Id"
+DEFAULT_TOLERANCE_SECONDS: Final = 300
+_RETRY_4XX: Final = frozenset({408, 429})
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The hex HMAC-SHA256 of ``"<timestamp>." + body`` under ``secret``."""
+    return hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``X-CDP-Signature`` value: ``t=<timestamp>,v1=<signature>``."""
+    return f"t={timestamp},v1={signature(secret, timestamp, body)}"
+
+
+def verify_signature(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    now: float,
+    tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
+) -> bool:
+    """What a receiver does: parse ``t`` and every ``v1``, check the age, compare in constant
+    time. Returns True only for a fresh, matching signature."""
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            candidates.append(value)
+    if timestamp is None or abs(now - timestamp) > tolerance_seconds:
+        return False
+    expected = signature(secret, timestamp, body)
+    return any(hmac.compare_digest(expected, c) for c in candidates)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """How one batch ended: delivered or not, after how many tries, the last status or error
+    (an error class name or a short reason; never response bodies, which may echo data)."""
+
+    delivered: bool
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter (the random source and sleep are injectable)."""
+
+    max_attempts: int = 5
+    base_seconds: float = 0.5
+    cap_seconds: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    rand: Callable[[], float] = random.random
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt`` (2, 3, ...)."""
+        return float(self.rand() * min(self.cap_seconds, self.base_seconds * 2.0 ** (attempt - 2)))
+
+
+class WebhookSender:
+    """Posts signed batches to one URL (never following redirects), retrying as documented."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        secret: str,
+        timeout_seconds: float,
+        retry: RetryPolicy,
+        wall_clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._url = url
+        self._secret = secret
+        self._retry = retry
+        self._wall_clock = wall_clock
+        self._client = httpx.Client(
+            timeout=timeout_seconds, follow_redirects=False, transport=transport
+        )
+
+    def __repr__(self) -> str:
+        return "WebhookSender(secret=<hidden>)"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> WebhookSender:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _headers(self, body: bytes, key: str, export_id: str) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: key,
+            SIGNATURE_HEADER: signature_header(self._secret, int(self._wall_clock()), body),
+            EXPORT_HEADER: export_id,
+        }
+
+    def deliver(self, body: bytes, *, idempotency_key: str, export_id: str) -> DeliveryResult:
+        """Send one batch until a 2xx, a final failure, or the last try."""
+        last_status: int | None = None
+        last_error: str | None = None
+        attempts = 0
+        for attempt in range(1, self._retry.max_attempts + 1):
+            if attempt > 1:
+                self._retry.sleep(self._retry.delay(attempt))
+            attempts = attempt
+            try:
+                response = self._client.post(
+                    self._url, content=body, headers=self._headers(body, idempotency_key, export_id)
+                )
+            except httpx.TimeoutException:
+                last_status, last_error = None, "timeout"
+                continue
+            except httpx.TransportError as exc:
+                last_status, last_error = None, type(exc).__name__
+                continue
+            last_status = response.status_code
+            response.close()
+            if 200 <= last_status < 300:
+                return DeliveryResult(True, attempts, last_status, None)
+            if 300 <= last_status < 400:
+                return DeliveryResult(False, attempts, last_status, "redirect_not_followed")
+            if last_status >= 500 or last_status in _RETRY_4XX:
+                last_error = "server_error" if last_status >= 500 else "retry_later"
+                continue
+            return DeliveryResult(False, attempts, last_status, "rejected")
+        return DeliveryResult(False, attempts, last_status, last_error)
