@@ -15,5 +15,7 @@ import cdp.exports.models  # noqa: F401
 import cdp.ingest.models  # noqa: F401
 import cdp.privacy.models  # noqa: F401
 import cdp.profiles.models  # noqa: F401
+import cdp.segments.models  # noqa: F401
+import cdp.traits.models  # noqa: F401
 
 metadata = SQLModel.metadata

@@ -1,0 +1,1 @@
+"""Segments: declarative rules over traits, orders and consent, compiled to one SQL query."""

@@ -1,0 +1,68 @@
+"""Request and response bodies of the segment service (never the tables themselves)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class SegmentIn(BaseModel):
+    """A new segment, or a new version of an existing one."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field("", max_length=512)
+    rule: dict[str, Any]
+
+
+class SegmentVersionView(BaseModel):
+    version: int
+    rule: dict[str, Any]
+    created_at: datetime
+    created_by: str
+
+
+class ComputationView(BaseModel):
+    id: int
+    version: int
+    computed_at: datetime
+    member_count: int
+    added_count: int
+    removed_count: int
+
+
+class SegmentView(BaseModel):
+    name: str
+    description: str
+    builtin: bool
+    version: int
+    rule: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    last_computation: ComputationView | None = None
+    versions: list[SegmentVersionView] | None = None
+
+
+class DiffView(BaseModel):
+    """Who joined and who left between two computations (pseudonymous ids)."""
+
+    segment: str
+    from_computation: int | None
+    to_computation: int
+    added: list[str]
+    removed: list[str]
+    added_count: int
+    removed_count: int
+    truncated: bool
+
+
+class MembersPage(BaseModel):
+    segment: str
+    computation: int
+    computed_at: datetime
+    member_count: int
+    subject_ids: list[str]
+    next_cursor: str | None

@@ -1,0 +1,115 @@
+"""Date arithmetic that compiles to the same answer on SQLite and PostgreSQL.
+
+Traits count days and months in UTC. SQLite stores ``UtcDateTime`` values as naive UTC text
+(``YYYY-MM-DD HH:MM:SS.ffffff``), so the day is read straight from the text (no float rounding
+near midnight); PostgreSQL converts the ``timestamptz`` to UTC first, whatever the session's
+time zone. Both give integers, so summaries built on them are identical on either backend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+EPOCH = date(1970, 1, 1)
+
+
+class day_number(FunctionElement[int]):  # noqa: N801  (SQL function style)
+    """Days since 1970-01-01 of a UTC timestamp (the UTC calendar day as an integer)."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "day_number"
+
+
+class month_number(FunctionElement[int]):  # noqa: N801
+    """Months since year 0 (year * 12 + month - 1) of a UTC timestamp."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "month_number"
+
+
+def _arg(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
+    (clause,) = list(element.clauses)
+    return compiler.process(clause, **kw)
+
+
+@compiles(day_number, "sqlite")
+def _day_sqlite(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(julianday(substr({_arg(element, compiler, **kw)}, 1, 10)) - 2440587.5 AS INTEGER)"
+
+
+@compiles(day_number, "postgresql")
+def _day_pg(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = _arg(element, compiler, **kw)
+    return f"(CAST(({arg}) AT TIME ZONE 'UTC' AS DATE) - DATE '1970-01-01')"
+
+
+@compiles(month_number, "sqlite")
+def _month_sqlite(element: month_number, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = _arg(element, compiler, **kw)
+    return f"(CAST(substr({arg}, 1, 4) AS INTEGER) * 12 + CAST(substr({arg}, 6, 2) AS INTEGER) - 1)"
+
+
+@compiles(month_number, "postgresql")
+def _month_pg(element: month_number, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = _arg(element, compiler, **kw)
+    utc = f"(({arg}) AT TIME ZONE 'UTC')"
+    return (
+        f"(CAST(EXTRACT(YEAR FROM {utc}) AS INTEGER) * 12 "
+        f"+ CAST(EXTRACT(MONTH FROM {utc}) AS INTEGER) - 1)"
+    )
+
+
+class floor_int(FunctionElement[int]):  # noqa: N801
+    """The largest integer <= a non-negative number (SQLite's CAST truncates, PostgreSQL's
+    rounds, so PostgreSQL gets an explicit floor)."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "floor_int"
+
+
+@compiles(floor_int, "sqlite")
+def _floor_sqlite(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({_arg(element, compiler, **kw)} AS INTEGER)"
+
+
+@compiles(floor_int, "postgresql")
+def _floor_pg(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(floor({_arg(element, compiler, **kw)}) AS BIGINT)"
+
+
+def python_day(moment: datetime | date) -> int:
+    """The same day number as :class:`day_number`, computed in Python."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC).date()
+    return (moment - EPOCH).days
+
+
+def python_month(moment: datetime | date) -> int:
+    """The same month number as :class:`month_number`, computed in Python."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC)
+    return moment.year * 12 + moment.month - 1
+
+
+def month_label(month: int) -> str:
+    """``YYYY-MM`` of a month number."""
+    return f"{month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def subtract_months(moment: datetime, months: int) -> datetime:
+    """``moment`` minus whole calendar months, the day clamped to the target month's length."""
+    import calendar
+
+    total = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(total, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return moment.replace(year=year, month=month + 1, day=day)
