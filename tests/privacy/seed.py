@@ -55,11 +55,19 @@ def _value(col: sa.Column[Any], subject_id: str) -> Any:
     return secrets.token_hex(max(2, min(length, 16) // 2))
 
 
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "privacy_requests": {"type": "erasure", "status": "rejected", "identity_kind": "email"},
+}
+"""Columns whose generic value would not be a valid row for the table's readers."""
+
+
 def insert_generic(conn: sa.Connection, table: sa.Table, subject_id: str) -> dict[str, Any]:
     """Insert one row into ``table`` naming ``subject_id``; parents are created as needed."""
-    row: dict[str, Any] = {}
+    row: dict[str, Any] = dict(OVERRIDES.get(table.name, {}))
     subject_cols = set(subject_columns(table))
     for col in table.columns:
+        if col.name in row:
+            continue
         if col.name in subject_cols:
             row[col.name] = (
                 json.dumps([subject_id]) if isinstance(col.type, sa.Text) else subject_id

@@ -1,0 +1,84 @@
+"""Rectification (GDPR art. 16): replace personal fields with corrected values.
+
+Corrected values are encrypted under the subject's data key like any other; a corrected email or
+phone also replaces the identity token of that kind, so the person is recognised by the new value
+and no longer by the old one. A new value that already identifies another subject is refused
+(:class:`ConflictError`): merging two people is ingestion's decision, not a correction's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.access.categories import PII_FIELDS
+from cdp.crypto.normalize import IdentityKind
+from cdp.db.models import Identity, PiiValue
+from cdp.errors import ConflictError, InvalidInputError
+from cdp.runtime import Runtime
+
+IDENTITY_FIELDS = {"email": IdentityKind.EMAIL, "phone": IdentityKind.PHONE}
+
+
+def _retoken(
+    runtime: Runtime, conn: Connection, subject_id: str, kind: IdentityKind, raw: str, now: datetime
+) -> None:
+    ident = Identity.__table__  # type: ignore[attr-defined]
+    token = runtime.tokenizer.token(kind, raw)
+    owner = conn.execute(
+        sa.select(ident.c.subject_id).where(
+            ident.c.kind == kind.value, ident.c.token == token.value
+        )
+    ).scalar()
+    if owner is not None and owner != subject_id:
+        raise ConflictError(f"the corrected {kind.value} identifies another subject")
+    if owner == subject_id:
+        return
+    conn.execute(
+        sa.delete(ident).where(ident.c.subject_id == subject_id, ident.c.kind == kind.value)
+    )
+    conn.execute(
+        sa.insert(ident).values(
+            subject_id=subject_id,
+            kind=kind.value,
+            token=token.value,
+            key_version=token.key_version,
+            created_at=now,
+        )
+    )
+
+
+def rectify(
+    *,
+    runtime: Runtime,
+    conn: Connection,
+    subject_id: str,
+    corrections: Mapping[str, str],
+    now: datetime,
+) -> list[str]:
+    """Re-encrypt ``corrections`` (field -> new value) of the subject; return the fields changed."""
+    unknown = sorted(set(corrections) - PII_FIELDS)
+    if unknown:
+        raise InvalidInputError(
+            "not personal data fields: " + ", ".join(unknown), field="corrections"
+        )
+    pii = PiiValue.__table__  # type: ignore[attr-defined]
+    for field, value in sorted(corrections.items()):
+        if field in IDENTITY_FIELDS:
+            _retoken(runtime, conn, subject_id, IDENTITY_FIELDS[field], value, now)
+        blob = runtime.vault.encrypt(subject_id, field, value)
+        done = conn.execute(
+            sa.update(pii)
+            .where(pii.c.subject_id == subject_id, pii.c.field == field)
+            .values(ciphertext=blob, updated_at=now)
+        ).rowcount
+        if not done:
+            conn.execute(
+                sa.insert(pii).values(
+                    subject_id=subject_id, field=field, ciphertext=blob, updated_at=now
+                )
+            )
+    return sorted(corrections)

@@ -1,0 +1,365 @@
+"""Privacy requests (data-subject requests) and their lifecycle.
+
+    received ──verify──► verified ──run──► in_progress ──► completed
+        └───────reject──────┴──────────────────┘ (a failed run stays in_progress; run again)
+
+A request is due one calendar month after receipt (GDPR art. 12(3); the 31st rolls back to the
+month's last day); it may be extended once, by at most two further months, with a recorded reason.
+Every step is written to ``privacy_request_events`` (who, when, to which status, a note that never
+holds personal data). The identity a request names is kept only as its token, the subject as its
+random id; corrections for a rectification are encrypted under the subject's data key.
+
+Running a request (:mod:`cdp.privacy.runner`) requires ``verified``: confirming that the requester
+is the person is the DPO's step, done outside cdp (e.g. by replying from the account's address).
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.access.categories import PII_FIELDS
+from cdp.clock import Clock, utcnow
+from cdp.crypto.normalize import IdentityKind
+from cdp.db.models import Identity
+from cdp.errors import ConflictError, InvalidInputError, NotFoundError
+from cdp.privacy.models import (
+    PrivacyPayload,
+    PrivacyRequest,
+    PrivacyRequestEvent,
+    new_request_id,
+)
+from cdp.runtime import Runtime
+
+_PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
+_EV = PrivacyRequestEvent.__table__  # type: ignore[attr-defined]
+_PAY = PrivacyPayload.__table__  # type: ignore[attr-defined]
+
+MAX_EXTENSION_MONTHS = 2
+REQUEST_IDENTITY_KINDS = (IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.CUSTOMER_ID)
+
+
+class RequestType(StrEnum):
+    ACCESS = "access"
+    PORTABILITY = "portability"
+    ERASURE = "erasure"
+    RECTIFICATION = "rectification"
+    RESTRICTION = "restriction"
+    OBJECTION = "objection"
+
+
+class RequestStatus(StrEnum):
+    RECEIVED = "received"
+    VERIFIED = "verified"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+
+
+OPEN_STATUSES = (RequestStatus.RECEIVED, RequestStatus.VERIFIED, RequestStatus.IN_PROGRESS)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStep:
+    at: datetime
+    status: str
+    actor: str
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A request as shown to the DPO and the API (no personal data)."""
+
+    id: str
+    type: str
+    status: str
+    subject_id: str | None
+    identity_kind: str
+    received_at: datetime
+    due_at: datetime
+    extended_until: datetime | None
+    extension_reason: str | None
+    verified_at: datetime | None
+    completed_at: datetime | None
+    requested_by: str
+    outcome: dict[str, Any] | None
+    steps: tuple[RequestStep, ...]
+
+    @property
+    def deadline(self) -> datetime:
+        """The date by which it must be answered (the extension, if any)."""
+        return self.extended_until or self.due_at
+
+    def overdue(self, now: datetime) -> bool:
+        return self.status in {s.value for s in OPEN_STATUSES} and now > self.deadline
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """``moment`` plus calendar months; a day past the target month's end becomes its last day."""
+    month0 = moment.month - 1 + months
+    year, month = moment.year + month0 // 12, month0 % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def find_subject(
+    runtime: Runtime, conn: Connection, kind: IdentityKind, raw: str
+) -> tuple[str | None, str]:
+    """(subject id or None, current-version token) of an identity value."""
+    tokens = runtime.tokenizer.lookup_tokens(kind, raw)
+    ident = Identity.__table__  # type: ignore[attr-defined]
+    sid = conn.execute(
+        sa.select(ident.c.subject_id).where(
+            ident.c.kind == kind.value, ident.c.token.in_([t.value for t in tokens])
+        )
+    ).scalar()
+    return sid, runtime.tokenizer.token(kind, raw).value
+
+
+def _step(
+    conn: Connection, request_id: str, status: str, actor: str, now: datetime, note: str | None
+) -> None:
+    conn.execute(
+        sa.insert(_EV).values(request_id=request_id, at=now, status=status, actor=actor, note=note)
+    )
+
+
+def _check_corrections(corrections: Mapping[str, str] | None, kind: RequestType) -> dict[str, str]:
+    if kind is not RequestType.RECTIFICATION:
+        if corrections:
+            raise InvalidInputError("only a rectification carries corrections", field="corrections")
+        return {}
+    if not corrections:
+        raise InvalidInputError("a rectification needs corrections", field="corrections")
+    unknown = sorted(set(corrections) - PII_FIELDS)
+    if unknown:
+        raise InvalidInputError(
+            "corrections name fields that are not personal data fields: " + ", ".join(unknown),
+            field="corrections",
+        )
+    return {k: str(v) for k, v in corrections.items()}
+
+
+def create(
+    *,
+    runtime: Runtime,
+    type: str,
+    identity_kind: str,
+    identity_value: str,
+    requested_by: str,
+    corrections: Mapping[str, str] | None = None,
+    clock: Clock = utcnow,
+) -> RequestView:
+    """File a request; the subject is looked up by the identity's token (never a scan)."""
+    try:
+        kind = RequestType(type)
+    except ValueError:
+        raise InvalidInputError("unknown request type", field="type") from None
+    try:
+        ident_kind = IdentityKind(identity_kind)
+    except ValueError:
+        raise InvalidInputError("unknown identity kind", field="identity") from None
+    if ident_kind not in REQUEST_IDENTITY_KINDS:
+        raise InvalidInputError("identity must be an email, phone or customer_id", field="identity")
+    fixes = _check_corrections(corrections, kind)
+    now = clock()
+    request_id = new_request_id()
+    with runtime.data_engine.begin() as conn:
+        sid, token = find_subject(runtime, conn, ident_kind, identity_value)
+        conn.execute(
+            sa.insert(_PR).values(
+                id=request_id,
+                type=kind.value,
+                status=RequestStatus.RECEIVED.value,
+                subject_id=sid,
+                identity_kind=ident_kind.value,
+                identity_token=token,
+                received_at=now,
+                due_at=add_months(now, 1),
+                requested_by=requested_by[:64],
+            )
+        )
+        if fixes and sid is not None:
+            blob = runtime.vault.encrypt(
+                sid, payload_field(request_id, "corrections"), json.dumps(fixes)
+            )
+            conn.execute(
+                sa.insert(_PAY).values(
+                    request_id=request_id,
+                    kind="corrections",
+                    subject_id=sid,
+                    ciphertext=blob,
+                    created_at=now,
+                )
+            )
+        _step(conn, request_id, RequestStatus.RECEIVED.value, requested_by[:64], now, None)
+    return get(runtime=runtime, request_id=request_id)
+
+
+def payload_field(request_id: str, kind: str) -> str:
+    """The vault field (AAD) of a request's encrypted payload."""
+    return f"privacy:{request_id}:{kind}"
+
+
+def _view(conn: Connection, row: Any) -> RequestView:
+    steps = conn.execute(
+        sa.select(_EV.c.at, _EV.c.status, _EV.c.actor, _EV.c.note)
+        .where(_EV.c.request_id == row.id)
+        .order_by(_EV.c.id)
+    ).all()
+    return RequestView(
+        id=row.id,
+        type=row.type,
+        status=row.status,
+        subject_id=row.subject_id,
+        identity_kind=row.identity_kind,
+        received_at=row.received_at,
+        due_at=row.due_at,
+        extended_until=row.extended_until,
+        extension_reason=row.extension_reason,
+        verified_at=row.verified_at,
+        completed_at=row.completed_at,
+        requested_by=row.requested_by,
+        outcome=json.loads(row.outcome) if row.outcome else None,
+        steps=tuple(RequestStep(s.at, s.status, s.actor, s.note) for s in steps),
+    )
+
+
+def get(*, runtime: Runtime, request_id: str, conn: Connection | None = None) -> RequestView:
+    """One request with its steps; :class:`NotFoundError` if there is none."""
+    if conn is None:
+        with runtime.data_engine.connect() as own:
+            return get(runtime=runtime, request_id=request_id, conn=own)
+    row = conn.execute(sa.select(_PR).where(_PR.c.id == request_id)).first()
+    if row is None:
+        raise NotFoundError(f"privacy request {request_id} not found")
+    return _view(conn, row)
+
+
+def list_requests(
+    *,
+    runtime: Runtime,
+    status: str | None = None,
+    overdue_only: bool = False,
+    clock: Clock = utcnow,
+    limit: int = 500,
+) -> list[RequestView]:
+    """Requests, most urgent deadline first; optionally only one status or only overdue ones."""
+    query = sa.select(_PR).order_by(sa.func.coalesce(_PR.c.extended_until, _PR.c.due_at), _PR.c.id)
+    if status is not None:
+        query = query.where(_PR.c.status == RequestStatus(status).value)
+    now = clock()
+    with runtime.data_engine.connect() as conn:
+        views = [_view(conn, r) for r in conn.execute(query.limit(limit))]
+    return [v for v in views if v.overdue(now)] if overdue_only else views
+
+
+def transition(
+    conn: Connection,
+    request_id: str,
+    *,
+    to: RequestStatus,
+    allowed_from: tuple[RequestStatus, ...],
+    actor: str,
+    now: datetime,
+    note: str | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> None:
+    """Move a request to ``to`` if it is in one of ``allowed_from``; record the step."""
+    row = conn.execute(sa.select(_PR.c.status).where(_PR.c.id == request_id)).first()
+    if row is None:
+        raise NotFoundError(f"privacy request {request_id} not found")
+    if row.status not in {s.value for s in allowed_from}:
+        raise ConflictError(f"privacy request {request_id} is {row.status}, cannot become {to}")
+    conn.execute(
+        sa.update(_PR).where(_PR.c.id == request_id).values(status=to.value, **dict(values or {}))
+    )
+    _step(conn, request_id, to.value, actor[:64], now, note)
+
+
+def verify(
+    *, runtime: Runtime, request_id: str, actor: str, note: str | None = None, clock: Clock = utcnow
+) -> RequestView:
+    """Record that the requester's identity was verified."""
+    now = clock()
+    with runtime.data_engine.begin() as conn:
+        transition(
+            conn,
+            request_id,
+            to=RequestStatus.VERIFIED,
+            allowed_from=(RequestStatus.RECEIVED,),
+            actor=actor,
+            now=now,
+            note=note,
+            values={"verified_at": now},
+        )
+    return get(runtime=runtime, request_id=request_id)
+
+
+def reject(
+    *, runtime: Runtime, request_id: str, actor: str, reason: str, clock: Clock = utcnow
+) -> RequestView:
+    """Refuse a request (e.g. identity not verified, manifestly unfounded); the reason is kept."""
+    now = clock()
+    with runtime.data_engine.begin() as conn:
+        transition(
+            conn,
+            request_id,
+            to=RequestStatus.REJECTED,
+            allowed_from=OPEN_STATUSES,
+            actor=actor,
+            now=now,
+            note=reason[:256],
+            values={"completed_at": now},
+        )
+    return get(runtime=runtime, request_id=request_id)
+
+
+def extend(
+    *,
+    runtime: Runtime,
+    request_id: str,
+    actor: str,
+    reason: str,
+    months: int = MAX_EXTENSION_MONTHS,
+    clock: Clock = utcnow,
+) -> RequestView:
+    """Extend the deadline once, by 1 or 2 months from the original due date, with a reason."""
+    if not 1 <= months <= MAX_EXTENSION_MONTHS:
+        raise InvalidInputError("an extension is 1 or 2 months", field="months")
+    if not reason.strip():
+        raise InvalidInputError("an extension needs a reason", field="reason")
+    now = clock()
+    with runtime.data_engine.begin() as conn:
+        row = conn.execute(sa.select(_PR).where(_PR.c.id == request_id)).first()
+        if row is None:
+            raise NotFoundError(f"privacy request {request_id} not found")
+        if row.extended_until is not None:
+            raise ConflictError(f"privacy request {request_id} was already extended")
+        if row.status not in {s.value for s in OPEN_STATUSES}:
+            raise ConflictError(f"privacy request {request_id} is {row.status}")
+        until = add_months(row.due_at, months)
+        conn.execute(
+            sa.update(_PR)
+            .where(_PR.c.id == request_id)
+            .values(extended_until=until, extension_reason=reason[:256])
+        )
+        _step(conn, request_id, row.status, actor[:64], now, f"extended: {reason[:200]}")
+    return get(runtime=runtime, request_id=request_id)
+
+
+def record_note(conn: Connection, request_id: str, *, actor: str, now: datetime, note: str) -> None:
+    """Add a step that keeps the status (e.g. a restriction lifted after completion)."""
+    status = conn.execute(sa.select(_PR.c.status).where(_PR.c.id == request_id)).scalar()
+    if status is None:
+        raise NotFoundError(f"privacy request {request_id} not found")
+    _step(conn, request_id, status, actor[:64], now, note[:256])

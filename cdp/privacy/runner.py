@@ -1,0 +1,255 @@
+"""Serving privacy requests: run a verified request, download its package, lift a restriction.
+
+Every function takes the caller's :class:`AccessContext` (the DPO, purpose ``privacy_request``),
+checks the policy, and writes an audit record for what it reads or changes: producing a package
+is a read of the whole profile, downloading it is another; an erasure, a rectification, a
+restriction and an objection are recorded as writes or deletes. Where the work and its record can
+share a transaction they do (a package is stored only if its audit record is written).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from cdp.access.context import AccessContext
+from cdp.audit.service import record_access, require
+from cdp.clock import Clock, utcnow
+from cdp.db.models import Identity
+from cdp.errors import CdpError, ConflictError, InvalidInputError, NotFoundError
+from cdp.privacy import access_package, requests
+from cdp.privacy.erasure import erase_subject
+from cdp.privacy.models import PrivacyPayload, PrivacyRequest
+from cdp.privacy.objection import object_to_marketing
+from cdp.privacy.rectification import rectify
+from cdp.privacy.requests import RequestStatus, RequestType, RequestView, payload_field
+from cdp.privacy.restriction import lift, restrict
+from cdp.runtime import Runtime
+
+RESOURCE = "privacy_requests"
+_PAY = PrivacyPayload.__table__  # type: ignore[attr-defined]
+_PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
+
+Handler = Callable[[Runtime, AccessContext, RequestView, str, datetime], dict[str, Any]]
+
+
+def _subject_of(runtime: Runtime, view: RequestView) -> str | None:
+    """The request's subject: its stored link, else a new lookup by the identity's token (the
+    person may have been ingested after the request arrived)."""
+    if view.subject_id is not None:
+        return view.subject_id
+    ident = Identity.__table__  # type: ignore[attr-defined]
+    with runtime.data_engine.connect() as conn:
+        token = conn.execute(sa.select(_PR.c.identity_token).where(_PR.c.id == view.id)).scalar()
+        if token is None:
+            return None
+        sid: str | None = conn.execute(
+            sa.select(ident.c.subject_id).where(
+                ident.c.kind == view.identity_kind, ident.c.token == token
+            )
+        ).scalar()
+    return sid
+
+
+def _package(
+    runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
+) -> dict[str, Any]:
+    with runtime.data_engine.begin() as conn:
+        package = access_package.build(
+            runtime=runtime, conn=conn, subject_id=sid, request_id=view.id, generated_at=now
+        )
+        blob = runtime.vault.encrypt(sid, payload_field(view.id, "package"), json.dumps(package))
+        conn.execute(sa.delete(_PAY).where(_PAY.c.request_id == view.id, _PAY.c.kind == "package"))
+        conn.execute(
+            sa.insert(_PAY).values(
+                request_id=view.id, kind="package", subject_id=sid, ciphertext=blob, created_at=now
+            )
+        )
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action="read",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[sid],
+            fields=access_package.fields_of(package),
+            conn=conn,
+        )
+    sections = ("orders", "events", "traits", "segments", "recipients", "audit_trail")
+    counts = {s: len(package[s]) for s in sections}
+    counts["personal_fields"] = len(package["personal_data"])
+    counts["consent_changes"] = len(package["consent"]["history"])
+    return {"package": True, "counts": counts}
+
+
+def _erase(
+    runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
+) -> dict[str, Any]:
+    record_access(
+        runtime=runtime, ctx=ctx, action="delete", resource="profile", outcome="allowed",
+        subject_ids=[sid],
+    )  # fmt: skip
+    return erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now).as_dict()
+
+
+def _rectify(
+    runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
+) -> dict[str, Any]:
+    with runtime.data_engine.begin() as conn:
+        blob = conn.execute(
+            sa.select(_PAY.c.ciphertext).where(
+                _PAY.c.request_id == view.id, _PAY.c.kind == "corrections"
+            )
+        ).scalar()
+        if blob is None:
+            raise InvalidInputError("the request carries no corrections", field="corrections")
+        fixes = json.loads(
+            runtime.vault.decrypt(sid, payload_field(view.id, "corrections"), bytes(blob))
+        )
+        fields = rectify(runtime=runtime, conn=conn, subject_id=sid, corrections=fixes, now=now)
+        conn.execute(
+            sa.delete(_PAY).where(_PAY.c.request_id == view.id, _PAY.c.kind == "corrections")
+        )
+        record_access(
+            runtime=runtime, ctx=ctx, action="write", resource="profile", outcome="allowed",
+            subject_ids=[sid], fields=fields, conn=conn,
+        )  # fmt: skip
+    return {"rectified_fields": fields}
+
+
+def _restrict(
+    runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
+) -> dict[str, Any]:
+    with runtime.data_engine.begin() as conn:
+        opened = restrict(conn=conn, subject_id=sid, request_id=view.id, clock=lambda: now)
+        record_access(
+            runtime=runtime, ctx=ctx, action="write", resource="profile", outcome="allowed",
+            subject_ids=[sid], fields=["restriction"], conn=conn,
+        )  # fmt: skip
+    return {"restricted": True, "already_restricted": not opened}
+
+
+def _object(
+    runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
+) -> dict[str, Any]:
+    with runtime.data_engine.begin() as conn:
+        withdrawn = object_to_marketing(
+            conn=conn, subject_id=sid, request_id=view.id, actor=ctx.principal_name, now=now
+        )
+        record_access(
+            runtime=runtime, ctx=ctx, action="write", resource="data:consent", outcome="allowed",
+            subject_ids=[sid], fields=["consent"], conn=conn,
+        )  # fmt: skip
+    return {"withdrawn": withdrawn}
+
+
+HANDLERS: dict[str, Handler] = {
+    RequestType.ACCESS.value: _package,
+    RequestType.PORTABILITY.value: _package,
+    RequestType.ERASURE.value: _erase,
+    RequestType.RECTIFICATION.value: _rectify,
+    RequestType.RESTRICTION.value: _restrict,
+    RequestType.OBJECTION.value: _object,
+}
+
+
+def run(
+    *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
+) -> RequestView:
+    """Carry out a verified request and complete it. A failure leaves it ``in_progress`` with the
+    error's code in its steps; running it again resumes (every handler is idempotent)."""
+    require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="run")
+    view = requests.get(runtime=runtime, request_id=request_id)
+    now = clock()
+    if view.status == RequestStatus.VERIFIED.value:
+        with runtime.data_engine.begin() as conn:
+            requests.transition(
+                conn, request_id, to=RequestStatus.IN_PROGRESS,
+                allowed_from=(RequestStatus.VERIFIED,), actor=ctx.principal_name, now=now,
+            )  # fmt: skip
+    elif view.status != RequestStatus.IN_PROGRESS.value:
+        raise ConflictError(f"privacy request {request_id} is {view.status}; verify it first")
+    sid = _subject_of(runtime, view)
+    try:
+        outcome = (
+            {"subject_found": False}
+            if sid is None
+            else {"subject_found": True, **HANDLERS[view.type](runtime, ctx, view, sid, now)}
+        )
+    except CdpError as exc:
+        with runtime.data_engine.begin() as conn:
+            requests.transition(
+                conn, request_id, to=RequestStatus.IN_PROGRESS,
+                allowed_from=(RequestStatus.IN_PROGRESS,), actor=ctx.principal_name, now=clock(),
+                note=f"failed: {exc.code}",
+            )  # fmt: skip
+        raise
+    with runtime.data_engine.begin() as conn:
+        requests.transition(
+            conn, request_id, to=RequestStatus.COMPLETED,
+            allowed_from=(RequestStatus.IN_PROGRESS,), actor=ctx.principal_name, now=clock(),
+            values={"completed_at": clock(), "outcome": json.dumps(outcome, sort_keys=True)},
+        )  # fmt: skip
+    return requests.get(runtime=runtime, request_id=request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """A produced package, decrypted for delivery."""
+
+    request_id: str
+    data: dict[str, Any]
+
+    def json_bytes(self) -> bytes:
+        return json.dumps(self.data, ensure_ascii=False, indent=2).encode()
+
+    def html(self) -> str:
+        return access_package.render_html(self.data)
+
+
+def download_package(
+    *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
+) -> Package:
+    """The package of a completed access/portability request; the download is audited (the audit
+    record is committed before the package is returned)."""
+    require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="read")
+    with runtime.data_engine.connect() as conn:
+        row = conn.execute(
+            sa.select(_PAY.c.subject_id, _PAY.c.ciphertext).where(
+                _PAY.c.request_id == request_id, _PAY.c.kind == "package"
+            )
+        ).first()
+    if row is None:
+        raise NotFoundError(f"privacy request {request_id} has no package")
+    data = json.loads(
+        runtime.vault.decrypt(row.subject_id, payload_field(request_id, "package"), bytes(row[1]))
+    )
+    record_access(
+        runtime=runtime, ctx=ctx, action="read", resource=RESOURCE, outcome="allowed",
+        subject_ids=[row.subject_id], fields=access_package.fields_of(data), clock=clock,
+    )  # fmt: skip
+    return Package(request_id, data)
+
+
+def lift_restriction(
+    *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
+) -> int:
+    """Lift the restriction a restriction request opened; return how many were open."""
+    require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="write")
+    view = requests.get(runtime=runtime, request_id=request_id)
+    if view.type != RequestType.RESTRICTION.value or view.subject_id is None:
+        raise ConflictError(f"privacy request {request_id} is not a restriction of a subject")
+    now = clock()
+    with runtime.data_engine.begin() as conn:
+        lifted = lift(conn=conn, subject_id=view.subject_id, clock=lambda: now)
+        requests.record_note(conn, request_id, actor=ctx.principal_name, now=now, note="lifted")
+        record_access(
+            runtime=runtime, ctx=ctx, action="write", resource="profile", outcome="allowed",
+            subject_ids=[view.subject_id], fields=["restriction"], conn=conn,
+        )  # fmt: skip
+    return lifted
