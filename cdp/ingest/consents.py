@@ -51,8 +51,34 @@ def consent_rows(
     return fresh, dupes
 
 
-def write_consents(ctx: BatchContext, items: Sequence[tuple[int, ConsentRecord]]) -> Outcome:
-    """Ingest one batch of consent records in ``ctx.conn``'s transaction."""
+def current_states(ctx: BatchContext, subject_ids: Sequence[str]) -> dict[tuple[str, str], str]:
+    """(subject, purpose) -> latest status (latest occurred_at; a withdrawal wins a tie)."""
+    ct = ConsentEvent.__table__  # type: ignore[attr-defined]
+    ids = sorted(set(subject_ids))
+    state: dict[tuple[str, str], tuple[Any, int, str]] = {}
+    for start in range(0, len(ids), 5_000):
+        for sid, purpose, status, at in ctx.conn.execute(
+            sa.select(ct.c.subject_id, ct.c.purpose, ct.c.status, ct.c.occurred_at).where(
+                ct.c.subject_id.in_(ids[start : start + 5_000])
+            )
+        ):
+            rank = (at, 1 if status == "withdrawn" else 0, status)
+            if (sid, purpose) not in state or rank > state[(sid, purpose)]:
+                state[(sid, purpose)] = rank
+    return {k: v[2] for k, v in state.items()}
+
+
+def write_consents(
+    ctx: BatchContext,
+    items: Sequence[tuple[int, ConsentRecord]],
+    *,
+    only_changes: bool = False,
+) -> Outcome:
+    """Ingest one batch of consent records in ``ctx.conn``'s transaction.
+
+    ``only_changes`` (the Segment API, where every message repeats the visitor's preferences)
+    records an entry only when it changes the subject's current state for the purpose.
+    """
     out = Outcome()
     fresh, out.duplicates = consent_rows(ctx, items)
     if not fresh:
@@ -74,11 +100,19 @@ def write_consents(ctx: BatchContext, items: Sequence[tuple[int, ConsentRecord]]
         )
     )
     rows: list[dict[str, Any]] = []
+    state: dict[tuple[str, str], str] = {}
+    if only_changes:
+        state = current_states(ctx, [s for s in res.subjects if s is not None])
     for i, (position, r, key) in enumerate(fresh):
         sid = res.subjects[i]
         if sid is None:
             out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
             continue
+        if only_changes:
+            if state.get((sid, r.purpose)) == r.status:
+                out.duplicates += 1
+                continue
+            state[(sid, r.purpose)] = r.status
         rows.append(
             {
                 "subject_id": sid,

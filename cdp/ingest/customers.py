@@ -39,7 +39,13 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
             runtime=ctx.runtime,
             conn=conn,
             claims=[
-                claim_of(customer_id=r.customer_id, email=r.email, phone=r.phone) for r in records
+                claim_of(
+                    customer_id=r.customer_id,
+                    email=r.email,
+                    phone=r.phone,
+                    anonymous_id=r.anonymous_id,
+                )
+                for r in records
             ],
             now=ctx.now,
             signed_up=[r.created_at for r in records],

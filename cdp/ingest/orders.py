@@ -106,7 +106,13 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
             runtime=ctx.runtime,
             conn=conn,
             claims=[
-                claim_of(customer_id=r.customer_id, email=r.email, phone=r.phone) for _, r in fresh
+                claim_of(
+                    customer_id=r.customer_id,
+                    email=r.email,
+                    phone=r.phone,
+                    anonymous_id=r.anonymous_id,
+                )
+                for _, r in fresh
             ],
             now=ctx.now,
         )

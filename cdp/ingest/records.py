@@ -103,6 +103,7 @@ class CustomerRecord(_Record):
     """A customer as a shop or CRM exports it (or as a Segment ``identify`` describes it)."""
 
     customer_id: str | None = Field(default=None, max_length=256)
+    anonymous_id: str | None = Field(default=None, max_length=256)
     address: Address | None = None  # before phone: its country is the phone's region
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
@@ -140,7 +141,7 @@ class CustomerRecord(_Record):
             out["traits"] = traits
         return out
 
-    @field_validator("customer_id")
+    @field_validator("customer_id", "anonymous_id")
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         return _safe_id(value)
@@ -189,8 +190,8 @@ class CustomerRecord(_Record):
 
     @model_validator(mode="after")
     def _has_identity(self) -> CustomerRecord:
-        if not (self.customer_id or self.email or self.phone):
-            raise ValueError("missing id: needs customer_id, email or phone")
+        if not (self.customer_id or self.email or self.phone or self.anonymous_id):
+            raise ValueError("missing id: needs customer_id, email, phone or anonymous_id")
         return self
 
     @property
@@ -240,6 +241,7 @@ class OrderRecord(_Record):
 
     order_id: str = Field(min_length=1, max_length=128)
     customer_id: str | None = Field(default=None, max_length=256)
+    anonymous_id: str | None = Field(default=None, max_length=256)
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
     ordered_at: datetime
@@ -268,7 +270,7 @@ class OrderRecord(_Record):
                 raise ValueError("items is not a JSON array") from None
         return value
 
-    @field_validator("order_id", "customer_id", "coupon")
+    @field_validator("order_id", "customer_id", "anonymous_id", "coupon")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
         return _safe_id(value)
@@ -299,7 +301,7 @@ class OrderRecord(_Record):
 
     @model_validator(mode="after")
     def _has_customer(self) -> OrderRecord:
-        if not (self.customer_id or self.email or self.phone):
+        if not (self.customer_id or self.email or self.phone or self.anonymous_id):
             raise ValueError("missing id: needs customer_id, email or phone")
         return self
 

@@ -1,0 +1,161 @@
+"""The Segment-compatible HTTP Tracking API: ``/v1/identify``, ``track``, ``page``, ``alias``,
+``batch`` (and ``screen``, ``group``), so existing analytics SDKs can point at cdp unchanged.
+
+Routes are thin: authentication (:mod:`cdp.api.source_auth`), a bounded body reader (gzip bodies,
+Segment's size limits: 32 KB a message, 500 KB a batch — past them 413), then
+:func:`cdp.ingest.segment.ingest_messages`. Success answers ``{"success": true}`` like Segment;
+invalid messages give 400 with one detail per message and field (the valid ones are stored).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from cdp.api.deps import RuntimeDep
+from cdp.api.errors import error_body
+from cdp.api.source_auth import SourceDep, require_source
+from cdp.ingest.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ingest_messages
+
+router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[Depends(require_source)])
+
+
+class SegmentAck(BaseModel):
+    """Segment's success answer."""
+
+    success: bool = True
+
+
+def _too_large(what: str) -> HTTPException:
+    return HTTPException(413, f"{what} is larger than Segment's limit")
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    """The request body, decompressed, refusing to hold more than ``limit`` bytes of either."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large("the request body")
+    gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    parts: list[bytes] = []
+    size = received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large("the request body")
+        if inflater is not None:
+            try:
+                chunk = inflater.decompress(chunk, limit + 1 - size)
+            except zlib.error:
+                raise HTTPException(400, "the body is not valid gzip") from None
+            if inflater.unconsumed_tail:
+                raise _too_large("the request body")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large("the request body")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise HTTPException(400, "the body is not valid JSON") from None
+
+
+def _size(message: Any) -> int:
+    return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+async def batch_messages(request: Request) -> list[Any]:
+    """``{"batch": [...], "context": {...}}``: each message at most 32 KB, 500 KB in all."""
+    payload = _json(await _read(request, MAX_BATCH_BYTES))
+    batch = payload.get("batch") if isinstance(payload, dict) else None
+    if not isinstance(batch, list):
+        raise HTTPException(400, "the body needs a batch array")
+    shared = payload.get("context")
+    for message in batch:
+        if isinstance(message, dict):
+            if _size(message) > MAX_MESSAGE_BYTES:
+                raise _too_large("a message of the batch")
+            if isinstance(shared, dict) and "context" not in message:
+                message["context"] = shared
+    return batch
+
+
+def single_message(kind: str) -> Any:
+    async def read(request: Request) -> list[Any]:
+        message = _json(await _read(request, MAX_MESSAGE_BYTES))
+        if isinstance(message, dict):
+            message.setdefault("type", kind)
+        return [message]
+
+    return read
+
+
+def _answer(
+    request: Request,
+    runtime: RuntimeDep,
+    source: SourceDep,
+    messages: list[Any],
+    sec_gpc: str | None,
+) -> SegmentAck | JSONResponse:
+    result = ingest_messages(
+        runtime=runtime,
+        source_name=source.name,
+        messages=messages,
+        gpc=(sec_gpc or "").strip() == "1",
+    )
+    if result.invalid:
+        details = [{"loc": f"batch.{i.index}.{i.field}", "msg": i.message} for i in result.invalid]
+        bad = len({i.index for i in result.invalid})
+        body = error_body(
+            request,
+            "invalid_messages",
+            f"{bad} of {result.received} messages are invalid; the others were accepted",
+            details,
+        )
+        return JSONResponse(body, status_code=400)
+    return SegmentAck()
+
+
+Gpc = Annotated[str | None, Header(alias="Sec-GPC")]
+
+
+@router.post("/batch", response_model=SegmentAck)
+def batch(
+    request: Request,
+    runtime: RuntimeDep,
+    source: SourceDep,
+    messages: Annotated[list[Any], Depends(batch_messages)],
+    sec_gpc: Gpc = None,
+) -> SegmentAck | JSONResponse:
+    """A batch of identify/track/page/screen/alias/group messages."""
+    return _answer(request, runtime, source, messages, sec_gpc)
+
+
+def _single(kind: str) -> None:
+    def route(
+        request: Request,
+        runtime: RuntimeDep,
+        source: SourceDep,
+        messages: list[Any],
+        sec_gpc: Gpc = None,
+    ) -> SegmentAck | JSONResponse:
+        return _answer(request, runtime, source, messages, sec_gpc)
+
+    # set as an object: a string annotation could not see this closure's ``kind``
+    route.__annotations__["messages"] = Annotated[list[Any], Depends(single_message(kind))]
+    route.__doc__ = f"One {kind} message."
+    router.add_api_route(f"/{kind}", route, methods=["POST"], response_model=SegmentAck, name=kind)
+
+
+for _kind in ("identify", "track", "page", "screen", "alias", "group"):
+    _single(_kind)

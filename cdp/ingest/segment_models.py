@@ -1,0 +1,226 @@
+"""Segment Spec messages, and how each becomes cdp records.
+
+Field names are Segment's (``userId``, ``anonymousId``, ``messageId``, ``traits``, ``context`` …).
+``userId`` is the shop's customer id (identity kind ``customer_id``); ``anonymousId`` is a device
+or browser id (``anonymous_id``). Mapping:
+
+- ``identify`` → a customer record (reserved traits ``email``, ``phone``, ``firstName``,
+  ``lastName``, ``birthday``, ``gender``, ``address{street, city, postalCode, state, country}``,
+  ``createdAt``; other traits are custom traits);
+- ``alias`` → links ``previousId`` (read as an anonymous id) to ``userId``;
+- ``track`` → an event; ``Order Completed`` is also an order (``order_id``, ``total`` or
+  ``revenue``, ``currency`` — default the base currency —, ``discount``, ``coupon``,
+  ``products[]``);
+- ``page`` / ``screen`` → an event named after the page (``name``), or ``Page Viewed``;
+- ``context.consent.categoryPreferences`` → consent entries (see :data:`CATEGORY_PURPOSES`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
+CATEGORY_PURPOSES: dict[str, tuple[str, ...]] = {
+    "advertising": ("ad_audiences",),
+    "ads": ("ad_audiences",),
+    "targeting": ("ad_audiences",),
+    "ad_audiences": ("ad_audiences",),
+    "marketing": ("email_marketing", "sms_marketing", "push_marketing"),
+    "email": ("email_marketing",),
+    "email_marketing": ("email_marketing",),
+    "sms": ("sms_marketing",),
+    "sms_marketing": ("sms_marketing",),
+    "push": ("push_marketing",),
+    "push_marketing": ("push_marketing",),
+    "personalization": ("personalization",),
+    "personalisation": ("personalization",),
+    "functional": ("personalization",),
+    "preferences": ("personalization",),
+    "analytics": ("analytics",),
+    "performance": ("analytics",),
+    "statistics": ("analytics",),
+}
+
+_TRAIT_NAMES = {
+    "email": "email",
+    "phone": "phone",
+    "firstName": "first_name",
+    "first_name": "first_name",
+    "lastName": "last_name",
+    "last_name": "last_name",
+    "birthday": "birthday",
+    "gender": "gender",
+    "createdAt": "created_at",
+    "created_at": "created_at",
+}
+_ADDRESS_NAMES = {
+    "street": "street",
+    "city": "city",
+    "postalCode": "postal_code",
+    "postal_code": "postal_code",
+    "state": "state",
+    "country": "country",
+}
+_SKIP_TRAITS = {"id", "userId", "anonymousId", "address", "name"}
+ORDER_COMPLETED = "Order Completed"
+
+
+class SegmentMessage(BaseModel):
+    """One message of the Segment Spec (unknown fields such as ``integrations`` are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, populate_by_name=True)
+
+    type: Literal["identify", "track", "page", "screen", "alias", "group"]
+    message_id: str | None = Field(default=None, alias="messageId", max_length=128)
+    user_id: str | None = Field(default=None, alias="userId", max_length=256)
+    anonymous_id: str | None = Field(default=None, alias="anonymousId", max_length=256)
+    previous_id: str | None = Field(default=None, alias="previousId", max_length=256)
+    timestamp: datetime | None = None
+    original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
+    sent_at: datetime | None = Field(default=None, alias="sentAt")
+    event: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"SegmentMessage(type={self.type!r})"
+
+    @field_validator("user_id", "anonymous_id", "previous_id", mode="before")
+    @classmethod
+    def _number_ids(cls, value: Any) -> Any:
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
+
+    @field_validator("traits", "properties", "context", mode="before")
+    @classmethod
+    def _null_objects(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    def checks(self) -> list[tuple[str, str]]:
+        """Segment's own rules: an identifier; a track has an event; an alias has both ids."""
+        problems = []
+        if not (self.user_id or self.anonymous_id):
+            problems.append(("userId", "userId or anonymousId is required"))
+        if self.type == "track" and not self.event:
+            problems.append(("event", "a track call needs an event name"))
+        if self.type == "alias" and not (self.previous_id and self.user_id):
+            problems.append(("previousId", "an alias call needs previousId and userId"))
+        return problems
+
+    def when(self, received_at: datetime) -> datetime:
+        """The event time, corrected for the sender's clock skew as Segment does."""
+        at = self.timestamp or self.original_timestamp
+        if at is None:
+            return received_at
+        if self.sent_at is not None and self.timestamp is None:
+            return at + (received_at - self.sent_at)
+        return at
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def customer_data(msg: SegmentMessage) -> dict[str, Any]:
+    """identify traits (and context.traits) as a customer record's input."""
+    traits = {**(msg.context.get("traits") or {}), **msg.traits}
+    data: dict[str, Any] = {"customer_id": msg.user_id, "anonymous_id": msg.anonymous_id}
+    custom: dict[str, Any] = {}
+    for key, value in traits.items():
+        if key in _TRAIT_NAMES:
+            data[_TRAIT_NAMES[key]] = value
+        elif key not in _SKIP_TRAITS:
+            custom[key[:64]] = _scalar(value)
+    name = traits.get("name")
+    if isinstance(name, str) and name.strip() and "first_name" not in data:
+        first, _, last = name.strip().partition(" ")
+        data["first_name"] = first
+        if last:
+            data["last_name"] = last
+    address = traits.get("address")
+    if isinstance(address, dict):
+        data["address"] = {_ADDRESS_NAMES[k]: v for k, v in address.items() if k in _ADDRESS_NAMES}
+    if custom:
+        data["traits"] = custom
+    return data
+
+
+def alias_data(msg: SegmentMessage) -> dict[str, Any]:
+    return {"customer_id": msg.user_id, "anonymous_id": msg.previous_id}
+
+
+def order_data(msg: SegmentMessage, at: datetime, base_currency: str) -> dict[str, Any]:
+    """An ``Order Completed`` track as an order record's input."""
+    p = msg.properties
+    total = p.get("total", p.get("revenue"))
+    products = p.get("products") or []
+    return {
+        "order_id": p.get("order_id") or p.get("checkout_id"),
+        "customer_id": msg.user_id,
+        "anonymous_id": msg.anonymous_id,
+        "ordered_at": at,
+        "total": str(total) if isinstance(total, int | float) else total,
+        "currency": p.get("currency") or base_currency,
+        "discount": str(p.get("discount") or 0),
+        "coupon": p.get("coupon"),
+        "status": "completed",
+        "items": [
+            {
+                "product_id": i.get("product_id"),
+                "sku": i.get("sku"),
+                "category": i.get("category"),
+                "name": i.get("name"),
+                "price": str(i.get("price") or 0),
+                "quantity": i.get("quantity") or 1,
+            }
+            for i in products
+            if isinstance(i, dict)
+        ],
+    }
+
+
+def event_data(msg: SegmentMessage, at: datetime) -> dict[str, Any]:
+    """A track, page or screen call as an event record's input."""
+    if msg.type == "track":
+        name = msg.event
+    else:
+        name = (
+            msg.name
+            or msg.properties.get("name")
+            or ("Page Viewed" if msg.type == "page" else "Screen Viewed")
+        )
+    return {
+        "message_id": msg.message_id,
+        "customer_id": msg.user_id,
+        "anonymous_id": msg.anonymous_id,
+        "type": msg.type,
+        "event": name,
+        "properties": msg.properties,
+        "timestamp": at,
+    }
+
+
+def consent_choices(msg: SegmentMessage) -> dict[str, str]:
+    """purpose -> granted/withdrawn from ``context.consent.categoryPreferences``."""
+    consent = msg.context.get("consent")
+    prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    if not isinstance(prefs, dict):
+        return {}
+    out: dict[str, str] = {}
+    for category, value in prefs.items():
+        if not isinstance(value, bool):
+            continue
+        for purpose in CATEGORY_PURPOSES.get(str(category).lower(), ()):
+            status = "granted" if value else "withdrawn"
+            if out.get(purpose) != "withdrawn":  # the most restrictive choice wins
+                out[purpose] = status
+    return out
