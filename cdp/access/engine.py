@@ -8,6 +8,7 @@ atomically (readers see the old or the new policy, never a mix).
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from cdp.access.policy import PolicyEngine
@@ -25,6 +26,8 @@ def get_policy_engine() -> PolicyEngine:
         return engine
     with _lock:
         if _engine is None:
+            # Casbin logs the whole model and policy at INFO on every load; that is noise here.
+            logging.getLogger("casbin").setLevel(logging.WARNING)
             _engine = PolicyEngine(get_settings().policy_dir)
         return _engine
 

@@ -1,0 +1,87 @@
+"""``cdp principals``: create (prints the token once), list (never shows tokens), revoke.
+
+These commands manage credentials, so they need what ``cdp init`` needs: direct access to the
+installation (its database and key file). That is also how the first admin is created.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cdp.access import principals as service
+from cdp.cli.app import app, console, err_console
+from cdp.clock import utcnow
+from cdp.errors import InvalidInputError
+from cdp.runtime import get_runtime
+
+principals_app = typer.Typer(help="People and services that call cdp: create, list, revoke.")
+app.add_typer(principals_app, name="principals")
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90m``, ``12h``, ``30d``, ``2w`` -> a timedelta."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise InvalidInputError(
+            "durations look like 3600s, 90m, 12h, 30d or 2w", field="--expires-in"
+        )
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@principals_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Unique name, e.g. alice or crm-sync.")],
+    role: Annotated[list[str], typer.Option("--role", help="A role (repeat for several).")],
+    kind: Annotated[str, typer.Option(help="person or service.")] = "person",
+    expires_in: Annotated[
+        str | None, typer.Option("--expires-in", help="Token lifetime, e.g. 30d or 12h.")
+    ] = None,
+) -> None:
+    """Create a principal and print its bearer token (shown this once; only its hash is kept)."""
+    made = service.create(
+        runtime=get_runtime(),
+        name=name,
+        roles=role,
+        kind=kind,
+        expires_in=parse_duration(expires_in) if expires_in else None,
+    )
+    p = made.principal
+    expiry = p.expires_at.isoformat() if p.expires_at else "never"
+    err_console.print(
+        f"created {p.kind} [bold]{p.name}[/] (id {p.id}) with role(s) {', '.join(p.roles)}; "
+        f"expires: {expiry}. The token below is shown only once:"
+    )
+    typer.echo(made.token)
+
+
+@principals_app.command("list")
+def list_() -> None:
+    """List principals with roles and state (tokens are never stored, so never shown)."""
+    now = utcnow()
+    table = Table("name", "id", "kind", "roles", "state", "created", "expires")
+    for p in service.list_principals(runtime=get_runtime()):
+        table.add_row(
+            p.name,
+            p.id,
+            p.kind,
+            ",".join(p.roles),
+            p.state(now),
+            p.created_at.isoformat(timespec="seconds"),
+            p.expires_at.isoformat(timespec="seconds") if p.expires_at else "-",
+        )
+    console.print(table)
+
+
+@principals_app.command("revoke")
+def revoke(name: Annotated[str, typer.Argument(help="The principal to revoke.")]) -> None:
+    """Revoke a principal's token now; later requests with it get 401."""
+    p = service.revoke(runtime=get_runtime(), name=name)
+    console.print(f"revoked {p.name} at {p.revoked_at.isoformat() if p.revoked_at else '?'}")

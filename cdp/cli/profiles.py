@@ -1,0 +1,128 @@
+"""``cdp profiles``: the CLI door to profiles. Same policy, same field-level views and the same
+audit records as the API: every command takes ``--token``/``CDP_TOKEN`` and ``--purpose``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from cdp.cli.access import PurposeOption, TokenOption, cli_access
+from cdp.cli.app import app
+from cdp.crypto.normalize import IdentityKind
+from cdp.errors import InvalidInputError
+from cdp.profiles import reads
+from cdp.profiles.views import parse_fields
+from cdp.runtime import get_runtime
+
+profiles_app = typer.Typer(help="Read profiles (authorised by policy, recorded in the audit log).")
+app.add_typer(profiles_app, name="profiles")
+
+FieldsOption = Annotated[
+    str | None, typer.Option("--fields", help="Comma-separated fields (default: all you may see).")
+]
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Page size (at most 200).")]
+CursorOption = Annotated[int | None, typer.Option("--cursor", help="next_cursor of a page.")]
+
+
+def _print(payload: object) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
+
+
+@profiles_app.command("show")
+def show(
+    subject_id: Annotated[str, typer.Argument(help="The subject id.")],
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+    fields: FieldsOption = None,
+) -> None:
+    """Print one profile as JSON: the fields your role may read for your purpose."""
+    rt = get_runtime()
+    ctx = cli_access(
+        runtime=rt,
+        token=token,
+        purpose=purpose,
+        resource="profile",
+        action="read",
+        subject_ids=[subject_id],
+    )
+    view = reads.get_profile(
+        runtime=rt, ctx=ctx, subject_id=subject_id, fields=parse_fields(fields)
+    )
+    _print(view.model_dump(mode="json", exclude_unset=True))
+
+
+@profiles_app.command("find")
+def find(
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    phone: Annotated[str | None, typer.Option("--phone")] = None,
+    customer_id: Annotated[str | None, typer.Option("--customer-id")] = None,
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+    fields: FieldsOption = None,
+) -> None:
+    """Find profiles by exactly one of --email, --phone, --customer-id (token index lookup)."""
+    given = [
+        (k, v)
+        for k, v in (
+            (IdentityKind.EMAIL, email),
+            (IdentityKind.PHONE, phone),
+            (IdentityKind.CUSTOMER_ID, customer_id),
+        )
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise InvalidInputError("give exactly one of --email, --phone or --customer-id")
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource="profile", action="read")
+    views = reads.find_profiles(
+        runtime=rt, ctx=ctx, kind=given[0][0], value=given[0][1], fields=parse_fields(fields)
+    )
+    _print({"items": [v.model_dump(mode="json", exclude_unset=True) for v in views]})
+
+
+@profiles_app.command("orders")
+def orders(
+    subject_id: Annotated[str, typer.Argument(help="The subject id.")],
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+    limit: LimitOption = None,
+    cursor: CursorOption = None,
+) -> None:
+    """Print a page of the subject's orders as JSON."""
+    rt = get_runtime()
+    ctx = cli_access(
+        runtime=rt,
+        token=token,
+        purpose=purpose,
+        resource="data:behaviour",
+        action="read",
+        subject_ids=[subject_id],
+    )
+    page = reads.list_orders(runtime=rt, ctx=ctx, subject_id=subject_id, limit=limit, cursor=cursor)
+    _print(page.model_dump(mode="json"))
+
+
+@profiles_app.command("consent")
+def consent(
+    subject_id: Annotated[str, typer.Argument(help="The subject id.")],
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+    limit: LimitOption = None,
+    cursor: CursorOption = None,
+) -> None:
+    """Print a page of the subject's consent ledger as JSON."""
+    rt = get_runtime()
+    ctx = cli_access(
+        runtime=rt,
+        token=token,
+        purpose=purpose,
+        resource="data:consent",
+        action="read",
+        subject_ids=[subject_id],
+    )
+    page = reads.list_consent(
+        runtime=rt, ctx=ctx, subject_id=subject_id, limit=limit, cursor=cursor
+    )
+    _print(page.model_dump(mode="json"))

@@ -1,0 +1,189 @@
+"""verify names the first bad record after an edit, a delete, a reorder, an insert; a signed
+checkpoint catches a cut tail; PostgreSQL refuses UPDATE and DELETE on the log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from typer.testing import CliRunner
+
+from cdp.audit.chain import canonical, chain_hash
+from cdp.audit.checkpoint import read_checkpoint, write_checkpoint
+from cdp.audit.service import record_access
+from cdp.audit.verify import verify_chain
+from cdp.cli import app
+from cdp.errors import KeyMaterialError
+from tests.audit.factories import make_ctx
+from tests.conftest import CdpEnv
+
+N = 12
+
+
+def _fill(env: CdpEnv, n: int = N) -> None:
+    ctx = make_ctx()
+    for i in range(n):
+        record_access(
+            runtime=env.runtime,
+            ctx=ctx,
+            action="read",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[f"{i:032x}"],
+            fields=["email"],
+        )
+
+
+@contextmanager
+def _tamper(env: CdpEnv) -> Iterator[Connection]:
+    """A transaction that may change the log (PostgreSQL: triggers off for it, as an attacker
+    with owner rights could do)."""
+    with env.runtime.data_engine.begin() as conn:
+        if env.backend == "postgresql":
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        yield conn
+
+
+def test_intact_chain_verifies(cdp_env: CdpEnv) -> None:
+    _fill(cdp_env)
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert result.ok and result.records == N and result.last_seq == N
+
+
+def test_empty_chain_verifies(cdp_env: CdpEnv) -> None:
+    assert verify_chain(runtime=cdp_env.runtime).ok
+
+
+def test_edit_is_found(cdp_env: CdpEnv) -> None:
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("UPDATE audit_log SET fields = '[]' WHERE seq = 5")
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert (result.ok, result.first_bad_seq) == (False, 5)
+    assert "altered" in (result.problem or "")
+
+
+def test_delete_is_found(cdp_env: CdpEnv) -> None:
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq = 7")
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert result.first_bad_seq == 7 and "missing" in (result.problem or "")
+
+
+def test_delete_of_first_record_is_found(cdp_env: CdpEnv) -> None:
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq = 1")
+    assert verify_chain(runtime=cdp_env.runtime).first_bad_seq == 1
+
+
+def test_reorder_is_found(cdp_env: CdpEnv) -> None:
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        a, b = (
+            conn.exec_driver_sql(f"SELECT subject_ids FROM audit_log WHERE seq = {s}").scalar()
+            for s in (4, 9)
+        )
+        conn.execute(sa.text("UPDATE audit_log SET subject_ids = :v WHERE seq = 4"), {"v": b})
+        conn.execute(sa.text("UPDATE audit_log SET subject_ids = :v WHERE seq = 9"), {"v": a})
+    assert verify_chain(runtime=cdp_env.runtime).first_bad_seq == 4
+
+
+def test_renumbered_insert_is_found(cdp_env: CdpEnv) -> None:
+    """Insert a forged record at 6 (shifting 6.. up by one) with a self-consistent hash: the
+    record after it no longer links, and the forged one does not follow record 5 either."""
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        rows = conn.exec_driver_sql("SELECT seq FROM audit_log WHERE seq >= 6 ORDER BY seq DESC")
+        for (seq,) in list(rows):
+            conn.exec_driver_sql(f"UPDATE audit_log SET seq = {seq + 1} WHERE seq = {seq}")
+        prev = conn.exec_driver_sql("SELECT hash FROM audit_log WHERE seq = 5").scalar()
+        at = "2026-01-01T00:00:00.000000Z"
+        fields = (6, at, "x", "forger", "support", "read", "profile", "[]", "[]", "support")
+        canon = canonical(*fields, "allowed", "r", "127.0.0.1")
+        conn.execute(
+            sa.text(
+                "INSERT INTO audit_log (seq, at, principal_id, principal_name, roles, action, "
+                "resource, subject_ids, fields, purpose, outcome, request_id, client, prev_hash,"
+                " hash) VALUES (6, :at, 'x', 'forger', 'support', 'read', 'profile', '[]', '[]',"
+                " 'support', 'allowed', 'r', '127.0.0.1', :prev, :hash)"
+            ),
+            {"at": "2026-01-01 00:00:00.000000", "prev": prev, "hash": chain_hash(prev, canon)},
+        )
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert not result.ok and result.first_bad_seq in (6, 7)
+
+
+def test_tail_truncation_needs_the_checkpoint(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    rt = cdp_env.runtime
+    _fill(cdp_env)
+    done = verify_chain(runtime=rt)
+    cp_file = tmp_path / "cp.json"
+    write_checkpoint(runtime=rt, seq=done.last_seq, digest=done.last_hash, out=cp_file)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq > 9")
+        conn.exec_driver_sql(
+            "UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM audit_log WHERE seq = 9)"
+        )
+    assert verify_chain(runtime=rt).ok  # a clean cut is invisible without the checkpoint
+    cp = read_checkpoint(runtime=rt, path=cp_file)
+    result = verify_chain(runtime=rt, checkpoint=cp)
+    assert (result.ok, result.first_bad_seq) == (False, 10)
+
+
+def test_head_ahead_of_log_is_reported(cdp_env: CdpEnv) -> None:
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq > 10")
+    assert verify_chain(runtime=cdp_env.runtime).first_bad_seq == 11
+
+
+def test_forged_checkpoint_is_refused(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    rt = cdp_env.runtime
+    _fill(cdp_env, 3)
+    cp_file = tmp_path / "cp.json"
+    write_checkpoint(runtime=rt, seq=3, digest="a" * 64, out=cp_file)
+    doc = json.loads(cp_file.read_text())
+    doc["seq"] = 2
+    cp_file.write_text(json.dumps(doc))
+    with pytest.raises(KeyMaterialError):
+        read_checkpoint(runtime=rt, path=cp_file)
+
+
+def test_cli_verify_and_checkpoint(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    _fill(cdp_env)
+    runner = CliRunner()
+    cp_file = tmp_path / "cp.json"
+    r = runner.invoke(app, ["audit", "checkpoint", "--out", str(cp_file)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["audit", "verify", "--checkpoint", str(cp_file)])
+    assert r.exit_code == 0 and "OK" in r.output
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq > 10")
+        conn.exec_driver_sql("DELETE FROM audit_head")
+    r = runner.invoke(app, ["audit", "verify", "--checkpoint", str(cp_file)])
+    assert r.exit_code == 1
+    assert "record 11" in r.output
+
+
+def test_postgres_trigger_rejects_update_and_delete(cdp_env: CdpEnv) -> None:
+    if cdp_env.backend != "postgresql":
+        pytest.skip("the append-only trigger is PostgreSQL's")
+    _fill(cdp_env, 2)
+    for statement in (
+        "UPDATE audit_log SET outcome = 'denied' WHERE seq = 1",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "DELETE FROM audit_subjects",
+    ):
+        with (
+            pytest.raises(sa.exc.DBAPIError, match="append-only"),
+            cdp_env.runtime.data_engine.begin() as conn,
+        ):
+            conn.exec_driver_sql(statement)
+    assert verify_chain(runtime=cdp_env.runtime).ok
