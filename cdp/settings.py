@@ -138,6 +138,19 @@ class Settings(BaseSettings):
             "points, CLV, segments; see docs/traits.md). Default: the built-in rules."
         ),
     )
+    retention_inactive_days: int = Field(
+        default=1095,
+        ge=1,
+        description=(
+            "Subjects with no order, event, consent change or profile update for this many days "
+            "are erased by `cdp retention run` (no tombstone: they may come back as new)."
+        ),
+    )
+    privacy_package_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days a produced access package stays downloadable before retention deletes it.",
+    )
 
     @field_validator("default_region")
     @classmethod
