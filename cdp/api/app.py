@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from cdp import __version__
 from cdp.api.errors import install_error_handlers
+from cdp.api.exports import router as exports_router
 from cdp.api.middleware import RequestContextMiddleware
 from cdp.api.profiles import router as profiles_router
 
@@ -20,4 +21,5 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(profiles_router)
+    app.include_router(exports_router)
     return app

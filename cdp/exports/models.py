@@ -194,6 +194,6 @@ class ExportSchedule(SQLModel, table=True):
     next_run_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     last_run_at: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
     last_export_id: str | None = Field(default=None, max_length=32)
-    last_status: str | None = Field(default=None, max_length=16)
+    last_status: str | None = Field(default=None, max_length=32)
     enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)

@@ -116,7 +116,7 @@ def upgrade() -> None:
         sa.Column("next_run_at", cdp.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.Column("last_run_at", cdp.db.types.UtcDateTime(timezone=True), nullable=True),
         sa.Column("last_export_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-        sa.Column("last_status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
+        sa.Column("last_status", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("created_at", cdp.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["destination_id"], ["export_destinations.id"], ondelete="CASCADE"),

@@ -1,0 +1,127 @@
+"""``cdp destinations``: create, list, show, rotate-secret (admin, purpose ``operations``).
+
+Every command authenticates (``--token``/``CDP_TOKEN``) and is decided by the policy on the
+``destinations`` resource, like ``/v1/destinations``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cdp.cli.access import TokenOption, cli_access
+from cdp.cli.app import app, console
+from cdp.exports.destinations import (
+    EXPORTABLE_FIELDS,
+    DestinationInfo,
+    DestinationSpec,
+    create_destination,
+    get_destination,
+    list_destinations,
+    rotate_secret,
+)
+from cdp.runtime import get_runtime
+
+destinations_app = typer.Typer(help="Destinations: where exports go, for which purpose.")
+app.add_typer(destinations_app, name="destinations")
+
+OpsPurpose = Annotated[
+    str, typer.Option("--purpose", help="Purpose of use (admins manage destinations for it).")
+]
+
+
+def _show(info: DestinationInfo) -> None:
+    table = Table("field", "value", show_header=False)
+    for key, value in (
+        ("id", info.id),
+        ("name", info.name),
+        ("kind", info.kind),
+        ("purpose", info.purpose),
+        ("fields", ", ".join(info.fields)),
+        ("minimum audience", str(info.min_audience)),
+        ("url", info.url or "-"),
+        ("signing secret", "stored (encrypted)" if info.has_secret else "-"),
+        (
+            "batch size / tries / timeout",
+            f"{info.batch_size} / {info.max_attempts} / {info.timeout_seconds}s",
+        ),
+        ("created", f"{info.created_at:%Y-%m-%d %H:%M} by {info.created_by}"),
+    ):
+        table.add_row(key, value)
+    console.print(table)
+
+
+@destinations_app.command("create")
+def create(
+    name: str,
+    kind: Annotated[str, typer.Option(help="csv | jsonl | webhook | meta | google")],
+    purpose_served: Annotated[
+        str, typer.Option("--serves", help="Consent purpose it serves, e.g. email_marketing.")
+    ],
+    fields: Annotated[
+        str,
+        typer.Option(
+            help=f"Comma-separated fields it may receive ({', '.join(EXPORTABLE_FIELDS)})."
+        ),
+    ],
+    min_audience: Annotated[int, typer.Option(help="Refuse exports leaving fewer.")] = 100,
+    url: Annotated[str | None, typer.Option(help="Webhook URL.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per webhook batch.")] = 500,
+    max_attempts: Annotated[int, typer.Option(help="Webhook tries before a dead letter.")] = 5,
+    timeout: Annotated[float, typer.Option(help="Webhook request timeout, seconds.")] = 10.0,
+    token: TokenOption = None,
+    purpose: OpsPurpose = "operations",
+) -> None:
+    """Create a destination; a webhook's signing secret is printed once."""
+    rt = get_runtime()
+    ctx = cli_access(
+        runtime=rt, token=token, purpose=purpose, resource="destinations", action="create"
+    )
+    spec = DestinationSpec(
+        name=name,
+        kind=kind,
+        purpose=purpose_served,
+        fields=fields.split(","),
+        min_audience=min_audience,
+        url=url,
+        batch_size=batch_size,
+        max_attempts=max_attempts,
+        timeout_seconds=timeout,
+    )
+    created = create_destination(runtime=rt, spec=spec, created_by=ctx.principal_name)
+    _show(created.destination)
+    if created.signing_secret:
+        console.print(
+            "signing secret (shown once; configure it in the receiver): "
+            f"[bold]{created.signing_secret}[/]"
+        )
+
+
+@destinations_app.command("list")
+def list_(token: TokenOption = None, purpose: OpsPurpose = "operations") -> None:
+    """Every destination."""
+    rt = get_runtime()
+    cli_access(runtime=rt, token=token, purpose=purpose, resource="destinations", action="read")
+    table = Table("name", "kind", "purpose", "fields", "min audience", "url")
+    for d in list_destinations(runtime=rt):
+        table.add_row(d.name, d.kind, d.purpose, ",".join(d.fields), str(d.min_audience),
+                      d.url or "-")  # fmt: skip
+    console.print(table)
+
+
+@destinations_app.command("show")
+def show(name: str, token: TokenOption = None, purpose: OpsPurpose = "operations") -> None:
+    """One destination."""
+    rt = get_runtime()
+    cli_access(runtime=rt, token=token, purpose=purpose, resource="destinations", action="read")
+    _show(get_destination(runtime=rt, name=name))
+
+
+@destinations_app.command("rotate-secret")
+def rotate(name: str, token: TokenOption = None, purpose: OpsPurpose = "operations") -> None:
+    """Give a webhook destination a new signing secret (printed once)."""
+    rt = get_runtime()
+    cli_access(runtime=rt, token=token, purpose=purpose, resource="destinations", action="write")
+    console.print(f"new signing secret: [bold]{rotate_secret(runtime=rt, name=name)}[/]")

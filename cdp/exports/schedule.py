@@ -1,0 +1,264 @@
+"""Scheduled exports: a segment to a destination every N seconds, run by ``cdp serve``.
+
+Schedules are rows of ``export_schedules`` (``cdp export schedule create|list|delete``). Each
+runs as the principal who created it: at every run that principal must still be active and the
+policy must still allow it to run exports for the destination's purpose (a revoked marketer's
+schedules stop). :func:`run_due_exports` runs the due schedules one at a time, oldest due first;
+before running one it *claims* it by moving ``next_run_at`` forward with a compare-and-set, so
+two ``cdp serve`` processes never run the same occurrence. Missed occurrences (the server was
+down) are not replayed: the next run is the first occurrence after now. Every run is logged
+(schedule, export id, status, counts) and recorded on the schedule (last run, export, status).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+
+from cdp.access.context import AccessContext
+from cdp.access.principals import get_by_name
+from cdp.clock import Clock, utcnow
+from cdp.errors import CdpError, ConflictError, InvalidInputError, NotFoundError
+from cdp.exports.audience import AudienceResolver, segment_audience
+from cdp.exports.destinations import get_destination
+from cdp.exports.models import ExportSchedule
+from cdp.exports.run import run_export
+from cdp.exports.webhook import RetryPolicy
+from cdp.logging import get_logger
+from cdp.runtime import Runtime
+
+SCHEDULES = cast(sa.Table, ExportSchedule.__table__)  # type: ignore[attr-defined]
+log = get_logger("cdp.exports.schedule")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_EVERY = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_EVERY_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule as shown."""
+
+    id: int
+    name: str
+    segment: str
+    destination: str
+    principal_name: str
+    every_seconds: int
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_export_id: str | None
+    last_status: str | None
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRun:
+    """One schedule run by :func:`run_due_exports`."""
+
+    schedule: str
+    export_id: str | None
+    status: str
+
+
+def parse_every(text: str) -> int:
+    """``"30m"``, ``"6h"``, ``"1d"`` -> seconds (at least one minute)."""
+    match = _EVERY.match(text.strip())
+    if match is None:
+        raise InvalidInputError("every must look like 30m, 6h or 1d", field="every")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < MIN_EVERY_SECONDS:
+        raise InvalidInputError("a schedule runs at most once a minute", field="every")
+    return seconds
+
+
+def _info(row: Any) -> ScheduleInfo:
+    m = row._mapping
+    return ScheduleInfo(
+        id=m["id"],
+        name=m["name"],
+        segment=m["segment"],
+        destination=m["destination_name"],
+        principal_name=m["principal_name"],
+        every_seconds=m["every_seconds"],
+        next_run_at=m["next_run_at"],
+        last_run_at=m["last_run_at"],
+        last_export_id=m["last_export_id"],
+        last_status=m["last_status"],
+        enabled=bool(m["enabled"]),
+    )
+
+
+def _select() -> sa.Select[Any]:
+    from cdp.exports.destinations import DESTINATIONS
+
+    return sa.select(SCHEDULES, DESTINATIONS.c.name.label("destination_name")).select_from(
+        SCHEDULES.join(DESTINATIONS, DESTINATIONS.c.id == SCHEDULES.c.destination_id)
+    )
+
+
+def create_schedule(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    name: str,
+    segment: str,
+    destination: str,
+    every_seconds: int,
+    start_at: datetime | None = None,
+    clock: Clock = utcnow,
+) -> ScheduleInfo:
+    """Schedule ``segment`` -> ``destination`` every ``every_seconds``, run as ``ctx``'s
+    principal; the first run is at ``start_at`` (default: now)."""
+    if not _NAME.match(name):
+        raise InvalidInputError("a schedule name is 1-64 lower-case letters, digits, _ . -")
+    if every_seconds < MIN_EVERY_SECONDS:
+        raise InvalidInputError("a schedule runs at most once a minute", field="every")
+    dest = get_destination(runtime=runtime, name=destination)
+    if dest.purpose != ctx.purpose:
+        raise InvalidInputError(
+            f"destination {dest.name!r} serves purpose {dest.purpose}", field="purpose"
+        )
+    now = clock()
+    with runtime.data_engine.begin() as conn:
+        if conn.execute(sa.select(SCHEDULES.c.id).where(SCHEDULES.c.name == name)).first():
+            raise ConflictError(f"a schedule named {name!r} already exists")
+        conn.execute(
+            sa.insert(SCHEDULES).values(
+                name=name,
+                segment=segment,
+                destination_id=dest.id,
+                principal_name=ctx.principal_name,
+                every_seconds=every_seconds,
+                next_run_at=start_at or now,
+                enabled=True,
+                created_at=now,
+            )
+        )
+        row = conn.execute(_select().where(SCHEDULES.c.name == name)).one()
+    return _info(row)
+
+
+def list_schedules(*, runtime: Runtime) -> list[ScheduleInfo]:
+    """Every schedule, by name."""
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        return [_info(r) for r in conn.execute(_select().order_by(SCHEDULES.c.name))]
+
+
+def delete_schedule(*, runtime: Runtime, name: str) -> None:
+    """Delete the schedule ``name`` (its past exports stay)."""
+    with runtime.data_engine.begin() as conn:
+        gone = conn.execute(sa.delete(SCHEDULES).where(SCHEDULES.c.name == name)).rowcount
+    if not gone:
+        raise NotFoundError(f"no schedule named {name!r}")
+
+
+def _claim(runtime: Runtime, info: ScheduleInfo, now: datetime) -> bool:
+    """Move ``next_run_at`` past now, if nobody else did first."""
+    step = timedelta(seconds=info.every_seconds)
+    missed = max(0, int((now - info.next_run_at) / step))
+    following = info.next_run_at + step * (missed + 1)
+    with runtime.data_engine.begin() as conn:
+        moved = conn.execute(
+            sa.update(SCHEDULES)
+            .where(SCHEDULES.c.id == info.id, SCHEDULES.c.next_run_at == info.next_run_at)
+            .values(next_run_at=following)
+        ).rowcount
+    return moved == 1
+
+
+def _context(runtime: Runtime, info: ScheduleInfo, purpose: str, clock: Clock) -> AccessContext:
+    principal = get_by_name(runtime=runtime, name=info.principal_name)
+    if principal.state(clock()) != "active":
+        raise ConflictError(f"the principal of schedule {info.name!r} is not active")
+    return AccessContext(
+        principal_id=principal.id,
+        principal_name=principal.name,
+        roles=principal.roles,
+        purpose=purpose,
+        request_id=f"schedule-{info.id}",
+        client="scheduler",
+    )
+
+
+def run_due_exports(
+    *,
+    runtime: Runtime,
+    clock: Clock = utcnow,
+    retry: RetryPolicy | None = None,
+    resolver: AudienceResolver = segment_audience,
+) -> list[ScheduledRun]:
+    """Run every enabled schedule that is due, one at a time; return what ran."""
+    now = clock()
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        due = [
+            _info(r)
+            for r in conn.execute(
+                _select()
+                .where(SCHEDULES.c.enabled.is_(True), SCHEDULES.c.next_run_at <= now)
+                .order_by(SCHEDULES.c.next_run_at, SCHEDULES.c.id)
+            )
+        ]
+    done: list[ScheduledRun] = []
+    for info in due:
+        if not _claim(runtime, info, now):
+            continue
+        export_id: str | None = None
+        try:
+            dest = get_destination(runtime=runtime, name=info.destination)
+            ctx = _context(runtime, info, dest.purpose, clock)
+            result = run_export(
+                runtime=runtime,
+                ctx=ctx,
+                segment=info.segment,
+                destination=info.destination,
+                clock=clock,
+                retry=retry,
+                resolver=resolver,
+                schedule_id=info.id,
+            )
+            export_id, status = result.export_id, result.status
+            log.info(
+                "scheduled export ran",
+                schedule=info.name,
+                export_id=export_id,
+                status=status,
+                **result.counts.as_dict(),
+            )
+        except CdpError as exc:
+            status = exc.code
+            log.warning("scheduled export did not run", schedule=info.name, code=exc.code)
+        except Exception as exc:  # one broken schedule must not stop the others
+            status = "failed"
+            log.error("scheduled export failed", schedule=info.name, error_type=type(exc).__name__)
+        with runtime.data_engine.begin() as conn:
+            conn.execute(
+                sa.update(SCHEDULES)
+                .where(SCHEDULES.c.id == info.id)
+                .values(last_run_at=clock(), last_export_id=export_id, last_status=status[:32])
+            )
+        done.append(ScheduledRun(info.name, export_id, status))
+    return done
+
+
+def scheduler_loop(
+    *,
+    runtime: Runtime,
+    stop: threading.Event,
+    poll_seconds: float,
+    clock: Clock = utcnow,
+) -> None:
+    """Run due exports every ``poll_seconds`` until ``stop`` is set (``cdp serve``'s thread)."""
+    log.info("export scheduler started", poll_seconds=poll_seconds)
+    while not stop.is_set():
+        try:
+            run_due_exports(runtime=runtime, clock=clock)
+        except Exception as exc:  # keep the loop alive; the next poll tries again
+            log.error("export scheduler pass failed", error_type=type(exc).__name__)
+        stop.wait(poll_seconds)
+    log.info("export scheduler stopped")

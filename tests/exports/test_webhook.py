@@ -1,0 +1,173 @@
+"""Webhook delivery against a real HTTP receiver on 127.0.0.1: signatures, retries, idempotency,
+dead letters, no redirects; and the signing secret stored encrypted."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from cdp.exports.destinations import get_destination, rotate_secret, signing_secret
+from cdp.exports.ledger import recipients_of
+from cdp.exports.run import run_export
+from cdp.exports.webhook import RetryPolicy, signature_header, verify_signature
+from tests.exports.conftest import World
+from tests.exports.receiver import Receiver, running
+
+
+def _retry(max_attempts: int = 4) -> tuple[RetryPolicy, list[float]]:
+    waits: list[float] = []
+    return RetryPolicy(
+        max_attempts=max_attempts,
+        base_seconds=0.5,
+        cap_seconds=8,
+        sleep=waits.append,
+        rand=lambda: 1.0,
+    ), waits
+
+
+def _setup(world: World, rx: Receiver, n: int, **kw: object) -> list[str]:
+    ids = [world.person({"email": f"w{i}@example.com", "first_name": "Zed"}) for i in range(n)]
+    created = world.destination(
+        "hook", "webhook", "email_marketing", ["email"], min_audience=1, url=rx.url, **kw
+    )
+    rx.secret = created.signing_secret or ""
+    return ids
+
+
+def _run(world: World, retry: RetryPolicy):  # type: ignore[no-untyped-def]
+    return run_export(
+        runtime=world.rt,
+        ctx=world.ctx("email_marketing"),
+        segment="everyone",
+        destination="hook",
+        clock=world.clock,
+        retry=retry,
+    )
+
+
+def _deliveries(world: World) -> list[dict[str, object]]:
+    with world.rt.data_engine.connect() as conn:
+        return [
+            dict(r._mapping)
+            for r in conn.execute(sa.text("SELECT * FROM webhook_deliveries ORDER BY seq"))
+        ]
+
+
+def test_signed_batches_verify_and_500_then_200_delivers_once(world: World) -> None:
+    retry, waits = _retry()
+    with running(Receiver(script=[500])) as rx:
+        _setup(world, rx, 5, batch_size=2)
+        result = _run(world, retry)
+    assert all(r["verified"] for r in rx.requests)
+    keys = [r["key"] for r in rx.requests]
+    # batch 1 tried twice (500, 200) with the same key; batches 2 and 3 once
+    assert len(keys) == 4 and keys[0] == keys[1] and len(set(keys)) == 3
+    assert len(rx.processed) == 3
+    assert sorted(r["email"] for r in rx.rows) == sorted(f"w{i}@example.com" for i in range(5))
+    assert waits == [0.5]  # one backoff before the second try
+    assert result.status == "succeeded" and result.counts.sent == 5
+    assert [d["status"] for d in _deliveries(world)] == ["delivered"] * 3
+    assert _deliveries(world)[0]["attempts"] == 2
+    assert all(r["headers"]["X-CDP-Export-Id"] == result.export_id for r in rx.requests)
+
+
+def test_4xx_is_not_retried_and_becomes_a_dead_letter(world: World) -> None:
+    retry, waits = _retry()
+    with running(Receiver(script=[400])) as rx:
+        ids = _setup(world, rx, 3, batch_size=2)
+        result = _run(world, retry)
+    assert len(rx.requests) == 2 and waits == []
+    c = result.counts
+    assert result.status == "partial" and c.failed_delivery == 2 and c.sent == 1 and c.adds_up()
+    dead = [d for d in _deliveries(world) if d["status"] == "dead_letter"]
+    assert len(dead) == 1 and dead[0]["last_status"] == 400
+    failed = json.loads(str(dead[0]["subject_ids"]))
+    assert len(failed) == 2 and all(not recipients_of(s, runtime=world.rt) for s in failed)
+    # the next run sends the dead-lettered subjects again (they are not in the sync state)
+    with running(Receiver()) as rx2:
+        with world.rt.data_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE export_destinations SET url = :u"), {"u": rx2.url})
+        rx2.secret = rx.secret
+        again = _run(world, _retry()[0])
+    assert again.counts.sent == 2 and again.counts.unchanged == 1
+    assert sorted(r["email"] for r in rx2.rows) == sorted(
+        f"w{i}@example.com" for i in range(3) if ids[i] in failed
+    )
+
+
+def test_5xx_every_time_dead_letters_after_n_tries(world: World) -> None:
+    retry, waits = _retry(max_attempts=3)
+    with running(Receiver(script=[503] * 10)) as rx:
+        _setup(world, rx, 1)
+        result = _run(world, retry)
+    assert len(rx.requests) == 3 and waits == [0.5, 1.0]
+    assert result.counts.failed_delivery == 1 and result.status == "partial"
+    (dead,) = _deliveries(world)
+    assert dead["status"] == "dead_letter" and dead["attempts"] == 3
+
+
+def test_timeout_is_retried(world: World) -> None:
+    retry, _ = _retry()
+    with running(Receiver(delay_first=1.5)) as rx:
+        _setup(world, rx, 1, timeout_seconds=0.5)
+        result = _run(world, retry)
+    assert len(rx.requests) == 2
+    assert result.counts.sent == 1 and len(rx.processed) == 1
+
+
+def test_redirects_are_not_followed(world: World) -> None:
+    retry, _ = _retry()
+    with running(Receiver()) as other, running(Receiver()) as rx:
+        rx.redirect_to = other.url
+        _setup(world, rx, 1)
+        result = _run(world, retry)
+    assert len(rx.requests) == 1 and other.requests == []
+    assert result.counts.failed_delivery == 1
+    assert _deliveries(world)[0]["last_error"] == "redirect_not_followed"
+
+
+def test_signature_scheme() -> None:
+    body = b'{"rows":[]}'
+    now = int(time.time())
+    header = signature_header("s3cret", now, body)
+    assert header.startswith(f"t={now},v1=")
+    assert verify_signature("s3cret", header, body, now=now)
+    assert not verify_signature("other", header, body, now=now)
+    assert not verify_signature("s3cret", header, body + b" ", now=now)
+    assert not verify_signature("s3cret", header, body, now=now + 301)  # replay window
+
+
+def test_signing_secret_is_encrypted_at_rest(world: World) -> None:
+    created = world.destination(
+        "hook", "webhook", "email_marketing", ["email"], url="https://hooks.example.com/cdp"
+    )
+    secret = created.signing_secret
+    assert secret and secret.startswith("whsec_") and "whsec" not in repr(created)
+    with world.rt.data_engine.connect() as conn:
+        blob = conn.execute(sa.text("SELECT secret_ct FROM export_destinations")).scalar_one()
+    assert secret.encode() not in bytes(blob)
+    dest = get_destination(runtime=world.rt, name="hook")
+    assert signing_secret(runtime=world.rt, destination=dest) == secret
+    new = rotate_secret(runtime=world.rt, name="hook")
+    assert new != secret and signing_secret(runtime=world.rt, destination=dest) == new
+    # rotating the KEK: the secret is re-wrapped under the new version on next use
+    world.rt.provider.rotate()
+    assert signing_secret(runtime=world.rt, destination=dest) == new
+    with world.rt.data_engine.connect() as conn:
+        version = conn.execute(
+            sa.text("SELECT secret_kek_version FROM export_destinations")
+        ).scalar_one()
+    assert version == world.rt.provider.current_version()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://hooks.example.com/x", "https://user:pw@hooks.example.com/x", "ftp://a/b", ""]
+)
+def test_webhook_urls_are_checked(world: World, url: str) -> None:
+    from cdp.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        world.destination("hook", "webhook", "email_marketing", ["email"], url=url)
