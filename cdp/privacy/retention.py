@@ -1,0 +1,192 @@
+"""Retention tied to purpose and consent, not one global TTL.
+
+Rules, applied in this order by :func:`run_retention` (``cdp retention run``; ``cdp serve`` calls
+the same function daily):
+
+1. **Per-purpose windows.** A registry entry with a ``time_column`` and ``retention`` purposes
+   (events: ``analytics``, ``personalization``; orders: ``support``) keeps a row while it is younger
+   than the window of at least one of those purposes *for which the subject has a basis now*
+   (:func:`cdp.consent.service.granted_condition`: consent granted, legitimate interest not
+   objected to, contract always). Older rows get the entry's erasure treatment: events are
+   deleted, orders lose their personal link (they stay, anonymous, for the accounts).
+2. **Access packages** produced for requests are deleted after ``CDP_PRIVACY_PACKAGE_DAYS``.
+3. **Inactive subjects.** A subject with no order, event, consent change or profile update for
+   ``CDP_RETENTION_INACTIVE_DAYS`` is erased through the erasure path, without a tombstone.
+
+Subjects under an open restriction are skipped by every rule (restriction means "store only, and
+keep": art. 18(1)(c) is exactly a request not to delete), and so are subjects with an open privacy
+request. ``dry_run`` computes the same counts from the same conditions and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.access.context import AccessContext
+from cdp.audit.service import record_access
+from cdp.clock import Clock, utcnow
+from cdp.consent.models import ConsentEvent
+from cdp.consent.purposes import get_purpose
+from cdp.consent.service import granted_condition
+from cdp.db.all_models import metadata
+from cdp.db.models import Subject
+from cdp.privacy.erasure import erase_subjects, live_entries
+from cdp.privacy.models import PrivacyPayload, PrivacyRequest
+from cdp.privacy.registry import SubjectTable, Treatment
+from cdp.privacy.requests import OPEN_STATUSES
+from cdp.privacy.restriction import not_restricted_condition
+from cdp.profiles.models import Event, Order
+from cdp.runtime import Runtime
+
+AUDIT_BATCH = 1000
+SYSTEM_CONTEXT = AccessContext(
+    principal_id="system:retention",
+    principal_name="retention",
+    roles=("system",),
+    purpose="operations",
+    request_id="retention",
+    client="local",
+)
+"""Who the audit log names for retention's erasures (a scheduled job, not a person)."""
+
+
+@dataclass
+class RetentionReport:
+    """What a run removed (or, with ``dry_run``, would remove)."""
+
+    now: datetime
+    dry_run: bool
+    rows: dict[str, int] = field(default_factory=dict)
+    packages: int = 0
+    inactive_subjects: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(),
+            "dry_run": self.dry_run,
+            "rows": dict(sorted(self.rows.items())),
+            "packages": self.packages,
+            "inactive_subjects": self.inactive_subjects,
+        }
+
+
+def _open_request(subject_col: Any) -> sa.ColumnElement[bool]:
+    reqs = PrivacyRequest.__table__  # type: ignore[attr-defined]
+    return (
+        sa.select(sa.literal(1))
+        .where(
+            reqs.c.subject_id == subject_col, reqs.c.status.in_([s.value for s in OPEN_STATUSES])
+        )
+        .exists()
+    )
+
+
+def _protected(subject_col: Any) -> sa.ColumnElement[bool]:
+    """Subjects retention must not touch: restricted, or with an open privacy request."""
+    return sa.or_(~not_restricted_condition(subject_col), _open_request(subject_col))
+
+
+def expired_condition(entry: SubjectTable, table: sa.Table, now: datetime) -> Any:
+    """SQL: the row is older than every window that still has a basis for its subject."""
+    assert entry.time_column is not None
+    subject_col = table.c[entry.column]
+    when = table.c[entry.time_column]
+    kept_by = [
+        sa.and_(when >= now - get_purpose(p).retention, granted_condition(p, subject_col))
+        for p in entry.retention
+    ]
+    return sa.and_(subject_col.is_not(None), ~sa.or_(*kept_by), ~_protected(subject_col))
+
+
+def _apply_window(conn: Connection, entry: SubjectTable, now: datetime, dry_run: bool) -> int:
+    table = metadata.tables[entry.table]
+    where = expired_condition(entry, table, now)
+    if dry_run:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+        )
+    if entry.treatment is Treatment.DELETE:
+        return int(conn.execute(sa.delete(table).where(where)).rowcount or 0)
+    if entry.treatment is Treatment.UNLINK:
+        values = {entry.column: None, **{c: None for c in entry.also_null}}
+        return int(conn.execute(sa.update(table).where(where).values(values)).rowcount or 0)
+    raise ValueError(f"retention cannot apply {entry.treatment} to {entry.table}")
+
+
+def inactive_subjects(conn: Connection, cutoff: datetime) -> list[str]:
+    """Ids of subjects with no activity since ``cutoff`` (and not protected)."""
+    subjects = Subject.__table__  # type: ignore[attr-defined]
+    orders = Order.__table__  # type: ignore[attr-defined]
+    events = Event.__table__  # type: ignore[attr-defined]
+    ledger = ConsentEvent.__table__  # type: ignore[attr-defined]
+
+    def recent(table: sa.Table, column: str) -> sa.ColumnElement[bool]:
+        return (
+            sa.select(sa.literal(1))
+            .where(table.c.subject_id == subjects.c.id, table.c[column] >= cutoff)
+            .exists()
+        )
+
+    query = sa.select(subjects.c.id).where(
+        subjects.c.updated_at < cutoff,
+        subjects.c.created_at < cutoff,
+        sa.or_(subjects.c.signed_up_at.is_(None), subjects.c.signed_up_at < cutoff),
+        ~recent(orders, "ordered_at"),
+        ~recent(events, "occurred_at"),
+        ~recent(ledger, "occurred_at"),
+        ~_protected(subjects.c.id),
+    )
+    return list(conn.execute(query.order_by(subjects.c.id)).scalars())
+
+
+def run_retention(
+    *, runtime: Runtime, clock: Clock = utcnow, dry_run: bool = False
+) -> RetentionReport:
+    """Apply every retention rule once (see the module doc); return the counts."""
+    now = clock()
+    settings = runtime.settings
+    report = RetentionReport(now=now, dry_run=dry_run)
+    payloads = PrivacyPayload.__table__  # type: ignore[attr-defined]
+    stale = sa.and_(
+        payloads.c.kind == "package",
+        payloads.c.created_at < now - timedelta(days=settings.privacy_package_days),
+    )
+    entries = live_entries(runtime)
+    with runtime.data_engine.begin() as conn:
+        for entry in entries:
+            if entry.time_column is None or not entry.retention:
+                continue
+            n = _apply_window(conn, entry, now, dry_run)
+            if n:
+                report.rows[entry.table] = report.rows.get(entry.table, 0) + n
+        if dry_run:
+            report.packages = int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(payloads).where(stale)
+                ).scalar_one()
+            )
+        else:
+            report.packages = int(conn.execute(sa.delete(payloads).where(stale)).rowcount or 0)
+        cutoff = now - timedelta(days=settings.retention_inactive_days)
+        inactive = inactive_subjects(conn, cutoff)
+    report.inactive_subjects = len(inactive)
+    if inactive and not dry_run:
+        for start in range(0, len(inactive), AUDIT_BATCH):
+            record_access(
+                runtime=runtime,
+                ctx=SYSTEM_CONTEXT,
+                action="delete",
+                resource="profile",
+                outcome="allowed",
+                subject_ids=inactive[start : start + AUDIT_BATCH],
+                clock=clock,
+            )
+        erase_subjects(
+            runtime=runtime, subject_ids=inactive, tombstone=False, reason="retention", clock=clock
+        )
+    return report

@@ -1,0 +1,162 @@
+"""Retention with an injected clock removes exactly what is past its window, and nothing else."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from cdp.clock import FrozenClock
+from cdp.consent import service as consent
+from cdp.crypto.normalize import IdentityKind
+from cdp.db.models import Subject
+from cdp.privacy.erasure import is_tombstoned
+from cdp.privacy.models import PrivacyPayload
+from cdp.privacy.restriction import restrict
+from cdp.privacy.retention import run_retention
+from cdp.profiles.models import Event, Order
+from cdp.runtime import Runtime
+from tests.conftest import CdpEnv
+from tests.factories import make_subject
+
+NOW = datetime(2029, 6, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+EVENTS = Event.__table__  # type: ignore[attr-defined]
+ORDERS = Order.__table__  # type: ignore[attr-defined]
+SUBJECTS = Subject.__table__  # type: ignore[attr-defined]
+PAYLOADS = PrivacyPayload.__table__  # type: ignore[attr-defined]
+
+
+def _event(rt: Runtime, sid: str, at: datetime) -> str:
+    mid = "m-" + secrets.token_hex(6)
+    with rt.data_engine.begin() as conn:
+        conn.execute(
+            sa.insert(EVENTS).values(
+                message_id=mid, subject_id=sid, type="track", name="Viewed", occurred_at=at,
+                received_at=at, source="web",
+            )
+        )  # fmt: skip
+    return mid
+
+
+def _order(rt: Runtime, sid: str, at: datetime) -> str:
+    ref = "o-" + secrets.token_hex(6)
+    with rt.data_engine.begin() as conn:
+        conn.execute(
+            sa.insert(ORDERS).values(
+                order_ref=ref, subject_id=sid, ordered_at=at, status="completed", currency="EUR",
+                total_minor=100, discount_minor=0, value_base=1.0, source="shop",
+            )
+        )  # fmt: skip
+    return ref
+
+
+def _age(rt: Runtime, sid: str, at: datetime) -> None:
+    with rt.data_engine.begin() as conn:
+        conn.execute(
+            sa.update(SUBJECTS).where(SUBJECTS.c.id == sid).values(created_at=at, updated_at=at)
+        )
+
+
+def _consent(rt: Runtime, sid: str, purpose: str, status: str, at: datetime) -> None:
+    consent.record_consent(
+        runtime=rt, subject_id=sid, purpose=purpose, status=status, occurred_at=at,
+        source="web", mechanism="banner", recorded_by="cmp", clock=lambda: NOW,
+    )  # fmt: skip
+
+
+def _snapshot(rt: Runtime) -> dict[str, list[tuple[object, ...]]]:
+    with rt.data_engine.connect() as conn:
+        return {
+            t: sorted(map(tuple, conn.execute(sa.text(f"SELECT * FROM {t}"))), key=repr)
+            for t in ("subjects", "events", "orders", "privacy_payloads", "identities")
+        }
+
+
+def test_retention_removes_exactly_what_is_past_each_window(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    plain = make_subject(rt)  # analytics only (legitimate interest): 395 days
+    personal = make_subject(rt)  # personalization granted: 730 days
+    objected = make_subject(rt)  # objected to analytics: no window at all
+    inactive = make_subject(rt, identities={IdentityKind.EMAIL: "gone@example.org"})
+    restricted = make_subject(rt)
+
+    keep = {
+        _event(rt, plain, NOW - 100 * DAY),
+        _event(rt, plain, NOW - 395 * DAY),  # exactly on the edge: kept
+        _event(rt, personal, NOW - 400 * DAY),
+        _event(rt, personal, NOW - 730 * DAY),
+        _event(rt, restricted, NOW - 2000 * DAY),
+    }
+    drop = {
+        _event(rt, plain, NOW - 395 * DAY - timedelta(seconds=1)),
+        _event(rt, plain, NOW - 800 * DAY),
+        _event(rt, personal, NOW - 731 * DAY),
+        _event(rt, objected, NOW - 100 * DAY),
+        _event(rt, inactive, NOW - 1500 * DAY),
+    }
+    _consent(rt, personal, "personalization", "granted", NOW - 900 * DAY)
+    _consent(rt, objected, "analytics", "withdrawn", NOW - 10 * DAY)
+    linked = {_order(rt, plain, NOW - 10 * DAY), _order(rt, plain, NOW - 1095 * DAY)}
+    unlinked = {_order(rt, plain, NOW - 1096 * DAY), _order(rt, inactive, NOW - 1500 * DAY)}
+    _age(rt, inactive, NOW - 2000 * DAY)
+    _age(rt, restricted, NOW - 2000 * DAY)
+    with rt.data_engine.begin() as conn:
+        restrict(conn=conn, subject_id=restricted, request_id=None, clock=lambda: NOW)
+        for kind, age in (("package", 31), ("package", 5), ("corrections", 300)):
+            req = "pr_" + secrets.token_hex(12)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO privacy_requests (id, type, status, identity_kind, received_at,"
+                    " due_at, requested_by) VALUES (:id, 'access', 'completed', 'email', :t, :t,"
+                    " 'dpo')"
+                ),
+                {"id": req, "t": NOW},
+            )
+            conn.execute(
+                sa.insert(PAYLOADS).values(
+                    request_id=req, kind=kind, subject_id=plain, ciphertext=b"x",
+                    created_at=NOW - age * DAY,
+                )
+            )  # fmt: skip
+
+    before = _snapshot(rt)
+    dry = run_retention(runtime=rt, clock=FrozenClock(NOW), dry_run=True)
+    assert dry.rows == {"events": 5, "orders": 2}
+    assert (dry.packages, dry.inactive_subjects) == (1, 1)
+    assert _snapshot(rt) == before  # a dry run changes nothing
+
+    done = run_retention(runtime=rt, clock=FrozenClock(NOW))
+    assert done.as_dict() | {"dry_run": True} == dry.as_dict()
+    with rt.data_engine.connect() as conn:
+        events_left = set(conn.execute(sa.select(EVENTS.c.message_id)).scalars())
+        orders = dict(conn.execute(sa.select(ORDERS.c.order_ref, ORDERS.c.subject_id)).all())
+        subjects_left = set(conn.execute(sa.select(SUBJECTS.c.id)).scalars())
+        kinds = sorted(conn.execute(sa.select(PAYLOADS.c.kind)).scalars())
+    assert events_left == keep and not (events_left & drop)
+    assert all(orders[r] == plain for r in linked)
+    assert all(orders[r] is None for r in unlinked)
+    assert subjects_left == {plain, personal, objected, restricted}
+    assert kinds == ["corrections", "package"]
+    # retention is not a request to be forgotten: the person may come back
+    assert not is_tombstoned(runtime=rt, kind="email", raw="gone@example.org")
+    # a second run finds nothing more
+    again = run_retention(runtime=rt, clock=FrozenClock(NOW))
+    assert (again.rows, again.packages, again.inactive_subjects) == ({}, 0, 0)
+
+
+def test_activity_within_the_period_keeps_a_subject(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    old = NOW - 2000 * DAY
+    by_order, by_event, by_consent, idle = (make_subject(rt) for _ in range(4))
+    for sid in (by_order, by_event, by_consent, idle):
+        _age(rt, sid, old)
+    _order(rt, by_order, NOW - 1000 * DAY)
+    _event(rt, by_event, NOW - 30 * DAY)
+    _consent(rt, by_consent, "email_marketing", "granted", NOW - 1000 * DAY)
+    report = run_retention(runtime=rt, clock=FrozenClock(NOW))
+    assert report.inactive_subjects == 1
+    with rt.data_engine.connect() as conn:
+        left = set(conn.execute(sa.select(SUBJECTS.c.id)).scalars())
+    assert left == {by_order, by_event, by_consent}
