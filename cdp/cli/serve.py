@@ -1,0 +1,51 @@
+"""``cdp serve``: the HTTP API under uvicorn, plus the scheduled-exports thread.
+
+The API app is built by ``cdp.api.app:create_app`` in each worker. The export scheduler runs in
+this (the parent) process only, in one background thread, so that however many workers serve
+requests, scheduled exports run one at a time (and several ``cdp serve`` hosts never run one
+occurrence twice: each claims it first, see :mod:`cdp.exports.schedule`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from cdp.cli.app import app, console
+from cdp.exports.schedule import scheduler_loop
+from cdp.runtime import get_runtime
+from cdp.settings import get_settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    scheduler: Annotated[bool, typer.Option(help="Run scheduled exports in this process.")] = True,
+) -> None:
+    """Serve the API; run scheduled exports (every CDP_EXPORT_SCHEDULE_POLL_SECONDS)."""
+    stop = threading.Event()
+    thread: threading.Thread | None = None
+    if scheduler:
+        thread = threading.Thread(
+            target=scheduler_loop,
+            kwargs={
+                "runtime": get_runtime(),
+                "stop": stop,
+                "poll_seconds": get_settings().export_schedule_poll_seconds,
+            },
+            name="cdp-export-scheduler",
+            daemon=True,
+        )
+        thread.start()
+    console.print(f"cdp API on http://{host}:{port} ({workers} worker(s))")
+    try:
+        uvicorn.run("cdp.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=30)
