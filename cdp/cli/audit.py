@@ -7,13 +7,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cdp.audit.checkpoint import head_of_log, read_checkpoint, write_checkpoint
+from cdp.audit.report_service import produce_report
 from cdp.audit.verify import verify_chain
+from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.app import app, console, err_console
 from cdp.runtime import get_runtime
 
@@ -69,3 +72,56 @@ def checkpoint(
         seq, digest = result.last_seq, result.last_hash
     cp = write_checkpoint(runtime=rt, seq=seq, digest=digest, out=out)
     console.print(f"checkpoint of record {cp.seq} ({cp.hash[:16]}…) written to {out}")
+
+
+@audit_app.command("report")
+def report(
+    kind: Annotated[
+        str,
+        typer.Argument(help="subject-access | principal-activity | denied-anomalies | processing"),
+    ],
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="Subject id.")] = None,
+    principal: Annotated[str | None, typer.Option("--principal", help="Principal name.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Start (default: 30 days ago), UTC.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option("--until", help="End (default: now), UTC.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="md, html or csv.")] = "md",
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Render a compliance report (auditor or dpo; the read is recorded in the audit log)."""
+    rt = get_runtime()
+    ctx = cli_access(
+        runtime=rt,
+        token=token,
+        purpose=purpose,
+        resource="audit_reports",
+        action="read",
+        subject_ids=[subject] if subject else [],
+    )
+    rendered = produce_report(
+        runtime=rt,
+        ctx=ctx,
+        kind=kind,
+        fmt=fmt,
+        subject_id=subject,
+        principal=principal,
+        since=_utc(since),
+        until=_utc(until),
+    )
+    if out is None:
+        typer.echo(rendered.body, nl=False)
+    else:
+        out.write_text(rendered.body, encoding="utf-8")
+        console.print(f"{kind} report written to {out}")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """CLI times without a zone are UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
