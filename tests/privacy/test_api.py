@@ -1,0 +1,158 @@
+"""POST /v1/consent and /v1/privacy-requests over HTTP: shapes, permissions, audited downloads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from cdp.api.app import create_app
+from cdp.audit.writer import LOG
+from cdp.consent import service as consent
+from cdp.privacy import access_package
+from tests.audit.factories import make_principal
+from tests.conftest import CdpEnv
+from tests.factories import make_subject
+
+
+@pytest.fixture
+def client(cdp_env: CdpEnv) -> Iterator[TestClient]:
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def _headers(env: CdpEnv, role: str, purpose: str) -> dict[str, str]:
+    made = make_principal(env.runtime, [role])
+    return {"Authorization": f"Bearer {made.token}", "X-Purpose": purpose}
+
+
+def test_withdrawing_is_the_same_request_as_granting(cdp_env: CdpEnv, client: TestClient) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(rt, identities={"email": "pref@example.org"})
+    headers = _headers(cdp_env, "dpo", "privacy_request")
+    grant = {"email": "pref@example.org", "purpose": "sms_marketing", "status": "granted",
+             "occurred_at": "2026-05-01T10:00:00Z", "mechanism": "checkbox", "source": "prefs",
+             "notice_version": "2026-04"}  # fmt: skip
+    r = client.post("/v1/consent", json=grant, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["subject_id"] == sid and r.json()["state"]["status"] == "granted"
+    assert r.json()["recorded"] is True
+    replay = client.post("/v1/consent", json=grant, headers=headers)
+    assert replay.json()["recorded"] is False
+    withdraw = {**grant, "status": "withdrawn", "occurred_at": "2026-05-02T10:00:00Z"}
+    r = client.post("/v1/consent", json=withdraw, headers=headers)
+    assert r.status_code == 200 and r.json()["state"]["status"] == "withdrawn"
+    history = consent.history(runtime=rt, subject_id=sid)
+    assert [(h.status, h.recorded_by != "", h.notice_version) for h in history] == [
+        ("granted", True, "2026-04"),
+        ("withdrawn", True, "2026-04"),
+    ]
+
+
+def test_consent_input_is_validated_without_echoing_values(
+    cdp_env: CdpEnv, client: TestClient
+) -> None:
+    headers = _headers(cdp_env, "dpo", "privacy_request")
+    body = {"email": "nobody@example.org", "purpose": "sms_marketing", "status": "granted"}
+    r = client.post("/v1/consent", json=body, headers=headers)
+    assert r.status_code == 404 and "nobody@example.org" not in r.text
+    sid = make_subject(cdp_env.runtime)
+    r = client.post(
+        "/v1/consent",
+        json={"subject_id": sid, "purpose": "mind_reading", "status": "granted"},
+        headers=headers,
+    )
+    assert r.status_code == 422 and "mind_reading" not in r.text
+    r = client.post(
+        "/v1/consent",
+        json={"subject_id": sid, "email": "x@example.org", "purpose": "analytics",
+              "status": "granted"},
+        headers=headers,
+    )  # fmt: skip
+    assert r.status_code == 422
+    analyst = _headers(cdp_env, "analyst", "analytics")
+    r = client.post(
+        "/v1/consent",
+        json={"subject_id": sid, "purpose": "analytics", "status": "withdrawn"},
+        headers=analyst,
+    )
+    assert r.status_code == 403
+
+
+def test_privacy_request_lifecycle_over_http(cdp_env: CdpEnv, client: TestClient) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(
+        rt, pii={"email": "api@example.org", "first_name": "Ada"},
+        identities={"email": "api@example.org"},
+    )  # fmt: skip
+    dpo = _headers(cdp_env, "dpo", "privacy_request")
+    r = client.post(
+        "/v1/privacy-requests",
+        json={"type": "access", "identity": {"email": "API@example.org"}},
+        headers=dpo,
+    )
+    assert r.status_code == 201, r.text
+    req = r.json()
+    assert req["status"] == "received" and req["subject_id"] == sid
+    assert "api@example.org" not in r.text.lower()
+    rid = req["id"]
+    assert client.post(f"/v1/privacy-requests/{rid}/run", headers=dpo).status_code == 409
+    assert (
+        client.post(f"/v1/privacy-requests/{rid}/verify", json={}, headers=dpo).status_code == 200
+    )
+    r = client.post(f"/v1/privacy-requests/{rid}/run", headers=dpo)
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    assert (
+        client.get(f"/v1/privacy-requests/{rid}", headers=dpo).json()["steps"][-1]["status"]
+        == "completed"
+    )
+    listed = client.get("/v1/privacy-requests?status=completed", headers=dpo).json()["items"]
+    assert [x["id"] for x in listed] == [rid]
+
+    r = client.get(f"/v1/privacy-requests/{rid}/package", headers=dpo)
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    data = r.json()
+    access_package.validate(data)
+    assert data["personal_data"] == {"email": "api@example.org", "first_name": "Ada"}
+    html = client.get(f"/v1/privacy-requests/{rid}/package?format=html", headers=dpo)
+    assert html.status_code == 200 and "Ada" in html.text
+    assert html.headers["content-type"].startswith("text/html")
+
+    # support may not read packages; the attempt is denied and recorded
+    support = _headers(cdp_env, "support", "support")
+    assert client.get(f"/v1/privacy-requests/{rid}/package", headers=support).status_code == 403
+    with rt.data_engine.connect() as conn:
+        rows = conn.execute(sa.select(LOG).order_by(LOG.c.seq)).all()
+    downloads = [r for r in rows if r.resource == "privacy_requests" and r.outcome == "allowed"]
+    assert len(downloads) == 2
+    assert all(json.loads(r.subject_ids) == [sid] and r.purpose == "privacy_request"
+               for r in downloads)  # fmt: skip
+    assert rows[-1].outcome == "denied"
+
+
+def test_extension_and_rejection_over_http(cdp_env: CdpEnv, client: TestClient) -> None:
+    dpo = _headers(cdp_env, "dpo", "privacy_request")
+    rid = client.post(
+        "/v1/privacy-requests",
+        json={"type": "erasure", "identity": {"customer_id": "C-404"}},
+        headers=dpo,
+    ).json()["id"]
+    r = client.post(
+        f"/v1/privacy-requests/{rid}/extend", json={"reason": "volume", "months": 2}, headers=dpo
+    )
+    assert r.status_code == 200 and r.json()["deadline"] > r.json()["due_at"]
+    again = client.post(f"/v1/privacy-requests/{rid}/extend", json={"reason": "x"}, headers=dpo)
+    assert again.status_code == 409
+    r = client.post(
+        f"/v1/privacy-requests/{rid}/reject", json={"reason": "unverified"}, headers=dpo
+    )
+    assert r.json()["status"] == "rejected"
+    bad = client.post(
+        "/v1/privacy-requests",
+        json={"type": "access", "identity": {"email": "a@b.org", "phone": "+14155550100"}},
+        headers=dpo,
+    )
+    assert bad.status_code == 422
