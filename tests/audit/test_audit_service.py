@@ -104,3 +104,29 @@ def test_personal_values_are_refused(cdp_env: CdpEnv) -> None:
             outcome="allowed",
             fields=["Alice Smith"],
         )
+
+
+def test_records_match_the_published_schema(cdp_env: CdpEnv) -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "audit/record.schema.json").read_text()
+    )
+    rt = cdp_env.runtime
+    sid = make_subject(rt)
+    record = record_access(
+        runtime=rt,
+        ctx=make_ctx(),
+        action="lookup:email",
+        resource="profile",
+        outcome="allowed",
+        subject_ids=[sid],
+        fields=["subject_id", "email"],
+    )
+    jsonschema.validate(record.to_json(), schema)
+    from cdp.audit.chain import chain_hash
+
+    assert chain_hash(record.prev_hash, record.canonical()) == record.hash
