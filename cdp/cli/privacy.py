@@ -1,0 +1,208 @@
+"""``cdp privacy request|list|show|verify|reject|extend|run|package|lift``.
+
+The DPO's commands (role ``dpo``, ``--purpose privacy_request``); each authenticates like an API
+request, and running a request or writing its package is audited.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cdp.access.context import AccessContext
+from cdp.cli.access import PurposeOption, TokenOption, cli_access
+from cdp.cli.app import app, console
+from cdp.errors import InvalidInputError
+from cdp.privacy import requests, runner
+from cdp.privacy.requests import RequestView
+from cdp.runtime import get_runtime
+
+privacy_app = typer.Typer(help="Data-subject requests: access, erasure, rectification, ...")
+app.add_typer(privacy_app, name="privacy")
+
+RESOURCE = "privacy_requests"
+IdArg = Annotated[str, typer.Argument(help="The request id (pr_...).")]
+
+
+def _show(view: RequestView) -> None:
+    console.print(f"[bold]{view.id}[/] {view.type} — {view.status}")
+    console.print(f"received {view.received_at.isoformat()}  due {view.deadline.isoformat()}")
+    if view.extended_until:
+        console.print(f"extended: {view.extension_reason}")
+    console.print(f"subject: {view.subject_id or '(not found)'}")
+    if view.outcome is not None:
+        console.print_json(json.dumps(view.outcome))
+    steps = Table("at", "status", "by", "note")
+    for s in view.steps:
+        steps.add_row(s.at.isoformat(), s.status, s.actor, s.note or "")
+    console.print(steps)
+
+
+def _ctx(action: str, token: str | None, purpose: str | None) -> AccessContext:
+    return cli_access(
+        runtime=get_runtime(), token=token, purpose=purpose, resource=RESOURCE, action=action
+    )
+
+
+@privacy_app.command("request")
+def request(
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="access, portability, erasure, rectification, restriction or objection"
+        ),
+    ],
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    phone: Annotated[str | None, typer.Option("--phone")] = None,
+    customer_id: Annotated[str | None, typer.Option("--customer-id")] = None,
+    correct: Annotated[
+        list[str] | None, typer.Option("--correct", help="field=value (rectification).")
+    ] = None,
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """File a request for the person with this identity."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="create")
+    given = [
+        (k, v) for k, v in (("email", email), ("phone", phone), ("customer_id", customer_id)) if v
+    ]
+    if len(given) != 1:
+        raise InvalidInputError("give exactly one of --email, --phone, --customer-id")
+    corrections = {}
+    for item in correct or []:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInputError("--correct takes field=value", field="--correct")
+        corrections[field.strip()] = value
+    view = requests.create(
+        runtime=rt,
+        type=kind,
+        identity_kind=given[0][0],
+        identity_value=given[0][1],
+        requested_by=ctx.principal_name,
+        corrections=corrections or None,
+    )
+    _show(view)
+
+
+@privacy_app.command("list")
+def list_cmd(
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only open and late.")] = False,
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """Requests, most urgent first."""
+    _ctx("read", token, purpose)
+    table = Table("id", "type", "status", "received", "deadline", "subject")
+    table.columns[0].min_width = 27  # ids are copied into other commands: never cut
+    table.columns[0].no_wrap = True
+    for v in requests.list_requests(runtime=get_runtime(), status=status, overdue_only=overdue):
+        table.add_row(
+            v.id,
+            v.type,
+            v.status,
+            v.received_at.date().isoformat(),
+            v.deadline.date().isoformat(),
+            v.subject_id or "",
+        )
+    console.print(table)
+
+
+@privacy_app.command("show")
+def show(request_id: IdArg, token: TokenOption = None, purpose: PurposeOption = None) -> None:
+    """One request: deadline, outcome, every step."""
+    _ctx("read", token, purpose)
+    _show(requests.get(runtime=get_runtime(), request_id=request_id))
+
+
+@privacy_app.command("verify")
+def verify(
+    request_id: IdArg,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """Record that the requester's identity was verified."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="write")
+    _show(requests.verify(runtime=rt, request_id=request_id, actor=ctx.principal_name, note=note))
+
+
+@privacy_app.command("reject")
+def reject(
+    request_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason")],
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """Refuse a request, keeping the reason."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="write")
+    _show(
+        requests.reject(runtime=rt, request_id=request_id, actor=ctx.principal_name, reason=reason)
+    )
+
+
+@privacy_app.command("extend")
+def extend(
+    request_id: IdArg,
+    reason: Annotated[str, typer.Option("--reason")],
+    months: Annotated[int, typer.Option("--months", min=1, max=2)] = 2,
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """Extend the deadline once, by one or two months."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="write")
+    _show(
+        requests.extend(
+            runtime=rt,
+            request_id=request_id,
+            actor=ctx.principal_name,
+            reason=reason,
+            months=months,
+        )
+    )
+
+
+@privacy_app.command("run")
+def run(request_id: IdArg, token: TokenOption = None, purpose: PurposeOption = None) -> None:
+    """Carry out a verified request (audited) and complete it."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="run")
+    _show(runner.run(runtime=rt, ctx=ctx, request_id=request_id))
+
+
+@privacy_app.command("package")
+def package(
+    request_id: IdArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON file to write.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the summary.")] = None,
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """Write the access package (JSON, and optionally the HTML summary); audited."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="read")
+    pkg = runner.download_package(runtime=rt, ctx=ctx, request_id=request_id)
+    output.write_bytes(pkg.json_bytes())
+    output.chmod(0o600)
+    if html is not None:
+        html.write_text(pkg.html(), encoding="utf-8")
+        html.chmod(0o600)
+    console.print(f"package of {request_id} written")
+
+
+@privacy_app.command("lift")
+def lift(request_id: IdArg, token: TokenOption = None, purpose: PurposeOption = None) -> None:
+    """Lift the restriction a restriction request opened."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="write")
+    n = runner.lift_restriction(runtime=rt, ctx=ctx, request_id=request_id)
+    console.print(f"{n} restriction(s) lifted")
