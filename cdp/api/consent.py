@@ -99,9 +99,14 @@ def record(body: ConsentIn, ctx: ConsentWrite, runtime: RuntimeDep) -> ConsentOu
     )
     state = service.current_state(runtime=runtime, subject_id=sid)[body.purpose]
     record_access(
-        runtime=runtime, ctx=ctx, action="write", resource="data:consent", outcome="allowed",
-        subject_ids=[sid], fields=["consent"],
-    )  # fmt: skip
+        runtime=runtime,
+        ctx=ctx,
+        action="write",
+        resource="data:consent",
+        outcome="allowed",
+        subject_ids=[sid],
+        fields=["consent"],
+    )
     return ConsentOut(
         subject_id=sid,
         recorded=recorded,

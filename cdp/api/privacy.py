@@ -113,10 +113,14 @@ def create(body: RequestIn, ctx: Create, runtime: RuntimeDep) -> RequestOut:
     kind, value = given[0]
     return _out(
         requests.create(
-            runtime=runtime, type=body.type, identity_kind=kind, identity_value=value,
-            requested_by=ctx.principal_name, corrections=body.corrections,
+            runtime=runtime,
+            type=body.type,
+            identity_kind=kind,
+            identity_value=value,
+            requested_by=ctx.principal_name,
+            corrections=body.corrections,
         )
-    )  # fmt: skip
+    )
 
 
 @router.get("", response_model=RequestList)
@@ -164,10 +168,13 @@ def extend(request_id: RequestId, body: ExtendIn, ctx: Write, runtime: RuntimeDe
     """Extend the deadline once by one or two months, with a reason."""
     return _out(
         requests.extend(
-            runtime=runtime, request_id=request_id, actor=ctx.principal_name,
-            reason=body.reason, months=body.months,
+            runtime=runtime,
+            request_id=request_id,
+            actor=ctx.principal_name,
+            reason=body.reason,
+            months=body.months,
         )
-    )  # fmt: skip
+    )
 
 
 @router.post("/{request_id}/run", response_model=RequestOut)

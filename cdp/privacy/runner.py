@@ -91,9 +91,13 @@ def _erase(
     runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
 ) -> dict[str, Any]:
     record_access(
-        runtime=runtime, ctx=ctx, action="delete", resource="profile", outcome="allowed",
+        runtime=runtime,
+        ctx=ctx,
+        action="delete",
+        resource="profile",
+        outcome="allowed",
         subject_ids=[sid],
-    )  # fmt: skip
+    )
     return erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now).as_dict()
 
 
@@ -116,9 +120,15 @@ def _rectify(
             sa.delete(_PAY).where(_PAY.c.request_id == view.id, _PAY.c.kind == "corrections")
         )
         record_access(
-            runtime=runtime, ctx=ctx, action="write", resource="profile", outcome="allowed",
-            subject_ids=[sid], fields=fields, conn=conn,
-        )  # fmt: skip
+            runtime=runtime,
+            ctx=ctx,
+            action="write",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[sid],
+            fields=fields,
+            conn=conn,
+        )
     return {"rectified_fields": fields}
 
 
@@ -128,9 +138,15 @@ def _restrict(
     with runtime.data_engine.begin() as conn:
         opened = restrict(conn=conn, subject_id=sid, request_id=view.id, clock=lambda: now)
         record_access(
-            runtime=runtime, ctx=ctx, action="write", resource="profile", outcome="allowed",
-            subject_ids=[sid], fields=["restriction"], conn=conn,
-        )  # fmt: skip
+            runtime=runtime,
+            ctx=ctx,
+            action="write",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[sid],
+            fields=["restriction"],
+            conn=conn,
+        )
     return {"restricted": True, "already_restricted": not opened}
 
 
@@ -142,9 +158,15 @@ def _object(
             conn=conn, subject_id=sid, request_id=view.id, actor=ctx.principal_name, now=now
         )
         record_access(
-            runtime=runtime, ctx=ctx, action="write", resource="data:consent", outcome="allowed",
-            subject_ids=[sid], fields=["consent"], conn=conn,
-        )  # fmt: skip
+            runtime=runtime,
+            ctx=ctx,
+            action="write",
+            resource="data:consent",
+            outcome="allowed",
+            subject_ids=[sid],
+            fields=["consent"],
+            conn=conn,
+        )
     return {"withdrawn": withdrawn}
 
 
@@ -169,9 +191,13 @@ def run(
     if view.status == RequestStatus.VERIFIED.value:
         with runtime.data_engine.begin() as conn:
             requests.transition(
-                conn, request_id, to=RequestStatus.IN_PROGRESS,
-                allowed_from=(RequestStatus.VERIFIED,), actor=ctx.principal_name, now=now,
-            )  # fmt: skip
+                conn,
+                request_id,
+                to=RequestStatus.IN_PROGRESS,
+                allowed_from=(RequestStatus.VERIFIED,),
+                actor=ctx.principal_name,
+                now=now,
+            )
     elif view.status != RequestStatus.IN_PROGRESS.value:
         raise ConflictError(f"privacy request {request_id} is {view.status}; verify it first")
     sid = _subject_of(runtime, view)
@@ -184,17 +210,25 @@ def run(
     except CdpError as exc:
         with runtime.data_engine.begin() as conn:
             requests.transition(
-                conn, request_id, to=RequestStatus.IN_PROGRESS,
-                allowed_from=(RequestStatus.IN_PROGRESS,), actor=ctx.principal_name, now=clock(),
+                conn,
+                request_id,
+                to=RequestStatus.IN_PROGRESS,
+                allowed_from=(RequestStatus.IN_PROGRESS,),
+                actor=ctx.principal_name,
+                now=clock(),
                 note=f"failed: {exc.code}",
-            )  # fmt: skip
+            )
         raise
     with runtime.data_engine.begin() as conn:
         requests.transition(
-            conn, request_id, to=RequestStatus.COMPLETED,
-            allowed_from=(RequestStatus.IN_PROGRESS,), actor=ctx.principal_name, now=clock(),
+            conn,
+            request_id,
+            to=RequestStatus.COMPLETED,
+            allowed_from=(RequestStatus.IN_PROGRESS,),
+            actor=ctx.principal_name,
+            now=clock(),
             values={"completed_at": clock(), "outcome": json.dumps(outcome, sort_keys=True)},
-        )  # fmt: skip
+        )
     return requests.get(runtime=runtime, request_id=request_id)
 
 
@@ -230,9 +264,15 @@ def download_package(
         runtime.vault.decrypt(row.subject_id, payload_field(request_id, "package"), bytes(row[1]))
     )
     record_access(
-        runtime=runtime, ctx=ctx, action="read", resource=RESOURCE, outcome="allowed",
-        subject_ids=[row.subject_id], fields=access_package.fields_of(data), clock=clock,
-    )  # fmt: skip
+        runtime=runtime,
+        ctx=ctx,
+        action="read",
+        resource=RESOURCE,
+        outcome="allowed",
+        subject_ids=[row.subject_id],
+        fields=access_package.fields_of(data),
+        clock=clock,
+    )
     return Package(request_id, data)
 
 
@@ -249,7 +289,13 @@ def lift_restriction(
         lifted = lift(conn=conn, subject_id=view.subject_id, clock=lambda: now)
         requests.record_note(conn, request_id, actor=ctx.principal_name, now=now, note="lifted")
         record_access(
-            runtime=runtime, ctx=ctx, action="write", resource="profile", outcome="allowed",
-            subject_ids=[view.subject_id], fields=["restriction"], conn=conn,
-        )  # fmt: skip
+            runtime=runtime,
+            ctx=ctx,
+            action="write",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[view.subject_id],
+            fields=["restriction"],
+            conn=conn,
+        )
     return lifted

@@ -33,9 +33,15 @@ def test_withdrawing_is_the_same_request_as_granting(cdp_env: CdpEnv, client: Te
     rt = cdp_env.runtime
     sid = make_subject(rt, identities={"email": "pref@example.org"})
     headers = _headers(cdp_env, "dpo", "privacy_request")
-    grant = {"email": "pref@example.org", "purpose": "sms_marketing", "status": "granted",
-             "occurred_at": "2026-05-01T10:00:00Z", "mechanism": "checkbox", "source": "prefs",
-             "notice_version": "2026-04"}  # fmt: skip
+    grant = {
+        "email": "pref@example.org",
+        "purpose": "sms_marketing",
+        "status": "granted",
+        "occurred_at": "2026-05-01T10:00:00Z",
+        "mechanism": "checkbox",
+        "source": "prefs",
+        "notice_version": "2026-04",
+    }
     r = client.post("/v1/consent", json=grant, headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["subject_id"] == sid and r.json()["state"]["status"] == "granted"
@@ -68,10 +74,14 @@ def test_consent_input_is_validated_without_echoing_values(
     assert r.status_code == 422 and "mind_reading" not in r.text
     r = client.post(
         "/v1/consent",
-        json={"subject_id": sid, "email": "x@example.org", "purpose": "analytics",
-              "status": "granted"},
+        json={
+            "subject_id": sid,
+            "email": "x@example.org",
+            "purpose": "analytics",
+            "status": "granted",
+        },
         headers=headers,
-    )  # fmt: skip
+    )
     assert r.status_code == 422
     analyst = _headers(cdp_env, "analyst", "analytics")
     r = client.post(
@@ -85,9 +95,10 @@ def test_consent_input_is_validated_without_echoing_values(
 def test_privacy_request_lifecycle_over_http(cdp_env: CdpEnv, client: TestClient) -> None:
     rt = cdp_env.runtime
     sid = make_subject(
-        rt, pii={"email": "api@example.org", "first_name": "Ada"},
+        rt,
+        pii={"email": "api@example.org", "first_name": "Ada"},
         identities={"email": "api@example.org"},
-    )  # fmt: skip
+    )
     dpo = _headers(cdp_env, "dpo", "privacy_request")
     r = client.post(
         "/v1/privacy-requests",
@@ -128,8 +139,9 @@ def test_privacy_request_lifecycle_over_http(cdp_env: CdpEnv, client: TestClient
         rows = conn.execute(sa.select(LOG).order_by(LOG.c.seq)).all()
     downloads = [r for r in rows if r.resource == "privacy_requests" and r.outcome == "allowed"]
     assert len(downloads) == 2
-    assert all(json.loads(r.subject_ids) == [sid] and r.purpose == "privacy_request"
-               for r in downloads)  # fmt: skip
+    assert all(
+        json.loads(r.subject_ids) == [sid] and r.purpose == "privacy_request" for r in downloads
+    )
     assert rows[-1].outcome == "denied"
 
 

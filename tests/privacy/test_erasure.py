@@ -119,10 +119,20 @@ def _chain_verifies(rt: Runtime) -> int:
         assert r["prev_hash"] == prev
         at = format_at(r["at"])
         body = canonical(
-            r["seq"], at, r["principal_id"], r["principal_name"], r["roles"], r["action"],
-            r["resource"], r["subject_ids"], r["fields"], r["purpose"], r["outcome"],
-            r["request_id"], r["client"],
-        )  # fmt: skip
+            r["seq"],
+            at,
+            r["principal_id"],
+            r["principal_name"],
+            r["roles"],
+            r["action"],
+            r["resource"],
+            r["subject_ids"],
+            r["fields"],
+            r["purpose"],
+            r["outcome"],
+            r["request_id"],
+            r["client"],
+        )
         assert chain_hash(r["prev_hash"], body) == r["hash"], f"record {r['seq']} broken"
         prev = r["hash"]
     return len(rows)
@@ -138,9 +148,14 @@ def test_erasure_leaves_nothing_of_the_subject(cdp_env: CdpEnv, tmp_path: Path) 
     other = seed_person(rt, "other")
     for p in (target, other):
         record_access(
-            runtime=rt, ctx=_ctx(), action="read", resource="pii:contact", outcome="allowed",
-            subject_ids=[p.subject_id], fields=["email"],
-        )  # fmt: skip
+            runtime=rt,
+            ctx=_ctx(),
+            action="read",
+            resource="pii:contact",
+            outcome="allowed",
+            subject_ids=[p.subject_id],
+            fields=["email"],
+        )
     before = _all_rows(rt)
     # the seeding reached every table that names subjects
     for entry in present_entries(metadata, before):

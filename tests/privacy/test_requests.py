@@ -44,9 +44,13 @@ def _audit(rt: Runtime) -> list[dict[str, object]]:
 
 def _served(rt: Runtime, kind: str, email: str, **kw: object) -> requests.RequestView:
     view = requests.create(
-        runtime=rt, type=kind, identity_kind="email", identity_value=email,
-        requested_by="dpo-1", **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        runtime=rt,
+        type=kind,
+        identity_kind="email",
+        identity_value=email,
+        requested_by="dpo-1",
+        **kw,  # type: ignore[arg-type]
+    )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     return runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
 
@@ -55,9 +59,13 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
     rt = cdp_env.runtime
     clock = FrozenClock(datetime(2027, 1, 31, 9, 0, tzinfo=UTC))
     view = requests.create(
-        runtime=rt, type="access", identity_kind="email", identity_value="nobody@example.org",
-        requested_by="dpo-1", clock=clock,
-    )  # fmt: skip
+        runtime=rt,
+        type="access",
+        identity_kind="email",
+        identity_value="nobody@example.org",
+        requested_by="dpo-1",
+        clock=clock,
+    )
     assert view.status == "received" and view.subject_id is None
     assert view.due_at == datetime(2027, 2, 28, 9, 0, tzinfo=UTC)
     extended = requests.extend(
@@ -69,9 +77,12 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
         requests.extend(runtime=rt, request_id=view.id, actor="dpo-1", reason="again")
     with pytest.raises(InvalidInputError):
         requests.create(
-            runtime=rt, type="teleport", identity_kind="email", identity_value="a@b.org",
+            runtime=rt,
+            type="teleport",
+            identity_kind="email",
+            identity_value="a@b.org",
             requested_by="x",
-        )  # fmt: skip
+        )
     clock.advance(days=60)
     assert [v.id for v in requests.list_requests(runtime=rt, overdue_only=True, clock=clock)] == []
     clock.advance(days=30)
@@ -84,9 +95,12 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
     rt = cdp_env.runtime
     make_subject(rt, identities={IdentityKind.EMAIL: "life@example.org"})
     view = requests.create(
-        runtime=rt, type="restriction", identity_kind="email", identity_value="life@example.org",
+        runtime=rt,
+        type="restriction",
+        identity_kind="email",
+        identity_value="life@example.org",
         requested_by="dpo-1",
-    )  # fmt: skip
+    )
     assert view.subject_id is not None
     with pytest.raises(ConflictError):  # not verified yet
         runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
@@ -94,14 +108,19 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
     done = runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
     assert [s.status for s in done.steps] == ["received", "verified", "in_progress", "completed"]
     assert done.completed_at is not None and done.outcome == {
-        "subject_found": True, "restricted": True, "already_restricted": False,
-    }  # fmt: skip
+        "subject_found": True,
+        "restricted": True,
+        "already_restricted": False,
+    }
     with pytest.raises(ConflictError):
         requests.reject(runtime=rt, request_id=view.id, actor="dpo-1", reason="late")
     other = requests.create(
-        runtime=rt, type="erasure", identity_kind="email", identity_value="life@example.org",
+        runtime=rt,
+        type="erasure",
+        identity_kind="email",
+        identity_value="life@example.org",
         requested_by="dpo-1",
-    )  # fmt: skip
+    )
     rejected = requests.reject(runtime=rt, request_id=other.id, actor="dpo-1", reason="unverified")
     assert rejected.status == "rejected" and rejected.steps[-1].note == "unverified"
 
@@ -109,9 +128,12 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
 def test_only_a_role_allowed_by_policy_runs_requests(cdp_env: CdpEnv) -> None:
     rt = cdp_env.runtime
     view = requests.create(
-        runtime=rt, type="access", identity_kind="email", identity_value="x@example.org",
+        runtime=rt,
+        type="access",
+        identity_kind="email",
+        identity_value="x@example.org",
         requested_by="dpo-1",
-    )  # fmt: skip
+    )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     with pytest.raises(PermissionDeniedError):
         runner.run(runtime=rt, ctx=ctx("analyst", "analytics"), request_id=view.id)
@@ -128,9 +150,14 @@ def test_access_package_holds_every_category_and_validates(cdp_env: CdpEnv) -> N
     from cdp.audit.service import record_access
 
     record_access(
-        runtime=rt, ctx=runner_ctx, action="read", resource="pii:contact", outcome="allowed",
-        subject_ids=[person.subject_id], fields=["email"],
-    )  # fmt: skip
+        runtime=rt,
+        ctx=runner_ctx,
+        action="read",
+        resource="pii:contact",
+        outcome="allowed",
+        subject_ids=[person.subject_id],
+        fields=["email"],
+    )
     done = _served(rt, "access", person.email.upper())
     assert done.status == "completed" and done.outcome is not None
     package = runner.download_package(runtime=rt, ctx=ctx(), request_id=done.id)
@@ -175,9 +202,12 @@ def test_the_schema_rejects_an_incomplete_package(cdp_env: CdpEnv) -> None:
     person = seed_person(rt, "schema")
     with rt.data_engine.connect() as conn:
         data = access_package.build(
-            runtime=rt, conn=conn, subject_id=person.subject_id, request_id="pr_" + "0" * 24,
+            runtime=rt,
+            conn=conn,
+            subject_id=person.subject_id,
+            request_id="pr_" + "0" * 24,
             generated_at=T0,
-        )  # fmt: skip
+        )
     for section in ("personal_data", "orders", "events", "consent", "audit_trail", "traits"):
         broken = {k: v for k, v in data.items() if k != section}
         with pytest.raises(jsonschema.ValidationError):
@@ -207,9 +237,11 @@ def test_rectification_reencrypts_and_moves_the_identity(cdp_env: CdpEnv) -> Non
         identities={IdentityKind.EMAIL: "old@example.org"},
     )
     done = _served(
-        rt, "rectification", "old@example.org",
+        rt,
+        "rectification",
+        "old@example.org",
         corrections={"email": "new@example.org", "city": "Newtown"},
-    )  # fmt: skip
+    )
     assert done.outcome == {"subject_found": True, "rectified_fields": ["city", "email"]}
     from tests.factories import read_pii
 
@@ -222,10 +254,13 @@ def test_rectification_reencrypts_and_moves_the_identity(cdp_env: CdpEnv) -> Non
     assert len(writes) == 1 and json.loads(str(writes[0]["fields"])) == ["city", "email"]
     with pytest.raises(InvalidInputError):
         requests.create(
-            runtime=rt, type="rectification", identity_kind="email",
-            identity_value="new@example.org", requested_by="dpo-1",
+            runtime=rt,
+            type="rectification",
+            identity_kind="email",
+            identity_value="new@example.org",
+            requested_by="dpo-1",
             corrections={"password": "x"},
-        )  # fmt: skip
+        )
 
 
 def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
@@ -238,9 +273,15 @@ def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
     )
     for sid in (kept, restricted, withdrawn):
         consent.record_consent(
-            runtime=rt, subject_id=sid, purpose="email_marketing", status="granted",
-            occurred_at=T0, source="web", mechanism="checkbox", recorded_by="form",
-        )  # fmt: skip
+            runtime=rt,
+            subject_id=sid,
+            purpose="email_marketing",
+            status="granted",
+            occurred_at=T0,
+            source="web",
+            mechanism="checkbox",
+            recorded_by="form",
+        )
     from cdp.db.models import Subject
 
     subjects = Subject.__table__  # type: ignore[attr-defined]
@@ -252,10 +293,15 @@ def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
     assert computed == {kept, restricted, withdrawn}
     _served(rt, "restriction", "restricted@example.org")
     consent.record_consent(
-        runtime=rt, subject_id=withdrawn, purpose="email_marketing", status="withdrawn",
-        occurred_at=T0 + timedelta(days=1), source="web", mechanism="checkbox",
+        runtime=rt,
+        subject_id=withdrawn,
+        purpose="email_marketing",
+        status="withdrawn",
+        occurred_at=T0 + timedelta(days=1),
+        source="web",
+        mechanism="checkbox",
         recorded_by="form",
-    )  # fmt: skip
+    )
     with rt.data_engine.connect() as conn:
         assert set(conn.execute(audience).scalars()) == {kept}
     assert is_restricted(runtime=rt, subject_id=restricted)
@@ -271,13 +317,22 @@ def test_objection_withdraws_every_marketing_purpose_through_the_ledger(cdp_env:
     sid = make_subject(rt, identities={IdentityKind.PHONE: "+14155550123"})
     for purpose in MARKETING_PURPOSES:
         consent.record_consent(
-            runtime=rt, subject_id=sid, purpose=purpose, status="granted", occurred_at=T0,
-            source="app", mechanism="checkbox", recorded_by="app",
-        )  # fmt: skip
+            runtime=rt,
+            subject_id=sid,
+            purpose=purpose,
+            status="granted",
+            occurred_at=T0,
+            source="app",
+            mechanism="checkbox",
+            recorded_by="app",
+        )
     view = requests.create(
-        runtime=rt, type="objection", identity_kind="phone", identity_value="(415) 555-0123",
+        runtime=rt,
+        type="objection",
+        identity_kind="phone",
+        identity_value="(415) 555-0123",
         requested_by="dpo-1",
-    )  # fmt: skip
+    )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
     state = consent.current_state(runtime=rt, subject_id=sid)

@@ -33,10 +33,15 @@ def _event(rt: Runtime, sid: str, at: datetime) -> str:
     with rt.data_engine.begin() as conn:
         conn.execute(
             sa.insert(EVENTS).values(
-                message_id=mid, subject_id=sid, type="track", name="Viewed", occurred_at=at,
-                received_at=at, source="web",
+                message_id=mid,
+                subject_id=sid,
+                type="track",
+                name="Viewed",
+                occurred_at=at,
+                received_at=at,
+                source="web",
             )
-        )  # fmt: skip
+        )
     return mid
 
 
@@ -45,10 +50,17 @@ def _order(rt: Runtime, sid: str, at: datetime) -> str:
     with rt.data_engine.begin() as conn:
         conn.execute(
             sa.insert(ORDERS).values(
-                order_ref=ref, subject_id=sid, ordered_at=at, status="completed", currency="EUR",
-                total_minor=100, discount_minor=0, value_base=1.0, source="shop",
+                order_ref=ref,
+                subject_id=sid,
+                ordered_at=at,
+                status="completed",
+                currency="EUR",
+                total_minor=100,
+                discount_minor=0,
+                value_base=1.0,
+                source="shop",
             )
-        )  # fmt: skip
+        )
     return ref
 
 
@@ -61,9 +73,16 @@ def _age(rt: Runtime, sid: str, at: datetime) -> None:
 
 def _consent(rt: Runtime, sid: str, purpose: str, status: str, at: datetime) -> None:
     consent.record_consent(
-        runtime=rt, subject_id=sid, purpose=purpose, status=status, occurred_at=at,
-        source="web", mechanism="banner", recorded_by="cmp", clock=lambda: NOW,
-    )  # fmt: skip
+        runtime=rt,
+        subject_id=sid,
+        purpose=purpose,
+        status=status,
+        occurred_at=at,
+        source="web",
+        mechanism="banner",
+        recorded_by="cmp",
+        clock=lambda: NOW,
+    )
 
 
 def _snapshot(rt: Runtime) -> dict[str, list[tuple[object, ...]]]:
@@ -116,10 +135,13 @@ def test_retention_removes_exactly_what_is_past_each_window(cdp_env: CdpEnv) -> 
             )
             conn.execute(
                 sa.insert(PAYLOADS).values(
-                    request_id=req, kind=kind, subject_id=plain, ciphertext=b"x",
+                    request_id=req,
+                    kind=kind,
+                    subject_id=plain,
+                    ciphertext=b"x",
                     created_at=NOW - age * DAY,
                 )
-            )  # fmt: skip
+            )
 
     before = _snapshot(rt)
     dry = run_retention(runtime=rt, clock=FrozenClock(NOW), dry_run=True)
