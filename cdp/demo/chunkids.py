@@ -21,7 +21,9 @@ class ChunkIds:
     id_rows: U8
     """The same ids as byte rows."""
     who: U8
-    """Rows 0..n-1: ``"customer_id": "C..."``; n..2n-1: ``"email": "..."``; 2n..3n-1:
+    """For orders: rows 0..n-1 ``"customer_id": "C..."``, rows n..2n-1 ``"email": "..."``."""
+    actor: U8
+    """For events: rows 0..n-1 ``"customer_id": "C..."``, rows n..2n-1
     ``"anonymous_id": "anon-..."`` (a device id that does not reveal the customer)."""
 
     @classmethod
@@ -32,13 +34,11 @@ class ChunkIds:
         n = len(numbers)
         id_rows = ff.join(["C", ff.digits(numbers, width)], n)
         if emails is None:
-            return cls(ids=ff.lines([id_rows], n), id_rows=id_rows, who=id_rows)
+            return cls(ids=ff.lines([id_rows], n), id_rows=id_rows, who=id_rows, actor=id_rows)
         mixed = (numbers.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)) ^ np.uint64(salt)
         device = [f"{v:016x}" for v in mixed.tolist()]
         clean = [e.strip().lower() for e in emails]
-        who = ff.stack([
-            ff.join(['"customer_id": "', id_rows, '"'], n),
-            ff.join(['"email": "', ff.strings(clean), '"'], n),
-            ff.join(['"anonymous_id": "anon-', ff.strings(device), '"'], n),
-        ])  # fmt: skip
-        return cls(ids=ff.lines([id_rows], n), id_rows=id_rows, who=who)
+        by_id = ff.join(['"customer_id": "', id_rows, '"'], n)
+        who = ff.stack([by_id, ff.join(['"email": "', ff.strings(clean), '"'], n)])
+        actor = ff.stack([by_id, ff.join(['"anonymous_id": "anon-', ff.strings(device), '"'], n)])
+        return cls(ids=ff.lines([id_rows], n), id_rows=id_rows, who=who, actor=actor)

@@ -14,9 +14,8 @@ from numpy.typing import NDArray
 from cdp.demo.locales import MARKETS
 from cdp.demo.people import MarketPools
 
-EMAIL_STYLES = 6
-"""first.last, first, flast, last.first, first_last, and (China only) a QQ number."""
 QQ_STYLE = 5
+"""Email styles 0..4 are first.last, first, flast, last.first, first_last; 5 is a QQ number."""
 _SCRAMBLE = 2_654_435_761  # a prime, so it is coprime to every modulus used below
 
 

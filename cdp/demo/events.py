@@ -257,9 +257,9 @@ def _render(
     if orders.count:
         body = ff.stack([body, _checkout_rows(orders, order_width)])
         index = np.where(kind == CHECKOUT, len(templates.rows) + columns["order"], index)
-    who = columns["owner"] + 2 * len(ids.ids) * anonymous
+    who = columns["owner"] + len(ids.ids) * anonymous
     blocks: list[ff.Block] = [
-        '{"message_id": "', _message_ids(raw_ids), '", ', (ids.who, who), ", ", (body, index),
+        '{"message_id": "', _message_ids(raw_ids), '", ', (ids.actor, who), ", ", (body, index),
         ', "timestamp": "', ff.timestamps(at), '"}\n',
     ]  # fmt: skip
     return canvas.render(n, blocks)

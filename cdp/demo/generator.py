@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -80,7 +81,8 @@ def generate_shop(
     years ending on `DEFAULT_END`) and every timestamp lies in that period. `progress`, if
     given, is called after each chunk with the number of orders written so far. `workers`
     is the number of rendering processes (default: the available CPUs, at most
-    `MAX_WORKERS`; 1 renders in this process). Output does not depend on it.
+    `MAX_WORKERS`, or 1 when called from a multi-threaded process; 1 renders in this
+    process). Output does not depend on it.
     """
     if customers < 1:
         raise ValueError("customers must be at least 1")
@@ -156,7 +158,8 @@ def _worker_count(requested: int | None, chunks: int) -> int:
         if requested < 1:
             raise ValueError("workers must be at least 1")
         return min(requested, chunks)
-    if "fork" not in multiprocessing.get_all_start_methods():
+    # Forking is only safe from a single-threaded process (a thread could hold a lock).
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 1
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     return max(1, min(available, MAX_WORKERS, chunks))
