@@ -154,7 +154,8 @@ def _times(
     mail = email_lo + (rng.random(total) * email_span).astype(np.int64)
     free = np.where((kind == OPENED) | (kind == CLICKED), mail, browse)
     at = np.where(anchored, funnel, free)
-    result: I64 = np.clip(at, timeline.start, end - 1)
+    # A customer's events start at sign-up; earlier browsing is anonymous (set by the caller).
+    result: I64 = np.clip(at, pop.signup[owner], end - 1)
     return result
 
 

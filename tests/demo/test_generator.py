@@ -350,6 +350,7 @@ def test_events_are_well_formed_and_consistent(shop: Shop) -> None:
             assert event["anonymous_id"].startswith("anon-")
             continue
         assert keys[1] == "customer_id" and event["customer_id"] in customers
+        assert event["timestamp"] >= customers[event["customer_id"]]["created_at"]
         name = event["event"]
         if name in {"Product Viewed", "Product Added"}:
             assert {"product_id", "sku", "price", "currency"} <= set(props)
