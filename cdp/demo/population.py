@@ -252,7 +252,7 @@ def _repeats(
     # Given N arrivals in the window, the K-th of them sits at a Beta(K, N - K + 1) fraction.
     tail = np.maximum(arrivals - lifetime + 1, 1)
     stop = np.where(stopped, window * rng.beta(np.maximum(lifetime, 1), tail), window)
-    repeats = _match_total(rng, repeats, mu, p, target)
+    repeats = _match_total(rng, repeats, -np.expm1(-mu * p) / p, buyers, target)
     stopped &= repeats > 0
     return repeats, stop, stopped
 
@@ -275,13 +275,21 @@ def _calibrate(rate: F64, p: F64, target: int) -> float:
     return 0.5 * (low + high)
 
 
-def _match_total(rng: np.random.Generator, repeats: I64, mu: F64, p: F64, target: int) -> I64:
-    """Add or remove repeats (proportionally to each buyer's count) to hit `target` exactly."""
+def _match_total(
+    rng: np.random.Generator, repeats: I64, expected: F64, buyers: Bools, target: int
+) -> I64:
+    """Add or remove repeats (proportionally to each buyer's count) to hit `target` exactly.
+
+    Additions go to customers who already repeat; if nobody does, to buyers by their expected
+    repeats, or evenly when even those are all zero (a period too short to repeat in).
+    """
     diff = target - int(repeats.sum())
     if diff > 0:
         weights = repeats.astype(np.float64)
         if weights.sum() == 0:
-            weights = -np.expm1(-mu * p) / p
+            weights = np.where(buyers, expected, 0.0)
+        if weights.sum() == 0:
+            weights = buyers.astype(np.float64)
         extra: I64 = rng.multinomial(diff, weights / weights.sum())
         return repeats + extra
     if diff < 0:
