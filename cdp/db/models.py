@@ -32,6 +32,16 @@ class Subject(SQLModel, table=True):
     signed_up_at: datetime | None = Field(
         default=None, sa_type=UtcDateTime, nullable=True, description="Account creation at source."
     )
+    profile_as_of: datetime | None = Field(
+        default=None,
+        sa_type=UtcDateTime,
+        nullable=True,
+        description=(
+            "Source time (the customer record's created_at) of the record whose PII values the "
+            "profile holds: an older record does not overwrite them, so re-running files whose "
+            "rows describe one person differently is stable."
+        ),
+    )
 
 
 class Identity(SQLModel, table=True):

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from cdp.consent.models import ConsentEvent
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import ConsentRecord
 from cdp.profiles.resolve import resolve
 
@@ -128,6 +129,6 @@ def write_consents(
             }
         )
     if rows:
-        ctx.conn.execute(sa.insert(ConsentEvent.__table__), rows)  # type: ignore[attr-defined]
+        insert_rows(ctx.conn, ConsentEvent.__table__, rows)  # type: ignore[attr-defined]
         out.inserted = len(rows)
     return out

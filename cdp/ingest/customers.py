@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from cdp.db.models import PiiValue, Subject
 from cdp.ingest.batch import IN_CHUNK, BatchContext, Outcome, Reject, claim_of
+from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import CUSTOM_TRAITS_FIELD, CustomerRecord
 from cdp.profiles.resolve import resolve
 
@@ -54,11 +56,12 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
 
     known = sorted({s for s in res.subjects if s is not None and s not in res.created})
     stored: dict[str, dict[str, str]] = {s: {} for s in known}
-    signed: dict[str, object] = {}
+    signed: dict[str, datetime | None] = {}
+    as_of: dict[str, datetime | None] = {}
+    st = Subject.__table__  # type: ignore[attr-defined]
     if known:
         vault.warm(known)
         pv = PiiValue.__table__  # type: ignore[attr-defined]
-        st = Subject.__table__  # type: ignore[attr-defined]
         for start in range(0, len(known), IN_CHUNK):
             chunk = known[start : start + IN_CHUNK]
             for sid, fld, blob in conn.execute(
@@ -67,44 +70,60 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
                 )
             ):
                 stored[sid][fld] = vault.decrypt(sid, fld, bytes(blob))
-            for sid, at in conn.execute(
-                sa.select(st.c.id, st.c.signed_up_at).where(st.c.id.in_(chunk))
+            for sid, signup, profile_as_of in conn.execute(
+                sa.select(st.c.id, st.c.signed_up_at, st.c.profile_as_of).where(st.c.id.in_(chunk))
             ):
-                signed[sid] = at
-
-    # Apply the batch's records in order; a subject is written only if its end state differs
-    # from what is stored, and its records count as updates only then (so a file describing one
-    # person twice with different values still re-ingests as all duplicates).
-    final: dict[str, dict[str, str]] = {}
-    for sid, i in res.creator.items():  # new subjects were inserted with their creator's date
+                signed[sid] = signup
+                as_of[sid] = profile_as_of
+    for sid, i in res.creator.items():  # inserted with their creator's date, no precedence yet
         signed[sid] = records[i].created_at
+        as_of[sid] = None
+
+    # Apply the batch's records in order. Precedence makes the result independent of the order
+    # of rows and batches: a record older (by its created_at) than the one the profile holds
+    # only fills fields the profile lacks; the sign-up date is the earliest seen. A subject is
+    # written only if its end state differs from what is stored, and its records count as
+    # updates only then — so a second run of any file is all duplicates and changes nothing.
+    final: dict[str, dict[str, str]] = {}
     final_signup = dict(signed)
-    members: list[tuple[int, int, str]] = []
+    final_as_of = dict(as_of)
+    members: list[tuple[int, str]] = []
     for i, (position, record) in enumerate(items):
         sid = res.subjects[i]
         if sid is None:
             out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
             continue
         state = final.setdefault(sid, dict(stored.get(sid, {})))
+        at = record.created_at
+        held = final_as_of.get(sid)
+        wins = at is None or held is None or at >= held
         for fld, value in _wanted(record).items():
             if fld == CUSTOM_TRAITS_FIELD and fld in state:
-                merged = json.loads(state[fld])
-                merged.update(json.loads(value))
+                base, extra = json.loads(state[fld]), json.loads(value)
+                merged = {**base, **extra} if wins else {**extra, **base}
                 value = json.dumps(merged, sort_keys=True)
+            elif not wins and fld in state:
+                continue
             state[fld] = value
-        if record.created_at is not None:
-            final_signup[sid] = record.created_at
-        members.append((i, position, sid))
-    signup_dirty = {s for s, at in final_signup.items() if signed.get(s) != at}
-    dirty = signup_dirty | {s for s, st_ in final.items() if st_ != stored.get(s, {})}
-    for i, _position, sid in members:
+        if at is not None:
+            if wins:
+                final_as_of[sid] = at
+            first = final_signup.get(sid)
+            final_signup[sid] = at if first is None else min(first, at)
+        members.append((i, sid))
+    meta_dirty = {
+        s
+        for s in final
+        if final_signup.get(s) != signed.get(s) or final_as_of.get(s) != as_of.get(s)
+    }
+    dirty = meta_dirty | {s for s, st_ in final.items() if st_ != stored.get(s, {})}
+    for i, sid in members:
         if res.creator.get(sid) == i:
             out.inserted += 1
         elif sid in dirty:
             out.updated += 1
         else:
             out.duplicates += 1
-    signed = final_signup
 
     inserts, updates, touched = [], [], set()
     for sid, state in final.items():
@@ -122,9 +141,8 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
                     {"subject_id": sid, "field": fld, "ciphertext": blob, "updated_at": ctx.now}
                 )
     pv = PiiValue.__table__  # type: ignore[attr-defined]
-    st = Subject.__table__  # type: ignore[attr-defined]
     if inserts:
-        conn.execute(sa.insert(pv), inserts)
+        insert_rows(conn, pv, inserts)
     if updates:
         conn.execute(
             sa.update(pv)
@@ -132,12 +150,19 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
             .values(ciphertext=sa.bindparam("c"), updated_at=ctx.now),
             updates,
         )
-    bumps = [{"sid": sid, "su": signed.get(sid)} for sid in sorted(touched | signup_dirty)]
+    bumps = [
+        {"sid": sid, "su": final_signup.get(sid), "pa": final_as_of.get(sid)}
+        for sid in sorted(touched | meta_dirty)
+    ]
     if bumps:
         conn.execute(
             sa.update(st)
             .where(st.c.id == sa.bindparam("sid"))
-            .values(updated_at=ctx.now, signed_up_at=sa.bindparam("su")),
+            .values(
+                updated_at=ctx.now,
+                signed_up_at=sa.bindparam("su"),
+                profile_as_of=sa.bindparam("pa"),
+            ),
             bumps,
         )
     return out

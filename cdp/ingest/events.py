@@ -13,9 +13,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import EventRecord
 from cdp.profiles.merge import event_field
 from cdp.profiles.models import Event
@@ -82,6 +81,6 @@ def write_events(ctx: BatchContext, items: Sequence[tuple[int, EventRecord]]) ->
             }
         )
     if rows:
-        ctx.conn.execute(sa.insert(et), rows)
+        insert_rows(ctx.conn, et, rows)
         out.inserted = len(rows)
     return out

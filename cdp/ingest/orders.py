@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.bulk import insert_rows
 from cdp.ingest.money import to_minor
 from cdp.ingest.records import OrderRecord
 from cdp.profiles.models import Order, OrderItem
@@ -128,7 +129,7 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
         kept.append(r)
     if not rows:
         return out
-    conn.execute(sa.insert(ot), rows)
+    insert_rows(conn, ot, rows)
     out.inserted += len(rows)
     ids = {ref: row[1] for ref, row in existing(conn, ot.c.order_ref, seen, ot.c.id).items()}
     item_rows = [
@@ -145,5 +146,5 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
         for li in r.items
     ]
     if item_rows:
-        conn.execute(sa.insert(it), item_rows)
+        insert_rows(conn, it, item_rows)
     return out

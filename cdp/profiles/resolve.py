@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity, Subject, Tombstone, new_subject_id
+from cdp.ingest.bulk import insert_rows
 from cdp.profiles.merge import merge_subjects
 from cdp.runtime import Runtime
 
@@ -190,9 +191,9 @@ def resolve(
             result.merges.extend((sid, other, via.get(other, "identity")) for other in olds[1:])
         subject_of_root[root] = sid
 
-    for i, node in enumerate(record_node):
-        if node is not None:
-            owner = subject_of_root[uf.find(node)]
+    for i, start in enumerate(record_node):
+        if start is not None:
+            owner = subject_of_root[uf.find(start)]
             result.subjects[i] = owner
             if owner in result.created:
                 result.creator.setdefault(owner, i)
@@ -209,7 +210,7 @@ def resolve(
             }
             for sid in new_ids
         ]
-        conn.execute(sa.insert(Subject), rows)
+        insert_rows(conn, Subject.__table__, rows)  # type: ignore[attr-defined]
 
     identity_rows = []
     seen: set[tuple[str, str]] = set()
@@ -240,5 +241,5 @@ def resolve(
             now=now,
         )
     if identity_rows:
-        conn.execute(sa.insert(Identity), identity_rows)
+        insert_rows(conn, Identity.__table__, identity_rows)  # type: ignore[attr-defined]
     return result

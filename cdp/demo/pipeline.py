@@ -1,0 +1,121 @@
+"""``cdp demo`` as a list of steps: generate the shop, initialise, ingest each file, summarise.
+
+Later capabilities add their own step (compute traits, build segments, run an export, print the
+audit report) by registering it from the module that defines their CLI commands — every CLI module
+is imported before a command runs, so the step is in place when ``cdp demo`` starts::
+
+    from cdp.demo.pipeline import DemoStep, register_step
+
+    def _traits(ctx: DemoContext) -> None:
+        n = compute_traits(runtime=get_runtime())
+        ctx.facts["subjects with traits"] = f"{n:,}"
+
+    register_step(DemoStep("traits", "Compute RFM, CLV and lifecycle traits", _traits))
+
+Steps run in list order; ``register_step`` puts a step before the final ``summary`` (or after
+the step named by ``after``). A step reads what earlier steps left in ``ctx.results`` and adds
+lines to the summary through ``ctx.facts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdp.demo.generator import generate_shop
+
+DEFAULT_CUSTOMERS = 10_000
+DEFAULT_ORDERS = 60_000
+
+
+@dataclass
+class DemoContext:
+    """What the steps share: parameters, UI callbacks, results and summary facts."""
+
+    out_dir: Path
+    customers: int = DEFAULT_CUSTOMERS
+    orders: int = DEFAULT_ORDERS
+    seed: int = 7
+    say: Callable[[str], None] = print
+    ingest: Callable[[str, Path, int | None], Any] | None = None
+    """(kind, file, expected records) -> a summary; the CLI passes one with a progress bar."""
+    initialize: Callable[[], None] | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoStep:
+    name: str
+    title: str
+    run: Callable[[DemoContext], None]
+
+
+def _generate(ctx: DemoContext) -> None:
+    shop = generate_shop(ctx.out_dir, customers=ctx.customers, orders=ctx.orders, seed=ctx.seed)
+    ctx.results["shop"] = shop
+    ctx.say(
+        f"generated {shop.customer_count:,} customers, {shop.order_count:,} orders, "
+        f"{shop.consent_count:,} consent entries, {shop.event_count:,} events in {ctx.out_dir}"
+    )
+
+
+def _init(ctx: DemoContext) -> None:
+    if ctx.initialize is not None:
+        ctx.initialize()
+
+
+_COUNTS = {
+    "customers": "customer_count",
+    "orders": "order_count",
+    "consents": "consent_count",
+    "events": "event_count",
+}
+
+
+def _ingest(kind: str) -> Callable[[DemoContext], None]:
+    def run(ctx: DemoContext) -> None:
+        if ctx.ingest is None:
+            raise RuntimeError("the demo needs an ingest callback")
+        shop = ctx.results["shop"]
+        path: Path = getattr(shop, kind)
+        expected = getattr(shop, _COUNTS[kind])
+        ctx.results.setdefault("ingest", []).append(ctx.ingest(kind, path, expected))
+
+    return run
+
+
+def _summary(ctx: DemoContext) -> None:
+    """Nothing to do here: the CLI prints ``ctx.results['ingest']`` and ``ctx.facts``."""
+
+
+STEPS: list[DemoStep] = [
+    DemoStep("generate", "Generate the demo shop", _generate),
+    DemoStep("init", "Create the databases and keys", _init),
+    DemoStep("ingest-customers", "Ingest customers", _ingest("customers")),
+    DemoStep("ingest-orders", "Ingest orders", _ingest("orders")),
+    DemoStep("ingest-consents", "Ingest consent history", _ingest("consents")),
+    DemoStep("ingest-events", "Ingest behaviour events", _ingest("events")),
+    DemoStep("summary", "Summarise", _summary),
+]
+
+
+def register_step(step: DemoStep, *, after: str | None = None) -> None:
+    """Add ``step`` before ``summary`` (or right after the step named ``after``); re-registering
+    a name replaces it in place."""
+    for i, existing in enumerate(STEPS):
+        if existing.name == step.name:
+            STEPS[i] = step
+            return
+    names = [s.name for s in STEPS]
+    index = names.index(after) + 1 if after is not None else names.index("summary")
+    STEPS.insert(index, step)
+
+
+def run_demo(ctx: DemoContext, steps: list[DemoStep] | None = None) -> DemoContext:
+    for step in steps if steps is not None else list(STEPS):
+        ctx.say(f"[{step.name}] {step.title}")
+        step.run(ctx)
+    return ctx
