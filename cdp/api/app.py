@@ -9,6 +9,7 @@ from cdp.api.errors import install_error_handlers
 from cdp.api.exports import router as exports_router
 from cdp.api.middleware import RequestContextMiddleware
 from cdp.api.profiles import router as profiles_router
+from cdp.api.segment import router as segment_router
 
 
 def create_app() -> FastAPI:
@@ -21,5 +22,6 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(profiles_router)
+    app.include_router(segment_router)
     app.include_router(exports_router)
     return app
