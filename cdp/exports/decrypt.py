@@ -14,7 +14,6 @@ from typing import cast
 
 import sqlalchemy as sa
 
-from cdp.crypto.cipher import SubjectCipher
 from cdp.db.models import PiiValue
 from cdp.errors import DecryptionError
 from cdp.logging import get_logger
@@ -37,30 +36,17 @@ def decrypt_chunk(
     vault.warm(subject_ids)
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         rows = conn.execute(_QUERY, {"ids": list(subject_ids), "fields": list(fields)}).all()
-    out: dict[str, dict[str, str]] = {}
-    ciphers: dict[str, SubjectCipher | None] = {}
-    bad: set[str] = set()
+    by_subject: dict[str, list[tuple[str, bytes]]] = {}
     for sid, field, blob in rows:
-        if sid in ciphers:
-            cipher = ciphers[sid]
-        else:
-            try:
-                cipher = vault.cipher(sid)
-            except DecryptionError:
-                cipher = None
-            ciphers[sid] = cipher
-        if cipher is None or sid in bad:
-            continue
+        items = by_subject.get(sid)
+        if items is None:
+            items = by_subject[sid] = []
+        items.append((field, blob))
+    out: dict[str, dict[str, str]] = {}
+    for sid, items in by_subject.items():
         try:
-            value = cipher.decrypt(field, bytes(blob))
-        except DecryptionError:
-            log.error("export skipped a value that does not decrypt", subject_id=sid, field=field)
-            bad.add(sid)
-            continue
-        profile = out.get(sid)
-        if profile is None:
-            profile = out[sid] = {}
-        profile[field] = value
-    for sid in bad:
-        out.pop(sid, None)
+            decrypt = vault.cipher(sid).decrypt
+            out[sid] = {field: decrypt(field, blob) for field, blob in items}
+        except DecryptionError:  # key shredded meanwhile, or a value that does not authenticate
+            log.error("export skipped a subject whose data does not decrypt", subject_id=sid)
     return out
