@@ -31,7 +31,11 @@ log = get_logger("cdp.exports")
 
 
 class WebhookSink:
-    """A row sink that posts full batches as they fill and records every batch."""
+    """A row sink that posts full batches as they fill and records every batch.
+
+    ``hold_until``: send nothing until that many rows are ready, so that an export whose usable
+    rows fall below the destination's minimum audience (found only after decryption) has sent
+    nothing when it is refused."""
 
     def __init__(
         self,
@@ -44,6 +48,7 @@ class WebhookSink:
         headers: tuple[str, ...],
         batch_size: int,
         first_seq: int = 1,
+        hold_until: int = 0,
         clock: Clock = utcnow,
         on_batch: Callable[[bool, int], None] | None = None,
     ) -> None:
@@ -56,6 +61,8 @@ class WebhookSink:
         self._batch_size = batch_size
         self._clock = clock
         self._on_batch = on_batch
+        self._hold_until = hold_until
+        self._released = hold_until <= 0
         self._ids: list[str] = []
         self._rows: list[list[str]] = []
         self.next_seq = first_seq
@@ -68,14 +75,18 @@ class WebhookSink:
         return f"WebhookSink(export_id={self._export_id}, op={self._op})"
 
     def write(self, subject_ids: list[str], rows: list[list[str]]) -> None:
+        """Buffer rows; send full batches once released (see ``hold_until``)."""
         self._ids.extend(subject_ids)
         self._rows.extend(rows)
-        while len(self._rows) >= self._batch_size:
+        if not self._released and len(self._rows) >= self._hold_until:
+            self._released = True
+        while self._released and len(self._rows) >= self._batch_size:
             self._send(self._batch_size)
 
     def finish(self) -> None:
-        """Send what is left in the buffer."""
-        if self._rows:
+        """Send what is left in the buffer, unless the hold was never reached: then nothing
+        has been sent at all, and the pipeline refuses the export (minimum audience)."""
+        if self._rows and (self._released or len(self._rows) >= self._hold_until):
             self._send(len(self._rows))
 
     def _body(self, rows: list[list[str]], seq: int) -> bytes:

@@ -64,8 +64,9 @@ class Outputs:
     def __repr__(self) -> str:
         return f"Outputs(export_id={self._export_id}, kind={self._kind.value})"
 
-    def sink(self, op: str) -> FileSink | WebhookSink:
-        """A new sink for ``op`` (``add`` or ``remove``)."""
+    def sink(self, op: str, *, hold_until: int = 0) -> FileSink | WebhookSink:
+        """A new sink for ``op`` (``add`` or ``remove``); a webhook sends nothing before
+        ``hold_until`` rows are ready (files are only moved into place at commit)."""
         if self._kind is DestinationKind.WEBHOOK:
             if self._sender is None:
                 secret = signing_secret(runtime=self._runtime, destination=self._dest)
@@ -86,6 +87,7 @@ class Outputs:
                 headers=self.maker.headers,
                 batch_size=self._dest.batch_size,
                 first_seq=first,
+                hold_until=hold_until,
                 clock=self._clock,
             )
             self._hooks.append((op, hook))

@@ -30,6 +30,7 @@ from cdp.clock import Clock, utcnow
 from cdp.errors import AudienceTooSmallError, ConflictError, InvalidInputError
 from cdp.exports import staging, sync
 from cdp.exports.audience import AudienceResolver, segment_audience
+from cdp.exports.decrypt import decrypt_chunk
 from cdp.exports.destinations import DestinationInfo, get_destination
 from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.models import new_export_id
@@ -173,7 +174,7 @@ def _pipeline(
     counts.unchanged = staged.unchanged
     _require_size(dest, counts, staged.eligible)
 
-    add_sink = outputs.sink("add")
+    add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
     skipped, failed = _send(runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress)
     counts.excluded_no_data += len(skipped)
     counts.failed_delivery = len(failed)
@@ -225,21 +226,20 @@ def _send(
     needs = maker.needs
     skipped: list[str] = []
     done = 0
-    from cdp.exports.decrypt import decrypt_chunk
-
     for ids in staging.iter_ids(
         runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
     ):
         profiles = decrypt_chunk(runtime, ids, needs)
-        record_access(
-            runtime=runtime,
-            ctx=ctx,
-            action="decrypt",
-            resource="exports",
-            outcome="allowed",
-            subject_ids=list(profiles),
-            fields=needs,
-        )
+        if profiles:
+            record_access(
+                runtime=runtime,
+                ctx=ctx,
+                action="decrypt",
+                resource="exports",
+                outcome="allowed",
+                subject_ids=list(profiles),
+                fields=needs,
+            )
         out_ids: list[str] = []
         rows: list[list[str]] = []
         make = maker.make

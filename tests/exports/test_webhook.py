@@ -129,6 +129,29 @@ def test_redirects_are_not_followed(world: World) -> None:
     assert _deliveries(world)[0]["last_error"] == "redirect_not_followed"
 
 
+def test_unusable_rows_below_the_minimum_send_nothing(world: World) -> None:
+    from cdp.errors import AudienceTooSmallError
+
+    for i in range(2):
+        world.person({"email": f"ok{i}@example.com"})
+    for _ in range(2):
+        world.person({"email": ""})  # stored, but nothing usable once decrypted
+    with running(Receiver()) as rx:
+        created = world.destination(
+            "hook",
+            "webhook",
+            "email_marketing",
+            ["email"],
+            min_audience=3,
+            url=rx.url,
+            batch_size=1,
+        )
+        rx.secret = created.signing_secret or ""
+        with pytest.raises(AudienceTooSmallError):
+            _run(world, _retry()[0])
+    assert rx.requests == []
+
+
 def test_signature_scheme() -> None:
     body = b'{"rows":[]}'
     now = int(time.time())
