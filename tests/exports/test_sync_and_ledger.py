@@ -118,3 +118,25 @@ def test_ledger_feeds_the_access_package(world: World) -> None:
     assert any(
         a["action"] == "decrypt" and a["fields"] == ["email"] for a in package["audit_trail"]
     )
+
+
+def test_erasure_lists_destinations_from_the_ledger_and_clears_export_rows(world: World) -> None:
+    from cdp.privacy.erasure import erase_subject
+
+    rt = world.rt
+    sid = world.person({"email": "gone@example.com"})
+    keep = world.person({"email": "stay@example.com"})
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    _run(world)
+    outcome = erase_subject(runtime=rt, subject_id=sid, clock=world.clock)
+    assert [d["name"] for d in outcome.destinations] == ["mail"]
+    assert recipients_of(sid, runtime=rt) == []
+    with rt.data_engine.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM export_sync_members WHERE subject_id = :s"), {"s": sid}
+        ).scalar_one()
+    assert left == 0
+    # the next run neither sends nor tries to remove the erased subject (the notice covers it)
+    after = _run(world)
+    assert (after.counts.members, after.counts.unchanged, after.counts.removed) == (1, 1, 0)
+    assert [r.op for r in recipients_of(keep, runtime=rt)] == ["add"]
