@@ -12,6 +12,7 @@ from cdp.traits.metrics import ShopMetrics
 from cdp.traits.rfm import python_segment
 
 CELL_W, CELL_H, LEFT, TOP = 46, 24, 150, 40
+FONT = "DejaVu Sans, Arial, sans-serif"
 
 
 def _shade(share: float) -> str:
@@ -50,7 +51,7 @@ def cohort_svg(m: ShopMetrics) -> str:
     h = TOP + CELL_H * max(len(m.cohorts), 1) + 20
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        f'viewBox="0 0 {w} {h}" font-family="sans-serif" role="img" '
+        f'viewBox="0 0 {w} {h}" font-family="{FONT}" role="img" '
         f'aria-label="cohort retention matrix">',
         _text(LEFT - 8, TOP - 12, "cohort (customers)", anchor="end", weight="bold"),
     ]
@@ -58,17 +59,21 @@ def cohort_svg(m: ShopMetrics) -> str:
         parts.append(_text(LEFT + k * CELL_W + CELL_W / 2, TOP - 12, f"M{k}", weight="bold"))
     if not m.cohorts:
         parts.append(_text(LEFT, TOP + 16, "no customers acquired in the period", anchor="start"))
+    # Month 0 is 100% by definition: shade later months against the best later month.
+    peak = max((share for c in m.cohorts for share in c.retention[1:]), default=0.0) or 1.0
     for i, row in enumerate(m.cohorts):
         y = TOP + i * CELL_H
         parts.append(_text(LEFT - 8, y + 16, f"{row.cohort} ({row.customers})", anchor="end"))
         for k, share in enumerate(row.retention):
             x = LEFT + k * CELL_W
+            tone = 0.0 if k == 0 else share / peak
+            fill = "#e8e8e8" if k == 0 else _shade(tone)
             parts.append(
                 f'<rect x="{x}" y="{y}" width="{CELL_W - 2}" height="{CELL_H - 2}" '
-                f'fill="{_shade(share)}"><title>{escape(row.cohort)} M{k}: '
+                f'fill="{fill}"><title>{escape(row.cohort)} M{k}: '
                 f"{row.active[k]} of {row.customers}</title></rect>"
             )
-            parts.append(_text(x + CELL_W / 2 - 1, y + 15, f"{share:.0%}", fill=_ink(share)))
+            parts.append(_text(x + CELL_W / 2 - 1, y + 15, f"{share:.0%}", fill=_ink(tone)))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -80,7 +85,7 @@ def rfm_svg(m: ShopMetrics) -> str:
     total = sum(sum(r) for r in m.rfm_grid) or 1
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        f'viewBox="0 0 {w} {h}" font-family="sans-serif" role="img" aria-label="RFM grid">'
+        f'viewBox="0 0 {w} {h}" font-family="{FONT}" role="img" aria-label="RFM grid">'
     ]
     peak = max((max(r) for r in m.rfm_grid), default=0) or 1
     for row_i, r in enumerate(range(5, 0, -1)):
@@ -90,7 +95,7 @@ def rfm_svg(m: ShopMetrics) -> str:
             x = left + (f - 1) * cw
             n = m.rfm_grid[r - 1][f - 1] if m.rfm_grid else 0
             share = n / peak
-            name = python_segment(r, f, f).replace("_", " ")
+            name = python_segment(r, f, f).replace("_", " ").replace("cant", "can't")
             parts.append(
                 f'<rect x="{x}" y="{y}" width="{cw - 2}" height="{ch - 2}" '
                 f'fill="{_shade(share)}"><title>R{r} FM{f}: {n} buyers</title></rect>'

@@ -68,7 +68,7 @@ def day_end(day: date) -> datetime:
 
 def summary(conn: sa.Connection, *, calibration_end: date) -> Summary:
     """The summaries of every allowed buyer with a completed order on or before the day."""
-    facts = subject_facts(day_end(calibration_end)).subquery("facts")
+    facts = subject_facts(day_end(calibration_end), first_value=True).subquery("facts")
     rows = conn.execute(
         sa.select(
             facts.c.subject_id,

@@ -24,9 +24,9 @@ from cdp.db.models import Subject
 from cdp.profiles.models import Order
 from cdp.traits.config import LoyaltyConfig
 from cdp.traits.eligibility import marketing_allowed
-from cdp.traits.facts import COMPLETED
+from cdp.traits.facts import completed_orders_before
 from cdp.traits.models import LoyaltyStatus, LoyaltyTierChange
-from cdp.traits.sqlfuncs import day_number
+from cdp.traits.sqlfuncs import date_key
 
 subjects_t = Subject.__table__  # type: ignore[attr-defined]
 orders_t = Order.__table__  # type: ignore[attr-defined]
@@ -57,13 +57,11 @@ def evaluation(cfg: LoyaltyConfig, now: datetime) -> Select[Any]:
         sa.select(
             orders_t.c.subject_id,
             sa.func.sum(orders_t.c.value_base).label("spend"),
-            sa.func.count(sa.distinct(day_number(orders_t.c.ordered_at))).label("occasions"),
+            sa.func.count(sa.distinct(date_key(orders_t.c.ordered_at))).label("occasions"),
         )
         .where(
-            orders_t.c.status == COMPLETED,
-            orders_t.c.subject_id.is_not(None),
+            *completed_orders_before(now),
             orders_t.c.ordered_at >= now - timedelta(days=cfg.window_days),
-            orders_t.c.ordered_at < now,
         )
         .group_by(orders_t.c.subject_id)
         .subquery("window")
@@ -123,7 +121,8 @@ def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) ->
         "window_spend",
         "window_occasions",
     ]
-    written = conn.execute(sa.insert(changes_t).from_select(cols, changed)).rowcount
+    insert = sa.insert(changes_t).from_select(cols, changed)
+    written = conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount
     # The changes of this run drive the state: new members are inserted, others updated.
     run = changes_t.c.changed_at == now
     conn.execute(

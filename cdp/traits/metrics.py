@@ -17,7 +17,7 @@ Definitions (completed orders only, ``value_base`` money, period = [start, end) 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,10 +25,10 @@ import sqlalchemy as sa
 from cdp.errors import InvalidInputError
 from cdp.profiles.models import Order
 from cdp.runtime import Runtime
-from cdp.traits.facts import COMPLETED
+from cdp.traits.facts import COMPLETED, completed_orders_before
 from cdp.traits.models import SubjectTraits
 from cdp.traits.rfm import fm_score
-from cdp.traits.sqlfuncs import day_number, month_label, month_number, python_month
+from cdp.traits.sqlfuncs import date_key, month_label, month_number, python_month
 
 orders_t = Order.__table__  # type: ignore[attr-defined]
 traits_t = SubjectTraits.__table__  # type: ignore[attr-defined]
@@ -72,11 +72,7 @@ class ShopMetrics:
 
 
 def _completed(start: datetime | None, end: datetime) -> list[sa.ColumnElement[bool]]:
-    conds = [
-        orders_t.c.status == COMPLETED,
-        orders_t.c.subject_id.is_not(None),
-        orders_t.c.ordered_at < end,
-    ]
+    conds = completed_orders_before(end)
     if start is not None:
         conds.append(orders_t.c.ordered_at >= start)
     return conds
@@ -99,7 +95,7 @@ def _period_summary(conn: sa.Connection, m: ShopMetrics) -> None:
         sa.select(
             orders_t.c.subject_id,
             sa.func.count().label("n"),
-            sa.func.count(sa.distinct(day_number(orders_t.c.ordered_at))).label("occ"),
+            sa.func.count(sa.distinct(date_key(orders_t.c.ordered_at))).label("occ"),
             sa.func.sum(orders_t.c.value_base).label("value"),
         )
         .where(*_completed(m.start, m.end))
@@ -174,7 +170,7 @@ def _cohorts(conn: sa.Connection, m: ShopMetrics) -> None:
         .where(*_completed(m.start, m.end), first.c.first_at >= m.start)
         .group_by(cohort, offset)
     ).all()
-    last_month = python_month(m.end)
+    last_month = python_month(m.end - timedelta(microseconds=1))
     grid: dict[int, list[int]] = {c: [0] * (last_month - c + 1) for c in sizes}
     for c, k, n in cells:
         if c in grid and 0 <= k < len(grid[c]):

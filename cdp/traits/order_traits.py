@@ -1,8 +1,9 @@
-"""Facts, RFM, lifecycle and value layer of every subject, in one INSERT ... SELECT.
+"""Facts, RFM, lifecycle and value layer of every subject, set-based.
 
-The whole computation is one statement: per-day purchases (window lag/lead for gaps), per
-subject facts, RFM ranks over the buyers, then the CASE rules, joined to every subject so that
-non-buyers are stored as prospects. Nothing is read into Python.
+Buyers come from one INSERT ... SELECT (per-subject facts, RFM ranks over the buyers, then the
+CASE rules); the remaining subjects are inserted as prospects by a second one. Nothing is read
+into Python. (Joining every subject to the ranked buyers in one statement made SQLite scan the
+ranked rows once per subject.)
 """
 
 from __future__ import annotations
@@ -45,21 +46,46 @@ COLUMNS = (
 )
 
 
+def _prospects(now: datetime) -> Select[Any]:
+    """Subjects without a completed order (and not restricted), not yet inserted."""
+    s = subjects_t
+    done = sa.exists().where(traits_t.c.subject_id == s.c.id)
+    return sa.select(
+        s.c.id,
+        sa.literal(now, type_=traits_t.c.computed_at.type),
+        sa.literal(0),
+        sa.literal(0),
+        sa.null(),
+        sa.null(),
+        sa.literal(0.0),
+        sa.null(),
+        sa.null(),
+        sa.null(),
+        sa.null(),
+        sa.null(),
+        sa.null(),
+        sa.null(),
+        sa.literal("prospect"),
+        sa.literal("potential"),
+    ).where(~done, marketing_allowed(s.c.id))
+
+
 def order_traits_select(cfg: TraitsConfig, now: datetime) -> Select[Any]:
-    """One row per allowed subject, in :data:`COLUMNS` order, as of ``now``."""
+    """One row per allowed buyer, in :data:`COLUMNS` order, as of ``now``. Restricted subjects
+    are left out before ranking, so they do not shift anyone's quintile."""
     today = python_day(now)
-    facts = subject_facts(now).subquery("facts")
+    facts = subject_facts(now, last_gap=True).subquery("facts")
+    allowed = sa.select(facts).where(marketing_allowed(facts.c.subject_id)).subquery("allowed")
     buyers = sa.func.count().over()
-    m_key = monetary_key(facts.c.total_value)
+    m_key = monetary_key(allowed.c.total_value)
     scored = sa.select(
-        facts,
-        quintile_score(facts.c.last_day, buyers).label("r"),
-        quintile_score(facts.c.occasions, buyers).label("f"),
+        allowed,
+        quintile_score(allowed.c.last_day, buyers).label("r"),
+        quintile_score(allowed.c.occasions, buyers).label("f"),
         quintile_score(m_key, buyers).label("m"),
         (sa.func.rank().over(order_by=m_key) - 1).label("m_lower"),
         buyers.label("buyers"),
     ).subquery("scored")
-    s = subjects_t
     days_since = sa.literal(today) - scored.c.last_day
     cycle = sa.case(
         (
@@ -68,37 +94,35 @@ def order_traits_select(cfg: TraitsConfig, now: datetime) -> Select[Any]:
         ),
         else_=sa.null(),
     )
-    return (
-        sa.select(
-            s.c.id,
-            sa.literal(now, type_=traits_t.c.computed_at.type),
-            sa.func.coalesce(scored.c.orders, 0),
-            sa.func.coalesce(scored.c.occasions, 0),
-            scored.c.first_order_at,
-            scored.c.last_order_at,
-            sa.func.coalesce(scored.c.total_value, 0.0),
-            sa.cast(scored.c.total_value, sa.Float) / scored.c.orders,
-            cycle,
-            days_since,
-            scored.c.r,
-            scored.c.f,
-            scored.c.m,
-            segment_name(scored.c.r, fm_score(scored.c.f, scored.c.m)),
-            lifecycle_stage(
-                cfg.lifecycle,
-                first_age_days=sa.literal(today) - scored.c.first_day,
-                days_since_last=days_since,
-                last_gap_days=scored.c.last_gap_days,
-            ),
-            value_layer(cfg.value_layers, lower=scored.c.m_lower, buyers=scored.c.buyers),
-        )
-        .select_from(s.outerjoin(scored, scored.c.subject_id == s.c.id))
-        .where(marketing_allowed(s.c.id))
+    return sa.select(
+        scored.c.subject_id,
+        sa.literal(now, type_=traits_t.c.computed_at.type),
+        scored.c.orders,
+        scored.c.occasions,
+        scored.c.first_order_at,
+        scored.c.last_order_at,
+        scored.c.total_value,
+        sa.cast(scored.c.total_value, sa.Float) / scored.c.orders,
+        cycle,
+        days_since,
+        scored.c.r,
+        scored.c.f,
+        scored.c.m,
+        segment_name(scored.c.r, fm_score(scored.c.f, scored.c.m)),
+        lifecycle_stage(
+            cfg.lifecycle,
+            first_age_days=sa.literal(today) - scored.c.first_day,
+            days_since_last=days_since,
+            last_gap_days=scored.c.last_gap_days,
+        ),
+        value_layer(cfg.value_layers, lower=scored.c.m_lower, buyers=scored.c.buyers),
     )
 
 
 def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetime) -> int:
-    """Replace every subject's order traits (one DELETE, one INSERT ... SELECT)."""
+    """Replace every subject's order traits: one DELETE and two INSERT ... SELECT (buyers,
+    then the prospects among the remaining subjects)."""
     conn.execute(sa.delete(traits_t))
     conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), order_traits_select(cfg, now)))
+    conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), _prospects(now)))
     return int(conn.execute(sa.select(sa.func.count()).select_from(traits_t)).scalar_one())

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.profiles.models import Event, Order
 from cdp.traits.config import PointsConfig
-from cdp.traits.facts import COMPLETED
+from cdp.traits.facts import COMPLETED, completed_orders_before
 from cdp.traits.models import PointsEntry
 from cdp.traits.sqlfuncs import floor_int, subtract_months
 
@@ -29,6 +29,8 @@ orders_t = Order.__table__  # type: ignore[attr-defined]
 events_t = Event.__table__  # type: ignore[attr-defined]
 
 EARN, REVERSAL, REDEEM, EXPIRE = "earn", "reversal", "redeem", "expire"
+# INSERT ... SELECT row counts are only kept when asked for (psycopg would report -1).
+ROWCOUNT = {"preserve_rowcount": True}
 _COLS = [
     "subject_id",
     "kind",
@@ -58,13 +60,17 @@ def earn_from_orders(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -
         orders_t.c.ordered_at,
         _now(now),
     ).where(
-        orders_t.c.status == COMPLETED,
-        orders_t.c.subject_id.is_not(None),
-        orders_t.c.ordered_at < now,
+        *completed_orders_before(now),
         points > 0,
         ~sa.exists().where(ledger_t.c.kind == EARN, ledger_t.c.order_id == orders_t.c.id),
     )
-    return int(conn.execute(sa.insert(ledger_t).from_select(_COLS, sel)).rowcount)
+    # SQLite would pick the ordered_at index for "ordered_at < now" and visit every row.
+    sel = sel.with_hint(orders_t, "INDEXED BY ix_orders_completed", "sqlite")
+    return int(
+        conn.execute(
+            sa.insert(ledger_t).from_select(_COLS, sel), execution_options=ROWCOUNT
+        ).rowcount
+    )
 
 
 def reverse_cancelled_orders(conn: sa.Connection, *, now: datetime) -> int:
@@ -89,7 +95,11 @@ def reverse_cancelled_orders(conn: sa.Connection, *, now: datetime) -> int:
             ~sa.exists().where(rev.c.kind == REVERSAL, rev.c.order_id == earn.c.order_id),
         )
     )
-    return int(conn.execute(sa.insert(ledger_t).from_select(_COLS, sel)).rowcount)
+    return int(
+        conn.execute(
+            sa.insert(ledger_t).from_select(_COLS, sel), execution_options=ROWCOUNT
+        ).rowcount
+    )
 
 
 def earn_from_events(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -> int:
@@ -111,7 +121,11 @@ def earn_from_events(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -
         events_t.c.occurred_at < now,
         ~sa.exists().where(ledger_t.c.kind == EARN, ledger_t.c.event_id == events_t.c.id),
     )
-    return int(conn.execute(sa.insert(ledger_t).from_select(_COLS, sel)).rowcount)
+    return int(
+        conn.execute(
+            sa.insert(ledger_t).from_select(_COLS, sel), execution_options=ROWCOUNT
+        ).rowcount
+    )
 
 
 def expire(
@@ -147,7 +161,11 @@ def expire(
         _now(now),
         _now(now),
     ).where(due.c.due > 0)
-    return int(conn.execute(sa.insert(ledger_t).from_select(_COLS, sel)).rowcount)
+    return int(
+        conn.execute(
+            sa.insert(ledger_t).from_select(_COLS, sel), execution_options=ROWCOUNT
+        ).rowcount
+    )
 
 
 def balance(conn: sa.Connection, *, subject_id: str) -> int:

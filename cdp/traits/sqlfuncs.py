@@ -86,6 +86,62 @@ def _floor_pg(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
     return f"CAST(floor({_arg(element, compiler, **kw)}) AS BIGINT)"
 
 
+class date_key(FunctionElement[str]):  # noqa: N801
+    """A value identifying the UTC calendar day of a timestamp (for grouping and counting)."""
+
+    inherit_cache = True
+    name = "date_key"
+
+
+@compiles(date_key, "sqlite")
+def _date_key_sqlite(element: date_key, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"substr({_arg(element, compiler, **kw)}, 1, 10)"
+
+
+@compiles(date_key, "postgresql")
+def _date_key_pg(element: date_key, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(({_arg(element, compiler, **kw)}) AT TIME ZONE 'UTC' AS DATE)"
+
+
+class day_start(FunctionElement[Any]):  # noqa: N801
+    """The first instant of the UTC day of a timestamp, comparable with the column itself."""
+
+    inherit_cache = True
+    name = "day_start"
+
+
+class next_day_start(FunctionElement[Any]):  # noqa: N801
+    """The first instant of the UTC day after the day of a timestamp."""
+
+    inherit_cache = True
+    name = "next_day_start"
+
+
+@compiles(day_start, "sqlite")
+def _day_start_sqlite(element: day_start, compiler: SQLCompiler, **kw: Any) -> str:
+    # Stored text 'YYYY-MM-DD HH:MM:SS...' compares after 'YYYY-MM-DD' for the same day.
+    return f"substr({_arg(element, compiler, **kw)}, 1, 10)"
+
+
+@compiles(next_day_start, "sqlite")
+def _next_day_sqlite(element: next_day_start, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"date(substr({_arg(element, compiler, **kw)}, 1, 10), '+1 day')"
+
+
+@compiles(day_start, "postgresql")
+def _day_start_pg(element: day_start, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = _arg(element, compiler, **kw)
+    return f"(date_trunc('day', ({arg}) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+
+
+@compiles(next_day_start, "postgresql")
+def _next_day_pg(element: next_day_start, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = _arg(element, compiler, **kw)
+    return (
+        f"((date_trunc('day', ({arg}) AT TIME ZONE 'UTC') + INTERVAL '1 day') AT TIME ZONE 'UTC')"
+    )
+
+
 def python_day(moment: datetime | date) -> int:
     """The same day number as :class:`day_number`, computed in Python."""
     if isinstance(moment, datetime):

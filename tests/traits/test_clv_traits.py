@@ -32,8 +32,13 @@ def _at(day: int, hour: int = 10) -> datetime:
 
 def _simulated_shop(
     env: CdpEnv,
-) -> tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64],
-           npt.NDArray[np.float64]]:  # fmt: skip
+) -> tuple[
+    list[str],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]:
     """Insert orders realising simulated summaries; return ids and the summaries they imply."""
     rng = np.random.default_rng(2026)
     ages = rng.integers(20 * 7, 80 * 7, size=N) / 7.0
@@ -67,7 +72,9 @@ def _simulated_shop(
     return ids, np.array(xs, float), np.array(txs), np.array(ts), np.array(ms)
 
 
-def _standard_errors(ll: Callable[[npt.NDArray[np.float64]], float], theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:  # fmt: skip
+def _standard_errors(
+    ll: Callable[[npt.NDArray[np.float64]], float], theta: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
     """Standard errors of the log-parameters from the observed information (numerical)."""
     k, h = theta.size, 1e-4
     hess = np.zeros((k, k))
@@ -75,9 +82,11 @@ def _standard_errors(ll: Callable[[npt.NDArray[np.float64]], float], theta: npt.
         for j in range(k):
             e_i, e_j = np.eye(k)[i] * h, np.eye(k)[j] * h
             hess[i, j] = (
-                ll(theta + e_i + e_j) - ll(theta + e_i - e_j)
-                - ll(theta - e_i + e_j) + ll(theta - e_i - e_j)
-            ) / (4 * h * h)  # fmt: skip
+                ll(theta + e_i + e_j)
+                - ll(theta + e_i - e_j)
+                - ll(theta - e_i + e_j)
+                + ll(theta - e_i - e_j)
+            ) / (4 * h * h)
     return np.sqrt(np.diag(np.linalg.inv(-hess)))
 
 

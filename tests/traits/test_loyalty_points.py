@@ -78,8 +78,11 @@ def test_upgrade_at_once_downgrade_after_retention_one_step_at_a_time(cdp_env: C
             sa.select(changes_t.c.from_tier, changes_t.c.to_tier).order_by(changes_t.c.id)
         ).all()
     assert [tuple(p) for p in path] == [
-        (None, "member"), ("member", "gold"), ("gold", "silver"), ("silver", "member")
-    ]  # fmt: skip
+        (None, "member"),
+        ("member", "gold"),
+        ("gold", "silver"),
+        ("silver", "member"),
+    ]
 
 
 def test_qualify_on_both_needs_spend_and_occasions(cdp_env: CdpEnv) -> None:
@@ -128,14 +131,18 @@ def test_points_earn_redeem_expire_fifo(cdp_env: CdpEnv) -> None:
             return points.update_ledger(conn, cfg=cfg, now=at)
 
     assert run(datetime(2025, 7, 1, tzinfo=UTC)) == {
-        "earn_orders": 2, "earn_events": 1, "reversals": 0, "expired": 0
-    }  # fmt: skip
+        "earn_orders": 2,
+        "earn_events": 1,
+        "reversals": 0,
+        "expired": 0,
+    }
     assert _balance(cdp_env, sid) == 155
     assert run(datetime(2025, 7, 2, tzinfo=UTC))["earn_orders"] == 0  # idempotent
 
     with rt.data_engine.begin() as conn:
-        left = points.redeem(conn, cfg=cfg, subject_id=sid, points=60,
-                             now=datetime(2025, 8, 1, tzinfo=UTC))  # fmt: skip
+        left = points.redeem(
+            conn, cfg=cfg, subject_id=sid, points=60, now=datetime(2025, 8, 1, tzinfo=UTC)
+        )
     assert left == 95
     # 2026-01-30: the Jan 31 lot is 12 months old only on 2026-01-31 (month arithmetic).
     run(datetime(2026, 1, 30, tzinfo=UTC))
@@ -149,19 +156,17 @@ def test_points_earn_redeem_expire_fifo(cdp_env: CdpEnv) -> None:
     run(datetime(2026, 3, 2, tzinfo=UTC))  # nothing more is due
     assert _balance(cdp_env, sid) == 50
 
-    with pytest.raises(ConflictError):
-        with rt.data_engine.begin() as conn:
-            points.redeem(conn, cfg=cfg, subject_id=sid, points=51,
-                          now=datetime(2026, 3, 3, tzinfo=UTC))  # fmt: skip
-    with pytest.raises(InvalidInputError):
-        with rt.data_engine.begin() as conn:
-            points.redeem(conn, cfg=cfg, subject_id=sid, points=0,
-                          now=datetime(2026, 3, 3, tzinfo=UTC))  # fmt: skip
+    with pytest.raises(ConflictError), rt.data_engine.begin() as conn:
+        points.redeem(
+            conn, cfg=cfg, subject_id=sid, points=51, now=datetime(2026, 3, 3, tzinfo=UTC)
+        )
+    with pytest.raises(InvalidInputError), rt.data_engine.begin() as conn:
+        points.redeem(conn, cfg=cfg, subject_id=sid, points=0, now=datetime(2026, 3, 3, tzinfo=UTC))
     # Redeem expires what is due first: on 2026-06-01 the June lot (50) is gone.
-    with pytest.raises(ConflictError):
-        with rt.data_engine.begin() as conn:
-            points.redeem(conn, cfg=cfg, subject_id=sid, points=10,
-                          now=datetime(2026, 6, 1, 11, tzinfo=UTC))  # fmt: skip
+    with pytest.raises(ConflictError), rt.data_engine.begin() as conn:
+        points.redeem(
+            conn, cfg=cfg, subject_id=sid, points=10, now=datetime(2026, 6, 1, 11, tzinfo=UTC)
+        )
 
 
 def test_refund_after_earning_reverses_points(cdp_env: CdpEnv) -> None:

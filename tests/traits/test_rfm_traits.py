@@ -62,9 +62,17 @@ def test_hand_worked_example(cdp_env: CdpEnv) -> None:
     }
     for sid, (orders, occ, total, r, fr, m, seg, stage, layer) in expected.items():
         row = t[sid]
-        got = (row["orders"], row["occasions"], row["total_value"], row["recency_score"],
-               row["frequency_score"], row["monetary_score"], row["rfm_segment"],
-               row["lifecycle_stage"], row["value_layer"])  # fmt: skip
+        got = (
+            row["orders"],
+            row["occasions"],
+            row["total_value"],
+            row["recency_score"],
+            row["frequency_score"],
+            row["monetary_score"],
+            row["rfm_segment"],
+            row["lifecycle_stage"],
+            row["value_layer"],
+        )
         assert got == (orders, occ, total, r, fr, m, seg, stage, layer), sid
     assert t[a]["repurchase_cycle_days"] == pytest.approx(19.0)
     assert t[c]["repurchase_cycle_days"] == pytest.approx(100.0)
@@ -91,8 +99,14 @@ def test_reactivated_and_configurable_windows(cdp_env: CdpEnv) -> None:
     assert t[g]["lifecycle_stage"] == "reactivated"
     assert t[h]["lifecycle_stage"] == "at_risk"
     cfg = TraitsConfig.model_validate(
-        {"lifecycle": {"active_days": 150, "at_risk_days": 200, "dormant_days": 300,
-                       "reactivation_gap_days": 400}}  # fmt: skip
+        {
+            "lifecycle": {
+                "active_days": 150,
+                "at_risk_days": 200,
+                "dormant_days": 300,
+                "reactivation_gap_days": 400,
+            }
+        }
     )
     compute_traits(runtime=rt, clock=FrozenClock(NOW), config=cfg, with_clv=False)
     t = _traits(cdp_env)
@@ -131,9 +145,13 @@ def _pandas_reference(env: CdpEnv, ids: list[str], cfg: TraitsConfig) -> pd.Data
     daily = daily.sort_values(["subject_id", "day"])
     daily["gap"] = daily.groupby("subject_id")["day"].diff()
     per = daily.groupby("subject_id").agg(
-        orders=("n", "sum"), occasions=("day", "size"), first_day=("day", "min"),
-        last_day=("day", "max"), total=("value", "sum"), last_gap=("gap", "last"),
-    )  # fmt: skip
+        orders=("n", "sum"),
+        occasions=("day", "size"),
+        first_day=("day", "min"),
+        last_day=("day", "max"),
+        total=("value", "sum"),
+        last_gap=("gap", "last"),
+    )
     n = len(per)
 
     def score(s: pd.Series) -> pd.Series:
@@ -153,8 +171,12 @@ def _pandas_reference(env: CdpEnv, ids: list[str], cfg: TraitsConfig) -> pd.Data
     per["segment"] = [python_segment(r, f, m) for r, f, m in zip(per.r, per.f, per.m, strict=True)]
     today = python_day(NOW)
     per["stage"] = [
-        python_stage(cfg.lifecycle, first_age_days=today - fd, days_since_last=today - ld,
-                     last_gap_days=None if pd.isna(g) else int(g))  # fmt: skip
+        python_stage(
+            cfg.lifecycle,
+            first_age_days=today - fd,
+            days_since_last=today - ld,
+            last_gap_days=None if pd.isna(g) else int(g),
+        )
         for fd, ld, g in zip(per.first_day, per.last_day, per.last_gap, strict=True)
     ]
     return per
@@ -189,6 +211,4 @@ def test_matches_pandas_reference_on_generated_shop(cdp_env: CdpEnv) -> None:
     # Every score 1-5 is used on recency and monetary, and named segments cover the grid.
     assert {t["recency_score"] for t in got.values()} >= {1, 2, 3, 4, 5}
     assert len({t["rfm_segment"] for t in got.values()} - {None}) >= 8
-    assert all(
-        t["lifecycle_stage"] == "prospect" for sid, t in got.items() if sid not in buyers
-    )
+    assert all(t["lifecycle_stage"] == "prospect" for sid, t in got.items() if sid not in buyers)

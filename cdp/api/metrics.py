@@ -1,0 +1,35 @@
+"""``GET /v1/metrics``: shop metrics, cohort matrix and RFM grid (aggregates, no subject ids)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from cdp.api.auth import AccessContext, authorize
+from cdp.api.deps import RuntimeDep
+from cdp.clock import utcnow
+from cdp.traits.metrics import shop_metrics
+
+router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+
+MetricsRead = Annotated[AccessContext, Depends(authorize("metrics", "read"))]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+@router.get("")
+def get_metrics(
+    ctx: MetricsRead,
+    runtime: RuntimeDep,
+    start: Annotated[date | None, Query(alias="from", description="First day (UTC).")] = None,
+    end: Annotated[date | None, Query(alias="to", description="Day after the period.")] = None,
+) -> dict[str, Any]:
+    """The period defaults to the 365 days before today."""
+    del ctx  # authorised; aggregates carry no personal data, so no audit record
+    to = _midnight(end) if end else _midnight(utcnow().date())
+    frm = _midnight(start) if start else to - timedelta(days=365)
+    return shop_metrics(runtime=runtime, start=frm, end=to).to_dict()

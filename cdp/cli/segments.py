@@ -1,0 +1,138 @@
+"""``cdp segments``: create, update, list, show, compute, diff and members.
+
+Member lists and diffs carry (pseudonymous) subject ids, which are personal data: those two
+commands authenticate (``--token``/``CDP_TOKEN``, ``--purpose``) and are audited like the API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from cdp.cli.access import PurposeOption, TokenOption, cli_access
+from cdp.cli.app import app, console
+from cdp.errors import InvalidInputError
+from cdp.runtime import get_runtime
+from cdp.segments import service
+from cdp.segments.views import SegmentIn
+
+segments_app = typer.Typer(help="Segments: rules over traits, orders and consent.")
+app.add_typer(segments_app, name="segments")
+
+
+def _load_rule(text: str) -> dict[str, Any]:
+    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        raise InvalidInputError("the rule is not valid JSON", field="rule") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("the rule must be a JSON object", field="rule")
+    return data
+
+
+def _segment_in(name: str, rule: str, description: str) -> SegmentIn:
+    try:
+        return SegmentIn(name=name, description=description, rule=_load_rule(rule))
+    except ValueError as exc:  # pydantic ValidationError
+        raise InvalidInputError("name must match [a-z][a-z0-9_]*", field="name") from exc
+
+
+RuleOption = typer.Option(..., "--rule", help="The rule as JSON, or @file.json.")
+
+
+@segments_app.command("create")
+def create(name: str, rule: str = RuleOption, description: str = "") -> None:
+    """Create a segment (version 1)."""
+    view = service.create_segment(
+        runtime=get_runtime(), data=_segment_in(name, rule, description), actor="cli"
+    )
+    console.print(f"segment {view.name} created at version {view.version}")
+
+
+@segments_app.command("update")
+def update(name: str, rule: str = RuleOption, description: str = "") -> None:
+    """Change a segment's rule: a new version when it differs."""
+    view = service.update_segment(
+        runtime=get_runtime(), data=_segment_in(name, rule, description), actor="cli"
+    )
+    console.print(f"segment {view.name} at version {view.version}")
+
+
+@segments_app.command("list")
+def list_() -> None:
+    """Every segment with its version and last computation."""
+    table = Table("name", "version", "builtin", "members", "computed at", "description")
+    for s in service.list_segments(runtime=get_runtime()):
+        c = s.last_computation
+        table.add_row(
+            s.name,
+            str(s.version),
+            "yes" if s.builtin else "",
+            f"{c.member_count:,}" if c else "-",
+            f"{c.computed_at:%Y-%m-%d %H:%M}" if c else "-",
+            s.description,
+        )
+    console.print(table)
+
+
+@segments_app.command("show")
+def show(name: str) -> None:
+    """A segment's rule, its versions and last computation (JSON)."""
+    view = service.get_segment(runtime=get_runtime(), name=name)
+    console.print_json(view.model_dump_json())
+
+
+@segments_app.command("compute")
+def compute(
+    name: str | None = typer.Argument(None, help="Segment name (omit with --all)."),
+    all_: bool = typer.Option(False, "--all", help="Compute every segment."),
+) -> None:
+    """Evaluate the rule into a new membership snapshot; print adds and removes."""
+    rt = get_runtime()
+    if all_ == (name is not None):
+        raise InvalidInputError("give a segment name or --all", field="name")
+    names = [s.name for s in service.list_segments(runtime=rt)] if all_ else [str(name)]
+    for n in names:
+        c = service.compute_segment(runtime=rt, name=n)
+        console.print(
+            f"{n}: {c.member_count:,} members (+{c.added_count:,} / -{c.removed_count:,}) "
+            f"computation {c.id}"
+        )
+
+
+@segments_app.command("diff")
+def diff(
+    name: str,
+    from_id: int | None = typer.Option(None, "--from", help="Older computation id."),
+    to_id: int | None = typer.Option(None, "--to", help="Newer computation id (default: last)."),
+    limit: int = typer.Option(1000, "--limit", min=1, max=100_000),
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """Who joined and who left (pseudonymous ids; audited)."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource="segments", action="read")
+    d = service.diff_segment(
+        runtime=rt, ctx=ctx, name=name, from_id=from_id, to_id=to_id, limit=limit
+    )
+    console.print_json(d.model_dump_json())
+
+
+@segments_app.command("members")
+def members(
+    name: str,
+    page_size: int = typer.Option(100, "--page-size", min=1),
+    cursor: str | None = typer.Option(None, "--cursor"),
+    token: TokenOption = None,
+    purpose: PurposeOption = None,
+) -> None:
+    """One page of the last snapshot's members (pseudonymous ids; audited)."""
+    rt = get_runtime()
+    ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource="segments", action="read")
+    page = service.members(runtime=rt, ctx=ctx, name=name, page_size=page_size, cursor=cursor)
+    console.print_json(page.model_dump_json())
