@@ -1,0 +1,68 @@
+"""Destination validation, and the webhook signature as a property over arbitrary bodies."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdp.errors import ConflictError, InvalidInputError, NotFoundError
+from cdp.exports.destinations import get_destination, list_destinations
+from cdp.exports.webhook import signature_header, verify_signature
+from tests.exports.conftest import World
+
+
+@pytest.mark.parametrize(
+    ("kind", "purpose", "fields", "extra"),
+    [
+        ("fax", "email_marketing", ["email"], {}),  # unknown kind
+        ("csv", "analytics", ["email"], {}),  # not a consent purpose
+        ("csv", "email_marketing", [], {}),  # no fields
+        ("csv", "email_marketing", ["password"], {}),  # not a profile field
+        ("meta", "ad_audiences", ["street"], {}),  # Meta does not use street
+        ("google", "ad_audiences", ["city"], {}),  # Google does not use city
+        ("csv", "email_marketing", ["email"], {"url": "https://x.example.com"}),  # url on a file
+        ("csv", "email_marketing", ["email"], {"min_audience": 0}),
+        (
+            "webhook",
+            "email_marketing",
+            ["email"],
+            {"url": "https://x.example.com", "batch_size": 0},
+        ),
+    ],
+)
+def test_invalid_destinations_are_refused(
+    world: World, kind: str, purpose: str, fields: list[str], extra: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidInputError):
+        world.destination("d1", kind, purpose, fields, **extra)
+    assert list_destinations(runtime=world.rt) == []
+
+
+def test_names_are_unique_and_fields_ordered(world: World) -> None:
+    created = world.destination("d1", "csv", "email_marketing", ["phone", "email", "email"])
+    assert created.destination.fields == ("email", "phone")
+    assert created.signing_secret is None
+    with pytest.raises(ConflictError):
+        world.destination("d1", "csv", "email_marketing", ["email"])
+    assert get_destination(runtime=world.rt, name=created.destination.id).name == "d1"
+    with pytest.raises(NotFoundError):
+        get_destination(runtime=world.rt, name="nope")
+
+
+@given(
+    secret=st.text(min_size=1, max_size=40),
+    body=st.binary(max_size=300),
+    t=st.integers(min_value=1_000_000_000, max_value=4_000_000_000),
+    flip=st.integers(min_value=0, max_value=299),
+)
+def test_signature_verifies_and_any_change_fails(
+    secret: str, body: bytes, t: int, flip: int
+) -> None:
+    header = signature_header(secret, t, body)
+    assert verify_signature(secret, header, body, now=t)
+    if body:
+        i = flip % len(body)
+        changed = body[:i] + bytes([body[i] ^ 1]) + body[i + 1 :]
+        assert not verify_signature(secret, header, changed, now=t)
+    assert not verify_signature(secret, header.replace(f"t={t}", f"t={t + 1}"), body, now=t)
