@@ -30,7 +30,8 @@ Fields = Annotated[
     Query(description="Comma-separated fields to return; default: every field you may see."),
 ]
 Limit = Annotated[
-    int | None, Query(ge=1, description=f"Page size (default 50, at most {MAX_PAGE_SIZE}).")
+    int | None,
+    Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size (default 50, at most {MAX_PAGE_SIZE})."),
 ]
 Cursor = Annotated[int | None, Query(ge=0, description="next_cursor of the previous page.")]
 

@@ -23,6 +23,8 @@ from cdp.api.auth import AUTHORIZE_MARKER, authorize
 
 PUBLIC_ROUTES: dict[tuple[str, str], str] = {
     # ("GET", "/v1/health"): "liveness probe: constant body, reads nothing",
+    ("GET", "/healthz"): "liveness probe: constant body, reads nothing",
+    ("GET", "/readyz"): "readiness probe: ok/fail per check, no data, no reasons",
 }
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 

@@ -1,0 +1,84 @@
+"""The OpenAPI document tells the truth about errors.
+
+FastAPI documents only the success answer and a 422 in its own ``{"detail": [...]}`` shape, which
+cdp never sends. This replaces that 422 with cdp's error body (:mod:`cdp.api.errors`,
+``docs/api-errors.md``) and adds a ``default`` response with the same schema to every operation:
+any route may answer 401, 403, 404, 409, 410, 413, 429, 500, 503 or 504, always in that shape.
+Clients (and the schema-driven fuzz tests) can then validate every answer against the document.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+ERROR_SCHEMA: Final[dict[str, Any]] = {
+    "title": "ErrorBody",
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "request_id"],
+            "additionalProperties": False,
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable code."},
+                "message": {"type": "string", "description": "Human-readable, no personal data."},
+                "request_id": {"type": ["string", "null"], "description": "X-Request-ID echo."},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["loc", "msg"],
+                        "properties": {"loc": {"type": "string"}, "msg": {"type": "string"}},
+                    },
+                },
+            },
+        }
+    },
+}
+_REF: Final = {"$ref": "#/components/schemas/ErrorBody"}
+_METHODS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _REF}}}
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite ``schema`` in place: cdp's error body for 422 and as every operation's default."""
+    for item in schema.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = _error_response("Validation failed")
+            responses["default"] = _error_response("Error (see docs/api-errors.md)")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["ErrorBody"] = ERROR_SCHEMA
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the rewritten document from ``/openapi.json`` (built once, then cached)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    openapi_version=app.openapi_version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
