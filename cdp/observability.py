@@ -16,11 +16,12 @@ cdp uses). Empty the directory when the service restarts.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,6 +34,9 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 HTTP_REQUESTS: Final = Counter(
     "cdp_http_requests",
@@ -53,7 +57,7 @@ HTTP_LIMITED: Final = Counter(
 INGEST_RECORDS: Final = Counter(
     "cdp_ingest_records",
     "Records received by ingestion, by channel (file, http), record kind and outcome "
-    "(accepted, rejected).",
+    "(accepted, rejected, duplicate).",
     ("channel", "kind", "outcome"),
 )
 AUDIT_WRITE: Final = Histogram(
@@ -81,12 +85,14 @@ def count_limited(*, reason: str) -> None:
     HTTP_LIMITED.labels(reason).inc()
 
 
-def count_ingest(*, channel: str, kind: str, accepted: int, rejected: int) -> None:
-    """Records of one ingestion batch or request: how many were stored, how many refused."""
-    if accepted:
-        INGEST_RECORDS.labels(channel, kind, "accepted").inc(accepted)
-    if rejected:
-        INGEST_RECORDS.labels(channel, kind, "rejected").inc(rejected)
+def count_ingest(
+    *, channel: str, kind: str, accepted: int, rejected: int, duplicates: int = 0
+) -> None:
+    """Records of one ingestion batch or request: stored (inserted or updated), refused, and
+    replays recognised as already stored."""
+    for outcome, n in (("accepted", accepted), ("rejected", rejected), ("duplicate", duplicates)):
+        if n:
+            INGEST_RECORDS.labels(channel, kind, outcome).inc(n)
 
 
 @contextmanager
@@ -99,6 +105,17 @@ def audit_write_timer() -> Iterator[None]:
         outcome = "ok"
     finally:
         AUDIT_WRITE.labels(outcome).observe(time.perf_counter() - started)
+
+
+def timed_audit_write(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator form of :func:`audit_write_timer` (for the audit chain's append)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with audit_write_timer():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def count_export(*, outcome: str, rows: int = 0) -> None:

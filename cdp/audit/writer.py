@@ -33,6 +33,7 @@ from cdp.audit.chain import (
 )
 from cdp.audit.models import AuditHead, AuditLogRow, AuditSubject
 from cdp.clock import Clock, utcnow
+from cdp.observability import timed_audit_write
 
 LOG = cast(sa.Table, AuditLogRow.__table__)  # type: ignore[attr-defined]
 HEAD = cast(sa.Table, AuditHead.__table__)  # type: ignore[attr-defined]
@@ -99,6 +100,7 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
     return int(head[0]), str(head[1])
 
 
+@timed_audit_write
 def append(
     conn: Connection, entries: Sequence[AuditEntry], *, clock: Clock = utcnow
 ) -> list[AuditRecord]:

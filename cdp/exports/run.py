@@ -38,6 +38,7 @@ from cdp.exports.outputs import Outputs
 from cdp.exports.records import RUNS, finish_run, start_run
 from cdp.exports.webhook import RetryPolicy
 from cdp.logging import get_logger
+from cdp.observability import count_export
 from cdp.runtime import Runtime
 
 log = get_logger("cdp.exports")
@@ -287,6 +288,7 @@ def _close(
             )
         finish_run(conn, manifest, error=error)
         staging.clear(conn, export_id=manifest.export_id)
+    count_export(outcome=status, rows=manifest.counts.sent if apply_sync else 0)
 
 
 __all__ = ["RUNS", "ExportResult", "Progress", "run_export"]

@@ -34,6 +34,7 @@ from cdp.ingest.orders import write_orders
 from cdp.ingest.readers import RawRecord, load_mapping, read_records
 from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
 from cdp.logging import get_logger
+from cdp.observability import count_ingest
 from cdp.runtime import Runtime
 
 log = get_logger("cdp.ingest")
@@ -258,6 +259,13 @@ def ingest_file(
             summary.rejected += len(outcome.rejects)
             summary.merges += outcome.merges
             summary.subjects_created += outcome.subjects_created
+            count_ingest(
+                channel="file",
+                kind=kind.value,
+                accepted=outcome.inserted + outcome.updated,
+                rejected=len(outcome.rejects),
+                duplicates=outcome.duplicates,
+            )
             if progress is not None:
                 progress(summary.read, 0)
     finally:

@@ -41,6 +41,7 @@ from cdp.ingest.segment_models import (
     event_data,
     order_data,
 )
+from cdp.observability import count_ingest
 from cdp.runtime import Runtime
 
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -255,4 +256,11 @@ def ingest_messages(
             clock=clock,
             recorded_by=source,
         )
+    count_ingest(
+        channel="http",
+        kind="segment",
+        accepted=result.outcome.inserted + result.outcome.updated,
+        rejected=len({i.index for i in invalid}),
+        duplicates=result.outcome.duplicates,
+    )
     return result
