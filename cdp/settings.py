@@ -73,6 +73,17 @@ class Settings(BaseSettings):
             "Default: the repository's policies/ directory."
         ),
     )
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long an API or CLI process may reuse a verified bearer token's principal "
+            "without reading it again (0: read on every request). A revocation made in the same "
+            "process applies at once; one made elsewhere applies within this many seconds. "
+            "Expiry is checked on every request."
+        ),
+    )
     base_currency: str = Field(
         default="CNY",
         min_length=3,

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -167,20 +169,67 @@ _LOOKUP = sa.select(
 ).where(PRINCIPALS.c.token_hash == sa.bindparam("digest"))
 
 
+class _AuthCache:
+    """Verified principals by token digest, each reused for a few seconds (bounded size).
+
+    Only successful lookups are cached; a revocation in this process drops the entry at once.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._entries: dict[str, tuple[float, PrincipalInfo]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, ttl: float) -> PrincipalInfo | None:
+        found = self._entries.get(digest)
+        if found is None or time.monotonic() - found[0] > ttl:
+            return None
+        return found[1]
+
+    def put(self, digest: str, info: PrincipalInfo) -> None:
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.clear()
+            self._entries[digest] = (time.monotonic(), info)
+
+    def drop(self, principal_id: str | None = None) -> None:
+        with self._lock:
+            if principal_id is None:
+                self._entries.clear()
+            else:
+                for key in [k for k, (_, i) in self._entries.items() if i.id == principal_id]:
+                    del self._entries[key]
+
+
+_auth_cache = _AuthCache()
+
+
+def forget_authentications() -> None:
+    """Empty this process's authentication cache (tests, or after bulk changes)."""
+    _auth_cache.drop()
+
+
 def authenticate(*, runtime: Runtime, token: str | None, clock: Clock = utcnow) -> PrincipalInfo:
     """Return the active principal holding ``token``.
 
     Raises ``AuthenticationError`` (one message for every case, so a caller cannot tell an
     unknown token from a revoked one) when the token is missing, unknown, expired or revoked.
+    A principal verified less than ``auth_cache_seconds`` ago is reused without a database read
+    (its expiry is still checked against ``clock``).
     """
     digest = token_digest(token or "")
-    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-        row = conn.execute(_LOOKUP, {"digest": digest}).first()
-    stored = row._mapping["token_hash"] if row is not None else _DUMMY_DIGEST
-    matches = hmac.compare_digest(stored.encode(), digest.encode())
-    if row is None or not matches or not token:
-        raise AuthenticationError(_UNAUTHENTICATED)
-    info = _info(row._mapping)
+    ttl = runtime.settings.auth_cache_seconds
+    info = _auth_cache.get(digest, ttl) if ttl > 0 and token else None
+    if info is None:
+        with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+            row = conn.execute(_LOOKUP, {"digest": digest}).first()
+        stored = row._mapping["token_hash"] if row is not None else _DUMMY_DIGEST
+        matches = hmac.compare_digest(stored.encode(), digest.encode())
+        if row is None or not matches or not token:
+            raise AuthenticationError(_UNAUTHENTICATED)
+        info = _info(row._mapping)
+        if ttl > 0 and info.revoked_at is None:
+            _auth_cache.put(digest, info)
     if info.state(clock()) != "active":
         raise AuthenticationError(_UNAUTHENTICATED)
     return info
@@ -213,4 +262,6 @@ def revoke(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> PrincipalIn
                 sa.update(PRINCIPALS).where(PRINCIPALS.c.name == name).values(revoked_at=clock())
             )
         row = conn.execute(sa.select(PRINCIPALS).where(PRINCIPALS.c.name == name)).one()
-    return _info(row._mapping)
+    info = _info(row._mapping)
+    _auth_cache.drop(info.id)
+    return info

@@ -4,16 +4,15 @@ Two ways in:
 
 * :func:`record_access` writes one record now (a denied attempt, an export batch, a key operation),
   in its own transaction or inside the caller's (``conn=``).
-* :func:`audited_read` wraps a read: the body reads through ``scope.conn`` and declares what it
-  returns with ``scope.returned(subject_ids=..., fields=...)``; on leaving the block the audit
-  record is appended in the same transaction and committed. Only then may the caller build its
-  response. If the append or the commit fails, :class:`AuditWriteError` is raised and the caller has
-  nothing to return. If the body raises, the read is rolled back and an ``error`` record is written
-  in its own transaction before the error propagates.
+* :func:`audited_read` wraps a read: the body reads through ``scope.conn`` (a read transaction)
+  and declares what it returns with ``scope.returned(subject_ids=..., fields=...)``; on leaving
+  the block the audit record is appended and committed (group commit, :mod:`cdp.audit.batching`).
+  Only then may the caller build its response. If the append or the commit fails,
+  :class:`AuditWriteError` is raised and the caller has nothing to return. If the body raises, an
+  ``error`` record is written before the error propagates.
 
-Check the policy (:func:`require`) *before* opening :func:`audited_read`: on SQLite the read
-transaction holds the database write lock, so a denial recorded from inside the block would wait
-on it.
+Check the policy (:func:`require`) *before* opening :func:`audited_read`, so that a denial is
+recorded as ``denied`` and nothing is read.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from cdp.access.context import AccessContext
+from cdp.audit.batching import committer_for
 from cdp.audit.chain import AuditRecord
 from cdp.audit.writer import SUBJECT_ID, AuditEntry, append
 from cdp.clock import Clock, utcnow
@@ -63,7 +63,12 @@ def entry_for(
 
 
 def _write(runtime: Runtime, entries: Sequence[AuditEntry], clock: Clock) -> list[AuditRecord]:
+    """Append and commit ``entries``: through the group committer (one entry, real clock), or in
+    a transaction of their own (several entries, or an injected clock in tests)."""
     try:
+        if len(entries) == 1 and clock is utcnow:
+            committer = committer_for(runtime.data_engine)
+            return [committer.submit(entries[0], lambda conn, batch: append(conn, batch))]
         with runtime.data_engine.begin() as conn:
             return append(conn, entries, clock=clock)
     except (SQLAlchemyError, OSError) as exc:
@@ -185,21 +190,22 @@ def audited_read(
     subject_ids: Iterable[str] = (),
     clock: Clock = utcnow,
 ) -> Iterator[AuditScope]:
-    """Run a read and its audit record in one transaction (see the module doc).
+    """Run a read, then commit its audit record before the caller may answer (see module doc).
 
     ``subject_ids`` are the subjects the request names (recorded on an ``error`` outcome too);
-    the body adds what it actually returns through ``scope.returned``. After the block,
-    ``scope.record`` is the committed record.
+    the body adds what it actually returns through ``scope.returned``. The body's connection is a
+    read transaction (on SQLite it does not take the write lock, so reads run concurrently); the
+    record is appended by the group committer, batched with concurrent requests' records, and is
+    durable when this block exits. After the block, ``scope.record`` is the committed record.
     """
     named = [s for s in subject_ids if SUBJECT_ID.match(s)]
-    conn = runtime.data_engine.connect()
+    conn = runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED")
     try:
-        trans = conn.begin()
         scope = AuditScope(conn)
         try:
-            yield scope
+            with conn.begin():
+                yield scope
         except BaseException as exc:
-            trans.rollback()
             # A denial was recorded where it was decided; an audit failure cannot be recorded.
             if isinstance(exc, Exception) and not isinstance(
                 exc, AuditWriteError | PermissionDeniedError
@@ -209,21 +215,14 @@ def audited_read(
                 )
                 _write(runtime, [entry], clock)
             raise
-        try:
-            entry = entry_for(
-                ctx,
-                action=action,
-                resource=resource,
-                subject_ids=[*named, *scope.subject_ids],
-                fields=scope.fields,
-                outcome="allowed",
-            )
-            scope.record = append(conn, [entry], clock=clock)[0]
-            trans.commit()
-        except SQLAlchemyError:
-            if trans.is_active:
-                trans.rollback()
-            log.error("audit write failed", error_type="SQLAlchemyError")
-            raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
     finally:
         conn.close()
+    entry = entry_for(
+        ctx,
+        action=action,
+        resource=resource,
+        subject_ids=[*named, *scope.subject_ids],
+        fields=scope.fields,
+        outcome="allowed",
+    )
+    scope.record = _write(runtime, [entry], clock)[0]

@@ -61,7 +61,7 @@ def _sqlite_at(value: Any) -> str:
     return format_at(datetime.fromisoformat(str(value)).replace(tzinfo=UTC))
 
 
-def _rows(runtime: Runtime) -> Iterator[list[tuple[Any, ...]]]:
+def _rows(runtime: Runtime, columns: str = _COLUMNS) -> Iterator[list[tuple[Any, ...]]]:
     """Batches of raw rows in sequence order (a server-side cursor on PostgreSQL)."""
     engine = runtime.data_engine
     raw = engine.raw_connection()
@@ -70,19 +70,60 @@ def _rows(runtime: Runtime) -> Iterator[list[tuple[Any, ...]]]:
         if engine.dialect.name == "postgresql":
             with driver.transaction(), driver.cursor(name="cdp_audit_verify") as cur:
                 cur.itersize = BATCH
-                cur.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq")  # noqa: S608
+                cur.execute(f"SELECT {columns} FROM audit_log ORDER BY seq")  # noqa: S608
                 while batch := cur.fetchmany(BATCH):
                     yield batch
             return
         cur = driver.cursor()
         try:
-            cur.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq")  # noqa: S608
+            cur.execute(f"SELECT {columns} FROM audit_log ORDER BY seq")  # noqa: S608
             while batch := cur.fetchmany(BATCH):
                 yield batch
         finally:
             cur.close()
     finally:
         raw.close()
+
+
+# SQLite builds the canonical array itself: json_array() is a compact JSON encoder (UTF-8 kept,
+# same escapes as Python's json for the characters records may hold), so Python only hashes.
+_SQLITE_CANONICAL: Final = (
+    "seq, json_array(1, seq, substr(at, 1, 10) || 'T' || substr(at, 12) || 'Z', principal_id, "
+    "principal_name, roles, action, resource, subject_ids, fields, purpose, outcome, request_id, "
+    "client), prev_hash, hash"
+)
+
+
+def _canonical_rows(
+    runtime: Runtime, fmt: Callable[[Any], str], dumps: Callable[[Any], str], version: int
+) -> Iterator[tuple[int, bytes, str, str]]:
+    """(seq, canonical bytes, prev_hash, hash) per record, in sequence order."""
+    if runtime.data_engine.dialect.name == "sqlite":
+        for batch in _rows(runtime, _SQLITE_CANONICAL):
+            for seq, canon, ph, h in batch:
+                yield seq, canon.encode(), ph, h
+        return
+    for batch in _rows(runtime):
+        for seq, at, pid, pname, roles, act, res, sids, flds, purp, outc, rid, cli, ph, h in batch:
+            canon = dumps(
+                [
+                    version,
+                    seq,
+                    fmt(at),
+                    pid,
+                    pname,
+                    roles,
+                    act,
+                    res,
+                    sids,
+                    flds,
+                    purp,
+                    outc,
+                    rid,
+                    cli,
+                ]
+            )
+            yield seq, canon.encode(), ph, h
 
 
 def _head(runtime: Runtime) -> tuple[int, str] | None:
@@ -117,39 +158,20 @@ def verify_chain(*, runtime: Runtime, checkpoint: Checkpoint | None = None) -> V
             seconds=time.perf_counter() - started,
         )
 
-    for batch in _rows(runtime):
-        for seq, at, pid, pname, roles, act, res, sids, flds, purp, outc, rid, cli, ph, h in batch:
-            if seq != expected:
-                return result(expected, f"record {expected} is missing (next is {seq})")
-            if ph != prev_hex:
-                return result(seq, f"record {seq} does not follow record {seq - 1}")
-            canon = dumps(
-                [
-                    version,
-                    seq,
-                    fmt(at),
-                    pid,
-                    pname,
-                    roles,
-                    act,
-                    res,
-                    sids,
-                    flds,
-                    purp,
-                    outc,
-                    rid,
-                    cli,
-                ]
-            ).encode()
-            digest = sha256(prev + canon).digest()
-            if digest.hex() != h:
-                return result(seq, f"record {seq} was altered (its hash does not match)")
-            prev = digest
-            prev_hex = h
-            count += 1
-            expected += 1
-            if checkpoint is not None and seq == checkpoint.seq:
-                checkpoint_hash = h
+    for seq, canon, ph, h in _canonical_rows(runtime, fmt, dumps, version):
+        if seq != expected:
+            return result(expected, f"record {expected} is missing (next is {seq})")
+        if ph != prev_hex:
+            return result(seq, f"record {seq} does not follow record {seq - 1}")
+        digest = sha256(prev + canon).digest()
+        if digest.hex() != h:
+            return result(seq, f"record {seq} was altered (its hash does not match)")
+        prev = digest
+        prev_hex = h
+        count += 1
+        expected += 1
+        if checkpoint is not None and seq == checkpoint.seq:
+            checkpoint_hash = h
     last = expected - 1
     if checkpoint is not None:
         if last < checkpoint.seq:

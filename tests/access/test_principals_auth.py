@@ -135,3 +135,20 @@ def test_create_refuses_unknown_roles_and_duplicate_names(cdp_env: CdpEnv) -> No
     make_principal(rt, ["admin"], name="dup")
     with pytest.raises(ConflictError):
         make_principal(rt, ["admin"], name="dup")
+
+
+def test_revocation_elsewhere_applies_after_the_cache_window(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = cdp_env.runtime
+    made = make_principal(rt, ["support"], name="cached")
+    assert authenticate(runtime=rt, token=made.token).name == "cached"
+    with rt.data_engine.begin() as conn:  # as another process's `cdp principals revoke` would
+        conn.execute(
+            sa.text("UPDATE principals SET revoked_at = :t WHERE name = 'cached'"),
+            {"t": datetime.now(UTC)},
+        )
+    assert authenticate(runtime=rt, token=made.token).name == "cached"  # within the window
+    monkeypatch.setattr(rt.settings, "auth_cache_seconds", 0.0)
+    with pytest.raises(AuthenticationError):
+        authenticate(runtime=rt, token=made.token)

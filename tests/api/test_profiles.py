@@ -168,12 +168,13 @@ def test_orders_are_paginated_with_a_hard_maximum(cdp_env: CdpEnv, client: TestC
     sid = _subject(cdp_env)
     refs = make_orders(cdp_env.runtime, sid, 205, start=START)
     headers = _headers(cdp_env, "analyst", "analytics")
-    r = client.get(f"/v1/profiles/{sid}/orders?limit=1000", headers=headers)
+    assert client.get(f"/v1/profiles/{sid}/orders?limit=1000", headers=headers).status_code == 422
+    r = client.get(f"/v1/profiles/{sid}/orders?limit=200", headers=headers)
     assert r.status_code == 200
     page = r.json()
     assert len(page["items"]) == 200 and page["next_cursor"] is not None
     r = client.get(
-        f"/v1/profiles/{sid}/orders?limit=1000&cursor={page['next_cursor']}", headers=headers
+        f"/v1/profiles/{sid}/orders?limit=200&cursor={page['next_cursor']}", headers=headers
     )
     rest = r.json()
     assert rest["next_cursor"] is None

@@ -187,3 +187,25 @@ def test_postgres_trigger_rejects_update_and_delete(cdp_env: CdpEnv) -> None:
         ):
             conn.exec_driver_sql(statement)
     assert verify_chain(runtime=cdp_env.runtime).ok
+
+
+def test_database_and_python_canonical_encodings_agree(cdp_env: CdpEnv) -> None:
+    from cdp.audit.chain import _dumps
+    from cdp.audit.verify import _canonical_rows, _sqlite_at
+
+    rt = cdp_env.runtime
+    ctx = make_ctx(["dpo", "support"], purpose="privacy_request", name="ops@shop.example")
+    written = [
+        record_access(
+            runtime=rt,
+            ctx=ctx,
+            action="lookup:email",
+            resource="profile.orders",
+            outcome=outcome,
+            subject_ids=[f"{i:032x}", f"{i + 1:032x}"],
+            fields=["subject_id", "orders", "pii:contact"],
+        )
+        for i, outcome in enumerate(("allowed", "denied", "error"))
+    ]
+    rows = list(_canonical_rows(rt, _sqlite_at, _dumps, 1))
+    assert [canon for _, canon, _, _ in rows] == [r.canonical() for r in written]
