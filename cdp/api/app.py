@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from cdp import __version__
+from cdp.api.audit import router as audit_router
 from cdp.api.errors import install_error_handlers
 from cdp.api.exports import router as exports_router
 from cdp.api.middleware import RequestContextMiddleware
+from cdp.api.principals import router as principals_router
 from cdp.api.profiles import router as profiles_router
 from cdp.api.segment import router as segment_router
 
@@ -22,6 +24,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(profiles_router)
+    app.include_router(principals_router)
+    app.include_router(audit_router)
     app.include_router(segment_router)
     app.include_router(exports_router)
     return app

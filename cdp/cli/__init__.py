@@ -6,6 +6,7 @@ import sys
 
 from cdp.cli import demo, ingest, keys, setup  # noqa: F401  (command registration)
 from cdp.cli import destinations, export, serve  # noqa: F401  (command registration)
+from cdp.cli import audit, principals, profiles  # noqa: F401  (command registration)
 from cdp.cli.app import app, err_console
 from cdp.errors import CdpError
 
