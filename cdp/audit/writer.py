@@ -45,6 +45,13 @@ _CLIENT: Final = re.compile(r"^[A-Za-z0-9_.:@\[\]-]{0,128}$")
 
 _HEAD_FOR_UPDATE = sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
 _LAST_ROW = sa.select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)
+_INSERT_LOG = sa.insert(LOG)
+_INSERT_SUBJECTS = sa.insert(SUBJECTS)
+_MOVE_HEAD = (
+    sa.update(HEAD)
+    .where(HEAD.c.id == 1)
+    .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +187,8 @@ def append(
             )
         )
         prev = digest
-    conn.execute(sa.insert(LOG), rows)
+    conn.execute(_INSERT_LOG, rows)
     if links:
-        conn.execute(sa.insert(SUBJECTS), links)
-    conn.execute(sa.update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev))
+        conn.execute(_INSERT_SUBJECTS, links)
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return records

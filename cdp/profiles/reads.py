@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection
 
+from cdp.access.categories import PII_FIELDS
 from cdp.access.context import AccessContext
 from cdp.audit.service import audited_read, require
 from cdp.consent.models import ConsentEvent
@@ -122,44 +123,46 @@ def _require_all(
         require(runtime=runtime, ctx=ctx, resource=resource, action="read", subject_ids=sid)
 
 
+# Built once: the hot path only binds values (no statement construction per request).
+_SUBJECT_Q = sa.select(SUBJECTS.c.created_at, SUBJECTS.c.signed_up_at).where(
+    SUBJECTS.c.id == sa.bindparam("sid")
+)
+_KINDS_Q = (
+    sa.select(IDENTITIES.c.kind)
+    .where(IDENTITIES.c.subject_id == sa.bindparam("sid"))
+    .distinct()
+    .order_by(IDENTITIES.c.kind)
+)
+_PII_Q = sa.select(PII.c.field, PII.c.ciphertext).where(
+    PII.c.subject_id == sa.bindparam("sid"),
+    PII.c.field.in_(sa.bindparam("fields", expanding=True)),
+)
+_ORDERS_Q = sa.select(
+    sa.func.count(),
+    sa.func.coalesce(sa.func.sum(ORDERS.c.value_base), 0.0),
+    sa.func.min(ORDERS.c.ordered_at),
+    sa.func.max(ORDERS.c.ordered_at),
+).where(ORDERS.c.subject_id == sa.bindparam("sid"))
+
+
 def _load(conn: Connection, subject_id: str, visible: frozenset[str]) -> ProfileData | None:
-    subject = conn.execute(
-        sa.select(SUBJECTS.c.created_at, SUBJECTS.c.signed_up_at).where(SUBJECTS.c.id == subject_id)
-    ).first()
+    params = {"sid": subject_id}
+    subject = conn.execute(_SUBJECT_Q, params).first()
     if subject is None:
         return None
     kinds: tuple[str, ...] = ()
     if "identity_kinds" in visible:
-        kinds = tuple(
-            r[0]
-            for r in conn.execute(
-                sa.select(IDENTITIES.c.kind)
-                .where(IDENTITIES.c.subject_id == subject_id)
-                .distinct()
-                .order_by(IDENTITIES.c.kind)
-            )
-        )
+        kinds = tuple(r[0] for r in conn.execute(_KINDS_Q, params))
     sealed: dict[str, bytes] = {}
-    wanted_pii = sorted(visible - {"subject_id", "created_at", "signed_up_at", "identity_kinds"})
+    wanted_pii = sorted(visible & PII_FIELDS)
     if wanted_pii:
         sealed = {
             r[0]: bytes(r[1])
-            for r in conn.execute(
-                sa.select(PII.c.field, PII.c.ciphertext).where(
-                    PII.c.subject_id == subject_id, PII.c.field.in_(wanted_pii)
-                )
-            )
+            for r in conn.execute(_PII_Q, {"sid": subject_id, "fields": wanted_pii})
         }
     orders = None
     if "orders" in visible:
-        row = conn.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(ORDERS.c.value_base), 0.0),
-                sa.func.min(ORDERS.c.ordered_at),
-                sa.func.max(ORDERS.c.ordered_at),
-            ).where(ORDERS.c.subject_id == subject_id)
-        ).one()
+        row = conn.execute(_ORDERS_Q, params).one()
         orders = OrderSummary(
             count=int(row[0]),
             value_total=float(row[1]),
