@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cdp.crypto.normalize import IdentityKind, normalize_opaque_id
+from cdp.ingest.bulk import select_in
 from cdp.ingest.money import Converter
 from cdp.profiles.resolve import Resolution
 from cdp.runtime import Runtime
@@ -98,13 +99,14 @@ def claim_of(
 
 
 def existing(
-    conn: Connection, column: sa.ColumnElement[Any], values: Iterable[str], *extra: Any
-) -> dict[str, Any]:
+    conn: Connection, column: sa.Column[Any], values: Iterable[str], *extra: sa.Column[Any]
+) -> dict[str, tuple[Any, ...]]:
     """Rows whose unique ``column`` is in ``values`` (one IN query per 5,000): value -> row."""
-    ordered = sorted(set(values))
-    found: dict[str, Any] = {}
-    for start in range(0, len(ordered), IN_CHUNK):
-        chunk = ordered[start : start + IN_CHUNK]
-        for row in conn.execute(sa.select(column, *extra).where(column.in_(chunk))):
-            found[row[0]] = row
-    return found
+    rows = select_in(
+        conn,
+        column.table,
+        column.name,
+        sorted(set(values)),
+        [column.name] + [c.name for c in extra],
+    )
+    return {row[0]: row for row in rows}

@@ -39,9 +39,9 @@ def exponent(currency: str) -> int:
 
 def to_minor(amount: Decimal, currency: str) -> int:
     """``amount`` (major units) as an integer count of minor units, rounded half-even."""
-    scale = Decimal(1).scaleb(exponent(currency))
     try:
-        return int((amount * scale).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+        scaled = amount.scaleb(EXPONENTS.get(currency, 2))
+        return int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN))
     except InvalidOperation as exc:  # pragma: no cover - guarded by the record bounds
         raise ValueError("amount out of range") from exc
 

@@ -94,8 +94,10 @@ def load_mapping(path: Path | None) -> dict[str, str]:
     return dict(columns)
 
 
-def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) with the line end stripped; ``None`` for a line over ``limit``."""
+def _lines(
+    stream: IO[bytes], limit: int, *, keep_ends: bool = False
+) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes), line end stripped unless ``keep_ends``; ``None`` past ``limit``."""
     number = 0
     while True:
         chunk = stream.readline(limit + 1)
@@ -107,7 +109,7 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
                 chunk = stream.readline(1 << 16)
             yield number, None
             continue
-        yield number, chunk.rstrip(b"\r\n")
+        yield number, chunk if keep_ends else chunk.rstrip(b"\r\n")
 
 
 def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
@@ -149,7 +151,7 @@ def read_csv(
     stream: IO[bytes], *, mapping: Mapping[str, str], limit: int, delimiter: str = ","
 ) -> Iterator[RawRecord]:
     """CSV with a header row; values are strings, empty cells are treated as absent."""
-    lines = _lines(stream, limit)
+    lines = _lines(stream, limit, keep_ends=True)  # csv needs a quoted field's own line ends
     header: list[str] | None = None
     pending: list[RawRecord] = []
     current = [0]
@@ -181,10 +183,10 @@ def read_csv(
                 msg = "line is not valid UTF-8" if reason == "invalid_utf8" else "too large"
                 pending.append(RawRecord(start, error=reason, message=msg))
                 buffer, size, bad = [], 0, None
-                yield ""  # an empty line keeps the csv reader in step; it yields no row
+                yield "\n"  # an empty line keeps the csv reader in step; it yields no row
                 continue
             current[0] = start
-            yield "\n".join(buffer)
+            yield "".join(buffer)
             buffer, size = [], 0
         if buffer:
             pending.append(RawRecord(start, error="invalid_csv", message="unterminated quote"))

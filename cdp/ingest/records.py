@@ -40,7 +40,13 @@ Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6, allow_in
 
 
 def _blank_to_none(data: Any) -> Any:
+    """Empty or blank strings (CSV's empty cells) are absent values."""
     if isinstance(data, dict):
+        for v in data.values():
+            if v.__class__ is str and (not v or v.isspace()):
+                break
+        else:
+            return data  # the common case (JSON input): no copy
         return {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in data.items()}
     return data
 

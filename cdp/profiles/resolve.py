@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity, Subject, Tombstone, new_subject_id
-from cdp.ingest.bulk import insert_rows
+from cdp.ingest.bulk import insert_rows, select_in
 from cdp.profiles.merge import merge_subjects
 from cdp.runtime import Runtime
 
@@ -82,17 +82,16 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 def lookup(
     conn: Connection, table: type[Identity] | type[Tombstone], tokens: dict[str, set[str]]
 ) -> dict[tuple[str, str], str]:
-    """(kind, token) -> subject id (identities) or kind (tombstones), one IN query per kind."""
+    """(kind, token) -> subject id (identities) or kind (tombstones), one IN query per kind,
+    through the unique (kind, token) index."""
     t = sa.inspect(table).local_table
     found: dict[tuple[str, str], str] = {}
-    is_identity = table is Identity
+    other = "subject_id" if table is Identity else "kind"
     for kind, values in tokens.items():
-        ordered = sorted(values)
-        for chunk in _chunks(ordered):
-            cols = [t.c.token, t.c.subject_id] if is_identity else [t.c.token, t.c.kind]
-            rows = conn.execute(sa.select(*cols).where(t.c.kind == kind, t.c.token.in_(chunk)))
-            for tok, value in rows:
-                found[(kind, tok)] = value
+        for tok, value in select_in(
+            conn, t, "token", sorted(values), ("token", other), equals=("kind", kind)
+        ):
+            found[(kind, tok)] = value
     return found
 
 
@@ -110,15 +109,19 @@ def resolve(
     current = tokenizer.current
     # per claim: list of (kind, current token, [tokens of every version])
     tokenised: list[list[tuple[str, str, list[str]]]] = []
+    memo: dict[tuple[IdentityKind, str], list[str]] = {}  # a customer's orders share tokens
+    position = versions.index(current)
     wanted: dict[str, set[str]] = {}
     for claim in claims:
         row = []
         for id_kind, normalized in claim:
-            toks = [
-                tokenizer.token_of_normalized(id_kind, normalized, version=v).value
-                for v in versions
-            ]
-            cur = toks[versions.index(current)]
+            toks = memo.get((id_kind, normalized))
+            if toks is None:
+                toks = memo[(id_kind, normalized)] = [
+                    tokenizer.token_of_normalized(id_kind, normalized, version=v).value
+                    for v in versions
+                ]
+            cur = toks[position]
             row.append((id_kind.value, cur, toks))
             wanted.setdefault(id_kind.value, set()).update(toks)
         tokenised.append(row)

@@ -212,3 +212,50 @@ def test_custom_traits_are_kept_encrypted(cdp_env: CdpEnv, tmp_path: Path) -> No
     path = write_csv(tmp_path / "c.csv", [customer(1, loyalty_tier="gold")], header)
     ingest_file(runtime=cdp_env.runtime, kind="customers", path=path)
     assert json.loads(_pii(cdp_env, "C00001")["custom_traits"]) == {"loyalty_tier": "gold"}
+
+
+def test_sources_cli_key_is_shown_once_and_authenticates(cdp_env: CdpEnv) -> None:
+    from typer.testing import CliRunner
+
+    from cdp.cli import app
+    from cdp.errors import AuthenticationError
+    from cdp.ingest.sources import authenticate_source
+
+    runner = CliRunner()
+    created = runner.invoke(app, ["sources", "create", "web"])
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1].strip()
+    assert authenticate_source(runtime=cdp_env.runtime, write_key=key).name == "web"
+    listed = runner.invoke(app, ["sources", "list"])
+    assert "web" in listed.output and key not in listed.output
+    with cdp_env.runtime.data_engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT write_key_hash FROM sources").scalar_one()
+    assert key not in stored and len(stored) == 64
+    assert runner.invoke(app, ["sources", "revoke", "web"]).exit_code == 0
+    import pytest
+
+    with pytest.raises(AuthenticationError):
+        authenticate_source(runtime=cdp_env.runtime, write_key=key)
+
+
+def test_demo_command_runs_the_steps_in_order(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cdp.cli import app
+    from cdp.demo.pipeline import STEPS, DemoStep, register_step
+
+    seen: list[str] = []
+    step = DemoStep("probe", "Probe", lambda ctx: seen.append(str(len(ctx.results["ingest"]))))
+    register_step(step)
+    try:
+        names = [s.name for s in STEPS]
+        assert names.index("probe") == names.index("summary") - 1
+        result = CliRunner().invoke(
+            app, ["demo", "--customers", "40", "--orders", "150", "--out", str(tmp_path / "d")]
+        )
+        assert result.exit_code == 0, result.output
+    finally:
+        STEPS.remove(step)
+    assert seen == ["4"]
+    assert count(cdp_env.runtime, "orders") == 150
+    assert "demo finished" in result.output
