@@ -298,6 +298,9 @@ def test_builtin_segments_and_restriction(cdp_env: CdpEnv) -> None:
         for k in range(15):
             add_order(conn, champion, NOW - timedelta(days=2 + 10 * k), 400.0)
         add_order(conn, newbie, NOW - timedelta(days=5), 30.0)
+        # A fifth ranked buyer (the restricted one is not ranked), so that scores reach 5.
+        (ordinary,) = make_subjects(conn, subject_ids(1, prefix=0x54))
+        add_order(conn, ordinary, NOW - timedelta(days=100), 20.0)
         add_consents(
             conn,
             [
