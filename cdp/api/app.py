@@ -6,12 +6,21 @@ from fastapi import FastAPI
 
 from cdp import __version__
 from cdp.api.audit import router as audit_router
+from cdp.api.consent import router as consent_router
 from cdp.api.errors import install_error_handlers
 from cdp.api.exports import router as exports_router
+from cdp.api.limits import install_limits
+from cdp.api.metrics import router as metrics_router
 from cdp.api.middleware import RequestContextMiddleware
+from cdp.api.openapi import install_openapi
+from cdp.api.ops import MetricsMiddleware
+from cdp.api.ops import router as ops_router
 from cdp.api.principals import router as principals_router
+from cdp.api.privacy import router as privacy_router
 from cdp.api.profiles import router as profiles_router
 from cdp.api.segment import router as segment_router
+from cdp.api.segments import router as segments_router
+from cdp.api.traits import router as traits_router
 
 
 def create_app() -> FastAPI:
@@ -22,10 +31,19 @@ def create_app() -> FastAPI:
         description="Privacy-compliant customer data platform: permissioned, audited API.",
     )
     install_error_handlers(app)
+    install_openapi(app)
+    install_limits(app)
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    app.include_router(ops_router)
     app.include_router(profiles_router)
+    app.include_router(segment_router)
     app.include_router(principals_router)
     app.include_router(audit_router)
-    app.include_router(segment_router)
     app.include_router(exports_router)
+    app.include_router(traits_router)
+    app.include_router(segments_router)
+    app.include_router(metrics_router)
+    app.include_router(consent_router)
+    app.include_router(privacy_router)
     return app

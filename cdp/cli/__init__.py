@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import sys
 
-from cdp.cli import demo, ingest, keys, setup  # noqa: F401  (command registration)
-from cdp.cli import destinations, export, serve  # noqa: F401  (command registration)
-from cdp.cli import audit, principals, profiles  # noqa: F401  (command registration)
+from cdp.cli import (  # noqa: F401  (command registration)  # noqa: F401  (command registration)  # noqa: F401  (command registration)  # noqa: F401  (command registration)  # noqa: F401  (command registration)
+    audit,
+    clv,
+    consent,
+    demo,
+    destinations,
+    export,
+    ingest,
+    keys,
+    metrics,
+    principals,
+    privacy,
+    profiles,
+    retention,
+    segments,
+    serve,
+    setup,
+    traits,
+)
 from cdp.cli.app import app, err_console
 from cdp.errors import CdpError
 
