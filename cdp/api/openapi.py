@@ -5,6 +5,10 @@ cdp never sends. This replaces that 422 with cdp's error body (:mod:`cdp.api.err
 ``docs/api-errors.md``) and adds a ``default`` response with the same schema to every operation:
 any route may answer 401, 403, 404, 409, 410, 413, 429, 500, 503 or 504, always in that shape.
 Clients (and the schema-driven fuzz tests) can then validate every answer against the document.
+
+It also keeps 405 answers true: Starlette's router names in ``Allow`` only the methods of the
+first route whose path matched, so ``OPTIONS /v1/principals`` said ``Allow: GET`` though POST is
+served too. :class:`AllowHeaderMiddleware` lists every method served at the path.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ERROR_SCHEMA: Final[dict[str, Any]] = {
     "title": "ErrorBody",
@@ -42,6 +48,7 @@ ERROR_SCHEMA: Final[dict[str, Any]] = {
 }
 _REF: Final = {"$ref": "#/components/schemas/ErrorBody"}
 _METHODS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+_PROBES: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -66,7 +73,8 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Serve the rewritten document from ``/openapi.json`` (built once, then cached)."""
+    """Serve the rewritten document from ``/openapi.json`` (built once, then cached) and keep
+    405 answers' ``Allow`` header true."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -82,3 +90,36 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(AllowHeaderMiddleware, api=app)
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at ``scope``'s path."""
+    found = []
+    for method in _PROBES:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
+            found.append(method)
+    return found
+
+
+class AllowHeaderMiddleware:
+    """Rewrites ``Allow`` on 405 answers to list every method served at the path."""
+
+    def __init__(self, app: ASGIApp, *, api: FastAPI) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def rewrite(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allow = ", ".join(allowed_methods(self.api, scope)).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message["headers"] = [*headers, (b"allow", allow)]
+            await send(message)
+
+        await self.app(scope, receive, rewrite)

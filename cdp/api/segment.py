@@ -128,8 +128,24 @@ def _answer(
 
 Gpc = Annotated[str | None, Header(alias="Sec-GPC")]
 
+# The bodies are read by hand (bounded, gzip); these document them in the OpenAPI schema.
+_MESSAGE = {"type": "object", "description": "A Segment Spec message (32 KB at most)."}
+_BODY = {"required": True, "content": {"application/json": {"schema": _MESSAGE}}}
+_BATCH = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["batch"],
+                "properties": {"batch": {"type": "array", "items": _MESSAGE}},
+            }
+        }
+    },
+}
 
-@router.post("/batch", response_model=SegmentAck)
+
+@router.post("/batch", response_model=SegmentAck, openapi_extra={"requestBody": _BATCH})
 def batch(
     request: Request,
     runtime: RuntimeDep,
@@ -154,7 +170,14 @@ def _single(kind: str) -> None:
     # set as an object: a string annotation could not see this closure's ``kind``
     route.__annotations__["messages"] = Annotated[list[Any], Depends(single_message(kind))]
     route.__doc__ = f"One {kind} message."
-    router.add_api_route(f"/{kind}", route, methods=["POST"], response_model=SegmentAck, name=kind)
+    router.add_api_route(
+        f"/{kind}",
+        route,
+        methods=["POST"],
+        response_model=SegmentAck,
+        name=kind,
+        openapi_extra={"requestBody": _BODY},
+    )
 
 
 for _kind in ("identify", "track", "page", "screen", "alias", "group"):
