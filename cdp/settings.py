@@ -163,6 +163,45 @@ class Settings(BaseSettings):
         description="Days a produced access package stays downloadable before retention deletes it.",
     )
 
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=600 * 1024,
+        description=(
+            "Largest request body the API reads (bytes as sent, before gzip); past it 413. "
+            "Kept above the Segment routes' own limits (32 KB a message, 500 KB a batch)."
+        ),
+    )
+    rate_limit_principal_per_second: float = Field(
+        default=50.0,
+        ge=0,
+        description=(
+            "Requests per second each bearer token may make, per API worker process (token "
+            "bucket in memory); 0 turns the limit off. Past it 429 with Retry-After."
+        ),
+    )
+    rate_limit_principal_burst: int = Field(
+        default=100, ge=1, description="Requests a bearer token may make at once (bucket size)."
+    )
+    rate_limit_source_per_second: float = Field(
+        default=200.0,
+        ge=0,
+        description=(
+            "Requests per second each Segment write key may make, per API worker process; "
+            "0 turns the limit off. Past it 429 with Retry-After."
+        ),
+    )
+    rate_limit_source_burst: int = Field(
+        default=400, ge=1, description="Requests a write key may make at once (bucket size)."
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Deadline for an API response to start; past it 504 (the handler's thread is not "
+            "stopped, see docs/api-errors.md). 0 turns the deadline off."
+        ),
+    )
+
     @field_validator("default_region")
     @classmethod
     def _upper_region(cls, value: str) -> str:
