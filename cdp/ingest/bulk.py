@@ -40,8 +40,16 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
     names = [c.name for c in columns]
     dialect = conn.dialect.name
     if dialect == "sqlite":
+        seen: dict[Any, Any] = {}  # a batch's rows share a few timestamps (its "now")
+
+        def stamp(value: Any) -> Any:
+            out = seen.get(value)
+            if out is None:
+                out = seen[value] = _sqlite_datetime(value)
+            return out
+
         convert: list[Callable[[Any], Any]] = [
-            _sqlite_datetime if isinstance(c.type, UtcDateTime) else _identity for c in columns
+            stamp if isinstance(c.type, UtcDateTime) else _identity for c in columns
         ]
         plain = [i for i, f in enumerate(convert) if f is _identity]
         if len(plain) == len(columns):
