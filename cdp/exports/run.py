@@ -176,7 +176,9 @@ def _pipeline(
     _require_size(dest, counts, staged.eligible)
 
     add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
-    skipped, failed = _send(runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress)
+    skipped, failed = _send(
+        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock
+    )
     counts.excluded_no_data += len(skipped)
     counts.failed_delivery = len(failed)
     counts.sent = staged.to_add - len(skipped) - len(failed)
@@ -187,7 +189,7 @@ def _pipeline(
     if staged.to_remove:
         rm_sink = outputs.sink("remove")
         lost, rm_failed = _send(
-            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress
+            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock
         )
         _mark(runtime, export_id, lost, "lost")
         _mark(runtime, export_id, rm_failed, "failed")
@@ -220,6 +222,7 @@ def _send(
     action: str,
     total: int,
     progress: Progress | None,
+    clock: Clock,
 ) -> tuple[list[str], list[str]]:
     """Decrypt, audit and write every staged subject with ``action``; return (ids without
     usable data, ids whose delivery failed)."""
@@ -231,16 +234,6 @@ def _send(
         runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
     ):
         profiles = decrypt_chunk(runtime, ids, needs)
-        if profiles:
-            record_access(
-                runtime=runtime,
-                ctx=ctx,
-                action="decrypt",
-                resource="exports",
-                outcome="allowed",
-                subject_ids=list(profiles),
-                fields=needs,
-            )
         out_ids: list[str] = []
         rows: list[list[str]] = []
         make = maker.make
@@ -252,6 +245,29 @@ def _send(
             else:
                 out_ids.append(sid)
                 rows.append(row)
+        if profiles:
+            # The audit record and the recipients ledger rows commit together, before any row
+            # leaves: an erasure that starts now finds this destination in the ledger.
+            with runtime.data_engine.begin() as conn:
+                record_access(
+                    runtime=runtime,
+                    ctx=ctx,
+                    action="decrypt",
+                    resource="exports",
+                    outcome="allowed",
+                    subject_ids=list(profiles),
+                    fields=needs,
+                    conn=conn,
+                )
+                sync.record_recipients(
+                    conn,
+                    export_id=ctx.request_id,
+                    destination_id=dest.id,
+                    subject_ids=out_ids,
+                    op=action,
+                    fields=",".join(dest.fields),
+                    at=clock(),
+                )
         sink.write(out_ids, rows)
         done += len(ids)
         if progress is not None:
@@ -277,15 +293,16 @@ def _close(
     manifest.status = status
     manifest.finished_at = clock()
     with runtime.data_engine.begin() as conn:
+        sync.lock_rows(conn, export_id=manifest.export_id)
         if apply_sync:
             sync.apply(
                 conn,
                 export_id=manifest.export_id,
                 destination_id=manifest.destination_id,
                 segment=manifest.segment,
-                fields=",".join(manifest.fields),
-                at=manifest.finished_at,
             )
+        else:
+            sync.forget_recipients(conn, export_id=manifest.export_id)
         finish_run(conn, manifest, error=error)
         staging.clear(conn, export_id=manifest.export_id)
     count_export(outcome=status, rows=manifest.counts.sent if apply_sync else 0)

@@ -6,13 +6,18 @@ withdraws the ones in it that are no longer eligible (removes) — a consent wit
 restriction turns into a remove. ``--full`` resends every eligible subject. Subjects in a
 dead-lettered webhook batch are left out of both tables, so the next run tries them again.
 
-Both updates are set-based (``INSERT ... SELECT`` / ``DELETE ... WHERE IN (SELECT ...)`` from the
-staging rows) and run in the transaction that closes the export, so the ledger, the sync state
-and the manifest agree.
+Ledger rows are written per chunk, in the same transaction as the chunk's audit record and
+before any of its rows leaves cdp: an erasure that starts while the export runs finds the
+destination in the ledger (erasure reads the ledger first). When the export closes, the ledger
+rows of undelivered webhook batches are deleted, and a refused or failed export deletes all of
+its rows (its files were removed). The sync-state update is set-based (``INSERT ... SELECT`` /
+``DELETE ... WHERE IN (SELECT ...)`` from the staging rows) in the closing transaction, which
+first locks the export's ledger and staging rows in erasure's order (no deadlock with it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
@@ -25,16 +30,60 @@ from cdp.exports.staging import STAGING, SYNC
 RECIPIENTS = cast(sa.Table, ExportRecipient.__table__)  # type: ignore[attr-defined]
 
 
-def apply(
+def record_recipients(
     conn: Connection,
     *,
     export_id: str,
     destination_id: str,
-    segment: str,
+    subject_ids: Sequence[str],
+    op: str,
     fields: str,
     at: datetime,
 ) -> None:
-    """Move the sync state and append the recipients ledger from the staging rows."""
+    """Append ledger rows for a chunk about to be sent (in the chunk's audit transaction)."""
+    if subject_ids:
+        conn.execute(
+            sa.insert(RECIPIENTS),
+            [
+                {
+                    "export_id": export_id,
+                    "subject_id": s,
+                    "destination_id": destination_id,
+                    "op": op,
+                    "fields": fields,
+                    "at": at,
+                }
+                for s in subject_ids
+            ],
+        )
+
+
+def lock_rows(conn: Connection, *, export_id: str) -> None:
+    """Lock the export's ledger rows, then its staging rows (PostgreSQL), in the order erasure
+    deletes a subject's rows (ledger, staging, sync state), so the two cannot deadlock."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite: BEGIN IMMEDIATE already serialises writers
+    conn.execute(
+        sa.select(RECIPIENTS.c.subject_id)
+        .where(RECIPIENTS.c.export_id == export_id)
+        .order_by(RECIPIENTS.c.subject_id)
+        .with_for_update()
+    ).all()
+    conn.execute(
+        sa.select(STAGING.c.subject_id)
+        .where(STAGING.c.export_id == export_id)
+        .order_by(STAGING.c.subject_id)
+        .with_for_update()
+    ).all()
+
+
+def forget_recipients(conn: Connection, *, export_id: str) -> None:
+    """A refused or failed export: its files were removed, so nobody received anything."""
+    conn.execute(sa.delete(RECIPIENTS).where(RECIPIENTS.c.export_id == export_id))
+
+
+def apply(conn: Connection, *, export_id: str, destination_id: str, segment: str) -> None:
+    """Move the sync state from the staging rows; drop ledger rows of undelivered batches."""
     staged = (
         sa.select(STAGING.c.subject_id)
         .where(
@@ -56,16 +105,13 @@ def apply(
     conn.execute(
         sa.insert(SYNC).from_select(["destination_id", "segment", "subject_id", "export_id"], adds)
     )
-    sent = sa.select(
-        sa.literal(export_id),
-        STAGING.c.subject_id,
-        sa.literal(destination_id),
-        STAGING.c.action,
-        sa.literal(fields),
-        sa.literal(at, type_=RECIPIENTS.c.at.type),
-    ).where(STAGING.c.export_id == export_id, STAGING.c.action.in_(["add", "remove"]))
+    failed = (
+        sa.select(STAGING.c.subject_id)
+        .where(STAGING.c.export_id == export_id, STAGING.c.action == "failed")
+        .scalar_subquery()
+    )
     conn.execute(
-        sa.insert(RECIPIENTS).from_select(
-            ["export_id", "subject_id", "destination_id", "op", "fields", "at"], sent
+        sa.delete(RECIPIENTS).where(
+            RECIPIENTS.c.export_id == export_id, RECIPIENTS.c.subject_id.in_(failed)
         )
     )

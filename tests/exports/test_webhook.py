@@ -132,8 +132,7 @@ def test_redirects_are_not_followed(world: World) -> None:
 def test_unusable_rows_below_the_minimum_send_nothing(world: World) -> None:
     from cdp.errors import AudienceTooSmallError
 
-    for i in range(2):
-        world.person({"email": f"ok{i}@example.com"})
+    ok = [world.person({"email": f"ok{i}@example.com"}) for i in range(2)]
     for _ in range(2):
         world.person({"email": ""})  # stored, but nothing usable once decrypted
     with running(Receiver()) as rx:
@@ -150,6 +149,7 @@ def test_unusable_rows_below_the_minimum_send_nothing(world: World) -> None:
         with pytest.raises(AudienceTooSmallError):
             _run(world, _retry()[0])
     assert rx.requests == []
+    assert all(recipients_of(s, runtime=world.rt) == [] for s in ok)  # nobody received it
 
 
 def test_signature_scheme() -> None:
