@@ -91,10 +91,14 @@ def test_any_single_tampering_is_found_at_its_record(
         if mutation == "delete":
             conn.execute(sa.text("DELETE FROM audit_subjects WHERE seq = :s"), {"s": victim})
             conn.execute(sa.text("DELETE FROM audit_log WHERE seq = :s"), {"s": victim})
-        else:
+        else:  # change one character, keeping the length (columns have size limits)
+            value = conn.execute(
+                sa.text(f"SELECT {column} FROM audit_log WHERE seq = :s"), {"s": victim}
+            ).scalar_one()
+            changed = (value[:-1] + ("b" if value.endswith("a") else "a")) if value else "a"
             conn.execute(
-                sa.text(f"UPDATE audit_log SET {column} = {column} || 'x' WHERE seq = :s"),
-                {"s": victim},
+                sa.text(f"UPDATE audit_log SET {column} = :v WHERE seq = :s"),
+                {"v": changed, "s": victim},
             )
     result = verify_chain(runtime=cdp_env.runtime)
     assert not result.ok
