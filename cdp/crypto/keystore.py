@@ -20,8 +20,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -77,6 +79,11 @@ class DataKey:
 
     def __repr__(self) -> str:
         return f"DataKey(subject_id={self.subject_id!r}, version={self.version})"
+
+
+_LOAD = text(
+    "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys WHERE subject_id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 
 
 def _context(subject_id: str) -> bytes:
@@ -137,24 +144,23 @@ class KeyStore:
         return keys
 
     def load(self, subject_ids: Iterable[str]) -> dict[str, DataKey]:
-        """Unwrap the DEKs of ``subject_ids``; shredded or unknown subjects are left out."""
+        """Unwrap the DEKs of ``subject_ids``; shredded or unknown subjects are left out.
+
+        Bulk path (exports decrypt a million subjects): one IN query per 1,000 ids through a
+        plain text statement, so rows come back as tuples without per-value type processing.
+        """
         ids = list(dict.fromkeys(subject_ids))
         out: dict[str, DataKey] = {}
+        unwrap = self.provider.unwrap
         with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for row in conn.execute(
-                    select(
-                        data_keys.c.subject_id,
-                        data_keys.c.dek_version,
-                        data_keys.c.kek_version,
-                        data_keys.c.wrapped,
-                    ).where(data_keys.c.subject_id.in_(chunk))
-                ):
-                    key = self.provider.unwrap(
-                        WrappedKey(row.kek_version, row.wrapped), context=_context(row.subject_id)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                rows = conn.execute(_LOAD, {"ids": chunk})
+                for subject_id, dek_version, kek_version, wrapped in rows:
+                    key = unwrap(
+                        WrappedKey(kek_version, bytes(wrapped)), context=subject_id.encode()
                     )
-                    out[row.subject_id] = DataKey(row.subject_id, row.dek_version, key)
+                    out[subject_id] = DataKey(subject_id, dek_version, key)
         return out
 
     def get(self, subject_id: str) -> DataKey:

@@ -47,6 +47,31 @@ class _DekCache:
                 self._items.popitem(last=False)
         return entry
 
+    def missing(self, subject_ids: Iterable[str]) -> list[str]:
+        """The ids without a live cache entry (one lock for the whole batch)."""
+        now = time.monotonic()
+        with self._lock:
+            items = self._items
+            return [s for s in subject_ids if (e := items.get(s)) is None or now - e[0] > self.ttl]
+
+    def put_many(self, keys: Iterable[DataKey]) -> None:
+        entries = [
+            (
+                k.subject_id,
+                SubjectCipher(AESGCM(k.key), subject_id=k.subject_id, key_version=k.version),
+            )
+            for k in keys
+        ]
+        if self.size == 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            for subject_id, cipher in entries:
+                self._items[subject_id] = (now, cipher)
+                self._items.move_to_end(subject_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
     def drop(self, subject_ids: Iterable[str]) -> None:
         with self._lock:
             for s in subject_ids:
@@ -70,14 +95,13 @@ class Vault:
 
     def create_keys(self, subject_ids: Sequence[str]) -> None:
         """Create (and cache) data keys for new subjects, in one key-store transaction."""
-        for key in self.keystore.create(subject_ids):
-            self._cache.put(key)
+        self._cache.put_many(self.keystore.create(subject_ids))
 
     def warm(self, subject_ids: Iterable[str]) -> None:
         """Load the data keys of many subjects at once (bulk reads and exports)."""
-        missing = [s for s in subject_ids if self._cache.get(s) is None]
-        for key in self.keystore.load(missing).values():
-            self._cache.put(key)
+        missing = self._cache.missing(subject_ids)
+        if missing:
+            self._cache.put_many(self.keystore.load(missing).values())
 
     def cipher(self, subject_id: str) -> SubjectCipher:
         """The subject's ready cipher (raises KeyShreddedError when its key is gone)."""
