@@ -25,131 +25,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 import warnings
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-
-START = date(2024, 11, 1)
-DAYS = 730
-NOW = datetime.combine(START + timedelta(days=DAYS), datetime.min.time(), tzinfo=UTC)
-
-
-def _alpha_for(mean_repeats: float, r: float, a: float, b: float, ages: Any) -> float:
-    """The BG/NBD alpha whose mean repeat purchases over the given ages is ``mean_repeats``."""
-    from cdp.traits import clv_model as cm
-
-    sample = np.asarray(ages)[:2000]
-    lo, hi = 1e-3, 1e4
-    for _ in range(60):
-        mid = (lo * hi) ** 0.5
-        got = float(cm.bgnbd_expected_purchases(cm.BgNbdParams(r, mid, a, b), t=sample).mean())
-        lo, hi = (mid, hi) if got > mean_repeats else (lo, mid)
-    return (lo * hi) ** 0.5
-
-
-def generate(n: int, m: int, seed: int) -> dict[str, Any]:
-    """Customers whose purchases follow BG/NBD (so that the CLV fits have something to find),
-    10% without orders, ~7% of orders refunded or cancelled, about ``m`` orders in all."""
-    from cdp.traits.clv_simulate import simulate_bgnbd
-
-    rng = np.random.default_rng(seed)
-    buyers = int(n * 0.9)
-    completed = int(m * 0.93)
-    age_days = rng.integers(1, DAYS, size=buyers)
-    r, a, b = 0.6, 0.7, 3.0
-    alpha = _alpha_for(completed / buyers - 1, r, a, b, age_days / 7)
-    sim = simulate_bgnbd(buyers, r, alpha, a, b, age_days / 7, rng, time_step=1 / 7)
-    t_days = np.round(sim.recency * 7).astype(np.int64)
-    x = np.where(t_days > 0, sim.frequency.astype(np.int64), 0)
-    first = DAYS - age_days
-    owner = np.repeat(np.arange(buyers), x)
-    offset = 1 + (rng.random(owner.size) * t_days[owner]).astype(np.int64)
-    offset[np.cumsum(x)[x > 0] - 1] = t_days[x > 0]  # the last repeat day is t_x
-    owners = np.concatenate([np.arange(buyers), owner])
-    day = np.concatenate([first, first[owner] + offset])
-    status = np.full(owners.size, "completed", dtype="<U9")
-    extra = max(0, m - owners.size)
-    extra_owner = rng.integers(0, buyers, size=extra)
-    extra_day = first[extra_owner] + (rng.random(extra) * age_days[extra_owner]).astype(np.int64)
-    owners = np.concatenate([owners, extra_owner])
-    day = np.concatenate([day, extra_day])
-    status = np.concatenate([status, rng.choice(np.array(["refunded", "cancelled"]), size=extra)])
-    seconds = rng.integers(0, 86_400, size=owners.size)
-    base = np.datetime64(START.isoformat(), "s")
-    stamps = (base + day * 86_400 + seconds).astype("datetime64[us]")
-    value = np.round(rng.gamma(2.0, 30.0, size=owners.size) + 1.0, 2)
-    ids = np.array([f"{i:032x}" for i in range(n)])
-    return {"ids": ids, "owner": owners, "stamps": stamps, "status": status, "value": value}
-
-
-CHUNK = 500_000
-
-
-def _order_rows(data: dict[str, Any], lo: int, hi: int, sqlite: bool) -> Any:
-    text = np.datetime_as_string(data["stamps"][lo:hi], unit="us")
-    text = np.char.replace(text, "T", " ") if sqlite else np.char.add(text, "+00")
-    value = data["value"][lo:hi]
-    return zip(
-        (f"b{i}" for i in range(lo, hi)),
-        data["ids"][data["owner"][lo:hi]].tolist(),
-        text.tolist(),
-        data["status"][lo:hi].tolist(),
-        np.round(value * 100).astype(np.int64).tolist(),
-        value.tolist(),
-        strict=True,
-    )
-
-
-def load_sqlite(engine: sa.Engine, data: dict[str, Any]) -> None:
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        cur.execute("BEGIN")
-        now = "2024-11-01 00:00:00.000000"
-        cur.executemany(
-            "INSERT INTO subjects (id, created_at, updated_at) VALUES (?, ?, ?)",
-            ((i, now, now) for i in data["ids"].tolist()),
-        )
-        for lo in range(0, len(data["owner"]), CHUNK):
-            hi = min(lo + CHUNK, len(data["owner"]))
-            cur.executemany(
-                "INSERT INTO orders (order_ref, subject_id, ordered_at, status, currency,"
-                " total_minor, discount_minor, value_base, source, created_at, updated_at)"
-                f" VALUES (?, ?, ?, ?, 'EUR', ?, 0, ?, 'bench', '{now}', '{now}')",
-                _order_rows(data, lo, hi, sqlite=True),
-            )
-        cur.execute("COMMIT")
-        cur.execute("ANALYZE")
-    finally:
-        raw.close()
-
-
-def load_postgres(engine: sa.Engine, data: dict[str, Any]) -> None:
-    raw = engine.raw_connection()
-    epoch = "2024-11-01 00:00:00+00"
-    try:
-        cur = raw.cursor()
-        with cur.copy("COPY subjects (id, created_at, updated_at) FROM STDIN") as copy:
-            for i in data["ids"].tolist():
-                copy.write_row((i, epoch, epoch))
-        cols = "(order_ref, subject_id, ordered_at, status, total_minor, value_base, currency,"
-        cols += " discount_minor, source, created_at, updated_at)"
-        with cur.copy(f"COPY orders {cols} FROM STDIN") as copy:
-            for lo in range(0, len(data["owner"]), CHUNK):
-                hi = min(lo + CHUNK, len(data["owner"]))
-                for row in _order_rows(data, lo, hi, sqlite=False):
-                    copy.write_row((*row, "EUR", 0, "bench", epoch, epoch))
-        raw.commit()
-        cur.execute("ANALYZE")
-        raw.commit()
-    finally:
-        raw.close()
+from traits_data import NOW, load, prepare, store_cache
 
 
 def timed(label: str, fn: Any, sink: dict[str, float]) -> Any:
@@ -197,26 +83,62 @@ def pandas_rfm(engine: sa.Engine, sink: dict[str, float]) -> Any:
     return timed("pandas: facts + RFM scores", compute, sink)
 
 
+def _pg_url(arg: str | None) -> str | None:
+    """--pg-url, else CDP_DATABASE_URL when it names PostgreSQL; None means SQLite."""
+    url = arg or os.environ.get("CDP_DATABASE_URL")
+    if url and not url.startswith("postgresql"):
+        raise SystemExit("only PostgreSQL URLs are supported (SQLite is the default)")
+    if url and "bench" not in sa.make_url(url).database and not os.environ.get("CDP_BENCH_FORCE"):
+        raise SystemExit(
+            "the bench drops and re-creates its database: use one whose name contains 'bench'"
+            " (or set CDP_BENCH_FORCE=1)"
+        )
+    return url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument(
-        "--pg-url", default=None, help="PostgreSQL URL (emptied!) instead of SQLite"
+        "--full", action="store_true", help="the issue's size: 1,000,000 customers, 10M orders"
     )
+    parser.add_argument(
+        "--pg-url",
+        default=None,
+        help="PostgreSQL URL (default: env CDP_DATABASE_URL); the database is re-created!",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("CDP_BENCH_CACHE", Path.home() / ".cache" / "cdp-bench")),
+        help="where loaded databases are kept between runs (PostgreSQL: template databases)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="always generate and load")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--skip-baselines", action="store_true", help="cdp only")
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="generate, load and cache the shop, then stop"
+    )
     args = parser.parse_args()
+    if args.full:
+        args.customers, args.orders = 1_000_000, 10_000_000
+    cache_dir = None if args.no_cache else args.cache_dir
+    pg_url = _pg_url(args.pg_url)
 
     home = Path(tempfile.mkdtemp(prefix="cdp-bench-"))
+    try:
+        run_bench(args, home, pg_url, cache_dir)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_bench(args: Any, home: Path, pg_url: str | None, cache_dir: Path | None) -> None:
+    n, m, seed = args.customers, args.orders, args.seed
+    t = time.perf_counter()
+    url, cached = prepare(home=home, pg_url=pg_url, n=n, m=m, seed=seed, cache_dir=cache_dir)
     os.environ["CDP_HOME"] = str(home)
-    if args.pg_url:
-        admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.exec_driver_sql("DROP SCHEMA public CASCADE")
-            c.exec_driver_sql("CREATE SCHEMA public")
-        admin.dispose()
-        os.environ["CDP_DATABASE_URL"] = args.pg_url
+    os.environ["CDP_DATABASE_URL"] = url
     from cdp.bootstrap import initialize
     from cdp.clock import FrozenClock
     from cdp.runtime import get_runtime
@@ -227,15 +149,23 @@ def main() -> None:
     initialize(get_settings())
     rt = get_runtime()
     engine = rt.data_engine
-    t = time.perf_counter()
-    data = generate(args.customers, args.orders, args.seed)
-    (load_postgres if args.pg_url else load_sqlite)(engine, data)
-    done = int((data["status"] == "completed").sum())
+    if not cached:
+        load(engine, n=n, m=m, seed=seed)
+        store_cache(engine, home=home, n=n, m=m, seed=seed, cache_dir=cache_dir)
+    with engine.connect() as conn:
+        counts = conn.execute(
+            sa.text(
+                "SELECT count(*), sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) FROM orders"
+            )
+        ).one()
     print(
-        f"backend {engine.dialect.name}; {args.customers:,} customers, {len(data['owner']):,}"
-        f" orders ({done:,} completed); generated and loaded in"
-        f" {time.perf_counter() - t:.1f} s (not part of any figure)"
+        f"backend {engine.dialect.name}; {n:,} customers, {counts[0]:,} orders"
+        f" ({counts[1]:,} completed); {'copied from the cache' if cached else 'generated, loaded'}"
+        f" in {time.perf_counter() - t:.1f} s (not part of any figure);"
+        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
+    if args.prepare_only:
+        return
 
     cfg, s = TraitsConfig(), {}
     now = FrozenClock(NOW)()

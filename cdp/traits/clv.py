@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from cdp.errors import InvalidInputError, NotFoundError
 from cdp.traits import clv_model as cm
+from cdp.traits.bulk import bulk_insert, bulk_session
 from cdp.traits.config import ClvConfig
 from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import subject_facts
@@ -29,7 +30,15 @@ from cdp.traits.sqlfuncs import python_day
 fits_t = ClvFit.__table__  # type: ignore[attr-defined]
 predictions_t = ClvPrediction.__table__  # type: ignore[attr-defined]
 FloatArray = npt.NDArray[np.float64]
-BATCH = 10_000
+PREDICTION_COLUMNS = [
+    "subject_id",
+    "expected_purchases",
+    "p_alive",
+    "churn_probability",
+    "churn_flag",
+    "clv",
+    "clv_quantile",
+]
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,11 @@ def day_end(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
 
 
-def summary(conn: sa.Connection, *, calibration_end: date) -> Summary:
-    """The summaries of every allowed buyer with a completed order on or before the day."""
+def summary_select(calibration_end: date) -> sa.Select[Any]:
+    """Per allowed buyer up to the end of ``calibration_end``, in subject order: purchase
+    occasions, first and last day, total value and the value of the first day."""
     facts = subject_facts(day_end(calibration_end), first_value=True).subquery("facts")
-    rows = conn.execute(
+    return (
         sa.select(
             facts.c.subject_id,
             facts.c.occasions,
@@ -80,14 +90,22 @@ def summary(conn: sa.Connection, *, calibration_end: date) -> Summary:
         )
         .where(marketing_allowed(facts.c.subject_id))
         .order_by(facts.c.subject_id)
-    ).all()
+    )
+
+
+def summary(conn: sa.Connection, *, calibration_end: date) -> Summary:
+    """The summaries of every allowed buyer with a completed order on or before the day.
+
+    One pass over the partial covering index of completed orders (grouped by subject, already
+    in subject order) plus an index seek per buyer for the value of its first day; the rows
+    are read through the driver (no per-value type processing: the columns are numbers) and
+    turned into numpy arrays column by column."""
+    with bulk_session(conn):
+        rows = conn.execute(summary_select(calibration_end)).all()
     end_day = python_day(calibration_end)
-    ids = [r[0] for r in rows]
-    occ = np.array([r[1] for r in rows], dtype=np.float64)
-    first = np.array([r[2] for r in rows], dtype=np.float64)
-    last = np.array([r[3] for r in rows], dtype=np.float64)
-    total = np.array([r[4] for r in rows], dtype=np.float64)
-    first_value = np.array([r[5] for r in rows], dtype=np.float64)
+    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
+    ids = list(cols[0])
+    occ, first, last, total, first_value = (np.array(c, dtype=np.float64) for c in cols[1:])
     x = occ - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_spend = np.where(x > 0, (total - first_value) / np.maximum(x, 1), np.nan)
@@ -173,27 +191,23 @@ def predict(
             annual_discount_rate=cfg.annual_discount_rate,
         )
     quint = quantiles(clv)
+    churn = 1.0 - p_alive
     conn.execute(sa.delete(predictions_t))
-    rows = []
-    for i, subject_id in enumerate(s.subject_ids):
-        churn = 1.0 - float(p_alive[i])
-        rows.append(
-            {
-                "subject_id": subject_id,
-                "fit_id": f.id,
-                "computed_at": now,
-                "horizon_weeks": horizon,
-                "expected_purchases": float(expected[i]),
-                "p_alive": float(p_alive[i]),
-                "churn_probability": churn,
-                "churn_flag": churn >= cfg.churn_threshold,
-                "clv": float(clv[i]) if np.isfinite(clv[i]) else None,
-                "clv_quantile": int(quint[i]) or None,
-            }
-        )
-        if len(rows) >= BATCH:
-            conn.execute(sa.insert(predictions_t), rows)
-            rows = []
-    if rows:
-        conn.execute(sa.insert(predictions_t), rows)
+    rows = zip(
+        s.subject_ids,
+        expected.tolist(),
+        p_alive.tolist(),
+        churn.tolist(),
+        (churn >= cfg.churn_threshold).tolist(),
+        np.where(np.isfinite(clv), clv, np.nan).tolist(),
+        quint.tolist(),
+        strict=True,
+    )
+    bulk_insert(
+        conn,
+        predictions_t,
+        PREDICTION_COLUMNS,
+        ((sid, e, p, c, f, None if v != v else v, q or None) for sid, e, p, c, f, v, q in rows),
+        constants={"fit_id": f.id, "computed_at": now, "horizon_weeks": float(horizon)},
+    )
     return len(s.subject_ids)

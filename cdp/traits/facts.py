@@ -31,13 +31,15 @@ IS_COMPLETED = orders_t.c.status == sa.literal_column(f"'{COMPLETED}'")
 
 
 def completed_orders_before(
-    end: datetime, table: sa.TableClause = orders_t
+    end: datetime, ordered_at: sa.ColumnElement[Any] | None = None, table: Any = orders_t
 ) -> list[sa.ColumnElement[bool]]:
-    """Completed orders of known subjects placed before ``end``."""
+    """Completed orders of known subjects placed before ``end`` (``ordered_at``: the time
+    expression to compare, e.g. wrapped in :class:`~cdp.traits.sqlfuncs.no_index`)."""
+    at = table.c.ordered_at if ordered_at is None else ordered_at
     return [
         table.c.status == sa.literal_column(f"'{COMPLETED}'"),
         table.c.subject_id.is_not(None),
-        table.c.ordered_at < end,
+        at < end,
     ]
 
 
@@ -76,7 +78,7 @@ def subject_facts(
             sa.select(sa.func.sum(o.c.value_base))
             .where(
                 o.c.subject_id == per.c.subject_id,
-                *completed_orders_before(end, o)[:1],
+                *completed_orders_before(end, table=o)[:1],
                 o.c.ordered_at < next_day_start(per.c.first_order_at),
             )
             .scalar_subquery()
@@ -87,7 +89,7 @@ def subject_facts(
             sa.select(sa.func.max(o.c.ordered_at))
             .where(
                 o.c.subject_id == per.c.subject_id,
-                *completed_orders_before(end, o)[:1],
+                *completed_orders_before(end, table=o)[:1],
                 o.c.ordered_at < day_start(per.c.last_order_at),
             )
             .scalar_subquery()

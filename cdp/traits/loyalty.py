@@ -10,6 +10,12 @@ for over the last ``window_days`` (spend and/or occasions, per ``qualify_on``), 
 
 Every change (including the first assignment) is written to ``loyalty_tier_changes`` with the
 spend and occasions that justified it; ``loyalty_status`` holds the current tier.
+
+Set-based, in one pass over the orders: the window's spend and occasions per subject are
+aggregated from the partial covering index of completed orders (streamed in subject order, no
+sort) into a temporary table keyed by subject; the subjects whose tier changes are staged in a
+second one, from which the change log, the new members and the updated members are written.
+The change log (a growing history) is only appended to, never scanned.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from sqlalchemy.sql import Select
 
 from cdp.db.models import Subject
 from cdp.profiles.models import Order
+from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import LoyaltyConfig
 from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import completed_orders_before
 from cdp.traits.models import LoyaltyStatus, LoyaltyTierChange
-from cdp.traits.sqlfuncs import date_key
+from cdp.traits.sqlfuncs import date_key, no_index
 
 subjects_t = Subject.__table__  # type: ignore[attr-defined]
 orders_t = Order.__table__  # type: ignore[attr-defined]
@@ -51,21 +58,35 @@ def _tier_name(cfg: LoyaltyConfig, rank: Any) -> sa.ColumnElement[str]:
     return sa.case({i: t.name for i, t in enumerate(cfg.tiers)}, value=rank)
 
 
-def evaluation(cfg: LoyaltyConfig, now: datetime) -> Select[Any]:
-    """Per allowed subject: window spend and occasions, current rank and since, new rank."""
-    window = (
+def window_facts(cfg: LoyaltyConfig, now: datetime) -> Select[Any]:
+    """Per subject with a completed order in the window: spend and purchase occasions."""
+    return (
         sa.select(
             orders_t.c.subject_id,
             sa.func.sum(orders_t.c.value_base).label("spend"),
             sa.func.count(sa.distinct(date_key(orders_t.c.ordered_at))).label("occasions"),
         )
         .where(
-            *completed_orders_before(now),
-            orders_t.c.ordered_at >= now - timedelta(days=cfg.window_days),
+            # SQLite would pick the ordered_at index for the window (a lookup per order and
+            # a sort for the GROUP BY); the covering index streams the groups in subject order.
+            *completed_orders_before(now, no_index(orders_t.c.ordered_at)),
+            no_index(orders_t.c.ordered_at) >= now - timedelta(days=cfg.window_days),
         )
         .group_by(orders_t.c.subject_id)
-        .subquery("window")
     )
+
+
+def _window_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("subject_id", sa.String(32)),
+        sa.Column("spend", sa.Float),
+        sa.Column("occasions", sa.Integer),
+    ]
+
+
+def evaluation(cfg: LoyaltyConfig, now: datetime, window: sa.FromClause) -> Select[Any]:
+    """Per allowed subject: window spend and occasions (from ``window``, rows of
+    :func:`window_facts`), current rank and tier, new rank."""
     spend = sa.func.coalesce(window.c.spend, 0.0)
     occasions = sa.func.coalesce(window.c.occasions, 0)
     qualified = _qualifying_rank(cfg, spend, occasions)
@@ -99,19 +120,45 @@ def evaluation(cfg: LoyaltyConfig, now: datetime) -> Select[Any]:
     )
 
 
+def _staged_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("subject_id", sa.String(32)),
+        sa.Column("spend", sa.Float),
+        sa.Column("occasions", sa.Integer),
+        sa.Column("current_rank", sa.Integer),
+        sa.Column("current_tier", sa.String(32)),
+        sa.Column("new_rank", sa.Integer),
+    ]
+
+
 def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) -> int:
     """Apply the tier rules at ``now``; returns the number of tier changes written."""
-    conn.execute(sa.delete(status_t).where(~marketing_allowed(status_t.c.subject_id)))
-    ev = evaluation(cfg, now).subquery("ev")
-    changed = sa.select(
-        ev.c.subject_id,
-        ev.c.current_tier,
-        _tier_name(cfg, ev.c.new_rank),
-        ev.c.new_rank,
-        sa.literal(now, type_=changes_t.c.changed_at.type),
-        ev.c.spend,
-        ev.c.occasions,
-    ).where(ev.c.new_rank.is_distinct_from(ev.c.current_rank))
+    with bulk_session(conn):
+        conn.execute(sa.delete(status_t).where(~marketing_allowed(status_t.c.subject_id)))
+        with temp_table(
+            conn, "tier_window", _window_columns(), window_facts(cfg, now), primary_key="subject_id"
+        ) as window:
+            ev = evaluation(cfg, now, window).subquery("ev")
+            changed = sa.select(*ev.c).where(ev.c.new_rank.is_distinct_from(ev.c.current_rank))
+            with temp_table(conn, "tier_changes", _staged_columns(), changed) as staged:
+                written = _apply(conn, cfg=cfg, now=now, staged=staged)
+        conn.execute(sa.update(status_t).values(evaluated_at=now))
+    return written
+
+
+def _apply(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime, staged: sa.Table) -> int:
+    """Write the staged changes: the change log, new members, then changed members."""
+    new_tier = _tier_name(cfg, staged.c.new_rank)
+    stamp = sa.literal(now, type_=changes_t.c.changed_at.type)
+    log = sa.select(
+        staged.c.subject_id,
+        staged.c.current_tier,
+        new_tier,
+        staged.c.new_rank,
+        stamp,
+        staged.c.spend,
+        staged.c.occasions,
+    )
     cols = [
         "subject_id",
         "from_tier",
@@ -121,35 +168,25 @@ def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) ->
         "window_spend",
         "window_occasions",
     ]
-    insert = sa.insert(changes_t).from_select(cols, changed)
+    insert = sa.insert(changes_t).from_select(cols, log)
     written = conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount
-    # The changes of this run drive the state: new members are inserted, others updated.
-    run = changes_t.c.changed_at == now
+    # No current rank means no status row yet (tier_rank is NOT NULL): a new member.
     conn.execute(
         sa.insert(status_t).from_select(
             ["subject_id", "tier", "tier_rank", "since", "evaluated_at"],
-            sa.select(
-                changes_t.c.subject_id,
-                changes_t.c.to_tier,
-                changes_t.c.to_rank,
-                changes_t.c.changed_at,
-                changes_t.c.changed_at,
-            ).where(
-                run,
-                changes_t.c.from_tier.is_(None),
-                ~sa.exists().where(status_t.c.subject_id == changes_t.c.subject_id),
+            sa.select(staged.c.subject_id, new_tier, staged.c.new_rank, stamp, stamp).where(
+                staged.c.current_rank.is_(None)
             ),
         )
     )
     upd = (
-        sa.select(changes_t.c.subject_id, changes_t.c.to_tier, changes_t.c.to_rank)
-        .where(run, changes_t.c.from_tier.is_not(None))
+        sa.select(staged.c.subject_id, new_tier.label("to_tier"), staged.c.new_rank)
+        .where(staged.c.current_rank.is_not(None))
         .subquery("upd")
     )
     conn.execute(
         sa.update(status_t)
         .where(status_t.c.subject_id == upd.c.subject_id)
-        .values(tier=upd.c.to_tier, tier_rank=upd.c.to_rank, since=now)
+        .values(tier=upd.c.to_tier, tier_rank=upd.c.new_rank, since=now)
     )
-    conn.execute(sa.update(status_t).values(evaluated_at=now))
     return int(written)

@@ -19,10 +19,11 @@ import sqlalchemy as sa
 
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.profiles.models import Event, Order
+from cdp.traits.bulk import bulk_session
 from cdp.traits.config import PointsConfig
 from cdp.traits.facts import COMPLETED, completed_orders_before
 from cdp.traits.models import PointsEntry
-from cdp.traits.sqlfuncs import floor_int, subtract_months
+from cdp.traits.sqlfuncs import floor_int, no_index, subtract_months
 
 ledger_t = PointsEntry.__table__  # type: ignore[attr-defined]
 orders_t = Order.__table__  # type: ignore[attr-defined]
@@ -60,12 +61,16 @@ def earn_from_orders(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -
         orders_t.c.ordered_at,
         _now(now),
     ).where(
-        *completed_orders_before(now),
+        # SQLite would pick the ordered_at index for "ordered_at < now" and look up every
+        # order; the partial covering index reads completed orders only.
+        *completed_orders_before(now, no_index(orders_t.c.ordered_at)),
         points > 0,
         ~sa.exists().where(ledger_t.c.kind == EARN, ledger_t.c.order_id == orders_t.c.id),
     )
-    # SQLite would pick the ordered_at index for "ordered_at < now" and visit every row.
-    sel = sel.with_hint(orders_t, "INDEXED BY ix_orders_completed", "sqlite")
+    if conn.dialect.name == "sqlite":
+        # Subject order: SQLite then reads the partial covering index of completed orders
+        # (not the whole table) and appends to the ledger's subject index in order.
+        sel = sel.order_by(orders_t.c.subject_id)
     return int(
         conn.execute(
             sa.insert(ledger_t).from_select(_COLS, sel), execution_options=ROWCOUNT
@@ -216,9 +221,10 @@ def redeem(
 
 def update_ledger(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -> dict[str, int]:
     """Earn, reverse and expire at ``now``; returns the lines written by kind."""
-    return {
-        "earn_orders": earn_from_orders(conn, cfg=cfg, now=now),
-        "earn_events": earn_from_events(conn, cfg=cfg, now=now),
-        "reversals": reverse_cancelled_orders(conn, now=now),
-        "expired": expire(conn, cfg=cfg, now=now),
-    }
+    with bulk_session(conn):
+        return {
+            "earn_orders": earn_from_orders(conn, cfg=cfg, now=now),
+            "earn_events": earn_from_events(conn, cfg=cfg, now=now),
+            "reversals": reverse_cancelled_orders(conn, now=now),
+            "expired": expire(conn, cfg=cfg, now=now),
+        }

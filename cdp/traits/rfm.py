@@ -48,10 +48,20 @@ SEGMENT_GRID: Final[tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]] = 
 )
 
 
+def lower_rank(value: ColumnElement[Any]) -> ColumnElement[int]:
+    """``rank() - 1`` over all rows of the query ordered by ``value``: the number of rows with
+    a strictly lower value (equal values share it)."""
+    return sa.func.rank().over(order_by=value) - 1
+
+
+def score_from_lower(lower: ColumnElement[Any], buyers: ColumnElement[Any]) -> ColumnElement[int]:
+    """``1 + 5 * lower // n``: the score of a buyer with ``lower`` buyers strictly below."""
+    return 1 + (5 * lower) // buyers
+
+
 def quintile_score(value: ColumnElement[Any], buyers: ColumnElement[Any]) -> ColumnElement[int]:
     """``1 + 5 * (rank() - 1) // n`` over all rows of the query, ordered by ``value``."""
-    lower = sa.func.rank().over(order_by=value) - 1
-    return 1 + (5 * lower) // buyers
+    return score_from_lower(lower_rank(value), buyers)
 
 
 def monetary_key(total: ColumnElement[Any]) -> ColumnElement[Any]:
