@@ -10,8 +10,9 @@ dialects fall back to Core.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,34 +29,54 @@ def _sqlite_datetime(value: Any) -> Any:
     return value
 
 
-def _identity(value: Any) -> Any:
-    return value
+def insert_rows(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    order_by: Sequence[str] = (),
+) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` in the open transaction.
 
-
-def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``table`` in the open transaction."""
+    ``order_by`` names columns to sort the rows by first: rows that arrive in index order touch
+    each B-tree page once per batch instead of once per row (random keys such as subject ids and
+    tokens otherwise spread a batch over the whole index)."""
     if not rows:
         return
     columns = [c for c in table.columns if c.name in rows[0]]
     names = [c.name for c in columns]
+    get = itemgetter(*names)
+    data: list[Any] = list(map(get, rows)) if len(names) > 1 else [(get(r),) for r in rows]
+    if order_by:
+        key = itemgetter(*(names.index(n) for n in order_by))
+        data.sort(key=key)
+    insert_tuples(conn, table, names, data)
+
+
+def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data: list[Any]) -> None:
+    """Insert rows given as tuples in the order of ``names`` (the fastest path: no dicts)."""
+    if not data:
+        return
+    columns = [table.c[n] for n in names]
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        seen: dict[Any, Any] = {}  # a batch's rows share a few timestamps (its "now")
+        times = [i for i, c in enumerate(columns) if isinstance(c.type, UtcDateTime)]
+        if times:
+            seen: dict[Any, Any] = {}  # a batch's rows share a few timestamps (its "now")
 
-        def stamp(value: Any) -> Any:
-            out = seen.get(value)
-            if out is None:
-                out = seen[value] = _sqlite_datetime(value)
-            return out
+            def stamp(value: Any) -> Any:
+                out = seen.get(value)
+                if out is None:
+                    out = seen[value] = _sqlite_datetime(value)
+                return out
 
-        convert: list[Callable[[Any], Any]] = [
-            stamp if isinstance(c.type, UtcDateTime) else _identity for c in columns
-        ]
-        plain = [i for i, f in enumerate(convert) if f is _identity]
-        if len(plain) == len(columns):
-            data = [tuple(r[n] for n in names) for r in rows]
-        else:
-            data = [tuple(f(r[n]) for f, n in zip(convert, names, strict=True)) for r in rows]
+            fixed = []
+            for t in data:
+                row = list(t)
+                for i in times:
+                    row[i] = stamp(row[i])
+                fixed.append(tuple(row))
+            data = fixed
         marks = ", ".join("?" for _ in names)
         conn.exec_driver_sql(
             f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})",  # noqa: S608
@@ -67,10 +88,11 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
         with raw.cursor() as cur:  # type: ignore[union-attr]
             sql = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
             with cur.copy(sql) as copy:
-                for r in rows:
-                    copy.write_row(tuple(r[n] for n in names))
+                write = copy.write_row
+                for r in data:
+                    write(r)
         return
-    conn.execute(sa.insert(table), list(rows))
+    conn.execute(sa.insert(table), [dict(zip(names, r, strict=True)) for r in data])
 
 
 def select_in(

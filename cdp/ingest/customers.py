@@ -142,7 +142,7 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
                 )
     pv = PiiValue.__table__  # type: ignore[attr-defined]
     if inserts:
-        insert_rows(conn, pv, inserts)
+        insert_rows(conn, pv, inserts, order_by=("subject_id", "field"))
     if updates:
         conn.execute(
             sa.update(pv)

@@ -129,7 +129,7 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
         kept.append(r)
     if not rows:
         return out
-    insert_rows(conn, ot, rows)
+    insert_rows(conn, ot, rows, order_by=("order_ref",))
     out.inserted += len(rows)
     ids = {ref: row[1] for ref, row in existing(conn, ot.c.order_ref, seen, ot.c.id).items()}
     item_rows = [

@@ -213,7 +213,7 @@ def resolve(
             }
             for sid in new_ids
         ]
-        insert_rows(conn, Subject.__table__, rows)  # type: ignore[attr-defined]
+        insert_rows(conn, Subject.__table__, rows, order_by=("id",))  # type: ignore[attr-defined]
 
     identity_rows = []
     seen: set[tuple[str, str]] = set()
@@ -244,5 +244,10 @@ def resolve(
             now=now,
         )
     if identity_rows:
-        insert_rows(conn, Identity.__table__, identity_rows)  # type: ignore[attr-defined]
+        insert_rows(
+            conn,
+            Identity.__table__,  # type: ignore[attr-defined]
+            identity_rows,
+            order_by=("kind", "token"),
+        )
     return result
