@@ -39,6 +39,7 @@ from cdp.exports.records import RUNS, finish_run, start_run
 from cdp.exports.webhook import RetryPolicy
 from cdp.logging import get_logger
 from cdp.observability import count_export
+from cdp.privacy.erasure_lock import export_guard
 from cdp.runtime import Runtime
 
 log = get_logger("cdp.exports")
@@ -91,6 +92,24 @@ def run_export(
     dest = get_destination(runtime=runtime, name=destination)
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
+    with export_guard(runtime):  # no erasure commits while this export runs
+        return _run(
+            runtime, ctx, dest, segment, full, clock, progress, retry, resolver, schedule_id
+        )
+
+
+def _run(
+    runtime: Runtime,
+    ctx: AccessContext,
+    dest: DestinationInfo,
+    segment: str,
+    full: bool,
+    clock: Clock,
+    progress: Progress | None,
+    retry: RetryPolicy | None,
+    resolver: AudienceResolver,
+    schedule_id: int | None,
+) -> ExportResult:
     export_id = new_export_id()
     ectx = replace(ctx, request_id=export_id)
     manifest = Manifest(

@@ -35,6 +35,7 @@ from cdp.consent.triggers import ledger_unlocked
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Tombstone
+from cdp.privacy.erasure_lock import erasure_guard
 from cdp.privacy.registry import SubjectTable, Treatment, present_entries
 from cdp.runtime import Runtime
 
@@ -196,6 +197,18 @@ def erase_subjects(
     clock: Clock = utcnow,
 ) -> ErasureOutcome:
     """Erase ``subject_ids`` everywhere (see the module doc); return what was done."""
+    with erasure_guard(runtime):
+        return _erase(runtime, subject_ids, tombstone=tombstone, reason=reason, clock=clock)
+
+
+def _erase(
+    runtime: Runtime,
+    subject_ids: Sequence[str],
+    *,
+    tombstone: bool,
+    reason: str,
+    clock: Clock,
+) -> ErasureOutcome:
     outcome = ErasureOutcome(subjects=len(subject_ids))
     entries = live_entries(runtime)
     for start in range(0, len(subject_ids), BATCH):
