@@ -1,4 +1,4 @@
-"""``cdp serve``: the HTTP API under uvicorn, plus the scheduled-exports thread.
+"""``cdp serve``: the HTTP API under uvicorn, plus the scheduled-exports and retention threads.
 
 The API app is built by ``cdp.api.app:create_app`` in each worker. The export scheduler runs in
 this (the parent) process only, in one background thread, so that however many workers serve
@@ -16,6 +16,7 @@ import uvicorn
 
 from cdp.cli.app import app, console
 from cdp.exports.schedule import scheduler_loop
+from cdp.jobs import retention_loop
 from cdp.runtime import get_runtime
 from cdp.settings import get_settings
 
@@ -26,26 +27,42 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
     scheduler: Annotated[bool, typer.Option(help="Run scheduled exports in this process.")] = True,
+    retention: Annotated[
+        bool, typer.Option(help="Run retention once a day in this process.")
+    ] = True,
 ) -> None:
-    """Serve the API; run scheduled exports (every CDP_EXPORT_SCHEDULE_POLL_SECONDS)."""
+    """Serve the API; run scheduled exports (every CDP_EXPORT_SCHEDULE_POLL_SECONDS) and the
+    daily retention job."""
     stop = threading.Event()
-    thread: threading.Thread | None = None
-    if scheduler:
-        thread = threading.Thread(
-            target=scheduler_loop,
-            kwargs={
-                "runtime": get_runtime(),
-                "stop": stop,
-                "poll_seconds": get_settings().export_schedule_poll_seconds,
-            },
-            name="cdp-export-scheduler",
-            daemon=True,
+    threads: list[threading.Thread] = []
+    if retention:
+        threads.append(
+            threading.Thread(
+                target=retention_loop,
+                kwargs={"runtime": get_runtime(), "stop": stop},
+                name="cdp-retention",
+                daemon=True,
+            )
         )
+    if scheduler:
+        threads.append(
+            threading.Thread(
+                target=scheduler_loop,
+                kwargs={
+                    "runtime": get_runtime(),
+                    "stop": stop,
+                    "poll_seconds": get_settings().export_schedule_poll_seconds,
+                },
+                name="cdp-export-scheduler",
+                daemon=True,
+            )
+        )
+    for thread in threads:
         thread.start()
     console.print(f"cdp API on http://{host}:{port} ({workers} worker(s))")
     try:
         uvicorn.run("cdp.api.app:create_app", factory=True, host=host, port=port, workers=workers)
     finally:
         stop.set()
-        if thread is not None:
+        for thread in threads:
             thread.join(timeout=30)
