@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         ),
     )
     rate_limit_principal_per_second: float = Field(
-        default=50.0,
+        default=500.0,
         ge=0,
         description=(
             "Requests per second each bearer token may make, per API worker process (token "
@@ -180,7 +180,7 @@ class Settings(BaseSettings):
         ),
     )
     rate_limit_principal_burst: int = Field(
-        default=100, ge=1, description="Requests a bearer token may make at once (bucket size)."
+        default=1000, ge=1, description="Requests a bearer token may make at once (bucket size)."
     )
     rate_limit_source_per_second: float = Field(
         default=200.0,
