@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     privacy_package_days: int = Field(
         default=30,
         ge=1,
-        description="Days a produced access package stays downloadable before retention deletes it.",
+        description="Days an access package stays downloadable before retention deletes it.",
     )
 
     max_request_bytes: int = Field(

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
-import cdp.access.models  # noqa: F401
-import cdp.audit.models  # noqa: F401
-import cdp.consent.models  # noqa: F401
-import cdp.db.models  # noqa: F401
-import cdp.exports.models  # noqa: F401
-import cdp.ingest.models  # noqa: F401
-import cdp.privacy.models  # noqa: F401
-import cdp.profiles.models  # noqa: F401
-import cdp.segments.models  # noqa: F401
+import cdp.access.models
+import cdp.audit.models
+import cdp.consent.models
+import cdp.db.models
+import cdp.exports.models
+import cdp.ingest.models
+import cdp.privacy.models
+import cdp.profiles.models
+import cdp.segments.models
 import cdp.traits.models  # noqa: F401
 
 metadata = SQLModel.metadata
