@@ -1,8 +1,10 @@
 """Segment-compatible ingestion: validate a request's messages and store them in one transaction.
 
-Every valid message of a request is written in a single transaction, in this order: the ``Sec-GPC``
-withdrawal of ``ad_audiences`` (when the request carries ``Sec-GPC: 1``), consent from
-``context.consent.categoryPreferences``, identify/alias identities and traits, orders, events.
+Every valid message of a request is written in a single transaction (shared with concurrent
+requests by :mod:`cdp.ingest.group_commit`; a request still lands whole or not at all), in this
+order: the ``Sec-GPC`` withdrawal of ``ad_audiences`` (when the request carries ``Sec-GPC: 1``),
+consent from ``context.consent.categoryPreferences``, identify/alias identities and traits, orders,
+events.
 So a GPC signal is on the ledger before anything else from that request, and a request either
 lands whole or not at all. Invalid messages are reported by index and field (no values); the valid
 ones of the same request are still stored (Segment drops bad messages and keeps the rest).
@@ -28,9 +30,10 @@ from cdp.ingest.batch import BatchContext, Outcome
 from cdp.ingest.consents import write_consents
 from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
+from cdp.ingest.group_commit import committer_for
 from cdp.ingest.models import SeenMessage
 from cdp.ingest.orders import write_orders
-from cdp.ingest.pipeline import converter_for, record_context, run_batch
+from cdp.ingest.pipeline import converter_for, record_context
 from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
 from cdp.ingest.segment_models import (
     ORDER_COMPLETED,
@@ -247,14 +250,8 @@ def ingest_messages(
     plan, invalid, _ignored = plan_messages(runtime, messages, gpc=gpc, source=source, clock=clock)
     result = SegmentResult(received=len(messages), invalid=invalid)
     if plan.gpc or plan.consents or plan.customers or plan.orders or plan.events:
-        result.outcome = run_batch(
-            runtime,
-            _write(plan),
-            [],
-            source=source,
-            converter=converter_for(runtime),
-            clock=clock,
-            recorded_by=source,
+        result.outcome = committer_for(runtime.data_engine).submit(
+            runtime=runtime, writer=_write(plan), source=source, clock=clock
         )
     count_ingest(
         channel="http",

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from threading import Event, Thread
 from typing import Any
 
 import pytest
@@ -16,6 +17,9 @@ from fastapi.testclient import TestClient
 from cdp.api.app import create_app
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity
+from cdp.ingest.batch import BatchContext, Outcome
+from cdp.ingest.group_commit import GroupCommitter
+from cdp.ingest.segment import ingest_messages
 from cdp.ingest.sources import create_source, revoke_source
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import count, dump_tables
@@ -255,3 +259,78 @@ def test_alias_links_an_anonymous_visitor_to_the_customer(
     assert _subject(cdp_env, IdentityKind.ANONYMOUS_ID, "anon-5") == sid
     assert count(cdp_env.runtime, "subjects") == 1
     assert count(cdp_env.runtime, "events", f"WHERE subject_id = '{sid}'") == 1  # fmt: skip
+
+
+def test_concurrent_requests_share_a_transaction_and_keep_their_own_outcomes(
+    cdp_env: CdpEnv,
+) -> None:
+    """Requests queued behind a leader are written together; each gets its own counts, and one
+    request's failure is retried alone so it fails only itself."""
+    runtime = cdp_env.runtime
+    committer = GroupCommitter()
+    entered, release = Event(), Event()
+    ran: list[str] = []
+
+    def blocking(ctx: BatchContext, _items: Any) -> Outcome:
+        entered.set()
+        release.wait(10)
+        return Outcome(inserted=1)
+
+    def named(n: int, fail: bool = False) -> Any:
+        def write(ctx: BatchContext, _items: Any) -> Outcome:
+            ran.append(ctx.source)
+            if fail:
+                raise RuntimeError("this request's own failure")
+            ctx.conn.execute(sa.text("SELECT 1"))
+            return Outcome(inserted=n)
+
+        return write
+
+    results: dict[str, Any] = {}
+
+    def submit(name: str, writer: Any) -> None:
+        try:
+            results[name] = committer.submit(
+                runtime=runtime, writer=writer, source=name, clock=lambda: datetime.now(UTC)
+            ).inserted
+        except RuntimeError as exc:
+            results[name] = str(exc)
+
+    leader = Thread(target=submit, args=("r0", blocking))
+    leader.start()
+    assert entered.wait(10)
+    followers = [
+        Thread(target=submit, args=(f"r{n}", named(n, fail=(n == 3)))) for n in range(1, 5)
+    ]
+    for t in followers:
+        t.start()
+    while len(committer._queue) < 4:  # all four queued behind the leader's transaction
+        Event().wait(0.01)
+    release.set()
+    for t in [leader, *followers]:
+        t.join(10)
+    assert results == {"r0": 1, "r1": 1, "r2": 2, "r3": "this request's own failure", "r4": 4}
+    # the four ran in one shared transaction first (rolled back by r3), then one by one
+    assert sorted(set(ran)) == ["r1", "r2", "r3", "r4"]
+    assert len(ran) > 4
+
+    # and through the service: concurrent batches all land, replays stay duplicates
+    create_source(runtime=runtime, name="app")
+    source = "app"
+    batches = [
+        [_msg("track", userId=f"u-{i}", event="Clicked", properties={"n": j}) for j in range(5)]
+        for i in range(6)
+    ]
+    threads = [
+        Thread(target=ingest_messages, kwargs={"runtime": runtime, "source_name": source,
+                                               "messages": b})
+        for b in batches
+    ]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert count(runtime, "events") == 30
+    again = [ingest_messages(runtime=runtime, source_name=source, messages=b) for b in batches]
+    assert all(r.outcome.duplicates == 5 and r.outcome.inserted == 0 for r in again)
+    assert count(runtime, "events") == 30
