@@ -175,9 +175,9 @@ def load_postgres(engine: sa.Engine, data: dict[str, Any]) -> None:
         for statement in ddl:
             cur.execute(str(statement))
         raw.commit()
+        raw.autocommit = True  # VACUUM runs outside a transaction
         cur.execute("VACUUM ANALYZE subjects")
         cur.execute("VACUUM ANALYZE orders")
-        raw.commit()
     finally:
         raw.close()
     engine.dispose()

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 
 from cdp.errors import InvalidInputError, NotFoundError
+from cdp.profiles.models import Order
 from cdp.traits import clv_model as cm
 from cdp.traits.bulk import bulk_insert, bulk_session
 from cdp.traits.config import ClvConfig
@@ -78,18 +79,15 @@ def day_end(day: date) -> datetime:
 def summary_select(calibration_end: date) -> sa.Select[Any]:
     """Per allowed buyer up to the end of ``calibration_end``, in subject order: purchase
     occasions, first and last day, total value and the value of the first day."""
-    facts = subject_facts(day_end(calibration_end), first_value=True).subquery("facts")
+    facts = subject_facts(day_end(calibration_end), first_value=True)
+    c = facts.selected_columns
+    subject = Order.__table__.c.subject_id  # type: ignore[attr-defined]
     return (
-        sa.select(
-            facts.c.subject_id,
-            facts.c.occasions,
-            facts.c.first_day,
-            facts.c.last_day,
-            facts.c.total_value,
-            facts.c.first_value,
+        facts.with_only_columns(
+            c.subject_id, c.occasions, c.first_day, c.last_day, c.total_value, c.first_value
         )
-        .where(marketing_allowed(facts.c.subject_id))
-        .order_by(facts.c.subject_id)
+        .having(marketing_allowed(subject))
+        .order_by(subject)
     )
 
 

@@ -97,8 +97,7 @@ def _facts_columns() -> list[sa.Column[Any]]:
 def buyer_facts(now: datetime) -> Select[Any]:
     """The order facts (with the last gap) of every allowed buyer as of ``now``. Restricted
     subjects are left out before ranking, so they do not shift anyone's quintile."""
-    facts = subject_facts(now, last_gap=True).subquery("facts")
-    return sa.select(*facts.c).where(marketing_allowed(facts.c.subject_id))
+    return subject_facts(now, last_gap=True).having(marketing_allowed(orders_t.c.subject_id))
 
 
 def _rank_columns() -> list[sa.Column[Any]]:
