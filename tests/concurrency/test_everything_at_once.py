@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from cdp.clock import FrozenClock, utcnow
@@ -34,7 +33,7 @@ from cdp.privacy.erasure import erase_subject
 from cdp.segments.service import create_segment
 from cdp.segments.views import SegmentIn
 from tests.audit.factories import make_principal
-from tests.conftest import PG_URL, CdpEnv
+from tests.conftest import CdpEnv
 from tests.crash.helpers import CLI, audit_verify, check_integrity, start_server
 from tests.exports.conftest import EVERYONE, World
 from tests.factories import make_subject
@@ -69,14 +68,8 @@ def _emails_in(result: Any) -> set[str]:
     return found
 
 
-KNOWN_POSTGRES_RACES = (
-    "open bugs found by this test on PostgreSQL (issue 8 report): POST /v1/identify answers 500 "
-    "(UniqueViolation uq_identities_kind_token) when one userId is written concurrently by two "
-    "workers or the batch ingest; an export run racing an erasure can fail with DeadlockDetected"
-)
 
 
-@pytest.mark.xfail(PG_URL is not None, reason=KNOWN_POSTGRES_RACES, strict=False)
 def test_workers_ingest_erasure_and_export_at_once(cdp_env: CdpEnv, tmp_path: Path) -> None:
     world, subjects, emails = _seed(cdp_env)
     rt = cdp_env.runtime
@@ -183,11 +176,11 @@ def test_workers_ingest_erasure_and_export_at_once(cdp_env: CdpEnv, tmp_path: Pa
         assert bare == 0
     verified = audit_verify()
     assert verified.returncode == 0, verified.stderr[-2000:]
-    for started, _finished, result in exports:
-        # Guaranteed: a person whose erasure finished before the export began is never sent.
-        # (Erasures that finish while an export runs, after it read and decrypted the person, can
-        # still be in that export's file: see the report of issue 8 / docs/operations.md.)
+    for _started, finished, result in exports:
+        # Erasure and exports exclude each other (cdp/privacy/erasure_lock.py): an erasure that
+        # returned before the export finished committed before the export's run began, so no
+        # subject erased before the export committed is ever sent.
         sent = _emails_in(result)
-        early = [sid for sid, at in erased_at.items() if at < started]
+        early = [sid for sid, at in erased_at.items() if at < finished]
         leaked = [sid for sid in early if emails[sid] in sent]
         assert leaked == [], json.dumps(result.manifest["counts"])
