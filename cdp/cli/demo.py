@@ -1,4 +1,5 @@
-"""``cdp generate`` (a synthetic shop's files) and ``cdp demo`` (generate, ingest, summarise)."""
+"""``cdp generate`` (a synthetic shop's files) and ``cdp demo`` (the whole product, end to end:
+generate, ingest, traits, principals, segments, exports, audited reads, erasure, audit)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,19 @@ from rich.table import Table
 from cdp.cli.app import app, console
 from cdp.cli.ingest import run_ingest, summary_table
 from cdp.demo import generate_shop
-from cdp.demo.pipeline import DEFAULT_CUSTOMERS, DEFAULT_ORDERS, DemoContext, run_demo
+from cdp.demo.pipeline import (
+    DEFAULT_CUSTOMERS,
+    DEFAULT_ORDERS,
+    STEPS,
+    DemoContext,
+    register_product_steps,
+    run_demo,
+)
 from cdp.ingest.pipeline import RecordKind
 from cdp.runtime import get_runtime, reset_runtime
 from cdp.settings import get_settings
+
+register_product_steps()
 
 
 @app.command()
@@ -44,7 +54,7 @@ def _initialize() -> None:
 
 
 def _say(text: str) -> None:
-    console.print(text, markup=False, highlight=False)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _ingest(kind: str, path: Path, expected: int | None) -> Any:
@@ -73,6 +83,15 @@ def _totals() -> Table:
     return table
 
 
+def _steps_table(ctx: DemoContext) -> Table:
+    table = Table("step", "seconds", "what it did", show_header=True)
+    table.columns[2].overflow = "fold"
+    for step in STEPS:
+        if step.name in ctx.seconds and step.name in ctx.done:
+            table.add_row(step.name, f"{ctx.seconds[step.name]:.1f}", ctx.done.get(step.name, ""))
+    return table
+
+
 @app.command()
 def demo(
     customers: int = typer.Option(DEFAULT_CUSTOMERS, min=1, help="Number of customers."),
@@ -80,7 +99,8 @@ def demo(
     seed: int = typer.Option(7, help="Random seed."),
     out: Path | None = typer.Option(None, "--out", help="Shop directory (default HOME/demo)."),
 ) -> None:
-    """Generate the demo shop into CDP_HOME/demo, ingest it, and show what cdp holds now."""
+    """Walk the whole product on a generated shop: ingest, traits, segments, exports, audited
+    reads, an erasure and the audit trail (tokens, reports and checkpoint in CDP_HOME/demo)."""
     settings = get_settings()
     started = time.perf_counter()
     ctx = DemoContext(
@@ -91,10 +111,12 @@ def demo(
         say=_say,
         ingest=_ingest,
         initialize=_initialize,
+        home=settings.home,
     )
     run_demo(ctx)
     console.print(summary_table(ctx.results.get("ingest", [])))
     console.print(_totals())
     for label, value in ctx.facts.items():
         console.print(f"{label}: {value}")
+    console.print(_steps_table(ctx))
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s; data in {settings.home}")

@@ -13,12 +13,18 @@ is imported before a command runs, so the step is in place when ``cdp demo`` sta
     register_step(DemoStep("traits", "Compute RFM, CLV and lifecycle traits", _traits))
 
 Steps run in list order; ``register_step`` puts a step before the final ``summary`` (or after
-the step named by ``after``). A step reads what earlier steps left in ``ctx.results`` and adds
-lines to the summary through ``ctx.facts``.
+the step named by ``after``). A step reads what earlier steps left in ``ctx.results``, says what
+it did in one line through ``ctx.done[step name]`` (counts and file paths only: the final table
+of ``cdp demo`` lists them with each step's duration) and may add lines through ``ctx.facts``.
+
+The steps after ingestion (traits, principals, segments, exports, profile reads, erasure, audit)
+live in ``cdp/demo/steps_*.py`` and register themselves when imported
+(:func:`register_product_steps`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +48,19 @@ class DemoContext:
     ingest: Callable[[str, Path, int | None], Any] | None = None
     """(kind, file, expected records) -> a summary; the CLI passes one with a progress bar."""
     initialize: Callable[[], None] | None = None
+    home: Path | None = None
+    """The installation's home (``CDP_HOME``): tokens, checkpoint and reports go to HOME/demo."""
     results: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
+    done: dict[str, str] = field(default_factory=dict)
+    """Step name -> what it did, in one line (counts and file paths, never personal data)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Step name -> how long it took."""
+
+    @property
+    def work_dir(self) -> Path:
+        """Where the demo keeps what it produces besides the shop: HOME/demo."""
+        return self.home / "demo" if self.home is not None else self.out_dir
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,9 @@ class DemoStep:
 def _generate(ctx: DemoContext) -> None:
     shop = generate_shop(ctx.out_dir, customers=ctx.customers, orders=ctx.orders, seed=ctx.seed)
     ctx.results["shop"] = shop
+    ctx.done["generate"] = (
+        f"{shop.customer_count:,} customers, {shop.order_count:,} orders -> {ctx.out_dir}"
+    )
     ctx.say(
         f"generated {shop.customer_count:,} customers, {shop.order_count:,} orders, "
         f"{shop.consent_count:,} consent entries, {shop.event_count:,} events in {ctx.out_dir}"
@@ -65,6 +85,7 @@ def _generate(ctx: DemoContext) -> None:
 def _init(ctx: DemoContext) -> None:
     if ctx.initialize is not None:
         ctx.initialize()
+        ctx.done["init"] = "schema and keys ready"
 
 
 _COUNTS = {
@@ -82,7 +103,11 @@ def _ingest(kind: str) -> Callable[[DemoContext], None]:
         shop = ctx.results["shop"]
         path: Path = getattr(shop, kind)
         expected = getattr(shop, _COUNTS[kind])
-        ctx.results.setdefault("ingest", []).append(ctx.ingest(kind, path, expected))
+        summary = ctx.ingest(kind, path, expected)
+        ctx.results.setdefault("ingest", []).append(summary)
+        counts = ("read", "inserted", "updated", "duplicates", "rejected")
+        if all(hasattr(summary, c) for c in counts):
+            ctx.done[f"ingest-{kind}"] = ", ".join(f"{c} {getattr(summary, c):,}" for c in counts)
 
     return run
 
@@ -114,8 +139,24 @@ def register_step(step: DemoStep, *, after: str | None = None) -> None:
     STEPS.insert(index, step)
 
 
+def register_product_steps() -> None:
+    """Register the steps that walk the rest of the product (idempotent: re-registering a step
+    replaces it in place). Imported here, not at module level: the step modules import this one.
+    """
+    from cdp.demo import steps_access, steps_analytics, steps_audit, steps_exports, steps_privacy
+
+    # traits + segments, principals, destinations + exports, profile reads + erasure, audit
+    for module in (steps_analytics, steps_access, steps_exports, steps_privacy, steps_audit):
+        for step in module.STEPS:
+            register_step(step)
+
+
 def run_demo(ctx: DemoContext, steps: list[DemoStep] | None = None) -> DemoContext:
+    """Run the steps in order, saying each one's title before and its duration after."""
     for step in steps if steps is not None else list(STEPS):
         ctx.say(f"[{step.name}] {step.title}")
+        started = time.perf_counter()
         step.run(ctx)
+        ctx.seconds[step.name] = time.perf_counter() - started
+        ctx.say(f"[{step.name}] done in {ctx.seconds[step.name]:.1f}s")
     return ctx
