@@ -66,8 +66,8 @@ FAST: dict[type[BaseModel], Callable[[dict[str, Any], dict[str, Any]], BaseModel
 }
 """Plain-shape validators in front of a model (None: let the model decide); see fastpath."""
 _RETRIES = 3
-SQLITE_CACHE_KIB = 65_536
-"""Page cache of the SQLite connection that writes a batch (64 MB; the default is 2 MB)."""
+SQLITE_CACHE_KIB = 32_768
+"""Page cache of the SQLite connection that writes a batch (32 MB; the default is 2 MB)."""
 
 
 @dataclass

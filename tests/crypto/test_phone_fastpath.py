@@ -1,0 +1,95 @@
+"""The phone fast path gives exactly what ``phonenumbers.parse`` gives, or steps aside."""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdp.crypto.normalize import _fast_phone, normalize_phone
+from cdp.errors import NormalizationError
+
+
+def _reference(raw: str, region: str) -> str | None:
+    """The full parse, as normalize_phone did before the fast path (None: refused)."""
+    value = raw.strip()
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number) or not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _normalized(raw: str, region: str) -> str | None:
+    try:
+        return normalize_phone(raw, default_region=region)
+    except NormalizationError:
+        return None
+
+
+TABLE = [
+    ("(215) 659-4953", "US", True),
+    ("215.659.4953", "US", True),
+    ("215-659-4953", "US", True),
+    ("1 215 659 4953", "US", False),  # national prefix: full parse
+    ("011 44 20 7946 0958", "US", False),  # international prefix: full parse
+    ("+1 215 659 4953", "US", False),  # spaced international form: full parse
+    ("+12156594953", "US", True),
+    ("+12156594953", "CN", True),
+    ("+8613912345678", "US", True),
+    ("139 1234 5678", "CN", True),
+    ("13912345678", "CN", True),
+    ("008613912345678", "US", True),  # 00 is read as +
+    ("0086 139 1234 5678", "US", False),  # spaced international form: full parse
+    ("+442079460958", "US", True),
+    ("020 7946 0958", "GB", False),  # trunk 0: full parse
+    ("+390612345678", "US", False),  # Italian leading zero: full parse
+    ("+49 30 901820", "DE", False),
+    ("03-1234-5678", "JP", False),
+    ("+1 000", "US", False),
+    ("12", "US", False),
+    ("555-0100", "US", False),
+    ("+999123456789", "US", False),  # unassigned country code
+    ("(215) 659-4953", "ZZ", False),  # unknown region
+]
+
+
+@pytest.mark.parametrize(("raw", "region", "fast"), TABLE)
+def test_table_matches_phonenumbers(raw: str, region: str, fast: bool) -> None:
+    value = raw.strip()
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    got = _fast_phone(value, region)
+    assert (got is not None) == fast
+    assert _normalized(raw, region) == _reference(raw, region)
+    if got is not None:
+        assert got == _reference(raw, region)
+
+
+_REGIONS = st.sampled_from(["US", "CA", "CN", "GB", "DE", "JP", "FR", "IT", "BR", "IN", "ZZ"])
+_digits = st.text(alphabet="0123456789", min_size=1, max_size=15)
+_phones = st.one_of(
+    _digits.map(lambda d: "+" + d),
+    _digits,
+    st.tuples(_digits, _digits, _digits).map(lambda t: f"({t[0]}) {t[1]}-{t[2]}"),
+    st.tuples(_digits, _digits).map(lambda t: f"{t[0]}.{t[1]}"),
+    st.tuples(st.sampled_from(["1", "86", "44", "49", "81", "39", "55"]), _digits).map(
+        lambda t: f"+{t[0]}{t[1]}"
+    ),
+    st.text(alphabet="0123456789 +-().x", max_size=20),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_phones, _REGIONS)
+def test_fast_path_agrees_with_phonenumbers(raw: str, region: str) -> None:
+    value = raw.strip()
+    got = _fast_phone(value, region) if value else None
+    if got is not None:
+        assert got == _reference(raw, region)
+    assert _normalized(raw, region) == _reference(raw, region)
