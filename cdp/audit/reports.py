@@ -1,8 +1,7 @@
 """Compliance reports over the audit log (data only; :mod:`cdp.audit.render` renders them).
 
 * ``subject-access``: who read one subject's data, when, which fields, for what purpose; and who
-  received it (filled by recipient sources that other modules register, see
-  :func:`register_recipient_source`: exports add theirs).
+  received it (every export that included the subject, from the exports' recipients ledger).
 * ``principal-activity``: what one principal did.
 * ``denied-anomalies``: denied attempts, bursts of reads, purposes unusual for a role.
 * ``processing``: records of processing — purposes, data categories and fields, roles with read
@@ -73,16 +72,6 @@ class Recipient:
     purpose: str
     fields: tuple[str, ...]
     reference: str
-
-
-RecipientSource = Callable[[Runtime, str, datetime, datetime], list[Recipient]]
-_RECIPIENT_SOURCES: list[RecipientSource] = []
-
-
-def register_recipient_source(source: RecipientSource) -> None:
-    """Add a function listing who received a subject's data (exports register theirs)."""
-    if source not in _RECIPIENT_SOURCES:
-        _RECIPIENT_SOURCES.append(source)
 
 
 @dataclass
@@ -193,15 +182,9 @@ def subject_access(
         "field": Counter(f for a in rows if a.outcome == "allowed" for f in a.fields).most_common(),
         "outcome": _count(rows, lambda a: a.outcome),
     }
-    if _RECIPIENT_SOURCES:
-        report.recipients = [
-            r for src in _RECIPIENT_SOURCES for r in src(runtime, subject_id, start, end)
-        ]
-    else:
-        report.notes.append(
-            "Recipients: no export has registered a recipient source yet, so disclosures to "
-            "destinations are not listed here."
-        )
+    from cdp.exports.ledger import disclosures  # exports record who received what
+
+    report.recipients = disclosures(runtime, subject_id, start, end)
     return report
 
 

@@ -14,6 +14,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cdp.audit.reports import Recipient as Disclosure
 from cdp.exports.destinations import DESTINATIONS
 from cdp.exports.models import ExportRun
 from cdp.exports.sync import RECIPIENTS
@@ -92,3 +93,21 @@ def destinations_of(
     """The names of the destinations that hold or held the subject's data (erasure notices)."""
     names = [r.destination_name for r in recipients_of(subject_id, runtime=runtime, conn=conn)]
     return list(dict.fromkeys(names))
+
+
+def disclosures(
+    runtime: Runtime, subject_id: str, since: datetime, until: datetime
+) -> list[Disclosure]:
+    """The subject's exports between ``since`` and ``until``, as the subject access report lists
+    them under "who received this data"."""
+    return [
+        Disclosure(
+            at=r.at,
+            recipient=f"{r.destination_name} ({r.destination_kind})",
+            purpose=r.purpose,
+            fields=r.fields,
+            reference=r.export_id if r.op == "add" else f"{r.export_id} (removed)",
+        )
+        for r in recipients_of(subject_id, runtime=runtime)
+        if since <= r.at <= until
+    ]

@@ -140,3 +140,29 @@ def test_erasure_lists_destinations_from_the_ledger_and_clears_export_rows(world
     after = _run(world)
     assert (after.counts.members, after.counts.unchanged, after.counts.removed) == (1, 1, 0)
     assert [r.op for r in recipients_of(keep, runtime=rt)] == ["add"]
+
+
+def test_subject_access_report_lists_the_exports_that_included_the_person(world: World) -> None:
+    from datetime import timedelta
+
+    from cdp.audit import reports
+    from cdp.audit.render import render
+
+    rt = world.rt
+    sid = world.person({"email": "r@example.com"})
+    outsider = world.person({"email": "o@example.com"})
+    world.consent(outsider, ["email_marketing"], "withdrawn")
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    result = _run(world)
+    now = world.clock()
+    report = reports.subject_access(
+        runtime=rt, subject_id=sid, since=now - timedelta(days=1), until=now + timedelta(days=1)
+    )
+    assert [(r.recipient, r.purpose, r.fields, r.reference) for r in report.recipients or []] == [
+        ("mail (csv)", "email_marketing", ("email",), result.export_id)
+    ]
+    assert result.export_id in render(report, "html")
+    empty = reports.subject_access(
+        runtime=rt, subject_id=outsider, since=now - timedelta(days=1), until=now
+    )
+    assert empty.recipients == []
