@@ -95,6 +95,37 @@ def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data:
     conn.execute(sa.insert(table), [dict(zip(names, r, strict=True)) for r in data])
 
 
+def update_rows(
+    conn: Connection, table: sa.Table, key: str, names: Sequence[str], data: list[Any]
+) -> None:
+    """``UPDATE table SET names… WHERE key = …`` for each tuple ``(*values, key value)`` of
+    ``data``, through the driver's executemany (no per-value processing, as in inserts)."""
+    if not data:
+        return
+    columns = [table.c[n] for n in names]
+    if conn.dialect.name == "sqlite":
+        times = [i for i, c in enumerate(columns) if isinstance(c.type, UtcDateTime)]
+        if times:
+            data = [tuple(_sqlite_datetime(v) if i in times else v for i, v in enumerate(t))
+                    for t in data]  # fmt: skip
+        mark = "?"
+    elif conn.dialect.name == "postgresql":
+        mark = "%s"
+    else:
+        stmt = sa.update(table).where(table.c[key] == sa.bindparam("k_"))
+        stmt = stmt.values({n: sa.bindparam(f"v_{n}") for n in names})
+        conn.execute(
+            stmt,
+            [{"k_": t[-1], **{f"v_{n}": v for n, v in zip(names, t, strict=False)}} for t in data],
+        )
+        return
+    sets = ", ".join(f"{n} = {mark}" for n in names)
+    conn.exec_driver_sql(
+        f"UPDATE {table.name} SET {sets} WHERE {key} = {mark}",  # noqa: S608
+        data,
+    )
+
+
 def select_in(
     conn: Connection,
     table: sa.Table,

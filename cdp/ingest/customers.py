@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from cdp.db.models import PiiValue, Subject
 from cdp.ingest.batch import IN_CHUNK, BatchContext, Outcome, Reject, claim_of
-from cdp.ingest.bulk import insert_rows
+from cdp.ingest.bulk import insert_rows, update_rows
 from cdp.ingest.records import CUSTOM_TRAITS_FIELD, CustomerRecord
 from cdp.profiles.resolve import resolve
 
@@ -151,18 +151,8 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
             updates,
         )
     bumps = [
-        {"sid": sid, "su": final_signup.get(sid), "pa": final_as_of.get(sid)}
+        (ctx.now, final_signup.get(sid), final_as_of.get(sid), sid)
         for sid in sorted(touched | meta_dirty)
     ]
-    if bumps:
-        conn.execute(
-            sa.update(st)
-            .where(st.c.id == sa.bindparam("sid"))
-            .values(
-                updated_at=ctx.now,
-                signed_up_at=sa.bindparam("su"),
-                profile_as_of=sa.bindparam("pa"),
-            ),
-            bumps,
-        )
+    update_rows(conn, st, "id", ("updated_at", "signed_up_at", "profile_as_of"), bumps)
     return out
