@@ -10,7 +10,8 @@ them back afterwards:
   are restored on exit; ``temp_store=MEMORY`` is set when the connection has no temporary
   database open yet and stays on that pooled connection (SQLite refuses to change it inside a
   transaction once a temporary table exists; it only moves temporary B-trees into RAM).
-* PostgreSQL: ``SET LOCAL work_mem`` and ``maintenance_work_mem``, which end with the
+* PostgreSQL: ``SET LOCAL work_mem``, ``maintenance_work_mem`` and ``temp_buffers`` (the
+  last only counts before the session's first temporary table), which end with the
   transaction.
 
 :func:`temp_table` materialises an intermediate result (e.g. per-subject facts) once, so that
@@ -33,6 +34,7 @@ SQLITE_CACHE_KIB: Final = 1_000_000  # 1 GB of page cache while computing
 SQLITE_MMAP_BYTES: Final = 8 << 30
 PG_WORK_MEM: Final = "256MB"
 PG_MAINTENANCE_WORK_MEM: Final = "512MB"
+PG_TEMP_BUFFERS: Final = "1GB"
 
 _names = count()
 
@@ -46,6 +48,9 @@ def bulk_session(conn: sa.Connection) -> Iterator[None]:
     """Raise the connection's memory limits for the duration of a bulk computation."""
     if not is_sqlite(conn):
         conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
+        # Only takes effect before the session's first temporary table (then it is ignored):
+        # 8 MB of local buffers made filling a 1M-row keyed temporary table 5x slower.
+        conn.exec_driver_sql(f"SET LOCAL temp_buffers = '{PG_TEMP_BUFFERS}'")
         conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{PG_MAINTENANCE_WORK_MEM}'")
         yield
         return

@@ -19,7 +19,6 @@ import numpy.typing as npt
 import sqlalchemy as sa
 
 from cdp.errors import InvalidInputError, NotFoundError
-from cdp.profiles.models import Order
 from cdp.traits import clv_model as cm
 from cdp.traits.bulk import bulk_insert, bulk_session
 from cdp.traits.config import ClvConfig
@@ -76,18 +75,17 @@ def day_end(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
 
 
-def summary_select(calibration_end: date) -> sa.Select[Any]:
+def summary_select(calibration_end: date, dialect: str = "sqlite") -> sa.Select[Any]:
     """Per allowed buyer up to the end of ``calibration_end``, in subject order: purchase
     occasions, first and last day, total value and the value of the first day."""
-    facts = subject_facts(day_end(calibration_end), first_value=True)
+    facts = subject_facts(day_end(calibration_end), first_value=True, dialect=dialect)
     c = facts.selected_columns
-    subject = Order.__table__.c.subject_id  # type: ignore[attr-defined]
     return (
         facts.with_only_columns(
             c.subject_id, c.occasions, c.first_day, c.last_day, c.total_value, c.first_value
         )
-        .having(marketing_allowed(subject))
-        .order_by(subject)
+        .having(marketing_allowed(c.subject_id))
+        .order_by(c.subject_id)
     )
 
 
@@ -99,7 +97,7 @@ def summary(conn: sa.Connection, *, calibration_end: date) -> Summary:
     are read through the driver (no per-value type processing: the columns are numbers) and
     turned into numpy arrays column by column."""
     with bulk_session(conn):
-        rows = conn.execute(summary_select(calibration_end)).all()
+        rows = conn.execute(summary_select(calibration_end, conn.dialect.name)).all()
     end_day = python_day(calibration_end)
     cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
     ids = list(cols[0])

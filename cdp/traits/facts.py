@@ -45,11 +45,24 @@ def completed_orders_before(
 
 
 def subject_facts(
-    end: datetime, *, first_value: bool = False, last_gap: bool = False
+    end: datetime,
+    *,
+    first_value: bool = False,
+    last_gap: bool = False,
+    dialect: str = "sqlite",
 ) -> Select[Any]:
     """Per subject with a completed order before ``end``: orders, occasions, first and last
     order time and day, total value; optionally the value of the first day and the gap in days
-    between the last two occasions (NULL with one occasion)."""
+    between the last two occasions (NULL with one occasion). Filter and order groups through
+    ``.selected_columns.subject_id``.
+
+    Two formulations with the same results, chosen by ``dialect`` (the tests run both against
+    the same Python reference): SQLite counts distinct days per group and seeks the first or
+    last day's neighbours in the index; PostgreSQL's ``count(DISTINCT)`` sorts every group, so
+    there one streamed window pass (``lag`` over each subject's orders in index order, no sort)
+    marks the first order of each day and the aggregate counts and sums over the marks."""
+    if dialect == "postgresql":
+        return _windowed_facts(end, first_value=first_value, last_gap=last_gap)
     first_at = sa.func.min(orders_t.c.ordered_at)
     last_at = sa.func.max(orders_t.c.ordered_at)
     cols: list[sa.ColumnElement[Any]] = [
@@ -90,3 +103,53 @@ def subject_facts(
     # One flat aggregate (no derived table): the groups come out of the index in subject
     # order, so an ORDER BY subject or a HAVING on the subject costs no sort or extra pass.
     return sa.select(*cols).where(*completed_orders_before(end)).group_by(orders_t.c.subject_id)
+
+
+def day_rows(end: datetime, *extra: sa.ColumnElement[bool]) -> sa.Subquery:
+    """Completed orders before ``end`` with their UTC day, the previous order's day of the
+    same subject and the subject's first day (windows in the index's order: no sort)."""
+    day = day_number(orders_t.c.ordered_at)
+    by_subject: dict[str, Any] = {
+        "partition_by": orders_t.c.subject_id,
+        "order_by": orders_t.c.ordered_at,
+    }
+    return (
+        sa.select(
+            orders_t.c.subject_id,
+            orders_t.c.ordered_at,
+            orders_t.c.value_base,
+            day.label("day"),
+            sa.func.lag(day).over(**by_subject).label("prev_day"),
+            sa.func.first_value(day).over(**by_subject).label("first_day"),
+        )
+        .where(*completed_orders_before(end), *extra)
+        .subquery("day_rows")
+    )
+
+
+def new_day(rows: sa.Subquery) -> sa.ColumnElement[bool]:
+    """The row is its subject's first order of a UTC day (a purchase occasion starts)."""
+    return rows.c.day.is_distinct_from(rows.c.prev_day)
+
+
+def _windowed_facts(end: datetime, *, first_value: bool, last_gap: bool) -> Select[Any]:
+    rows = day_rows(end)
+    starts = new_day(rows)
+    cols: list[sa.ColumnElement[Any]] = [
+        rows.c.subject_id,
+        sa.func.count().label("orders"),
+        sa.func.count().filter(starts).label("occasions"),
+        sa.func.min(rows.c.ordered_at).label("first_order_at"),
+        sa.func.max(rows.c.ordered_at).label("last_order_at"),
+        sa.func.min(rows.c.day).label("first_day"),
+        sa.func.max(rows.c.day).label("last_day"),
+        sa.func.sum(rows.c.value_base).label("total_value"),
+    ]
+    if first_value:
+        first = sa.func.sum(rows.c.value_base).filter(rows.c.day == rows.c.first_day)
+        cols.append(first.label("first_value"))
+    if last_gap:
+        # The previous occasion's day is largest on the last occasion's first order.
+        previous = sa.func.max(rows.c.prev_day).filter(starts)
+        cols.append((sa.func.max(rows.c.day) - previous).label("last_gap_days"))
+    return sa.select(*cols).group_by(rows.c.subject_id)

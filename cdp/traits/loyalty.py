@@ -31,7 +31,7 @@ from cdp.profiles.models import Order
 from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import LoyaltyConfig
 from cdp.traits.eligibility import marketing_allowed
-from cdp.traits.facts import completed_orders_before
+from cdp.traits.facts import completed_orders_before, day_rows, new_day
 from cdp.traits.models import LoyaltyStatus, LoyaltyTierChange
 from cdp.traits.sqlfuncs import date_key, no_index
 
@@ -58,8 +58,17 @@ def _tier_name(cfg: LoyaltyConfig, rank: Any) -> sa.ColumnElement[str]:
     return sa.case({i: t.name for i, t in enumerate(cfg.tiers)}, value=rank)
 
 
-def window_facts(cfg: LoyaltyConfig, now: datetime) -> Select[Any]:
-    """Per subject with a completed order in the window: spend and purchase occasions."""
+def window_facts(cfg: LoyaltyConfig, now: datetime, dialect: str = "sqlite") -> Select[Any]:
+    """Per subject with a completed order in the window: spend and purchase occasions (on
+    PostgreSQL counted from day marks, as in :func:`cdp.traits.facts.subject_facts`)."""
+    since = now - timedelta(days=cfg.window_days)
+    if dialect == "postgresql":
+        rows = day_rows(now, orders_t.c.ordered_at >= since)
+        return sa.select(
+            rows.c.subject_id,
+            sa.func.sum(rows.c.value_base).label("spend"),
+            sa.func.count().filter(new_day(rows)).label("occasions"),
+        ).group_by(rows.c.subject_id)
     return (
         sa.select(
             orders_t.c.subject_id,
@@ -70,7 +79,7 @@ def window_facts(cfg: LoyaltyConfig, now: datetime) -> Select[Any]:
             # SQLite would pick the ordered_at index for the window (a lookup per order and
             # a sort for the GROUP BY); the covering index streams the groups in subject order.
             *completed_orders_before(now, no_index(orders_t.c.ordered_at)),
-            no_index(orders_t.c.ordered_at) >= now - timedelta(days=cfg.window_days),
+            no_index(orders_t.c.ordered_at) >= since,
         )
         .group_by(orders_t.c.subject_id)
     )
@@ -136,13 +145,23 @@ def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) ->
     with bulk_session(conn):
         conn.execute(sa.delete(status_t).where(~marketing_allowed(status_t.c.subject_id)))
         with temp_table(
-            conn, "tier_window", _window_columns(), window_facts(cfg, now), primary_key="subject_id"
+            conn,
+            "tier_window",
+            _window_columns(),
+            window_facts(cfg, now, conn.dialect.name),
+            primary_key="subject_id",
         ) as window:
             ev = evaluation(cfg, now, window).subquery("ev")
             changed = sa.select(*ev.c).where(ev.c.new_rank.is_distinct_from(ev.c.current_rank))
             with temp_table(conn, "tier_changes", _staged_columns(), changed) as staged:
                 written = _apply(conn, cfg=cfg, now=now, staged=staged)
-        conn.execute(sa.update(status_t).values(evaluated_at=now))
+        # New and changed members were stamped above; stamp the others (skipping rows that
+        # already carry ``now`` saves PostgreSQL a rewrite of every new member's row).
+        conn.execute(
+            sa.update(status_t)
+            .where(status_t.c.evaluated_at.is_distinct_from(now))
+            .values(evaluated_at=now)
+        )
     return written
 
 
@@ -187,6 +206,6 @@ def _apply(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime, staged: sa
     conn.execute(
         sa.update(status_t)
         .where(status_t.c.subject_id == upd.c.subject_id)
-        .values(tier=upd.c.to_tier, tier_rank=upd.c.new_rank, since=now)
+        .values(tier=upd.c.to_tier, tier_rank=upd.c.new_rank, since=now, evaluated_at=now)
     )
     return int(written)

@@ -94,10 +94,11 @@ def _facts_columns() -> list[sa.Column[Any]]:
     ]
 
 
-def buyer_facts(now: datetime) -> Select[Any]:
+def buyer_facts(now: datetime, dialect: str = "sqlite") -> Select[Any]:
     """The order facts (with the last gap) of every allowed buyer as of ``now``. Restricted
     subjects are left out before ranking, so they do not shift anyone's quintile."""
-    return subject_facts(now, last_gap=True).having(marketing_allowed(orders_t.c.subject_id))
+    facts = subject_facts(now, last_gap=True, dialect=dialect)
+    return facts.having(marketing_allowed(facts.selected_columns.subject_id))
 
 
 def _rank_columns() -> list[sa.Column[Any]]:
@@ -181,7 +182,11 @@ def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetim
         conn.execute(sa.delete(traits_t))
         with (
             temp_table(
-                conn, "facts", _facts_columns(), buyer_facts(now), primary_key="subject_id"
+                conn,
+                "facts",
+                _facts_columns(),
+                buyer_facts(now, conn.dialect.name),
+                primary_key="subject_id",
             ) as facts,
             temp_table(
                 conn, "ranks", _rank_columns(), buyer_ranks(facts), primary_key="subject_id"
