@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,7 +40,7 @@ def associated_data(subject_id: str, field: str, key_version: int) -> bytes:
 class SubjectCipher:
     """One subject's data key, ready to use: AAD prefix and header computed once (hot path)."""
 
-    __slots__ = ("_aead", "_header", "_prefix", "subject_id", "version")
+    __slots__ = ("_aads", "_aead", "_header", "_prefix", "subject_id", "version")
 
     def __init__(self, aead: AESGCM, *, subject_id: str, key_version: int) -> None:
         self._aead = aead
@@ -47,6 +48,13 @@ class SubjectCipher:
         self.version = key_version
         self._prefix = _aad_prefix(subject_id, key_version)
         self._header = _HEADER.pack(FORMAT_VERSION, key_version)
+        self._aads: dict[str, bytes] = {}
+
+    def _aad(self, field: str) -> bytes:
+        aad = self._aads.get(field)
+        if aad is None:
+            aad = self._aads[field] = self._prefix + field.encode()
+        return aad
 
     def __repr__(self) -> str:
         return f"SubjectCipher(subject_id={self.subject_id!r}, version={self.version})"
@@ -54,22 +62,49 @@ class SubjectCipher:
     def encrypt(self, field: str, plaintext: str) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return (
-            self._header
-            + nonce
-            + self._aead.encrypt(nonce, plaintext.encode(), self._prefix + field.encode())
+            self._header + nonce + self._aead.encrypt(nonce, plaintext.encode(), self._aad(field))
         )
 
+    def encrypt_many(self, values: Mapping[str, str]) -> dict[str, bytes]:
+        """Encrypt a record's fields: one ``urandom`` call for all nonces (each an independent,
+        uniformly random 96 bits), AADs from the per-field cache."""
+        randomness = os.urandom(NONCE_BYTES * len(values))
+        header, encrypt, aads = self._header, self._aead.encrypt, self._aads
+        out: dict[str, bytes] = {}
+        for i, (field, plaintext) in enumerate(values.items()):
+            nonce = randomness[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
+            aad = aads.get(field) or self._aad(field)
+            out[field] = header + nonce + encrypt(nonce, plaintext.encode(), aad)
+        return out
+
+    def decrypt_many(self, blobs: Mapping[str, bytes]) -> dict[str, str]:
+        """Decrypt a record's fields (same checks as :meth:`decrypt`)."""
+        header, decrypt, aads = self._header, self._aead.decrypt, self._aads
+        out: dict[str, str] = {}
+        for field, blob in blobs.items():
+            if len(blob) < HEADER_BYTES + TAG_BYTES or not blob.startswith(header):
+                out[field] = self.decrypt(field, blob)  # raises the precise error
+                continue
+            try:
+                plain = decrypt(
+                    blob[5:HEADER_BYTES], blob[HEADER_BYTES:], aads.get(field) or self._aad(field)
+                )
+            except InvalidTag:
+                raise DecryptionError(
+                    f"field {field!r} of subject {self.subject_id} failed authentication"
+                ) from None
+            out[field] = plain.decode()
+        return out
+
     def decrypt(self, field: str, blob: bytes) -> str:
-        if len(blob) < HEADER_BYTES + TAG_BYTES or blob[:5] != self._header:
+        if len(blob) < HEADER_BYTES + TAG_BYTES or not blob.startswith(self._header):
             if len(blob) >= HEADER_BYTES + TAG_BYTES and blob[0] == FORMAT_VERSION:
                 raise DecryptionError(
                     f"field {field!r} of subject {self.subject_id} has another key version"
                 )
             key_version_of(blob)  # raises the precise error (truncated, unknown format)
         try:
-            plain = self._aead.decrypt(
-                blob[5:HEADER_BYTES], blob[HEADER_BYTES:], self._prefix + field.encode()
-            )
+            plain = self._aead.decrypt(blob[5:HEADER_BYTES], blob[HEADER_BYTES:], self._aad(field))
         except InvalidTag:
             raise DecryptionError(
                 f"field {field!r} of subject {self.subject_id} failed authentication"
