@@ -24,6 +24,7 @@ SQLite and faster on PostgreSQL; the CLV fits on 100,000 customers under 5 s and
     python bench/traits.py --full --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/cdp_bench
     CDP_DATABASE_URL=postgresql+psycopg://... python bench/traits.py   # the same, from the env
     python bench/traits.py --full --prepare-only   # only generate, load and cache the shop
+    python bench/traits.py --full --skip-ledger    # without the points ledger runs (long)
 
 The PostgreSQL database is dropped and re-created, so its name must contain "bench" (or set
 CDP_BENCH_FORCE=1). Loaded shops are cached (``--cache-dir``, default ``~/.cache/cdp-bench``
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--no-cache", action="store_true", help="always generate and load")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--skip-baselines", action="store_true", help="cdp only")
+    parser.add_argument("--skip-ledger", action="store_true", help="no points ledger runs")
     parser.add_argument(
         "--prepare-only", action="store_true", help="generate, load and cache the shop, then stop"
     )
@@ -207,16 +209,14 @@ def run_bench(args: Any, home: Path, pg_url: str | None, cache_dir: Path | None)
         f"  {'= all traits (target < 60 s at 1M/10M)':<44} {total:8.2f} s"
         f"   (cpu {cpu_total:6.2f} s)"
     )
-    timed(
-        "points ledger, first backfill (earn + expire)",
-        lambda: run(lambda c: points.update_ledger(c, cfg=cfg.points, now=now)),
-        s,
-    )
-    timed(
-        "points ledger, next run (nothing new)",
-        lambda: run(lambda c: points.update_ledger(c, cfg=cfg.points, now=now)),
-        s,
-    )
+    for label in ("first backfill (earn + expire)", "next run (nothing new)"):
+        if args.skip_ledger:
+            break
+        timed(
+            f"points ledger, {label}",
+            lambda: run(lambda c: points.update_ledger(c, cfg=cfg.points, now=now)),
+            s,
+        )
     cal_end = NOW.date() - timedelta(days=1)
     summ = timed(
         "CLV summary in SQL", lambda: run(lambda c: clv.summary(c, calibration_end=cal_end)), s
