@@ -71,6 +71,23 @@ Normaliser = Callable[[str, str], str]
 _sha256 = hashlib.sha256
 
 
+class RowMixin:
+    """What every concrete format shares: ``row`` from ``row_with_drops``, and a repr without
+    data."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def row(self, profile: Profile, *, default_region: str) -> list[str]:
+        """The row's cells (``""`` where the value is missing or unusable)."""
+        return self.row_with_drops(profile, default_region=default_region)[0]
+
+    def row_with_drops(
+        self, profile: Profile, *, default_region: str
+    ) -> tuple[list[str], tuple[str, ...]]:
+        raise NotImplementedError
+
+
 def as_text(value: object) -> str | None:
     """A profile value as text (``None`` stays ``None``)."""
     if value is None or isinstance(value, str):

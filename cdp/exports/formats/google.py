@@ -14,6 +14,7 @@ from cdp.exports.formats.base import (
     CellMaker,
     Normaliser,
     Profile,
+    RowMixin,
     as_text,
     check_region,
     hashed_cell,
@@ -57,7 +58,7 @@ _COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
 )
 
 
-class GoogleCustomerMatch:
+class GoogleCustomerMatch(RowMixin):
     """Rows for a Google Ads Customer Match customer list (contact-information matching)."""
 
     name = "google_customer_match"
@@ -79,13 +80,6 @@ class GoogleCustomerMatch:
     def __init__(self, *, today: date | None = None) -> None:
         """``today`` is accepted for a uniform factory; this format has no date columns."""
         self._today = today
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    def row(self, profile: Profile, *, default_region: str) -> list[str]:
-        """The row's cells (``""`` where the value is missing or unusable)."""
-        return self.row_with_drops(profile, default_region=default_region)[0]
 
     def row_with_drops(
         self, profile: Profile, *, default_region: str

@@ -14,6 +14,7 @@ from cdp.exports.formats.base import (
     CellMaker,
     Normaliser,
     Profile,
+    RowMixin,
     as_text,
     check_region,
     hashed_cell,
@@ -53,7 +54,7 @@ _MONTH_HASHES = ("", *(sha256_hex(f"{month:02d}") for month in range(1, 13)))
 _DAY_HASHES = ("", *(sha256_hex(f"{day:02d}") for day in range(1, 32)))
 
 
-class MetaCustomAudience:
+class MetaCustomAudience(RowMixin):
     """Rows for a Meta customer-file custom audience (CSV upload or Marketing API payload)."""
 
     name = "meta_custom_audience"
@@ -81,13 +82,6 @@ class MetaCustomAudience:
     def __init__(self, *, today: date | None = None) -> None:
         """``today`` bounds birth dates (none in the future); defaults to the current date."""
         self._today = today if today is not None else date.today()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    def row(self, profile: Profile, *, default_region: str) -> list[str]:
-        """The row's cells (``""`` where the value is missing or unusable)."""
-        return self.row_with_drops(profile, default_region=default_region)[0]
 
     def row_with_drops(
         self, profile: Profile, *, default_region: str
