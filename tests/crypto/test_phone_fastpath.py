@@ -47,10 +47,14 @@ TABLE = [
     ("008613912345678", "US", True),  # 00 is read as +
     ("0086 139 1234 5678", "US", False),  # spaced international form: full parse
     ("+442079460958", "US", True),
-    ("020 7946 0958", "GB", False),  # trunk 0: full parse
+    ("020 7946 0958", "GB", True),  # trunk 0 stripped as parse strips it
+    ("030 901820", "DE", True),
+    ("06 12 34 56 78", "FR", True),
+    ("080-2013-6001", "JP", True),
     ("+390612345678", "US", False),  # Italian leading zero: full parse
     ("+49 30 901820", "DE", False),
-    ("03-1234-5678", "JP", False),
+    ("03-1234-5678", "JP", True),
+    ("0 12", "GB", False),  # too short once the trunk prefix is stripped
     ("+1 000", "US", False),
     ("12", "US", False),
     ("555-0100", "US", False),
