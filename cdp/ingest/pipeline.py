@@ -29,6 +29,7 @@ from cdp.ingest.batch import BatchContext, Outcome, Reject
 from cdp.ingest.consents import write_consents
 from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
+from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.money import Converter
 from cdp.ingest.orders import write_orders
@@ -63,6 +64,7 @@ WRITERS: dict[RecordKind, Writer] = {
 }
 FAST: dict[type[BaseModel], Callable[[dict[str, Any], dict[str, Any]], BaseModel | None]] = {
     OrderRecord: fast_order,
+    CustomerRecord: fast_customer,
 }
 """Plain-shape validators in front of a model (None: let the model decide); see fastpath."""
 _RETRIES = 3
