@@ -19,10 +19,9 @@ from datetime import date
 from typing import Any
 
 from cdp.crypto.normalize import normalize_email, normalize_phone
-from cdp.ingest.fastpath import _FallbackError, _ident, _text, _time
+from cdp.ingest.fastpath import _build, _FallbackError, _ident, _text, _time
 from cdp.ingest.records import ADDRESS_FIELDS, Address, CustomerRecord
 
-_set = object.__setattr__
 _ADDRESS_LIMITS = {"street": 256, "city": 128, "postal_code": 32, "state": 128, "country": 64}
 """Address's max_length per field (a test checks them against the model)."""
 _TEXT_LIMITS = {"first_name": 256, "last_name": 256, "gender": 32}
@@ -33,16 +32,6 @@ _MIN_DATE = date(1900, 1, 1)
 _MAX_DATE = date(2100, 1, 1)
 _MAX_TRAITS = 100
 _MAX_TRAIT_CHARS = 1024
-
-
-def _construct(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
-    """The model holding ``values`` with ``fields_set``, as validation would leave it."""
-    record = cls.__new__(cls)
-    _set(record, "__dict__", values)
-    _set(record, "__pydantic_fields_set__", fields_set)
-    _set(record, "__pydantic_extra__", None)
-    _set(record, "__pydantic_private__", None)
-    return record
 
 
 def _birthday(value: str | None) -> date | None:
@@ -100,9 +89,7 @@ def fast_customer(data: Mapping[str, Any], context: Mapping[str, Any]) -> Custom
         values = {
             "customer_id": customer_id,
             "anonymous_id": anonymous_id,
-            "address": _construct(
-                Address, {n: address.get(n) for n in ADDRESS_FIELDS}, set(address)
-            )
+            "address": _build(Address, address, {n: address.get(n) for n in ADDRESS_FIELDS})
             if address
             else None,
             "email": email,
@@ -121,5 +108,4 @@ def fast_customer(data: Mapping[str, Any], context: Mapping[str, Any]) -> Custom
         fields_set.add("address")
     if traits:
         fields_set.add("traits")
-    record: CustomerRecord = _construct(CustomerRecord, values, fields_set)
-    return record
+    return _build(CustomerRecord, data, values, fields_set)

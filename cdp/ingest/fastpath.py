@@ -36,12 +36,18 @@ _set = object.__setattr__
 _MAX_INT_MONEY = 10**12
 
 
-def _build(cls: type[_M], data: Mapping[str, Any], values: dict[str, Any]) -> _M:
+def _build(
+    cls: type[_M],
+    data: Mapping[str, Any],
+    values: dict[str, Any],
+    fields_set: set[str] | None = None,
+) -> _M:
     """The model holding ``values`` as validation would leave it (what ``model_construct`` does,
-    without its per-field bookkeeping, which costs more than all these checks)."""
+    without its per-field bookkeeping, which costs more than all these checks); the fields set
+    are ``data``'s keys unless given."""
     record = cls.__new__(cls)
     _set(record, "__dict__", values)
-    _set(record, "__pydantic_fields_set__", set(data))
+    _set(record, "__pydantic_fields_set__", set(data) if fields_set is None else fields_set)
     _set(record, "__pydantic_extra__", None)
     _set(record, "__pydantic_private__", None)
     return record
