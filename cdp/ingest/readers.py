@@ -15,11 +15,14 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
+
+import orjson
 
 from cdp.errors import InvalidInputError
 
@@ -123,8 +126,12 @@ def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
 def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> Iterator[RawRecord]:
-    loads = json.loads
+    fast_loads, loads, strict_error = orjson.loads, json.loads, orjson.JSONDecodeError
+    long_number = _LONG_NUMBER.search
     for number, raw in _lines(stream, limit):
         if raw is None:
             yield RawRecord(number, error="record_too_large", message=f"over {limit} bytes")
@@ -132,15 +139,22 @@ def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> 
         if not raw.strip():
             continue
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield RawRecord(number, error="invalid_utf8", message="line is not valid UTF-8")
-            continue
-        try:
-            data = loads(text)
-        except ValueError:
-            yield RawRecord(number, error="invalid_json", message="line is not a JSON object")
-            continue
+            if long_number(raw):
+                raise strict_error("", "", 0)  # orjson reads integers past 64 bits as floats
+            data = fast_loads(raw)  # strict JSON and UTF-8, ~3x faster than json
+        except strict_error:
+            # Not strict JSON (or not UTF-8): decide exactly as the json module would, which
+            # also reads NaN, Infinity, huge integers and lone surrogate escapes.
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield RawRecord(number, error="invalid_utf8", message="line is not valid UTF-8")
+                continue
+            try:
+                data = loads(text)
+            except ValueError:
+                yield RawRecord(number, error="invalid_json", message="line is not a JSON object")
+                continue
         if not isinstance(data, dict):
             yield RawRecord(number, error="invalid_json", message="line is not a JSON object")
             continue

@@ -28,6 +28,53 @@ def test_jsonl_reader_reports_every_nonblank_line_once(lines: list[bytes]) -> No
             assert r.error == "record_too_large"
 
 
+def _json_module_reading(line: bytes) -> tuple[str | None, object]:
+    """What the json module makes of one line: (error code, value)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "invalid_utf8", None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return "invalid_json", None
+    return (None, value) if isinstance(value, dict) else ("invalid_json", None)
+
+
+_JSONISH = st.one_of(
+    st.sampled_from(
+        [
+            b'{"a": NaN, "b": Infinity}',
+            b'{"big": 123456789012345678901234567890}',
+            b'{"s": "\\ud800"}',
+            b'{"s": "caf\xc3\xa9", "n": 1.5e300}',
+            b'{"bad": "\xff"}',
+            b"\xef\xbb\xbf{}",
+            b'{"a": 1, "a": 2}',
+            b"[1, 2]",
+            b'{"a": 1',
+        ]
+    ),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+        max_leaves=8,
+    ).map(lambda v: json.dumps({"v": v}).encode()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_JSONISH, min_size=1, max_size=8))
+def test_jsonl_reader_reads_lines_as_the_json_module_does(lines: list[bytes]) -> None:
+    out = list(read_jsonl(io.BytesIO(b"\n".join(lines) + b"\n"), mapping={}, limit=1 << 20))
+    assert len(out) == len(lines)
+    for record, line in zip(out, lines, strict=True):
+        error, value = _json_module_reading(line)
+        assert record.error == error
+        if error is None:
+            assert repr(record.data) == repr(value)  # same types, NaN included
+
+
 # "\r" alone is excluded: Python's csv writer leaves it unquoted with a "\n" line terminator,
 # so its own output is ambiguous to every reader
 _CELL = st.text(alphabet=st.characters(blacklist_characters="\r"), max_size=12)
