@@ -1,10 +1,7 @@
-"""CLV and churn traits: customer summaries in SQL, BG/NBD + Gamma-Gamma fits, stored predictions.
+"""CLV and churn traits: BG/NBD + Gamma-Gamma fits on the customer summaries, stored predictions.
 
-The summary of each buyer is computed in the database from completed orders up to the end of
-the calibration day, in whole UTC days (so it is identical on SQLite and PostgreSQL), then
-converted to weeks: frequency x = purchase occasions - 1 (repeat purchase days), recency
-t_x = (last day - first day) / 7, age T = (calibration day - first day) / 7, and mean spend
-per repeat occasion m = (total value - value of the first day) / x. The maths lives in
+The summaries (:mod:`cdp.traits.clv_summary`) come from the orders, or from the order facts
+that ``cdp traits compute`` has just stored (``from_facts``). The maths lives in
 :mod:`cdp.traits.clv_model`.
 """
 
@@ -20,12 +17,12 @@ import sqlalchemy as sa
 
 from cdp.errors import InvalidInputError, NotFoundError
 from cdp.traits import clv_model as cm
-from cdp.traits.bulk import bulk_insert, bulk_session
+from cdp.traits.bulk import bulk_insert
+from cdp.traits.clv_summary import Summary as Summary
+from cdp.traits.clv_summary import day_end as day_end
+from cdp.traits.clv_summary import summary as summary
 from cdp.traits.config import ClvConfig
-from cdp.traits.eligibility import marketing_allowed
-from cdp.traits.facts import subject_facts
 from cdp.traits.models import ClvFit, ClvPrediction
-from cdp.traits.sqlfuncs import python_day
 
 fits_t = ClvFit.__table__  # type: ignore[attr-defined]
 predictions_t = ClvPrediction.__table__  # type: ignore[attr-defined]
@@ -39,17 +36,6 @@ PREDICTION_COLUMNS = [
     "clv",
     "clv_quantile",
 ]
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Per-buyer BG/NBD inputs (weeks) and mean repeat spend (NaN where x == 0)."""
-
-    subject_ids: list[str]
-    frequency: FloatArray
-    recency: FloatArray
-    age: FloatArray
-    mean_spend: FloatArray
 
 
 @dataclass(frozen=True)
@@ -70,47 +56,12 @@ class FitResult:
         }
 
 
-def day_end(day: date) -> datetime:
-    """The first instant after ``day`` (UTC): orders before it belong to the day or earlier."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
-
-
-def summary_select(calibration_end: date, dialect: str = "sqlite") -> sa.Select[Any]:
-    """Per allowed buyer up to the end of ``calibration_end``, in subject order: purchase
-    occasions, first and last day, total value and the value of the first day."""
-    facts = subject_facts(day_end(calibration_end), first_value=True, dialect=dialect)
-    c = facts.selected_columns
-    return (
-        facts.with_only_columns(
-            c.subject_id, c.occasions, c.first_day, c.last_day, c.total_value, c.first_value
-        )
-        .having(marketing_allowed(c.subject_id))
-        .order_by(c.subject_id)
-    )
-
-
-def summary(conn: sa.Connection, *, calibration_end: date) -> Summary:
-    """The summaries of every allowed buyer with a completed order on or before the day.
-
-    One pass over the partial covering index of completed orders (grouped by subject, already
-    in subject order) plus an index seek per buyer for the value of its first day; the rows
-    are read through the driver (no per-value type processing: the columns are numbers) and
-    turned into numpy arrays column by column."""
-    with bulk_session(conn):
-        rows = conn.execute(summary_select(calibration_end, conn.dialect.name)).all()
-    end_day = python_day(calibration_end)
-    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
-    ids = list(cols[0])
-    occ, first, last, total, first_value = (np.array(c, dtype=np.float64) for c in cols[1:])
-    x = occ - 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_spend = np.where(x > 0, (total - first_value) / np.maximum(x, 1), np.nan)
-    return Summary(ids, x, (last - first) / 7.0, (end_day - first) / 7.0, mean_spend)
-
-
-def fit(conn: sa.Connection, *, calibration_end: date, now: datetime) -> FitResult:
-    """Fit both models on the summaries up to ``calibration_end`` and store the fit."""
-    s = summary(conn, calibration_end=calibration_end)
+def fit(
+    conn: sa.Connection, *, calibration_end: date, now: datetime, from_facts: bool = False
+) -> FitResult:
+    """Fit both models on the summaries up to ``calibration_end`` and store the fit
+    (``from_facts``: from the stored order facts when they apply, see :func:`summary`)."""
+    s = summary(conn, calibration_end=calibration_end, from_facts=from_facts)
     try:
         bg = cm.fit_bgnbd(frequency=s.frequency, recency=s.recency, age=s.age)
     except cm.ModelFitError as exc:
@@ -156,17 +107,23 @@ def quantiles(values: FloatArray) -> npt.NDArray[np.int64]:
 
 
 def predict(
-    conn: sa.Connection, *, cfg: ClvConfig, now: datetime, horizon_weeks: float | None = None
+    conn: sa.Connection,
+    *,
+    cfg: ClvConfig,
+    now: datetime,
+    horizon_weeks: float | None = None,
+    from_facts: bool = False,
 ) -> int:
     """Store expected purchases, P(alive), churn and CLV of every buyer, from the latest fit,
-    on the summaries as of ``now``'s day. Returns the number of subjects stored."""
+    on the summaries up to the end of yesterday (``now``'s day; ``from_facts`` as for
+    :func:`fit`). Returns the number of subjects stored."""
     horizon = cfg.horizon_weeks if horizon_weeks is None else horizon_weeks
     if not horizon > 0:
         raise InvalidInputError("horizon must be positive", field="horizon")
     f = latest_fit(conn)
     bg = cm.BgNbdParams(r=f.r, alpha=f.alpha, a=f.a, b=f.b)
     today = now.astimezone(UTC).date()
-    s = summary(conn, calibration_end=today - timedelta(days=1))
+    s = summary(conn, calibration_end=today - timedelta(days=1), from_facts=from_facts)
     # Orders of today are not complete yet: the summary runs to the end of yesterday.
     x, tx, big_t = s.frequency, s.recency, s.age
     expected = cm.bgnbd_conditional_expected_purchases(

@@ -67,8 +67,10 @@ def compute_traits(
         try:
             with engine.begin() as conn:
                 yesterday = now.astimezone(UTC).date() - timedelta(days=1)
-                clv.fit(conn, calibration_end=yesterday, now=now)
-                report.clv_subjects = clv.predict(conn, cfg=cfg.clv, now=now)
+                # The order facts stored above serve as the summaries (one row per buyer
+                # instead of every order; see cdp.traits.clv_summary).
+                clv.fit(conn, calibration_end=yesterday, now=now, from_facts=True)
+                report.clv_subjects = clv.predict(conn, cfg=cfg.clv, now=now, from_facts=True)
         except InvalidInputError as exc:
             report.clv_skipped = str(exc)
         step("clv", t)

@@ -50,6 +50,7 @@ def subject_facts(
     first_value: bool = False,
     last_gap: bool = False,
     dialect: str = "sqlite",
+    subjects: sa.Select[Any] | None = None,
 ) -> Select[Any]:
     """Per subject with a completed order before ``end``: orders, occasions, first and last
     order time and day, total value; optionally the value of the first day and the gap in days
@@ -60,9 +61,13 @@ def subject_facts(
     the same Python reference): SQLite counts distinct days per group and seeks the first or
     last day's neighbours in the index; PostgreSQL's ``count(DISTINCT)`` sorts every group, so
     there one streamed window pass (``lag`` over each subject's orders in index order, no sort)
-    marks the first order of each day and the aggregate counts and sums over the marks."""
+    marks the first order of each day and the aggregate counts and sums over the marks.
+
+    ``subjects`` (a one-column select of subject ids) limits the orders read to theirs (index
+    seeks instead of the whole index)."""
+    only = [] if subjects is None else [orders_t.c.subject_id.in_(subjects)]
     if dialect == "postgresql":
-        return _windowed_facts(end, first_value=first_value, last_gap=last_gap)
+        return _windowed_facts(end, first_value=first_value, last_gap=last_gap, only=only)
     first_at = sa.func.min(orders_t.c.ordered_at)
     last_at = sa.func.max(orders_t.c.ordered_at)
     cols: list[sa.ColumnElement[Any]] = [
@@ -102,7 +107,9 @@ def subject_facts(
         cols.append((day_number(last_at) - day_number(previous)).label("last_gap_days"))
     # One flat aggregate (no derived table): the groups come out of the index in subject
     # order, so an ORDER BY subject or a HAVING on the subject costs no sort or extra pass.
-    return sa.select(*cols).where(*completed_orders_before(end)).group_by(orders_t.c.subject_id)
+    return (
+        sa.select(*cols).where(*completed_orders_before(end), *only).group_by(orders_t.c.subject_id)
+    )
 
 
 def day_rows(end: datetime, *extra: sa.ColumnElement[bool]) -> sa.Subquery:
@@ -132,8 +139,10 @@ def new_day(rows: sa.Subquery) -> sa.ColumnElement[bool]:
     return rows.c.day.is_distinct_from(rows.c.prev_day)
 
 
-def _windowed_facts(end: datetime, *, first_value: bool, last_gap: bool) -> Select[Any]:
-    rows = day_rows(end)
+def _windowed_facts(
+    end: datetime, *, first_value: bool, last_gap: bool, only: list[sa.ColumnElement[bool]]
+) -> Select[Any]:
+    rows = day_rows(end, *only)
     starts = new_day(rows)
     cols: list[sa.ColumnElement[Any]] = [
         rows.c.subject_id,

@@ -76,6 +76,8 @@ class SubjectTraits(SQLModel, table=True):
     rfm_segment: str | None = Field(default=None, max_length=32)
     lifecycle_stage: str = Field(max_length=16)
     value_layer: str = Field(max_length=16)
+    # Completed orders' value on the first purchase day (the CLV summary's first occasion).
+    first_day_value: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
 
 
 class LoyaltyStatus(SQLModel, table=True):

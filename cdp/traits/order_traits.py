@@ -51,6 +51,7 @@ COLUMNS = (
     "rfm_segment",
     "lifecycle_stage",
     "value_layer",
+    "first_day_value",
 )
 
 
@@ -75,6 +76,7 @@ def _prospects(now: datetime) -> Select[Any]:
         sa.null(),
         sa.literal("prospect"),
         sa.literal("potential"),
+        sa.null(),
     ).where(~done, marketing_allowed(s.c.id))
 
 
@@ -90,14 +92,16 @@ def _facts_columns() -> list[sa.Column[Any]]:
         sa.Column("first_day", sa.Integer),
         sa.Column("last_day", sa.Integer),
         sa.Column("total_value", sa.Float),
+        sa.Column("first_value", sa.Float),
         sa.Column("last_gap_days", sa.Integer),
     ]
 
 
 def buyer_facts(now: datetime, dialect: str = "sqlite") -> Select[Any]:
-    """The order facts (with the last gap) of every allowed buyer as of ``now``. Restricted
-    subjects are left out before ranking, so they do not shift anyone's quintile."""
-    facts = subject_facts(now, last_gap=True, dialect=dialect)
+    """The order facts (with the first day's value and the last gap) of every allowed buyer as
+    of ``now``. Restricted subjects are left out before ranking, so they do not shift anyone's
+    quintile. The first day's value is stored for the CLV summary (:mod:`cdp.traits.clv`)."""
+    facts = subject_facts(now, first_value=True, last_gap=True, dialect=dialect)
     return facts.having(marketing_allowed(facts.selected_columns.subject_id))
 
 
@@ -172,6 +176,7 @@ def order_traits_select(
             last_gap_days=scored.c.last_gap_days,
         ),
         value_layer(cfg.value_layers, lower=scored.c.m_lower, buyers=scored.c.buyers),
+        scored.c.first_value,
     )
 
 
