@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from cdp.crypto.normalize import normalize_email, normalize_phone
-from cdp.ingest.fastpath import _build, _FallbackError, _ident, _text, _time
+from cdp.ingest.fastpath import _build, _FallbackError, _text, _time, identities
 from cdp.ingest.records import ADDRESS_FIELDS, Address, CustomerRecord
 
 _ADDRESS_LIMITS = {"street": 256, "city": 128, "postal_code": 32, "state": 128, "country": 64}
@@ -65,26 +64,15 @@ def fast_customer(data: Mapping[str, Any], context: Mapping[str, Any]) -> Custom
             elif key in _KNOWN:
                 cells[key] = value
             elif value is not None:
-                if len(value) > _MAX_TRAIT_CHARS:
-                    return None
+                if len(value) > _MAX_TRAIT_CHARS or value != value.strip():
+                    return None  # the model strips strings (by its own whitespace rules)
                 traits[str(key)[:64]] = value
         if len(traits) > _MAX_TRAITS:
             return None
+        country = address.get("country")
+        region = country.upper() if country and len(country) == 2 else None
+        customer_id, anonymous_id, email, phone = identities(cells, context, region)
         get = cells.get
-        customer_id = _ident(get("customer_id"), 256)
-        anonymous_id = _ident(get("anonymous_id"), 256)
-        email = _text(get("email"), 320)
-        if email is not None:
-            email = normalize_email(email)
-        phone = _text(get("phone"), 64)
-        if phone is not None:
-            country = address.get("country")
-            region = country.upper() if country and len(country) == 2 else None
-            phone = normalize_phone(
-                phone, default_region=region or context.get("default_region") or "US"
-            )
-        if not (customer_id or email or phone or anonymous_id):
-            return None
         created = get("created_at")
         values = {
             "customer_id": customer_id,

@@ -113,6 +113,27 @@ def _item(data: Any) -> LineItem:
     )
 
 
+def identities(
+    cells: Mapping[str, Any], context: Mapping[str, Any], region: str | None
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """(customer_id, anonymous_id, email, phone) of a record, validated and normalised as the
+    models do (national phone numbers read in ``region``, else the default region); falls back
+    when a rule fails or the record names no subject at all."""
+    get = cells.get
+    customer_id = _ident(get("customer_id"), 256)
+    anonymous_id = _ident(get("anonymous_id"), 256)
+    email = _text(get("email"), 320)
+    if email is not None:
+        email = normalize_email(email)
+    phone = _text(get("phone"), 64)
+    if phone is not None:
+        default = region or context.get("default_region") or "US"
+        phone = normalize_phone(phone, default_region=default)
+    if not (customer_id or email or phone or anonymous_id):
+        raise _FallbackError
+    return customer_id, anonymous_id, email, phone
+
+
 def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderRecord | None:
     """The order ``data`` describes when it has the plain shape and passes every rule; else None."""
     if not _ORDER_KEYS.issuperset(data):
@@ -134,17 +155,7 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
             items = json.loads(items)
         if items.__class__ is not list or len(items) > 1000:
             return None
-        customer_id = _ident(get("customer_id"), 256)
-        anonymous_id = _ident(get("anonymous_id"), 256)
-        email = _text(get("email"), 320)
-        if email is not None:
-            email = normalize_email(email)
-        phone = _text(get("phone"), 64)
-        if phone is not None:
-            region = context.get("default_region") or "US"
-            phone = normalize_phone(phone, default_region=region)
-        if not (customer_id or email or phone or anonymous_id):
-            return None
+        customer_id, anonymous_id, email, phone = identities(data, context, None)
         discount = get("discount")
         discount = _ZERO if discount is None and "discount" not in data else _money(discount)
         return _build(

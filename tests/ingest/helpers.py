@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
 
 from cdp.db.all_models import metadata
 from cdp.runtime import Runtime
@@ -87,3 +88,41 @@ def dump_tables(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
 def count(rt: Runtime, table: str, where: str = "") -> int:
     with rt.data_engine.connect() as conn:
         return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table} {where}").scalar_one())
+
+
+def fast_matches_model(
+    fast: Callable[[dict[str, Any], dict[str, Any]], BaseModel | None],
+    model: type[BaseModel],
+    data: dict[str, Any],
+    context: dict[str, Any],
+) -> BaseModel | None:
+    """Check a fast path against its model on ``data``: it may only accept what the model
+    accepts, and what it builds must equal the model's record in every field, type and nested
+    model (fields set included). The record when the fast path took ``data``, else None."""
+    got = fast(data, context)
+    try:
+        expected = model.model_validate(data, context=context)
+    except ValidationError:
+        assert got is None, "the fast path accepted a record the model rejects"
+        return None
+    if got is None:
+        return None
+    _same_model(got, expected)
+    assert got.model_dump() == expected.model_dump()
+    return got
+
+
+def _same_model(got: Any, expected: Any) -> None:
+    if isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            _same_model(g, e)
+        return
+    if not isinstance(expected, BaseModel):
+        assert repr(got) == repr(expected)  # same value and type
+        return
+    assert type(got) is type(expected)
+    assert got.model_fields_set == expected.model_fields_set
+    assert got.__dict__.keys() == expected.__dict__.keys()
+    for name, value in expected.__dict__.items():
+        _same_model(got.__dict__[name], value)
