@@ -26,6 +26,7 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 _HEADER = struct.Struct(">BI")
 HEADER_BYTES = _HEADER.size + NONCE_BYTES
+_MIN_BLOB = HEADER_BYTES + TAG_BYTES
 
 
 def _aad_prefix(subject_id: str, key_version: int) -> bytes:
@@ -79,21 +80,21 @@ class SubjectCipher:
 
     def decrypt_many(self, blobs: Mapping[str, bytes]) -> dict[str, str]:
         """Decrypt a record's fields (same checks as :meth:`decrypt`)."""
-        header, decrypt, aads = self._header, self._aead.decrypt, self._aads
+        header, decrypt, aads, prefix = self._header, self._aead.decrypt, self._aads, self._prefix
         out: dict[str, str] = {}
         for field, blob in blobs.items():
-            if len(blob) < HEADER_BYTES + TAG_BYTES or not blob.startswith(header):
+            if len(blob) < _MIN_BLOB or blob[:5] != header:
                 out[field] = self.decrypt(field, blob)  # raises the precise error
                 continue
+            aad = aads.get(field)
+            if aad is None:
+                aad = aads[field] = prefix + field.encode()
             try:
-                plain = decrypt(
-                    blob[5:HEADER_BYTES], blob[HEADER_BYTES:], aads.get(field) or self._aad(field)
-                )
+                out[field] = decrypt(blob[5:HEADER_BYTES], blob[HEADER_BYTES:], aad).decode()
             except InvalidTag:
                 raise DecryptionError(
                     f"field {field!r} of subject {self.subject_id} failed authentication"
                 ) from None
-            out[field] = plain.decode()
         return out
 
     def decrypt(self, field: str, blob: bytes) -> str:

@@ -1,52 +1,86 @@
 """Bulk decryption of a chunk of subjects, only the fields asked for.
 
-Per chunk: the data keys are loaded at once (``vault.warm``), the ciphertexts come from one
-``IN`` query restricted to the wanted fields, and each value is decrypted with the subject's
-ready cipher. A subject whose key is gone (erased while the export ran) or whose ciphertext does
-not authenticate is left out and named (by id and field only) in the log; the export counts it
-as having no usable data.
+Per chunk: the subjects' ready ciphers come from one key-store read (``vault.ciphers``: cached
+keys are used, the others are unwrapped without filling the cache, so an export does not evict
+the keys interactive paths keep warm), the ciphertexts from one ``IN`` query restricted to the
+wanted fields (a plain text statement: rows come back as tuples, without per-value type
+processing), and each subject's fields are decrypted together (``SubjectCipher.decrypt_many``).
+A subject whose key is gone (erased while the export ran) or whose ciphertext does not
+authenticate is left out and named (by id and field only) in the log; the export counts it as
+having no usable data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any
 
 import sqlalchemy as sa
 
-from cdp.db.models import PiiValue
 from cdp.errors import DecryptionError
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
 
-PII = cast(sa.Table, PiiValue.__table__)  # type: ignore[attr-defined]
 log = get_logger("cdp.exports")
 
-_QUERY = sa.select(PII.c.subject_id, PII.c.field, PII.c.ciphertext).where(
-    PII.c.subject_id.in_(sa.bindparam("ids", expanding=True)),
-    PII.c.field.in_(sa.bindparam("fields", expanding=True)),
-)
+_QUERY = sa.text(
+    "SELECT subject_id, field, ciphertext FROM pii_values "
+    "WHERE subject_id IN :ids AND field IN :fields"
+).bindparams(sa.bindparam("ids", expanding=True), sa.bindparam("fields", expanding=True))
+
+
+def _ciphertexts(
+    engine: sa.Engine, ids: list[str], fields: list[str]
+) -> list[tuple[str, str, bytes]]:
+    """``(subject_id, field, ciphertext)`` of ``ids`` restricted to ``fields`` (one read)."""
+    dialect = engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(_QUERY, {"ids": ids, "fields": fields})]
+    raw = engine.raw_connection()
+    try:
+        cur: Any = raw.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if dialect == "sqlite":  # autocommit read (isolation_level None): one statement
+                marks = ",".join("?" * len(ids))
+                cur.execute(
+                    f"SELECT subject_id, field, ciphertext FROM pii_values "  # noqa: S608
+                    f"WHERE subject_id IN ({marks}) AND field IN ({','.join('?' * len(fields))})",
+                    (*ids, *fields),
+                )
+            else:
+                cur.execute(
+                    "SELECT subject_id, field, ciphertext FROM pii_values "
+                    "WHERE subject_id = ANY(%s) AND field = ANY(%s)",
+                    (ids, fields),
+                )
+            rows: list[tuple[str, str, bytes]] = cur.fetchall()
+        finally:
+            cur.close()
+    finally:
+        raw.close()
+    return rows
 
 
 def decrypt_chunk(
     runtime: Runtime, subject_ids: Sequence[str], fields: Sequence[str]
 ) -> dict[str, dict[str, str]]:
     """``{subject_id: {field: value}}`` for the chunk's subjects that have any of ``fields``."""
-    vault = runtime.vault
-    vault.warm(subject_ids)
-    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-        rows = conn.execute(_QUERY, {"ids": list(subject_ids), "fields": list(fields)}).all()
-    by_subject: dict[str, list[tuple[str, bytes]]] = {}
+    ciphers = runtime.vault.ciphers(subject_ids)
+    rows = _ciphertexts(runtime.data_engine, list(subject_ids), list(fields))
+    by_subject: dict[str, dict[str, bytes]] = {}
     for sid, field, blob in rows:
-        items = by_subject.get(sid)
-        if items is None:
-            items = by_subject[sid] = []
-        items.append((field, blob))
+        blobs = by_subject.get(sid)
+        if blobs is None:
+            blobs = by_subject[sid] = {}
+        blobs[field] = blob
     out: dict[str, dict[str, str]] = {}
-    for sid, items in by_subject.items():
+    for sid, blobs in by_subject.items():
+        cipher = ciphers.get(sid)
         try:
-            decrypt = vault.cipher(sid).decrypt
-            out[sid] = {field: decrypt(field, blob) for field, blob in items}
+            if cipher is None:
+                raise DecryptionError("no data key")
+            out[sid] = cipher.decrypt_many(blobs)
         except DecryptionError:  # key shredded meanwhile, or a value that does not authenticate
             log.error("export skipped a subject whose data does not decrypt", subject_id=sid)
     return out

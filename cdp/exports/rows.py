@@ -9,10 +9,14 @@ nothing else); the platform's normalisation and SHA-256 come from
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from cdp.exports.audience_formats import get_format
+
+#: What :meth:`RowMaker.make_chunk` returns: the ids with a row, their rows (same order), and
+#: the ids without any usable value.
+Chunk = tuple[list[str], list[list[str]], list[str]]
 
 
 class RowMaker(Protocol):
@@ -28,6 +32,33 @@ class RowMaker(Protocol):
 
     def make(self, profile: Mapping[str, str]) -> list[str] | None: ...
 
+    def make_chunk(self, ids: Sequence[str], profiles: Mapping[str, Mapping[str, str]]) -> Chunk:
+        """The rows of a chunk's subjects, in ``ids`` order (one call per chunk, not per row)."""
+        ...
+
+
+def _chunk(
+    row: Callable[[Mapping[str, str]], list[str]],
+    ids: Sequence[str],
+    profiles: Mapping[str, Mapping[str, str]],
+) -> Chunk:
+    """``row`` over the chunk; a subject without a profile or with only empty cells is
+    skipped."""
+    out_ids: list[str] = []
+    rows: list[list[str]] = []
+    skipped: list[str] = []
+    get = profiles.get
+    for sid in ids:
+        profile = get(sid)
+        if profile is not None:
+            cells = row(profile)
+            if any(cells):
+                out_ids.append(sid)
+                rows.append(cells)
+                continue
+        skipped.append(sid)
+    return out_ids, rows, skipped
+
 
 class PlainRows:
     """CSV, JSON Lines and webhook rows: the allowed fields, in clear, in a stable order."""
@@ -36,10 +67,16 @@ class PlainRows:
         self.headers = tuple(fields)
         self.needs = tuple(fields)
 
-    def make(self, profile: Mapping[str, str]) -> list[str] | None:
+    def _row(self, profile: Mapping[str, str]) -> list[str]:
         get = profile.get
-        cells = [get(f) or "" for f in self.headers]
+        return [get(f) or "" for f in self.headers]
+
+    def make(self, profile: Mapping[str, str]) -> list[str] | None:
+        cells = self._row(profile)
         return cells if any(cells) else None
+
+    def make_chunk(self, ids: Sequence[str], profiles: Mapping[str, Mapping[str, str]]) -> Chunk:
+        return _chunk(self._row, ids, profiles)
 
 
 class AudienceRows:
@@ -49,17 +86,15 @@ class AudienceRows:
         fmt = get_format(format_name)
         allowed = set(fields)
         required = fmt.fields_required
-        keep = [i for i, h in enumerate(fmt.headers) if required[h][0] in allowed]
-        self._fmt = fmt
-        self._keep = keep
-        self._all = len(keep) == len(fmt.headers)
-        self._region = default_region
-        self.headers = tuple(fmt.headers[i] for i in keep)
-        used = {f for i in keep for f in required[fmt.headers[i]]}
+        self.headers = tuple(h for h in fmt.headers if required[h][0] in allowed)
+        used = {f for h in self.headers for f in required[h]}
         self.needs = tuple(f for f in fields if f in used)
+        # only the allowed columns are ever computed (and only their fields decrypted)
+        self._row = fmt.row_maker(self.headers, default_region=default_region)
 
     def make(self, profile: Mapping[str, str]) -> list[str] | None:
-        cells = self._fmt.row(profile, default_region=self._region)
-        if not self._all:
-            cells = [cells[i] for i in self._keep]
+        cells = self._row(profile)
         return cells if any(cells) else None
+
+    def make_chunk(self, ids: Sequence[str], profiles: Mapping[str, Mapping[str, str]]) -> Chunk:
+        return _chunk(self._row, ids, profiles)

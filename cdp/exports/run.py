@@ -47,7 +47,7 @@ log = get_logger("cdp.exports")
 #: ``progress(phase, done, total)``; phases: ``add``, ``remove``.
 Progress = Callable[[str, int, int], None]
 
-CHUNK = 2_000
+CHUNK = 5_000
 
 
 @dataclass(frozen=True)
@@ -247,23 +247,15 @@ def _send(
     usable data, ids whose delivery failed)."""
     maker = outputs.maker
     needs = maker.needs
+    fields = ",".join(dest.fields)
     skipped: list[str] = []
     done = 0
     for ids in staging.iter_ids(
         runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
     ):
         profiles = decrypt_chunk(runtime, ids, needs)
-        out_ids: list[str] = []
-        rows: list[list[str]] = []
-        make = maker.make
-        for sid in ids:
-            profile = profiles.get(sid)
-            row = make(profile) if profile is not None else None
-            if row is None:
-                skipped.append(sid)
-            else:
-                out_ids.append(sid)
-                rows.append(row)
+        out_ids, rows, unusable = maker.make_chunk(ids, profiles)
+        skipped.extend(unusable)
         if profiles:
             # The audit record and the recipients ledger rows commit together, before any row
             # leaves: an erasure that starts now finds this destination in the ledger.
@@ -282,9 +274,10 @@ def _send(
                     conn,
                     export_id=ctx.request_id,
                     destination_id=dest.id,
-                    subject_ids=out_ids,
+                    chunk=ids,
+                    skipped=unusable,
                     op=action,
-                    fields=",".join(dest.fields),
+                    fields=fields,
                     at=clock(),
                 )
         sink.write(out_ids, rows)

@@ -75,30 +75,31 @@ def stage(
         (~has_data, sa.literal("no_data")),
         else_=sa.literal("eligible"),
     )
-    select = sa.select(sa.literal(export_id), sid, state, sa.literal("none")).distinct()
-    conn.execute(
-        sa.insert(STAGING).from_select(["export_id", "subject_id", "state", "action"], select)
-    )
     in_sync = (
         sa.select(sa.literal(1))
         .where(
             SYNC.c.destination_id == destination_id,
             SYNC.c.segment == segment,
-            SYNC.c.subject_id == STAGING.c.subject_id,
+            SYNC.c.subject_id == sid,
         )
         .exists()
     )
-    mine = STAGING.c.export_id == export_id
-    eligible = STAGING.c.state == "eligible"
-    if full:
-        conn.execute(sa.update(STAGING).where(mine, eligible).values(action="add"))
-    else:
-        conn.execute(
-            sa.update(STAGING)
-            .where(mine, eligible)
-            .values(action=sa.case((in_sync, sa.literal("keep")), else_=sa.literal("add")))
-        )
-    conn.execute(sa.update(STAGING).where(mine, ~eligible, in_sync).values(action="remove"))
+    # state and action in one pass (no UPDATE rewriting every staged row and its index entry)
+    states = sa.select(
+        sid.label("subject_id"), state.label("state"), in_sync.label("in_sync")
+    ).distinct()
+    st = states.subquery("st")
+    eligible = st.c.state == "eligible"
+    action = sa.case(
+        (sa.and_(eligible, sa.true() if full else ~st.c.in_sync), sa.literal("add")),
+        (eligible, sa.literal("keep")),
+        (st.c.in_sync, sa.literal("remove")),
+        else_=sa.literal("none"),
+    )
+    select = sa.select(sa.literal(export_id), st.c.subject_id, st.c.state, action)
+    conn.execute(
+        sa.insert(STAGING).from_select(["export_id", "subject_id", "state", "action"], select)
+    )
     staged = (
         sa.select(sa.literal(1))
         .where(STAGING.c.export_id == export_id, STAGING.c.subject_id == SYNC.c.subject_id)

@@ -35,27 +35,42 @@ def record_recipients(
     *,
     export_id: str,
     destination_id: str,
-    subject_ids: Sequence[str],
+    chunk: Sequence[str],
+    skipped: Sequence[str],
     op: str,
     fields: str,
     at: datetime,
 ) -> None:
-    """Append ledger rows for a chunk about to be sent (in the chunk's audit transaction)."""
-    if subject_ids:
-        conn.execute(
-            sa.insert(RECIPIENTS),
-            [
-                {
-                    "export_id": export_id,
-                    "subject_id": s,
-                    "destination_id": destination_id,
-                    "op": op,
-                    "fields": fields,
-                    "at": at,
-                }
-                for s in subject_ids
-            ],
+    """Append ledger rows for a chunk about to be sent (in the chunk's audit transaction).
+
+    ``chunk`` is one page of :func:`cdp.exports.staging.iter_ids` (this export's staged ids with
+    action ``op``, in id order, consecutive), so its rows are exactly the staging rows with that
+    action between its first and last id: one ``INSERT ... SELECT`` over that range, less the
+    ``skipped`` ids (no usable value: nothing of theirs is sent), writes them set-based. Only
+    this export changes its staging rows while it runs, and erasure waits for it.
+    """
+    if len(skipped) >= len(chunk):
+        return
+    select = sa.select(
+        sa.literal(export_id),
+        STAGING.c.subject_id,
+        sa.literal(destination_id),
+        sa.literal(op),
+        sa.literal(fields),
+        sa.literal(at, RECIPIENTS.c.at.type),
+    ).where(
+        STAGING.c.export_id == export_id,
+        STAGING.c.action == op,
+        STAGING.c.subject_id >= chunk[0],
+        STAGING.c.subject_id <= chunk[-1],
+    )
+    if skipped:
+        select = select.where(STAGING.c.subject_id.not_in(list(skipped)))
+    conn.execute(
+        sa.insert(RECIPIENTS).from_select(
+            ["export_id", "subject_id", "destination_id", "op", "fields", "at"], select
         )
+    )
 
 
 def lock_rows(conn: Connection, *, export_id: str) -> None:

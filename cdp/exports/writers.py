@@ -45,6 +45,10 @@ class FileSink:
 
     @staticmethod
     def _csv(rows: list[list[str]]) -> bytes:
+        """``rows`` as ``csv.writer`` writes them (``\\n`` line ends, minimal quoting)."""
+        fast = _plain_csv(rows)
+        if fast is not None:
+            return fast
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         return buf.getvalue().encode()
@@ -85,6 +89,26 @@ class FileSink:
             self._file.close()
         self._tmp.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+
+
+def _plain_csv(rows: list[list[str]]) -> bytes | None:
+    """The CSV text of ``rows`` by plain joins when no cell needs quoting (no ``,``, ``"``,
+    ``\\r`` or ``\\n`` in any cell: hex digests always qualify), else None. Checked on the
+    joined text: every row must add exactly its own separators and line end. A row of one
+    empty cell needs quoting (``csv.writer`` writes ``""``), so it is left to the writer too."""
+    if not rows:
+        return b""
+    text = "\n".join([",".join(r) for r in rows]) + "\n"
+    commas = sum(len(r) for r in rows) - len(rows)
+    if (
+        '"' in text
+        or "\r" in text
+        or text.count("\n") != len(rows)
+        or text.count(",") != commas
+        or any(len(r) == 1 and not r[0] for r in rows)
+    ):
+        return None
+    return text.encode()
 
 
 def write_json_file(path: Path, document: object) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Protocol
 
+from cdp.exports.formats.fields import region_for
 from cdp.exports.formats.hashing import prehashed, sha256_hex
 from cdp.exports.formats.tables import ISO_ALPHA2
 
@@ -64,6 +65,15 @@ class AudienceFormat(Protocol):
         unusable (so an export can count them); never the values themselves."""
         ...
 
+    def row_maker(self, headers: Sequence[str], *, default_region: str) -> RowFunction:
+        """A function making, for one profile, only the cells of ``headers`` (a subset of
+        :attr:`headers`), in file order; columns not asked for are never computed. Each cell
+        equals the same column's cell of :meth:`row`."""
+        ...
+
+
+#: Cells of the selected columns of one profile (see :meth:`AudienceFormat.row_maker`).
+RowFunction = Callable[[Profile], list[str]]
 
 #: A column's normaliser: the raw text and the profile's region in, the platform's form out.
 Normaliser = Callable[[str, str], str]
@@ -163,6 +173,80 @@ def plain_cell(
 
 #: The signature shared by the three cell makers above.
 CellMaker = Callable[[object, Normaliser, str, str, list[str]], str]
+
+#: One column: header, profile field, normaliser, cell maker.
+Column = tuple[str, str, Normaliser, CellMaker]
+
+
+def selected_columns(
+    columns: Sequence[Column], headers: Sequence[str], every: Sequence[str]
+) -> tuple[Column, ...]:
+    """The ``columns`` whose header is in ``headers``, in file order; ``ValueError`` for a
+    header the format does not have."""
+    wanted = set(headers)
+    unknown = wanted.difference(every)
+    if unknown:
+        raise ValueError(f"not columns of this format: {', '.join(sorted(unknown))}")
+    return tuple(column for column in columns if column[0] in wanted)
+
+
+#: Entries kept per memoised column while a row function lives (then the memo starts over).
+MEMO_LIMIT = 65_536
+
+
+def memoised(make: CellMaker, limit: int = MEMO_LIMIT) -> CellMaker:
+    """``make`` remembering its cells by (value, region), for columns whose values repeat
+    (names, places, postal codes): a repeated value costs one dict lookup instead of folding
+    and hashing. The memo belongs to one row function (one export) and is bounded."""
+    memo: dict[tuple[object, str], tuple[str, bool]] = {}
+
+    def cell(
+        value: object, normalise: Normaliser, region: str, header: str, drops: list[str]
+    ) -> str:
+        key = (value, region)
+        known = memo.get(key)
+        if known is None:
+            dropped: list[str] = []
+            known = (make(value, normalise, region, header, dropped), bool(dropped))
+            if len(memo) >= limit:
+                memo.clear()
+            memo[key] = known
+        if known[1]:
+            drops.append(header)
+        return known[0]
+
+    return cell
+
+
+def columns_function(
+    columns: Sequence[Column],
+    *,
+    regional: bool,
+    default_region: str,
+    memo: frozenset[str] = frozenset(),
+    tail: Callable[[Profile, list[str]], list[str]] | None = None,
+) -> RowFunction:
+    """A row function over ``columns``: the profile's region (its country, else the default)
+    is worked out only when a ``regional`` column needs it; the cells of the ``memo`` columns
+    are remembered (:func:`memoised`); ``tail`` appends further cells (made from the profile
+    and the drops list)."""
+    fallback = check_region(default_region)
+    chosen = tuple(
+        (head, field, norm, memoised(make) if head in memo else make)
+        for head, field, norm, make in columns
+    )
+
+    def row(profile: Profile) -> list[str]:
+        get = profile.get
+        region = region_for(as_text(get("country")), fallback) if regional else fallback
+        drops: list[str] = []
+        cells = [make(get(field), norm, region, head, drops) for head, field, norm, make in chosen]
+        if tail is not None:
+            cells.extend(tail(profile, drops))
+        return cells
+
+    return row
+
 
 _CHECKED_REGIONS: dict[str, str] = {}
 

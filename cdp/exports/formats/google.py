@@ -7,18 +7,21 @@ text, as Google requires (see ``docs/audience-formats.md``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from types import MappingProxyType
 
 from cdp.exports.formats.base import (
-    CellMaker,
-    Normaliser,
+    Column,
     Profile,
+    RowFunction,
     RowMixin,
     as_text,
     check_region,
+    columns_function,
     hashed_cell,
     plain_cell,
+    selected_columns,
 )
 from cdp.exports.formats.fields import e164, google_country, google_email, google_zip, region_for
 
@@ -47,8 +50,11 @@ def google_last_name(raw: str, region: str = "") -> str:
         value = rest
 
 
+# Columns whose values repeat across a list (names, places): cells memoised per export.
+_MEMO = frozenset({"First Name", "Last Name", "Country", "Zip"})
+
 # (header, profile field, normaliser, cell maker), in file order.
-_COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
+_COLUMNS: tuple[Column, ...] = (
     ("Email", "email", google_email, hashed_cell),
     ("Phone", "phone", e164, hashed_cell),
     ("First Name", "first_name", google_first_name, hashed_cell),
@@ -93,3 +99,13 @@ class GoogleCustomerMatch(RowMixin):
             for header, field, normalise, make in _COLUMNS
         ]
         return cells, tuple(drops)
+
+    def row_maker(self, headers: Sequence[str], *, default_region: str) -> RowFunction:
+        """Only the cells of ``headers``, in file order (see ``AudienceFormat.row_maker``)."""
+        columns = selected_columns(_COLUMNS, headers, self.headers)
+        return columns_function(
+            columns,
+            regional=any(self.fields_required[c[0]][1:] for c in columns),
+            default_region=default_region,
+            memo=_MEMO,
+        )

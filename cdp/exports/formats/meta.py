@@ -7,17 +7,21 @@ hex digest of the value normalised by Meta's rules (see ``docs/audience-formats.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from types import MappingProxyType
 
 from cdp.exports.formats.base import (
-    CellMaker,
-    Normaliser,
+    MEMO_LIMIT,
+    Column,
     Profile,
+    RowFunction,
     RowMixin,
     as_text,
     check_region,
+    columns_function,
     hashed_cell,
+    selected_columns,
     small_hash,
     small_hashed_cell,
 )
@@ -36,7 +40,7 @@ from cdp.exports.formats.fields import (
 from cdp.exports.formats.hashing import sha256_hex
 
 # (header, profile field, normaliser, cell maker), in file order.
-_COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
+_COLUMNS: tuple[Column, ...] = (
     ("email", "email", meta_email, hashed_cell),
     ("phone", "phone", meta_phone, hashed_cell),
     ("fn", "first_name", meta_name, hashed_cell),
@@ -48,6 +52,8 @@ _COLUMNS: tuple[tuple[str, str, Normaliser, CellMaker], ...] = (
     ("gen", "gender", meta_gender, small_hashed_cell),
 )
 _BIRTH_HEADERS = ("doby", "dobm", "dobd")
+# Columns whose values repeat across a list (names, places): cells memoised per export.
+_MEMO = frozenset({"fn", "ln", "ct", "st", "zip", "country", "gen"})
 _NO_BIRTH = ("", "", "")
 # DOBM "MM" and DOBD "DD" hashed once: index 1 is "01".
 _MONTH_HASHES = ("", *(sha256_hex(f"{month:02d}") for month in range(1, 13)))
@@ -96,6 +102,34 @@ class MetaCustomAudience(RowMixin):
         ]
         cells.extend(self._birth_cells(get("birthday"), drops))
         return cells, tuple(drops)
+
+    def row_maker(self, headers: Sequence[str], *, default_region: str) -> RowFunction:
+        """Only the cells of ``headers``, in file order (see ``AudienceFormat.row_maker``)."""
+        columns = selected_columns(_COLUMNS, headers, self.headers)
+        births = tuple(i for i, header in enumerate(_BIRTH_HEADERS) if header in set(headers))
+        birth_cells = self._birth_cells
+        memo: dict[object, tuple[tuple[str, str, str], bool]] = {}
+
+        def birth(profile: Profile, drops: list[str]) -> list[str]:
+            value = profile.get("birthday")
+            known = memo.get(value)
+            if known is None:
+                dropped: list[str] = []
+                known = (birth_cells(value, dropped), bool(dropped))
+                if len(memo) >= MEMO_LIMIT:
+                    memo.clear()
+                memo[value] = known
+            if known[1]:
+                drops.extend(_BIRTH_HEADERS)
+            return [known[0][i] for i in births]
+
+        return columns_function(
+            columns,
+            regional=any(self.fields_required[c[0]][1:] for c in columns),
+            default_region=default_region,
+            memo=_MEMO,
+            tail=birth if births else None,
+        )
 
     def _birth_cells(self, value: object, drops: list[str]) -> tuple[str, str, str]:
         """DOBY ``YYYY``, DOBM ``MM`` and DOBD ``DD``, hashed; blanks if missing or unusable."""
