@@ -76,6 +76,15 @@ def _phone(value: str | None, region: str | None, info: ValidationInfo) -> str |
         raise ValueError("not a valid phone number") from None
 
 
+def _email(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize_email(value)
+    except Exception:
+        raise ValueError("not a valid email address") from None
+
+
 def _aware(value: datetime) -> datetime:
     """Naive timestamps are read as UTC; every stored time is UTC."""
     if value.tzinfo is None:
@@ -155,12 +164,7 @@ class CustomerRecord(_Record):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return normalize_email(value)
-        except Exception:
-            raise ValueError("not a valid email address") from None
+        return _email(value)
 
     @field_validator("birthday")
     @classmethod
@@ -242,7 +246,37 @@ class LineItem(_Record):
         return _safe_id(value)
 
 
-class OrderRecord(_Record):
+class _SubjectRecord(_Record):
+    """Rules shared by the records that name their subject (orders, consent, events): blank
+    cells are absent, ids are safe, the email and phone are normalised, times are UTC."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank(cls, data: Any) -> Any:
+        return _blank_to_none(data)
+
+    @field_validator("customer_id", "anonymous_id", check_fields=False)
+    @classmethod
+    def _subject_ids(cls, value: str | None) -> str | None:
+        return _safe_id(value)
+
+    @field_validator("email", check_fields=False)
+    @classmethod
+    def _subject_email(cls, value: str | None) -> str | None:
+        return _email(value)
+
+    @field_validator("phone", check_fields=False)
+    @classmethod
+    def _subject_phone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _phone(value, None, info)
+
+    @field_validator("ordered_at", "occurred_at", "timestamp", check_fields=False)
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _aware(value)
+
+
+class OrderRecord(_SubjectRecord):
     """An order; the customer is named by customer_id, email or phone."""
 
     order_id: str = Field(min_length=1, max_length=128)
@@ -258,11 +292,6 @@ class OrderRecord(_Record):
     status: Literal["completed", "refunded", "cancelled"] = "completed"
     items: list[LineItem] = Field(default_factory=list, max_length=1000)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _blank(cls, data: Any) -> Any:
-        return _blank_to_none(data)
-
     @field_validator("items", mode="before")
     @classmethod
     def _items_text(cls, value: Any) -> Any:
@@ -276,25 +305,10 @@ class OrderRecord(_Record):
                 raise ValueError("items is not a JSON array") from None
         return value
 
-    @field_validator("order_id", "customer_id", "anonymous_id", "coupon")
+    @field_validator("order_id", "coupon")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
         return _safe_id(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return CustomerRecord._email(value)
-
-    @field_validator("phone", check_fields=False)
-    @classmethod
-    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _phone(value, None, info)
-
-    @field_validator("ordered_at")
-    @classmethod
-    def _time(cls, value: datetime) -> datetime:
-        return _aware(value)
 
     @field_validator("currency")
     @classmethod
@@ -312,7 +326,7 @@ class OrderRecord(_Record):
         return self
 
 
-class ConsentRecord(_Record):
+class ConsentRecord(_SubjectRecord):
     """One grant or withdrawal of a purpose, for the consent ledger."""
 
     customer_id: str | None = Field(default=None, max_length=256)
@@ -328,37 +342,12 @@ class ConsentRecord(_Record):
         "import"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _blank(cls, data: Any) -> Any:
-        return _blank_to_none(data)
-
-    @field_validator("customer_id", "anonymous_id")
-    @classmethod
-    def _ids(cls, value: str | None) -> str | None:
-        return _safe_id(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return CustomerRecord._email(value)
-
-    @field_validator("phone", check_fields=False)
-    @classmethod
-    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _phone(value, None, info)
-
     @field_validator("purpose")
     @classmethod
     def _purpose(cls, value: str) -> str:
         if value not in PURPOSES:
             raise ValueError("unknown purpose")
         return value
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _time(cls, value: datetime) -> datetime:
-        return _aware(value)
 
     @model_validator(mode="after")
     def _has_subject(self) -> ConsentRecord:
@@ -367,7 +356,7 @@ class ConsentRecord(_Record):
         return self
 
 
-class EventRecord(_Record):
+class EventRecord(_SubjectRecord):
     """A behaviour event (Segment ``track``/``page``/``screen``)."""
 
     message_id: str | None = Field(default=None, max_length=128)
@@ -379,30 +368,10 @@ class EventRecord(_Record):
     properties: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime
 
-    @model_validator(mode="before")
-    @classmethod
-    def _blank(cls, data: Any) -> Any:
-        return _blank_to_none(data)
-
-    @field_validator("message_id", "customer_id", "anonymous_id")
+    @field_validator("message_id")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
         return _safe_id(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return CustomerRecord._email(value)
-
-    @field_validator("phone", check_fields=False)
-    @classmethod
-    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _phone(value, None, info)
-
-    @field_validator("timestamp")
-    @classmethod
-    def _time(cls, value: datetime) -> datetime:
-        return _aware(value)
 
     @model_validator(mode="after")
     def _has_subject(self) -> EventRecord:
