@@ -10,7 +10,7 @@ dialects fall back to Core.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -48,9 +48,20 @@ def insert_rows(
     get = itemgetter(*names)
     data: list[Any] = list(map(get, rows)) if len(names) > 1 else [(get(r),) for r in rows]
     if order_by:
-        key = itemgetter(*(names.index(n) for n in order_by))
-        data.sort(key=key)
+        data.sort(key=_sort_key([names.index(n) for n in order_by], data[0]))
     insert_tuples(conn, table, names, data)
+
+
+def _sort_key(positions: list[int], sample: Sequence[Any]) -> Callable[[Any], Any]:
+    """A sort key for tuples by the columns at ``positions``. Text columns are joined with NUL
+    into one string, which orders exactly as the tuple of them would (ids, kinds, tokens and
+    field names hold no NUL) and sorts about twice as fast as tuple keys."""
+    if len(positions) == 1:
+        return itemgetter(positions[0])
+    if len(positions) == 2 and all(isinstance(sample[i], str) for i in positions):
+        i, j = positions
+        return lambda t: t[i] + "\x00" + t[j]
+    return itemgetter(*positions)
 
 
 def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data: list[Any]) -> None:
