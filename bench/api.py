@@ -7,7 +7,8 @@ that picks a random subject per request. The same endpoint is measured, in the s
 ways so that each cost shows:
 
 * ``full``     — bearer token checked, policy decided, audit record appended and committed;
-* ``no-audit`` — as ``full`` but the read runs in a plain read transaction, nothing recorded;
+* ``no-audit`` — as ``full`` but the read runs in a plain read transaction (in the event loop,
+                 as ``full`` does on SQLite), nothing recorded;
 * ``no-auth``  — as ``full`` but the authorisation dependency is overridden by a fixed context
                  (no token lookup, no policy decision); the audit record is still written;
 * ``bare``     — neither.
@@ -75,8 +76,12 @@ def _override_authorisation(app: Any) -> None:
         request_id="bench",
         client="127.0.0.1",
     )
+
+    async def fixed_context() -> AccessContext:
+        return fixed
+
     dependency = profiles.ProfileRead.__metadata__[0].dependency
-    app.dependency_overrides[dependency] = lambda: fixed
+    app.dependency_overrides[dependency] = fixed_context
 
 
 def _disable_audit() -> None:
@@ -92,7 +97,12 @@ def _disable_audit() -> None:
         finally:
             conn.close()
 
+    async def unaudited_async(body: Any, *, runtime: Any, **_: Any) -> Any:
+        with unaudited(runtime=runtime) as scope:
+            return body(scope)
+
     reads.audited_read = unaudited  # type: ignore[assignment]
+    reads.audited_read_async = unaudited_async
 
 
 # --------------------------------------------------------------------------- set-up
@@ -147,14 +157,19 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError("the server did not start")
 
 
-def lua_script(path: Path, ids: list[str], token: str) -> None:
+def lua_script(path: Path, ids: list[str], token: str, *, walk: bool = False) -> None:
+    """wrk script: a random subject per request, or (``walk``, the warm-up) every subject in
+    turn, so the measured run starts with every data key cached (the steady state)."""
     listed = ",".join(f'"{s}"' for s in ids)
+    pick = "ids[(n % #ids) + 1]" if walk else "ids[math.random(#ids)]"
     path.write_text(
         f"local ids = {{{listed}}}\n"
+        "local n = 0\n"
         f'wrk.headers["Authorization"] = "Bearer {token}"\n'
         'wrk.headers["X-Purpose"] = "support"\n'
         "request = function()\n"
-        '  return wrk.format("GET", "/v1/profiles/" .. ids[math.random(#ids)])\n'
+        "  n = n + 1\n"
+        f'  return wrk.format("GET", "/v1/profiles/" .. {pick})\n'
         "end\n"
     )
 
@@ -169,19 +184,40 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(port: int, script: Path, duration: int, connections: int) -> dict[str, float]:
-    """Run wrk (after a 2 s warm-up) and parse requests/s, p50, p99 and non-2xx."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    port: int, script: Path, duration: int, connections: int, server_pid: int
+) -> dict[str, float]:
+    """Run wrk (after a 3 s warm-up walking every subject) and parse requests/s, p50, p99 and
+    non-2xx; also the server's CPU milliseconds per request (less sensitive to a busy machine
+    than requests/s) and the load average over the last minute."""
     url = f"http://127.0.0.1:{port}"
-    base = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(script)]
-    subprocess.run([*base, "-d2s", url], capture_output=True, check=True)
+    warm = script.with_name("warm-up.lua")
+    base = ["wrk", "-t1", f"-c{connections}", "--latency", "-s"]
+    subprocess.run([*base, str(warm), "-d3s", url], capture_output=True, check=True)
+    cpu_before = _cpu_seconds(server_pid)
     out = subprocess.run(
-        [*base, f"-d{duration}s", url], capture_output=True, check=True, text=True
+        [*base, str(script), f"-d{duration}s", url], capture_output=True, check=True, text=True
     ).stdout
+    cpu = _cpu_seconds(server_pid) - cpu_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0}
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "non2xx": float(bad.group(1)) if bad else 0.0,
+        "cpu_ms": 1000 * cpu / max(count, 1),
+        "load": os.getloadavg()[0],
+    }
 
 
 def measure(mode: str, home: Path, script: Path, duration: int, conns: int) -> dict[str, float]:
@@ -199,7 +235,7 @@ def measure(mode: str, home: Path, script: Path, duration: int, conns: int) -> d
     )
     try:
         wait_ready(port)
-        return run_wrk(port, script, duration, conns)
+        return run_wrk(port, script, duration, conns, server.pid)
     finally:
         server.terminate()
         server.wait(10)
@@ -269,12 +305,17 @@ def main() -> None:
         ids, token = setup(home / "home", args.subjects)
         script = home / "profiles.lua"
         lua_script(script, ids, token)
+        lua_script(home / "warm-up.lua", ids, token, walk=True)
         print(
             f"GET /v1/profiles/{{id}}: {args.subjects} subjects with email+phone, SQLite, "
-            f"1 uvicorn worker, wrk -t1 -c{args.connections} -d{args.duration}s (2 s warm-up), "
-            f"best of {args.rounds} interleaved rounds"
+            f"1 uvicorn worker, wrk -t1 -c{args.connections} -d{args.duration}s (3 s warm-up), "
+            f"best of {args.rounds} interleaved rounds; load average before: "
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
         )
-        print(f"{'mode':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        print(
+            f"{'mode':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+            f"{'server CPU ms/req':>18} {'load 1m':>8}"
+        )
         results: dict[str, dict[str, float]] = {}
         modes = args.modes.split(",")
         for _ in range(args.rounds):  # interleaved, so machine noise hits every mode alike
@@ -286,11 +327,15 @@ def main() -> None:
             r = results[mode]
             print(
                 f"{mode:<10} {r['rps']:>9,.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
-                f"{int(r['non2xx']):>8}"
+                f"{int(r['non2xx']):>8} {r['cpu_ms']:>18.3f} {r['load']:>8.2f}"
             )
         if "full" in results and "bare" in results:
             cost = 1 - results["full"]["rps"] / results["bare"]["rps"]
-            print(f"authorisation + audit cost: {cost:.1%} of the bare endpoint's throughput")
+            cpu_cost = 1 - results["bare"]["cpu_ms"] / results["full"]["cpu_ms"]
+            print(
+                f"authorisation + audit cost: {cost:.1%} of the bare endpoint's throughput; "
+                f"{cpu_cost:.1%} of the audited read's server CPU"
+            )
         from cdp.audit.verify import verify_chain
         from cdp.runtime import get_runtime
 

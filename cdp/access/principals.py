@@ -235,6 +235,22 @@ def authenticate(*, runtime: Runtime, token: str | None, clock: Clock = utcnow) 
     return info
 
 
+def cached_principal(
+    *, runtime: Runtime, token: str | None, clock: Clock = utcnow
+) -> PrincipalInfo | None:
+    """The active principal holding ``token`` if this process verified it less than
+    ``auth_cache_seconds`` ago, else ``None`` (then call :func:`authenticate`, which reads the
+    database and raises for a bad token). Never touches the database, so an event loop may call
+    it."""
+    ttl = runtime.settings.auth_cache_seconds
+    if ttl <= 0 or not token:
+        return None
+    info = _auth_cache.get(token_digest(token), ttl)
+    if info is None or info.state(clock()) != "active":
+        return None
+    return info
+
+
 def list_principals(*, runtime: Runtime) -> list[PrincipalInfo]:
     """Every principal, by name (tokens are never shown: they are not stored)."""
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:

@@ -14,19 +14,25 @@ it is missing, unknown, expired or revoked), reads the purpose of use from ``X-P
 (naming the path's ``subject_id`` when there is one) before raising ``PermissionDeniedError``
 (403). On success it returns an :class:`AccessContext` carrying principal, roles, purpose, request
 id, client address and the decision.
+
+The dependency is async: a token verified in the last ``auth_cache_seconds`` and an allowed
+decision (both from memory) are answered in the event loop; anything that needs the database (a
+token not in the cache, a denial to record) runs :func:`resolve_access` in a worker thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Final
 
+import anyio.to_thread
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cdp.access.context import AccessContext, check_purpose
 from cdp.access.engine import get_policy_engine
-from cdp.access.principals import authenticate
+from cdp.access.principals import authenticate, cached_principal
 from cdp.api.deps import RuntimeDep
 from cdp.audit.service import deny
 from cdp.runtime import Runtime
@@ -79,10 +85,39 @@ def resolve_access(
     return ctx
 
 
-def authorize(resource: str, action: str) -> Callable[..., AccessContext]:
+def allowed_from_memory(
+    *,
+    runtime: Runtime,
+    request: Request,
+    token: str | None,
+    purpose: str | None,
+    resource: str,
+    action: str,
+) -> AccessContext | None:
+    """The context of an allowed request whose token this process verified recently, or ``None``
+    when the answer needs the database (:func:`resolve_access` then decides and records)."""
+    principal = cached_principal(runtime=runtime, token=token)
+    if principal is None:
+        return None
+    checked = check_purpose(purpose, source=PURPOSE_HEADER)
+    decision = get_policy_engine().decide(principal.roles, resource, action, checked)
+    if not decision.allowed:
+        return None
+    return AccessContext(
+        principal_id=principal.id,
+        principal_name=principal.name,
+        roles=principal.roles,
+        purpose=checked,
+        request_id=str(getattr(request.state, "request_id", "") or "none"),
+        client=_client(request),
+        decision=decision,
+    )
+
+
+def authorize(resource: str, action: str) -> Callable[..., Any]:
     """A FastAPI dependency admitting principals the policy allows ``action`` on ``resource``."""
 
-    def dependency(
+    async def dependency(
         request: Request,
         runtime: RuntimeDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -91,14 +126,18 @@ def authorize(resource: str, action: str) -> Callable[..., AccessContext]:
             Header(alias=PURPOSE_HEADER, description="Purpose of use, e.g. support, analytics."),
         ] = None,
     ) -> AccessContext:
-        return resolve_access(
-            runtime=runtime,
-            request=request,
-            token=credentials.credentials if credentials is not None else None,
-            purpose=x_purpose,
-            resource=resource,
-            action=action,
-        )
+        args: dict[str, Any] = {
+            "runtime": runtime,
+            "request": request,
+            "token": credentials.credentials if credentials is not None else None,
+            "purpose": x_purpose,
+            "resource": resource,
+            "action": action,
+        }
+        ctx = allowed_from_memory(**args)
+        if ctx is not None:
+            return ctx
+        return await anyio.to_thread.run_sync(partial(resolve_access, **args))
 
     setattr(dependency, AUTHORIZE_MARKER, (resource, action))
     dependency.__name__ = f"authorize_{resource.replace(':', '_')}_{action}"

@@ -9,7 +9,8 @@ from fastapi import Depends
 from cdp.runtime import Runtime, get_runtime
 
 
-def runtime_dep() -> Runtime:
+async def runtime_dep() -> Runtime:
+    """The process's runtime (async: resolved in the event loop, no worker thread)."""
     return get_runtime()
 
 

@@ -2,13 +2,17 @@
 
 Routes only parse input and pass the caller's :class:`AccessContext` to
 :mod:`cdp.profiles.reads`, which checks field-level permissions and writes the audit record.
+
+``GET /v1/profiles/{id}`` is the hot path: it is async (no worker thread on SQLite; the audit record
+is awaited from the group committer) and answers with the view's JSON directly (serialised once,
+by pydantic; ``response_model`` documents it).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel
 
 from cdp.api.auth import AccessContext, authorize
@@ -43,14 +47,15 @@ class ProfileList(BaseModel):
 
 
 @router.get("/{subject_id}", response_model=ProfileView, response_model_exclude_unset=True)
-def get_profile(
+async def get_profile(
     subject_id: SubjectId, ctx: ProfileRead, runtime: RuntimeDep, fields: Fields = None
-) -> ProfileView:
+) -> Response:
     """One profile: pseudonymous fields, plus the PII categories your role may read for your
     purpose. Fields you may not see are absent."""
-    return reads.get_profile(
+    view = await reads.get_profile_async(
         runtime=runtime, ctx=ctx, subject_id=subject_id, fields=parse_fields(fields)
     )
+    return Response(view.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 @router.get("", response_model=ProfileList, response_model_exclude_unset=True)

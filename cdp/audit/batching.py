@@ -8,10 +8,17 @@ arrive becomes the *leader*: it takes every record queued so far, appends them i
 its own record, or the error, which then fails every read of that batch. It repeats until the
 queue is empty, then steps down; the next arrival leads. No background thread; nothing is
 acknowledged before it is durable.
+
+Async callers (the API's event loop) use :meth:`GroupCommitter.submit_async`: the record joins the
+same queue, and the coroutine waits without holding a thread. When nobody is leading, the commit
+loop is started in a worker thread, so the event loop keeps serving requests (and queuing their
+records for the next batch) while a batch is written and fsynced.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -29,26 +36,45 @@ MAX_BATCH: Final = 512
 WriteBatch = Callable[[Connection, Sequence[AuditEntry]], list[AuditRecord]]
 
 
+AsyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[AuditRecord]"]
+Waiter = Future[AuditRecord] | AsyncWaiter
+
+
 class GroupCommitter:
     """Serialises one engine's audit appends into batched transactions (one per process)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._lock = threading.Lock()
-        self._queue: list[tuple[AuditEntry, Future[AuditRecord]]] = []
+        self._queue: list[tuple[AuditEntry, Waiter]] = []
         self._leading = False
+
+    def _enqueue(self, entry: AuditEntry, waiter: Waiter) -> bool:
+        """Queue ``entry``; True when the caller must start leading."""
+        with self._lock:
+            self._queue.append((entry, waiter))
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        return lead
 
     def submit(self, entry: AuditEntry, write: WriteBatch) -> AuditRecord:
         """Append ``entry`` durably and return its record; raise what the write raised."""
         future: Future[AuditRecord] = Future()
-        with self._lock:
-            self._queue.append((entry, future))
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        if lead:
+        if self._enqueue(entry, future):
             self._lead(write)
         return future.result()
+
+    async def submit_async(self, entry: AuditEntry, write: WriteBatch) -> AuditRecord:
+        """As :meth:`submit`, awaited: the batch is written in a worker thread, never in the
+        event loop; returns once ``entry``'s record is durable, or raises what the write raised.
+        A batch's async waiters are woken with one call into their loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AuditRecord] = loop.create_future()
+        if self._enqueue(entry, (loop, future)):
+            leader = loop.run_in_executor(None, self._lead, write)
+            leader.add_done_callback(_retrieve)
+        return await future
 
     def _lead(self, write: WriteBatch) -> None:
         while True:
@@ -58,19 +84,55 @@ class GroupCommitter:
                 if not batch:
                     self._leading = False
                     return
+            waiters = [waiter for _, waiter in batch]
             try:
                 with self._engine.begin() as conn:
                     records = write(conn, [entry for entry, _ in batch])
             except BaseException as exc:  # every waiter of the batch fails with the writer
-                for _, future in batch:
-                    future.set_exception(exc)
+                _settle(waiters, [exc] * len(waiters))
                 if not isinstance(exc, Exception):
                     with self._lock:
                         self._leading = False
                     raise
                 continue
-            for (_, future), record in zip(batch, records, strict=True):
-                future.set_result(record)
+            _settle(waiters, records)
+
+
+Outcome = AuditRecord | BaseException
+
+
+def _settle(waiters: list[Waiter], outcomes: Sequence[Outcome]) -> None:
+    """Hand each waiter its record or error: thread waiters directly, async waiters through one
+    ``call_soon_threadsafe`` per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[AuditRecord], Outcome]]]
+    by_loop = {}
+    for waiter, outcome in zip(waiters, outcomes, strict=True):
+        if isinstance(waiter, Future):
+            if isinstance(outcome, BaseException):
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)
+        else:
+            by_loop.setdefault(waiter[0], []).append((waiter[1], outcome))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
+            loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[AuditRecord], Outcome]]) -> None:
+    for future, outcome in pairs:
+        if future.done():  # the request was cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    """The leader's own outcome: every waiter already got its record or error."""
+    if not done.cancelled():
+        done.exception()
 
 
 _committers: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()

@@ -11,16 +11,23 @@ Two ways in:
   :class:`AuditWriteError` is raised and the caller has nothing to return. If the body raises, an
   ``error`` record is written before the error propagates.
 
+* :func:`audited_read_async` is the same contract for the API's event loop: the body is a plain
+  function of the scope; on SQLite it runs in the loop (a WAL read transaction takes no lock and
+  waits for nobody), on PostgreSQL in a worker thread; the record is then awaited from the group
+  committer, so no thread is held while the batch is fsynced.
+
 Check the policy (:func:`require`) *before* opening :func:`audited_read`, so that a denial is
 recorded as ``denied`` and nothing is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import anyio.to_thread
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,6 +41,7 @@ from cdp.logging import get_logger
 from cdp.runtime import Runtime
 
 log = get_logger("cdp.audit")
+T = TypeVar("T")
 
 
 def entry_for(
@@ -71,6 +79,16 @@ def _write(runtime: Runtime, entries: Sequence[AuditEntry], clock: Clock) -> lis
             return [committer.submit(entries[0], lambda conn, batch: append(conn, batch))]
         with runtime.data_engine.begin() as conn:
             return append(conn, entries, clock=clock)
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("audit write failed", error_type=type(exc).__name__)
+        raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
+
+
+async def _write_async(runtime: Runtime, entry: AuditEntry) -> AuditRecord:
+    """Append and commit one entry through the group committer, awaited (see :func:`_write`)."""
+    try:
+        committer = committer_for(runtime.data_engine)
+        return await committer.submit_async(entry, lambda conn, batch: append(conn, batch))
     except (SQLAlchemyError, OSError) as exc:
         log.error("audit write failed", error_type=type(exc).__name__)
         raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
@@ -226,3 +244,57 @@ def audited_read(
         outcome="allowed",
     )
     scope.record = _write(runtime, [entry], clock)[0]
+
+
+async def audited_read_async(
+    body: Callable[[AuditScope], T],
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    action: str,
+    resource: str,
+    subject_ids: Iterable[str] = (),
+) -> T:
+    """:func:`audited_read` for async callers: run ``body(scope)`` in a read transaction, then
+    commit its audit record; return the body's result only once the record is durable.
+
+    The same contract: a body that raises gets an ``error`` record (unless it was a denial or an
+    audit failure) and its exception propagates; an audit write that fails raises
+    :class:`AuditWriteError` and the body's result is dropped. ``body`` must not ``await``: on
+    SQLite it runs in the event loop (reads are local and take no lock), elsewhere in a worker
+    thread.
+    """
+    named = [s for s in subject_ids if SUBJECT_ID.match(s)]
+
+    def read() -> tuple[T, AuditScope]:
+        conn = runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED")
+        try:
+            scope = AuditScope(conn)
+            with conn.begin():
+                result = body(scope)
+            return result, scope
+        finally:
+            conn.close()
+
+    try:
+        if runtime.data_engine.dialect.name == "sqlite":
+            result, scope = read()
+        else:
+            result, scope = await anyio.to_thread.run_sync(read)
+    except Exception as exc:
+        if not isinstance(exc, AuditWriteError | PermissionDeniedError):
+            entry = entry_for(
+                ctx, action=action, resource=resource, subject_ids=named, outcome="error"
+            )
+            await _write_async(runtime, entry)
+        raise
+    entry = entry_for(
+        ctx,
+        action=action,
+        resource=resource,
+        subject_ids=[*named, *scope.subject_ids],
+        fields=scope.fields,
+        outcome="allowed",
+    )
+    scope.record = await _write_async(runtime, entry)
+    return result

@@ -15,9 +15,9 @@ written into the log by mistake.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -89,6 +89,86 @@ def _checked(entry: AuditEntry) -> AuditEntry:
     return entry
 
 
+class _RawSqlite:
+    """The append's statements compiled once for SQLite and run on the DBAPI cursor inside the
+    caller's transaction (SQLAlchemy's per-statement execution cost is several times SQLite's
+    own for these small statements). Values pass through each column type's bind processor, so
+    what is stored is what ``Connection.execute`` would store."""
+
+    def __init__(self, conn: Connection) -> None:
+        dialect = conn.dialect
+        self.log_sql, self.log_columns, self.log_processors = _insert_sql(LOG, dialect)
+        self.subjects_sql, self.subjects_columns, self.subjects_processors = _insert_sql(
+            SUBJECTS, dialect
+        )
+        self.head_sql = str(_HEAD_FOR_UPDATE.compile(dialect=dialect))
+        self.move_sql = str(_MOVE_HEAD.compile(dialect=dialect))
+
+    def head(self, conn: Connection) -> tuple[int, str] | None:
+        """The head row (SQLite: the transaction already holds the write lock)."""
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            row = cursor.execute(self.head_sql, (1,)).fetchone()
+        finally:
+            cursor.close()
+        return (int(row[0]), str(row[1])) if row is not None else None
+
+    def move(self, conn: Connection, seq: int, digest: str) -> None:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.move_sql, (seq, digest, 1))
+        finally:
+            cursor.close()
+
+    def insert(self, conn: Connection, table: str, rows: list[dict[str, object]]) -> None:
+        if table == "log":
+            sql, columns, processors = self.log_sql, self.log_columns, self.log_processors
+        else:
+            sql, columns, processors = (
+                self.subjects_sql,
+                self.subjects_columns,
+                self.subjects_processors,
+            )
+        values = [
+            tuple(r[c] if p is None else p(r[c]) for c, p in zip(columns, processors, strict=True))
+            for r in rows
+        ]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, values)
+        except conn.dialect.loaded_dbapi.Error as exc:  # as Connection.execute would raise it
+            raise sa.exc.DBAPIError.instance(
+                sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True
+            ) from None
+        finally:
+            cursor.close()
+
+
+def _insert_sql(
+    table: sa.Table, dialect: sa.Dialect
+) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
+    columns = tuple(c.name for c in table.columns)
+    compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(columns))
+    order = tuple(compiled.positiontup or ())
+    processors = tuple(
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
+    )
+    return str(compiled), order, processors
+
+
+_raw: _RawSqlite | None = None
+
+
+def _raw_sqlite(conn: Connection) -> _RawSqlite | None:
+    """The raw statements when ``conn`` is SQLite with the positional driver, else ``None``."""
+    global _raw
+    if conn.dialect.name != "sqlite" or conn.dialect.paramstyle != "qmark":
+        return None
+    if _raw is None:
+        _raw = _RawSqlite(conn)
+    return _raw
+
+
 def _lock_head(conn: Connection) -> tuple[int, str]:
     """Lock the head row (creating it from the log's last record if it is missing)."""
     head = conn.execute(_HEAD_FOR_UPDATE).first()
@@ -119,7 +199,9 @@ def append(
     checked = [_checked(e) for e in entries]
     if not checked:
         return []
-    seq, prev = _lock_head(conn)
+    raw = _raw_sqlite(conn)
+    found = raw.head(conn) if raw is not None else None
+    seq, prev = found if found is not None else _lock_head(conn)
     records: list[AuditRecord] = []
     rows: list[dict[str, object]] = []
     links: list[dict[str, object]] = []
@@ -187,8 +269,14 @@ def append(
             )
         )
         prev = digest
-    conn.execute(_INSERT_LOG, rows)
-    if links:
-        conn.execute(_INSERT_SUBJECTS, links)
-    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+    if raw is not None:
+        raw.insert(conn, "log", rows)
+        if links:
+            raw.insert(conn, "subjects", links)
+        raw.move(conn, seq, prev)
+    else:
+        conn.execute(_INSERT_LOG, rows)
+        if links:
+            conn.execute(_INSERT_SUBJECTS, links)
+        conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return records

@@ -8,21 +8,24 @@ allowed. The door (API route, CLI command) only parses input and renders output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, cast
 
+import anyio.to_thread
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection
 
 from cdp.access.categories import PII_FIELDS
 from cdp.access.context import AccessContext
-from cdp.audit.service import audited_read, require
+from cdp.audit.service import AuditScope, audited_read, audited_read_async, require
 from cdp.consent.models import ConsentEvent
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity, PiiValue, Subject
 from cdp.errors import InvalidInputError, NotFoundError
 from cdp.profiles.models import Order
+from cdp.profiles.prepared import Prepared
 from cdp.profiles.views import (
     OrderSummary,
     ProfileData,
@@ -123,46 +126,54 @@ def _require_all(
         require(runtime=runtime, ctx=ctx, resource=resource, action="read", subject_ids=sid)
 
 
-# Built once: the hot path only binds values (no statement construction per request).
-_SUBJECT_Q = sa.select(SUBJECTS.c.created_at, SUBJECTS.c.signed_up_at).where(
-    SUBJECTS.c.id == sa.bindparam("sid")
+# Built once: the hot path only binds values (no statement construction per request, and no
+# expanding IN, whose SQL is rebuilt on every execution). Two statements per profile: the subject
+# row with its identity kinds (one aggregated subquery), and its sealed PII fields.
+def _subject_query(kinds: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    return sa.select(
+        SUBJECTS.c.created_at,
+        SUBJECTS.c.signed_up_at,
+        sa.select(kinds).where(IDENTITIES.c.subject_id == SUBJECTS.c.id).scalar_subquery(),
+    ).where(SUBJECTS.c.id == sa.bindparam("sid"))
+
+
+# The separator is a literal in the SQL: as a bound value it would be re-rendered per execution.
+_COMMA: sa.ColumnElement[str] = sa.literal_column("','")
+_SUBJECT_Q = {
+    "sqlite": Prepared(_subject_query(sa.func.group_concat(IDENTITIES.c.kind, _COMMA))),
+    "postgresql": Prepared(_subject_query(sa.func.string_agg(IDENTITIES.c.kind, _COMMA))),
+}
+_PII_Q = Prepared(
+    sa.select(PII.c.field, PII.c.ciphertext).where(PII.c.subject_id == sa.bindparam("sid"))
 )
-_KINDS_Q = (
-    sa.select(IDENTITIES.c.kind)
-    .where(IDENTITIES.c.subject_id == sa.bindparam("sid"))
-    .distinct()
-    .order_by(IDENTITIES.c.kind)
+_ORDERS_Q = Prepared(
+    sa.select(
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(ORDERS.c.value_base), 0.0),
+        sa.func.min(ORDERS.c.ordered_at),
+        sa.func.max(ORDERS.c.ordered_at),
+    ).where(ORDERS.c.subject_id == sa.bindparam("sid"))
 )
-_PII_Q = sa.select(PII.c.field, PII.c.ciphertext).where(
-    PII.c.subject_id == sa.bindparam("sid"),
-    PII.c.field.in_(sa.bindparam("fields", expanding=True)),
-)
-_ORDERS_Q = sa.select(
-    sa.func.count(),
-    sa.func.coalesce(sa.func.sum(ORDERS.c.value_base), 0.0),
-    sa.func.min(ORDERS.c.ordered_at),
-    sa.func.max(ORDERS.c.ordered_at),
-).where(ORDERS.c.subject_id == sa.bindparam("sid"))
 
 
 def _load(conn: Connection, subject_id: str, visible: frozenset[str]) -> ProfileData | None:
+    """What storage holds for the subject, restricted to ``visible`` (PII still sealed; a PII
+    field outside ``visible`` is dropped here, unread by anything)."""
     params = {"sid": subject_id}
-    subject = conn.execute(_SUBJECT_Q, params).first()
-    if subject is None:
+    found = _SUBJECT_Q[conn.dialect.name].rows(conn, params)
+    if not found:
         return None
+    subject = found[0]
     kinds: tuple[str, ...] = ()
-    if "identity_kinds" in visible:
-        kinds = tuple(r[0] for r in conn.execute(_KINDS_Q, params))
+    if "identity_kinds" in visible and subject[2]:
+        kinds = tuple(sorted(set(str(subject[2]).split(","))))
     sealed: dict[str, bytes] = {}
-    wanted_pii = sorted(visible & PII_FIELDS)
+    wanted_pii = visible & PII_FIELDS
     if wanted_pii:
-        sealed = {
-            r[0]: bytes(r[1])
-            for r in conn.execute(_PII_Q, {"sid": subject_id, "fields": wanted_pii})
-        }
+        sealed = {r[0]: bytes(r[1]) for r in _PII_Q.rows(conn, params) if r[0] in wanted_pii}
     orders = None
     if "orders" in visible:
-        row = conn.execute(_ORDERS_Q, params).one()
+        row = _ORDERS_Q.rows(conn, params)[0]
         orders = OrderSummary(
             count=int(row[0]),
             value_total=float(row[1]),
@@ -179,6 +190,20 @@ def _load(conn: Connection, subject_id: str, visible: frozenset[str]) -> Profile
     )
 
 
+def _profile_body(
+    runtime: Runtime, subject_id: str, visible: frozenset[str]
+) -> Callable[[AuditScope], ProfileView]:
+    def body(scope: AuditScope) -> ProfileView:
+        data = _load(scope.conn, subject_id, visible)
+        if data is None:
+            raise NotFoundError("no such subject")
+        view = build_view(data, visible, runtime.vault)
+        scope.returned(fields=view.shown())
+        return view
+
+    return body
+
+
 def get_profile(
     *,
     runtime: Runtime,
@@ -192,15 +217,35 @@ def get_profile(
     if fields is not None:
         _require_all(runtime, ctx, resources_needed(fields), [subject_id])
     visible = visible_fields(ctx.categories(), fields)
+    body = _profile_body(runtime, subject_id, visible)
     with audited_read(
         runtime=runtime, ctx=ctx, action="read", resource="profile", subject_ids=[subject_id]
     ) as scope:
-        data = _load(scope.conn, subject_id, visible)
-        if data is None:
-            raise NotFoundError("no such subject")
-        view = build_view(data, visible, runtime.vault)
-        scope.returned(fields=view.shown())
-    return view
+        return body(scope)
+
+
+async def get_profile_async(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    subject_id: str,
+    fields: frozenset[str] | None = None,
+) -> ProfileView:
+    """:func:`get_profile` for the API's event loop (same checks, same audit record); a request
+    the policy denies is handed to :func:`get_profile` in a worker thread, which records it."""
+    if fields is not None and not all(ctx.allows(r, "read") for r in resources_needed(fields)):
+        return await anyio.to_thread.run_sync(
+            lambda: get_profile(runtime=runtime, ctx=ctx, subject_id=subject_id, fields=fields)
+        )
+    visible = visible_fields(ctx.categories(), fields)
+    return await audited_read_async(
+        _profile_body(runtime, subject_id, visible),
+        runtime=runtime,
+        ctx=ctx,
+        action="read",
+        resource="profile",
+        subject_ids=[subject_id],
+    )
 
 
 def find_profiles(
