@@ -191,7 +191,7 @@ def selected_columns(
 
 
 #: Entries kept per memoised column while a row function lives (then the memo starts over).
-MEMO_LIMIT = 65_536
+MEMO_LIMIT = 8_192
 
 
 def memoised(make: CellMaker, limit: int = MEMO_LIMIT) -> CellMaker:
@@ -236,9 +236,19 @@ def columns_function(
         for head, field, norm, make in columns
     )
 
+    regions: dict[object, str] = {}  # country value -> region (a few hundred at most)
+
+    def region_of(country: object) -> str:
+        region = regions.get(country)
+        if region is None:
+            region = region_for(as_text(country), fallback)
+            if len(regions) < 1024:
+                regions[country] = region
+        return region
+
     def row(profile: Profile) -> list[str]:
         get = profile.get
-        region = region_for(as_text(get("country")), fallback) if regional else fallback
+        region = region_of(get("country")) if regional else fallback
         drops: list[str] = []
         cells = [make(get(field), norm, region, head, drops) for head, field, norm, make in chosen]
         if tail is not None:
