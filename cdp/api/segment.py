@@ -22,6 +22,7 @@ from cdp.api.deps import RuntimeDep
 from cdp.api.errors import error_body
 from cdp.api.source_auth import SourceDep, require_source
 from cdp.ingest.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ingest_messages
+from cdp.jsonio import NOT_STRICT, compact_size, strict_loads
 
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[Depends(require_source)])
 
@@ -64,14 +65,17 @@ async def _read(request: Request, limit: int) -> bytes:
 
 
 def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise HTTPException(400, "the body is not valid JSON") from None
+    value = strict_loads(body)
+    if value is NOT_STRICT:  # what json reads beyond strict JSON (NaN, UTF-16...) is accepted
+        try:
+            value = json.loads(body)
+        except ValueError:
+            raise HTTPException(400, "the body is not valid JSON") from None
+    return value
 
 
 def _size(message: Any) -> int:
-    return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+    return compact_size(message, MAX_MESSAGE_BYTES)
 
 
 async def batch_messages(request: Request) -> list[Any]:

@@ -334,3 +334,33 @@ def test_concurrent_requests_share_a_transaction_and_keep_their_own_outcomes(
     again = [ingest_messages(runtime=runtime, source_name=source, messages=b) for b in batches]
     assert all(r.outcome.duplicates == 5 and r.outcome.inserted == 0 for r in again)
     assert count(runtime, "events") == 30
+
+
+def test_lone_surrogate_escape_is_answered_not_a_server_error(
+    client: TestClient, write_key: str
+) -> None:
+    """JSON allows an unpaired surrogate escape; sizing and storing it must not fail."""
+    message = (
+        b'{"type": "track", "userId": "u1", "event": "E\\ud800", "messageId": "m-sur",'
+        b' "timestamp": "2026-03-01T10:00:00Z", "properties": {"note": "\\udc00"}}'
+    )
+    for path, body in (("/v1/batch", b'{"batch": [' + message + b"]}"), ("/v1/track", message)):
+        r = client.post(
+            path, content=body, auth=(write_key, ""), headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 400, r.status_code  # the event name is not a valid string
+        assert "Traceback" not in r.text
+
+
+def test_lone_surrogate_in_properties_is_stored_escaped(client: TestClient, write_key: str) -> None:
+    message = (
+        b'{"type": "track", "userId": "u1", "event": "E", "messageId": "m-sur2",'
+        b' "timestamp": "2026-03-01T10:00:00Z", "properties": {"note": "\\udc00"}}'
+    )
+    r = client.post(
+        "/v1/track",
+        content=message,
+        auth=(write_key, ""),
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.status_code
