@@ -28,7 +28,7 @@ from sqlalchemy.sql import Select
 
 from cdp.db.models import Subject
 from cdp.profiles.models import Order
-from cdp.traits.bulk import bulk_session, temp_table
+from cdp.traits.bulk import bulk_session, foreign_keys_checked_at_end, temp_table
 from cdp.traits.config import LoyaltyConfig
 from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import completed_orders_before, day_rows, new_day
@@ -154,7 +154,12 @@ def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) ->
             ev = evaluation(cfg, now, window).subquery("ev")
             changed = sa.select(*ev.c).where(ev.c.new_rank.is_distinct_from(ev.c.current_rank))
             with temp_table(conn, "tier_changes", _staged_columns(), changed) as staged:
-                written = _apply(conn, cfg=cfg, now=now, staged=staged)
+                n = conn.execute(sa.select(sa.func.count()).select_from(staged)).scalar_one()
+                with (
+                    foreign_keys_checked_at_end(conn, changes_t, rows=int(n)),
+                    foreign_keys_checked_at_end(conn, status_t, rows=int(n)),
+                ):
+                    written = _apply(conn, cfg=cfg, now=now, staged=staged)
         # New and changed members were stamped above; stamp the others (skipping rows that
         # already carry ``now`` saves PostgreSQL a rewrite of every new member's row).
         conn.execute(

@@ -21,7 +21,7 @@ from sqlalchemy.sql import Select
 
 from cdp.db.models import Subject
 from cdp.profiles.models import Order
-from cdp.traits.bulk import bulk_session, temp_table
+from cdp.traits.bulk import bulk_session, clear, foreign_keys_checked_at_end, temp_table
 from cdp.traits.config import TraitsConfig
 from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import subject_facts
@@ -181,24 +181,27 @@ def order_traits_select(
 
 
 def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetime) -> int:
-    """Replace every subject's order traits: one DELETE, the buyers' facts into a temporary
-    table, and two INSERT ... SELECT (buyers, then the prospects among the other subjects)."""
-    with bulk_session(conn):
-        conn.execute(sa.delete(traits_t))
-        with (
-            temp_table(
-                conn,
-                "facts",
-                _facts_columns(),
-                buyer_facts(now, conn.dialect.name),
-                primary_key="subject_id",
-            ) as facts,
-            temp_table(
-                conn, "ranks", _rank_columns(), buyer_ranks(facts), primary_key="subject_id"
-            ) as ranks,
-        ):
-            buyers = conn.execute(sa.select(sa.func.count()).select_from(facts)).scalar_one()
-            select = order_traits_select(cfg, now, facts, ranks, int(buyers))
+    """Replace every subject's order traits: the buyers' facts and ranks into temporary
+    tables, then the old rows deleted and two INSERT ... SELECT (buyers, then the prospects
+    among the other subjects), with the foreign key validated once at the end on PostgreSQL
+    (:func:`cdp.traits.bulk.foreign_keys_checked_at_end`)."""
+    with (
+        bulk_session(conn),
+        temp_table(
+            conn,
+            "facts",
+            _facts_columns(),
+            buyer_facts(now, conn.dialect.name),
+            primary_key="subject_id",
+        ) as facts,
+        temp_table(
+            conn, "ranks", _rank_columns(), buyer_ranks(facts), primary_key="subject_id"
+        ) as ranks,
+    ):
+        buyers = conn.execute(sa.select(sa.func.count()).select_from(facts)).scalar_one()
+        select = order_traits_select(cfg, now, facts, ranks, int(buyers))
+        with foreign_keys_checked_at_end(conn, traits_t):
+            clear(conn, traits_t)
             conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), select))
-        conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), _prospects(now)))
+            conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), _prospects(now)))
     return int(conn.execute(sa.select(sa.func.count()).select_from(traits_t)).scalar_one())
