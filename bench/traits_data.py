@@ -175,7 +175,9 @@ def load_postgres(engine: sa.Engine, data: dict[str, Any]) -> None:
         for statement in ddl:
             cur.execute(str(statement))
         raw.commit()
-        raw.autocommit = True  # VACUUM runs outside a transaction
+        # VACUUM runs outside a transaction (set on the driver's connection: the pool's
+        # wrapper would only take the attribute for itself).
+        raw.driver_connection.autocommit = True  # type: ignore[union-attr]
         cur.execute("VACUUM ANALYZE subjects")
         cur.execute("VACUUM ANALYZE orders")
     finally:
