@@ -33,9 +33,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from cdp.access.context import AccessContext, check_purpose
 from cdp.access.engine import get_policy_engine
 from cdp.access.principals import authenticate, cached_principal
-from cdp.api.deps import RuntimeDep
 from cdp.audit.service import deny
-from cdp.runtime import Runtime
+from cdp.runtime import Runtime, get_runtime
 
 __all__ = ["AUTHORIZE_MARKER", "AccessContext", "authorize", "resolve_access"]
 
@@ -119,7 +118,6 @@ def authorize(resource: str, action: str) -> Callable[..., Any]:
 
     async def dependency(
         request: Request,
-        runtime: RuntimeDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         x_purpose: Annotated[
             str | None,
@@ -127,7 +125,7 @@ def authorize(resource: str, action: str) -> Callable[..., Any]:
         ] = None,
     ) -> AccessContext:
         args: dict[str, Any] = {
-            "runtime": runtime,
+            "runtime": get_runtime(),  # not a sub-dependency: one fewer to solve per request
             "request": request,
             "token": credentials.credentials if credentials is not None else None,
             "purpose": x_purpose,

@@ -22,6 +22,7 @@ from cdp.errors import InvalidInputError
 from cdp.profiles import reads
 from cdp.profiles.reads import MAX_PAGE_SIZE, ConsentPage, OrderPage
 from cdp.profiles.views import ProfileView, parse_fields
+from cdp.runtime import get_runtime
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 
@@ -47,13 +48,11 @@ class ProfileList(BaseModel):
 
 
 @router.get("/{subject_id}", response_model=ProfileView, response_model_exclude_unset=True)
-async def get_profile(
-    subject_id: SubjectId, ctx: ProfileRead, runtime: RuntimeDep, fields: Fields = None
-) -> Response:
+async def get_profile(subject_id: SubjectId, ctx: ProfileRead, fields: Fields = None) -> Response:
     """One profile: pseudonymous fields, plus the PII categories your role may read for your
     purpose. Fields you may not see are absent."""
     view = await reads.get_profile_async(
-        runtime=runtime, ctx=ctx, subject_id=subject_id, fields=parse_fields(fields)
+        runtime=get_runtime(), ctx=ctx, subject_id=subject_id, fields=parse_fields(fields)
     )
     return Response(view.model_dump_json(exclude_unset=True), media_type="application/json")
 

@@ -14,6 +14,7 @@ written into the log by mistake.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,16 +72,35 @@ class AuditEntry:
     client: str
 
 
+_IDENTIFIERS: set[str] = set()
+"""Strings already matched against ``_NAME`` (actions, resources, purposes, roles, fields and
+principals repeat on every record; bounded, emptied when full)."""
+_MAX_IDENTIFIERS: Final = 4096
+
+
+def _identifier(name: str) -> bool:
+    if name in _IDENTIFIERS:
+        return True
+    if not _NAME.match(name):
+        return False
+    if len(_IDENTIFIERS) >= _MAX_IDENTIFIERS:
+        _IDENTIFIERS.clear()
+    _IDENTIFIERS.add(name)
+    return True
+
+
 def _checked(entry: AuditEntry) -> AuditEntry:
     """Refuse anything that does not look like an id or identifier (never a personal value)."""
     if entry.outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {OUTCOMES}")
     for name in (entry.action, entry.resource, entry.purpose, entry.principal_id):
-        if not _NAME.match(name):
+        if not _identifier(name):
             raise ValueError("audit action, resource, purpose and principal must be identifiers")
-    for name in (*entry.fields, *entry.roles, entry.principal_name, entry.request_id):
-        if not _NAME.match(name):
+    for name in (*entry.fields, *entry.roles, entry.principal_name):
+        if not _identifier(name):
             raise ValueError("audit field, role, principal and request names must be identifiers")
+    if not _NAME.match(entry.request_id):  # unique per request: not worth remembering
+        raise ValueError("audit field, role, principal and request names must be identifiers")
     for sid in entry.subject_ids:
         if not SUBJECT_ID.match(sid):
             raise ValueError("audit subject ids must be cdp subject ids")
@@ -129,10 +149,13 @@ class _RawSqlite:
                 self.subjects_columns,
                 self.subjects_processors,
             )
-        values = [
-            tuple(r[c] if p is None else p(r[c]) for c, p in zip(columns, processors, strict=True))
-            for r in rows
-        ]
+        convert = [(i, p) for i, p in enumerate(processors) if p is not None]
+        values: list[Any] = []
+        for r in rows:
+            row = [r[c] for c in columns]
+            for i, p in convert:
+                row[i] = p(row[i])
+            values.append(row)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, values)
@@ -187,6 +210,12 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
     return int(head[0]), str(head[1])
 
 
+@functools.lru_cache(maxsize=1024)
+def _fields_text(fields: tuple[str, ...]) -> str:
+    """``list_text`` of a field list (a handful of distinct lists recur on every record)."""
+    return list_text(fields)
+
+
 @timed_audit_write
 def append(
     conn: Connection, entries: Sequence[AuditEntry], *, clock: Clock = utcnow
@@ -209,7 +238,7 @@ def append(
         seq += 1
         at = clock()
         subjects_text = list_text(e.subject_ids)
-        fields_text = list_text(e.fields)
+        fields_text = _fields_text(e.fields)
         roles_text = ",".join(e.roles)
         digest = chain_hash(
             prev,
