@@ -4,7 +4,7 @@ Builds a fresh installation in a temporary directory (SQLite by default, or Post
 ``--database-url`` and ``--keystore-url``), with ``--rows`` synthetic subjects holding the ten
 fields Meta uses, each with ``ad_audiences`` consent, and a segment of everyone. Then it times
 ``run_export`` end to end: send-time membership with consent and restriction in SQL, staging,
-bulk decryption (``vault.warm`` + one ``IN`` query per chunk), audit records, Meta
+bulk decryption (``vault.ciphers`` + one ``IN`` query per chunk), audit records, Meta
 normalisation and SHA-256, the CSV write, the recipients ledger and sync state, the manifest.
 Beside it, on the first ``--naive-rows`` subjects, the path a user would otherwise write: one
 query per subject, the key unwrapped per subject, ``hashlib.sha256`` of trimmed lower-cased
@@ -231,7 +231,8 @@ def main() -> None:
         print(f"cdp export to {name} ({len(fields)} fields: {', '.join(fields)}):")
         print(
             f"  {sent:,} rows in {wall:.1f} s wall / {cpu:.1f} s CPU -> {sent / wall:,.0f} rows/s "
-            f"wall, {sent / cpu:,.0f} rows/s per CPU-second (single-threaded)"
+            f"wall, {sent / cpu:,.0f} rows/s per CPU-second (single-threaded); load average "
+            f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
         print(
             f"  phases (wall): membership+staging {marks[0] - t0:.1f} s, decrypt+hash+write "

@@ -29,10 +29,16 @@ _QUERY = sa.text(
 ).bindparams(sa.bindparam("ids", expanding=True), sa.bindparam("fields", expanding=True))
 
 
+#: From this many wanted fields on, SQLite reads each subject's whole record (measured on
+#: 1,000,000 subjects x 10 fields: ~17-20 us a subject against ~23-29 us for ten probes).
+WHOLE_RECORD_FIELDS = 7
+
+
 def _ciphertexts(
     engine: sa.Engine, ids: list[str], fields: list[str]
 ) -> list[tuple[str, str, bytes]]:
-    """``(subject_id, field, ciphertext)`` of ``ids`` restricted to ``fields`` (one read)."""
+    """``(subject_id, field, ciphertext)`` of ``ids``, at least the rows of ``fields`` (one
+    read; on SQLite, with many fields wanted, every stored field: see the caller)."""
     dialect = engine.dialect.name
     if dialect not in ("sqlite", "postgresql"):
         with engine.connect() as conn:
@@ -43,11 +49,21 @@ def _ciphertexts(
         try:
             if dialect == "sqlite":  # autocommit read (isolation_level None): one statement
                 marks = ",".join("?" * len(ids))
-                cur.execute(
-                    f"SELECT subject_id, field, ciphertext FROM pii_values "  # noqa: S608
-                    f"WHERE subject_id IN ({marks}) AND field IN ({','.join('?' * len(fields))})",
-                    (*ids, *fields),
-                )
+                if len(fields) >= WHOLE_RECORD_FIELDS:
+                    # one index range per subject beats one probe per (subject, field) pair;
+                    # the caller keeps only ``fields`` (nothing else is decrypted)
+                    cur.execute(
+                        f"SELECT subject_id, field, ciphertext FROM pii_values "  # noqa: S608
+                        f"WHERE subject_id IN ({marks})",
+                        ids,
+                    )
+                else:
+                    cur.execute(
+                        f"SELECT subject_id, field, ciphertext FROM pii_values "  # noqa: S608
+                        f"WHERE subject_id IN ({marks}) "
+                        f"AND field IN ({','.join('?' * len(fields))})",
+                        (*ids, *fields),
+                    )
             else:
                 cur.execute(
                     "SELECT subject_id, field, ciphertext FROM pii_values "
@@ -68,8 +84,11 @@ def decrypt_chunk(
     """``{subject_id: {field: value}}`` for the chunk's subjects that have any of ``fields``."""
     ciphers = runtime.vault.ciphers(subject_ids)
     rows = _ciphertexts(runtime.data_engine, list(subject_ids), list(fields))
+    wanted = frozenset(fields)
     by_subject: dict[str, dict[str, bytes]] = {}
     for sid, field, blob in rows:
+        if field not in wanted:
+            continue
         blobs = by_subject.get(sid)
         if blobs is None:
             blobs = by_subject[sid] = {}

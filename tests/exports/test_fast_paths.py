@@ -110,3 +110,27 @@ def test_ledger_names_exactly_the_subjects_sent_across_chunks(
     assert sorted(ledger) == sorted((s, "add") for s in sent)
     assert all(recipients_of(s, runtime=world.rt) == [] for s in unusable)
     assert [r.export_id for r in recipients_of(sent[0], runtime=world.rt)] == [result.export_id]
+
+
+def test_whole_record_reads_still_decrypt_only_the_wanted_fields(world: World) -> None:
+    from cdp.exports.decrypt import WHOLE_RECORD_FIELDS
+
+    pii = {
+        "email": "w@example.com",
+        "phone": "+14155550100",
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "city": "Austin",
+        "state": "TX",
+        "postal_code": "73301",
+        "country": "US",
+        "street": "1 Main St",
+    }
+    sid = world.person(pii)
+    wanted = [f for f in pii if f != "street"]
+    assert len(wanted) >= WHOLE_RECORD_FIELDS
+    got = decrypt_chunk(world.rt, [sid], wanted)
+    assert got == {sid: {f: pii[f] for f in wanted}}  # the street is never decrypted
+    assert decrypt_chunk(world.rt, [sid], ["email", "street"]) == {
+        sid: {"email": "w@example.com", "street": "1 Main St"}
+    }
