@@ -313,7 +313,13 @@ def ingest_file(
                 )
                 if progress is not None:
                     progress(summary.read, 0)
-                gc.collect()  # the cyclic garbage of this batch, if any (see collector_paused)
+                # The batch's cyclic garbage, if any (see collector_paused); the batch itself is
+                # released first (the generator still refers to its lists), so the collection
+                # walks only what outlives it.
+                items.clear()
+                bad.clear()
+                del outcome
+                gc.collect()
     finally:
         rejects.close()
         summary.seconds = time.perf_counter() - started
