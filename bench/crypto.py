@@ -95,8 +95,11 @@ def main() -> None:
         ("five-field record, encrypt + decrypt (cdp vault)", rate(n, cdp_roundtrip), 50_000),
         ("five-field record, raw AES-GCM encrypt + decrypt", rate(n, raw_roundtrip), None),
         ("identity token, normalised value (cdp)", rate(n, cdp_tokens), 300_000),
-        ("identity token incl. email normalisation (cdp)", rate(n, cdp_tokens_with_normalisation),
-         None),
+        (
+            "identity token incl. email normalisation (cdp)",
+            rate(n, cdp_tokens_with_normalisation),
+            None,
+        ),
         ("raw HMAC-SHA256, pre-keyed copy", rate(n, raw_hmac), None),
     ]
     print(f"{'measure':52} {'per second':>12} {'target':>10}")

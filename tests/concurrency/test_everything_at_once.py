@@ -68,8 +68,6 @@ def _emails_in(result: Any) -> set[str]:
     return found
 
 
-
-
 def test_workers_ingest_erasure_and_export_at_once(cdp_env: CdpEnv, tmp_path: Path) -> None:
     world, subjects, emails = _seed(cdp_env)
     rt = cdp_env.runtime
