@@ -126,6 +126,19 @@ def buyer_ranks(facts: sa.FromClause) -> Select[Any]:
     )
 
 
+def _in_subject_order(ranks: Select[Any], dialect: str) -> Select[Any]:
+    """On PostgreSQL, the ranks sorted back into subject order before they fill their keyed
+    temporary table: the rank windows leave them in monetary order, and inserting 900k keys
+    in random order into the B-tree (each comparison through the database's collation) cost
+    more server CPU than the sort (byte order, ``COLLATE "C"``, which is the same order for
+    hexadecimal ids) and in-order appends: 7.5 s against 5.9 s at 900k buyers. SQLite keeps
+    the window order (its temporary B-tree inserts are cheap)."""
+    if dialect != "postgresql":
+        return ranks
+    rows = ranks.subquery("ranked")
+    return sa.select(rows).order_by(rows.c.subject_id.collate("C"))
+
+
 def order_traits_select(
     cfg: TraitsConfig, now: datetime, facts: sa.FromClause, ranks: sa.FromClause, buyers: int
 ) -> Select[Any]:
@@ -195,7 +208,11 @@ def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetim
             primary_key="subject_id",
         ) as facts,
         temp_table(
-            conn, "ranks", _rank_columns(), buyer_ranks(facts), primary_key="subject_id"
+            conn,
+            "ranks",
+            _rank_columns(),
+            _in_subject_order(buyer_ranks(facts), conn.dialect.name),
+            primary_key="subject_id",
         ) as ranks,
     ):
         buyers = conn.execute(sa.select(sa.func.count()).select_from(facts)).scalar_one()
