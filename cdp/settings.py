@@ -149,6 +149,16 @@ class Settings(BaseSettings):
             "points, CLV, segments; see docs/traits.md). Default: the built-in rules."
         ),
     )
+    traits_exclusive_rewrite: bool = Field(
+        default=False,
+        description=(
+            "PostgreSQL: rewrite the trait tables with their subjects foreign key dropped and "
+            "validated once at the end (about a quarter less server time at a million "
+            "subjects), holding an exclusive lock on `subjects` meanwhile, so API reads, "
+            "ingestion and erasures wait for the final writes. Off: per-row checks, nothing "
+            "blocks."
+        ),
+    )
     retention_inactive_days: int = Field(
         default=1095,
         ge=1,

@@ -16,7 +16,8 @@ them back afterwards:
   recompute, which the next run redoes; never an inconsistent state), which end with the
   transaction.
 
-:func:`foreign_keys_checked_at_end` replaces, on PostgreSQL, the per-row foreign-key check of
+:func:`foreign_keys_checked_at_end` replaces, on PostgreSQL with ``CDP_TRAITS_EXCLUSIVE_REWRITE``
+on, the per-row foreign-key check of
 a bulk write (a trigger query and a ``FOR KEY SHARE`` row lock on the subject, WAL-logged, for
 every inserted row) by one validation join over the whole table before the transaction ends.
 
@@ -35,6 +36,8 @@ from itertools import count
 from typing import Any, Final
 
 import sqlalchemy as sa
+
+from cdp.settings import get_settings
 
 SQLITE_CACHE_KIB: Final = 1_000_000  # 1 GB of page cache while computing
 SQLITE_MMAP_BYTES: Final = 8 << 30
@@ -81,7 +84,9 @@ def bulk_session(conn: sa.Connection) -> Iterator[None]:
 def foreign_keys_checked_at_end(
     conn: sa.Connection, table: sa.Table, *, rows: int | None = None
 ) -> Iterator[None]:
-    """Bulk writes to ``table`` in the block without per-row foreign-key checks, on PostgreSQL.
+    """Bulk writes to ``table`` in the block without per-row foreign-key checks, on PostgreSQL
+    with ``CDP_TRAITS_EXCLUSIVE_REWRITE`` on (off by default: the block runs with the usual
+    per-row checks, and nothing else waits for it).
 
     The table's foreign keys are dropped at the start of the block and added back at its end
     with their exact definitions (``pg_get_constraintdef``), which validates every row in one
@@ -99,7 +104,11 @@ def foreign_keys_checked_at_end(
     below :data:`BULK_FK_MIN_ROWS`, or when the table holds more than
     :data:`BULK_FK_TABLE_FACTOR` times ``rows`` (by the planner's estimate), the block runs
     with the usual per-row checks. SQLite keeps its per-row checks (they are cheap there)."""
-    if is_sqlite(conn) or (rows is not None and rows < BULK_FK_MIN_ROWS):
+    if (
+        is_sqlite(conn)
+        or not get_settings().traits_exclusive_rewrite
+        or (rows is not None and rows < BULK_FK_MIN_ROWS)
+    ):
         yield
         return
     params = {"t": table.name}
@@ -127,10 +136,11 @@ def foreign_keys_checked_at_end(
 
 
 def clear(conn: sa.Connection, table: sa.Table) -> None:
-    """Delete every row: ``TRUNCATE`` on PostgreSQL (no dead rows left for vacuum; takes the
-    table's exclusive lock, so call it where :func:`foreign_keys_checked_at_end` already
-    holds it), ``DELETE`` on SQLite (which truncates a table deleted without a condition)."""
-    if is_sqlite(conn):
+    """Delete every row: ``DELETE`` (readers keep seeing the old rows until commit; SQLite
+    truncates a table deleted without a condition), or ``TRUNCATE`` on PostgreSQL under
+    ``CDP_TRAITS_EXCLUSIVE_REWRITE`` (no dead rows left for vacuum; it takes the table's
+    exclusive lock, so call it where :func:`foreign_keys_checked_at_end` already holds it)."""
+    if is_sqlite(conn) or not get_settings().traits_exclusive_rewrite:
         conn.execute(sa.delete(table))
     else:
         conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(table)}")

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from cdp.db.models import Subject
+from cdp.settings import reset_settings
 from cdp.traits.bulk import (
     bulk_insert,
     bulk_session,
@@ -132,9 +133,27 @@ def _foreign_keys(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
     return sorted((str(a), str(b)) for a, b in rows)
 
 
-def test_foreign_keys_checked_at_end_keep_integrity(cdp_env: CdpEnv) -> None:
+def _subjects_readable_meanwhile(cdp_env: CdpEnv) -> bool:
+    """Whether another connection can read ``subjects`` right now (PostgreSQL, 1 s wait)."""
+    with cdp_env.runtime.data_engine.connect() as other:
+        other.exec_driver_sql("SET lock_timeout = '1s'")
+        try:
+            other.exec_driver_sql("SELECT count(*) FROM subjects").scalar_one()
+        except sa.exc.OperationalError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_foreign_keys_checked_at_end_keep_integrity(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch, exclusive: bool
+) -> None:
     """The bulk write's foreign key comes back identical, still cascades, and a row that
-    points to no subject fails the whole transaction (on SQLite the block changes nothing)."""
+    points to no subject fails the whole transaction (on SQLite the block changes nothing).
+    Only with CDP_TRAITS_EXCLUSIVE_REWRITE does the rewrite keep others from reading
+    ``subjects`` (PostgreSQL)."""
+    monkeypatch.setenv("CDP_TRAITS_EXCLUSIVE_REWRITE", "true" if exclusive else "false")
+    reset_settings()
     engine = cdp_env.runtime.data_engine
     traits_t = SubjectTraits.__table__  # type: ignore[attr-defined]
     ids = subject_ids(3, prefix=0xB5)
@@ -160,6 +179,8 @@ def test_foreign_keys_checked_at_end_keep_integrity(cdp_env: CdpEnv) -> None:
     with engine.begin() as conn, foreign_keys_checked_at_end(conn, traits_t):
         clear(conn, traits_t)
         conn.execute(sa.insert(traits_t), [row(i) for i in ids])
+        if pg:
+            assert _subjects_readable_meanwhile(cdp_env) is not exclusive
     with engine.connect() as conn:
         if pg:
             assert _foreign_keys(conn, "subject_traits") == before
