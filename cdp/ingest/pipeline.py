@@ -17,7 +17,6 @@ import gc
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cdp.clock import Clock, utcnow
 from cdp.ingest.batch import BatchContext, Outcome, Reject
+from cdp.ingest.collector import collector_paused
 from cdp.ingest.consents import write_consents
 from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
@@ -216,31 +216,6 @@ def _batches(
         yield items, rejects, read
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused for a batch run (restored on exit).
-
-    A batch allocates hundreds of thousands of short-lived objects (rows, records, tuples) whose
-    counts keep triggering collections that walk every young object again and again, and
-    periodically the whole heap: ~25% of customer and ~30% of order ingestion time. Reference
-    counting frees nearly all of them anyway; the caller runs one collection of the young
-    generations after each batch (``gc.collect(1)``), which frees the rest, so memory stays as
-    flat as before; the heap that existed before the run is frozen meanwhile, and what the run
-    keeps (cached data keys) ages into the old generation, so that collection walks only the
-    last batch's survivors (a full walk of a warm process costs ~100 ms). Only the
-    batch connector does this (a single-threaded command); the API server leaves the collector
-    alone."""
-    enabled = gc.isenabled()
-    gc.disable()
-    gc.freeze()  # what exists now (modules, runtime, caches) is not walked by these collections
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
-
-
 def record_context(runtime: Runtime, converter: Converter) -> dict[str, Any]:
     """The validation context: known currencies and the default phone region."""
     return {
@@ -314,7 +289,7 @@ def ingest_file(
                 )
                 if progress is not None:
                     progress(summary.read, 0)
-                # The batch's cyclic garbage, if any (see collector_paused); the batch itself is
+                # The batch's cyclic garbage, if any (cdp.ingest.collector); the batch itself is
                 # released first (the generator still refers to its lists), so the collection
                 # walks only what outlives it.
                 items.clear()

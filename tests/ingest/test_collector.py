@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import threading
 from pathlib import Path
 
 import pytest
 
-from cdp.ingest.pipeline import collector_paused, ingest_file
+from cdp.ingest.collector import collector_paused
+from cdp.ingest.pipeline import ingest_file
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import CUSTOMER_HEADER, customer, write_csv
 
@@ -25,6 +27,28 @@ def test_paused_inside_and_restored_after_errors() -> None:
         assert not gc.isenabled()  # a caller's own choice is left as it was
     finally:
         gc.enable()
+
+
+def test_overlapping_pauses_restore_once_the_last_one_ends() -> None:
+    first_in, second_done = threading.Event(), threading.Event()
+    states: list[bool] = []
+
+    def first() -> None:
+        with collector_paused():
+            first_in.set()
+            second_done.wait(10)
+            states.append(gc.isenabled())  # still paused: the other run ended first
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert first_in.wait(10)
+    with collector_paused():
+        assert not gc.isenabled()
+    second_done.set()
+    worker.join(10)
+    assert states == [False]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
 
 
 def test_ingest_leaves_the_collector_enabled(cdp_env: CdpEnv, tmp_path: Path) -> None:
