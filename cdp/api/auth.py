@@ -32,7 +32,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cdp.access.context import AccessContext, check_purpose
 from cdp.access.engine import get_policy_engine
-from cdp.access.principals import authenticate, cached_principal
+from cdp.access.policy import Decision
+from cdp.access.principals import PrincipalInfo, authenticate, cached_principal
 from cdp.audit.service import deny
 from cdp.runtime import Runtime, get_runtime
 
@@ -63,15 +64,7 @@ def resolve_access(
     principal = authenticate(runtime=runtime, token=token)
     checked = check_purpose(purpose, source=PURPOSE_HEADER)
     decision = get_policy_engine().decide(principal.roles, resource, action, checked)
-    ctx = AccessContext(
-        principal_id=principal.id,
-        principal_name=principal.name,
-        roles=principal.roles,
-        purpose=checked,
-        request_id=str(getattr(request.state, "request_id", "") or "none"),
-        client=_client(request),
-        decision=decision,
-    )
+    ctx = _context(request, principal, checked, decision)
     if not decision.allowed:
         subject = request.path_params.get("subject_id")
         raise deny(
@@ -102,11 +95,17 @@ def allowed_from_memory(
     decision = get_policy_engine().decide(principal.roles, resource, action, checked)
     if not decision.allowed:
         return None
+    return _context(request, principal, checked, decision)
+
+
+def _context(
+    request: Request, principal: PrincipalInfo, purpose: str, decision: Decision
+) -> AccessContext:
     return AccessContext(
         principal_id=principal.id,
         principal_name=principal.name,
         roles=principal.roles,
-        purpose=checked,
+        purpose=purpose,
         request_id=str(getattr(request.state, "request_id", "") or "none"),
         client=_client(request),
         decision=decision,

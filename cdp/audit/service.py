@@ -235,7 +235,15 @@ def audited_read(
             raise
     finally:
         conn.close()
-    entry = entry_for(
+    entry = _allowed(ctx, action, resource, named, scope)
+    scope.record = _write(runtime, [entry], clock)[0]
+
+
+def _allowed(
+    ctx: AccessContext, action: str, resource: str, named: list[str], scope: AuditScope
+) -> AuditEntry:
+    """The record of a read that succeeded: the subjects named and read, the fields returned."""
+    return entry_for(
         ctx,
         action=action,
         resource=resource,
@@ -243,7 +251,6 @@ def audited_read(
         fields=scope.fields,
         outcome="allowed",
     )
-    scope.record = _write(runtime, [entry], clock)[0]
 
 
 async def audited_read_async(
@@ -288,13 +295,5 @@ async def audited_read_async(
             )
             await _write_async(runtime, entry)
         raise
-    entry = entry_for(
-        ctx,
-        action=action,
-        resource=resource,
-        subject_ids=[*named, *scope.subject_ids],
-        fields=scope.fields,
-        outcome="allowed",
-    )
-    scope.record = await _write_async(runtime, entry)
+    scope.record = await _write_async(runtime, _allowed(ctx, action, resource, named, scope))
     return result
