@@ -9,6 +9,7 @@ from cdp.api.audit import router as audit_router
 from cdp.api.consent import router as consent_router
 from cdp.api.errors import install_error_handlers
 from cdp.api.exports import router as exports_router
+from cdp.api.heap import lifespan
 from cdp.api.limits import install_limits
 from cdp.api.metrics import router as metrics_router
 from cdp.api.middleware import RequestContextMiddleware
@@ -29,6 +30,7 @@ def create_app() -> FastAPI:
         title="cdp",
         version=__version__,
         description="Privacy-compliant customer data platform: permissioned, audited API.",
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     install_openapi(app)
