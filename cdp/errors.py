@@ -88,6 +88,13 @@ class SubjectErasedError(CdpError):
     code = "erased"
 
 
+class WriteContentionError(CdpError):
+    """Concurrent writers kept taking the same new rows (identities, ids) from this write, past
+    its retries; nothing of it was stored and sending it again is safe (idempotent)."""
+
+    code = "write_contention"
+
+
 class AuditWriteError(CdpError):
     """The audit record could not be written, so the read it covers must fail."""
 

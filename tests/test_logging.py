@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import structlog
@@ -82,3 +86,29 @@ def test_redact_text_keeps_ordinary_text(text: str) -> None:
 @given(st.emails())
 def test_any_email_inside_text_is_masked(email: str) -> None:
     assert email not in redact_text(f"hello {email} bye")
+
+
+def test_api_worker_process_logs_through_the_redaction(tmp_path: Path) -> None:
+    """A `cdp serve --workers N` worker is a fresh process that only imports the app factory:
+    its log lines must still be redacted and its tracebacks carry no local variables."""
+    code = (
+        "from cdp.api.app import create_app\n"
+        "from cdp.logging import get_logger\n"
+        "create_app()\n"
+        "def fail():\n"
+        "    secret = 'alice.worker@example.com'\n"
+        "    raise RuntimeError('boom')\n"
+        "try:\n"
+        "    fail()\n"
+        "except RuntimeError:\n"
+        "    get_logger('cdp.test').exception('unhandled error', email='bob.w@example.com')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDP_")}
+    env["CDP_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    out = done.stdout + done.stderr
+    assert "unhandled error" in out and "boom" in out
+    assert "alice.worker@example.com" not in out
+    assert "bob.w@example.com" not in out

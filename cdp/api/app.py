@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from fastapi import FastAPI
 
 from cdp import __version__
@@ -22,10 +23,17 @@ from cdp.api.profiles import router as profiles_router
 from cdp.api.segment import router as segment_router
 from cdp.api.segments import router as segments_router
 from cdp.api.traits import router as traits_router
+from cdp.logging import configure_logging
 
 
 def create_app() -> FastAPI:
-    """Build the app (settings and storage are reached lazily, on the first request)."""
+    """Build the app (settings and storage are reached lazily, on the first request).
+
+    Logging is configured here when nothing configured it yet: ``cdp serve --workers N`` starts
+    each worker in a fresh process that imports this factory, and structlog's defaults there
+    would render tracebacks with their local variables and without the PII redaction."""
+    if not structlog.is_configured():
+        configure_logging()
     app = FastAPI(
         title="cdp",
         version=__version__,

@@ -30,6 +30,7 @@ STATUS: dict[type[errors.CdpError], int] = {
     errors.PermissionDeniedError: 403,
     errors.SubjectErasedError: 410,
     errors.AuditWriteError: 503,
+    errors.WriteContentionError: 503,
     errors.DecryptionError: 500,
     errors.KeyMaterialError: 500,
     errors.ConfigurationError: 500,

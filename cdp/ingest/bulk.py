@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -96,12 +97,18 @@ def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data:
         return
     if dialect == "postgresql":
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur:  # type: ignore[union-attr]
-            sql = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
-            with cur.copy(sql) as copy:
+        sql = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
+        try:
+            with raw.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
                 write = copy.write_row
                 for r in data:
                     write(r)
+        except psycopg.IntegrityError as exc:
+            # The driver's own cursor bypasses SQLAlchemy, which would have wrapped these: callers
+            # (the batch retry on a concurrent writer's unique key) catch SQLAlchemy's classes.
+            raise sa.exc.IntegrityError(sql, None, exc) from exc
+        except psycopg.OperationalError as exc:
+            raise sa.exc.OperationalError(sql, None, exc) from exc
         return
     conn.execute(sa.insert(table), [dict(zip(names, r, strict=True)) for r in data])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cdp.clock import Clock, utcnow
+from cdp.errors import WriteContentionError
 from cdp.ingest.batch import BatchContext, Outcome, Reject
 from cdp.ingest.collector import collector_paused
 from cdp.ingest.consents import write_consents
@@ -69,7 +71,7 @@ FAST: dict[type[BaseModel], Callable[[dict[str, Any], dict[str, Any]], BaseModel
     CustomerRecord: fast_customer,
 }
 """Plain-shape validators in front of a model (None: let the model decide); see fastpath."""
-_RETRIES = 3
+_RETRIES = 5
 SQLITE_CACHE_KIB = 32_768
 """Page cache of the SQLite connection that writes a batch (32 MB; the default is 2 MB)."""
 
@@ -148,10 +150,17 @@ def run_batch(
                     recorded_by=recorded_by,
                 )
                 outcome = writer(ctx, items)
-        except (IntegrityError, OperationalError):
+        except (IntegrityError, OperationalError) as exc:
             if attempt == _RETRIES - 1:
-                raise
+                if not isinstance(exc, IntegrityError):
+                    raise  # the database itself (locked, gone): reported as such
+                raise WriteContentionError(
+                    "concurrent writers kept taking the same identities or ids; nothing of "
+                    "this write was stored, send it again"
+                ) from exc
             log.warning("ingest batch conflicted with a concurrent writer; retrying")
+            # Writers that collided once collide again if they retry in step: spread them out.
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # noqa: S311 - jitter only
             continue
         for res in outcome.resolutions:
             res.finish(runtime)

@@ -1,0 +1,79 @@
+"""A batch that keeps colliding with concurrent writers fails cleanly and retryably."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from cdp.api.errors import status_for
+from cdp.clock import utcnow
+from cdp.db.models import Identity, Subject, new_subject_id
+from cdp.errors import WriteContentionError
+from cdp.ingest.batch import BatchContext, Outcome
+from cdp.ingest.bulk import insert_rows
+from cdp.ingest.pipeline import _RETRIES, converter_for, run_batch
+from tests.conftest import CdpEnv
+
+
+def _run(cdp_env: CdpEnv, error: Exception) -> None:
+    def writer(_ctx: BatchContext, _items: Sequence[tuple[int, Any]]) -> Outcome:
+        raise error
+
+    run_batch(
+        cdp_env.runtime,
+        writer,
+        [],
+        source="test",
+        converter=converter_for(cdp_env.runtime),
+        clock=utcnow,
+        recorded_by="test",
+    )
+
+
+def test_persistent_unique_violations_become_a_retryable_error(cdp_env: CdpEnv) -> None:
+    with pytest.raises(WriteContentionError) as caught:
+        _run(cdp_env, IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert "send it again" in str(caught.value)
+    assert status_for(caught.value) == 503
+
+
+def test_database_errors_are_not_called_contention(cdp_env: CdpEnv) -> None:
+    with pytest.raises(OperationalError):
+        _run(cdp_env, OperationalError("BEGIN", {}, Exception("database is locked")))
+
+
+def test_retries_are_bounded(cdp_env: CdpEnv) -> None:
+    attempts: list[int] = []
+
+    def writer(_ctx: BatchContext, _items: Sequence[tuple[int, Any]]) -> Outcome:
+        attempts.append(1)
+        raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    with pytest.raises(WriteContentionError):
+        run_batch(
+            cdp_env.runtime,
+            writer,
+            [],
+            source="test",
+            converter=converter_for(cdp_env.runtime),
+            clock=utcnow,
+            recorded_by="test",
+        )
+    assert len(attempts) == _RETRIES
+
+
+def test_bulk_insert_reports_a_taken_key_as_integrity_error(cdp_env: CdpEnv) -> None:
+    """On PostgreSQL rows go through the driver's COPY; a unique violation there must reach the
+    batch retry as SQLAlchemy's IntegrityError, as it does on SQLite."""
+    now = utcnow()
+    subject = new_subject_id()
+    subjects, identities = Subject.__table__, Identity.__table__  # type: ignore[attr-defined]
+    with cdp_env.runtime.data_engine.begin() as conn:
+        insert_rows(conn, subjects, [{"id": subject, "created_at": now, "updated_at": now}])
+    row = {"subject_id": subject, "kind": "email", "token": "t" * 64, "key_version": 1}
+    row["created_at"] = now
+    with pytest.raises(IntegrityError), cdp_env.runtime.data_engine.begin() as conn:
+        insert_rows(conn, identities, [row, row])
