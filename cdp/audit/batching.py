@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Final
@@ -29,6 +28,7 @@ from sqlalchemy import Connection, Engine
 
 from cdp.audit.chain import AuditRecord
 from cdp.audit.writer import AuditEntry
+from cdp.db.per_engine import PerEngine
 
 MAX_BATCH: Final = 512
 """Most records appended in one transaction."""
@@ -135,14 +135,5 @@ def _retrieve(done: asyncio.Future[None]) -> None:
         done.exception()
 
 
-_committers: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()
-_registry_lock = threading.Lock()
-
-
-def committer_for(engine: Engine) -> GroupCommitter:
-    """The process's group committer for ``engine``."""
-    with _registry_lock:
-        found = _committers.get(engine)
-        if found is None:
-            found = _committers[engine] = GroupCommitter(engine)
-        return found
+committer_for: PerEngine[GroupCommitter] = PerEngine(GroupCommitter)
+"""The process's group committer for an engine."""

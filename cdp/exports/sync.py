@@ -78,18 +78,13 @@ def lock_rows(conn: Connection, *, export_id: str) -> None:
     deletes a subject's rows (ledger, staging, sync state), so the two cannot deadlock."""
     if conn.dialect.name != "postgresql":
         return  # SQLite: BEGIN IMMEDIATE already serialises writers
-    conn.execute(
-        sa.select(RECIPIENTS.c.subject_id)
-        .where(RECIPIENTS.c.export_id == export_id)
-        .order_by(RECIPIENTS.c.subject_id)
-        .with_for_update()
-    ).all()
-    conn.execute(
-        sa.select(STAGING.c.subject_id)
-        .where(STAGING.c.export_id == export_id)
-        .order_by(STAGING.c.subject_id)
-        .with_for_update()
-    ).all()
+    for table in (RECIPIENTS, STAGING):
+        conn.execute(
+            sa.select(table.c.subject_id)
+            .where(table.c.export_id == export_id)
+            .order_by(table.c.subject_id)
+            .with_for_update()
+        ).all()
 
 
 def forget_recipients(conn: Connection, *, export_id: str) -> None:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Engine
-
 from cdp.clock import Clock
+from cdp.db.per_engine import PerEngine
 from cdp.ingest.batch import BatchContext, Outcome
 from cdp.ingest.pipeline import Writer, converter_for, run_batch
 from cdp.runtime import Runtime
@@ -126,14 +124,5 @@ class GroupCommitter:
                 request.future.set_exception(exc)
 
 
-_committers: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()
-_registry_lock = threading.Lock()
-
-
-def committer_for(engine: Engine) -> GroupCommitter:
-    """The process's group committer for ``engine``."""
-    with _registry_lock:
-        found = _committers.get(engine)
-        if found is None:
-            found = _committers[engine] = GroupCommitter()
-        return found
+committer_for: PerEngine[GroupCommitter] = PerEngine(lambda _engine: GroupCommitter())
+"""The process's group committer for an engine."""

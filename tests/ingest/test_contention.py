@@ -18,8 +18,12 @@ from cdp.ingest.pipeline import _RETRIES, converter_for, run_batch
 from tests.conftest import CdpEnv
 
 
-def _run(cdp_env: CdpEnv, error: Exception) -> None:
+def _run(cdp_env: CdpEnv, error: Exception, attempts: list[int] | None = None) -> None:
+    """run_batch with a writer that always raises ``error`` (counting its calls)."""
+
     def writer(_ctx: BatchContext, _items: Sequence[tuple[int, Any]]) -> Outcome:
+        if attempts is not None:
+            attempts.append(1)
         raise error
 
     run_batch(
@@ -47,21 +51,8 @@ def test_database_errors_are_not_called_contention(cdp_env: CdpEnv) -> None:
 
 def test_retries_are_bounded(cdp_env: CdpEnv) -> None:
     attempts: list[int] = []
-
-    def writer(_ctx: BatchContext, _items: Sequence[tuple[int, Any]]) -> Outcome:
-        attempts.append(1)
-        raise IntegrityError("INSERT", {}, Exception("duplicate key"))
-
     with pytest.raises(WriteContentionError):
-        run_batch(
-            cdp_env.runtime,
-            writer,
-            [],
-            source="test",
-            converter=converter_for(cdp_env.runtime),
-            clock=utcnow,
-            recorded_by="test",
-        )
+        _run(cdp_env, IntegrityError("INSERT", {}, Exception("duplicate key")), attempts)
     assert len(attempts) == _RETRIES
 
 

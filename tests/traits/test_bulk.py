@@ -17,6 +17,7 @@ from cdp.traits.bulk import (
     foreign_keys_checked_at_end,
     temp_table,
 )
+from cdp.traits.clv import PREDICTION_COLUMNS
 from cdp.traits.models import ClvFit, ClvPrediction, SubjectTraits
 from tests.conftest import CdpEnv
 from tests.traits.factories import make_subjects, subject_ids
@@ -87,15 +88,7 @@ def test_bulk_insert_stores_what_a_core_insert_stores(cdp_env: CdpEnv) -> None:
         (ids[0], 1.5, 0.25, 0.75, True, 12.5, 3),
         (ids[1], 0.0, 1.0, 0.0, False, None, None),
     ]
-    cols = [
-        "subject_id",
-        "expected_purchases",
-        "p_alive",
-        "churn_probability",
-        "churn_flag",
-        "clv",
-        "clv_quantile",
-    ]
+    cols = PREDICTION_COLUMNS
     with engine.begin() as conn:
         make_subjects(conn, ids)
         fit_id = conn.execute(sa.insert(fits_t).values(**fit_values).returning(fits_t.c.id))
