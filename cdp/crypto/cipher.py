@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -111,6 +111,58 @@ class SubjectCipher:
                 f"field {field!r} of subject {self.subject_id} failed authentication"
             ) from None
         return plain.decode()
+
+
+def decrypt_rows(
+    ciphers: Mapping[str, SubjectCipher],
+    rows: Iterable[tuple[str, str, bytes]],
+    fields: Collection[str],
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Decrypt ``(subject_id, field, ciphertext)`` rows of many subjects in one pass (bulk
+    reads: exports), keeping only ``fields``: ``({subject_id: {field: value}}, failed ids)``.
+
+    The checks are :meth:`SubjectCipher.decrypt_many`'s (the ciphertext's header names the
+    subject's key version, the AAD binds subject, key version and field). A subject without a
+    cipher in ``ciphers`` (key shredded or unknown), or with any value that does not
+    authenticate, is left out of the values entirely and listed in the failed ids (once)."""
+    out: dict[str, dict[str, str]] = {}
+    failed: dict[str, None] = {}
+    wanted = frozenset(fields)
+    encoded: dict[str, bytes] = {}
+    current: str | None = None
+    record: dict[str, str] | None = None
+    decrypt: Callable[[bytes, bytes, bytes], bytes] | None = None
+    header = prefix = b""
+    for sid, field, blob in rows:
+        if field not in wanted:
+            continue
+        if sid != current:
+            current = sid
+            record = out.get(sid)
+            cipher = ciphers.get(sid) if sid not in failed else None
+            if cipher is None:
+                failed[sid] = None
+                record = None
+                continue
+            if record is None:
+                record = out[sid] = {}
+            decrypt, header, prefix = cipher._aead.decrypt, cipher._header, cipher._prefix
+        if record is None or decrypt is None:
+            continue
+        name = encoded.get(field)
+        if name is None:
+            name = encoded[field] = field.encode()
+        try:
+            if len(blob) < _MIN_BLOB or not blob.startswith(header):
+                raise InvalidTag
+            record[field] = decrypt(
+                blob[5:HEADER_BYTES], blob[HEADER_BYTES:], prefix + name
+            ).decode()
+        except (InvalidTag, UnicodeDecodeError):
+            del out[sid]
+            failed[sid] = None
+            record = None
+    return out, list(failed)
 
 
 def encrypt_field(

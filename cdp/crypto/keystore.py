@@ -125,6 +125,35 @@ _LOAD = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 
+_LOAD_BATCH = 1000
+
+
+def _fetch_wrapped(conn: Connection, ids: list[str]) -> list[tuple[str, int, int, bytes]]:
+    """``(subject_id, dek_version, kek_version, wrapped)`` of ``ids`` inside ``conn``'s open
+    transaction (driver cursor on SQLite and PostgreSQL; SQLAlchemy elsewhere)."""
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        return [(s, int(d), int(k), bytes(w)) for s, d, k, w in conn.execute(_LOAD, {"ids": ids})]
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if dialect == "sqlite":
+            cur.execute(
+                "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys "  # noqa: S608
+                f"WHERE subject_id IN ({','.join('?' * len(ids))})",
+                ids,
+            )
+        else:
+            cur.execute(
+                "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys "
+                "WHERE subject_id = ANY(%s)",
+                (ids,),
+            )
+        rows: list[tuple[str, int, int, bytes]] = cur.fetchall()
+    finally:
+        cur.close()
+    return rows
+
+
 def _context(subject_id: str) -> bytes:
     return subject_id.encode()
 
@@ -183,24 +212,26 @@ class KeyStore:
         return keys
 
     def load(self, subject_ids: Iterable[str]) -> dict[str, DataKey]:
-        """Unwrap the DEKs of ``subject_ids``; shredded or unknown subjects are left out.
+        """Unwrap the DEKs of ``subject_ids``; shredded or unknown subjects are left out."""
+        return {s: DataKey(s, v, key) for s, v, key in self.unwrapped(subject_ids)}
 
-        Bulk path (exports decrypt a million subjects): one IN query per 1,000 ids through a
-        plain text statement, so rows come back as tuples without per-value type processing.
+    def unwrapped(self, subject_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+        """``(subject_id, dek_version, dek)`` of the subjects that have a key (bulk path:
+        exports unwrap a million; callers must not log these tuples, they hold the key).
+
+        One ``IN`` query per 1,000 ids in one read transaction, through the driver's cursor on
+        SQLite and PostgreSQL (plain tuples, no per-row result objects), and the wrapped keys
+        unwrapped together (:meth:`KeyProvider.unwrap_many`).
         """
         ids = list(dict.fromkeys(subject_ids))
-        out: dict[str, DataKey] = {}
-        unwrap = self.provider.unwrap
-        with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-            for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
-                rows = conn.execute(_LOAD, {"ids": chunk})
-                for subject_id, dek_version, kek_version, wrapped in rows:
-                    key = unwrap(
-                        WrappedKey(kek_version, bytes(wrapped)), context=subject_id.encode()
-                    )
-                    out[subject_id] = DataKey(subject_id, dek_version, key)
-        return out
+        if not ids:
+            return []
+        rows: list[tuple[str, int, int, bytes]] = []
+        conn = self.engine.connect().execution_options(sqlite_begin="DEFERRED")
+        with conn, conn.begin():
+            for start in range(0, len(ids), _LOAD_BATCH):
+                rows.extend(_fetch_wrapped(conn, ids[start : start + _LOAD_BATCH]))
+        return self.provider.unwrap_many(rows)
 
     def get(self, subject_id: str) -> DataKey:
         found = self.load([subject_id]).get(subject_id)

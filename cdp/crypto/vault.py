@@ -127,9 +127,9 @@ class Vault:
         upkeep. Shredded or unknown subjects are left out."""
         found, missing = self._cache.split(subject_ids)
         if missing:
-            for k in self.keystore.load(missing).values():
-                found[k.subject_id] = SubjectCipher(
-                    AESGCM(k.key), subject_id=k.subject_id, key_version=k.version
+            for subject_id, version, key in self.keystore.unwrapped(missing):
+                found[subject_id] = SubjectCipher(
+                    AESGCM(key), subject_id=subject_id, key_version=version
                 )
         return found
 

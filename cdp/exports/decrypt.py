@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cdp.errors import DecryptionError
+from cdp.crypto.cipher import decrypt_rows
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
 
@@ -84,22 +84,7 @@ def decrypt_chunk(
     """``{subject_id: {field: value}}`` for the chunk's subjects that have any of ``fields``."""
     ciphers = runtime.vault.ciphers(subject_ids)
     rows = _ciphertexts(runtime.data_engine, list(subject_ids), list(fields))
-    wanted = frozenset(fields)
-    by_subject: dict[str, dict[str, bytes]] = {}
-    for sid, field, blob in rows:
-        if field not in wanted:
-            continue
-        blobs = by_subject.get(sid)
-        if blobs is None:
-            blobs = by_subject[sid] = {}
-        blobs[field] = blob
-    out: dict[str, dict[str, str]] = {}
-    for sid, blobs in by_subject.items():
-        cipher = ciphers.get(sid)
-        try:
-            if cipher is None:
-                raise DecryptionError("no data key")
-            out[sid] = cipher.decrypt_many(blobs)
-        except DecryptionError:  # key shredded meanwhile, or a value that does not authenticate
-            log.error("export skipped a subject whose data does not decrypt", subject_id=sid)
+    out, failed = decrypt_rows(ciphers, rows, fields)
+    for sid in failed:  # key shredded meanwhile, or a value that does not authenticate
+        log.error("export skipped a subject whose data does not decrypt", subject_id=sid)
     return out

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from cdp.exports import run as run_mod
 from cdp.exports.audience_formats import PROFILE_FIELDS, available_formats, get_format
 from cdp.exports.decrypt import decrypt_chunk
+from cdp.exports.formats.base import remember
 from cdp.exports.ledger import recipients_of
 from cdp.exports.run import run_export
 from cdp.exports.sync import RECIPIENTS
@@ -134,3 +135,19 @@ def test_whole_record_reads_still_decrypt_only_the_wanted_fields(world: World) -
     assert decrypt_chunk(world.rt, [sid], ["email", "street"]) == {
         sid: {"email": "w@example.com", "street": "1 Main St"}
     }
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.integers(0, 40), max_size=200), limit=st.integers(1, 16))
+def test_memo_stays_bounded_and_keeps_the_newest_entries(keys: list[int], limit: int) -> None:
+    memo: dict[object, object] = {}
+    stored: list[int] = []
+    for n, key in enumerate(keys):
+        if key in memo:  # callers only store what they missed
+            continue
+        remember(memo, key, n, limit)
+        stored.append(key)
+        assert len(memo) <= limit
+        assert memo[key] == n  # what was just stored is there
+    # eviction drops the oldest first: the survivors are the last ones stored, in order
+    assert list(memo) == stored[len(stored) - len(memo) :]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date
-from typing import Protocol
+from itertools import islice
+from typing import Any, Protocol
 
 from cdp.exports.formats.fields import region_for
 from cdp.exports.formats.hashing import prehashed, sha256_hex
@@ -190,8 +191,18 @@ def selected_columns(
     return tuple(column for column in columns if column[0] in wanted)
 
 
-#: Entries kept per memoised column while a row function lives (then the memo starts over).
+#: Entries kept per memoised column while a row function lives (the oldest half is dropped when
+#: it is full).
 MEMO_LIMIT = 8_192
+
+
+def remember(memo: dict[Any, Any], key: object, value: object, limit: int = MEMO_LIMIT) -> None:
+    """Store ``key`` in a bounded memo: when it holds ``limit`` entries, the oldest half (in
+    insertion order) goes first, so the values that keep coming back mostly stay."""
+    if len(memo) >= limit:
+        for old in list(islice(memo, max(1, limit // 2))):
+            del memo[old]
+    memo[key] = value
 
 
 def memoised(make: CellMaker, limit: int = MEMO_LIMIT) -> CellMaker:
@@ -208,9 +219,7 @@ def memoised(make: CellMaker, limit: int = MEMO_LIMIT) -> CellMaker:
         if known is None:
             dropped: list[str] = []
             known = (make(value, normalise, region, header, dropped), bool(dropped))
-            if len(memo) >= limit:
-                memo.clear()
-            memo[key] = known
+            remember(memo, key, known, limit)
         if known[1]:
             drops.append(header)
         return known[0]
@@ -221,18 +230,29 @@ def memoised(make: CellMaker, limit: int = MEMO_LIMIT) -> CellMaker:
 def columns_function(
     columns: Sequence[Column],
     *,
-    regional: bool,
+    regional: Collection[str],
     default_region: str,
     memo: frozenset[str] = frozenset(),
     tail: Callable[[Profile, list[str]], list[str]] | None = None,
 ) -> RowFunction:
     """A row function over ``columns``: the profile's region (its country, else the default)
-    is worked out only when a ``regional`` column needs it; the cells of the ``memo`` columns
-    are remembered (:func:`memoised`); ``tail`` appends further cells (made from the profile
-    and the drops list)."""
+    is worked out only when one of the columns is ``regional`` (its cell depends on the
+    region); the cells of the ``memo`` columns are remembered for the row function's life,
+    keyed by the value (and the region, for a regional column), bounded (:func:`remember`);
+    ``tail`` appends further cells (made from the profile and the drops list)."""
     fallback = check_region(default_region)
-    chosen = tuple(
-        (head, field, norm, memoised(make) if head in memo else make)
+    needs_region = any(head in regional for head, _, _, _ in columns)
+    chosen: tuple[
+        tuple[str, str, Normaliser, CellMaker, dict[object, tuple[str, bool]] | None, bool], ...
+    ] = tuple(
+        (
+            head,
+            field,
+            norm,
+            make,
+            {} if head in memo else None,  # this column's memo: value -> (cell, dropped)
+            head in regional,
+        )
         for head, field, norm, make in columns
     )
 
@@ -248,9 +268,24 @@ def columns_function(
 
     def row(profile: Profile) -> list[str]:
         get = profile.get
-        region = region_of(get("country")) if regional else fallback
+        region = region_of(get("country")) if needs_region else fallback
         drops: list[str] = []
-        cells = [make(get(field), norm, region, head, drops) for head, field, norm, make in chosen]
+        cells: list[str] = []
+        append = cells.append
+        for head, field, norm, make, remembered, by_region in chosen:
+            value = get(field)
+            if remembered is None:
+                append(make(value, norm, region, head, drops))
+                continue
+            key = (value, region) if by_region else value
+            known = remembered.get(key)
+            if known is None:
+                dropped: list[str] = []
+                known = (make(value, norm, region, head, dropped), bool(dropped))
+                remember(remembered, key, known)
+            if known[1]:
+                drops.append(head)
+            append(known[0])
         if tail is not None:
             cells.extend(tail(profile, drops))
         return cells

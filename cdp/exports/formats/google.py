@@ -105,7 +105,7 @@ class GoogleCustomerMatch(RowMixin):
         columns = selected_columns(_COLUMNS, headers, self.headers)
         return columns_function(
             columns,
-            regional=any(self.fields_required[c[0]][1:] for c in columns),
+            regional={c[0] for c in columns if self.fields_required[c[0]][1:]},
             default_region=default_region,
             memo=_MEMO,
         )

@@ -12,7 +12,6 @@ from datetime import date
 from types import MappingProxyType
 
 from cdp.exports.formats.base import (
-    MEMO_LIMIT,
     Column,
     Profile,
     RowFunction,
@@ -21,6 +20,7 @@ from cdp.exports.formats.base import (
     check_region,
     columns_function,
     hashed_cell,
+    remember,
     selected_columns,
     small_hash,
     small_hashed_cell,
@@ -116,16 +116,14 @@ class MetaCustomAudience(RowMixin):
             if known is None:
                 dropped: list[str] = []
                 known = (birth_cells(value, dropped), bool(dropped))
-                if len(memo) >= MEMO_LIMIT:
-                    memo.clear()
-                memo[value] = known
+                remember(memo, value, known)
             if known[1]:
                 drops.extend(_BIRTH_HEADERS)
             return [known[0][i] for i in births]
 
         return columns_function(
             columns,
-            regional=any(self.fields_required[c[0]][1:] for c in columns),
+            regional={c[0] for c in columns if self.fields_required[c[0]][1:]},
             default_region=default_region,
             memo=_MEMO,
             tail=birth if births else None,
