@@ -6,13 +6,19 @@ transaction makes each request wait for its own fsync and, on SQLite, for the da
 arrive becomes the *leader*: it takes every record queued so far, appends them in one transaction
 (in arrival order, so the chain stays linear and gap-free), commits, and hands each waiting request
 its own record, or the error, which then fails every read of that batch. It repeats until the
-queue is empty, then steps down; the next arrival leads. No background thread; nothing is
+queue is empty, then steps down; the next arrival leads. No thread waits for work; nothing is
 acknowledged before it is durable.
 
 Async callers (the API's event loop) use :meth:`GroupCommitter.submit_async`: the record joins the
 same queue, and the coroutine waits without holding a thread. When nobody is leading, the commit
-loop is started in a worker thread, so the event loop keeps serving requests (and queuing their
-records for the next batch) while a batch is written and fsynced.
+loop is handed to a worker thread of this module's small pool (a plain submit: the event loop is
+woken once per batch, by the records' delivery, not a second time for the leader's own end), so
+the event loop keeps serving requests (and queuing their records for the next batch) while a batch
+is written and fsynced.
+
+On SQLite the committer keeps its connection open between batches (:mod:`cdp.audit.held`; each
+batch is still its own ``BEGIN IMMEDIATE`` transaction): checking a connection out of the pool and
+back in cost more than appending a small batch.
 """
 
 from __future__ import annotations
@@ -20,24 +26,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
 from sqlalchemy import Connection, Engine
 
 from cdp.audit.chain import AuditRecord
+from cdp.audit.held import HeldConnection
 from cdp.audit.writer import AuditEntry
 from cdp.db.per_engine import PerEngine
 
 MAX_BATCH: Final = 512
 """Most records appended in one transaction."""
+MAX_GATHER_SECONDS: Final = 0.002
+"""Longest an async record waits for others to join its batch before the batch starts."""
 
 WriteBatch = Callable[[Connection, Sequence[AuditEntry]], list[AuditRecord]]
 
 
 AsyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[AuditRecord]"]
 Waiter = Future[AuditRecord] | AsyncWaiter
+
+_LEADERS: Final = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cdp-audit-commit")
+"""Threads that run the commit loop for async callers (one leader per committer at a time)."""
 
 
 class GroupCommitter:
@@ -48,14 +61,28 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._queue: list[tuple[AuditEntry, Waiter]] = []
         self._leading = False
+        self._gathering = False
+        self._held = HeldConnection(engine) if engine.dialect.name == "sqlite" else None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One batch's transaction: on the held connection (SQLite), else a pooled one."""
+        if self._held is None:
+            with self._engine.begin() as conn:
+                yield conn
+            return
+        with self._held.use() as conn, conn.begin():
+            yield conn
 
     def _enqueue(self, entry: AuditEntry, waiter: Waiter) -> bool:
-        """Queue ``entry``; True when the caller must start leading."""
+        """Queue ``entry``; True when the caller must lead (nobody leads, or the leader is still
+        being gathered in an event loop: a thread that blocks on its record takes over, so it
+        never waits for a loop it might itself be blocking)."""
         with self._lock:
             self._queue.append((entry, waiter))
-            lead = not self._leading
-            if lead:
-                self._leading = True
+            lead = not self._leading or self._gathering
+            self._leading = True
+            self._gathering = False
         return lead
 
     def submit(self, entry: AuditEntry, write: WriteBatch) -> AuditRecord:
@@ -71,10 +98,30 @@ class GroupCommitter:
         A batch's async waiters are woken with one call into their loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AuditRecord] = loop.create_future()
-        if self._enqueue(entry, (loop, future)):
-            leader = loop.run_in_executor(None, self._lead, write)
-            leader.add_done_callback(_retrieve)
+        with self._lock:
+            self._queue.append((entry, (loop, future)))
+            gather = not self._leading
+            self._leading = self._gathering = self._leading or gather
+        if gather:
+            loop.call_soon(self._gather, loop, write, 1, time.monotonic())
         return await future
+
+    def _gather(
+        self, loop: asyncio.AbstractEventLoop, write: WriteBatch, seen: int, since: float
+    ) -> None:
+        """Start the commit loop in a worker thread once an iteration of the event loop queued
+        no new record (the requests in flight have reached their records; under load the batch
+        then holds all of them instead of the first one), or after ``MAX_GATHER_SECONDS``."""
+        with self._lock:
+            if not self._gathering:  # a thread took over meanwhile
+                return
+            queued = len(self._queue)
+            wait = seen < queued < MAX_BATCH and time.monotonic() - since < MAX_GATHER_SECONDS
+            self._gathering = wait
+        if wait:
+            loop.call_soon(self._gather, loop, write, queued, since)
+        else:
+            _LEADERS.submit(self._lead, write).add_done_callback(_retrieve)
 
     def _lead(self, write: WriteBatch) -> None:
         while True:
@@ -86,7 +133,7 @@ class GroupCommitter:
                     return
             waiters = [waiter for _, waiter in batch]
             try:
-                with self._engine.begin() as conn:
+                with self._transaction() as conn:
                     records = write(conn, [entry for entry, _ in batch])
             except BaseException as exc:  # every waiter of the batch fails with the writer
                 _settle(waiters, [exc] * len(waiters))
@@ -129,7 +176,7 @@ def _resolve(pairs: list[tuple[asyncio.Future[AuditRecord], Outcome]]) -> None:
             future.set_result(outcome)
 
 
-def _retrieve(done: asyncio.Future[None]) -> None:
+def _retrieve(done: Future[None]) -> None:
     """The leader's own outcome: every waiter already got its record or error."""
     if not done.cancelled():
         done.exception()

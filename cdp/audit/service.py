@@ -13,8 +13,9 @@ Two ways in:
 
 * :func:`audited_read_async` is the same contract for the API's event loop: the body is a plain
   function of the scope; on SQLite it runs in the loop (a WAL read transaction takes no lock and
-  waits for nobody), on PostgreSQL in a worker thread; the record is then awaited from the group
-  committer, so no thread is held while the batch is fsynced.
+  waits for nobody; the loop keeps its connection open between reads), on PostgreSQL in a worker
+  thread; the record is then awaited from the group committer, so no thread is held while the
+  batch is fsynced.
 
 Check the policy (:func:`require`) *before* opening :func:`audited_read`, so that a denial is
 recorded as ``denied`` and nothing is read.
@@ -34,14 +35,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from cdp.access.context import AccessContext
 from cdp.audit.batching import committer_for
 from cdp.audit.chain import AuditRecord
+from cdp.audit.held import HeldConnection
 from cdp.audit.writer import SUBJECT_ID, AuditEntry, append
 from cdp.clock import Clock, utcnow
+from cdp.db.per_engine import PerEngine
 from cdp.errors import AuditWriteError, PermissionDeniedError
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
 
 log = get_logger("cdp.audit")
 T = TypeVar("T")
+
+_loop_reads: PerEngine[HeldConnection] = PerEngine(
+    lambda engine: HeldConnection(engine, sqlite_begin="DEFERRED")
+)
+"""The connection the event loop's reads reuse (SQLite: bodies run in the loop, one at a time)."""
 
 
 def entry_for(
@@ -272,20 +280,23 @@ async def audited_read_async(
     thread.
     """
     named = [s for s in subject_ids if SUBJECT_ID.match(s)]
+    engine = runtime.data_engine
 
     def read() -> tuple[T, AuditScope]:
-        conn = runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED")
-        try:
+        with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
             scope = AuditScope(conn)
             with conn.begin():
-                result = body(scope)
-            return result, scope
-        finally:
-            conn.close()
+                return body(scope), scope
+
+    def read_in_loop() -> tuple[T, AuditScope]:
+        with _loop_reads(engine).use() as conn:
+            scope = AuditScope(conn)
+            with conn.begin():
+                return body(scope), scope
 
     try:
-        if runtime.data_engine.dialect.name == "sqlite":
-            result, scope = read()
+        if engine.dialect.name == "sqlite":
+            result, scope = read_in_loop()
         else:
             result, scope = await anyio.to_thread.run_sync(read)
     except Exception as exc:
