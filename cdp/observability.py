@@ -74,10 +74,22 @@ EXPORT_RUNS: Final = Counter(
 EXPORT_ROWS: Final = Counter("cdp_export_rows", "Subjects sent by completed export runs.")
 
 
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+"""The labelled children of (method, route, status): ``labels()`` checks and joins its values on
+every call. Bounded: methods, route templates and status codes are finite."""
+
+
 def observe_request(*, method: str, route: str, status: int, seconds: float) -> None:
     """One answered HTTP request (``route`` is the matched template or ``unmatched``)."""
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_LATENCY.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    series = _REQUEST_SERIES.get(key)
+    if series is None:
+        series = _REQUEST_SERIES[key] = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_LATENCY.labels(method, route),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def count_limited(*, reason: str) -> None:

@@ -15,7 +15,6 @@ from cdp.api.limits import install_limits
 from cdp.api.metrics import router as metrics_router
 from cdp.api.middleware import RequestContextMiddleware
 from cdp.api.openapi import install_openapi
-from cdp.api.ops import MetricsMiddleware
 from cdp.api.ops import router as ops_router
 from cdp.api.principals import router as principals_router
 from cdp.api.privacy import router as privacy_router
@@ -43,7 +42,6 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     install_limits(app)
-    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(ops_router)
     app.include_router(profiles_router)

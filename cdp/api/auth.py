@@ -22,13 +22,17 @@ token not in the cache, a denial to record) runs :func:`resolve_access` in a wor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import anyio.to_thread
-from fastapi import Depends, Header, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+import fastapi.routing
+from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from starlette.routing import BaseRoute
+from starlette.types import Scope
 
 from cdp.access.context import AccessContext, check_purpose
 from cdp.access.engine import get_policy_engine
@@ -37,14 +41,20 @@ from cdp.access.principals import PrincipalInfo, authenticate, cached_principal
 from cdp.audit.service import deny
 from cdp.runtime import Runtime, get_runtime
 
-__all__ = ["AUTHORIZE_MARKER", "AccessContext", "authorize", "resolve_access"]
+__all__ = [
+    "AUTHORIZE_MARKER",
+    "AccessContext",
+    "authorize",
+    "credentials",
+    "document_security",
+    "resolve_access",
+]
 
 AUTHORIZE_MARKER: Final = "__cdp_authorize__"
 """Attribute set on every dependency :func:`authorize` builds: ``(resource, action)``. The route
 audit test looks for it."""
 
 PURPOSE_HEADER: Final = "X-Purpose"
-_bearer = HTTPBearer(auto_error=False, description="A cdp principal's token.")
 
 
 def _client(request: Request) -> str:
@@ -112,22 +122,39 @@ def _context(
     )
 
 
-def authorize(resource: str, action: str) -> Callable[..., Any]:
-    """A FastAPI dependency admitting principals the policy allows ``action`` on ``resource``."""
+def credentials(scope: Scope) -> tuple[str | None, str | None]:
+    """The bearer token and the ``X-Purpose`` value of a request (``None`` when absent), read in
+    one pass over the raw headers (as FastAPI's ``HTTPBearer(auto_error=False)`` and ``Header``
+    would: the first of each; a scheme other than Bearer, or no token after it, is no token)."""
+    token = purpose = None
+    seen_auth = seen_purpose = False
+    for name, value in scope["headers"]:
+        if name == b"authorization" and not seen_auth:
+            seen_auth = True
+            scheme, _, param = value.decode("latin-1").partition(" ")
+            param = param.strip()
+            if scheme.lower() == "bearer" and param:
+                token = param
+        elif name == b"x-purpose" and not seen_purpose:
+            seen_purpose = True
+            purpose = value.decode("latin-1")
+    return token, purpose
 
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        x_purpose: Annotated[
-            str | None,
-            Header(alias=PURPOSE_HEADER, description="Purpose of use, e.g. support, analytics."),
-        ] = None,
-    ) -> AccessContext:
+
+def authorize(resource: str, action: str) -> Callable[..., Any]:
+    """A FastAPI dependency admitting principals the policy allows ``action`` on ``resource``.
+
+    One dependency with no sub-dependencies: the token and the purpose are read from the raw
+    headers here (FastAPI solving a bearer scheme and a header parameter per request cost more
+    than the decision). :func:`document_security` puts both back into the OpenAPI document."""
+
+    async def dependency(request: Request) -> AccessContext:
+        token, purpose = credentials(request.scope)
         args: dict[str, Any] = {
             "runtime": get_runtime(),  # not a sub-dependency: one fewer to solve per request
             "request": request,
-            "token": credentials.credentials if credentials is not None else None,
-            "purpose": x_purpose,
+            "token": token,
+            "purpose": purpose,
             "resource": resource,
             "action": action,
         }
@@ -139,6 +166,59 @@ def authorize(resource: str, action: str) -> Callable[..., Any]:
     setattr(dependency, AUTHORIZE_MARKER, (resource, action))
     dependency.__name__ = f"authorize_{resource.replace(':', '_')}_{action}"
     return dependency
+
+
+BEARER_SCHEME: Final = "HTTPBearer"
+_PURPOSE_PARAMETER: Final[dict[str, Any]] = {
+    "name": PURPOSE_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {
+        "anyOf": [{"type": "string"}, {"type": "null"}],
+        "description": "Purpose of use, e.g. support, analytics.",
+        "title": PURPOSE_HEADER,
+    },
+    "description": "Purpose of use, e.g. support, analytics.",
+}
+
+
+def document_security(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    """Rewrite ``schema`` in place: every operation whose route depends on :func:`authorize`
+    declares the bearer scheme and the ``X-Purpose`` header."""
+    guarded: set[tuple[str, str]] = set()
+    for route in _route_contexts(routes):
+        dependant = getattr(route, "dependant", None)
+        if dependant is not None and _authorised(dependant):
+            path = str(getattr(route, "path_format", getattr(route, "path", "")))
+            guarded.update((path, m.lower()) for m in getattr(route, "methods", None) or ())
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            if (path, method) not in guarded:
+                continue
+            operation["security"] = [{BEARER_SCHEME: []}]
+            operation.setdefault("parameters", []).append(copy.deepcopy(_PURPOSE_PARAMETER))
+            # a missing or unknown purpose is a 422 (document_errors gives it the error body)
+            operation.setdefault("responses", {}).setdefault("422", {})
+    if guarded:
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[BEARER_SCHEME] = {
+            "type": "http",
+            "description": "A cdp principal's token.",
+            "scheme": "bearer",
+        }
+    return schema
+
+
+def _route_contexts(routes: Iterable[BaseRoute]) -> Iterable[Any]:
+    """Every route with its effective dependant (FastAPI >= 0.16x wraps included routers)."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+    return list(routes) if iterate is None else iterate(list(routes))
+
+
+def _authorised(dependant: Dependant) -> bool:
+    return any(
+        hasattr(dep.call, AUTHORIZE_MARKER) or _authorised(dep) for dep in dependant.dependencies
+    )
 
 
 def authorized(resource: str, action: str) -> Any:

@@ -6,6 +6,10 @@ cdp never sends. This replaces that 422 with cdp's error body (:mod:`cdp.api.err
 any route may answer 401, 403, 404, 409, 410, 413, 429, 500, 503 or 504, always in that shape.
 Clients (and the schema-driven fuzz tests) can then validate every answer against the document.
 
+It also declares the bearer scheme and the ``X-Purpose`` header on every authorised operation
+(:func:`cdp.api.auth.document_security`: the authorisation dependency reads both from the raw
+headers, so FastAPI no longer sees them).
+
 It also keeps 405 answers true: Starlette's router names in ``Allow`` only the methods of the
 first route whose path matched, so ``OPTIONS /v1/principals`` said ``Allow: GET`` though POST is
 served too. :class:`AllowHeaderMiddleware` lists every method served at the path.
@@ -19,6 +23,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cdp.api.auth import document_security
 
 ERROR_SCHEMA: Final[dict[str, Any]] = {
     "title": "ErrorBody",
@@ -78,15 +84,14 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_errors(
-                get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    openapi_version=app.openapi_version,
-                    description=app.description,
-                    routes=app.routes,
-                )
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                description=app.description,
+                routes=app.routes,
             )
+            app.openapi_schema = document_errors(document_security(schema, app.routes))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

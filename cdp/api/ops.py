@@ -1,4 +1,4 @@
-"""Operations endpoints and the request metrics middleware.
+"""Operations endpoints (the request metrics are counted by :mod:`cdp.api.middleware`).
 
 - ``GET /healthz`` — liveness: the process answers. Public, touches nothing.
 - ``GET /readyz`` — readiness (:func:`cdp.health.readiness`): databases reachable, migrations at
@@ -12,19 +12,17 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.errors import error_body
 from cdp.health import readiness
-from cdp.observability import observe_request, render
+from cdp.observability import render
 from cdp.settings import get_settings
 
 router = APIRouter(tags=["operations"])
@@ -77,35 +75,3 @@ def metrics(ctx: OpsRead) -> Response:
     del ctx  # authorised; metrics carry no personal data, so there is no audit record
     payload, content_type = render()
     return Response(payload, media_type=content_type)
-
-
-class MetricsMiddleware:
-    """Counts every HTTP request and its duration by method, route template and status (pure
-    ASGI; ``unmatched`` when no route matched, so raw paths never become labels)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def watched_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched_send)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            observe_request(
-                method=str(scope.get("method", "?")),
-                route=route,
-                status=status,
-                seconds=time.perf_counter() - started,
-            )
