@@ -149,14 +149,14 @@ class Settings(BaseSettings):
             "points, CLV, segments; see docs/traits.md). Default: the built-in rules."
         ),
     )
-    traits_exclusive_rewrite: bool = Field(
-        default=False,
+    traits_workers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
         description=(
-            "PostgreSQL: rewrite the trait tables with their subjects foreign key dropped and "
-            "validated once at the end (about a quarter less server time at a million "
-            "subjects), holding an exclusive lock on `subjects` meanwhile, so API reads, "
-            "ingestion and erasures wait for the final writes. Off: per-row checks, nothing "
-            "blocks."
+            "PostgreSQL: how many trait steps of `cdp traits compute` (order traits, tiers, "
+            "points ledger) run at once, each on its own connection and server process; 1 runs "
+            "them one after another. SQLite always runs them one after another."
         ),
     )
     retention_inactive_days: int = Field(

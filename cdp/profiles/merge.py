@@ -14,7 +14,10 @@ fill only the fields the survivor lacks (custom traits are merged key by key, su
 
 Tables of other capabilities that reference ``subjects.id`` are moved over too when they can be
 (each in a savepoint); rows that would collide with the survivor's own (e.g. one computed trait
-row per subject) are left to cascade with the absorbed subject and get recomputed.
+row per subject) are left to cascade with the absorbed subject and get recomputed. The
+recomputed trait tables have no foreign key (:mod:`cdp.traits.recompute_lock`): they are moved
+or, on a collision, deleted here, always with a statement, which is what keeps a merge from
+committing in the middle of a trait recompute's writes.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from cdp.db.all_models import metadata
 from cdp.db.models import Identity, PiiValue, Subject
 from cdp.profiles.models import Event, Order, SubjectMerge
 from cdp.runtime import Runtime
+from cdp.traits.recompute_lock import RECOMPUTED
 
 CUSTOM_TRAITS_FIELD = "custom_traits"
 _HANDLED = {"identities", "pii_values", "orders", "events", "consent_events", "subject_merges"}
@@ -151,6 +155,14 @@ def _merge_events(runtime: Runtime, conn: Connection, survivor: str, absorbed: s
 
 
 def _move_other_tables(conn: Connection, survivor: str, absorbed: str) -> None:
+    for name in RECOMPUTED:  # in the recomputes' lock order
+        table = metadata.tables[name]
+        col = table.c.subject_id
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.update(table).where(col == absorbed).values(subject_id=survivor))
+        except IntegrityError:  # collides with the survivor's own row: gets recomputed
+            conn.execute(sa.delete(table).where(col == absorbed))
     for table in metadata.sorted_tables:
         if table.name in _HANDLED or table.name == "subjects":
             continue

@@ -16,11 +16,6 @@ them back afterwards:
   recompute, which the next run redoes; never an inconsistent state), which end with the
   transaction.
 
-:func:`foreign_keys_checked_at_end` replaces, on PostgreSQL with ``CDP_TRAITS_EXCLUSIVE_REWRITE``
-on, the per-row foreign-key check of
-a bulk write (a trigger query and a ``FOR KEY SHARE`` row lock on the subject, WAL-logged, for
-every inserted row) by one validation join over the whole table before the transaction ends.
-
 :func:`temp_table` materialises an intermediate result (e.g. per-subject facts) once, so that
 the statements after it (window functions for the quintiles, joins to every subject) read a
 small table instead of re-running the aggregate over the orders. Both backends create it as a
@@ -37,15 +32,11 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from cdp.settings import get_settings
-
 SQLITE_CACHE_KIB: Final = 1_000_000  # 1 GB of page cache while computing
 SQLITE_MMAP_BYTES: Final = 8 << 30
 PG_WORK_MEM: Final = "256MB"
 PG_MAINTENANCE_WORK_MEM: Final = "512MB"
 PG_TEMP_BUFFERS: Final = "1GB"
-BULK_FK_MIN_ROWS: Final = 50_000
-BULK_FK_TABLE_FACTOR: Final = 4
 
 _names = count()
 
@@ -78,72 +69,6 @@ def bulk_session(conn: sa.Connection) -> Iterator[None]:
     finally:
         conn.exec_driver_sql(f"PRAGMA cache_size={int(cache)}")
         conn.exec_driver_sql(f"PRAGMA mmap_size={int(mmap)}")
-
-
-@contextmanager
-def foreign_keys_checked_at_end(
-    conn: sa.Connection, table: sa.Table, *, rows: int | None = None
-) -> Iterator[None]:
-    """Bulk writes to ``table`` in the block without per-row foreign-key checks, on PostgreSQL
-    with ``CDP_TRAITS_EXCLUSIVE_REWRITE`` on (off by default: the block runs with the usual
-    per-row checks, and nothing else waits for it).
-
-    The table's foreign keys are dropped at the start of the block and added back at its end
-    with their exact definitions (``pg_get_constraintdef``), which validates every row in one
-    join: a row pointing to no subject fails the ``ADD CONSTRAINT`` and rolls the whole
-    transaction back, so no committed state ever lacks the constraint or breaks it, and a
-    concurrent erasure cannot slip between the check and the commit. The price is locking:
-    ``DROP CONSTRAINT`` takes ``ACCESS EXCLUSIVE`` on ``table`` and on ``subjects`` until the
-    transaction ends, so every other statement on them (API reads, ingestion, erasures) waits
-    for it; callers keep the block to the final writes of a recompute (seconds at a million
-    subjects). An erasure locks the trait tables before ``subjects``, as the block does, so
-    the two wait for each other instead of deadlocking.
-
-    ``rows``: how many rows the block writes (None: the whole table is rewritten). The swap
-    only pays when they are a large part of the table, since validation reads all of it:
-    below :data:`BULK_FK_MIN_ROWS`, or when the table holds more than
-    :data:`BULK_FK_TABLE_FACTOR` times ``rows`` (by the planner's estimate), the block runs
-    with the usual per-row checks. SQLite keeps its per-row checks (they are cheap there)."""
-    if (
-        is_sqlite(conn)
-        or not get_settings().traits_exclusive_rewrite
-        or (rows is not None and rows < BULK_FK_MIN_ROWS)
-    ):
-        yield
-        return
-    params = {"t": table.name}
-    if rows is not None:
-        est = conn.execute(
-            sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), params
-        ).scalar_one()
-        if est > BULK_FK_TABLE_FACTOR * rows:
-            yield
-            return
-    fks = conn.execute(
-        sa.text(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = CAST(:t AS regclass) AND contype = 'f' ORDER BY conname"
-        ),
-        params,
-    ).all()
-    prep = conn.dialect.identifier_preparer
-    target = prep.format_table(table)
-    for name, _ in fks:
-        conn.exec_driver_sql(f"ALTER TABLE {target} DROP CONSTRAINT {prep.quote(name)}")
-    yield
-    for name, definition in fks:  # definitions from the catalog, never from input
-        conn.exec_driver_sql(f"ALTER TABLE {target} ADD CONSTRAINT {prep.quote(name)} {definition}")
-
-
-def clear(conn: sa.Connection, table: sa.Table) -> None:
-    """Delete every row: ``DELETE`` (readers keep seeing the old rows until commit; SQLite
-    truncates a table deleted without a condition), or ``TRUNCATE`` on PostgreSQL under
-    ``CDP_TRAITS_EXCLUSIVE_REWRITE`` (no dead rows left for vacuum; it takes the table's
-    exclusive lock, so call it where :func:`foreign_keys_checked_at_end` already holds it)."""
-    if is_sqlite(conn) or not get_settings().traits_exclusive_rewrite:
-        conn.execute(sa.delete(table))
-    else:
-        conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(table)}")
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from cdp.traits.clv_summary import day_end as day_end
 from cdp.traits.clv_summary import summary as summary
 from cdp.traits.config import ClvConfig
 from cdp.traits.models import ClvFit, ClvPrediction
+from cdp.traits.recompute_lock import drop_orphans, write_phase
 
 fits_t = ClvFit.__table__  # type: ignore[attr-defined]
 predictions_t = ClvPrediction.__table__  # type: ignore[attr-defined]
@@ -145,7 +146,6 @@ def predict(
         )
     quint = quantiles(clv)
     churn = 1.0 - p_alive
-    conn.execute(sa.delete(predictions_t))
     rows = zip(
         s.subject_ids,
         expected.tolist(),
@@ -156,11 +156,15 @@ def predict(
         quint.tolist(),
         strict=True,
     )
-    bulk_insert(
-        conn,
-        predictions_t,
-        PREDICTION_COLUMNS,
-        ((sid, e, p, c, f, None if v != v else v, q or None) for sid, e, p, c, f, v, q in rows),
-        constants={"fit_id": f.id, "computed_at": now, "horizon_weeks": float(horizon)},
-    )
+    with write_phase(conn, predictions_t):
+        conn.execute(sa.delete(predictions_t))
+        bulk_insert(
+            conn,
+            predictions_t,
+            PREDICTION_COLUMNS,
+            ((sid, e, p, c, f, None if v != v else v, q or None) for sid, e, p, c, f, v, q in rows),
+            constants={"fit_id": f.id, "computed_at": now, "horizon_weeks": float(horizon)},
+        )
+        # the summary was read before the lock: drop the rows of subjects deleted since
+        drop_orphans(conn, predictions_t)
     return len(s.subject_ids)

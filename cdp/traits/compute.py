@@ -1,16 +1,27 @@
-"""``cdp traits compute``: every trait family, recomputed in order, each in its own transaction.
+"""``cdp traits compute``: every trait family recomputed, each step in its own transaction.
 
 Order traits (facts, RFM, lifecycle, value layer) and tiers are pure SQL; the points ledger is
 SQL; CLV fits on the data up to yesterday and stores predictions (skipped, with the reason,
 when the data cannot support a fit). Long reads on SQLite run under a deferred BEGIN only where
 nothing is written; the writing steps take the write lock as usual.
+
+The order traits, the tiers and the points ledger read the orders on their own and write
+tables of their own, so on PostgreSQL they run at the same time on separate connections
+(``CDP_TRAITS_WORKERS`` of them, default 2: a server uses as many cores); CLV comes last, since
+it fits on the order facts just stored. SQLite has one writer at a time, so there they run one
+after another.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
+from typing import Any
+
+import sqlalchemy as sa
 
 from cdp.clock import Clock, utcnow
 from cdp.errors import InvalidInputError
@@ -50,18 +61,19 @@ def compute_traits(
     def step(name: str, started: float) -> None:
         report.seconds[name] = round(time.perf_counter() - started, 3)
 
-    t = time.perf_counter()
-    with engine.begin() as conn:
-        report.subjects = order_traits.compute_order_traits(conn, cfg=cfg, now=now)
-    step("order_traits", t)
-    t = time.perf_counter()
-    with engine.begin() as conn:
-        report.tier_changes = loyalty.evaluate_tiers(conn, cfg=cfg.loyalty, now=now)
-    step("loyalty", t)
-    t = time.perf_counter()
-    with engine.begin() as conn:
-        report.points_lines = points.update_ledger(conn, cfg=cfg.points, now=now)
-    step("points", t)
+    results = run_steps(
+        engine,
+        {
+            "order_traits": lambda c: order_traits.compute_order_traits(c, cfg=cfg, now=now),
+            "loyalty": lambda c: loyalty.evaluate_tiers(c, cfg=cfg.loyalty, now=now),
+            "points": lambda c: points.update_ledger(c, cfg=cfg.points, now=now),
+        },
+        workers=runtime.settings.traits_workers,
+        seconds=report.seconds,
+    )
+    report.subjects = results["order_traits"]
+    report.tier_changes = results["loyalty"]
+    report.points_lines = results["points"]
     if with_clv:
         t = time.perf_counter()
         try:
@@ -81,3 +93,49 @@ def compute_traits(
         seconds=report.seconds,
     )
     return report
+
+
+Step = Callable[[sa.Connection], Any]
+
+
+def run_steps(
+    engine: sa.Engine,
+    steps: Mapping[str, Step],
+    *,
+    workers: int,
+    seconds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Run each step in a transaction of its own; their results by name. On PostgreSQL up to
+    ``workers`` steps run at once, each on its own connection (the steps must write disjoint
+    tables); on SQLite, or with ``workers`` 1, one after another in the given order. Every
+    step runs even if another fails; then the first failure (in the given order) is raised.
+    ``seconds`` receives each step's wall time."""
+    times = seconds if seconds is not None else {}
+
+    def run(name: str) -> Any:
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            out = steps[name](conn)
+        times[name] = round(time.perf_counter() - started, 3)
+        return out
+
+    results: dict[str, Any] = {}
+    failures: list[BaseException] = []
+    if engine.dialect.name == "sqlite" or workers <= 1 or len(steps) <= 1:
+        for name in steps:
+            try:
+                results[name] = run(name)
+            except Exception as exc:  # the other steps are independent: they still run
+                failures.append(exc)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cdp-traits") as pool:
+            futures = {name: pool.submit(run, name) for name in steps}
+        for name, future in futures.items():
+            error = future.exception()
+            if error is None:
+                results[name] = future.result()
+            else:
+                failures.append(error)
+    if failures:
+        raise failures[0]
+    return results

@@ -28,11 +28,12 @@ from sqlalchemy.sql import Select
 
 from cdp.db.models import Subject
 from cdp.profiles.models import Order
-from cdp.traits.bulk import bulk_session, foreign_keys_checked_at_end, temp_table
+from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import LoyaltyConfig
 from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import completed_orders_before, day_rows, new_day
 from cdp.traits.models import LoyaltyStatus, LoyaltyTierChange
+from cdp.traits.recompute_lock import subject_exists, write_phase
 from cdp.traits.sqlfuncs import date_key, no_index
 
 subjects_t = Subject.__table__  # type: ignore[attr-defined]
@@ -142,31 +143,33 @@ def _staged_columns() -> list[sa.Column[Any]]:
 
 def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) -> int:
     """Apply the tier rules at ``now``; returns the number of tier changes written."""
-    with bulk_session(conn):
-        conn.execute(sa.delete(status_t).where(~marketing_allowed(status_t.c.subject_id)))
-        with temp_table(
+    with (
+        bulk_session(conn),
+        temp_table(
             conn,
             "tier_window",
             _window_columns(),
             window_facts(cfg, now, conn.dialect.name),
             primary_key="subject_id",
-        ) as window:
-            ev = evaluation(cfg, now, window).subquery("ev")
-            changed = sa.select(*ev.c).where(ev.c.new_rank.is_distinct_from(ev.c.current_rank))
-            with temp_table(conn, "tier_changes", _staged_columns(), changed) as staged:
-                n = conn.execute(sa.select(sa.func.count()).select_from(staged)).scalar_one()
-                with (
-                    foreign_keys_checked_at_end(conn, changes_t, rows=int(n)),
-                    foreign_keys_checked_at_end(conn, status_t, rows=int(n)),
-                ):
-                    written = _apply(conn, cfg=cfg, now=now, staged=staged)
-        # New and changed members were stamped above; stamp the others (skipping rows that
-        # already carry ``now`` saves PostgreSQL a rewrite of every new member's row).
-        conn.execute(
-            sa.update(status_t)
-            .where(status_t.c.evaluated_at.is_distinct_from(now))
-            .values(evaluated_at=now)
-        )
+        ) as window,
+    ):
+        ev = evaluation(cfg, now, window).subquery("ev")
+        changed = sa.select(*ev.c).where(ev.c.new_rank.is_distinct_from(ev.c.current_rank))
+        with (
+            temp_table(conn, "tier_changes", _staged_columns(), changed) as staged,
+            write_phase(conn, status_t, changes_t),
+        ):
+            # Restricted subjects lose their tier (the evaluation left them out).
+            conn.execute(sa.delete(status_t).where(~marketing_allowed(status_t.c.subject_id)))
+            written = _apply(conn, cfg=cfg, now=now, staged=staged)
+            # New and changed members were stamped above; stamp the others (skipping rows
+            # that already carry ``now`` saves PostgreSQL a rewrite of every new member's
+            # row).
+            conn.execute(
+                sa.update(status_t)
+                .where(status_t.c.evaluated_at.is_distinct_from(now))
+                .values(evaluated_at=now)
+            )
     return written
 
 
@@ -182,7 +185,7 @@ def _apply(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime, staged: sa
         stamp,
         staged.c.spend,
         staged.c.occasions,
-    )
+    ).where(subject_exists(staged.c.subject_id))
     cols = [
         "subject_id",
         "from_tier",
@@ -199,7 +202,7 @@ def _apply(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime, staged: sa
         sa.insert(status_t).from_select(
             ["subject_id", "tier", "tier_rank", "since", "evaluated_at"],
             sa.select(staged.c.subject_id, new_tier, staged.c.new_rank, stamp, stamp).where(
-                staged.c.current_rank.is_(None)
+                staged.c.current_rank.is_(None), subject_exists(staged.c.subject_id)
             ),
         )
     )

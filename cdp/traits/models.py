@@ -41,14 +41,24 @@ ix_orders_completed = Index(
 )
 
 
-def _subject_pk() -> Column[str]:
-    return Column(
-        String(32), ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True, nullable=False
-    )
-
-
 def _subject_fk() -> Column[str]:
     return Column(String(32), ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False)
+
+
+# The tables a recompute rewrites wholesale (order traits, tiers) name their subject without a
+# foreign key: on PostgreSQL the key's per-row check (a trigger query and a row lock on the
+# subject, ~9 µs a row) was the larger part of rewriting a million rows, three times per run.
+# Their rows are kept consistent with ``subjects`` by the code that writes and deletes them
+# instead (cdp.traits.recompute_lock): a recompute writes only rows of subjects that exist
+# when it writes, under a lock that every deletion of a subject also takes (erasure deletes
+# these rows through the registry, a merge moves or drops them), and it starts by dropping any
+# row whose subject is gone.
+def _recomputed_subject_pk() -> Column[str]:
+    return Column(String(32), primary_key=True, nullable=False)
+
+
+def _recomputed_subject() -> Column[str]:
+    return Column(String(32), nullable=False)
 
 
 class SubjectTraits(SQLModel, table=True):
@@ -56,7 +66,7 @@ class SubjectTraits(SQLModel, table=True):
 
     __tablename__ = "subject_traits"
 
-    subject_id: str = Field(sa_column=_subject_pk())
+    subject_id: str = Field(sa_column=_recomputed_subject_pk())
     computed_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     orders: int = Field(sa_column=Column(Integer, nullable=False))
     occasions: int = Field(sa_column=Column(Integer, nullable=False))
@@ -85,7 +95,7 @@ class LoyaltyStatus(SQLModel, table=True):
 
     __tablename__ = "loyalty_status"
 
-    subject_id: str = Field(sa_column=_subject_pk())
+    subject_id: str = Field(sa_column=_recomputed_subject_pk())
     tier: str = Field(max_length=32)
     tier_rank: int
     since: datetime = Field(sa_type=UtcDateTime, nullable=False)
@@ -99,7 +109,7 @@ class LoyaltyTierChange(SQLModel, table=True):
     __table_args__ = (Index("ix_loyalty_tier_changes_subject", "subject_id", "changed_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    subject_id: str = Field(sa_column=_subject_fk())
+    subject_id: str = Field(sa_column=_recomputed_subject())
     from_tier: str | None = Field(default=None, max_length=32)
     to_tier: str = Field(max_length=32)
     to_rank: int
@@ -167,7 +177,7 @@ class ClvPrediction(SQLModel, table=True):
 
     __tablename__ = "clv_predictions"
 
-    subject_id: str = Field(sa_column=_subject_pk())
+    subject_id: str = Field(sa_column=_recomputed_subject_pk())
     fit_id: int = Field(
         sa_column=Column(Integer, ForeignKey("clv_fits.id", ondelete="CASCADE"), nullable=False)
     )

@@ -21,12 +21,13 @@ from sqlalchemy.sql import Select
 
 from cdp.db.models import Subject
 from cdp.profiles.models import Order
-from cdp.traits.bulk import bulk_session, clear, foreign_keys_checked_at_end, temp_table
+from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import TraitsConfig
 from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import subject_facts
 from cdp.traits.lifecycle import lifecycle_stage, value_layer
 from cdp.traits.models import SubjectTraits
+from cdp.traits.recompute_lock import subject_exists, write_phase
 from cdp.traits.rfm import fm_score, lower_rank, monetary_key, score_from_lower, segment_name
 from cdp.traits.sqlfuncs import python_day
 
@@ -195,9 +196,9 @@ def order_traits_select(
 
 def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetime) -> int:
     """Replace every subject's order traits: the buyers' facts and ranks into temporary
-    tables, then the old rows deleted and two INSERT ... SELECT (buyers, then the prospects
-    among the other subjects), with the foreign key validated once at the end on PostgreSQL
-    (:func:`cdp.traits.bulk.foreign_keys_checked_at_end`)."""
+    tables, then, in the write phase (:mod:`cdp.traits.recompute_lock`), the old rows deleted
+    and two INSERT ... SELECT (the buyers that still exist, then the prospects among the other
+    subjects)."""
     with (
         bulk_session(conn),
         temp_table(
@@ -217,8 +218,9 @@ def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetim
     ):
         buyers = conn.execute(sa.select(sa.func.count()).select_from(facts)).scalar_one()
         select = order_traits_select(cfg, now, facts, ranks, int(buyers))
-        with foreign_keys_checked_at_end(conn, traits_t):
-            clear(conn, traits_t)
-            conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), select))
+        with write_phase(conn, traits_t):
+            conn.execute(sa.delete(traits_t))
+            buyers_now = select.where(subject_exists(select.selected_columns[0]))
+            conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), buyers_now))
             conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), _prospects(now)))
     return int(conn.execute(sa.select(sa.func.count()).select_from(traits_t)).scalar_one())

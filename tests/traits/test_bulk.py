@@ -5,20 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 import sqlalchemy as sa
 
-from cdp.db.models import Subject
-from cdp.settings import reset_settings
 from cdp.traits.bulk import (
     bulk_insert,
     bulk_session,
-    clear,
-    foreign_keys_checked_at_end,
     temp_table,
 )
 from cdp.traits.clv import PREDICTION_COLUMNS
-from cdp.traits.models import ClvFit, ClvPrediction, SubjectTraits
+from cdp.traits.models import ClvFit, ClvPrediction
 from tests.conftest import CdpEnv
 from tests.traits.factories import make_subjects, subject_ids
 
@@ -113,84 +108,3 @@ def test_bulk_insert_stores_what_a_core_insert_stores(cdp_env: CdpEnv) -> None:
     assert stored[ids[1]] == stored[ids[3]]
     assert stored[ids[0]][1] == NOW  # computed_at round-trips exactly
     assert raw[ids[0]] == raw[ids[2]]  # and is stored in the same form
-
-
-def _foreign_keys(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
-    rows = conn.execute(
-        sa.text(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = CAST(:t AS regclass) AND contype = 'f'"
-        ),
-        {"t": table},
-    )
-    return sorted((str(a), str(b)) for a, b in rows)
-
-
-def _subjects_readable_meanwhile(cdp_env: CdpEnv) -> bool:
-    """Whether another connection can read ``subjects`` right now (PostgreSQL, 1 s wait)."""
-    with cdp_env.runtime.data_engine.connect() as other:
-        other.exec_driver_sql("SET lock_timeout = '1s'")
-        try:
-            other.exec_driver_sql("SELECT count(*) FROM subjects").scalar_one()
-        except sa.exc.OperationalError:
-            return False
-        return True
-
-
-@pytest.mark.parametrize("exclusive", [False, True])
-def test_foreign_keys_checked_at_end_keep_integrity(
-    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch, exclusive: bool
-) -> None:
-    """The bulk write's foreign key comes back identical, still cascades, and a row that
-    points to no subject fails the whole transaction (on SQLite the block changes nothing).
-    Only with CDP_TRAITS_EXCLUSIVE_REWRITE does the rewrite keep others from reading
-    ``subjects`` (PostgreSQL)."""
-    monkeypatch.setenv("CDP_TRAITS_EXCLUSIVE_REWRITE", "true" if exclusive else "false")
-    reset_settings()
-    engine = cdp_env.runtime.data_engine
-    traits_t = SubjectTraits.__table__  # type: ignore[attr-defined]
-    ids = subject_ids(3, prefix=0xB5)
-    with engine.begin() as conn:
-        make_subjects(conn, ids)
-    pg = engine.dialect.name == "postgresql"
-    if pg:
-        with engine.connect() as conn:
-            before = _foreign_keys(conn, "subject_traits")
-        assert before and "ON DELETE CASCADE" in before[0][1]
-
-    def row(sid: str) -> dict[str, object]:
-        return {
-            "subject_id": sid,
-            "computed_at": NOW,
-            "orders": 0,
-            "occasions": 0,
-            "total_value": 0.0,
-            "lifecycle_stage": "prospect",
-            "value_layer": "potential",
-        }
-
-    with engine.begin() as conn, foreign_keys_checked_at_end(conn, traits_t):
-        clear(conn, traits_t)
-        conn.execute(sa.insert(traits_t), [row(i) for i in ids])
-        if pg:
-            assert _subjects_readable_meanwhile(cdp_env) is not exclusive
-    with engine.connect() as conn:
-        if pg:
-            assert _foreign_keys(conn, "subject_traits") == before
-        assert conn.execute(sa.select(sa.func.count()).select_from(traits_t)).scalar_one() == 3
-    with engine.begin() as conn:
-        conn.execute(sa.delete(Subject.__table__).where(Subject.__table__.c.id == ids[0]))  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        left = conn.execute(sa.select(traits_t.c.subject_id)).scalars().all()
-    assert sorted(left) == ids[1:]
-    with (
-        pytest.raises(sa.exc.IntegrityError),
-        engine.begin() as conn,
-        foreign_keys_checked_at_end(conn, traits_t),
-    ):
-        clear(conn, traits_t)
-        conn.execute(sa.insert(traits_t), [row(ids[1]), row("f" * 32)])
-    with engine.connect() as conn:  # rolled back: the previous rows and the key are there
-        assert sorted(conn.execute(sa.select(traits_t.c.subject_id)).scalars()) == ids[1:]
-        if pg:
-            assert _foreign_keys(conn, "subject_traits") == before
