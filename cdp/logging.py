@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -76,14 +77,33 @@ def _mask_phone(match: re.Match[str]) -> str:
     return MASK
 
 
+_CLEAN: dict[str, None] = {}
+"""Short strings already found to need no masking (route templates, methods, levels, event
+names recur on every line). Only clean strings are remembered, never one that was masked, so this
+holds no personal data; emptied when full."""
+_MAX_CLEAN: Final = 4096
+_MAX_CLEAN_LENGTH: Final = 256
+_PLAIN: Final = (int, float, bool, type(None))
+
+
 def redact_text(text: str) -> str:
     """Mask email addresses and phone-number-like runs inside free text."""
-    if "@" in text:
-        text = _EMAIL.sub(MASK, text)
-    return _PHONE_CANDIDATE.sub(_mask_phone, text)
+    if text in _CLEAN:
+        return text
+    masked = _EMAIL.sub(MASK, text) if "@" in text else text
+    masked = _PHONE_CANDIDATE.sub(_mask_phone, masked)
+    if masked == text and len(text) <= _MAX_CLEAN_LENGTH:
+        if len(_CLEAN) >= _MAX_CLEAN:
+            _CLEAN.clear()
+        _CLEAN[text] = None
+    return masked
 
 
 def _redact_value(value: Any) -> Any:
+    if type(value) is str:
+        return redact_text(value)
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
@@ -100,11 +120,11 @@ def _redact_value(value: Any) -> Any:
 
 def redact_pii(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask PII keys and PII-shaped text anywhere in the event."""
-    for key in list(event_dict):
+    for key, value in list(event_dict.items()):
         if key.lower() in PII_KEYS:
             event_dict[key] = MASK
-        else:
-            event_dict[key] = _redact_value(event_dict[key])
+        elif type(value) not in _PLAIN:
+            event_dict[key] = _redact_value(value)
     return event_dict
 
 
@@ -116,6 +136,23 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def _json_fallback(obj: Any) -> Any:
+    """What structlog's JSON renderer does with a value JSON cannot hold."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+_JSON: Final = json.JSONEncoder(default=_json_fallback)
+"""Built once: ``json.dumps(obj, default=...)`` builds a new encoder for every line (the same
+output: standard separators, ASCII only)."""
+
+
+def _render_json(obj: Any, **_: Any) -> str:
+    return _JSON.encode(obj)
 
 
 def _shared_processors() -> list[Any]:
@@ -141,7 +178,7 @@ def configure_logging(*, force_format: str | None = None) -> None:
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
             redact_pii,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_render_json),
         ]
     else:
         processors += [

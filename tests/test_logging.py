@@ -112,3 +112,20 @@ def test_api_worker_process_logs_through_the_redaction(tmp_path: Path) -> None:
     assert "unhandled error" in out and "boom" in out
     assert "alice.worker@example.com" not in out
     assert "bob.w@example.com" not in out
+
+
+@given(st.text(max_size=120))
+def test_remembering_clean_text_changes_no_answer(text: str) -> None:
+    """Clean strings are remembered to skip the patterns next time: the second answer is the
+    first, and a string that was masked is never remembered (the memory holds no PII)."""
+    from cdp.logging import _CLEAN
+
+    first = redact_text(text)
+    assert redact_text(text) == first
+    assert (text in _CLEAN) <= (first == text)
+
+
+def test_masked_text_is_masked_every_time() -> None:
+    for _ in range(3):
+        assert redact_text("write to zhang.san@example.cn") == f"write to {MASK}"
+        assert MASK in redact_text("call +1 (415) 555-0132 now")
