@@ -29,6 +29,10 @@ HEADER_BYTES = _HEADER.size + NONCE_BYTES
 _MIN_BLOB = HEADER_BYTES + TAG_BYTES
 
 
+#: Ciphertext headers by key version (a handful of versions exist).
+_HEADERS: dict[int, bytes] = {}
+
+
 def _aad_prefix(subject_id: str, key_version: int) -> bytes:
     return b"cdp-field|%d|%s|%d|" % (FORMAT_VERSION, subject_id.encode(), key_version)
 
@@ -48,7 +52,12 @@ class SubjectCipher:
         self.subject_id = subject_id
         self.version = key_version
         self._prefix = _aad_prefix(subject_id, key_version)
-        self._header = _HEADER.pack(FORMAT_VERSION, key_version)
+        header = _HEADERS.get(key_version)
+        if header is None:
+            header = _HEADER.pack(FORMAT_VERSION, key_version)
+            if len(_HEADERS) < 256:
+                _HEADERS[key_version] = header
+        self._header = header
         self._aads: dict[str, bytes] = {}
 
     def _aad(self, field: str) -> bytes:

@@ -95,7 +95,7 @@ class Outputs:
         fmt = "jsonl" if self._kind is DestinationKind.JSONL else "csv"
         suffix = ".removes" if op == "remove" else ""
         path = self._dir / f"{self._export_id}{suffix}.{fmt}"
-        sink = FileSink(path, self.maker.headers, fmt=fmt)
+        sink = FileSink(path, self.maker.headers, fmt=fmt, digests_only=self.maker.digests_only)
         self._files.append((op, sink))
         return sink
 

@@ -30,6 +30,11 @@ class RowMaker(Protocol):
         """The profile fields to decrypt (a subset of the destination's fields)."""
         ...
 
+    @property
+    def digests_only(self) -> bool:
+        """Whether every cell is a SHA-256 hex digest or empty (every column hashed)."""
+        ...
+
     def make(self, profile: Mapping[str, str]) -> list[str] | None: ...
 
     def make_chunk(self, ids: Sequence[str], profiles: Mapping[str, Mapping[str, str]]) -> Chunk:
@@ -66,6 +71,7 @@ class PlainRows:
     def __init__(self, fields: Sequence[str]) -> None:
         self.headers = tuple(fields)
         self.needs = tuple(fields)
+        self.digests_only = False
 
     def _row(self, profile: Mapping[str, str]) -> list[str]:
         get = profile.get
@@ -89,6 +95,7 @@ class AudienceRows:
         self.headers = tuple(h for h in fmt.headers if required[h][0] in allowed)
         used = {f for h in self.headers for f in required[h]}
         self.needs = tuple(f for f in fields if f in used)
+        self.digests_only = all(h in fmt.hashed_headers for h in self.headers)
         # only the allowed columns are ever computed (and only their fields decrypted)
         self._row = fmt.row_maker(self.headers, default_region=default_region)
 

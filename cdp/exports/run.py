@@ -30,6 +30,7 @@ from cdp.clock import Clock, utcnow
 from cdp.errors import AudienceTooSmallError, ConflictError, InvalidInputError
 from cdp.exports import staging, sync
 from cdp.exports.audience import AudienceResolver, segment_audience
+from cdp.exports.collector import chunk_collection
 from cdp.exports.decrypt import decrypt_chunk
 from cdp.exports.destinations import DestinationInfo, get_destination
 from cdp.exports.manifest import ExportCounts, Manifest
@@ -250,40 +251,44 @@ def _send(
     fields = ",".join(dest.fields)
     skipped: list[str] = []
     done = 0
-    for ids in staging.iter_ids(
+    chunks = staging.iter_ids(
         runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
-    ):
-        profiles = decrypt_chunk(runtime, ids, needs)
-        out_ids, rows, unusable = maker.make_chunk(ids, profiles)
-        skipped.extend(unusable)
-        if profiles:
-            # The audit record and the recipients ledger rows commit together, before any row
-            # leaves: an erasure that starts now finds this destination in the ledger.
-            with runtime.data_engine.begin() as conn:
-                record_access(
-                    runtime=runtime,
-                    ctx=ctx,
-                    action="decrypt",
-                    resource="exports",
-                    outcome="allowed",
-                    subject_ids=list(profiles),
-                    fields=needs,
-                    conn=conn,
-                )
-                sync.record_recipients(
-                    conn,
-                    export_id=ctx.request_id,
-                    destination_id=dest.id,
-                    chunk=ids,
-                    skipped=unusable,
-                    op=action,
-                    fields=fields,
-                    at=clock(),
-                )
-        sink.write(out_ids, rows)
-        done += len(ids)
-        if progress is not None:
-            progress(action, done, total)
+    )
+    with chunk_collection() as after_chunk:
+        for ids in chunks:
+            profiles = decrypt_chunk(runtime, ids, needs)
+            out_ids, rows, unusable = maker.make_chunk(ids, profiles)
+            skipped.extend(unusable)
+            if profiles:
+                # The audit record and the recipients ledger rows commit together, before any
+                # row leaves: an erasure that starts now finds this destination in the ledger.
+                with runtime.data_engine.begin() as conn:
+                    record_access(
+                        runtime=runtime,
+                        ctx=ctx,
+                        action="decrypt",
+                        resource="exports",
+                        outcome="allowed",
+                        subject_ids=list(profiles),
+                        fields=needs,
+                        conn=conn,
+                    )
+                    sync.record_recipients(
+                        conn,
+                        export_id=ctx.request_id,
+                        destination_id=dest.id,
+                        chunk=ids,
+                        skipped=unusable,
+                        op=action,
+                        fields=fields,
+                        at=clock(),
+                    )
+            sink.write(out_ids, rows)
+            del profiles, out_ids, rows
+            after_chunk()
+            done += len(ids)
+            if progress is not None:
+                progress(action, done, total)
     return skipped, outputs.finish(sink)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -144,25 +144,47 @@ def counts(conn: Connection, *, export_id: str) -> StagedCounts:
 
 def iter_ids(engine: sa.Engine, *, export_id: str, action: str, chunk: int) -> Iterator[list[str]]:
     """The staged subject ids with ``action``, in id order, ``chunk`` at a time (keyset pages,
-    each a short read so no long transaction holds SQLite)."""
+    each one short read so no long transaction holds SQLite; through the driver's cursor on
+    SQLite and PostgreSQL: plain strings, no result rows)."""
     after = ""
-    query = (
-        sa.select(STAGING.c.subject_id)
-        .where(
-            STAGING.c.export_id == export_id,
-            STAGING.c.action == action,
-            STAGING.c.subject_id > sa.bindparam("after"),
-        )
-        .order_by(STAGING.c.subject_id)
-        .limit(chunk)
-    )
     while True:
         with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-            ids = [r[0] for r in conn.execute(query, {"after": after})]
+            ids = _page(conn, export_id=export_id, action=action, after=after, chunk=chunk)
         if not ids:
             return
         yield ids
         after = ids[-1]
+
+
+_PAGE = (
+    sa.select(STAGING.c.subject_id)
+    .where(
+        STAGING.c.export_id == sa.bindparam("export_id"),
+        STAGING.c.action == sa.bindparam("action"),
+        STAGING.c.subject_id > sa.bindparam("after"),
+    )
+    .order_by(STAGING.c.subject_id)
+    .limit(sa.bindparam("chunk"))
+)
+
+
+def _page(conn: Connection, *, export_id: str, action: str, after: str, chunk: int) -> list[str]:
+    dialect = conn.dialect.name
+    params = {"export_id": export_id, "action": action, "after": after, "chunk": chunk}
+    if dialect not in ("sqlite", "postgresql"):
+        return [r[0] for r in conn.execute(_PAGE, params)]
+    mark = "?" if dialect == "sqlite" else "%s"
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(
+            "SELECT subject_id FROM export_staging "  # noqa: S608 (placeholders only)
+            f"WHERE export_id = {mark} AND action = {mark} AND subject_id > {mark} "
+            f"ORDER BY subject_id LIMIT {mark}",
+            (export_id, action, after, chunk),
+        )
+        return [r[0] for r in cur.fetchall()]
+    finally:
+        cur.close()
 
 
 def set_action(

@@ -25,12 +25,17 @@ class RowSink(Protocol):
 class FileSink:
     """A CSV or JSON Lines file with a header (CSV) and a running SHA-256."""
 
-    def __init__(self, path: Path, headers: tuple[str, ...], *, fmt: str) -> None:
+    def __init__(
+        self, path: Path, headers: tuple[str, ...], *, fmt: str, digests_only: bool = False
+    ) -> None:
+        """``digests_only``: every cell is a hex digest or empty (the ad-platform files whose
+        columns are all hashed), so CSV lines are plain joins without a quoting check."""
         if fmt not in ("csv", "jsonl"):
             raise ValueError("file format must be csv or jsonl")
         self.path = path
         self.headers = headers
         self.fmt = fmt
+        self._joined = digests_only and fmt == "csv" and len(headers) > 1
         self.rows = 0
         self._tmp = path.with_name(path.name + ".part")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +74,11 @@ class FileSink:
     def write(self, subject_ids: list[str], rows: list[list[str]]) -> None:
         """Append ``rows`` (``subject_ids`` are not written: files carry no cdp ids)."""
         if rows:
-            self._emit(self._csv(rows) if self.fmt == "csv" else self._jsonl(rows))
+            if self._joined:  # no cell can hold a separator, quote or line end
+                data = ("\n".join([",".join(r) for r in rows]) + "\n").encode()
+            else:
+                data = self._csv(rows) if self.fmt == "csv" else self._jsonl(rows)
+            self._emit(data)
             self.rows += len(rows)
 
     @property

@@ -5,6 +5,7 @@ and the recipients ledger written set-based names exactly the subjects whose row
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 from datetime import date
@@ -19,6 +20,7 @@ from cdp.exports.audience_formats import PROFILE_FIELDS, available_formats, get_
 from cdp.exports.decrypt import decrypt_chunk
 from cdp.exports.formats.base import remember
 from cdp.exports.ledger import recipients_of
+from cdp.exports.rows import AudienceRows, PlainRows
 from cdp.exports.run import run_export
 from cdp.exports.sync import RECIPIENTS
 from cdp.exports.writers import FileSink
@@ -151,3 +153,29 @@ def test_memo_stays_bounded_and_keeps_the_newest_entries(keys: list[int], limit:
         assert memo[key] == n  # what was just stored is there
     # eviction drops the oldest first: the survivors are the last ones stored, in order
     assert list(memo) == stored[len(stored) - len(memo) :]
+
+
+DIGESTS = st.one_of(st.just(""), st.binary(max_size=8).map(lambda b: hashlib.sha256(b).hexdigest()))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.lists(DIGESTS, min_size=2, max_size=2), max_size=6))
+def test_digest_files_are_what_csv_writer_writes(
+    rows: list[list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("csv") / "out.csv"
+    sink = FileSink(path, ("email", "phone"), fmt="csv", digests_only=True)
+    sink.write([str(n) for n in range(len(rows))], rows)
+    sink.commit()
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([["email", "phone"], *rows])
+    assert path.read_bytes() == buf.getvalue().encode()
+
+
+def test_only_all_hashed_columns_skip_the_quoting_check() -> None:
+    meta = AudienceRows("meta_custom_audience", ["email", "phone"], default_region="US")
+    assert meta.digests_only
+    google = AudienceRows("google_customer_match", ["email", "country"], default_region="US")
+    assert not google.digests_only  # Country is sent in clear
+    assert AudienceRows("google_customer_match", ["email"], default_region="US").digests_only
+    assert not PlainRows(["email"]).digests_only
