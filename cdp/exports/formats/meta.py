@@ -58,6 +58,12 @@ _NO_BIRTH = ("", "", "")
 # DOBM "MM" and DOBD "DD" hashed once: index 1 is "01".
 _MONTH_HASHES = ("", *(sha256_hex(f"{month:02d}") for month in range(1, 13)))
 _DAY_HASHES = ("", *(sha256_hex(f"{day:02d}") for day in range(1, 32)))
+#: Birth dates memoised per export: every valid one lies between 1900-01-01 and today (~46,000
+#: dates), so a memo this size ends up answering nearly every row; an entry is small (the
+#: cells are shared strings).
+BIRTH_MEMO_LIMIT = 65_536
+# DOBY "YYYY" of the years a birth date can have this century (others through small_hash).
+_YEAR_HASHES = {year: sha256_hex(f"{year:04d}") for year in range(1900, 2100)}
 
 
 class MetaCustomAudience(RowMixin):
@@ -108,18 +114,20 @@ class MetaCustomAudience(RowMixin):
         columns = selected_columns(_COLUMNS, headers, self.headers)
         births = tuple(i for i, header in enumerate(_BIRTH_HEADERS) if header in set(headers))
         birth_cells = self._birth_cells
-        memo: dict[object, tuple[tuple[str, str, str], bool]] = {}
+        every = len(births) == len(_BIRTH_HEADERS)
+        memo: dict[object, tuple[tuple[str, ...], bool]] = {}  # value -> (wanted cells, dropped)
 
         def birth(profile: Profile, drops: list[str]) -> list[str]:
             value = profile.get("birthday")
             known = memo.get(value)
             if known is None:
                 dropped: list[str] = []
-                known = (birth_cells(value, dropped), bool(dropped))
-                remember(memo, value, known)
+                cells = birth_cells(value, dropped)
+                known = (cells if every else tuple([cells[i] for i in births]), bool(dropped))
+                remember(memo, value, known, BIRTH_MEMO_LIMIT)
             if known[1]:
                 drops.extend(_BIRTH_HEADERS)
-            return [known[0][i] for i in births]
+            return list(known[0])
 
         return columns_function(
             columns,
@@ -137,4 +145,5 @@ class MetaCustomAudience(RowMixin):
         if born is None:
             drops.extend(_BIRTH_HEADERS)
             return _NO_BIRTH
-        return small_hash(f"{born.year:04d}"), _MONTH_HASHES[born.month], _DAY_HASHES[born.day]
+        year = _YEAR_HASHES.get(born.year) or small_hash(f"{born.year:04d}")
+        return year, _MONTH_HASHES[born.month], _DAY_HASHES[born.day]
