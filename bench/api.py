@@ -325,7 +325,7 @@ def main() -> None:
         )
         print(
             f"{'mode':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-            f"{'server CPU ms/req':>18} {'load 1m':>8}"
+            f"{'server CPU ms/req (least)':>26} {'load 1m':>8}"
         )
         results: dict[str, dict[str, float]] = {}
         modes = args.modes.split(",")
@@ -334,13 +334,17 @@ def main() -> None:
                 r = measure(
                     mode, home / "home", script, args.duration, args.connections, args.subjects
                 )
-                if mode not in results or r["rps"] > results[mode]["rps"]:
+                best = results.get(mode)
+                least_cpu = min(r["cpu_ms"], best["cpu_ms"]) if best else r["cpu_ms"]
+                if best is None or r["rps"] > best["rps"]:
                     results[mode] = r
+                # CPU per request: the least of the rounds (other work on the machine only adds)
+                results[mode]["cpu_ms"] = least_cpu
         for mode in modes:
             r = results[mode]
             print(
                 f"{mode:<10} {r['rps']:>9,.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
-                f"{int(r['non2xx']):>8} {r['cpu_ms']:>18.3f} {r['load']:>8.2f}"
+                f"{int(r['non2xx']):>8} {r['cpu_ms']:>26.3f} {r['load']:>8.2f}"
             )
         if "full" in results and "bare" in results:
             cost = 1 - results["full"]["rps"] / results["bare"]["rps"]
