@@ -24,8 +24,16 @@ def fit(
         None, "--calibration-end", help="Last day of data used (default: yesterday)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
+    from_orders: bool = typer.Option(
+        False,
+        "--from-orders",
+        help="Summarise every completed order, even when today's traits run stored the facts.",
+    ),
 ) -> None:
-    """Fit BG/NBD and Gamma-Gamma; print parameters, log-likelihoods and sample sizes."""
+    """Fit BG/NBD and Gamma-Gamma; print parameters, log-likelihoods and sample sizes.
+
+    The customer summaries come from the order facts that today's `cdp traits compute` stored
+    when they cover the calibration end (yesterday), else from every completed order."""
     now = utcnow()
     day = (
         parse_day(calibration_end, "--calibration-end").date()
@@ -33,12 +41,19 @@ def fit(
         else now.astimezone(UTC).date() - timedelta(days=1)
     )
     with get_runtime().data_engine.begin() as conn:
-        result = clv.fit(conn, calibration_end=day, now=now)
+        result = clv.fit(conn, calibration_end=day, now=now, from_facts=not from_orders)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
         return
     bg = result.bgnbd
-    console.print(f"calibration end {day.isoformat()} (fit {result.fit_id})")
+    source = (
+        "the order facts of today's traits run"
+        if result.source == "facts"
+        else "every completed order"
+    )
+    console.print(
+        f"calibration end {day.isoformat()} (fit {result.fit_id}; summaries from {source})"
+    )
     p = bg.params
     console.print(
         f"BG/NBD      r={p.r:.6g} alpha={p.alpha:.6g} a={p.a:.6g} b={p.b:.6g}  "
@@ -60,10 +75,18 @@ def fit(
 @clv_app.command("predict")
 def predict(
     horizon: float = typer.Option(52.0, "--horizon", help="Horizon in weeks."),
+    from_orders: bool = typer.Option(
+        False,
+        "--from-orders",
+        help="Summarise every completed order, even when today's traits run stored the facts.",
+    ),
 ) -> None:
-    """Store expected purchases, P(alive), churn and CLV for every buyer (latest fit)."""
+    """Store expected purchases, P(alive), churn and CLV for every buyer (latest fit), on the
+    summaries up to yesterday (from today's stored order facts when there are, as for fit)."""
     rt = get_runtime()
     cfg = load_traits_config(rt.settings)
     with rt.data_engine.begin() as conn:
-        n = clv.predict(conn, cfg=cfg.clv, now=utcnow(), horizon_weeks=horizon)
+        n = clv.predict(
+            conn, cfg=cfg.clv, now=utcnow(), horizon_weeks=horizon, from_facts=not from_orders
+        )
     console.print(f"CLV predictions stored for {n:,} buyers over {horizon:g} weeks")

@@ -46,11 +46,14 @@ class FitResult:
     bgnbd: cm.BgNbdFit
     gamma_gamma: cm.GammaGammaFit | None
     gamma_gamma_error: str | None
+    #: Where the summaries came from: ``facts`` (the last traits run) or ``orders``.
+    source: str = "orders"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fit_id": self.fit_id,
             "calibration_end": self.calibration_end.isoformat(),
+            "summary_source": self.source,
             "bg_nbd": self.bgnbd.to_dict(),
             "gamma_gamma": self.gamma_gamma.to_dict() if self.gamma_gamma else None,
             "gamma_gamma_error": self.gamma_gamma_error,
@@ -86,7 +89,7 @@ def fit(
         values.update(gg.params.to_dict())
         values.update(gg_log_likelihood=gg.log_likelihood, gg_converged=gg.converged)
     fit_id = conn.execute(sa.insert(fits_t).values(**values).returning(fits_t.c.id)).scalar_one()
-    return FitResult(int(fit_id), calibration_end, bg, gg, gg_error)
+    return FitResult(int(fit_id), calibration_end, bg, gg, gg_error, s.source)
 
 
 def latest_fit(conn: sa.Connection) -> sa.Row[Any]:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cdp.cli import app
@@ -31,11 +32,17 @@ def test_cli_end_to_end(cdp_env: CdpEnv, tmp_path: Path) -> None:
     out = _ok(["metrics", "--chart", str(chart)])
     assert "repurchase rate" in out and chart.read_text().count("<svg") == 2
     fit = json.loads(_ok(["clv", "fit", "--json"]))
+    assert fit["summary_source"] == "facts"  # today's traits run covers yesterday
+    fresh = json.loads(_ok(["clv", "fit", "--json", "--from-orders"]))
+    assert fresh["summary_source"] == "orders"
+    assert fresh["bg_nbd"]["params"] == pytest.approx(fit["bg_nbd"]["params"], rel=1e-9)
+    assert fresh["bg_nbd"]["n_customers"] == fit["bg_nbd"]["n_customers"]
     assert set(fit["bg_nbd"]["params"]) == {"r", "alpha", "a", "b"}
     assert fit["bg_nbd"]["n_customers"] > 0 and "log_likelihood" in fit["bg_nbd"]
     assert set(fit["gamma_gamma"]["params"]) == {"p", "q", "gamma"}
     text = _ok(["clv", "fit", "--calibration-end", (now - timedelta(days=60)).strftime("%Y-%m-%d")])
     assert "r=" in text and "gamma=" in text and "log-likelihood" in text
+    assert "summaries from every completed order" in text  # not yesterday: from the orders
     assert "buyers over 52 weeks" in _ok(["clv", "predict", "--horizon", "52"])
     rule = json.dumps({"rfm_segment": ["champions"]})
     assert "created at version 1" in _ok(["segments", "create", "best", "--rule", rule])
