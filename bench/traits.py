@@ -10,7 +10,7 @@ tables, see ``traits_data.py``), then measures, in the same run and on the same 
   predictions stored). The CLV summary is timed from both sources: the order facts that the
   order traits step has just stored (what ``cdp traits compute`` fits on; their cost is in
   the order traits figure, which the user pays for RFM and lifecycle anyway), and a fresh
-  pass over all orders (what ``cdp clv fit`` does on its own);
+  pass over all orders (what ``cdp clv fit --from-orders`` does, or any fit for another day);
 * pandas: reading the orders into a DataFrame and computing the same RFM scores (the result
   is checked equal to cdp's, buyer by buyer);
 * lifetimes: ``summary_data_from_transaction_data`` then ``BetaGeoFitter.fit`` on the same
@@ -288,7 +288,7 @@ def run_bench(args: Any, home: Path, pg_url: str | None, cache_dir: Path | None)
     )
     assert summ.source == "facts", "the order facts of this run should apply"
     from_orders = timed(
-        "CLV summary from all orders (cdp clv fit)",
+        "CLV summary from all orders (cdp clv fit --from-orders)",
         lambda: run(lambda c: clv.summary(c, calibration_end=cal_end)),
         s,
     )
@@ -400,7 +400,7 @@ def run_bench(args: Any, home: Path, pg_url: str | None, cache_dir: Path | None)
     )
     for what, key in (
         ("from the stored order facts (cdp traits compute; target 5x)", "stored order facts"),
-        ("from all orders (cdp clv fit on its own)", "all orders (cdp clv fit)"),
+        ("from all orders (cdp clv fit --from-orders)", "all orders (cdp clv fit --from-orders)"),
     ):
         cdp_keys = (next(k for k in s if k.startswith("CLV summary") and key in k), "BG/NBD fit")
         cdp_path = sum(s[k] for k in cdp_keys)
