@@ -18,7 +18,10 @@ is written and fsynced.
 
 On SQLite the committer keeps its connection open between batches (:mod:`cdp.audit.held`; each
 batch is still its own ``BEGIN IMMEDIATE`` transaction): checking a connection out of the pool and
-back in cost more than appending a small batch.
+back in cost more than appending a small batch. That connection does not checkpoint the WAL inside
+its commits (SQLite's automatic checkpoint runs in the commit that crosses 1,000 pages, and that
+batch's requests wait for the copy and its fsync): every ``CHECKPOINT_EVERY`` batches a passive
+checkpoint runs in a worker thread on a connection of its own, beside the appends.
 """
 
 from __future__ import annotations
@@ -37,11 +40,17 @@ from cdp.audit.chain import AuditRecord
 from cdp.audit.held import HeldConnection
 from cdp.audit.writer import AuditEntry
 from cdp.db.per_engine import PerEngine
+from cdp.logging import get_logger
+
+log = get_logger("cdp.audit")
 
 MAX_BATCH: Final = 512
 """Most records appended in one transaction."""
 MAX_GATHER_SECONDS: Final = 0.002
 """Longest an async record waits for others to join its batch before the batch starts."""
+CHECKPOINT_EVERY: Final = 64
+"""Batches between two WAL checkpoints of the committer (SQLite; a batch writes a few pages, so
+the WAL stays near SQLite's own automatic threshold of 1,000 pages)."""
 
 WriteBatch = Callable[[Connection, Sequence[AuditEntry]], list[AuditRecord]]
 
@@ -62,7 +71,11 @@ class GroupCommitter:
         self._queue: list[tuple[AuditEntry, Waiter]] = []
         self._leading = False
         self._gathering = False
-        self._held = HeldConnection(engine) if engine.dialect.name == "sqlite" else None
+        self._held: HeldConnection | None = None
+        self._since_checkpoint = 0
+        self._checkpointing = False
+        if engine.dialect.name == "sqlite":
+            self._held = HeldConnection(engine, prepare=_no_autocheckpoint)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -143,9 +156,52 @@ class GroupCommitter:
                     raise
                 continue
             _settle(waiters, records)
+            self._after_commit()
+
+    def _after_commit(self) -> None:
+        """Every ``CHECKPOINT_EVERY`` batches (SQLite), hand a WAL checkpoint to a worker thread,
+        unless one is still running."""
+        if self._held is None:
+            return
+        with self._lock:
+            self._since_checkpoint += 1
+            start = self._since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing
+            if start:
+                self._since_checkpoint = 0
+                self._checkpointing = True
+        if start:
+            _LEADERS.submit(self._checkpoint).add_done_callback(_retrieve)
+
+    def _checkpoint(self) -> None:
+        """A passive checkpoint on a connection of its own: it copies committed pages from the WAL
+        into the database file while the committer keeps appending (it takes no write lock and
+        waits for nobody); a writer then restarts the WAL from its beginning."""
+        try:
+            raw = self._engine.raw_connection()  # no transaction: the pragma runs outside one
+            try:
+                cursor = raw.cursor()
+                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                cursor.close()
+            finally:
+                raw.close()
+        except Exception as exc:  # the next one retries; the WAL only grows meanwhile
+            log.warning("audit WAL checkpoint failed", error_type=type(exc).__name__)
+        finally:
+            with self._lock:
+                self._checkpointing = False
 
 
 Outcome = AuditRecord | BaseException
+
+
+def _no_autocheckpoint(conn: Connection) -> None:
+    """The committer's connection never checkpoints inside a commit (the commit would wait for
+    the checkpoint's copy and fsync); :meth:`GroupCommitter._checkpoint` does it beside it."""
+    cursor = conn.connection.cursor()  # on the driver: no transaction is begun for a pragma
+    try:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+    finally:
+        cursor.close()
 
 
 def _settle(waiters: list[Waiter], outcomes: Sequence[Outcome]) -> None:

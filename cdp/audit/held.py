@@ -7,15 +7,18 @@ reads therefore each keep one connection open and reuse it, one user at a time; 
 meanwhile simply gets a fresh connection from the pool. Every use still runs in its own transaction
 (``with conn.begin()``), so nothing is held between uses: no lock, no snapshot.
 
-A use that raises drops the connection (closed, a fresh one next time), so a connection left in a
-doubtful state is never reused. ``Engine.dispose()`` closes the held connection too (or, if it is
-in use, as soon as it is released), so a disposed engine leaves nothing open.
+A transaction a use leaves open is rolled back. A use that raises drops the connection (closed,
+a fresh one next time), so a connection left in a doubtful state is never reused.
+``Engine.dispose()`` closes the held connection too (or, if it is in use, as soon as it is
+released), so a disposed engine leaves nothing open. ``prepare`` adjusts a new held connection
+once (a per-connection setting); it is then detached from the pool, so the setting never reaches
+another user of the pool.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,8 +29,17 @@ class HeldConnection:
     """One connection of ``engine`` (with ``options`` as execution options), reused by one user at
     a time."""
 
-    def __init__(self, engine: Engine, **options: Any) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        prepare: Callable[[Connection], None] | None = None,
+        **options: Any,
+    ) -> None:
+        """``prepare`` adjusts the held connection once, when it is opened (it is then detached
+        from the pool, so a changed setting never reaches another user of the pool)."""
         self._engine = engine
+        self._prepare = prepare
         self._options = options
         self._lock = threading.Lock()
         self._idle: Connection | None = None
@@ -56,7 +68,12 @@ class HeldConnection:
         try:
             if conn is None or conn.closed or conn.invalidated:
                 conn = self._open()
+                if self._prepare is not None:
+                    conn.detach()
+                    self._prepare(conn)
             yield conn
+            if conn.in_transaction():  # never keep a transaction (or SQLite's lock) open
+                conn.rollback()
             keep = True
         finally:
             with self._lock:

@@ -5,7 +5,9 @@ that blocks on its record never waits for an event loop that is still gathering 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -48,6 +50,15 @@ def test_held_connection_is_reused_and_a_second_user_gets_another(cdp_env: CdpEn
     with held.use() as again:
         assert again is first
     assert not first.closed
+
+
+def test_a_transaction_left_open_is_rolled_back(cdp_env: CdpEnv) -> None:
+    held = HeldConnection(cdp_env.runtime.data_engine)
+    with held.use() as conn:
+        conn.execute(sa.text("SELECT 1"))  # autobegins
+    assert not conn.in_transaction()
+    with cdp_env.runtime.data_engine.begin() as other:  # nobody holds the write lock
+        other.execute(sa.text("SELECT 1"))
 
 
 def test_held_connection_is_dropped_after_an_error(cdp_env: CdpEnv) -> None:
@@ -115,4 +126,36 @@ def test_a_blocking_thread_takes_over_a_batch_being_gathered(cdp_env: CdpEnv) ->
         seqs = [r[0] for r in conn.execute(sa.select(LOG.c.seq).order_by(LOG.c.seq))]
     assert seqs == [1, 2]
     assert sorted(r.request_id for r in results) == ["r1", "r2"]  # type: ignore[attr-defined]
+    assert verify_chain(runtime=cdp_env.runtime).ok
+
+
+def test_committer_checkpoints_beside_its_commits(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: the committer's own commits never checkpoint (its connection has the automatic
+    checkpoint off, and that setting stays off the pool); every CHECKPOINT_EVERY batches a
+    passive checkpoint copies the WAL into the database file beside the appends."""
+    engine = cdp_env.runtime.data_engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("WAL checkpoints are SQLite's")
+    monkeypatch.setattr(batching, "CHECKPOINT_EVERY", 2)
+    committer = GroupCommitter(engine)
+    for n in range(5):
+        committer.submit(_entry(n), _write)
+    deadline = time.monotonic() + 20
+    while committer._checkpointing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not committer._checkpointing
+    assert committer._held is not None
+    with committer._held.use() as held, held.begin():
+        assert held.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+    with engine.connect() as pooled, pooled.begin():
+        assert pooled.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
+    path = engine.url.database
+    main_file_only = sqlite3.connect(f"file:{path}?immutable=1", uri=True)  # ignores the WAL
+    try:
+        in_file = main_file_only.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+    finally:
+        main_file_only.close()
+    assert in_file >= 4  # the batches before the second checkpoint are in the database file
     assert verify_chain(runtime=cdp_env.runtime).ok
