@@ -6,12 +6,14 @@ busy timeout, set on every connection. PostgreSQL goes through psycopg 3.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -32,8 +34,17 @@ def _sqlite_begin(conn: Any) -> None:
     # Take the write lock at BEGIN so that read-then-write transactions (the audit chain's head,
     # identity resolution) serialise instead of failing with "database is locked" on upgrade.
     # Long read-only work opts out with ``execution_options(sqlite_begin="DEFERRED")``.
+    # Issued on the driver's connection: SQLAlchemy's statement path (cursor bookkeeping and
+    # events) cost more than the BEGIN itself on short reads. Driver errors (a lock not granted
+    # within the busy timeout) are raised as SQLAlchemy's, as from any statement.
     mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-    conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
+    statement = "BEGIN DEFERRED" if mode == "DEFERRED" else "BEGIN IMMEDIATE"
+    try:
+        conn.connection.dbapi_connection.execute(statement)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(
+            statement, None, exc, sqlite3.Error, hide_parameters=True
+        ) from exc
 
 
 def build_engine(url: str) -> Engine:
