@@ -93,6 +93,10 @@ class WriteContentionError(CdpError):
     its retries; nothing of it was stored and sending it again is safe (idempotent)."""
 
     code = "write_contention"
+    #: Seconds a client should wait before sending the write again (HTTP ``Retry-After``).
+    retry_after = 1
+    #: The message is fixed text (no data), and tells the caller what to do: shown as is.
+    public_message = True
 
 
 class AuditWriteError(CdpError):

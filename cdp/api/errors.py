@@ -69,7 +69,9 @@ def _headers(exc: Exception) -> dict[str, str] | None:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.CdpError)
     status = status_for(exc)
-    message = str(exc) if status < 500 else "internal error"
+    message = (
+        str(exc) if status < 500 or getattr(exc, "public_message", False) else "internal error"
+    )
     if status >= 500:
         log.error("request failed", code=exc.code, exc_info=exc)
     details = None

@@ -14,9 +14,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from cdp.api import segment as segment_api
 from cdp.api.app import create_app
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity
+from cdp.errors import WriteContentionError
 from cdp.ingest.batch import BatchContext, Outcome
 from cdp.ingest.group_commit import GroupCommitter
 from cdp.ingest.segment import ingest_messages
@@ -364,3 +366,20 @@ def test_lone_surrogate_in_properties_is_stored_escaped(client: TestClient, writ
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 200, r.status_code
+
+
+def test_write_contention_is_a_retryable_503_that_says_so(
+    client: TestClient, write_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def contended(*_a: Any, **_k: Any) -> Any:
+        raise WriteContentionError(
+            "concurrent writers kept taking the same identities or ids; nothing of "
+            "this write was stored, send it again"
+        )
+
+    monkeypatch.setattr(segment_api, "ingest_messages", contended)
+    response = _post_batch(client, write_key, _shop_batch())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    error = response.json()["error"]
+    assert error["code"] == "write_contention" and "send it again" in error["message"]
