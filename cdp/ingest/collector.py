@@ -10,8 +10,9 @@ data keys) ages into the old generation, so that collection walks only the last 
 (a full walk of a warm process costs ~100 ms).
 
 The pause is process-wide, so it is counted: overlapping runs (threads of one process) pause the
-collector once and the last one out restores it as the first one found it. Only the batch
-connector uses it; the API server leaves the collector alone.
+collector once and the last one out restores it as the first one found it. The batch connector
+and the export chunk loop (:mod:`cdp.exports.collector`, which skips it in a process that has
+already frozen its heap) use it; the API server's requests leave the collector alone.
 """
 
 from __future__ import annotations
