@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from cdp.access.context import AccessContext
 from cdp.access.principals import CreatedPrincipal, create
+from cdp.audit.writer import AuditEntry
 from cdp.clock import Clock, utcnow
 from cdp.consent.models import ConsentEvent
 from cdp.profiles.models import Order
@@ -50,6 +52,24 @@ def make_ctx(
         request_id=secrets.token_hex(8),
         client="127.0.0.1",
     )
+
+
+def make_entry(**changes: object) -> AuditEntry:
+    """An audit entry of a support read of ``email`` (``changes`` override its fields)."""
+    base = AuditEntry(
+        principal_id="p0000000000000001",
+        principal_name="tester",
+        roles=("support",),
+        action="read",
+        resource="profile",
+        subject_ids=(),
+        fields=("email",),
+        purpose="support",
+        outcome="allowed",
+        request_id="r1",
+        client="127.0.0.1",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def make_orders(rt: Runtime, subject_id: str, count: int, *, start: datetime) -> list[str]:

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from cdp.audit.service import AuditScope, audited_read_async
 from cdp.audit.verify import verify_chain
-from cdp.audit.writer import LOG, AuditEntry, append
+from cdp.audit.writer import LOG, append
 from cdp.errors import AuditWriteError, NotFoundError
-from tests.audit.factories import make_ctx
+from tests.audit.factories import make_ctx, make_entry
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
 
@@ -116,19 +116,7 @@ def test_concurrent_async_reads_make_one_linear_chain(cdp_env: CdpEnv) -> None:
 def test_appended_values_read_back_as_written(cdp_env: CdpEnv) -> None:
     """The append's statements (raw DBAPI on SQLite) store what SQLAlchemy would store."""
     at = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
-    entry = AuditEntry(
-        principal_id="p0000000000000001",
-        principal_name="tester",
-        roles=("support", "dpo"),
-        action="read",
-        resource="profile",
-        subject_ids=("a" * 32, "b" * 32),
-        fields=("email",),
-        purpose="support",
-        outcome="allowed",
-        request_id="r1",
-        client="127.0.0.1",
-    )
+    entry = make_entry(roles=("support", "dpo"), subject_ids=("a" * 32, "b" * 32))
     with cdp_env.runtime.data_engine.begin() as conn:
         (record,) = append(conn, [entry], clock=lambda: at)
     row = _rows(cdp_env)[0]

@@ -17,23 +17,12 @@ from cdp.audit.batching import GroupCommitter
 from cdp.audit.held import HeldConnection
 from cdp.audit.verify import verify_chain
 from cdp.audit.writer import LOG, AuditEntry, append
+from tests.audit.factories import make_entry
 from tests.conftest import CdpEnv
 
 
 def _entry(n: int) -> AuditEntry:
-    return AuditEntry(
-        principal_id="p0000000000000001",
-        principal_name="tester",
-        roles=("support",),
-        action="read",
-        resource="profile",
-        subject_ids=(),
-        fields=("email",),
-        purpose="support",
-        outcome="allowed",
-        request_id=f"r{n}",
-        client="127.0.0.1",
-    )
+    return make_entry(request_id=f"r{n}")
 
 
 def _write(conn: sa.Connection, batch: list[AuditEntry]) -> list[object]:

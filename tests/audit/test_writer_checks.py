@@ -10,22 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp.audit.writer import AuditEntry, _checked
+from cdp.audit.writer import _checked
+from tests.audit.factories import make_entry
 
 NAME = re.compile(r"^[A-Za-z0-9_.:/@*-]{1,64}$")
-BASE = AuditEntry(
-    principal_id="p0000000000000001",
-    principal_name="tester",
-    roles=("support",),
-    action="read",
-    resource="profile",
-    subject_ids=(),
-    fields=("email",),
-    purpose="support",
-    outcome="allowed",
-    request_id="r1",
-    client="127.0.0.1",
-)
+BASE = make_entry()
 NAMES = st.one_of(
     st.text(max_size=70),
     st.from_regex(NAME, fullmatch=True),
