@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from cdp.clock import FrozenClock
+from cdp.consent.triggers import ledger_unlocked
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
@@ -27,11 +28,10 @@ from cdp.traits.models import ClvFit, ClvPrediction, SubjectTraits
 from cdp.traits.recompute_lock import RECOMPUTED, drop_orphans, write_phase
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import CUSTOMER_HEADER, customer, order, write_csv, write_jsonl
-from tests.traits.factories import OrderSpec, add_orders, make_subjects, subject_ids
-from tests.traits.test_clv_traits import CAL_END, _simulated_shop
+from tests.traits.factories import OrderSpec, add_orders, generate_shop, make_subjects, subject_ids
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-CLV_NOW = datetime(2026, 4, 1, 8, tzinfo=UTC)  # the simulated shop's calibration end + 1
+CLV_NOW = datetime(2026, 4, 1, 8, tzinfo=UTC)
 CFG = TraitsConfig()
 subjects_t = Subject.__table__  # type: ignore[attr-defined]
 traits_t = SubjectTraits.__table__  # type: ignore[attr-defined]
@@ -78,10 +78,12 @@ def _shop(env: CdpEnv, n: int = 6) -> list[str]:
 
 def _delete_subject(conn: sa.Connection, subject_id: str) -> None:
     """What an erasure leaves of a subject in the tables these tests touch: its orders
-    unlinked, the subject row gone (the recomputed tables are left for the code under test)."""
+    unlinked, the subject row and its consent events gone (the recomputed tables are left for
+    the code under test)."""
     orders = metadata.tables["orders"]
     conn.execute(sa.update(orders).where(orders.c.subject_id == subject_id).values(subject_id=None))
-    conn.execute(sa.delete(subjects_t).where(subjects_t.c.id == subject_id))
+    with ledger_unlocked(conn, reason="erasure"):  # its consent events go with it
+        conn.execute(sa.delete(subjects_t).where(subjects_t.c.id == subject_id))
 
 
 def _deleting_before(monkeypatch: pytest.MonkeyPatch, module: Any, subject_id: str) -> list[int]:
@@ -127,16 +129,24 @@ def test_clv_predictions_of_a_subject_deleted_before_their_write_are_dropped(
     cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = cdp_env.runtime.data_engine
-    ids = _simulated_shop(cdp_env)[0]
-    calls = _deleting_before(monkeypatch, clv, ids[5])
+    orders = metadata.tables["orders"]
     with engine.begin() as conn:
-        clv.fit(conn, calibration_end=CAL_END, now=CLV_NOW)
+        generate_shop(conn, customers=400, end=CLV_NOW - timedelta(days=1), seed=7)
+        gone = conn.execute(
+            sa.select(orders.c.subject_id)
+            .where(orders.c.status == "completed")
+            .order_by(orders.c.subject_id)
+            .limit(1)
+        ).scalar_one()
+    calls = _deleting_before(monkeypatch, clv, gone)
+    with engine.begin() as conn:
+        clv.fit(conn, calibration_end=(CLV_NOW - timedelta(days=1)).date(), now=CLV_NOW)
         n = clv.predict(conn, cfg=CFG.clv, now=CLV_NOW)
-    assert calls and n == len(ids)  # the summary still had it
     with engine.connect() as conn:
         stored = set(conn.execute(sa.select(pred_t.c.subject_id)).scalars())
-        assert stored == set(ids) - {ids[5]}
         assert _orphans(conn) == dict.fromkeys(RECOMPUTED, 0)
+    # the summary, read before the write phase, still had it: exactly its row was dropped
+    assert calls and n == len(stored) + 1 and gone not in stored
 
 
 def test_drop_orphans_and_write_phase_reject_other_tables(cdp_env: CdpEnv) -> None:
@@ -187,28 +197,26 @@ def test_an_erasure_waits_for_a_recompute_write_phase_then_removes_its_rows(
             errors.append(exc)
 
     eraser = threading.Thread(target=erase)
-    with engine.begin() as conn:
-        phase: AbstractContextManager[None] = write_phase(conn, traits_t)
-        with phase:
-            conn.execute(sa.delete(traits_t))
-            conn.execute(
-                sa.insert(traits_t),
-                [
-                    {"subject_id": s, "computed_at": NOW, "orders": 0, "occasions": 0,
-                     "total_value": 0.0, "lifecycle_stage": "prospect",
-                     "value_layer": "potential"}
-                    for s in ids
-                ],
-            )  # fmt: skip
-            eraser.start()
-            with engine.connect() as watcher:
-                for _ in range(300):  # up to 30 s for the erasure to reach the lock
-                    if _waiting_on(watcher, "subject_traits"):
-                        break
-                    threading.Event().wait(0.1)
-                else:
-                    pytest.fail("the erasure never waited for the recompute's lock")
-            assert eraser.is_alive()
+    with engine.begin() as conn, write_phase(conn, traits_t):
+        conn.execute(sa.delete(traits_t))
+        conn.execute(
+            sa.insert(traits_t),
+            [
+                {"subject_id": s, "computed_at": NOW, "orders": 0, "occasions": 0,
+                 "total_value": 0.0, "lifecycle_stage": "prospect",
+                 "value_layer": "potential"}
+                for s in ids
+            ],
+        )  # fmt: skip
+        eraser.start()
+        with engine.connect() as watcher:
+            for _ in range(300):  # up to 30 s for the erasure to reach the lock
+                if _waiting_on(watcher, "subject_traits"):
+                    break
+                threading.Event().wait(0.1)
+            else:
+                pytest.fail("the erasure never waited for the recompute's lock")
+        assert eraser.is_alive()
     eraser.join(timeout=60)
     assert not eraser.is_alive() and not errors
     with engine.connect() as conn:
