@@ -12,12 +12,12 @@ withdrawn), a withdrawal is appended at merge time, so the derived state after t
 most restrictive of the two. The survivor keeps its own PII values; the absorbed subject's values
 fill only the fields the survivor lacks (custom traits are merged key by key, survivor first).
 
-Tables of other capabilities that reference ``subjects.id`` are moved over too when they can be
-(each in a savepoint); rows that would collide with the survivor's own (e.g. one computed trait
-row per subject) are left to cascade with the absorbed subject and get recomputed. The
-recomputed trait tables have no foreign key (:mod:`cdp.traits.recompute_lock`): they are moved
-or, on a collision, deleted here, always with a statement, which is what keeps a merge from
-committing in the middle of a trait recompute's writes.
+Tables of other capabilities that reference ``subjects.id``, and the recomputed trait tables
+(which name their subject without a foreign key, :mod:`cdp.traits.recompute_lock`), are moved
+over too when they can be (each in a savepoint); rows that would collide with the survivor's own
+(e.g. one computed trait row per subject) are deleted, as the cascade would, and get recomputed.
+The trait tables are always written by a statement, which is what keeps a merge from committing
+in the middle of a trait recompute's writes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -154,28 +155,30 @@ def _merge_events(runtime: Runtime, conn: Connection, survivor: str, absorbed: s
         )
 
 
-def _move_other_tables(conn: Connection, survivor: str, absorbed: str) -> None:
-    for name in RECOMPUTED:  # in the recomputes' lock order
-        table = metadata.tables[name]
-        col = table.c.subject_id
-        try:
-            with conn.begin_nested():
-                conn.execute(sa.update(table).where(col == absorbed).values(subject_id=survivor))
-        except IntegrityError:  # collides with the survivor's own row: gets recomputed
-            conn.execute(sa.delete(table).where(col == absorbed))
+def _subject_columns() -> list[sa.Column[Any]]:
+    """The columns naming a subject outside the tables handled above: the recomputed trait
+    tables' (no foreign key; first, in the recomputes' lock order), then every foreign key to
+    ``subjects.id``."""
+    cols: list[sa.Column[Any]] = [metadata.tables[name].c.subject_id for name in RECOMPUTED]
     for table in metadata.sorted_tables:
         if table.name in _HANDLED or table.name == "subjects":
             continue
-        for fk in table.foreign_keys:
-            if fk.column.table.name == "subjects" and fk.column.name == "id":
-                col = fk.parent
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            sa.update(table).where(col == absorbed).values({col.name: survivor})
-                        )
-                except IntegrityError:
-                    pass  # collides with the survivor's own row: cascades, gets recomputed
+        cols.extend(
+            fk.parent
+            for fk in table.foreign_keys
+            if fk.column.table.name == "subjects" and fk.column.name == "id"
+        )
+    return cols
+
+
+def _move_other_tables(conn: Connection, survivor: str, absorbed: str) -> None:
+    for col in _subject_columns():
+        table = col.table
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.update(table).where(col == absorbed).values({col.name: survivor}))
+        except IntegrityError:  # collides with the survivor's own row: dropped, gets recomputed
+            conn.execute(sa.delete(table).where(col == absorbed))
 
 
 def merge_subjects(
