@@ -262,16 +262,14 @@ def run_bench(args: Any, home: Path, pg_url: str | None, cache_dir: Path | None)
         ),
         s,
     )
-    SERVER[0] += sum(step_srv.values())
-    SRV[all_label] = sum(step_srv.values())
+    both = sum(step_srv.values())  # the steps' backends (read inside them, not by `timed`)
+    SERVER[0] += both
     for label in (order_label, tiers_label):
         s[label] = step_secs[label]
-        CPU[label] = 0.0
-        SRV[label] = step_srv.get(label, 0.0)
-        on_server = f" (server cpu {SRV[label]:6.2f} s)" if SRV[label] else ""
+        on_server = f" (server cpu {step_srv[label]:6.2f} s)" if label in step_srv else ""
         print(f"    of which {label:<40} {s[label]:8.2f} s{on_server}")
-    if SRV[all_label]:
-        print(f"    server cpu of both steps {SRV[all_label]:.2f} s")
+    if both:
+        print(f"    server cpu of both steps {both:.2f} s")
     for label in ("first backfill (earn + expire)", "next run (nothing new)"):
         if args.skip_ledger:
             break
