@@ -118,7 +118,8 @@ def setup(home: Path, subjects: int) -> tuple[list[str], str]:
     from cdp.access.principals import create
     from cdp.bootstrap import initialize
     from cdp.clock import utcnow
-    from cdp.db.models import PiiValue, Subject, new_subject_id
+    from cdp.db.models import Subject, new_subject_id
+    from cdp.profiles.pii_records import write_sealed
     from cdp.runtime import get_runtime, reset_runtime
     from cdp.settings import get_settings, reset_settings
 
@@ -130,16 +131,15 @@ def setup(home: Path, subjects: int) -> tuple[list[str], str]:
     rt.vault.create_keys(ids)
     now = utcnow()
     subject_rows = [{"id": s, "created_at": now, "updated_at": now} for s in ids]
-    pii_rows = []
-    for i, sid in enumerate(ids):
-        values = {"email": f"bench{i}@example.com", "phone": f"+1415555{i:04d}"[:12]}
-        for field, blob in rt.vault.encrypt_fields(sid, values).items():
-            pii_rows.append(
-                {"subject_id": sid, "field": field, "ciphertext": blob, "updated_at": now}
-            )
+    sealed = {
+        sid: rt.vault.encrypt_fields(
+            sid, {"email": f"bench{i}@example.com", "phone": f"+1415555{i:04d}"[:12]}
+        )
+        for i, sid in enumerate(ids)
+    }
     with rt.data_engine.begin() as conn:
         conn.execute(sa.insert(Subject), subject_rows)
-        conn.execute(sa.insert(PiiValue), pii_rows)
+        write_sealed(conn, sealed, existing=(), now=now)
     token = create(runtime=rt, name="bench-support", roles=["support"]).token
     return ids, token
 

@@ -39,9 +39,10 @@ from cdp.access.principals import create as create_principal
 from cdp.bootstrap import initialize
 from cdp.consent.models import ConsentEvent
 from cdp.consent.service import dedupe_key
-from cdp.db.models import PiiValue, Subject, new_subject_id
+from cdp.db.models import Subject, new_subject_id
 from cdp.exports.destinations import DestinationSpec, create_destination
 from cdp.exports.run import run_export
+from cdp.profiles.pii_records import read_one, write_sealed
 from cdp.runtime import get_runtime, reset_runtime
 from cdp.segments.service import create_segment
 from cdp.segments.views import SegmentIn
@@ -100,31 +101,16 @@ def setup(rows: int, batch: int = 5000) -> None:
     subj_t = Subject.__table__  # type: ignore[attr-defined]
     consent_t = ConsentEvent.__table__  # type: ignore[attr-defined]
     granted_at = now - timedelta(days=1)
-    stamp = (
-        now.replace(tzinfo=None).isoformat(sep=" ")
-        if rt.data_engine.dialect.name == "sqlite"
-        else now
-    )
     for start in range(0, rows, batch):
         ids = [new_subject_id() for _ in range(min(batch, rows - start))]
         rt.vault.create_keys(ids)
-        pii_rows = []
-        for n, sid in enumerate(ids):
-            enc = rt.vault.cipher(sid).encrypt
-            for field, value in profile(rng, start + n).items():
-                pii_rows.append({"subject_id": sid, "field": field,
-                                 "ciphertext": enc(field, value), "updated_at": now})  # fmt: skip
+        sealed = {
+            sid: rt.vault.encrypt_fields(sid, profile(rng, start + n)) for n, sid in enumerate(ids)
+        }
         with rt.data_engine.begin() as conn:
             conn.execute(sa.insert(subj_t), [{"id": s, "created_at": now, "updated_at": now}
                                              for s in ids])  # fmt: skip
-            # raw DBAPI executemany: setup speed only (the export is what is measured)
-            mark = "?" if conn.dialect.name == "sqlite" else "%s"
-            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            cur.executemany(
-                f"INSERT INTO pii_values (subject_id, field, ciphertext, updated_at) "
-                f"VALUES ({mark}, {mark}, {mark}, {mark})",
-                [(r["subject_id"], r["field"], r["ciphertext"], stamp) for r in pii_rows],
-            )
+            write_sealed(conn, sealed, existing=(), now=now)
             conn.execute(sa.insert(consent_t), [{
                 "subject_id": s, "purpose": "ad_audiences", "status": "granted",
                 "occurred_at": granted_at,
@@ -143,7 +129,6 @@ def naive(limit: int, out: Path) -> tuple[int, float]:
     """Per-row: one query and one key unwrap per subject, plain hashlib, csv.writer."""
     rt = get_runtime()
     rt.vault.forget_cached()
-    pii_t = PiiValue.__table__  # type: ignore[attr-defined]
     started = time.perf_counter()
     n = 0
     with rt.data_engine.connect() as conn, out.open("w", newline="") as fh:
@@ -151,8 +136,7 @@ def naive(limit: int, out: Path) -> tuple[int, float]:
         writer.writerow(["email", "phone", "fn", "ln", "ct", "st", "zip", "country", "gen"])
         ids = conn.execute(sa.select(Subject.id).order_by(Subject.id).limit(limit)).scalars().all()
         for sid in ids:
-            rows = conn.execute(sa.select(pii_t.c.field, pii_t.c.ciphertext)
-                                .where(pii_t.c.subject_id == sid)).all()  # fmt: skip
+            rows = read_one(conn, sid).items()
             key = rt.keystore.get(sid)  # unwrap per subject, no cache
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from cdp.clock import utcnow
 from cdp.crypto.normalize import IdentityKind
-from cdp.db.models import Identity, PiiValue, Subject, new_subject_id
+from cdp.db.models import Identity, Subject, new_subject_id
+from cdp.profiles.pii_records import read_one, write_sealed
 from cdp.runtime import Runtime
 
 
@@ -23,12 +24,8 @@ def make_subject(
     now = utcnow()
     with rt.data_engine.begin() as conn:
         conn.execute(sa.insert(Subject).values(id=subject_id, created_at=now, updated_at=now))
-        for field, blob in rt.vault.encrypt_fields(subject_id, dict(pii or {})).items():
-            conn.execute(
-                sa.insert(PiiValue).values(
-                    subject_id=subject_id, field=field, ciphertext=blob, updated_at=now
-                )
-            )
+        sealed = rt.vault.encrypt_fields(subject_id, dict(pii or {}))
+        write_sealed(conn, {subject_id: sealed}, existing=(), now=now)
         for kind, raw in (identities or {}).items():
             tok = rt.tokenizer.token(kind, raw)
             conn.execute(
@@ -46,12 +43,7 @@ def make_subject(
 def read_pii(rt: Runtime, subject_id: str) -> dict[str, bytes]:
     """The raw ciphertexts of a subject, by field."""
     with rt.data_engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(PiiValue.field, PiiValue.ciphertext).where(  # type: ignore[call-overload]
-                PiiValue.subject_id == subject_id
-            )
-        ).all()
-    return {r[0]: bytes(r[1]) for r in rows}
+        return read_one(conn, subject_id)
 
 
 def checkpoint_sqlite(path: str) -> None:

@@ -67,7 +67,7 @@ def _totals() -> Table:
     queries = {
         "subjects (customers and visitors)": "SELECT count(*) FROM subjects",
         "identity tokens": "SELECT count(*) FROM identities",
-        "encrypted PII values": "SELECT count(*) FROM pii_values",
+        "profiles with encrypted PII": "SELECT count(*) FROM pii_records",
         "orders": "SELECT count(*) FROM orders",
         "consent ledger entries": "SELECT count(*) FROM consent_events",
         "behaviour events": "SELECT count(*) FROM events",

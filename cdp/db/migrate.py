@@ -32,6 +32,14 @@ def upgrade(engine: Engine, store: Store, revision: str = "heads") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(engine: Engine, store: Store, revision: str) -> None:
+    """Take ``store`` back to ``revision`` (each revision's downgrade, newest first)."""
+    cfg = _config(store)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def current_revisions(engine: Engine, store: Store) -> tuple[str, ...]:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLES[store]})

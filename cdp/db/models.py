@@ -63,10 +63,11 @@ class Identity(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
 
 
-class PiiValue(SQLModel, table=True):
-    """One encrypted personal-data field of a subject."""
+class PiiRecord(SQLModel, table=True):
+    """A subject's encrypted personal-data fields, sealed together (:mod:`cdp.crypto.sealed_record`:
+    one AES-GCM ciphertext a field, packed into one value)."""
 
-    __tablename__ = "pii_values"
+    __tablename__ = "pii_records"
 
     subject_id: str = Field(
         sa_column=Column(
@@ -76,8 +77,9 @@ class PiiValue(SQLModel, table=True):
             nullable=False,
         )
     )
-    field: str = Field(primary_key=True, max_length=64)
-    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    fields: int = Field(nullable=False)
+    """The fields present, as a bit set (``sealed_record.mask``): asked by SQL, never unpacked."""
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
 
 

@@ -27,13 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cdp.consent.service import granted_condition
-from cdp.db.models import PiiValue
 from cdp.exports.models import ExportStaging, SyncMember
 from cdp.privacy.restriction import not_restricted_condition
+from cdp.profiles.pii_records import has_any_field
 
 STAGING = cast(sa.Table, ExportStaging.__table__)  # type: ignore[attr-defined]
 SYNC = cast(sa.Table, SyncMember.__table__)  # type: ignore[attr-defined]
-PII = cast(sa.Table, PiiValue.__table__)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +63,7 @@ def stage(
     """Write the staging rows of ``export_id`` and return their counts (one transaction)."""
     m = members.subquery("m")
     sid = m.c[0]
-    has_data = (
-        sa.select(sa.literal(1))
-        .where(PII.c.subject_id == sid, PII.c.field.in_(list(fields)))
-        .exists()
-    )
+    has_data = has_any_field(sid, fields)
     state = sa.case(
         (~granted_condition(purpose, sid), sa.literal("no_consent")),
         (~not_restricted_condition(sid), sa.literal("restricted")),

@@ -15,10 +15,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from cdp.db.models import PiiValue, Subject
+from cdp.db.models import Subject
 from cdp.ingest.batch import IN_CHUNK, BatchContext, Outcome, Reject, claim_of
-from cdp.ingest.bulk import insert_rows, update_rows
+from cdp.ingest.bulk import update_rows
 from cdp.ingest.records import CUSTOM_TRAITS_FIELD, CustomerRecord
+from cdp.profiles.pii_records import read_sealed, write_sealed
 from cdp.profiles.resolve import resolve
 
 
@@ -56,20 +57,16 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
 
     known = sorted({s for s in res.subjects if s is not None and s not in res.created})
     stored: dict[str, dict[str, str]] = {s: {} for s in known}
+    sealed: dict[str, dict[str, bytes]] = {}
     signed: dict[str, datetime | None] = {}
     as_of: dict[str, datetime | None] = {}
     st = Subject.__table__  # type: ignore[attr-defined]
     if known:
         vault.warm(known)
-        pv = PiiValue.__table__  # type: ignore[attr-defined]
+        sealed = read_sealed(conn, known, lock=True)
+        stored.update({s: vault.decrypt_fields(s, blobs) for s, blobs in sealed.items()})
         for start in range(0, len(known), IN_CHUNK):
             chunk = known[start : start + IN_CHUNK]
-            for sid, fld, blob in conn.execute(
-                sa.select(pv.c.subject_id, pv.c.field, pv.c.ciphertext).where(
-                    pv.c.subject_id.in_(chunk)
-                )
-            ):
-                stored[sid][fld] = vault.decrypt(sid, fld, bytes(blob))
             for sid, signup, profile_as_of in conn.execute(
                 sa.select(st.c.id, st.c.signed_up_at, st.c.profile_as_of).where(st.c.id.in_(chunk))
             ):
@@ -125,31 +122,14 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
         else:
             out.duplicates += 1
 
-    inserts, updates, touched = [], [], set()
+    to_write: dict[str, dict[str, bytes]] = {}
     for sid, state in final.items():
         old = stored.get(sid, {})
         changed = {f: v for f, v in state.items() if old.get(f) != v}
-        if not changed:
-            continue
-        touched.add(sid)
-        blobs = vault.encrypt_fields(sid, changed)
-        for fld, blob in blobs.items():
-            if fld in old:
-                updates.append({"s": sid, "f": fld, "c": blob})
-            else:
-                inserts.append(
-                    {"subject_id": sid, "field": fld, "ciphertext": blob, "updated_at": ctx.now}
-                )
-    pv = PiiValue.__table__  # type: ignore[attr-defined]
-    if inserts:
-        insert_rows(conn, pv, inserts, order_by=("subject_id", "field"))
-    if updates:
-        conn.execute(
-            sa.update(pv)
-            .where(pv.c.subject_id == sa.bindparam("s"), pv.c.field == sa.bindparam("f"))
-            .values(ciphertext=sa.bindparam("c"), updated_at=ctx.now),
-            updates,
-        )
+        if changed:  # unchanged fields keep their ciphertexts
+            to_write[sid] = {**sealed.get(sid, {}), **vault.encrypt_fields(sid, changed)}
+    touched = set(to_write)
+    write_sealed(conn, to_write, existing=sealed.keys(), now=ctx.now)
     bumps = [
         (ctx.now, final_signup.get(sid), final_as_of.get(sid), sid)
         for sid in sorted(touched | meta_dirty)

@@ -26,7 +26,8 @@ from cdp.crypto.normalize import normalize_email, normalize_phone
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
-"""Customer fields stored encrypted in the PII vault (one ``pii_values`` row each)."""
+"""Customer fields stored encrypted in the PII vault (sealed together: one ``pii_records`` row
+a subject)."""
 CUSTOM_TRAITS_FIELD = "custom_traits"
 """The vault field holding a customer's custom traits as one JSON object."""
 

@@ -27,11 +27,12 @@ from sqlalchemy.engine import Connection
 from cdp.audit.chain import format_at
 from cdp.consent import service as consent
 from cdp.db.all_models import metadata
-from cdp.db.models import Identity, PiiValue, Subject
+from cdp.db.models import Identity, Subject
 from cdp.privacy.models import PrivacyRequest, Restriction
 from cdp.privacy.registry import present_entries
 from cdp.profiles.merge import event_field
 from cdp.profiles.models import Event, Order, OrderItem
+from cdp.profiles.pii_records import read_one
 from cdp.runtime import Runtime
 
 AUDIT_DIR = Path(__file__).resolve().parents[2] / "audit"
@@ -62,13 +63,8 @@ def _rows(conn: Connection, table: sa.Table, where: Any, order: Any = None) -> l
 
 
 def _personal_data(runtime: Runtime, conn: Connection, subject_id: str) -> dict[str, str]:
-    pii = PiiValue.__table__  # type: ignore[attr-defined]
-    rows = conn.execute(
-        sa.select(pii.c.field, pii.c.ciphertext).where(pii.c.subject_id == subject_id)
-    ).all()
-    return dict(
-        sorted(runtime.vault.decrypt_fields(subject_id, {f: bytes(c) for f, c in rows}).items())
-    )
+    sealed = read_one(conn, subject_id)
+    return dict(sorted(runtime.vault.decrypt_fields(subject_id, sealed).items()))
 
 
 def _orders(conn: Connection, subject_id: str) -> list[dict[str, Any]]:

@@ -16,8 +16,9 @@ from sqlalchemy.engine import Connection
 
 from cdp.access.categories import PII_FIELDS
 from cdp.crypto.normalize import IdentityKind
-from cdp.db.models import Identity, PiiValue
+from cdp.db.models import Identity
 from cdp.errors import ConflictError, InvalidInputError
+from cdp.profiles.pii_records import read_one, write_sealed
 from cdp.runtime import Runtime
 
 IDENTITY_FIELDS = {"email": IdentityKind.EMAIL, "phone": IdentityKind.PHONE}
@@ -65,20 +66,10 @@ def rectify(
         raise InvalidInputError(
             "not personal data fields: " + ", ".join(unknown), field="corrections"
         )
-    pii = PiiValue.__table__  # type: ignore[attr-defined]
+    sealed = read_one(conn, subject_id, lock=True)
     for field, value in sorted(corrections.items()):
         if field in IDENTITY_FIELDS:
             _retoken(runtime, conn, subject_id, IDENTITY_FIELDS[field], value, now)
-        blob = runtime.vault.encrypt(subject_id, field, value)
-        done = conn.execute(
-            sa.update(pii)
-            .where(pii.c.subject_id == subject_id, pii.c.field == field)
-            .values(ciphertext=blob, updated_at=now)
-        ).rowcount
-        if not done:
-            conn.execute(
-                sa.insert(pii).values(
-                    subject_id=subject_id, field=field, ciphertext=blob, updated_at=now
-                )
-            )
+    record = {**sealed, **runtime.vault.encrypt_fields(subject_id, dict(corrections))}
+    write_sealed(conn, {subject_id: record}, existing={subject_id} if sealed else (), now=now)
     return sorted(corrections)

@@ -114,7 +114,7 @@ ENTRIES: tuple[SubjectTable, ...] = (
     ),
     _e("subject_merges", "survivor_id", D, "merge history names the person's former ids"),
     _e("subject_merges", "merged_id", D, "merge history names the person's former ids"),
-    _e("pii_values", "subject_id", D, "ciphertext under the shredded key"),
+    _e("pii_records", "subject_id", D, "ciphertexts under the shredded key"),
     _e("identities", "subject_id", D, "identity tokens (copied to tombstones first)"),
     # evidence kept by law (issue 4): hash-chained, pseudonymous ids only
     _e("audit_subjects", "subject_id", R, "index of the audit log (append-only, art. 5(2))"),

@@ -33,13 +33,14 @@ from sqlalchemy.exc import IntegrityError
 
 from cdp.consent.models import ConsentEvent
 from cdp.db.all_models import metadata
-from cdp.db.models import Identity, PiiValue, Subject
+from cdp.db.models import Identity, Subject
 from cdp.profiles.models import Event, Order, SubjectMerge
+from cdp.profiles.pii_records import delete_records, read_sealed, write_sealed
 from cdp.runtime import Runtime
 from cdp.traits.recompute_lock import RECOMPUTED
 
 CUSTOM_TRAITS_FIELD = "custom_traits"
-_HANDLED = {"identities", "pii_values", "orders", "events", "consent_events", "subject_merges"}
+_HANDLED = {"identities", "pii_records", "orders", "events", "consent_events", "subject_merges"}
 
 
 def event_field(message_id: str) -> str:
@@ -89,49 +90,27 @@ def _merge_consent(conn: Connection, survivor: str, absorbed: str, now: datetime
 def _merge_pii(
     runtime: Runtime, conn: Connection, survivor: str, absorbed: str, now: datetime
 ) -> None:
-    pv = PiiValue.__table__  # type: ignore[attr-defined]
+    """The absorbed subject's fields join the survivor's (re-encrypted under the survivor's key:
+    the AAD binds each ciphertext to its subject); the survivor's own values win, custom traits
+    are merged key by key."""
     vault = runtime.vault
-    have: dict[str, bytes] = {
-        f: bytes(c)
-        for f, c in conn.execute(
-            sa.select(pv.c.field, pv.c.ciphertext).where(pv.c.subject_id == survivor)
+    sealed = read_sealed(conn, sorted((survivor, absorbed)), lock=True)
+    moving = sealed.get(absorbed)
+    if not moving:
+        return
+    have = sealed.get(survivor, {})
+    values = vault.decrypt_fields(absorbed, moving)
+    moved = {f: v for f, v in values.items() if f not in have}
+    if CUSTOM_TRAITS_FIELD in values and CUSTOM_TRAITS_FIELD in have:
+        merged = json.loads(values[CUSTOM_TRAITS_FIELD])
+        merged.update(
+            json.loads(vault.decrypt(survivor, CUSTOM_TRAITS_FIELD, have[CUSTOM_TRAITS_FIELD]))
         )
-    }
-    inserts = []
-    updates = []
-    for fld, blob in conn.execute(
-        sa.select(pv.c.field, pv.c.ciphertext).where(pv.c.subject_id == absorbed)
-    ):
-        value = vault.decrypt(absorbed, fld, bytes(blob))
-        if fld == CUSTOM_TRAITS_FIELD and fld in have:
-            merged = json.loads(value)
-            merged.update(json.loads(vault.decrypt(survivor, fld, have[fld])))
-            updates.append(
-                {
-                    "s": survivor,
-                    "f": fld,
-                    "c": vault.encrypt(survivor, fld, json.dumps(merged, sort_keys=True)),
-                }
-            )
-        elif fld not in have:
-            inserts.append(
-                {
-                    "subject_id": survivor,
-                    "field": fld,
-                    "ciphertext": vault.encrypt(survivor, fld, value),
-                    "updated_at": now,
-                }
-            )
-    conn.execute(sa.delete(pv).where(pv.c.subject_id == absorbed))
-    if inserts:
-        conn.execute(sa.insert(pv), inserts)
-    if updates:
-        conn.execute(
-            sa.update(pv)
-            .where(pv.c.subject_id == sa.bindparam("s"), pv.c.field == sa.bindparam("f"))
-            .values(ciphertext=sa.bindparam("c"), updated_at=now),
-            updates,
-        )
+        moved[CUSTOM_TRAITS_FIELD] = json.dumps(merged, sort_keys=True)
+    record = dict(have)
+    record.update(vault.encrypt_fields(survivor, moved))
+    delete_records(conn, [absorbed])
+    write_sealed(conn, {survivor: record}, existing=sealed.keys() & {survivor}, now=now)
 
 
 def _merge_events(runtime: Runtime, conn: Connection, survivor: str, absorbed: str) -> None:

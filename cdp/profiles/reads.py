@@ -22,9 +22,11 @@ from cdp.access.context import AccessContext
 from cdp.audit.service import AuditScope, audited_read, audited_read_async, require
 from cdp.consent.models import ConsentEvent
 from cdp.crypto.normalize import IdentityKind
-from cdp.db.models import Identity, PiiValue, Subject
+from cdp.crypto.sealed_record import unpack
+from cdp.db.models import Identity, Subject
 from cdp.errors import InvalidInputError, NotFoundError
 from cdp.profiles.models import Order
+from cdp.profiles.pii_records import PII_RECORDS
 from cdp.profiles.prepared import Prepared
 from cdp.profiles.views import (
     OrderSummary,
@@ -44,7 +46,6 @@ _CONTACT_KINDS: Final = frozenset({IdentityKind.EMAIL, IdentityKind.PHONE})
 
 SUBJECTS = cast(sa.Table, Subject.__table__)  # type: ignore[attr-defined]
 IDENTITIES = cast(sa.Table, Identity.__table__)  # type: ignore[attr-defined]
-PII = cast(sa.Table, PiiValue.__table__)  # type: ignore[attr-defined]
 ORDERS = cast(sa.Table, Order.__table__)  # type: ignore[attr-defined]
 CONSENT = cast(sa.Table, ConsentEvent.__table__)  # type: ignore[attr-defined]
 
@@ -144,7 +145,7 @@ _SUBJECT_Q = {
     "postgresql": Prepared(_subject_query(sa.func.string_agg(IDENTITIES.c.kind, _COMMA))),
 }
 _PII_Q = Prepared(
-    sa.select(PII.c.field, PII.c.ciphertext).where(PII.c.subject_id == sa.bindparam("sid"))
+    sa.select(PII_RECORDS.c.sealed).where(PII_RECORDS.c.subject_id == sa.bindparam("sid"))
 )
 _ORDERS_Q = Prepared(
     sa.select(
@@ -170,7 +171,8 @@ def _load(conn: Connection, subject_id: str, visible: frozenset[str]) -> Profile
     sealed: dict[str, bytes] = {}
     wanted_pii = visible & PII_FIELDS
     if wanted_pii:
-        sealed = {r[0]: bytes(r[1]) for r in _PII_Q.rows(conn, params) if r[0] in wanted_pii}
+        for (record,) in _PII_Q.rows(conn, params):
+            sealed = unpack(bytes(record), wanted_pii)
     orders = None
     if "orders" in visible:
         row = _ORDERS_Q.rows(conn, params)[0]

@@ -24,6 +24,7 @@ from cdp.ingest.group_commit import GroupCommitter
 from cdp.ingest.segment import ingest_messages
 from cdp.ingest.sources import create_source, revoke_source
 from tests.conftest import CdpEnv
+from tests.factories import read_pii
 from tests.ingest.helpers import count, dump_tables
 
 
@@ -106,11 +107,7 @@ def test_gzip_batch_with_basic_auth_is_accepted_and_stored(
             "SELECT order_ref, total_minor, currency, subject_id FROM orders"
         ).one()
         items = conn.exec_driver_sql("SELECT price_minor, quantity FROM order_items").all()
-        pii = dict(
-            conn.exec_driver_sql(
-                f"SELECT field, ciphertext FROM pii_values WHERE subject_id = '{sid}'"
-            ).all()
-        )
+    pii = read_pii(rt, sid)
     assert tuple(order) == ("W-1", 2550, "EUR", sid)
     assert [tuple(i) for i in items] == [(2550, 1)]
     assert rt.vault.decrypt(sid, "city", bytes(pii["city"])) == "Hangzhou"

@@ -17,7 +17,7 @@ from cdp.runtime import Runtime
 CLI = [sys.executable, "-c", "from cdp.cli import main; main()"]
 
 # Every table whose rows hang off a subject: none may outlive its subject.
-CHILDREN = ("identities", "pii_values", "orders", "events", "consent_events")
+CHILDREN = ("identities", "pii_records", "orders", "events", "consent_events")
 
 
 def free_port() -> int:

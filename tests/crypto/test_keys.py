@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from cdp.crypto.keystore import data_keys
 from cdp.crypto.normalize import IdentityKind
+from cdp.crypto.sealed_record import unpack
 from cdp.crypto.vault import Vault
 from cdp.errors import DecryptionError, KeyMaterialError, KeyUsageExhaustedError
 from cdp.logging import get_logger
@@ -99,10 +100,10 @@ def test_shred_also_defeats_a_copied_sqlite_data_file(cdp_env: CdpEnv, tmp_path:
     shutil.copy(cdp_env.home / "cdp.db", tmp_path / "backup.db")
     rt.vault.shred([victim])
     old = sqlite3.connect(tmp_path / "backup.db")
-    rows = old.execute("SELECT field, ciphertext FROM pii_values WHERE subject_id=?", (victim,))
+    [(sealed,)] = old.execute("SELECT sealed FROM pii_records WHERE subject_id=?", (victim,))
     rt2 = cdp_env.reopen()
     fields = 0
-    for field, blob in rows:
+    for field, blob in unpack(sealed).items():
         fields += 1
         with pytest.raises(DecryptionError):
             rt2.vault.decrypt(victim, field, bytes(blob))

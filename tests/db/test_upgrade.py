@@ -21,10 +21,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import make_url
 
 from cdp.crypto.normalize import IdentityKind
+from cdp.crypto.sealed_record import mask, unpack
 from cdp.db import migrate
 from cdp.db.all_models import metadata
 from cdp.db.engine import get_engine
 from cdp.db.models import new_subject_id
+from cdp.profiles.pii_records import read_one
 from cdp.runtime import Runtime
 from tests.conftest import PG_URL, CdpEnv
 
@@ -164,19 +166,33 @@ def _snapshot(conn: sa.Connection) -> dict[str, list[tuple[Any, ...]]]:
     queries = {
         "subjects": "SELECT id, created_at FROM subjects ORDER BY id",
         "identities": "SELECT subject_id, kind, token, key_version FROM identities ORDER BY token",
-        "pii_values": "SELECT subject_id, field, ciphertext FROM pii_values ORDER BY 1, 2",
         "tombstones": "SELECT kind, token, key_version FROM tombstones ORDER BY token",
         "orders": "SELECT order_ref, subject_id, total_minor, value_base FROM orders ORDER BY 1",
         "order_items": "SELECT sku, price_minor, quantity FROM order_items ORDER BY 1",
         "consent_events": "SELECT subject_id, purpose, status FROM consent_events ORDER BY 1",
     }
-    return {
+    out = {
         name: [
             tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
             for row in conn.exec_driver_sql(sql)
         ]
         for name, sql in queries.items()
     }
+    out["pii"] = _ciphertexts(conn)
+    return out
+
+
+def _ciphertexts(conn: sa.Connection) -> list[tuple[str, str, bytes]]:
+    """Every stored field ciphertext as (subject, field, ciphertext), in either vault layout:
+    one row a field (before revision 0007) or one sealed record a subject (from it on)."""
+    tables = set(sa.inspect(conn).get_table_names())
+    if "pii_values" in tables:
+        rows = conn.exec_driver_sql("SELECT subject_id, field, ciphertext FROM pii_values")
+        return sorted((sid, f, bytes(ct)) for sid, f, ct in rows)
+    records = conn.exec_driver_sql("SELECT subject_id, sealed FROM pii_records")
+    return sorted(
+        (sid, f, ct) for sid, sealed in records for f, ct in unpack(bytes(sealed)).items()
+    )
 
 
 def test_a_populated_database_upgrades_from_the_first_revision(
@@ -203,13 +219,8 @@ def test_a_populated_database_upgrades_from_the_first_revision(
         assert compare_metadata(ctx, metadata) == []
     rt = cdp_env.reopen()
     with rt.data_engine.connect() as conn:
-        cts = {
-            (r.subject_id, r.field): r.ciphertext
-            for r in conn.execute(sa.text("SELECT subject_id, field, ciphertext FROM pii_values"))
-        }
-    for p in people:
-        mine = {f: bytes(ct) for (sid, f), ct in cts.items() if sid == p["id"]}
-        assert rt.vault.decrypt_fields(p["id"], mine) == p["pii"]
+        for p in people:
+            assert rt.vault.decrypt_fields(p["id"], read_one(conn, p["id"])) == p["pii"]
     probe = rt.tokenizer.token(IdentityKind.EMAIL, people[7]["email"])
     with rt.data_engine.connect() as conn:
         found = conn.execute(
@@ -217,3 +228,32 @@ def test_a_populated_database_upgrades_from_the_first_revision(
             {"t": probe.value},
         ).scalar_one()
     assert found == people[7]["id"]
+
+
+def test_the_vault_layout_downgrades_and_upgrades_again_unchanged(
+    cdp_env: CdpEnv, fresh_data_url: str
+) -> None:
+    """Revision 0007 packs each subject's field rows into one sealed record, and its downgrade
+    unpacks them: both ways, every ciphertext keeps its bytes (nothing is re-encrypted)."""
+    rt = cdp_env.reopen()
+    migrate.upgrade(rt.data_engine, "data", "0001")
+    people = _people(rt)
+    _fill_at_0001(rt, people)
+    migrate.upgrade(rt.data_engine, "data", "0006t")
+    with rt.data_engine.connect() as conn:
+        rows = _ciphertexts(conn)
+    assert len(rows) == 3 * PEOPLE
+    migrate.upgrade(rt.data_engine, "data", "0007")
+    with rt.data_engine.connect() as conn:
+        assert _ciphertexts(conn) == rows
+        bits = dict(conn.exec_driver_sql("SELECT subject_id, fields FROM pii_records").all())
+    assert bits == {p["id"]: mask(p["pii"]) for p in people}
+    migrate.downgrade(rt.data_engine, "data", "0006t")
+    with rt.data_engine.connect() as conn:
+        assert _ciphertexts(conn) == rows
+    migrate.upgrade(rt.data_engine, "data", "0007")
+    rt = cdp_env.reopen()
+    with rt.data_engine.connect() as conn:
+        assert _ciphertexts(conn) == rows
+        for p in people:
+            assert rt.vault.decrypt_fields(p["id"], read_one(conn, p["id"])) == p["pii"]

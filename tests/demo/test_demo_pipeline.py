@@ -162,7 +162,7 @@ def test_demo_walks_the_whole_product(cdp_env: CdpEnv, capfd: pytest.CaptureFixt
     )
     [request_subject] = json.loads(erased_ids)
     assert not _rows(cdp_env, "SELECT id FROM subjects WHERE id = :s", s=request_subject)
-    assert not _rows(cdp_env, "SELECT 1 FROM pii_values WHERE subject_id = :s", s=request_subject)
+    assert not _rows(cdp_env, "SELECT 1 FROM pii_records WHERE subject_id = :s", s=request_subject)
     filed = re.search(r"filed for the customer in row (\d+)", text)
     assert filed is not None
     erased_row = int(filed.group(1))

@@ -24,6 +24,7 @@ from cdp.exports.rows import AudienceRows, PlainRows
 from cdp.exports.run import run_export
 from cdp.exports.sync import RECIPIENTS
 from cdp.exports.writers import FileSink
+from cdp.profiles.pii_records import read_one, write_sealed
 from tests.exports.conftest import World
 
 TODAY = date(2025, 6, 30)
@@ -115,9 +116,7 @@ def test_ledger_names_exactly_the_subjects_sent_across_chunks(
     assert [r.export_id for r in recipients_of(sent[0], runtime=world.rt)] == [result.export_id]
 
 
-def test_whole_record_reads_still_decrypt_only_the_wanted_fields(world: World) -> None:
-    from cdp.exports.decrypt import WHOLE_RECORD_FIELDS
-
+def test_a_chunk_decrypts_only_the_wanted_fields_of_each_record(world: World) -> None:
     pii = {
         "email": "w@example.com",
         "phone": "+14155550100",
@@ -131,12 +130,16 @@ def test_whole_record_reads_still_decrypt_only_the_wanted_fields(world: World) -
     }
     sid = world.person(pii)
     wanted = [f for f in pii if f != "street"]
-    assert len(wanted) >= WHOLE_RECORD_FIELDS
-    got = decrypt_chunk(world.rt, [sid], wanted)
-    assert got == {sid: {f: pii[f] for f in wanted}}  # the street is never decrypted
-    assert decrypt_chunk(world.rt, [sid], ["email", "street"]) == {
-        sid: {"email": "w@example.com", "street": "1 Main St"}
-    }
+    assert decrypt_chunk(world.rt, [sid], wanted) == {sid: {f: pii[f] for f in wanted}}
+    # the street's ciphertext no longer authenticates: reads that skip it are unaffected,
+    # which they could not be if it were decrypted along with the rest of the record
+    with world.rt.data_engine.begin() as conn:
+        sealed = read_one(conn, sid)
+        street = sealed["street"]
+        sealed["street"] = street[:-1] + bytes([street[-1] ^ 1])
+        write_sealed(conn, {sid: sealed}, existing={sid}, now=world.clock())
+    assert decrypt_chunk(world.rt, [sid], wanted) == {sid: {f: pii[f] for f in wanted}}
+    assert decrypt_chunk(world.rt, [sid], ["email", "street"]) == {}
 
 
 @settings(max_examples=100, deadline=None)

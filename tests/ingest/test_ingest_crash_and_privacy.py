@@ -69,7 +69,7 @@ def test_sigkill_mid_ingest_then_rerun_leaves_no_duplicates_or_partial_subjects(
     # no partial subject: every stored subject has its identities and its PII
     orphans = "WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE x.subject_id = s.id)"
     assert count(rt, "subjects s", orphans.format(t="identities")) == 0
-    assert count(rt, "subjects s", orphans.format(t="pii_values")) == 0
+    assert count(rt, "subjects s", orphans.format(t="pii_records")) == 0
 
     rerun = subprocess.run(
         [*CLI, "ingest", "customers", str(shop.customers), "--batch-size", "300"],
@@ -85,7 +85,7 @@ def test_sigkill_mid_ingest_then_rerun_leaves_no_duplicates_or_partial_subjects(
     assert count(rt, "identities") == identities
     assert count(rt, "subjects") == groups
     assert count(rt, "subjects s", orphans.format(t="identities")) == 0
-    assert count(rt, "subjects s", orphans.format(t="pii_values")) == 0
+    assert count(rt, "subjects s", orphans.format(t="pii_records")) == 0
     # the summaries add up: a third run counts every record as a duplicate
     third = ingest_file(runtime=rt, kind="customers", path=shop.customers)
     assert third.duplicates == third.read == 6_000
@@ -144,11 +144,11 @@ def test_names_emails_phones_appear_only_as_ciphertext_or_tokens(
             timeout=300,
         )
         blobs = [dump.stdout]
-        assert b"COPY public.pii_values" in dump.stdout
+        assert b"COPY public.pii_records" in dump.stdout
     hits = [s for s in samples for blob in blobs if s in blob]
     assert hits == [], f"{len(hits)} personal values found in clear"
     with rt.data_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM pii_values")).scalar_one() > 0
+        assert conn.execute(sa.text("SELECT count(*) FROM pii_records")).scalar_one() > 0
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])

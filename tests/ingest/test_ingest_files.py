@@ -9,8 +9,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from cdp.crypto.normalize import IdentityKind
-from cdp.db.models import Identity, PiiValue, Tombstone
+from cdp.db.models import Identity, Tombstone
 from cdp.ingest.pipeline import ingest_file
+from cdp.profiles.pii_records import read_one
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import (
     CUSTOMER_HEADER,
@@ -30,12 +31,8 @@ def _pii(env: CdpEnv, customer_id: str) -> dict[str, str]:
         sid = conn.execute(
             sa.select(Identity.subject_id).where(Identity.token == tok)  # type: ignore[arg-type]
         ).scalar_one()
-        rows = conn.execute(
-            sa.select(PiiValue.field, PiiValue.ciphertext).where(  # type: ignore[call-overload]
-                PiiValue.subject_id == sid
-            )
-        ).all()
-    return {f: rt.vault.decrypt(sid, f, bytes(c)) for f, c in rows}
+        sealed = read_one(conn, sid)
+    return rt.vault.decrypt_fields(sid, sealed)
 
 
 def test_bad_rows_are_rejected_with_line_and_reason_and_the_rest_is_ingested(
@@ -81,7 +78,7 @@ def test_bad_rows_are_rejected_with_line_and_reason_and_the_rest_is_ingested(
     assert count(cdp_env.runtime, "subjects s", "WHERE NOT EXISTS "
                  "(SELECT 1 FROM identities i WHERE i.subject_id = s.id)") == 0  # fmt: skip
     assert count(cdp_env.runtime, "subjects s", "WHERE NOT EXISTS "
-                 "(SELECT 1 FROM pii_values p WHERE p.subject_id = s.id)") == 0  # fmt: skip
+                 "(SELECT 1 FROM pii_records p WHERE p.subject_id = s.id)") == 0  # fmt: skip
 
 
 def test_bad_orders_negative_total_unknown_currency(cdp_env: CdpEnv, tmp_path: Path) -> None:

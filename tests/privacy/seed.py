@@ -96,7 +96,6 @@ def insert_generic(conn: sa.Connection, table: sa.Table, subject_id: str) -> dic
 def seed_person(rt: Runtime, tag: str) -> Person:
     """A subject with PII, identities, orders, events, consent, merges, and a row in every other
     table that has a subject column."""
-    from cdp.db.models import PiiValue
     from cdp.profiles.merge import event_field
     from cdp.profiles.models import Event, Order, OrderItem, SubjectMerge
 
@@ -184,8 +183,8 @@ def seed_person(rt: Runtime, tag: str) -> Person:
             recorded_by="signup-form",
             notice_version="v3",
         )
-        seeded = {"subjects", "identities", "pii_values", "orders", "events", "subject_merges"}
-        seeded |= {"consent_events", PiiValue.__tablename__}
+        seeded = {"subjects", "identities", "pii_records", "orders", "events", "subject_merges"}
+        seeded |= {"consent_events"}
         # the audit log is hash-chained: real records only (the caller writes them)
         seeded |= {"audit_log", "audit_subjects"}
         live = set(sa.inspect(conn).get_table_names())

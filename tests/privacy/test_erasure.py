@@ -21,11 +21,13 @@ from cdp.audit.chain import GENESIS_HASH, canonical, chain_hash, format_at
 from cdp.audit.models import AuditLogRow
 from cdp.audit.service import record_access
 from cdp.crypto.normalize import IdentityKind
+from cdp.crypto.sealed_record import unpack
 from cdp.db.all_models import metadata
 from cdp.errors import KeyShreddedError
 from cdp.privacy.erasure import erase_subject, is_tombstoned
 from cdp.privacy.registry import ENTRIES, Treatment, present_entries
 from cdp.profiles.merge import event_field
+from cdp.profiles.pii_records import read_one
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
 from tests.factories import checkpoint_sqlite
@@ -67,9 +69,7 @@ def _hits(rows: dict[str, list[tuple[Any, ...]]], needle: str) -> set[str]:
 
 def _ciphertexts(rt: Runtime, sid: str) -> list[tuple[str, bytes]]:
     with rt.data_engine.connect() as conn:
-        pii = conn.execute(
-            sa.text("SELECT field, ciphertext FROM pii_values WHERE subject_id = :s"), {"s": sid}
-        ).all()
+        pii = read_one(conn, sid).items()
         events = conn.execute(
             sa.text("SELECT message_id, properties_ct FROM events WHERE subject_id = :s"),
             {"s": sid},
@@ -204,11 +204,11 @@ def test_erasure_leaves_nothing_of_the_subject(cdp_env: CdpEnv, tmp_path: Path) 
     fresh = cdp_env.reopen()
     if cdp_env.backend == "sqlite":
         conn = sqlite3.connect(backup)
-        copied = conn.execute(
-            "SELECT field, ciphertext FROM pii_values WHERE subject_id = ?", (target.subject_id,)
+        [(copied,)] = conn.execute(
+            "SELECT sealed FROM pii_records WHERE subject_id = ?", (target.subject_id,)
         ).fetchall()
         conn.close()
-        assert len(copied) == 4
+        assert len(unpack(copied)) == 4
     for field, blob in old_ciphertexts:
         with pytest.raises(KeyShreddedError):
             fresh.vault.decrypt(target.subject_id, field, blob)
