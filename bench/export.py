@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--naive-rows", type=int, default=20_000)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--keystore-url", default=None)
+    parser.add_argument(
+        "--only", choices=("meta-contact", "meta-all"), default=None, help="run one export"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="cdp-bench-export-"))
     os.environ["CDP_HOME"] = str(home)
@@ -189,7 +192,7 @@ def main() -> None:
     p = create_principal(runtime=rt, name="bench", roles=["marketer"]).principal
     ctx = AccessContext(principal_id=p.id, principal_name=p.name, roles=p.roles,
                         purpose="ad_audiences", request_id="bench", client="bench")  # fmt: skip
-    for name in ("meta-contact", "meta-all"):
+    for name in [args.only] if args.only else ["meta-contact", "meta-all"]:
         rt.vault.forget_cached()
         samples: list[float] = []
         marks: list[float] = []

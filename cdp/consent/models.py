@@ -16,7 +16,14 @@ class ConsentEvent(SQLModel, table=True):
 
     __tablename__ = "consent_events"
     __table_args__ = (
-        Index("ix_consent_subject_purpose_time", "subject_id", "purpose", "occurred_at"),
+        # covering: the current state of a (subject, purpose) is read from the index alone
+        Index(
+            "ix_consent_subject_purpose_time_status",
+            "subject_id",
+            "purpose",
+            "occurred_at",
+            "status",
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

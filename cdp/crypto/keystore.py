@@ -49,6 +49,7 @@ data_keys = Table(
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("rewrapped_at", UtcDateTime, nullable=True),
+    sqlite_with_rowid=False,  # clustered on subject_id (migration k0002)
 )
 
 kek_usage = Table(
