@@ -47,6 +47,7 @@ class AuditSubject(SQLModel, table=True):
     """Index of which records name which subject (the subject access report reads it)."""
 
     __tablename__ = "audit_subjects"
+    __table_args__ = {"sqlite_with_rowid": False}  # clustered on its key (migration 0009)
 
     subject_id: str = Field(primary_key=True, max_length=32)
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from cdp.audit.service import record_access
 from cdp.bootstrap import initialize
 from cdp.crypto.keystore import keystore_metadata
 from cdp.db import migrate
 from cdp.db.all_models import metadata
+from tests.audit.factories import make_ctx
 from tests.conftest import CdpEnv
 from tests.factories import make_subject, read_pii
 
@@ -47,33 +50,49 @@ def test_sqlite_is_durable(cdp_env: CdpEnv) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_the_sqlite_key_store_is_clustered_on_the_subject_id(cdp_env: CdpEnv) -> None:
-    """Revision k0002 rebuilds ``data_keys`` as ``WITHOUT ROWID`` on SQLite (and back on
-    downgrade) keeping every key; on PostgreSQL it changes nothing."""
+def _sql_of(engine: sa.Engine, table: str) -> str:
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            return ""
+        found = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).scalar_one()
+        return str(found)
+
+
+def test_the_clustered_sqlite_tables_round_trip_through_their_migrations(
+    cdp_env: CdpEnv,
+) -> None:
+    """Revisions k0002 (``data_keys``) and 0009 (``audit_subjects``) rebuild their table as
+    ``WITHOUT ROWID`` on SQLite, and back on downgrade, keeping every row; on PostgreSQL they
+    change nothing."""
     rt = cdp_env.runtime
     sid = make_subject(rt, {"email": "clustered@example.com"})
-
-    def table_sql() -> str:
-        with rt.key_engine.connect() as conn:
-            if conn.dialect.name != "sqlite":
-                return ""
-            found = conn.exec_driver_sql(
-                "SELECT sql FROM sqlite_master WHERE name = 'data_keys'"
-            ).scalar_one()
-            return str(found)
-
-    def readable() -> bool:
-        fresh = cdp_env.reopen()
-        return fresh.vault.decrypt_fields(sid, read_pii(fresh, sid)) == {
-            "email": "clustered@example.com"
-        }
-
+    record = record_access(runtime=rt, ctx=make_ctx(), action="read", resource="profiles",
+                  outcome="allowed", subject_ids=[sid], fields=["email"])  # fmt: skip
     clustered = cdp_env.backend == "sqlite"
-    assert ("WITHOUT ROWID" in table_sql()) is clustered
-    migrate.downgrade(rt.key_engine, "keystore", "k0001")
-    assert "WITHOUT ROWID" not in table_sql()
-    assert readable()
-    rt = cdp_env.runtime
-    migrate.upgrade(rt.key_engine, "keystore")
-    assert ("WITHOUT ROWID" in table_sql()) is clustered
-    assert readable()
+    cases = (
+        (rt.key_engine, "keystore", "data_keys", "k0001"),
+        (rt.data_engine, "data", "audit_subjects", "0008"),
+    )
+
+    def intact() -> bool:
+        fresh = cdp_env.reopen()
+        readable = fresh.vault.decrypt_fields(sid, read_pii(fresh, sid))
+        with fresh.data_engine.connect() as conn:
+            links = conn.execute(
+                sa.text("SELECT subject_id, seq FROM audit_subjects WHERE subject_id = :s"),
+                {"s": sid},
+            ).all()
+        return readable == {"email": "clustered@example.com"} and [tuple(r) for r in links] == [
+            (sid, record.seq)
+        ]
+
+    for engine, store, table, before in cases:
+        assert ("WITHOUT ROWID" in _sql_of(engine, table)) is clustered, table
+        migrate.downgrade(engine, store, before)  # type: ignore[arg-type]
+        assert "WITHOUT ROWID" not in _sql_of(engine, table), table
+        assert intact(), table
+        migrate.upgrade(engine, store)  # type: ignore[arg-type]
+        assert ("WITHOUT ROWID" in _sql_of(engine, table)) is clustered, table
+        assert intact(), table
