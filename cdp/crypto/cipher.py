@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,20 +26,31 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 _HEADER = struct.Struct(">BI")
 HEADER_BYTES = _HEADER.size + NONCE_BYTES
-_MIN_BLOB = HEADER_BYTES + TAG_BYTES
+MIN_BLOB = HEADER_BYTES + TAG_BYTES
 
 
 #: Ciphertext headers by key version (a handful of versions exist).
 _HEADERS: dict[int, bytes] = {}
 
 
-def _aad_prefix(subject_id: str, key_version: int) -> bytes:
+def header_for(key_version: int) -> bytes:
+    """The first bytes of every ciphertext under ``key_version`` (format and key version)."""
+    header = _HEADERS.get(key_version)
+    if header is None:
+        header = _HEADER.pack(FORMAT_VERSION, key_version)
+        if len(_HEADERS) < 256:
+            _HEADERS[key_version] = header
+    return header
+
+
+def aad_prefix(subject_id: str, key_version: int) -> bytes:
+    """The AAD of a subject's field ciphertexts up to the field name."""
     return b"cdp-field|%d|%s|%d|" % (FORMAT_VERSION, subject_id.encode(), key_version)
 
 
 def associated_data(subject_id: str, field: str, key_version: int) -> bytes:
     """The AAD binding a field ciphertext to its place: format, subject, key version, field."""
-    return _aad_prefix(subject_id, key_version) + field.encode()
+    return aad_prefix(subject_id, key_version) + field.encode()
 
 
 class SubjectCipher:
@@ -51,14 +62,14 @@ class SubjectCipher:
         self._aead = aead
         self.subject_id = subject_id
         self.version = key_version
-        self._prefix = _aad_prefix(subject_id, key_version)
-        header = _HEADERS.get(key_version)
-        if header is None:
-            header = _HEADER.pack(FORMAT_VERSION, key_version)
-            if len(_HEADERS) < 256:
-                _HEADERS[key_version] = header
-        self._header = header
+        self._prefix = aad_prefix(subject_id, key_version)
+        self._header = header_for(key_version)
         self._aads: dict[str, bytes] = {}
+
+    @property
+    def aead(self) -> AESGCM:
+        """The subject's AES-GCM (bulk readers decrypt with it directly)."""
+        return self._aead
 
     def _aad(self, field: str) -> bytes:
         aad = self._aads.get(field)
@@ -92,7 +103,7 @@ class SubjectCipher:
         header, decrypt, aads, prefix = self._header, self._aead.decrypt, self._aads, self._prefix
         out: dict[str, str] = {}
         for field, blob in blobs.items():
-            if len(blob) < _MIN_BLOB or blob[:5] != header:
+            if len(blob) < MIN_BLOB or blob[:5] != header:
                 out[field] = self.decrypt(field, blob)  # raises the precise error
                 continue
             aad = aads.get(field)
@@ -120,58 +131,6 @@ class SubjectCipher:
                 f"field {field!r} of subject {self.subject_id} failed authentication"
             ) from None
         return plain.decode()
-
-
-def decrypt_rows(
-    ciphers: Mapping[str, SubjectCipher],
-    rows: Iterable[tuple[str, str, bytes]],
-    fields: Collection[str],
-) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Decrypt ``(subject_id, field, ciphertext)`` rows of many subjects in one pass (bulk
-    reads: exports), keeping only ``fields``: ``({subject_id: {field: value}}, failed ids)``.
-
-    The checks are :meth:`SubjectCipher.decrypt_many`'s (the ciphertext's header names the
-    subject's key version, the AAD binds subject, key version and field). A subject without a
-    cipher in ``ciphers`` (key shredded or unknown), or with any value that does not
-    authenticate, is left out of the values entirely and listed in the failed ids (once)."""
-    out: dict[str, dict[str, str]] = {}
-    failed: dict[str, None] = {}
-    wanted = frozenset(fields)
-    encoded: dict[str, bytes] = {}
-    current: str | None = None
-    record: dict[str, str] | None = None
-    decrypt: Callable[[bytes, bytes, bytes], bytes] | None = None
-    header = prefix = b""
-    for sid, field, blob in rows:
-        if field not in wanted:
-            continue
-        if sid != current:
-            current = sid
-            record = out.get(sid)
-            cipher = ciphers.get(sid) if sid not in failed else None
-            if cipher is None:
-                failed[sid] = None
-                record = None
-                continue
-            if record is None:
-                record = out[sid] = {}
-            decrypt, header, prefix = cipher._aead.decrypt, cipher._header, cipher._prefix
-        if record is None or decrypt is None:
-            continue
-        name = encoded.get(field)
-        if name is None:
-            name = encoded[field] = field.encode()
-        try:
-            if len(blob) < _MIN_BLOB or not blob.startswith(header):
-                raise InvalidTag
-            record[field] = decrypt(
-                blob[5:HEADER_BYTES], blob[HEADER_BYTES:], prefix + name
-            ).decode()
-        except (InvalidTag, UnicodeDecodeError):
-            del out[sid]
-            failed[sid] = None
-            record = None
-    return out, list(failed)
 
 
 def encrypt_field(

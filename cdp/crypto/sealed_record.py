@@ -21,6 +21,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection, Iterable, Mapping
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cdp.crypto.cipher import HEADER_BYTES, MIN_BLOB, aad_prefix, header_for
 from cdp.errors import DecryptionError
 
 RECORD_FORMAT = 1
@@ -96,3 +100,68 @@ def unpack(record: bytes, wanted: Collection[str] | None = None) -> dict[str, by
 def fields_of(bits: int) -> list[str]:
     """The field names in a :func:`mask`."""
     return [f for i, f in enumerate(VAULT_FIELDS) if bits >> i & 1]
+
+
+BulkKeys = Mapping[str, tuple[int, AESGCM]]
+"""Subjects' ready data keys for bulk reads: ``{subject_id: (key version, AES-GCM)}``."""
+
+
+class _UnreadableError(Exception):
+    """A record or value that does not parse or authenticate (bulk path, never escapes)."""
+
+
+def decrypt_records(
+    keys: BulkKeys, records: Iterable[tuple[str, bytes]], wanted: Collection[str]
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Decrypt the ``wanted`` fields of many subjects' records in one pass (bulk reads:
+    exports): ``({subject_id: {field: value}}, failed ids)``.
+
+    Each value gets the checks of :meth:`~cdp.crypto.cipher.SubjectCipher.decrypt_many` (the
+    ciphertext's header names the subject's key version; the AAD binds subject, key version and
+    field). Other fields are skipped unread, and the walk stops after the last wanted field
+    (entries are in field-number order). A subject without a key in ``keys`` (shredded or
+    unknown), or whose record does not parse or whose wanted value does not authenticate, is
+    left out entirely and listed once in the failed ids; a subject with none of the wanted
+    fields is simply absent."""
+    names = {FIELD_NUMBER[f]: (f, f.encode()) for f in wanted if f in FIELD_NUMBER}
+    last = max(names, default=-1)
+    entry = _ENTRY.unpack_from
+    out: dict[str, dict[str, str]] = {}
+    failed: list[str] = []
+    for sid, sealed in records:
+        key = keys.get(sid)
+        if key is None:
+            failed.append(sid)
+            continue
+        version, aead = key
+        header, prefix = header_for(version), aad_prefix(sid, version)
+        values: dict[str, str] = {}
+        try:
+            if not sealed or sealed[0] != RECORD_FORMAT:
+                raise _UnreadableError
+            pos, size = 1, len(sealed)
+            while pos < size:
+                number, length = entry(sealed, pos)
+                start = pos + 5
+                pos = start + length
+                if number not in names:
+                    continue
+                if pos > size or length < MIN_BLOB or sealed[start : start + 5] != header:
+                    raise _UnreadableError
+                name, encoded = names[number]
+                values[name] = aead.decrypt(
+                    sealed[start + 5 : start + HEADER_BYTES],
+                    sealed[start + HEADER_BYTES : pos],
+                    prefix + encoded,
+                ).decode()
+                if number == last:
+                    break
+            else:
+                if pos != size:
+                    raise _UnreadableError
+        except (_UnreadableError, InvalidTag, UnicodeDecodeError, struct.error):
+            failed.append(sid)
+            continue
+        if values:
+            out[sid] = values
+    return out, failed

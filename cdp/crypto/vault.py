@@ -120,18 +120,18 @@ class Vault:
         if missing:
             self._cache.put_many(self.keystore.load(missing).values())
 
-    def ciphers(self, subject_ids: Iterable[str]) -> dict[str, SubjectCipher]:
-        """Ready ciphers for many subjects at once (bulk reads: exports). Cached keys are used;
-        the others are unwrapped from one key-store read and *not* cached, so a pass over a
-        million subjects neither evicts the keys interactive paths keep warm nor pays for cache
-        upkeep. Shredded or unknown subjects are left out."""
+    def bulk_keys(self, subject_ids: Iterable[str]) -> dict[str, tuple[int, AESGCM]]:
+        """Ready data keys for many subjects at once (bulk reads: exports), as
+        ``{subject_id: (key version, AES-GCM)}``. Cached keys are used; the others are unwrapped
+        from one key-store read and *not* cached, so a pass over a million subjects neither
+        evicts the keys interactive paths keep warm nor pays for cache upkeep (nor for a cipher
+        object a subject). Shredded or unknown subjects are left out."""
         found, missing = self._cache.split(subject_ids)
+        out = {s: (c.version, c.aead) for s, c in found.items()}
         if missing:
             for subject_id, version, key in self.keystore.unwrapped(missing):
-                found[subject_id] = SubjectCipher(
-                    AESGCM(key), subject_id=subject_id, key_version=version
-                )
-        return found
+                out[subject_id] = (version, AESGCM(key))
+        return out
 
     def cipher(self, subject_id: str) -> SubjectCipher:
         """The subject's ready cipher (raises KeyShreddedError when its key is gone)."""

@@ -1,4 +1,4 @@
-"""Bulk paths of the vault give the per-subject answers: ``decrypt_rows`` equals each subject's
+"""Bulk paths of the vault give the per-subject answers: ``decrypt_records`` equals each subject's
 ``decrypt_many`` and fails closed per subject; ``unwrap_many`` equals ``unwrap``."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp.crypto.cipher import SubjectCipher, decrypt_rows
+from cdp.crypto.cipher import SubjectCipher
 from cdp.crypto.provider import WrappedKey
+from cdp.crypto.sealed_record import decrypt_records, pack
 from cdp.errors import DecryptionError
 from tests.conftest import CdpEnv
 
@@ -21,6 +22,7 @@ CIPHERS = {
     s: SubjectCipher(AESGCM(os.urandom(32)), subject_id=s, key_version=1 + n % 2)
     for n, s in enumerate(SUBJECTS)
 }
+KEYS = {s: (c.version, c.aead) for s, c in CIPHERS.items()}
 
 
 @settings(max_examples=200, deadline=None)
@@ -34,58 +36,63 @@ CIPHERS = {
     keyless=st.sets(st.sampled_from(SUBJECTS)),
     data=st.data(),
 )
-def test_decrypt_rows_equals_decrypt_many_and_fails_per_subject(
+def test_decrypt_records_equals_decrypt_many_and_fails_per_subject(
     values: dict[str, dict[str, str]],
     wanted: set[str],
     keyless: set[str],
     data: st.DataObject,
 ) -> None:
-    rows = [
-        (sid, field, CIPHERS[sid].encrypt(field, text))
-        for sid, fields in values.items()
-        for field, text in fields.items()
-    ]
+    sealed = {sid: CIPHERS[sid].encrypt_many(fields) for sid, fields in values.items()}
     # some ciphertexts of some subjects tampered with, or moved to another field
     bad: set[str] = set()
     present = {sid: dict(fields) for sid, fields in values.items()}
-    for i in data.draw(st.sets(st.integers(0, max(0, len(rows) - 1)), max_size=3)):
-        if i < len(rows):
-            sid, field, blob = rows[i]
-            how = data.draw(st.sampled_from(["flip", "move", "truncate", "relabel"]))
-            if how == "flip":
-                blob = blob[:-1] + bytes([blob[-1] ^ 1])
-            elif how == "truncate":
-                blob = blob[:20]
-            elif how == "relabel":
-                blob = blob[:1] + (9).to_bytes(4, "big") + blob[5:]
-            else:
-                other = next(f for f in FIELDS if f != field)
-                if other in values[sid]:
-                    continue
-                del present[sid][field]
-                field = other
-            rows[i] = (sid, field, blob)
-            if field in wanted:
-                bad.add(sid)
-    rows = data.draw(st.permutations(rows))  # the database may return any order
-    ciphers = {s: c for s, c in CIPHERS.items() if s not in keyless}
+    for sid in data.draw(st.sets(st.sampled_from(sorted(values) or ["-"]), max_size=3)):
+        if sid not in values:
+            continue
+        field = data.draw(st.sampled_from(sorted(values[sid])))
+        blob = sealed[sid][field]
+        how = data.draw(st.sampled_from(["flip", "move", "truncate", "relabel"]))
+        if how == "flip":
+            sealed[sid][field] = blob[:-1] + bytes([blob[-1] ^ 1])
+        elif how == "truncate":
+            sealed[sid][field] = blob[:20]
+        elif how == "relabel":
+            sealed[sid][field] = blob[:1] + (9).to_bytes(4, "big") + blob[5:]
+        else:
+            other = next(f for f in FIELDS if f != field)
+            if other in values[sid]:
+                continue
+            del present[sid][field], sealed[sid][field]
+            sealed[sid][other] = blob
+            field = other
+        if field in wanted:
+            bad.add(sid)
+    records = data.draw(st.permutations([(sid, pack(blobs)) for sid, blobs in sealed.items()]))
+    keys = {s: k for s, k in KEYS.items() if s not in keyless}
 
-    out, failed = decrypt_rows(ciphers, rows, wanted)
+    out, failed = decrypt_records(keys, records, wanted)
 
     expected = {}
     for sid, fields in present.items():
-        if not wanted.intersection(fields) and sid not in bad:
-            continue
         if sid in keyless or sid in bad:
             assert sid in failed
             continue
-        expected[sid] = {f: v for f, v in fields.items() if f in wanted}
+        if wanted.intersection(fields):
+            expected[sid] = {f: v for f, v in fields.items() if f in wanted}
     assert out == expected
     assert len(failed) == len(set(failed))
     assert set(failed).isdisjoint(out)
     for sid in out:  # the same answer as the per-subject path
-        blobs = {f: b for s, f, b in rows if s == sid and f in wanted}
+        blobs = {f: b for f, b in sealed[sid].items() if f in wanted}
         assert CIPHERS[sid].decrypt_many(blobs) == out[sid]
+
+
+@given(record=st.binary(max_size=80))
+def test_decrypt_records_fails_closed_on_any_bytes(record: bytes) -> None:
+    sid = SUBJECTS[0]
+    out, failed = decrypt_records(KEYS, [(sid, record)], FIELDS)
+    assert out == {}  # random bytes never authenticate
+    assert failed in ([], [sid])
 
 
 def test_unwrap_many_equals_unwrap_and_refuses_a_moved_key(cdp_env: CdpEnv) -> None:

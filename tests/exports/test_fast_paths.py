@@ -78,7 +78,7 @@ def test_bulk_ciphers_match_the_vault_and_leave_the_cache_alone(world: World) ->
     ids = [world.person({"email": f"c{i}@example.com", "phone": "+14155550100"}) for i in range(4)]
     rt.vault.forget_cached()
     rt.vault.warm(ids[:1])  # one cached, three not
-    ciphers = rt.vault.ciphers([*ids, "sub_unknown"])
+    ciphers = rt.vault.bulk_keys([*ids, "sub_unknown"])
     assert sorted(ciphers) == sorted(ids)  # unknown subjects are left out
     assert len(rt.vault._cache) == 1  # the bulk read did not fill the cache
     profiles = decrypt_chunk(rt, ids, ["email", "phone"])
