@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp.crypto.normalize import _fast_phone, normalize_phone
+from cdp.crypto.normalize import _fast_phone, _possible_and_valid, normalize_phone
 from cdp.errors import NormalizationError
 
 
@@ -97,3 +97,70 @@ def test_fast_path_agrees_with_phonenumbers(raw: str, region: str) -> None:
     if got is not None:
         assert got == _reference(raw, region)
     assert _normalized(raw, region) == _reference(raw, region)
+
+
+def _library_valid(code: int, national: str) -> bool:
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    return phonenumbers.is_possible_number(number) and phonenumbers.is_valid_number(number)
+
+
+def _examples() -> list[tuple[int, str]]:
+    """The library's example number of every type of every region and non-geographic code
+    (those without an Italian leading zero: the fast path never checks those)."""
+    types = [t for t in vars(phonenumbers.PhoneNumberType).values() if isinstance(t, int)]
+    found = [
+        phonenumbers.example_number_for_type(region, t)
+        for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+        for t in types
+    ]
+    found += [
+        phonenumbers.example_number_for_non_geo_entity(code)
+        for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+    ]
+    return sorted(
+        {
+            (n.country_code, str(n.national_number))
+            for n in found
+            if n and not n.italian_leading_zero
+        }
+    )
+
+
+EXAMPLES = _examples()
+_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+def test_validity_check_agrees_on_every_example_number() -> None:
+    assert len(EXAMPLES) > 900
+    assert [e for e in EXAMPLES if _possible_and_valid(*e) != _library_valid(*e)] == []
+    assert all(_possible_and_valid(*e) for e in EXAMPLES if _library_valid(*e))
+
+
+@st.composite
+def _near_examples(draw: st.DrawFn) -> tuple[int, str]:
+    """An example number with a few digits changed, added or dropped (mostly near-valid
+    numbers: the patterns' edges), or random digits under any calling code."""
+    if draw(st.booleans()):
+        code = draw(st.sampled_from(_CODES))
+        digits = draw(st.text(alphabet="0123456789", min_size=1, max_size=16))
+        return code, str(draw(st.integers(1, 9))) + digits
+    code, national = draw(st.sampled_from(EXAMPLES))
+    digits = list(national)
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.sampled_from(["set", "add", "drop"]))
+        i = draw(st.integers(0, len(digits) - 1))
+        if op == "set":
+            digits[i] = draw(st.sampled_from("0123456789"))
+        elif op == "add":
+            digits.insert(i, draw(st.sampled_from("0123456789")))
+        elif len(digits) > 1:
+            del digits[i]
+    if digits[0] == "0":
+        digits[0] = draw(st.sampled_from("123456789"))
+    return code, "".join(digits)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_near_examples())
+def test_validity_check_agrees_with_phonenumbers(number: tuple[int, str]) -> None:
+    assert _possible_and_valid(*number) == _library_valid(*number)
