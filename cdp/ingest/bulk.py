@@ -24,10 +24,35 @@ from cdp.db.types import UtcDateTime
 
 def _sqlite_datetime(value: Any) -> Any:
     if isinstance(value, datetime):
+        if value.tzinfo is UTC:  # the usual case: the same text in one call
+            return value.isoformat(" ", "microseconds")[:-6]
         if value.tzinfo is None:
             raise ValueError("naive datetimes are not stored; attach a timezone")
         return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     return value
+
+
+def _sqlite_times(data: list[Any], times: Sequence[int]) -> list[Any]:
+    """``data`` with the datetimes at positions ``times`` as SQLite text (each distinct value
+    converted once: a batch's rows share a few timestamps, its "now")."""
+    seen: dict[Any, Any] = {}
+
+    def stamp(value: Any) -> Any:
+        out = seen.get(value)
+        if out is None:
+            out = seen[value] = _sqlite_datetime(value)
+        return out
+
+    if len(times) == 1:
+        i = times[0]
+        return [(*t[:i], stamp(t[i]), *t[i + 1 :]) for t in data]
+    fixed = []
+    for t in data:
+        row = list(t)
+        for i in times:
+            row[i] = stamp(row[i])
+        fixed.append(tuple(row))
+    return fixed
 
 
 def insert_rows(
@@ -74,21 +99,7 @@ def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data:
     if dialect == "sqlite":
         times = [i for i, c in enumerate(columns) if isinstance(c.type, UtcDateTime)]
         if times:
-            seen: dict[Any, Any] = {}  # a batch's rows share a few timestamps (its "now")
-
-            def stamp(value: Any) -> Any:
-                out = seen.get(value)
-                if out is None:
-                    out = seen[value] = _sqlite_datetime(value)
-                return out
-
-            fixed = []
-            for t in data:
-                row = list(t)
-                for i in times:
-                    row[i] = stamp(row[i])
-                fixed.append(tuple(row))
-            data = fixed
+            data = _sqlite_times(data, times)
         marks = ", ".join("?" for _ in names)
         conn.exec_driver_sql(
             f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})",  # noqa: S608
@@ -124,8 +135,7 @@ def update_rows(
     if conn.dialect.name == "sqlite":
         times = [i for i, c in enumerate(columns) if isinstance(c.type, UtcDateTime)]
         if times:
-            data = [tuple(_sqlite_datetime(v) if i in times else v for i, v in enumerate(t))
-                    for t in data]  # fmt: skip
+            data = _sqlite_times(data, times)
         mark = "?"
     elif conn.dialect.name == "postgresql":
         mark = "%s"

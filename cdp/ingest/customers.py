@@ -37,6 +37,7 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
         return out
     conn, vault = ctx.conn, ctx.runtime.vault
     records = [r for _, r in items]
+    times = [r.created_at for r in records]
     res = out.resolved(
         resolve(
             runtime=ctx.runtime,
@@ -51,7 +52,8 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
                 for r in records
             ],
             now=ctx.now,
-            signed_up=[r.created_at for r in records],
+            signed_up=times,
+            profile_as_of=times,
         )
     )
 
@@ -72,7 +74,9 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
             ):
                 signed[sid] = signup
                 as_of[sid] = profile_as_of
-    for sid, i in res.creator.items():  # inserted with their creator's date, no precedence yet
+    for sid, i in res.creator.items():
+        # For the counts below, a new subject starts as its first record left it; its row was
+        # inserted with the end state (the earliest created_at, the latest as profile_as_of).
         signed[sid] = records[i].created_at
         as_of[sid] = None
 
@@ -132,7 +136,7 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
     write_sealed(conn, to_write, existing=sealed.keys(), now=ctx.now)
     bumps = [
         (ctx.now, final_signup.get(sid), final_as_of.get(sid), sid)
-        for sid in sorted(touched | meta_dirty)
+        for sid in sorted((touched | meta_dirty) - res.created)
     ]
     update_rows(conn, st, "id", ("updated_at", "signed_up_at", "profile_as_of"), bumps)
     return out

@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity, Subject, Tombstone, new_subject_id
-from cdp.ingest.bulk import insert_rows, select_in
+from cdp.ingest.bulk import insert_tuples, select_in
 from cdp.profiles.merge import merge_subjects
 from cdp.runtime import Runtime
 
@@ -31,6 +32,8 @@ Claim = Sequence[tuple[IdentityKind, str]]
 """A record's identities: (kind, normalised value) pairs, strongest first."""
 
 IN_CHUNK = 5_000
+SUBJECTS = cast(sa.Table, Subject.__table__)  # type: ignore[attr-defined]
+IDENTITIES = cast(sa.Table, Identity.__table__)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -102,32 +105,51 @@ def resolve(
     claims: Sequence[Claim],
     now: datetime,
     signed_up: Sequence[datetime | None] | None = None,
+    profile_as_of: Sequence[datetime | None] | None = None,
 ) -> Resolution:
-    """Resolve every claim of a batch to a subject, creating and merging as needed."""
+    """Resolve every claim of a batch to a subject, creating and merging as needed.
+
+    A new subject's row gets the earliest of its records' ``signed_up`` times and the latest of
+    their ``profile_as_of`` times (per claim; None: not known)."""
     tokenizer = runtime.tokenizer
     versions = tokenizer.versions
     current = tokenizer.current
-    # per claim: list of (kind, current token, [tokens of every version])
-    tokenised: list[list[tuple[str, str, list[str]]]] = []
-    memo: dict[tuple[IdentityKind, str], list[str]] = {}  # a customer's orders share tokens
     position = versions.index(current)
+    values_of = tokenizer.values_of_normalized
+    # per claim: (kind, current token, tokens of every version) per identity; a customer's
+    # orders share identities, so each distinct one is tokenised once
+    tokenised: list[list[tuple[str, str, list[str]]]] = []
+    memo: dict[tuple[IdentityKind, str], tuple[str, str, list[str]]] = {}
     wanted: dict[str, set[str]] = {}
     for claim in claims:
         row = []
         for id_kind, normalized in claim:
-            toks = memo.get((id_kind, normalized))
-            if toks is None:
-                toks = memo[(id_kind, normalized)] = [
-                    tokenizer.token_of_normalized(id_kind, normalized, version=v).value
-                    for v in versions
-                ]
-            cur = toks[position]
-            row.append((id_kind.value, cur, toks))
-            wanted.setdefault(id_kind.value, set()).update(toks)
+            entry = memo.get((id_kind, normalized))
+            if entry is None:
+                toks = values_of(id_kind, normalized)
+                kind = id_kind.value
+                entry = memo[(id_kind, normalized)] = (kind, toks[position], toks)
+                found = wanted.get(kind)
+                if found is None:
+                    found = wanted[kind] = set()
+                found.update(toks)
+            row.append(entry)
         tokenised.append(row)
 
     tombstoned = lookup(conn, Tombstone, wanted)
     known = lookup(conn, Identity, wanted)
+    # per identity (by its current token): the stored subject it names (the first key version
+    # that finds one), and whether it is tombstoned
+    holder: dict[tuple[str, str], str] = {}
+    dead: set[tuple[str, str]] = set()
+    if known or tombstoned:
+        for kind, cur, toks in memo.values():
+            for t in toks:
+                if (kind, t) in tombstoned:
+                    dead.add((kind, cur))
+                subject = known.get((kind, t))
+                if subject is not None and (kind, cur) not in holder:
+                    holder[(kind, cur)] = subject
 
     n = len(claims)
     erased = [False] * n
@@ -137,27 +159,27 @@ def resolve(
     via: dict[str, str] = {}
     pending = 0
     for i, row in enumerate(tokenised):
-        if any((kind, tok) in tombstoned for kind, _, toks in row for tok in toks):
+        if dead and any((kind, cur) in dead for kind, cur, _ in row):
             erased[i] = True
             continue
         nodes: list[str] = []
-        for kind, cur, toks in row:
-            subject = next((known[(kind, t)] for t in toks if (kind, t) in known), None)
+        for kind, cur, _toks in row:
+            subject = holder.get((kind, cur))
             if subject is not None:
-                node = "S" + subject
+                nodes.append("S" + subject)
                 via.setdefault(subject, kind)
             else:
-                node = new_token_node.get((kind, cur), "")
-            if node:
-                nodes.append(node)
+                node = new_token_node.get((kind, cur))
+                if node:
+                    nodes.append(node)
         if not nodes:
             pending += 1
             nodes.append(f"P{pending}")
         first = nodes[0]
         for other in nodes[1:]:
             uf.union(first, other)
-        for kind, cur, toks in row:
-            if not any((kind, t) in known for t in toks):
+        for kind, cur, _toks in row:
+            if (kind, cur) not in holder:
                 new_token_node.setdefault((kind, cur), first)
         record_node[i] = first
 
@@ -194,46 +216,44 @@ def resolve(
             result.merges.extend((sid, other, via.get(other, "identity")) for other in olds[1:])
         subject_of_root[root] = sid
 
+    created, creator, subjects = result.created, result.creator, result.subjects
+    first_signup: dict[str, datetime] = {}
+    last_as_of: dict[str, datetime] = {}
     for i, start in enumerate(record_node):
         if start is not None:
-            owner = subject_of_root[uf.find(start)]
-            result.subjects[i] = owner
-            if owner in result.created:
-                result.creator.setdefault(owner, i)
+            owner = subjects[i] = subject_of_root[uf.find(start)]
+            if owner in created:
+                creator.setdefault(owner, i)
+                at = signed_up[i] if signed_up is not None else None
+                if at is not None:
+                    seen = first_signup.get(owner)
+                    if seen is None or at < seen:
+                        first_signup[owner] = at
+                at = profile_as_of[i] if profile_as_of is not None else None
+                if at is not None:
+                    seen = last_as_of.get(owner)
+                    if seen is None or at > seen:
+                        last_as_of[owner] = at
 
     if new_ids:
         runtime.vault.create_keys(new_ids)
-        signup = signed_up or [None] * n
-        rows = [
-            {
-                "id": sid,
-                "created_at": now,
-                "updated_at": now,
-                "signed_up_at": signup[result.creator[sid]],
-            }
-            for sid in new_ids
-        ]
-        insert_rows(conn, Subject.__table__, rows, order_by=("id",))  # type: ignore[attr-defined]
+        new_ids.sort()  # index order (see insert_rows)
+        insert_tuples(
+            conn,
+            SUBJECTS,
+            ("id", "created_at", "updated_at", "signed_up_at", "profile_as_of"),
+            [(s, now, now, first_signup.get(s), last_as_of.get(s)) for s in new_ids],
+        )
 
-    identity_rows = []
-    seen: set[tuple[str, str]] = set()
+    identity_rows: dict[str, tuple[str, str, str, int, datetime]] = {}
     for i, row in enumerate(tokenised):
-        holder = result.subjects[i]
-        if holder is None:
+        sid = subjects[i]
+        if sid is None:
             continue
         for kind, cur, _toks in row:
-            if (kind, cur) in known or (kind, cur) in seen:
-                continue
-            seen.add((kind, cur))
-            identity_rows.append(
-                {
-                    "subject_id": holder,
-                    "kind": kind,
-                    "token": cur,
-                    "key_version": current,
-                    "created_at": now,
-                }
-            )
+            key = kind + "\x00" + cur  # orders as (kind, token): the unique index's order
+            if key not in identity_rows and (kind, cur) not in known:
+                identity_rows[key] = (sid, kind, cur, current, now)
     for survivor, absorbed, linked_by in result.merges:
         merge_subjects(
             runtime=runtime,
@@ -244,10 +264,10 @@ def resolve(
             now=now,
         )
     if identity_rows:
-        insert_rows(
+        insert_tuples(
             conn,
-            Identity.__table__,  # type: ignore[attr-defined]
-            identity_rows,
-            order_by=("kind", "token"),
+            IDENTITIES,
+            ("subject_id", "kind", "token", "key_version", "created_at"),
+            [identity_rows[k] for k in sorted(identity_rows)],
         )
     return result

@@ -75,6 +75,16 @@ def test_lookup_tokens_cover_every_key_version() -> None:
     assert found[1].value == tok().token("email", "x@y.org").value
 
 
+def test_values_of_normalized_are_the_tokens_of_every_version_in_order() -> None:
+    t = Tokenizer({2: K2, 1: K1, 3: os.urandom(32)}, current=2, default_region="US")
+    for kind in IdentityKind:
+        values = t.values_of_normalized(kind, "x@y.org")
+        assert values == [
+            t.token_of_normalized(kind, "x@y.org", version=v).value for v in [1, 2, 3]
+        ]
+        assert t.values_of_normalized(kind, "x@y.org") == values  # the pre-keyed MACs are copied
+
+
 def test_token_repr_hides_the_value() -> None:
     t = tok().token("email", "x@y.org")
     assert t.value not in repr(t)

@@ -256,3 +256,58 @@ def test_demo_command_runs_the_steps_in_order(cdp_env: CdpEnv, tmp_path: Path) -
     assert seen == ["4"]
     assert count(cdp_env.runtime, "orders") == 150
     assert "demo finished" in result.output
+
+
+def test_a_subjects_records_give_one_end_state_in_one_batch_or_one_batch_each(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    """Precedence inside a batch equals precedence across batches: a new subject's row holds
+    the earliest created_at as its sign-up date and the latest as profile_as_of, its profile
+    the values of the latest record with older records filling gaps; the counts agree too."""
+    from datetime import UTC, datetime
+
+    from cdp.clock import FrozenClock
+
+    rt = cdp_env.runtime
+    clock = FrozenClock(datetime(2026, 2, 3, tzinfo=UTC))
+
+    def records(group: str) -> list[dict[str, str]]:
+        def one(n: int, **over: str) -> dict[str, str]:
+            base = customer(n, customer_id=f"{group}{n}", email=f"{group}@example.com", phone="")
+            return {**base, "first_name": "", "street": "", "gender": "", "city": "", **over}
+
+        return [
+            one(1, created_at="2025-03-01T00:00:00Z", city="Old", first_name="Ann"),
+            one(2, created_at="2025-05-01T00:00:00Z", city="New"),
+            one(3, created_at="", gender="x"),
+            one(4, created_at="2025-01-01T00:00:00Z", city="Earliest", street="Early"),
+        ]
+
+    ends = {}
+    for group, size in (("X", 50), ("Y", 1)):
+        path = write_csv(tmp_path / f"{group}.csv", records(group), CUSTOMER_HEADER)
+        s = ingest_file(runtime=rt, kind="customers", path=path, batch_size=size, clock=clock)
+        assert (s.inserted, s.updated, s.duplicates, s.merges) == (1, 3, 0, 0), group
+        with rt.data_engine.connect() as conn:
+            row = conn.execute(
+                sa.select(Identity.subject_id).where(  # type: ignore[call-overload]
+                    Identity.token
+                    == rt.tokenizer.token(IdentityKind.EMAIL, f"{group}@example.com").value
+                )
+            ).scalar_one()
+            subject = conn.exec_driver_sql(
+                "SELECT created_at, updated_at, signed_up_at, profile_as_of FROM subjects "
+                f"WHERE id = '{row}'"
+            ).one()
+        pii = _pii(cdp_env, f"{group}1")
+        assert pii.pop("email") == f"{group.lower()}@example.com"
+        ends[group] = (tuple(subject), pii)
+    assert ends["X"] == ends["Y"]
+    (_created, _updated, signed_up, as_of), pii = ends["X"]
+    assert str(signed_up).startswith("2025-01-01") and str(as_of).startswith("2025-05-01")
+    assert (pii["city"], pii["first_name"], pii["street"], pii["gender"]) == (
+        "New",
+        "Ann",
+        "Early",
+        "x",
+    )
