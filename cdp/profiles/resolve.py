@@ -236,8 +236,8 @@ def resolve(
                         last_as_of[owner] = at
 
     if new_ids:
+        new_ids.sort()  # index order, for the key store's index and ours (see insert_rows)
         runtime.vault.create_keys(new_ids)
-        new_ids.sort()  # index order (see insert_rows)
         insert_tuples(
             conn,
             SUBJECTS,
