@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
 import idna
@@ -60,17 +59,6 @@ _FORMATTING = str.maketrans("", "", " ().-")
 
 # parse's own steps for a national (trunk) prefix, so the fast path strips it exactly as parse does
 _strip_national_prefix = _pnu._maybe_strip_national_prefix_carrier_code
-_test_number_length = _pnu._test_number_length
-_IS_POSSIBLE = _pnu.ValidationResult.IS_POSSIBLE
-
-
-@lru_cache(maxsize=512)
-def _prefix_pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _starts_with(pattern: str | None, digits: str) -> bool:
-    return bool(pattern) and _prefix_pattern(pattern).match(digits) is not None
 
 
 _Desc = tuple[frozenset[int], Callable[[str], object]]
@@ -195,6 +183,90 @@ def _possible_and_valid(code: int, national: str) -> bool:
     return check(national)
 
 
+class _Plan:
+    """What the fast path reads of one region's metadata (or a calling code's main region's),
+    compiled once: the calling code, the international and trunk prefixes, and the steps parse
+    takes to strip a trunk prefix (``_maybe_strip_national_prefix_carrier_code``, then the
+    length test), which looked up every pattern in ``re``'s cache on every call."""
+
+    __slots__ = (
+        "code",
+        "code_text",
+        "general",
+        "international",
+        "meta",
+        "possible",
+        "transform",
+        "trunk",
+    )
+
+    def __init__(self, meta: Any) -> None:
+        self.meta = meta
+        self.code: int = meta.country_code
+        self.code_text = str(meta.country_code)
+        self.international = _match_of(meta.international_prefix)
+        self.trunk = _match_of(meta.national_prefix_for_parsing)
+        self.transform = bool(meta.national_prefix_transform_rule)
+        general = meta.general_desc
+        pattern = None if general is None else general.national_number_pattern
+        self.general = re.compile(pattern).fullmatch if pattern else None
+        # the lengths _test_number_length calls IS_POSSIBLE (none: the full parse decides)
+        self.possible: frozenset[int] = (
+            frozenset(general.possible_length) - frozenset(general.possible_length_local_only)
+            if general is not None
+            else frozenset()
+        )
+
+    def strip_trunk(self, national: str) -> str | None:
+        """``national`` without its trunk prefix ("0" in 020 7946 0958) as parse strips it,
+        when parse would keep the stripped digits and their length is possible; ``national``
+        itself without a trunk prefix; None when parse could do anything else."""
+        if self.trunk is None:
+            return national
+        match = self.trunk(national)
+        if match is None:
+            return national
+        groups = match.groups()
+        if self.transform and (not groups or groups[-1] is not None):
+            # a transformation rule applies (a few regions): the library's own step
+            _carrier, stripped, _ = _strip_national_prefix(national, self.meta)
+        else:
+            stripped = national[match.end() :]
+            general = self.general
+            if general is not None and general(national) is not None and general(stripped) is None:
+                return None  # parse keeps the original digits
+        if stripped == national or len(stripped) not in self.possible:
+            return None
+        return stripped
+
+
+def _match_of(pattern: str | None) -> Callable[[str], re.Match[str] | None] | None:
+    return re.compile(pattern).match if pattern else None
+
+
+_REGION_PLANS: dict[str, _Plan] = {}
+_CODE_PLANS: dict[int, _Plan | None] = {}
+
+
+def _region_plan(region: str) -> _Plan | None:
+    plan = _REGION_PLANS.get(region)
+    if plan is None:
+        meta = PhoneMetadata.metadata_for_region(region, None)
+        if meta is None or meta.country_code is None:
+            return None  # not cached: regions come from input
+        plan = _REGION_PLANS[region] = _Plan(meta)
+    return plan
+
+
+def _code_plan(code: int) -> _Plan | None:
+    if code not in _CODE_PLANS:  # the calling codes the library knows: a bounded set
+        meta = PhoneMetadata.metadata_for_region_or_calling_code(
+            code, phonenumbers.region_code_for_country_code(code)
+        )
+        _CODE_PLANS[code] = None if meta is None else _Plan(meta)
+    return _CODE_PLANS[code]
+
+
 def _fast_phone(value: str, region: str) -> str | None:
     """E.164 of the plain shapes (``+<digits>``, or national digits with spaces, dashes, dots
     and an optional parenthesised area code, with or without a trunk prefix) without
@@ -211,34 +283,28 @@ def _fast_phone(value: str, region: str) -> str | None:
                 break
         else:
             return None
-        meta = PhoneMetadata.metadata_for_region_or_calling_code(
-            code, phonenumbers.region_code_for_country_code(code)
-        )
+        plan = _code_plan(code)
         national = digits[size:]
     elif _NATIONAL_SHAPE.fullmatch(value):
-        meta = PhoneMetadata.metadata_for_region(region, None)
-        if meta is None or meta.country_code is None:
+        plan = _region_plan(region)
+        if plan is None:
             return None
-        code = meta.country_code
+        code = plan.code
         national = value.translate(_FORMATTING)
-        if _starts_with(meta.international_prefix, national) or national.startswith(str(code)):
+        if (
+            plan.international is not None and plan.international(national) is not None
+        ) or national.startswith(plan.code_text):
             return None
     else:
         return None
-    if meta is None or not 2 <= len(national) <= 17:
+    if plan is None or not 2 <= len(national) <= 17:
         return None
-    if _starts_with(meta.national_prefix_for_parsing, national):
-        # A trunk prefix ("0" in 020 7946 0958): parse strips it with these two steps and keeps
-        # the stripped digits when their length is possible; any other outcome goes to parse.
-        _carrier, stripped, _ = _strip_national_prefix(national, meta)
-        if stripped == national or _test_number_length(stripped, meta) is not _IS_POSSIBLE:
-            return None
-        national = stripped
-    if not national or national[0] == "0":
+    stripped = plan.strip_trunk(national)
+    if not stripped or stripped[0] == "0":
         return None
-    if not _possible_and_valid(code, national):
+    if not _possible_and_valid(code, stripped):
         return None  # the full parse decides, and words the error
-    return f"+{code}{national}"
+    return f"+{code}{stripped}"
 
 
 def normalize_phone(raw: str, *, default_region: str) -> str:

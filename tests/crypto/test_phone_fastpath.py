@@ -164,3 +164,49 @@ def _near_examples(draw: st.DrawFn) -> tuple[int, str]:
 @given(_near_examples())
 def test_validity_check_agrees_with_phonenumbers(number: tuple[int, str]) -> None:
     assert _possible_and_valid(*number) == _library_valid(*number)
+
+
+def _national_forms() -> list[tuple[str, str]]:
+    """Every region's example numbers as its people write them (national format, trunk prefix
+    included), and as bare digits."""
+    types = [t for t in vars(phonenumbers.PhoneNumberType).values() if isinstance(t, int)]
+    out = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for t in types:
+            number = phonenumbers.example_number_for_type(region, t)
+            if number is None:
+                continue
+            text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+            out.add((text, region))
+            out.add(("".join(c for c in text if c.isdigit()), region))
+    return sorted(out)
+
+
+NATIONAL_FORMS = _national_forms()
+
+
+def test_national_forms_of_every_region_match_phonenumbers() -> None:
+    fast = 0
+    for raw, region in NATIONAL_FORMS:
+        got = _fast_phone(raw.strip(), region)
+        expected = _reference(raw, region)
+        if got is not None:
+            fast += 1
+            assert got == expected, (raw, region)
+        assert _normalized(raw, region) == expected, (raw, region)
+    assert fast > len(NATIONAL_FORMS) // 2  # the fast path takes most of them
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(NATIONAL_FORMS), st.integers(0, 30), st.sampled_from("0123456789"))
+def test_national_forms_with_a_digit_changed_match_phonenumbers(
+    form: tuple[str, str], at: int, digit: str
+) -> None:
+    raw, region = form
+    places = [i for i, c in enumerate(raw) if c.isdigit()]
+    i = places[at % len(places)]
+    raw = raw[:i] + digit + raw[i + 1 :]
+    got = _fast_phone(raw.strip(), region)
+    if got is not None:
+        assert got == _reference(raw, region)
+    assert _normalized(raw, region) == _reference(raw, region)
