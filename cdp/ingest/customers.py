@@ -22,11 +22,14 @@ from cdp.ingest.records import CUSTOM_TRAITS_FIELD, CustomerRecord
 from cdp.profiles.pii_records import read_sealed, write_sealed
 from cdp.profiles.resolve import resolve
 
+_traits_json = json.JSONEncoder(sort_keys=True, default=str).encode
+"""``json.dumps(traits, sort_keys=True, default=str)`` without a new encoder a record."""
+
 
 def _wanted(record: CustomerRecord) -> dict[str, str]:
     values = record.pii()
     if record.traits:
-        values[CUSTOM_TRAITS_FIELD] = json.dumps(record.traits, sort_keys=True, default=str)
+        values[CUSTOM_TRAITS_FIELD] = _traits_json(record.traits)
     return values
 
 
