@@ -10,6 +10,7 @@ dialects fall back to Core.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -182,12 +183,36 @@ def select_in(
             params.append(equals[1])
         out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)))
         return out
+    if conn.dialect.name != "sqlite":
+        for start in range(0, len(values), chunk):
+            part, sql = _in_query(table, key, values[start : start + chunk], names, equals)
+            out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(part)))
+        return out
+    # SQLite: the driver's cursor in the open transaction, rows as its plain tuples (SQLAlchemy's
+    # result rows cost more than the query for thousands of them); its errors as SQLAlchemy's
+    raw = conn.connection.driver_connection
     for start in range(0, len(values), chunk):
-        part = list(values[start : start + chunk])
-        marks = ",".join("?" for _ in part)
-        sql = f"SELECT {names} FROM {table.name} WHERE {key} IN ({marks})"  # noqa: S608
-        if equals is not None:
-            sql += f" AND {equals[0]} = ?"
-            part.append(equals[1])
-        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(part)))
+        part, sql = _in_query(table, key, values[start : start + chunk], names, equals)
+        try:
+            out.extend(raw.execute(sql, part).fetchall())  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                sql, None, exc, sqlite3.Error, hide_parameters=True
+            ) from exc
     return out
+
+
+def _in_query(
+    table: sa.Table,
+    key: str,
+    values: Sequence[str],
+    names: str,
+    equals: tuple[str, str] | None,
+) -> tuple[list[Any], str]:
+    part: list[Any] = list(values)
+    marks = ",".join("?" * len(part))
+    sql = f"SELECT {names} FROM {table.name} WHERE {key} IN ({marks})"  # noqa: S608
+    if equals is not None:
+        sql += f" AND {equals[0]} = ?"
+        part.append(equals[1])
+    return part, sql

@@ -9,34 +9,68 @@ customer creates a subject holding just that identity).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
-from cdp.ingest.bulk import insert_rows
+from cdp.ingest.bulk import insert_tuples
 from cdp.ingest.money import to_minor
 from cdp.ingest.records import OrderRecord
 from cdp.profiles.models import Order, OrderItem
 from cdp.profiles.resolve import resolve
 
+ORDER_COLUMNS = (
+    "order_ref",
+    "subject_id",
+    "ordered_at",
+    "status",
+    "currency",
+    "total_minor",
+    "discount_minor",
+    "value_base",
+    "coupon",
+    "source",
+    "created_at",
+    "updated_at",
+)
+ITEM_COLUMNS = ("order_id", "product_id", "sku", "category", "name", "price_minor", "quantity")
 
-def _order_row(ctx: BatchContext, r: OrderRecord, subject_id: str | None) -> dict[str, Any]:
-    total = to_minor(r.total, r.currency)
-    return {
-        "order_ref": r.order_id,
-        "subject_id": subject_id,
-        "ordered_at": r.ordered_at,
-        "status": r.status,
-        "currency": r.currency,
-        "total_minor": total,
-        "discount_minor": to_minor(r.discount, r.currency),
-        "value_base": ctx.converter.value_base(total, r.currency),
-        "coupon": r.coupon,
-        "source": ctx.source[:64],
-        "created_at": ctx.now,
-        "updated_at": ctx.now,
-    }
+
+class _Minor:
+    """``to_minor`` remembered per (amount, currency) for a batch: a shop's prices repeat (equal
+    decimals hash alike and give the same minor units, whatever their trailing zeros)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Decimal, str], int] = {}
+
+    def __call__(self, amount: Decimal, currency: str) -> int:
+        value = self._seen.get((amount, currency))
+        if value is None:
+            value = self._seen[(amount, currency)] = to_minor(amount, currency)
+        return value
+
+
+def _order_row(
+    ctx: BatchContext, r: OrderRecord, subject_id: str, minor: _Minor
+) -> tuple[Any, ...]:
+    total = minor(r.total, r.currency)
+    return (
+        r.order_id,
+        subject_id,
+        r.ordered_at,
+        r.status,
+        r.currency,
+        total,
+        minor(r.discount, r.currency),
+        ctx.converter.value_base(total, r.currency),
+        r.coupon,
+        ctx.source[:64],
+        ctx.now,
+        ctx.now,
+    )
 
 
 def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) -> Outcome:
@@ -120,31 +154,32 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
     )
     rows = []
     kept: list[OrderRecord] = []
+    minor = _Minor()
     for i, (position, r) in enumerate(fresh):
         sid = res.subjects[i]
         if sid is None:
             out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
             continue
-        rows.append(_order_row(ctx, r, sid))
+        rows.append(_order_row(ctx, r, sid, minor))
         kept.append(r)
     if not rows:
         return out
-    insert_rows(conn, ot, rows, order_by=("order_ref",))
+    rows.sort(key=itemgetter(0))  # order_ref: the unique index's order (see insert_rows)
+    insert_tuples(conn, ot, ORDER_COLUMNS, rows)
     out.inserted += len(rows)
     ids = {ref: row[1] for ref, row in existing(conn, ot.c.order_ref, seen, ot.c.id).items()}
     item_rows = [
-        {
-            "order_id": ids[r.order_id],
-            "product_id": li.product_id,
-            "sku": li.sku,
-            "category": li.category,
-            "name": li.name,
-            "price_minor": to_minor(li.price, r.currency),
-            "quantity": li.quantity,
-        }
+        (
+            ids[r.order_id],
+            li.product_id,
+            li.sku,
+            li.category,
+            li.name,
+            minor(li.price, r.currency),
+            li.quantity,
+        )
         for r in kept
         for li in r.items
     ]
-    if item_rows:
-        insert_rows(conn, it, item_rows)
+    insert_tuples(conn, it, ITEM_COLUMNS, item_rows)
     return out
