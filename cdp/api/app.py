@@ -11,7 +11,6 @@ from cdp.api.consent import router as consent_router
 from cdp.api.errors import install_error_handlers
 from cdp.api.exports import router as exports_router
 from cdp.api.heap import lifespan
-from cdp.api.limits import install_limits
 from cdp.api.metrics import router as metrics_router
 from cdp.api.middleware import RequestContextMiddleware
 from cdp.api.openapi import install_openapi
@@ -41,8 +40,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
-    install_limits(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware)  # outermost of ours: request id, limits, log
     app.include_router(ops_router)
     app.include_router(profiles_router)
     app.include_router(segment_router)

@@ -1,8 +1,11 @@
-"""Request limits as pure ASGI middlewares: body size (413), rate (429), response deadline (504).
+"""Request limits: body size (413), rate (429), response deadline (504).
 
-Each refusal uses the one error body shape of :mod:`cdp.api.errors` (``docs/api-errors.md``) and
-is counted in ``cdp_http_limited``. Settings are read per request (``get_settings()`` is cached),
-so the limits follow the configuration without rebuilding the app.
+The API's one ASGI middleware (:class:`cdp.api.middleware.RequestContextMiddleware`) applies them
+to every request through :class:`RequestLimits`, in this order: deadline, body size, rate (each
+layer of its own would wrap ``send`` once more and cost a coroutine frame per message, and the
+deadline a task per request). Each refusal uses the one error body shape of :mod:`cdp.api.errors`
+(``docs/api-errors.md``) and is counted in ``cdp_http_limited``. Settings are read per request
+(``get_settings()`` is cached), so the limits follow the configuration without rebuilding the app.
 
 - **Body size** (``CDP_MAX_REQUEST_BYTES``): a declared ``Content-Length`` above the limit is
   refused before the body is read; a chunked body is counted as it arrives and refused as soon as
@@ -14,9 +17,10 @@ so the limits follow the configuration without rebuilding the app.
   Requests without credentials are not rate-limited here (they fail authentication; per-address
   limits belong to the reverse proxy).
 - **Deadline** (``CDP_REQUEST_TIMEOUT_SECONDS``): if the response has not started within the
-  deadline the client gets 504 at once. The handler is cancelled at its next ``await``, but a
-  sync route runs in a worker thread that Python cannot stop: it runs to its end (its transaction
-  commits or rolls back as it would have), and its answer is dropped. So a 504 means "no answer",
+  deadline the client gets 504 at once (a timer of the event loop sends it; no task is created
+  unless it fires). The handler is cancelled at its next ``await``, but a sync route runs in a
+  worker thread that Python cannot stop: it runs to its end (its transaction commits or rolls
+  back as it would have), and its answer is dropped. So a 504 means "no answer",
   never "nothing happened" — clients retry idempotently (Segment ``messageId`` de-duplicates).
 """
 
@@ -32,15 +36,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
-from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from cdp.api.errors import error_body
 from cdp.observability import count_limited
-from cdp.settings import get_settings
+from cdp.settings import Settings
 
 MAX_BUCKETS: Final = 10_000
 """Buckets kept per worker; the least recently used is dropped first (a dropped bucket is a full
@@ -69,48 +72,6 @@ class BodyTooLargeError(HTTPException):
 
     def __init__(self) -> None:
         super().__init__(413, "the request body is larger than the server accepts")
-
-
-class BodySizeLimitMiddleware:
-    """Refuses bodies larger than ``CDP_MAX_REQUEST_BYTES`` with 413."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = get_settings().max_request_bytes
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                count_limited(reason="body_too_large")
-                await reject(scope, send, 413, "payload_too_large", BodyTooLargeError().detail)
-                return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    count_limited(reason="body_too_large")
-                    raise BodyTooLargeError()
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watched_send)
-        except BodyTooLargeError as exc:
-            if started:
-                raise
-            await reject(scope, send, 413, "payload_too_large", exc.detail)
 
 
 class TokenBuckets:
@@ -161,89 +122,106 @@ def credential_key(headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes] | No
     return None
 
 
-class RateLimitMiddleware:
-    """429 with ``Retry-After`` once a principal's or a source's bucket is empty."""
+class RequestLimits:
+    """The limits of one app: a request's body size and rate checks, its body counter and its
+    deadline (see the module doc). One instance per app (it holds the rate buckets)."""
 
-    def __init__(self, app: ASGIApp, *, buckets: TokenBuckets | None = None) -> None:
-        self.app = app
+    def __init__(self, *, buckets: TokenBuckets | None = None) -> None:
         self.buckets = buckets if buckets is not None else TokenBuckets()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = credential_key(scope.get("headers", [])) if scope["type"] == "http" else None
-        if key is not None:
-            settings = get_settings()
-            if key[0] == "principal":
-                rate, burst = (
-                    settings.rate_limit_principal_per_second,
-                    settings.rate_limit_principal_burst,
-                )
-            else:
-                rate, burst = (
-                    settings.rate_limit_source_per_second,
-                    settings.rate_limit_source_burst,
-                )
-            wait = self.buckets.take(key, rate=rate, burst=burst) if rate > 0 else 0.0
-            if wait > 0:
-                count_limited(reason=f"rate_{key[0]}")
-                retry = str(max(1, math.ceil(wait)))
-                message = f"too many requests for this {key[0]}; retry after {retry} s"
-                await reject(scope, send, 429, "rate_limited", message, {"Retry-After": retry})
-                return
-        await self.app(scope, receive, send)
+    async def refused(self, scope: Scope, send: Send, settings: Settings) -> bool:
+        """Answer 413 for a declared ``Content-Length`` over the limit, else 429 for an empty
+        bucket; ``True`` when a refusal was sent (the app must not be called)."""
+        limit = settings.max_request_bytes
+        headers = scope.get("headers", ())
+        for name, value in headers:
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                count_limited(reason="body_too_large")
+                await reject(scope, send, 413, "payload_too_large", BodyTooLargeError().detail)
+                return True
+        key = credential_key(headers)
+        if key is None:
+            return False
+        if key[0] == "principal":
+            rate = settings.rate_limit_principal_per_second
+            burst = settings.rate_limit_principal_burst
+        else:
+            rate, burst = settings.rate_limit_source_per_second, settings.rate_limit_source_burst
+        wait = self.buckets.take(key, rate=rate, burst=burst) if rate > 0 else 0.0
+        if wait <= 0:
+            return False
+        count_limited(reason=f"rate_{key[0]}")
+        retry = str(max(1, math.ceil(wait)))
+        message = f"too many requests for this {key[0]}; retry after {retry} s"
+        await reject(scope, send, 429, "rate_limited", message, {"Retry-After": retry})
+        return True
+
+    @staticmethod
+    def counted(receive: Receive, limit: int) -> Receive:
+        """``receive`` that raises :class:`BodyTooLargeError` once the body passes ``limit``."""
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    count_limited(reason="body_too_large")
+                    raise BodyTooLargeError()
+            return message
+
+        return limited_receive
 
 
-_orphans: set[asyncio.Task[None]] = set()
+class Deadline:
+    """A request's response deadline: after ``seconds``, unless the response has started, the
+    client is sent 504 through ``send`` at once (from a task created only then) and the request's
+    task is cancelled (the handler stops at its next ``await``; a worker thread runs on).
 
+    Use: ``deadline.start()`` just before calling the app, ``deadline.stop()`` just after;
+    ``deadline.started()`` when the response starts; once :attr:`expired`, drop the app's messages
+    and :meth:`finish` instead of raising."""
 
-def _forget(task: asyncio.Task[None]) -> None:
-    _orphans.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it; the app already logged it
+    __slots__ = ("_answer", "_scope", "_seconds", "_send", "_task", "_timer", "expired", "started")
 
+    def __init__(self, scope: Scope, send: Send, seconds: float) -> None:
+        self._scope = scope
+        self._send = send
+        self._seconds = seconds
+        self._task: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._answer: asyncio.Future[None] | None = None
+        self.expired = False
+        self.started = False
 
-class DeadlineMiddleware:
-    """504 when the response has not started within ``CDP_REQUEST_TIMEOUT_SECONDS``."""
+    def start(self) -> None:
+        """Arm the timer for the current task."""
+        self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_later(self._seconds, self._expire)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def stop(self) -> None:
+        """Disarm the timer (the app returned or raised)."""
+        if self._timer is not None:
+            self._timer.cancel()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        seconds = get_settings().request_timeout_seconds if scope["type"] == "http" else 0
-        if not seconds:
-            await self.app(scope, receive, send)
-            return
-        started = False
-        expired = False
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if expired:
-                return  # the client already has its 504
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-        if task in done or started:
-            await task  # finished, or already answering: let it complete (or raise)
-            return
-        expired = True
-        _orphans.add(task)
-        task.add_done_callback(_forget)
-        task.cancel()
+    def _expire(self) -> None:
+        if self.started:
+            return  # already answering: let it complete
+        self.expired = True
         count_limited(reason="deadline")
-        await reject(
-            scope,
-            send,
-            504,
-            "deadline_exceeded",
-            f"no answer within {seconds:g} s; the operation may still complete",
+        message = f"no answer within {self._seconds:g} s; the operation may still complete"
+        self._answer = asyncio.ensure_future(
+            reject(self._scope, self._send, 504, "deadline_exceeded", message)
         )
+        if self._task is not None:
+            self._task.cancel()
 
-
-def install_limits(app: FastAPI) -> None:
-    """Add the limits (call before the request-context middleware, so they run inside it and
-    their answers carry the request id). Outermost first: deadline, body size, rate."""
-    app.add_middleware(RateLimitMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware)
-    app.add_middleware(DeadlineMiddleware)
+    async def finish(self) -> None:
+        """After :attr:`expired`: take back this deadline's cancellation of the task (re-raise
+        any other one) and wait until the 504 has been sent (raise what sending it raised)."""
+        task = self._task
+        if task is not None and task.uncancel() > 0:
+            raise asyncio.CancelledError
+        if self._answer is not None:
+            await self._answer
