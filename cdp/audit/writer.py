@@ -18,6 +18,7 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import sqlalchemy as sa
@@ -174,9 +175,36 @@ def _insert_sql(
     compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(columns))
     order = tuple(compiled.positiontup or ())
     processors = tuple(
-        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
+        _faster(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in order
     )
     return str(compiled), order, processors
+
+
+_SAMPLE_TIMES: Final = (
+    datetime(2026, 11, 23, 10, 46, 6, 123456, tzinfo=UTC),
+    datetime(2026, 1, 1, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+)
+
+
+def _faster(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """For a bind processor that stores an aware UTC datetime as SQLite's text (what
+    ``UtcDateTime`` does there: ``YYYY-MM-DD HH:MM:SS.ffffff``), the same text from
+    ``isoformat`` (C) instead of a ``TypeDecorator`` step and a ``%``-format (Python), the
+    original for anything else; used only when it gives the original's text for sample times."""
+    if processor is None:
+        return None
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return value.isoformat(" ", "microseconds")[:26]
+        return processor(value)
+
+    try:
+        same = all(process(t) == processor(t) for t in _SAMPLE_TIMES)
+    except Exception:  # not a datetime column
+        return processor
+    return process if same else processor
 
 
 _raw: _RawSqlite | None = None
@@ -216,6 +244,20 @@ def _fields_text(fields: tuple[str, ...]) -> str:
     return list_text(fields)
 
 
+def _subjects_text(subject_ids: tuple[str, ...]) -> str:
+    """``list_text`` of checked subject ids: each is 32 hex digits (``_checked``), which JSON
+    writes as they are, so the compact array is the ids quoted and comma-joined."""
+    return '["' + '","'.join(subject_ids) + '"]' if subject_ids else "[]"
+
+
+def _at_text(at: datetime) -> str:
+    """``format_at(at)``: from ``isoformat`` (implemented in C) for a UTC time of a four-digit
+    year, the clock's case; ``strftime`` otherwise."""
+    if at.tzinfo is UTC and at.year >= 1000:
+        return at.isoformat(timespec="microseconds")[:26] + "Z"
+    return format_at(at)
+
+
 @timed_audit_write
 def append(
     conn: Connection, entries: Sequence[AuditEntry], *, clock: Clock = utcnow
@@ -237,14 +279,14 @@ def append(
     for e in checked:
         seq += 1
         at = clock()
-        subjects_text = list_text(e.subject_ids)
+        subjects_text = _subjects_text(e.subject_ids)
         fields_text = _fields_text(e.fields)
         roles_text = ",".join(e.roles)
         digest = chain_hash(
             prev,
             canonical(
                 seq,
-                format_at(at),
+                _at_text(at),
                 e.principal_id,
                 e.principal_name,
                 roles_text,
