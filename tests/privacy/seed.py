@@ -4,6 +4,7 @@ erasure test grows with the schema instead of going stale."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -93,6 +94,10 @@ def insert_generic(conn: sa.Connection, table: sa.Table, subject_id: str) -> dic
     return row
 
 
+_PHONE_SUFFIXES = itertools.count(secrets.randbelow(800))
+"""Distinct phone numbers for the people one test seeds (a random pair could collide)."""
+
+
 def seed_person(rt: Runtime, tag: str) -> Person:
     """A subject with PII, identities, orders, events, consent, merges, and a row in every other
     table that has a subject column."""
@@ -100,7 +105,7 @@ def seed_person(rt: Runtime, tag: str) -> Person:
     from cdp.profiles.models import Event, Order, OrderItem, SubjectMerge
 
     email = f"{tag}.person@example.org"
-    phone = "+14155550" + str(100 + secrets.randbelow(800))
+    phone = "+14155550" + str(100 + next(_PHONE_SUFFIXES) % 800)
     customer_id = f"cust-{tag}-{secrets.token_hex(4)}"
     first_name = f"Zebulon{tag.capitalize()}"
     city = f"Quuxville{tag.capitalize()}"
