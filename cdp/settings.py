@@ -159,6 +159,16 @@ class Settings(BaseSettings):
             "them one after another. SQLite always runs them one after another."
         ),
     )
+    audit_verify_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description=(
+            "How many processes `cdp audit verify` uses, each verifying one range of the chain; "
+            "0: one per available core (at most 8) once the log holds 100,000 records, "
+            "otherwise one."
+        ),
+    )
     retention_inactive_days: int = Field(
         default=1095,
         ge=1,

@@ -190,8 +190,7 @@ def test_postgres_trigger_rejects_update_and_delete(cdp_env: CdpEnv) -> None:
 
 
 def test_database_and_python_canonical_encodings_agree(cdp_env: CdpEnv) -> None:
-    from cdp.audit.chain import _dumps
-    from cdp.audit.verify import _canonical_rows, _sqlite_at
+    from cdp.audit.verify_range import SeqRange, _canonical_batches
 
     rt = cdp_env.runtime
     ctx = make_ctx(["dpo", "support"], purpose="privacy_request", name="ops@shop.example")
@@ -207,5 +206,11 @@ def test_database_and_python_canonical_encodings_agree(cdp_env: CdpEnv) -> None:
         )
         for i, outcome in enumerate(("allowed", "denied", "error"))
     ]
-    rows = list(_canonical_rows(rt, _sqlite_at, _dumps, 1))
-    assert [canon for _, canon, _, _ in rows] == [r.canonical() for r in written]
+    raw = rt.data_engine.raw_connection()
+    try:
+        dialect = rt.data_engine.dialect.name
+        batches = list(_canonical_batches(raw.driver_connection, dialect, SeqRange(None, None)))
+    finally:
+        raw.close()
+    rows = [row for batch in batches for row in batch]
+    assert [canon.encode() for _, canon, _, _ in rows] == [r.canonical() for r in written]

@@ -1,0 +1,226 @@
+"""Verifying one range of the audit chain, on its own database connection.
+
+Each record's link can be checked on its own: its hash must equal SHA-256(its stored
+``prev_hash`` || its canonical bytes), and its ``prev_hash`` must equal the hash stored on the
+record before it. So the chain splits into ranges of sequence numbers verified at the same time,
+one process each (``python -m cdp.audit.verify_range``; see :mod:`cdp.audit.verify`). Inside a
+range every link is checked here; the links between ranges (a range's first record against the
+previous range's last) are checked when the results are joined. The first problem of the whole
+chain is then the first problem of the first range that has one, exactly what a single pass in
+sequence order finds.
+
+This module imports nothing heavy, so a worker process starts quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from cdp.audit.chain import ENCODING_VERSION, _dumps, format_at
+
+BATCH: Final = 20_000
+
+_COLUMNS: Final = (
+    "seq, at, principal_id, principal_name, roles, action, resource, subject_ids, fields, "
+    "purpose, outcome, request_id, client, prev_hash, hash"
+)
+# SQLite builds the canonical array itself: json_array() is a compact JSON encoder (UTF-8 kept,
+# same escapes as Python's json for the characters records may hold), so Python only hashes.
+_SQLITE_CANONICAL: Final = (
+    "seq, json_array(1, seq, substr(at, 1, 10) || 'T' || substr(at, 12) || 'Z', principal_id, "
+    "principal_name, roles, action, resource, subject_ids, fields, purpose, outcome, request_id, "
+    "client), prev_hash, hash"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SeqRange:
+    """Records with ``after < seq <= upto``; ``None`` leaves that side open."""
+
+    after: int | None
+    upto: int | None
+
+    def where(self) -> str:
+        """The SQL condition (integers only, so inlining them is safe)."""
+        parts = []
+        if self.after is not None:
+            parts.append(f"seq > {int(self.after)}")
+        if self.upto is not None:
+            parts.append(f"seq <= {int(self.upto)}")
+        return f" WHERE {' AND '.join(parts)}" if parts else ""
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    """What one range holds: its first record's seq and stored ``prev_hash`` (for the link to
+    the range before), the last good record, how many were good, and the first problem."""
+
+    first_seq: int | None
+    first_prev: str | None
+    last_seq: int | None
+    last_hash: str | None
+    count: int
+    bad_seq: int | None = None
+    problem: str | None = None
+    checkpoint_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a worker reads the log: a SQLite file or a PostgreSQL conninfo (picklable)."""
+
+    dialect: str
+    target: str
+
+
+def _sqlite_at(value: Any) -> str:
+    # SQLAlchemy stores SQLite datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC, naive).
+    if isinstance(value, str) and len(value) == 26:
+        return value[:10] + "T" + value[11:] + "Z"
+    if isinstance(value, datetime):
+        return format_at(value)
+    return format_at(datetime.fromisoformat(str(value)).replace(tzinfo=UTC))
+
+
+def _batches(driver: Any, dialect: str, sql: str) -> Iterator[list[tuple[Any, ...]]]:
+    """Batches of raw rows from a DB-API connection (a server-side cursor on PostgreSQL)."""
+    if dialect == "postgresql":
+        with driver.transaction(), driver.cursor(name="cdp_audit_verify") as cur:
+            cur.itersize = BATCH
+            cur.execute(sql)
+            while batch := cur.fetchmany(BATCH):
+                yield batch
+        return
+    cur = driver.cursor()
+    try:
+        cur.execute(sql)
+        while batch := cur.fetchmany(BATCH):
+            yield batch
+    finally:
+        cur.close()
+
+
+def _canonical_batches(
+    driver: Any, dialect: str, rng: SeqRange
+) -> Iterator[list[tuple[int, str, str, str]]]:
+    """(seq, canonical text, prev_hash, hash) per record of ``rng``, in sequence order."""
+    where = rng.where()
+    if dialect == "sqlite":
+        yield from _batches(
+            driver,
+            dialect,
+            f"SELECT {_SQLITE_CANONICAL} FROM audit_log{where} ORDER BY seq",  # noqa: S608
+        )
+        return
+    fmt: Callable[[Any], str] = format_at
+    dumps = _dumps
+    version = ENCODING_VERSION
+    sql = f"SELECT {_COLUMNS} FROM audit_log{where} ORDER BY seq"  # noqa: S608
+    for batch in _batches(driver, dialect, sql):
+        yield [
+            (
+                seq,
+                dumps([version, seq, fmt(at), pid, pn, ro, ac, re, si, fi, pu, ou, ri, cl]),
+                ph,
+                h,
+            )
+            for seq, at, pid, pn, ro, ac, re, si, fi, pu, ou, ri, cl, ph, h in batch
+        ]
+
+
+def verify_range(
+    driver: Any, dialect: str, rng: SeqRange, checkpoint_seq: int | None = None
+) -> RangeResult:
+    """Check every link inside ``rng`` (the first record's ``prev_hash`` is taken as given)."""
+    sha256 = hashlib.sha256
+    first_seq: int | None = None
+    first_prev: str | None = None
+    expected = 0
+    prev = b""
+    prev_hex = ""
+    count = 0
+    cp_hash: str | None = None
+
+    def result(bad: int | None = None, problem: str | None = None) -> RangeResult:
+        good = count > 0
+        return RangeResult(
+            first_seq=first_seq,
+            first_prev=first_prev,
+            last_seq=expected - 1 if good else None,
+            last_hash=prev_hex if good else None,
+            count=count,
+            bad_seq=bad,
+            problem=problem,
+            checkpoint_hash=cp_hash,
+        )
+
+    for batch in _canonical_batches(driver, dialect, rng):
+        for seq, canon, ph, h in batch:
+            if first_seq is None:
+                first_seq, first_prev, expected, prev_hex = seq, ph, seq, ph
+                try:
+                    prev = bytes.fromhex(ph)
+                except (TypeError, ValueError):
+                    return result(seq, f"record {seq} does not follow record {seq - 1}")
+            if seq != expected:
+                return result(expected, f"record {expected} is missing (next is {seq})")
+            if ph != prev_hex:
+                return result(seq, f"record {seq} does not follow record {seq - 1}")
+            digest = sha256(prev + canon.encode()).digest()
+            if digest.hex() != h:
+                return result(seq, f"record {seq} was altered (its hash does not match)")
+            prev = digest
+            prev_hex = h
+            count += 1
+            expected += 1
+            if seq == checkpoint_seq:
+                cp_hash = h
+    return result()
+
+
+def verify_range_at(source: Source, rng: SeqRange, checkpoint_seq: int | None) -> RangeResult:
+    """:func:`verify_range` on a connection of its own."""
+    if source.dialect == "sqlite":
+        conn = sqlite3.connect(source.target)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            return verify_range(conn, "sqlite", rng, checkpoint_seq)
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(source.target) as pg:
+        pg.read_only = True
+        return verify_range(pg, "postgresql", rng, checkpoint_seq)
+
+
+def job_text(source: Source, rng: SeqRange, checkpoint_seq: int | None) -> str:
+    """A worker's job as JSON (sent on its stdin, so a database password never shows in ``ps``)."""
+    return json.dumps(
+        {"source": asdict(source), "range": asdict(rng), "checkpoint_seq": checkpoint_seq}
+    )
+
+
+def result_from_text(text: str) -> RangeResult:
+    """A worker's answer, as it printed it."""
+    return RangeResult(**json.loads(text))
+
+
+def main() -> None:
+    """The worker: read a job on stdin, verify that range, print the result as JSON."""
+    job = json.loads(sys.stdin.read())
+    result = verify_range_at(
+        Source(**job["source"]), SeqRange(**job["range"]), job["checkpoint_seq"]
+    )
+    sys.stdout.write(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main()
