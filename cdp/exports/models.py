@@ -101,7 +101,8 @@ class ExportStaging(SQLModel, table=True):
     """The members of a running export and why each is in or out; emptied when it ends."""
 
     __tablename__ = "export_staging"
-    __table_args__ = (Index("ix_export_staging_action", "export_id", "action", "subject_id"),)
+    # clustered on its key on SQLite (migration 0010); readers page by it, filtering the action
+    __table_args__ = {"sqlite_with_rowid": False}
 
     export_id: str = Field(primary_key=True, max_length=32)
     subject_id: str = Field(primary_key=True, max_length=32)
@@ -118,7 +119,10 @@ class ExportRecipient(SQLModel, table=True):
     this destination in this export."""
 
     __tablename__ = "export_recipients"
-    __table_args__ = (Index("ix_export_recipients_subject", "subject_id", "export_id"),)
+    __table_args__ = (
+        Index("ix_export_recipients_subject", "subject_id", "export_id"),
+        {"sqlite_with_rowid": False},  # clustered on its key (migration 0010)
+    )
 
     export_id: str = Field(
         sa_column=Column(
@@ -139,7 +143,10 @@ class SyncMember(SQLModel, table=True):
     """Incremental sync state: the subjects the destination holds for this segment."""
 
     __tablename__ = "export_sync_members"
-    __table_args__ = (Index("ix_export_sync_members_subject", "subject_id"),)
+    __table_args__ = (
+        Index("ix_export_sync_members_subject", "subject_id"),
+        {"sqlite_with_rowid": False},  # clustered on its key (migration 0010)
+    )
 
     destination_id: str = Field(primary_key=True, max_length=20)
     segment: str = Field(primary_key=True, max_length=64)
