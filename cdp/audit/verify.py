@@ -171,10 +171,16 @@ def _verify_ranges(
         except OSError as exc:
             log.warning("audit_verify_worker_not_started", error=type(exc).__name__)
             workers.append(None)
-    results = [here(ranges[0])]
-    for rng, proc in zip(ranges[1:], workers, strict=True):
-        part = _collect(proc) if proc is not None else None
-        results.append(part if part is not None else here(rng))
+    try:
+        results = [here(ranges[0])]
+        for rng, proc in zip(ranges[1:], workers, strict=True):
+            part = _collect(proc) if proc is not None else None
+            results.append(part if part is not None else here(rng))
+    finally:  # an error here leaves no worker running
+        for proc in workers:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return results
 
 
