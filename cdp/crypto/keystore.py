@@ -166,6 +166,34 @@ def _fetch_wrapped(conn: Connection, ids: list[str]) -> list[tuple[str, int, int
     return rows
 
 
+def _fetch_wrapped_between(
+    conn: Connection, first: str, last: str, limit: int
+) -> list[tuple[str, int, int, bytes]]:
+    """Like :func:`_fetch_wrapped`, for every key whose subject id lies between ``first`` and
+    ``last`` (inclusive; one range read of the primary key), at most ``limit`` rows."""
+    query = (
+        select(data_keys.c.subject_id, data_keys.c.dek_version, data_keys.c.kek_version,
+               data_keys.c.wrapped)
+        .where(data_keys.c.subject_id >= first, data_keys.c.subject_id <= last)
+        .limit(limit)
+    )  # fmt: skip
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        return [(s, int(d), int(k), bytes(w)) for s, d, k, w in conn.execute(query)]
+    mark = "?" if dialect == "sqlite" else "%s"
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(
+            "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys "  # noqa: S608
+            f"WHERE subject_id >= {mark} AND subject_id <= {mark} LIMIT {mark}",
+            (first, last, limit),
+        )
+        rows: list[tuple[str, int, int, bytes]] = cur.fetchall()
+    finally:
+        cur.close()
+    return rows
+
+
 def _context(subject_id: str) -> bytes:
     return subject_id.encode()
 
@@ -227,13 +255,22 @@ class KeyStore:
         """Unwrap the DEKs of ``subject_ids``; shredded or unknown subjects are left out."""
         return {s: DataKey(s, v, key) for s, v, key in self.unwrapped(subject_ids)}
 
-    def unwrapped(self, subject_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+    def unwrapped(
+        self, subject_ids: Iterable[str], *, dense: bool = False
+    ) -> list[tuple[str, int, bytes]]:
         """``(subject_id, dek_version, dek)`` of the subjects that have a key (bulk path:
         exports unwrap a million; callers must not log these tuples, they hold the key).
 
         One ``IN`` query per 1,000 ids in one read transaction, through the driver's cursor on
         SQLite and PostgreSQL (plain tuples, no per-row result objects), and the wrapped keys
         unwrapped together (:meth:`KeyProvider.unwrap_many`).
+
+        ``dense``: the caller expects most keys between the smallest and the largest of
+        ``subject_ids`` to be wanted (an export's chunk of a large audience). Then the keys are
+        read as that one range of the primary key (cheaper than a lookup per id), and only the
+        wanted ones are unwrapped; ids the range did not yield (no key, or ordered otherwise by
+        the database's collation) are looked up as usual. When the range holds more than twice
+        as many keys as ids, the read stops and falls back to the ``IN`` queries.
         """
         ids = list(dict.fromkeys(subject_ids))
         if not ids:
@@ -241,6 +278,16 @@ class KeyStore:
         rows: list[tuple[str, int, int, bytes]] = []
         conn = self.engine.connect().execution_options(sqlite_begin="DEFERRED")
         with conn, conn.begin():
+            if dense and len(ids) > 1:
+                limit = 2 * len(ids)
+                ranged = _fetch_wrapped_between(conn, min(ids), max(ids), limit)
+                if len(ranged) < limit:
+                    wanted = set(ids)
+                    rows = [r for r in ranged if r[0] in wanted]
+                    if len(rows) == len(ids):
+                        return self.provider.unwrap_many(rows)
+                    wanted.difference_update(r[0] for r in rows)
+                    ids = [s for s in ids if s in wanted]
             for start in range(0, len(ids), _LOAD_BATCH):
                 rows.extend(_fetch_wrapped(conn, ids[start : start + _LOAD_BATCH]))
         return self.provider.unwrap_many(rows)

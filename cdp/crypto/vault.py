@@ -120,16 +120,19 @@ class Vault:
         if missing:
             self._cache.put_many(self.keystore.load(missing).values())
 
-    def bulk_keys(self, subject_ids: Iterable[str]) -> dict[str, tuple[int, AESGCM]]:
+    def bulk_keys(
+        self, subject_ids: Iterable[str], *, dense: bool = False
+    ) -> dict[str, tuple[int, AESGCM]]:
         """Ready data keys for many subjects at once (bulk reads: exports), as
         ``{subject_id: (key version, AES-GCM)}``. Cached keys are used; the others are unwrapped
         from one key-store read and *not* cached, so a pass over a million subjects neither
         evicts the keys interactive paths keep warm nor pays for cache upkeep (nor for a cipher
-        object a subject). Shredded or unknown subjects are left out."""
+        object a subject). Shredded or unknown subjects are left out. ``dense``: see
+        :meth:`KeyStore.unwrapped` (read as one range of ids)."""
         found, missing = self._cache.split(subject_ids)
         out = {s: (c.version, c.aead) for s, c in found.items()}
         if missing:
-            for subject_id, version, key in self.keystore.unwrapped(missing):
+            for subject_id, version, key in self.keystore.unwrapped(missing, dense=dense):
                 out[subject_id] = (version, AESGCM(key))
         return out
 

@@ -31,7 +31,7 @@ from cdp.errors import AudienceTooSmallError, ConflictError, InvalidInputError
 from cdp.exports import staging, sync
 from cdp.exports.audience import AudienceResolver, segment_audience
 from cdp.exports.collector import chunk_collection
-from cdp.exports.decrypt import decrypt_chunk
+from cdp.exports.decrypt import decrypt_chunk, is_dense, stored_subjects
 from cdp.exports.destinations import DestinationInfo, get_destination
 from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.models import new_export_id
@@ -254,9 +254,11 @@ def _send(
     chunks = staging.iter_ids(
         runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
     )
+    stored = stored_subjects(runtime) if total >= CHUNK else 0
     with chunk_collection() as after_chunk:
         for ids in chunks:
-            profiles = decrypt_chunk(runtime, ids, needs)
+            dense = stored > 0 and is_dense(ids, stored)
+            profiles = decrypt_chunk(runtime, ids, needs, dense=dense)
             out_ids, rows, unusable = maker.make_chunk(ids, profiles)
             skipped.extend(unusable)
             if profiles:

@@ -182,3 +182,36 @@ def test_only_all_hashed_columns_skip_the_quoting_check() -> None:
     assert not google.digests_only  # Country is sent in clear
     assert AudienceRows("google_customer_match", ["email"], default_region="US").digests_only
     assert not PlainRows(["email"]).digests_only
+
+
+def test_dense_chunks_read_as_ranges_give_the_same_keys_and_records(world: World) -> None:
+    """Keys and records read as one range of ids (``dense``) equal the per-id reads: subjects
+    between the chunk's ids that are not in it are dropped, shredded and unknown subjects are
+    left out, and a range holding too many other subjects falls back to the lookups."""
+    rt = world.rt
+    ids = sorted(world.person({"email": f"d{i}@example.com"}) for i in range(12))
+    chunk = ids[1:-1:2]  # every other subject: the range holds as many others as wanted
+    rt.vault.shred(chunk[1:2])
+    asked = [*chunk, "f" * 32, "0" * 32]  # unknown ids, one at each end of the range
+    for fields in (["email"], ["email", "phone"]):
+        plain = decrypt_chunk(rt, asked, fields)
+        assert decrypt_chunk(rt, asked, fields, dense=True) == plain
+        assert sorted(plain) == sorted(s for s in chunk if s != chunk[1])
+    assert decrypt_chunk(rt, ids, ["email"], dense=True) == decrypt_chunk(rt, ids, ["email"])
+    # sparse: six wanted among the eleven stored between them; a pair among eleven
+    assert decrypt_chunk(rt, [ids[0], ids[-1]], ["email"], dense=True) == decrypt_chunk(
+        rt, [ids[0], ids[-1]], ["email"]
+    )
+    store = rt.keystore
+    for wanted in (asked, ids, [ids[0], ids[-1]]):
+        assert sorted(store.unwrapped(wanted, dense=True)) == sorted(store.unwrapped(wanted))
+
+
+def test_a_chunk_is_dense_when_its_span_holds_few_other_stored_subjects() -> None:
+    from cdp.exports.decrypt import is_dense
+
+    ids = [f"{n * 2**124:032x}" for n in range(16)]  # 1/16 of the id space apart
+    assert is_dense(ids, 16)  # about every stored subject lies between them
+    assert not is_dense(ids, 160)  # ten times as many: most are not in the chunk
+    assert not is_dense(ids[:1], 1) and not is_dense(["sub_a", "sub_b"], 2)
+    assert not is_dense(["g" * 32, "h" * 32], 2)
