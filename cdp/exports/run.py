@@ -314,11 +314,13 @@ def _close(
     with runtime.data_engine.begin() as conn:
         sync.lock_rows(conn, export_id=manifest.export_id)
         if apply_sync:
+            c = manifest.counts
             sync.apply(
                 conn,
                 export_id=manifest.export_id,
                 destination_id=manifest.destination_id,
                 segment=manifest.segment,
+                changed=c.sent + c.removed + c.removes_unresolvable,
             )
         else:
             sync.forget_recipients(conn, export_id=manifest.export_id)

@@ -92,23 +92,40 @@ def forget_recipients(conn: Connection, *, export_id: str) -> None:
     conn.execute(sa.delete(RECIPIENTS).where(RECIPIENTS.c.export_id == export_id))
 
 
-def apply(conn: Connection, *, export_id: str, destination_id: str, segment: str) -> None:
-    """Move the sync state from the staging rows; drop ledger rows of undelivered batches."""
-    staged = (
-        sa.select(STAGING.c.subject_id)
-        .where(
-            STAGING.c.export_id == export_id,
-            STAGING.c.action.in_(["add", "remove", "lost"]),
+def apply(
+    conn: Connection,
+    *,
+    export_id: str,
+    destination_id: str,
+    segment: str,
+    changed: int | None = None,
+) -> None:
+    """Move the sync state from the staging rows; drop ledger rows of undelivered batches.
+
+    ``changed``, when known, is how many staged subjects were added, removed or lost: the old
+    sync rows of those subjects are then found from whichever side is smaller, the staged
+    changes (a lookup in the sync state each) or the sync state (a staging lookup a row; a
+    first export's state is empty)."""
+    moved = ["add", "remove", "lost"]
+    in_sync = sa.and_(SYNC.c.destination_id == destination_id, SYNC.c.segment == segment)
+    if changed is not None and _holds_at_most(conn, in_sync, changed):
+        staged_here = (
+            sa.select(sa.literal(1))
+            .where(
+                STAGING.c.export_id == export_id,
+                STAGING.c.subject_id == SYNC.c.subject_id,
+                STAGING.c.action.in_(moved),
+            )
+            .exists()
         )
-        .scalar_subquery()
-    )
-    conn.execute(
-        sa.delete(SYNC).where(
-            SYNC.c.destination_id == destination_id,
-            SYNC.c.segment == segment,
-            SYNC.c.subject_id.in_(staged),
+        conn.execute(sa.delete(SYNC).where(in_sync, staged_here))
+    else:
+        staged = (
+            sa.select(STAGING.c.subject_id)
+            .where(STAGING.c.export_id == export_id, STAGING.c.action.in_(moved))
+            .scalar_subquery()
         )
-    )
+        conn.execute(sa.delete(SYNC).where(in_sync, SYNC.c.subject_id.in_(staged)))
     adds = sa.select(
         sa.literal(destination_id), sa.literal(segment), STAGING.c.subject_id, sa.literal(export_id)
     ).where(STAGING.c.export_id == export_id, STAGING.c.action == "add")
@@ -125,3 +142,9 @@ def apply(conn: Connection, *, export_id: str, destination_id: str, segment: str
             RECIPIENTS.c.export_id == export_id, RECIPIENTS.c.subject_id.in_(failed)
         )
     )
+
+
+def _holds_at_most(conn: Connection, where: sa.ColumnElement[bool], n: int) -> bool:
+    """Whether at most ``n`` sync rows match ``where`` (reads at most ``n + 1`` of them)."""
+    some = sa.select(sa.literal(1)).select_from(SYNC).where(where).limit(n + 1).subquery()
+    return int(conn.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()) <= n

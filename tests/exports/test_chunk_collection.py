@@ -42,14 +42,21 @@ def test_paused_in_a_process_that_never_froze_its_heap(unfrozen: None) -> None:
     assert gc.get_freeze_count() == 0
 
 
-def test_a_settled_heap_keeps_its_settings(unfrozen: None) -> None:
+def test_a_settled_heap_keeps_its_settings(unfrozen: None, monkeypatch: pytest.MonkeyPatch) -> None:
     gc.freeze()  # what the API server does at startup
     try:
-        frozen, thresholds = gc.get_freeze_count(), gc.get_threshold()
+        thresholds = gc.get_threshold()
+        # the heap is neither unfrozen nor frozen again, nor the collector switched (the freeze
+        # count itself can drop while the test runs: a frozen object freed by another thread)
+        calls: list[str] = []
+        for name in ("freeze", "unfreeze", "disable", "enable", "set_threshold"):
+            monkeypatch.setattr(gc, name, lambda *a, _n=name: calls.append(_n))
         with chunk_collection() as after_chunk:
             assert gc.isenabled()
             after_chunk()
-        assert gc.get_freeze_count() == frozen
+        monkeypatch.undo()
+        assert calls == []
+        assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == thresholds
         assert gc.isenabled()
     finally:
