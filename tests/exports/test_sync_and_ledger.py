@@ -166,3 +166,40 @@ def test_subject_access_report_lists_the_exports_that_included_the_person(world:
         runtime=rt, subject_id=outsider, since=now - timedelta(days=1), until=now
     )
     assert empty.recipients == []
+
+
+def test_subjects_without_the_fields_are_never_sent_and_leave_the_destination(
+    world: World,
+) -> None:
+    """A member without any of the destination's fields counts as having no usable data and
+    reaches neither the ledger nor the sync state; one the destination holds that loses them
+    is withdrawn (an unresolvable remove) while one that keeps them stays (unchanged);
+    ``--full`` resends only the subjects that have them."""
+    from cdp.exports.sync import SYNC
+    from cdp.profiles.pii_records import write_sealed
+
+    rt = world.rt
+    keeps, loses = (world.person({"email": f"k{i}@example.com"}) for i in range(2))
+    never = world.person({"first_name": "Ann"})
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+
+    def synced() -> set[str]:
+        with rt.data_engine.connect() as conn:
+            return set(conn.execute(sa.select(SYNC.c.subject_id)).scalars())
+
+    c = _run(world).counts
+    assert (c.members, c.sent, c.excluded_no_data) == (3, 2, 1) and c.adds_up()
+    assert synced() == {keeps, loses}
+    with rt.data_engine.begin() as conn:  # the email is gone, another field stays
+        sealed = rt.vault.encrypt_fields(loses, {"first_name": "Bo"})
+        write_sealed(conn, {loses: sealed}, existing={loses}, now=world.clock())
+    second = _run(world)
+    c = second.counts
+    # withdrawn, though without an identifier left to name it in the removes file
+    assert (c.sent, c.unchanged, c.removes_unresolvable, c.excluded_no_data) == (0, 1, 1, 2)
+    assert c.adds_up()
+    assert synced() == {keeps}
+    c = _run(world, full=True).counts
+    assert (c.sent, c.unchanged, c.removed, c.excluded_no_data) == (1, 0, 0, 2) and c.adds_up()
+    assert synced() == {keeps}
+    assert recipients_of(never, runtime=rt) == []
