@@ -132,14 +132,19 @@ class LocalKeyProvider(KeyProvider):
         """As :meth:`KeyProvider.unwrap_many`, with the KEK's cipher and the AAD built inline
         (exports unwrap a million keys)."""
         out: list[tuple[str, int, bytes]] = []
-        aeads: dict[int, AESGCM] = {}
+        append = out.append
+        # per KEK version: its cipher and the end of the AAD after the subject id
+        # (``_wrap_aad`` is ``b"cdp-dek|" + context + end``)
+        kek: dict[int, tuple[AESGCM, bytes]] = {}
         try:
             for subject_id, dek_version, kek_version, blob in rows:
-                aead = aeads.get(kek_version)
-                if aead is None:
-                    aead = aeads[kek_version] = self._aead(kek_version)
-                aad = b"cdp-dek|%s|%d" % (subject_id.encode(), kek_version)
-                out.append((subject_id, dek_version, aead.decrypt(blob[:12], blob[12:], aad)))
+                known = kek.get(kek_version)
+                if known is None:
+                    end = _wrap_aad(b"", kek_version)[len(b"cdp-dek|") :]
+                    known = kek[kek_version] = (self._aead(kek_version), end)
+                aead, end = known
+                aad = b"cdp-dek|" + subject_id.encode() + end
+                append((subject_id, dek_version, aead.decrypt(blob[:12], blob[12:], aad)))
         except InvalidTag:
             raise DecryptionError("a wrapped data key failed authentication") from None
         return out

@@ -128,13 +128,22 @@ def decrypt_records(
     entry = _ENTRY.unpack_from
     out: dict[str, dict[str, str]] = {}
     failed: list[str] = []
+    # per key version: the ciphertext header and the AAD's ends around the subject id
+    # (``aad_prefix`` is ``start + subject id + end``), built once instead of once a subject
+    parts: dict[int, tuple[bytes, bytes, bytes]] = {}
+    get = keys.get
     for sid, sealed in records:
-        key = keys.get(sid)
+        key = get(sid)
         if key is None:
             failed.append(sid)
             continue
         version, aead = key
-        header, prefix = header_for(version), aad_prefix(sid, version)
+        known = parts.get(version)
+        if known is None:
+            around = aad_prefix("\x00", version).split(b"\x00")
+            known = parts[version] = (header_for(version), around[0], around[1])
+        header, start_, end_ = known
+        prefix = start_ + sid.encode() + end_
         values: dict[str, str] = {}
         try:
             if not sealed or sealed[0] != RECORD_FORMAT:
