@@ -4,8 +4,9 @@ Builds a fresh installation in a temporary directory (SQLite by default, or Post
 ``--database-url`` and ``--keystore-url``), with ``--rows`` synthetic subjects holding the ten
 fields Meta uses, each with ``ad_audiences`` consent, and a segment of everyone. Then it times
 ``run_export`` end to end: send-time membership with consent and restriction in SQL, staging,
-bulk decryption (``vault.ciphers`` + one ``IN`` query per chunk), audit records, Meta
-normalisation and SHA-256, the CSV write, the recipients ledger and sync state, the manifest.
+bulk decryption (per chunk, data keys and sealed records read as one range of ids or by lookups:
+``vault.bulk_keys``, ``decrypt_records``), audit records, Meta normalisation and SHA-256, the
+CSV write, the recipients ledger and sync state, the manifest.
 Beside it, on the first ``--naive-rows`` subjects, the path a user would otherwise write: one
 query per subject, the key unwrapped per subject, ``hashlib.sha256`` of trimmed lower-cased
 values, ``csv.writer`` — measured in the same run.
