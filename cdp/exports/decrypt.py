@@ -3,8 +3,9 @@
 Per chunk: the subjects' data keys come from one key-store read (``vault.bulk_keys``: cached
 keys are used, the others are unwrapped without filling the cache, so an export does not evict
 the keys interactive paths keep warm), the sealed records from one ``IN`` query (a plain text
-statement on the driver's cursor: rows come back as tuples, without per-value type processing),
-and of each record only the wanted fields are decrypted, in one pass over the chunk
+statement on the driver's cursor: rows come back as tuples, without per-value type processing)
+— both as one range of ids instead when the chunk is dense (:func:`is_dense`) — and of each
+record only the wanted fields are decrypted, in one pass over the chunk
 (``sealed_record.decrypt_records``). A subject whose key is gone (erased while the export ran),
 whose record does not parse or whose ciphertext does not authenticate is left out and named (by
 id only) in the log; the export counts it as having no usable data.
