@@ -20,8 +20,9 @@ On SQLite the committer keeps its connection open between batches (:mod:`cdp.aud
 batch is still its own ``BEGIN IMMEDIATE`` transaction): checking a connection out of the pool and
 back in cost more than appending a small batch. That connection does not checkpoint the WAL inside
 its commits (SQLite's automatic checkpoint runs in the commit that crosses 1,000 pages, and that
-batch's requests wait for the copy and its fsync): every ``CHECKPOINT_EVERY`` batches a passive
-checkpoint runs in a worker thread on a connection of its own, beside the appends.
+batch's requests wait for the copy and its fsync): every ``CHECKPOINT_EVERY`` batches the leader
+checkpoints between two batches, after answering the first and before taking the second, so the
+checkpoint copies every frame and the next batch restarts the WAL from its beginning.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ MAX_BATCH: Final = 512
 MAX_GATHER_SECONDS: Final = 0.002
 """Longest an async record waits for others to join its batch before the batch starts."""
 CHECKPOINT_EVERY: Final = 64
-"""Batches between two WAL checkpoints of the committer (SQLite; a batch writes a few pages, so
-the WAL stays near SQLite's own automatic threshold of 1,000 pages)."""
+"""Batches between two WAL checkpoints of the committer (SQLite; a batch writes about ten pages,
+so the WAL stays under SQLite's own automatic threshold of 1,000 pages)."""
 
 WriteBatch = Callable[[Connection, Sequence[AuditEntry]], list[AuditRecord]]
 
@@ -73,7 +74,8 @@ class GroupCommitter:
         self._gathering = False
         self._held: HeldConnection | None = None
         self._since_checkpoint = 0
-        self._checkpointing = False
+        self.checkpoints = 0
+        """WAL checkpoints run so far (SQLite)."""
         if engine.dialect.name == "sqlite":
             self._held = HeldConnection(engine, prepare=_no_autocheckpoint)
 
@@ -159,36 +161,32 @@ class GroupCommitter:
             self._after_commit()
 
     def _after_commit(self) -> None:
-        """Every ``CHECKPOINT_EVERY`` batches (SQLite), hand a WAL checkpoint to a worker thread,
-        unless one is still running."""
+        """Every ``CHECKPOINT_EVERY`` batches (SQLite), checkpoint the WAL in this thread, after
+        the batch's waiters were answered and before the next batch is taken.
+
+        Only the leader calls this (one at a time), so no append of this process runs during the
+        checkpoint: it copies every frame into the database file, and the next batch's
+        transaction restarts the WAL from its beginning. A checkpoint beside the appends never
+        caught up with them (each finished behind frames appended meanwhile), so the WAL was
+        never restarted and grew by every batch (146 MB in 13 s of reads), and every read and
+        write searched a longer WAL index.
+        """
         if self._held is None:
             return
-        with self._lock:
-            self._since_checkpoint += 1
-            start = self._since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing
-            if start:
-                self._since_checkpoint = 0
-                self._checkpointing = True
-        if start:
-            _LEADERS.submit(self._checkpoint).add_done_callback(_retrieve)
-
-    def _checkpoint(self) -> None:
-        """A passive checkpoint on a connection of its own: it copies committed pages from the WAL
-        into the database file while the committer keeps appending (it takes no write lock and
-        waits for nobody); a writer then restarts the WAL from its beginning."""
+        self._since_checkpoint += 1
+        if self._since_checkpoint < CHECKPOINT_EVERY:
+            return
+        self._since_checkpoint = 0
+        self.checkpoints += 1
         try:
-            raw = self._engine.raw_connection()  # no transaction: the pragma runs outside one
-            try:
-                cursor = raw.cursor()
-                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                cursor.close()
-            finally:
-                raw.close()
+            with self._held.use() as conn:
+                cursor = conn.connection.cursor()  # no transaction: the pragma runs outside one
+                try:
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                finally:
+                    cursor.close()
         except Exception as exc:  # the next one retries; the WAL only grows meanwhile
             log.warning("audit WAL checkpoint failed", error_type=type(exc).__name__)
-        finally:
-            with self._lock:
-                self._checkpointing = False
 
 
 Outcome = AuditRecord | BaseException
