@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
 from cdp.db.types import UtcDateTime
@@ -26,7 +26,14 @@ class AuditLogRow(SQLModel, table=True):
         Index("ix_audit_log_principal_at", "principal_id", "at"),
     )
 
-    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    seq: int = Field(
+        sa_column=Column(
+            # SQLite: INTEGER makes it the rowid (one B-tree, not a table and an index; 0011)
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=False,
+        )
+    )
     at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     principal_id: str = Field(max_length=64)
     principal_name: str = Field(max_length=64)

@@ -96,3 +96,53 @@ def test_the_clustered_sqlite_tables_round_trip_through_their_migrations(
         migrate.upgrade(engine, store)  # type: ignore[arg-type]
         assert ("WITHOUT ROWID" in _sql_of(engine, table)) is clustered, table
         assert intact(), table
+
+
+def test_the_audit_log_seq_is_the_sqlite_rowid_through_its_migration(cdp_env: CdpEnv) -> None:
+    """Revision 0011 rebuilds ``audit_log`` on SQLite with ``seq`` as the rowid (no separate
+    unique index), and back on downgrade, keeping every record: the chain verifies the same and
+    appends go on; on PostgreSQL it changes nothing."""
+    from cdp.audit.verify import verify_chain
+
+    rt = cdp_env.runtime
+    sid = make_subject(rt, {"email": "rowid@example.com"})
+    for n in range(3):
+        record_access(runtime=rt, ctx=make_ctx(), action="read", resource="profiles",
+                      outcome="allowed", subject_ids=[sid], fields=[f"f{n}"])  # fmt: skip
+    sqlite = cdp_env.backend == "sqlite"
+
+    def state() -> tuple[list[tuple[object, ...]], set[str]]:
+        with rt.data_engine.connect() as conn:
+            rows = [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM audit_log ORDER BY seq")]
+        indexes = {i["name"] for i in sa.inspect(rt.data_engine).get_indexes("audit_log")}
+        return rows, {i for i in indexes if i}
+
+    def autoindexed() -> bool:
+        with rt.data_engine.connect() as conn:
+            return bool(
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM sqlite_master WHERE tbl_name = 'audit_log' "
+                    "AND name LIKE 'sqlite_autoindex_%'"
+                ).scalar_one()
+            )
+
+    before = state()
+    assert len(before[0]) == 3
+    assert {"ix_audit_log_at", "ix_audit_log_principal_at"} <= before[1]
+    if sqlite:
+        assert "seq INTEGER NOT NULL" in _sql_of(rt.data_engine, "audit_log")
+        assert not autoindexed()
+    migrate.downgrade(rt.data_engine, "data", "0010")
+    assert state() == before
+    if sqlite:
+        assert "seq BIGINT NOT NULL" in _sql_of(rt.data_engine, "audit_log")
+        assert autoindexed()
+    migrate.upgrade(rt.data_engine, "data")
+    assert state() == before
+    if sqlite:
+        assert not autoindexed()
+    rt = cdp_env.reopen()
+    record_access(runtime=rt, ctx=make_ctx(), action="read", resource="profiles",
+                  outcome="allowed", subject_ids=[sid], fields=["email"])  # fmt: skip
+    result = verify_chain(runtime=rt)
+    assert result.ok and result.records == 4
