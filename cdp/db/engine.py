@@ -1,7 +1,7 @@
 """SQLAlchemy engines for the data database and the key store.
 
-SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, foreign keys on and a
-busy timeout, set on every connection. PostgreSQL goes through psycopg 3.
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, foreign keys on, a
+busy timeout and a WAL size limit, set on every connection. PostgreSQL goes through psycopg 3.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes the WAL file keeps on disk after the WAL restarts (``journal_size_limit``): a burst that
+grew it (a long reader holding back checkpoints, a bulk load) does not keep the disk space."""
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -27,6 +31,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA journal_size_limit={int(WAL_SIZE_LIMIT)}")
     cur.close()
 
 
