@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine
 
@@ -52,6 +52,12 @@ MAX_GATHER_SECONDS: Final = 0.002
 CHECKPOINT_EVERY: Final = 64
 """Batches between two WAL checkpoints of the committer (SQLite; a batch writes about ten pages,
 so the WAL stays under SQLite's own automatic threshold of 1,000 pages)."""
+RESTART_FRAMES: Final = 4096
+"""Frames (16 MB of 4 KB pages) past which a checkpoint that found the WAL still not restarted
+(other processes appending without a pause, a reader holding an old snapshot) asks SQLite to
+restart it: ``wal_checkpoint(RESTART)``, waiting at most ``RESTART_WAIT_MS`` for the other
+writers and readers."""
+RESTART_WAIT_MS: Final = 100
 
 WriteBatch = Callable[[Connection, Sequence[AuditEntry]], list[AuditRecord]]
 
@@ -76,6 +82,8 @@ class GroupCommitter:
         self._since_checkpoint = 0
         self.checkpoints = 0
         """WAL checkpoints run so far (SQLite)."""
+        self.restarts = 0
+        """Of those, how many found the WAL long and asked for a restart."""
         if engine.dialect.name == "sqlite":
             self._held = HeldConnection(engine, prepare=_no_autocheckpoint)
 
@@ -158,7 +166,12 @@ class GroupCommitter:
                     raise
                 continue
             _settle(waiters, records)
-            self._after_commit()
+            try:
+                self._after_commit()
+            except BaseException:  # not Exception (logged there): give up leading, re-raise
+                with self._lock:
+                    self._leading = False
+                raise
 
     def _after_commit(self) -> None:
         """Every ``CHECKPOINT_EVERY`` batches (SQLite), checkpoint the WAL in this thread, after
@@ -182,11 +195,26 @@ class GroupCommitter:
             with self._held.use() as conn:
                 cursor = conn.connection.cursor()  # no transaction: the pragma runs outside one
                 try:
-                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    found = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if found is not None and found[1] >= RESTART_FRAMES:
+                        self._restart(cursor)
                 finally:
                     cursor.close()
         except Exception as exc:  # the next one retries; the WAL only grows meanwhile
             log.warning("audit WAL checkpoint failed", error_type=type(exc).__name__)
+
+    def _restart(self, cursor: Any) -> None:
+        """Restart a WAL that checkpoints between batches did not get restarted: a ``RESTART``
+        checkpoint, which waits at most ``RESTART_WAIT_MS`` for other connections to finish
+        their transactions (new writers wait meanwhile) and gives up if they have not."""
+        self.restarts += 1
+        timeout = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+        cursor.execute(f"PRAGMA busy_timeout={int(RESTART_WAIT_MS)}")
+        try:
+            busy = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={int(timeout)}")
+        log.info("audit WAL restart", done=not busy)
 
 
 Outcome = AuditRecord | BaseException
@@ -194,7 +222,8 @@ Outcome = AuditRecord | BaseException
 
 def _no_autocheckpoint(conn: Connection) -> None:
     """The committer's connection never checkpoints inside a commit (the commit would wait for
-    the checkpoint's copy and fsync); :meth:`GroupCommitter._checkpoint` does it beside it."""
+    the checkpoint's copy and fsync); :meth:`GroupCommitter._after_commit` does it between two
+    batches."""
     cursor = conn.connection.cursor()  # on the driver: no transaction is begun for a pragma
     try:
         cursor.execute("PRAGMA wal_autocheckpoint=0")

@@ -168,3 +168,77 @@ def test_committer_checkpoints_between_its_batches(
         main_file_only.close()
     assert in_file >= batches - 4  # all but the batches since the last checkpoint
     assert verify_chain(runtime=cdp_env.runtime).ok
+
+
+def test_committer_asks_for_a_wal_restart_when_the_wal_stays_long(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a reader holding an old snapshot keeps the WAL from restarting; once the WAL is
+    past RESTART_FRAMES the committer's checkpoint asks for a restart, which waits at most
+    RESTART_WAIT_MS and gives up without an error (appends go on); when the reader is gone, the
+    WAL restarts."""
+    engine = cdp_env.runtime.data_engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("WAL checkpoints are SQLite's")
+    monkeypatch.setattr(batching, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(batching, "RESTART_FRAMES", 20)
+    monkeypatch.setattr(batching, "RESTART_WAIT_MS", 20)
+    committer = GroupCommitter(engine)
+    failures: list[BaseException] = []
+    restart = committer._restart
+
+    def watched(cursor: object) -> None:
+        try:
+            restart(cursor)
+        except BaseException as exc:  # the committer would only log it
+            failures.append(exc)
+            raise
+
+    monkeypatch.setattr(committer, "_restart", watched)
+    path = str(engine.url.database)
+    committer.submit(_entry(0), _write)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM audit_log").fetchone()  # holds this snapshot
+        for n in range(1, 41):
+            committer.submit(_entry(n), _write)
+        assert committer.restarts >= 1  # asked, and gave up: the reader still holds the WAL
+        assert failures == []  # a restart that cannot happen yet is not an error
+        held_back = _frames_in_wal(path)
+        assert held_back >= 20
+    finally:
+        reader.close()
+    for n in range(41, 45):
+        committer.submit(_entry(n), _write)
+    assert _frames_in_wal(path) < held_back  # restarted once the reader was gone
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert result.ok and result.records == 45
+
+
+def test_an_interrupted_checkpoint_does_not_leave_the_committer_without_a_leader(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt (not an Exception, so not logged and swallowed) raised in the
+    checkpoint after a batch propagates, and the next record still finds a leader."""
+    committer = GroupCommitter(cdp_env.runtime.data_engine)
+    calls = 0
+
+    def interrupted() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(committer, "_after_commit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        committer.submit(_entry(1), _write)
+    results: list[object] = []
+    second = threading.Thread(
+        target=lambda: results.append(committer.submit(_entry(2), _write)), daemon=True
+    )
+    second.start()
+    second.join(timeout=30)
+    assert not second.is_alive(), "the second record waited for a leader that had gone"
+    assert [r.request_id for r in results] == ["r2"]  # type: ignore[attr-defined]
+    assert verify_chain(runtime=cdp_env.runtime).records == 2
