@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.clock import utcnow
 from cdp.crypto.provider import KeyProvider, WrappedKey
+from cdp.db.dense import read_dense
 from cdp.db.types import UtcDateTime
 from cdp.errors import KeyMaterialError, KeyShreddedError, KeyUsageExhaustedError
 
@@ -275,22 +276,22 @@ class KeyStore:
         ids = list(dict.fromkeys(subject_ids))
         if not ids:
             return []
-        rows: list[tuple[str, int, int, bytes]] = []
         conn = self.engine.connect().execution_options(sqlite_begin="DEFERRED")
         with conn, conn.begin():
-            if dense and len(ids) > 1:
-                limit = 2 * len(ids)
-                ranged = _fetch_wrapped_between(conn, min(ids), max(ids), limit)
-                if len(ranged) < limit:
-                    wanted = set(ids)
-                    rows = [r for r in ranged if r[0] in wanted]
-                    if len(rows) == len(ids):
-                        return self.provider.unwrap_many(rows)
-                    wanted.difference_update(r[0] for r in rows)
-                    ids = [s for s in ids if s in wanted]
-            for start in range(0, len(ids), _LOAD_BATCH):
-                rows.extend(_fetch_wrapped(conn, ids[start : start + _LOAD_BATCH]))
-        return self.provider.unwrap_many(rows)
+
+            def lookups(wanted: list[str]) -> list[tuple[str, int, int, bytes]]:
+                rows: list[tuple[str, int, int, bytes]] = []
+                for start in range(0, len(wanted), _LOAD_BATCH):
+                    rows.extend(_fetch_wrapped(conn, wanted[start : start + _LOAD_BATCH]))
+                return rows
+
+            if dense:
+                found = read_dense(
+                    ids, lambda a, b, n: _fetch_wrapped_between(conn, a, b, n), lookups
+                )
+            else:
+                found = lookups(ids)
+        return self.provider.unwrap_many(found)
 
     def get(self, subject_id: str) -> DataKey:
         found = self.load([subject_id]).get(subject_id)

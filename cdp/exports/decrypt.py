@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdp.crypto.sealed_record import decrypt_records
+from cdp.db.dense import read_dense
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
 
@@ -43,17 +44,19 @@ def _records(engine: sa.Engine, ids: list[str], *, dense: bool = False) -> list[
     large audience), so they are read as one range of the primary key, cheaper than a lookup
     per id, and the others dropped; ids the range did not yield are looked up as usual, and a
     range holding more than twice as many records as ids is abandoned for the lookups."""
-    if dense and len(ids) > 1:
-        limit = 2 * len(ids)
-        ranged = _read(engine, _RANGE, {"first": min(ids), "last": max(ids), "limit": limit})
-        if len(ranged) < limit:
-            wanted = set(ids)
-            rows = [r for r in ranged if r[0] in wanted]
-            if len(rows) == len(ids):
-                return rows
-            wanted.difference_update(r[0] for r in rows)
-            return rows + _read(engine, _QUERY, {"ids": [s for s in ids if s in wanted]})
-    return _read(engine, _QUERY, {"ids": ids})
+
+    def lookups(wanted: list[str]) -> list[tuple[str, bytes]]:
+        return _read(engine, _QUERY, {"ids": wanted})
+
+    if not dense:
+        return lookups(ids)
+    return read_dense(
+        ids,
+        lambda first, last, limit: _read(
+            engine, _RANGE, {"first": first, "last": last, "limit": limit}
+        ),
+        lookups,
+    )
 
 
 def _read(
