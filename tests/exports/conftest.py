@@ -15,6 +15,7 @@ from cdp.clock import FrozenClock
 from cdp.consent.service import ConsentInput, record_consents
 from cdp.errors import NotFoundError
 from cdp.exports.destinations import DestinationSpec, create_destination
+from cdp.exports.run import ExportResult, run_export
 from cdp.runtime import Runtime
 from cdp.segments.service import create_segment
 from cdp.segments.views import SegmentIn
@@ -78,6 +79,18 @@ class World:
                 for p in purposes
             ],
             clock=self.clock,
+        )
+
+    def export_email(self, destination: str = "mail", *, full: bool = False) -> ExportResult:
+        """A minute later, export ``everyone`` to ``destination`` for ``email_marketing``."""
+        self.clock.advance(minutes=1)
+        return run_export(
+            runtime=self.rt,
+            ctx=self.ctx("email_marketing"),
+            segment="everyone",
+            destination=destination,
+            clock=self.clock,
+            full=full,
         )
 
     def destination(self, name: str, kind: str, purpose: str, fields: Sequence[str], **kw: object):  # type: ignore[no-untyped-def]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cdp.db import migrate
-from cdp.exports.run import run_export
 from tests.conftest import CdpEnv
 from tests.exports.conftest import World
 
@@ -31,23 +30,12 @@ def _rows(world: World) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
-def _run(world: World):  # type: ignore[no-untyped-def]
-    world.clock.advance(minutes=1)
-    return run_export(
-        runtime=world.rt,
-        ctx=world.ctx("email_marketing"),
-        segment="everyone",
-        destination="mail",
-        clock=world.clock,
-    )
-
-
 def test_export_tables_round_trip_through_revision_0010(world: World, cdp_env: CdpEnv) -> None:
     engine = world.rt.data_engine
     sqlite = cdp_env.backend == "sqlite"
     ids = [world.person({"email": f"c{i}@example.com"}) for i in range(3)]
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
-    assert _run(world).counts.sent == 3
+    assert world.export_email().counts.sent == 3
     before = _rows(world)
     assert len(before["export_recipients"]) == 3 and len(before["export_sync_members"]) == 3
     if sqlite:
@@ -71,5 +59,5 @@ def test_export_tables_round_trip_through_revision_0010(world: World, cdp_env: C
     # the sync state survived: a new person is the only add, a withdrawal is a remove
     world.person({"email": "c9@example.com"})
     world.consent(ids[0], ["email_marketing"], "withdrawn")
-    c = _run(world).counts
+    c = world.export_email().counts
     assert (c.sent, c.unchanged, c.removed) == (1, 2, 1)

@@ -9,22 +9,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from cdp.exports.ledger import destinations_of, recipients_of
-from cdp.exports.run import run_export
 from cdp.privacy.access_package import build
 from cdp.privacy.restriction import restrict
 from tests.exports.conftest import World
-
-
-def _run(world: World, dest: str = "mail", *, full: bool = False):  # type: ignore[no-untyped-def]
-    world.clock.advance(minutes=1)
-    return run_export(
-        runtime=world.rt,
-        ctx=world.ctx("email_marketing"),
-        segment="everyone",
-        destination=dest,
-        clock=world.clock,
-        full=full,
-    )
 
 
 def _emails(path: str | None) -> list[str]:
@@ -41,14 +28,14 @@ def test_second_run_sends_adds_and_removes(world: World) -> None:
     rt = world.rt
     ids = [world.person({"email": f"u{i}@example.com"}) for i in range(4)]
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
-    first = _run(world)
+    first = world.export_email()
     assert first.counts.sent == 4 and first.counts.removed == 0
     # between runs: one withdraws, one is restricted, one new person joins
     world.consent(ids[0], ["email_marketing"], "withdrawn")
     with rt.data_engine.begin() as conn:
         restrict(conn=conn, subject_id=ids[1], request_id=None, clock=world.clock)
     new = world.person({"email": "u9@example.com"})
-    second = _run(world)
+    second = world.export_email()
     c = second.counts
     assert (c.members, c.sent, c.unchanged, c.removed) == (5, 1, 2, 2)
     assert c.excluded_consent == 1 and c.excluded_restriction == 1 and c.adds_up()
@@ -56,11 +43,11 @@ def test_second_run_sends_adds_and_removes(world: World) -> None:
     assert _emails(out["add"]) == ["u9@example.com"]
     assert _emails(out["remove"]) == ["u0@example.com", "u1@example.com"]
     # a third run with no change sends nothing and removes nothing
-    third = _run(world)
+    third = world.export_email()
     assert (third.counts.sent, third.counts.removed, third.counts.unchanged) == (0, 0, 3)
     assert "remove" not in _outputs(third)
     # --full resends every eligible subject
-    full = _run(world, full=True)
+    full = world.export_email(full=True)
     assert full.counts.sent == 3 and full.counts.unchanged == 0
     # the ledger: u0 was added then removed; the newcomer added once
     assert [r.op for r in recipients_of(ids[0], runtime=rt)] == ["add", "remove"]
@@ -79,9 +66,9 @@ def test_sync_state_is_per_destination_and_segment(world: World) -> None:
     world.person({"email": "v@example.com"})
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
     world.destination("mail2", "jsonl", "email_marketing", ["email"], min_audience=1)
-    assert _run(world, "mail").counts.sent == 1
-    assert _run(world, "mail2").counts.sent == 1
-    assert _run(world, "mail").counts.sent == 0
+    assert world.export_email("mail").counts.sent == 1
+    assert world.export_email("mail2").counts.sent == 1
+    assert world.export_email("mail").counts.sent == 0
 
 
 def test_ledger_feeds_the_access_package(world: World) -> None:
@@ -89,7 +76,7 @@ def test_ledger_feeds_the_access_package(world: World) -> None:
     sid = world.person({"email": "x@example.com", "first_name": "Xena"})
     other = world.person({"email": "y@example.com"})
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
-    result = _run(world)
+    result = world.export_email()
     recs = recipients_of(sid, runtime=rt)
     assert len(recs) == 1
     r = recs[0]
@@ -127,7 +114,7 @@ def test_erasure_lists_destinations_from_the_ledger_and_clears_export_rows(world
     sid = world.person({"email": "gone@example.com"})
     keep = world.person({"email": "stay@example.com"})
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
-    _run(world)
+    world.export_email()
     outcome = erase_subject(runtime=rt, subject_id=sid, clock=world.clock)
     assert [d["name"] for d in outcome.destinations] == ["mail"]
     assert recipients_of(sid, runtime=rt) == []
@@ -137,7 +124,7 @@ def test_erasure_lists_destinations_from_the_ledger_and_clears_export_rows(world
         ).scalar_one()
     assert left == 0
     # the next run neither sends nor tries to remove the erased subject (the notice covers it)
-    after = _run(world)
+    after = world.export_email()
     assert (after.counts.members, after.counts.unchanged, after.counts.removed) == (1, 1, 0)
     assert [r.op for r in recipients_of(keep, runtime=rt)] == ["add"]
 
@@ -153,7 +140,7 @@ def test_subject_access_report_lists_the_exports_that_included_the_person(world:
     outsider = world.person({"email": "o@example.com"})
     world.consent(outsider, ["email_marketing"], "withdrawn")
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
-    result = _run(world)
+    result = world.export_email()
     now = world.clock()
     report = reports.subject_access(
         runtime=rt, subject_id=sid, since=now - timedelta(days=1), until=now + timedelta(days=1)
@@ -187,19 +174,19 @@ def test_subjects_without_the_fields_are_never_sent_and_leave_the_destination(
         with rt.data_engine.connect() as conn:
             return set(conn.execute(sa.select(SYNC.c.subject_id)).scalars())
 
-    c = _run(world).counts
+    c = world.export_email().counts
     assert (c.members, c.sent, c.excluded_no_data) == (3, 2, 1) and c.adds_up()
     assert synced() == {keeps, loses}
     with rt.data_engine.begin() as conn:  # the email is gone, another field stays
         sealed = rt.vault.encrypt_fields(loses, {"first_name": "Bo"})
         write_sealed(conn, {loses: sealed}, existing={loses}, now=world.clock())
-    second = _run(world)
+    second = world.export_email()
     c = second.counts
     # withdrawn, though without an identifier left to name it in the removes file
     assert (c.sent, c.unchanged, c.removes_unresolvable, c.excluded_no_data) == (0, 1, 1, 2)
     assert c.adds_up()
     assert synced() == {keeps}
-    c = _run(world, full=True).counts
+    c = world.export_email(full=True).counts
     assert (c.sent, c.unchanged, c.removed, c.excluded_no_data) == (1, 0, 0, 2) and c.adds_up()
     assert synced() == {keeps}
     assert recipients_of(never, runtime=rt) == []
