@@ -32,11 +32,11 @@ import cdp
 from cdp.audit.chain import GENESIS_HASH
 from cdp.audit.checkpoint import Checkpoint
 from cdp.audit.verify_range import (
-    _COLUMNS,
+    COLUMNS,
     RangeResult,
     SeqRange,
     Source,
-    _batches,
+    batches,
     job_text,
     result_from_text,
     verify_range,
@@ -69,12 +69,12 @@ class VerifyResult:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _rows(runtime: Runtime, columns: str = _COLUMNS) -> Iterator[list[tuple[Any, ...]]]:
+def _rows(runtime: Runtime, columns: str = COLUMNS) -> Iterator[list[tuple[Any, ...]]]:
     """Batches of raw rows in sequence order (what streaming the log alone costs)."""
     engine = runtime.data_engine
     raw = engine.raw_connection()
     try:
-        yield from _batches(
+        yield from batches(
             raw.driver_connection,
             engine.dialect.name,
             f"SELECT {columns} FROM audit_log ORDER BY seq",  # noqa: S608

@@ -27,7 +27,7 @@ from cdp.audit.chain import ENCODING_VERSION, _dumps, format_at
 
 BATCH: Final = 20_000
 
-_COLUMNS: Final = (
+COLUMNS: Final = (
     "seq, at, principal_id, principal_name, roles, action, resource, subject_ids, fields, "
     "purpose, outcome, request_id, client, prev_hash, hash"
 )
@@ -89,7 +89,7 @@ def _sqlite_at(value: Any) -> str:
     return format_at(datetime.fromisoformat(str(value)).replace(tzinfo=UTC))
 
 
-def _batches(driver: Any, dialect: str, sql: str) -> Iterator[list[tuple[Any, ...]]]:
+def batches(driver: Any, dialect: str, sql: str) -> Iterator[list[tuple[Any, ...]]]:
     """Batches of raw rows from a DB-API connection (a server-side cursor on PostgreSQL)."""
     if dialect == "postgresql":
         with driver.transaction(), driver.cursor(name="cdp_audit_verify") as cur:
@@ -113,7 +113,7 @@ def _canonical_batches(
     """(seq, canonical text, prev_hash, hash) per record of ``rng``, in sequence order."""
     where = rng.where()
     if dialect == "sqlite":
-        yield from _batches(
+        yield from batches(
             driver,
             dialect,
             f"SELECT {_SQLITE_CANONICAL} FROM audit_log{where} ORDER BY seq",  # noqa: S608
@@ -122,8 +122,8 @@ def _canonical_batches(
     fmt: Callable[[Any], str] = format_at
     dumps = _dumps
     version = ENCODING_VERSION
-    sql = f"SELECT {_COLUMNS} FROM audit_log{where} ORDER BY seq"  # noqa: S608
-    for batch in _batches(driver, dialect, sql):
+    sql = f"SELECT {COLUMNS} FROM audit_log{where} ORDER BY seq"  # noqa: S608
+    for batch in batches(driver, dialect, sql):
         yield [
             (
                 seq,
