@@ -1,31 +1,67 @@
-"""The ``cdp`` command line. Each command group lives in its own module and registers itself."""
+"""The ``cdp`` command line. Each command group lives in its own module and registers itself on
+the root application (:mod:`cdp.cli.root`).
+
+A command imports only its own module: ``cdp audit verify`` does not pay for the CLV models,
+the demo generator or the API's dependencies, which importing every group costs (seconds on a
+small machine). :data:`COMMANDS` names the module of every top-level command; ``cdp`` alone,
+``--help`` and an unknown name load them all, for the full listing or click's error.
+``from cdp.cli import app`` (tests, embedding) gets the application with every command.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
-from cdp.cli import (  # noqa: F401  (command registration)  # noqa: F401  (command registration)  # noqa: F401  (command registration)  # noqa: F401  (command registration)  # noqa: F401  (command registration)
-    audit,
-    clv,
-    consent,
-    demo,
-    destinations,
-    export,
-    ingest,
-    keys,
-    metrics,
-    principals,
-    privacy,
-    profiles,
-    retention,
-    segments,
-    serve,
-    setup,
-    traits,
-)
-from cdp.cli.app import app, err_console
-from cdp.errors import CdpError
-from cdp.logging import get_logger, redact_text
+#: Top-level command -> the module under ``cdp.cli`` that registers it
+#: (``tests/cli/test_cli_foundation.py`` checks this against what the modules register).
+COMMANDS: dict[str, str] = {
+    "audit": "audit",
+    "clv": "clv",
+    "consent": "consent",
+    "demo": "demo",
+    "destinations": "destinations",
+    "export": "export",
+    "generate": "demo",
+    "ingest": "ingest",
+    "init": "setup",
+    "keys": "keys",
+    "metrics": "metrics",
+    "principals": "principals",
+    "privacy": "privacy",
+    "profiles": "profiles",
+    "retention": "retention",
+    "segments": "segments",
+    "serve": "serve",
+    "sources": "ingest",
+    "traits": "traits",
+}
+
+
+def register(names: list[str] | None = None) -> None:
+    """Import the modules of the commands ``names`` (every command when None)."""
+    wanted = COMMANDS.values() if names is None else (COMMANDS[n] for n in names)
+    for module in sorted(set(wanted)):
+        importlib.import_module(f"cdp.cli.{module}")
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The top-level command ``argv`` runs, when it is one of :data:`COMMANDS` (the root takes
+    only flags, so it is the first argument that is not one)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from cdp.cli.root import app
+
+        register()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -35,6 +71,12 @@ def main() -> None:
     import click
     from sqlalchemy.exc import InterfaceError, OperationalError
 
+    from cdp.cli.root import app, err_console
+    from cdp.errors import CdpError
+    from cdp.logging import get_logger, redact_text
+
+    command = command_of(sys.argv[1:])
+    register([command] if command is not None else None)
     try:
         app(standalone_mode=False)
     except CdpError as exc:

@@ -14,10 +14,9 @@ from typing import Annotated
 import typer
 
 from cdp.audit.checkpoint import head_of_log, read_checkpoint, write_checkpoint
-from cdp.audit.report_service import produce_report
 from cdp.audit.verify import verify_chain
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.app import app, console, err_console
+from cdp.cli.root import app, console, err_console
 from cdp.runtime import get_runtime
 
 audit_app = typer.Typer(help="The audit trail: verify, checkpoint, reports.")
@@ -103,6 +102,8 @@ def report(
         action="read",
         subject_ids=[subject] if subject else [],
     )
+    from cdp.audit.report_service import produce_report  # only this command renders
+
     rendered = produce_report(
         runtime=rt,
         ctx=ctx,

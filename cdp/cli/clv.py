@@ -7,8 +7,8 @@ from datetime import UTC, timedelta
 
 import typer
 
-from cdp.cli.app import app, console
 from cdp.cli.metrics import parse_day
+from cdp.cli.root import app, console
 from cdp.clock import utcnow
 from cdp.runtime import get_runtime
 from cdp.traits import clv

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from cdp.audit.service import record_access
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.app import app, console, err_console
+from cdp.cli.root import app, console, err_console
 from cdp.clock import utcnow
 from cdp.consent import export, service
 from cdp.consent.purposes import Mechanism

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import typer
 from rich.table import Table
 
-from cdp.cli.app import app, console
 from cdp.cli.ingest import run_ingest, summary_table
+from cdp.cli.root import app, console
 from cdp.demo import generate_shop
 from cdp.demo.pipeline import (
     DEFAULT_CUSTOMERS,

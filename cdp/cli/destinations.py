@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cdp.cli.access import TokenOption, cli_access
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.exports.destinations import (
     EXPORTABLE_FIELDS,
     DestinationInfo,

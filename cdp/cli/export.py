@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from cdp.cli.access import TokenOption, cli_access
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.exports.destinations import get_destination
 from cdp.exports.records import get_export
 from cdp.exports.run import run_export

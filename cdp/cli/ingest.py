@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.ingest.pipeline import RecordKind, Summary, ingest_file
 from cdp.ingest.sources import create_source, list_sources, revoke_source
 from cdp.runtime import get_runtime

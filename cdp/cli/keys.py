@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.runtime import get_runtime
 
 keys_app = typer.Typer(help="Key-encryption keys: rotate, rewrap, retire, status.")

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.clock import utcnow
 from cdp.errors import InvalidInputError
 from cdp.runtime import get_runtime

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cdp.access import principals as service
-from cdp.cli.app import app, console, err_console
+from cdp.cli.root import app, console, err_console
 from cdp.clock import utcnow
 from cdp.errors import InvalidInputError
 from cdp.runtime import get_runtime

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cdp.access.context import AccessContext
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.errors import InvalidInputError
 from cdp.privacy import requests, runner
 from cdp.privacy.requests import RequestView

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.app import app
+from cdp.cli.root import app
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import InvalidInputError
 from cdp.profiles import reads

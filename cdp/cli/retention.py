@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.privacy.retention import run_retention
 from cdp.runtime import get_runtime
 

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.errors import InvalidInputError
 from cdp.runtime import get_runtime
 from cdp.segments import service

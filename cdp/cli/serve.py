@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.exports.schedule import scheduler_loop
 from cdp.jobs import retention_loop
 from cdp.runtime import get_runtime

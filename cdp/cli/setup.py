@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cdp.bootstrap import initialize
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.runtime import reset_runtime
 from cdp.settings import get_settings
 

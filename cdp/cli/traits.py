@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from cdp.cli.app import app, console
+from cdp.cli.root import app, console
 from cdp.runtime import get_runtime
 from cdp.traits.compute import compute_traits
 

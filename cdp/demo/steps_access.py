@@ -153,8 +153,7 @@ def act_as(
 ) -> AccessContext:
     """Authenticate as the demo principal holding ``role`` and decide ``action`` on ``resource``
     for ``purpose`` — the CLI's own door (a denial is audited and raised)."""
-    # Imported here: importing the cdp.cli package registers every command, cdp demo included,
-    # and that module imports this one.
+    # Imported here: the demo's steps stay importable without the command line's modules.
     from cdp.cli.access import cli_access
 
     return cli_access(

@@ -8,7 +8,7 @@ import sys
 from typer.testing import CliRunner
 
 from cdp import __version__
-from cdp.cli import app
+from cdp.cli import COMMANDS, app
 from tests.conftest import CdpEnv
 from tests.factories import make_subject, read_pii
 
@@ -33,6 +33,45 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, args
         assert "Usage" in result.stdout
+
+
+def test_commands_names_the_module_of_every_top_level_command() -> None:
+    """``cdp X`` imports only ``COMMANDS[X]``: the table must match what the modules register."""
+    registered: dict[str, str] = {}
+    for command in app.registered_commands:
+        assert command.callback is not None
+        name = command.name or command.callback.__name__.lower().replace("_", "-")
+        registered[name] = command.callback.__module__
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        assert group.name is not None and sub is not None
+        registered[group.name] = sub.registered_commands[0].callback.__module__  # type: ignore[union-attr]
+    assert registered == {name: f"cdp.cli.{module}" for name, module in COMMANDS.items()}
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """Starting ``cdp keys`` does not import the other groups (nor what they need: scipy for the
+    CLV models, the API); ``cdp --help`` lists every group."""
+    probe = (
+        "import sys\n"
+        "from cdp.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('MODULES', sorted(m for m in sys.modules if m.startswith('cdp.cli.')),"
+        " 'scipy' in sys.modules, 'fastapi' in sys.modules)"
+    )
+
+    def run(*args: str) -> tuple[str, str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True
+        )
+        return proc.stdout, proc.stdout.split("MODULES", 1)[1].strip()
+
+    out, loaded = run("keys", "--help")
+    assert "rotate" in out
+    assert loaded == "['cdp.cli.keys', 'cdp.cli.root'] False False"
+    out, loaded = run("--help")
+    assert all(name in out for name in COMMANDS)
+    assert all(f"cdp.cli.{module}" in loaded for module in set(COMMANDS.values()))
 
 
 def test_init_twice_then_keys_lifecycle(cdp_env: CdpEnv) -> None:
