@@ -42,6 +42,10 @@ HEAD = cast(sa.Table, AuditHead.__table__)  # type: ignore[attr-defined]
 SUBJECTS = cast(sa.Table, AuditSubject.__table__)  # type: ignore[attr-defined]
 
 SUBJECT_ID: Final = re.compile(r"^[0-9a-f]{32}$")
+# Every id of a record at once (an export's record names thousands): one C-level match of the
+# comma-joined list instead of one ``SUBJECT_ID`` match per id. A comma can only follow 32 hex
+# digits, so an id of another length or with another character fails the whole list.
+_SUBJECT_LIST: Final = re.compile(r"(?:[0-9a-f]{32},)*[0-9a-f]{32}")
 _NAME: Final = re.compile(r"^[A-Za-z0-9_.:/@*-]{1,64}$")
 _CLIENT: Final = re.compile(r"^[A-Za-z0-9_.:@\[\]-]{0,128}$")
 
@@ -102,9 +106,8 @@ def _checked(entry: AuditEntry) -> AuditEntry:
             raise ValueError("audit field, role, principal and request names must be identifiers")
     if not _NAME.match(entry.request_id):  # unique per request: not worth remembering
         raise ValueError("audit field, role, principal and request names must be identifiers")
-    for sid in entry.subject_ids:
-        if not SUBJECT_ID.match(sid):
-            raise ValueError("audit subject ids must be cdp subject ids")
+    if entry.subject_ids and not _SUBJECT_LIST.fullmatch(",".join(entry.subject_ids)):
+        raise ValueError("audit subject ids must be cdp subject ids")
     if not _CLIENT.match(entry.client):
         raise ValueError("audit client must be a host address or name")
     return entry
@@ -157,6 +160,18 @@ class _RawSqlite:
             for i, p in convert:
                 row[i] = p(row[i])
             values.append(row)
+        self._run(conn, sql, values)
+
+    def insert_links(self, conn: Connection, links: list[tuple[str, int]]) -> None:
+        """``audit_subjects`` rows from ``(subject_id, seq)`` pairs: passed to the driver as
+        they are when the columns are in that order without bind processors (plain text and
+        integer), through :meth:`insert` otherwise."""
+        if self.subjects_columns == ("subject_id", "seq") and not any(self.subjects_processors):
+            self._run(conn, self.subjects_sql, links)
+        else:
+            self.insert(conn, "subjects", [{"subject_id": s, "seq": q} for s, q in links])
+
+    def _run(self, conn: Connection, sql: str, values: Sequence[Sequence[Any]]) -> None:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, values)
@@ -275,7 +290,7 @@ def append(
     seq, prev = found if found is not None else _lock_head(conn)
     records: list[AuditRecord] = []
     rows: list[dict[str, object]] = []
-    links: list[dict[str, object]] = []
+    links: list[tuple[str, int]] = []
     for e in checked:
         seq += 1
         at = clock()
@@ -319,7 +334,7 @@ def append(
                 "hash": digest,
             }
         )
-        links.extend({"subject_id": s, "seq": seq} for s in dict.fromkeys(e.subject_ids))
+        links.extend([(s, seq) for s in dict.fromkeys(e.subject_ids)])
         records.append(
             AuditRecord(
                 seq=seq,
@@ -343,11 +358,11 @@ def append(
     if raw is not None:
         raw.insert(conn, "log", rows)
         if links:
-            raw.insert(conn, "subjects", links)
+            raw.insert_links(conn, links)
         raw.move(conn, seq, prev)
     else:
         conn.execute(_INSERT_LOG, rows)
         if links:
-            conn.execute(_INSERT_SUBJECTS, links)
+            conn.execute(_INSERT_SUBJECTS, [{"subject_id": s, "seq": q} for s, q in links])
         conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return records

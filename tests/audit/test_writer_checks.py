@@ -39,3 +39,24 @@ def test_checks_match_the_pattern_every_time(value: str, slot: str) -> None:
         else:
             with pytest.raises(ValueError):
                 _checked(entry)
+
+
+ID = re.compile(r"[0-9a-f]{32}")
+IDS = st.one_of(
+    st.from_regex(ID, fullmatch=True),
+    st.text(alphabet="0123456789abcdefABCDEF,\n @", min_size=30, max_size=34),
+    st.sampled_from(["a" * 32 + "\n", "A" * 32, "a" * 31, "a" * 33, "a" * 16 + "," + "a" * 15]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(IDS, max_size=6))
+def test_a_record_is_refused_when_any_subject_id_is_not_a_cdp_id(ids: list[str]) -> None:
+    """All of a record's ids are checked at once; the answer is the per-id rule's: every id is
+    exactly 32 lower-case hex digits (no trailing newline, no comma smuggling two in one)."""
+    entry = replace(BASE, subject_ids=tuple(ids))
+    if all(ID.fullmatch(s) for s in ids):
+        assert _checked(entry) is entry
+    else:
+        with pytest.raises(ValueError, match="subject ids"):
+            _checked(entry)
