@@ -349,33 +349,19 @@ def has_consent(
     return hit is not None
 
 
-def _latest_is(purpose: str, status: ConsentStatus, subject_col: Any) -> sa.ColumnElement[bool]:
-    """EXISTS an entry of ``status`` for (subject, purpose) that no later entry supersedes."""
+def _latest_status(purpose: str, subject_col: Any) -> sa.ScalarSelect[Any]:
+    """The status of the subject's entry for ``purpose`` that no other supersedes (NULL when it
+    has none): the latest by ``occurred_at``, and at a tie the withdrawal (``withdrawn`` sorts
+    after ``granted``, so ``status DESC`` puts it first). One backward step in the index
+    ``(subject_id, purpose, occurred_at, status)``, instead of an entry test with a "no later
+    entry" probe inside it."""
     ce = _T.alias("ce")
-    later = _T.alias("later")
-    superseded_by = later.c.occurred_at > ce.c.occurred_at
-    if status is ConsentStatus.GRANTED:
-        superseded_by = sa.or_(
-            superseded_by,
-            sa.and_(
-                later.c.occurred_at == ce.c.occurred_at,
-                later.c.status == ConsentStatus.WITHDRAWN.value,
-            ),
-        )
-    newer = (
-        sa.select(sa.literal(1))
-        .where(later.c.subject_id == ce.c.subject_id, later.c.purpose == purpose, superseded_by)
-        .exists()
-    )
     return (
-        sa.select(sa.literal(1))
-        .where(
-            ce.c.subject_id == subject_col,
-            ce.c.purpose == purpose,
-            ce.c.status == status.value,
-            ~newer,
-        )
-        .exists()
+        sa.select(ce.c.status)
+        .where(ce.c.subject_id == subject_col, ce.c.purpose == purpose)
+        .order_by(ce.c.occurred_at.desc(), ce.c.status.desc())
+        .limit(1)
+        .scalar_subquery()
     )
 
 
@@ -386,9 +372,11 @@ def granted_condition(purpose: str, subject_col: Any) -> sa.ColumnElement[bool]:
     config = get_purpose(purpose)
     if not config.withdrawable:
         return sa.true()
-    if config.default_status is ConsentStatus.GRANTED:
-        return ~_latest_is(purpose, ConsentStatus.WITHDRAWN, subject_col)
-    return _latest_is(purpose, ConsentStatus.GRANTED, subject_col)
+    # never NULL: a subject without entries takes the purpose's default
+    default = config.default_status.value
+    return sa.func.coalesce(_latest_status(purpose, subject_col), default) == (
+        ConsentStatus.GRANTED.value
+    )
 
 
 def granted_subjects(purpose: str) -> sa.Select[tuple[str]]:
