@@ -21,8 +21,9 @@ Memory: the RSS of the export's process at its start, during the export and at i
 export streams in chunks, so the growth does not depend on ``--rows`` (run two sizes to see it).
 
 Run: ``python bench/export.py [--rows 100000] [--naive-rows 20000] [--repeat 3]`` (1,000,000
-rows takes a few minutes of setup; the export itself is what is timed). Email and phone are stored the way
-ingestion stores them (normalised, E.164); the tricky raw inputs are covered by the tests.
+rows takes a few minutes of setup; the export itself is what is timed). Email and phone are
+stored the way ingestion stores them (normalised, E.164); the tricky raw inputs are covered by
+the tests.
 """
 
 from __future__ import annotations
