@@ -1,8 +1,7 @@
 """SQLAlchemy engines for the data database and the key store.
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, foreign keys on, a
-busy timeout, a WAL size limit and memory-mapped reads, set on every connection. PostgreSQL
-goes through psycopg 3.
+busy timeout and a WAL size limit, set on every connection. PostgreSQL goes through psycopg 3.
 """
 
 from __future__ import annotations
@@ -20,12 +19,6 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file keeps on disk after the WAL restarts (``journal_size_limit``): a burst that
 grew it (a long reader holding back checkpoints, a bulk load) does not keep the disk space."""
 
-MMAP_SIZE = 1024 * 1024 * 1024
-"""Bytes of a database file SQLite reads through a memory map (``mmap_size``) instead of a
-``pread`` into its page cache a page: a pass over a large table (an export's sealed records
-and keys, a segment over every subject) skips the copy. Only address space is reserved; pages
-live in the operating system's cache as before. Writes still go through the WAL."""
-
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -39,7 +32,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute(f"PRAGMA journal_size_limit={int(WAL_SIZE_LIMIT)}")
-    cur.execute(f"PRAGMA mmap_size={int(MMAP_SIZE)}")
     cur.close()
 
 
