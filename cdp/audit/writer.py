@@ -127,6 +127,10 @@ class _RawSqlite:
         )
         self.head_sql = str(_HEAD_FOR_UPDATE.compile(dialect=dialect))
         self.move_sql = str(_MOVE_HEAD.compile(dialect=dialect))
+        # links go to the driver as the (subject_id, seq) pairs they are, when nothing converts
+        self.links_as_pairs = self.subjects_columns == ("subject_id", "seq") and not any(
+            self.subjects_processors
+        )
 
     def head(self, conn: Connection) -> tuple[int, str] | None:
         """The head row (SQLite: the transaction already holds the write lock)."""
@@ -166,10 +170,10 @@ class _RawSqlite:
         """``audit_subjects`` rows from ``(subject_id, seq)`` pairs: passed to the driver as
         they are when the columns are in that order without bind processors (plain text and
         integer), through :meth:`insert` otherwise."""
-        if self.subjects_columns == ("subject_id", "seq") and not any(self.subjects_processors):
+        if self.links_as_pairs:
             self._run(conn, self.subjects_sql, links)
         else:
-            self.insert(conn, "subjects", [{"subject_id": s, "seq": q} for s, q in links])
+            self.insert(conn, "subjects", _link_rows(links))
 
     def _run(self, conn: Connection, sql: str, values: Sequence[Sequence[Any]]) -> None:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -181,6 +185,11 @@ class _RawSqlite:
             ) from None
         finally:
             cursor.close()
+
+
+def _link_rows(links: list[tuple[str, int]]) -> list[dict[str, object]]:
+    """``audit_subjects`` rows as column mappings (statements that bind by name)."""
+    return [{"subject_id": s, "seq": q} for s, q in links]
 
 
 def _insert_sql(
@@ -363,6 +372,6 @@ def append(
     else:
         conn.execute(_INSERT_LOG, rows)
         if links:
-            conn.execute(_INSERT_SUBJECTS, [{"subject_id": s, "seq": q} for s, q in links])
+            conn.execute(_INSERT_SUBJECTS, _link_rows(links))
         conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return records

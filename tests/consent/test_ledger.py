@@ -234,10 +234,10 @@ def test_sql_condition_equals_the_ledger_state_over_any_history(
     and out-of-order arrival."""
     rt = cdp_env.runtime
     subjects = [make_subject(rt) for _ in histories]
-    withdrawable = [p for p in PURPOSES if p in ("email_marketing", "analytics")]
+    recorded = ("email_marketing", "analytics")  # default withdrawn; default granted
     for sid, steps in zip(subjects, histories, strict=True):
         for n, (status, hours) in enumerate(steps):
-            for purpose in withdrawable:
+            for purpose in recorded:
                 _record(rt, sid, purpose, status, T0 + timedelta(hours=hours), source=f"s{n}")
     for purpose in PURPOSES:
         with rt.data_engine.connect() as conn:
