@@ -87,6 +87,18 @@ def current_rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def rss_parts_mb() -> tuple[float, float]:
+    """This process's resident memory now, MB: (anonymous: heap and stacks, file-backed: mapped
+    files, among them a database file SQLite reads through a memory map)."""
+    parts = {"RssAnon:": 0.0, "RssFile:": 0.0}
+    with Path("/proc/self/status").open() as fh:
+        for line in fh:
+            name, *rest = line.split()
+            if name in parts:
+                parts[name] = int(rest[0]) / 1024
+    return parts["RssAnon:"], parts["RssFile:"]
+
+
 def profile(rng: random.Random, i: int) -> dict[str, str]:
     city, state, country = CITIES[i % 3]
     # email and phone as ingestion stores them (normalised: trimmed, lower case; E.164)
@@ -181,12 +193,14 @@ def measure(home: Path, name: str) -> dict[str, Any]:
     ctx = AccessContext(principal_id=pid, principal_name=pname, roles=("marketer",),
                         purpose="ad_audiences", request_id="bench", client="bench")  # fmt: skip
     samples: list[float] = []
+    parts: list[tuple[float, float]] = []
     marks: list[float] = []
 
     def progress(phase: str, done: int, total: int) -> None:
         marks.append(time.perf_counter())
         if done % 20_000 < 2_000:
             samples.append(current_rss_mb())
+            parts.append(rss_parts_mb())
 
     rss_before = current_rss_mb()
     cpu0 = time.process_time()
@@ -208,6 +222,8 @@ def measure(home: Path, name: str) -> dict[str, Any]:
         "rss_min": min(samples, default=0),
         "rss_max": max(samples, default=0),
         "rss_peak": rss_mb(),
+        "anon_max": max((a for a, _ in parts), default=0),
+        "file_max": max((f for _, f in parts), default=0),
         "out_mb": out.stat().st_size / 2**20,
         "sha256": result.manifest["output_sha256"],
         "load": os.getloadavg()[0],
@@ -251,7 +267,8 @@ def report(name: str, runs: list[dict[str, Any]], rows: int) -> float:
     )
     print(
         f"  RSS at start {mid['rss_start']:.0f} MB, during export {mid['rss_min']:.0f}-"
-        f"{mid['rss_max']:.0f} MB, peak {mid['rss_peak']:.0f} MB"
+        f"{mid['rss_max']:.0f} MB (at most {mid['anon_max']:.0f} MB anonymous, "
+        f"{mid['file_max']:.0f} MB file-backed), peak {mid['rss_peak']:.0f} MB"
     )
     print(f"  output {mid['out_mb']:.1f} MB, sha256 {mid['sha256']} (the same every run: "
           f"{len({r['sha256'] for r in runs}) == 1})")  # fmt: skip
