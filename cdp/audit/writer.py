@@ -41,7 +41,9 @@ LOG = cast(sa.Table, AuditLogRow.__table__)  # type: ignore[attr-defined]
 HEAD = cast(sa.Table, AuditHead.__table__)  # type: ignore[attr-defined]
 SUBJECTS = cast(sa.Table, AuditSubject.__table__)  # type: ignore[attr-defined]
 
-SUBJECT_ID: Final = re.compile(r"^[0-9a-f]{32}$")
+SUBJECT_ID: Final = re.compile(r"^[0-9a-f]{32}\Z")
+r"""A cdp subject id, the whole string (``\Z``: unlike ``$``, no trailing newline), so that the
+callers' filters (``SUBJECT_ID.match``) keep out exactly what ``_checked`` refuses."""
 # Every id of a record at once (an export's record names thousands): one C-level match of the
 # comma-joined list instead of one ``SUBJECT_ID`` match per id. A comma can only follow 32 hex
 # digits, so an id of another length or with another character fails the whole list.

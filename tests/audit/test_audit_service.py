@@ -6,9 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from cdp.audit.chain import GENESIS_HASH
-from cdp.audit.service import audited_read, record_access
+from cdp.audit.service import audited_read, deny, record_access
 from cdp.audit.writer import LOG
-from cdp.errors import AuditWriteError, NotFoundError
+from cdp.errors import AuditWriteError, NotFoundError, PermissionDeniedError
 from tests.audit.factories import make_ctx
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
@@ -130,3 +130,20 @@ def test_records_match_the_published_schema(cdp_env: CdpEnv) -> None:
     from cdp.audit.chain import chain_hash
 
     assert chain_hash(record.prev_hash, record.canonical()) == record.hash
+
+
+def test_a_denial_leaves_out_an_id_with_a_trailing_newline(cdp_env: CdpEnv) -> None:
+    """What a caller typed as a subject id is recorded only when it is a whole cdp id: an id
+    with a trailing newline is left out (the denial is still recorded), not refused by the
+    writer mid-denial."""
+    sid = make_subject(cdp_env.runtime)
+    err = deny(
+        runtime=cdp_env.runtime,
+        ctx=make_ctx(),
+        action="read",
+        resource="profile",
+        subject_ids=[sid + "\n", sid],
+    )
+    assert isinstance(err, PermissionDeniedError)
+    rows = _rows(cdp_env)
+    assert [(r.outcome, r.subject_ids) for r in rows] == [("denied", f'["{sid}"]')]
