@@ -20,8 +20,9 @@ once (the database is not copied).
 Memory: the RSS of the export's process at its start, during the export and at its peak; the
 export streams in chunks, so the growth does not depend on ``--rows`` (run two sizes to see it).
 
-Run: ``python bench/export.py [--rows 100000] [--naive-rows 20000] [--repeat 3]`` (1,000,000
-rows takes a few minutes of setup; the export itself is what is timed). Email and phone are
+Run: ``python bench/export.py [--rows 100000] [--naive-rows 20000] [--repeat 3] [--keep-home]``
+(1,000,000 rows takes a few minutes of setup; the export itself is what is timed; the temporary
+installation is removed at the end unless ``--keep-home``). Email and phone are
 stored the way ingestion stores them (normalised, E.164); the tricky raw inputs are covered by
 the tests.
 """
@@ -29,6 +30,7 @@ the tests.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import hashlib
 import json
@@ -285,13 +287,21 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("meta-contact", "meta-all"), default=None, help="run one export"
     )
+    parser.add_argument(
+        "--keep-home",
+        action="store_true",
+        help="keep the installation (and its copy) in the temporary directory afterwards",
+    )
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--destination", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.destination)))
         return
-    home = Path(tempfile.mkdtemp(prefix="cdp-bench-export-")) / "home"
+    workdir = Path(tempfile.mkdtemp(prefix="cdp-bench-export-"))
+    if not args.keep_home:  # the installation and its copy: ~2.6 GB at 1,000,000 rows
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    home = workdir / "home"
     home.mkdir()
     os.environ["CDP_HOME"] = str(home)
     os.environ["CDP_LOG_LEVEL"] = "warning"
