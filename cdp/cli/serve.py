@@ -61,7 +61,19 @@ def serve(
         thread.start()
     console.print(f"cdp API on http://{host}:{port} ({workers} worker(s))")
     try:
-        uvicorn.run("cdp.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+        # No uvicorn access log: it prints each request line with its query string (a lookup's
+        # email or phone) outside the redacting structlog pipeline; the app logs every request
+        # itself (cdp.api.middleware). ``log_config=None``: uvicorn's own lines go through the
+        # logging that create_app configures in each worker.
+        uvicorn.run(
+            "cdp.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+        )
     finally:
         stop.set()
         for thread in threads:
