@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdp import errors
 from cdp.logging import get_logger
+from cdp.validation import safe_location
 
 STATUS: dict[type[errors.CdpError], int] = {
     errors.InvalidInputError: 422,
@@ -85,7 +86,10 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
-        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "invalid")}
+        {
+            "loc": safe_location(e.get("loc", ()), e.get("type", "")),
+            "msg": e.get("msg", "invalid"),
+        }
         for e in exc.errors()
     ]
     return JSONResponse(

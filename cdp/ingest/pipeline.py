@@ -42,6 +42,7 @@ from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, Order
 from cdp.logging import get_logger
 from cdp.observability import count_ingest
 from cdp.runtime import Runtime
+from cdp.validation import safe_location
 
 log = get_logger("cdp.ingest")
 
@@ -115,10 +116,9 @@ class Summary:
 def validation_rejects(position: int, exc: ValidationError) -> Reject:
     """One reject naming every failing field and rule (``hide_input_in_errors``: no values)."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    fields = tuple(dict.fromkeys(".".join(str(p) for p in e["loc"]) or "record" for e in errors))
-    messages = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in errors
-    )
+    where = [safe_location(e["loc"], e["type"]) or "record" for e in errors]
+    fields = tuple(dict.fromkeys(where))
+    messages = "; ".join(f"{at}: {e['msg']}" for at, e in zip(where, errors, strict=True))
     reason = "missing_id" if "missing id" in messages else "invalid"
     return Reject(position, reason, fields, messages[:500])
 

@@ -46,6 +46,7 @@ from cdp.ingest.segment_models import (
 )
 from cdp.observability import count_ingest
 from cdp.runtime import Runtime
+from cdp.validation import safe_location
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -91,7 +92,7 @@ def message_key(raw: dict[str, Any]) -> str:
 def _errors(index: int, prefix: str, exc: ValidationError) -> list[Invalid]:
     out = []
     for e in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = ".".join(str(p) for p in e["loc"])
+        loc = safe_location(e["loc"], e["type"])
         out.append(Invalid(index, f"{prefix}{loc}" if loc else prefix.rstrip(".") or "message",
                            e["msg"]))  # fmt: skip
     return out

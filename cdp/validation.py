@@ -1,0 +1,41 @@
+"""Where a validation error happened, named without echoing what the caller sent.
+
+A pydantic error's ``loc`` mixes the schema's own names (fields, aliases, list indexes, tags of
+union members) with names taken from the input: the keys of free-form objects (custom traits,
+event properties, a message's context) and, for a model that forbids extra fields, the unknown
+key itself. A key may be personal data (a headerless file's first row becomes its "header"; a
+trait can be named after a person), so only the schema's part of the path is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+FREE_FORM: Final = frozenset({"traits", "properties", "context"})
+"""Fields holding objects whose keys come from the input: the path stops at them."""
+UNKNOWN_FIELD: Final = "(unknown field)"
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def safe_location(loc: Sequence[int | str], error_type: str = "") -> str:
+    """The dotted path of ``loc`` with every part that may come from the input left out.
+
+    Indexes and identifier-shaped names are kept; the path ends at a free-form object (its keys
+    are the input's); the key an ``extra_forbidden`` error names becomes ``(unknown field)``;
+    anything else (a union member's tag such as ``constrained-str``) is dropped."""
+    parts: list[str] = []
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            parts.append(str(part))
+            continue
+        if i == last and error_type == "extra_forbidden":
+            parts.append(UNKNOWN_FIELD)
+            break
+        if _NAME.fullmatch(part):
+            parts.append(part)
+            if part in FREE_FORM:
+                break
+    return ".".join(parts)
