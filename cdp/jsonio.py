@@ -48,3 +48,30 @@ def compact_size(value: Any, limit: int) -> int:
         return size
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+MAX_DEPTH: Final = 64
+"""Deepest nesting of objects and arrays an ingested document may have (a Segment message, a
+JSON Lines record): deeper documents are refused before anything recurses over them."""
+
+
+def too_deep(raw: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (parsed from ``raw``) nests objects and arrays more than ``limit`` deep.
+
+    A document with at most ``limit`` opening brackets cannot be deeper (two C-level counts);
+    only others are walked, without recursion."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

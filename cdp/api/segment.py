@@ -22,7 +22,7 @@ from cdp.api.deps import RuntimeDep
 from cdp.api.errors import error_body
 from cdp.api.source_auth import SourceDep, require_source
 from cdp.ingest.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ingest_messages
-from cdp.jsonio import NOT_STRICT, compact_size, strict_loads
+from cdp.jsonio import MAX_DEPTH, NOT_STRICT, compact_size, strict_loads, too_deep
 
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[Depends(require_source)])
 
@@ -69,8 +69,12 @@ def _json(body: bytes) -> Any:
     if value is NOT_STRICT:  # what json reads beyond strict JSON (NaN, UTF-16...) is accepted
         try:
             value = json.loads(body)
+        except RecursionError:
+            raise HTTPException(400, f"the body nests more than {MAX_DEPTH} levels") from None
         except ValueError:
             raise HTTPException(400, "the body is not valid JSON") from None
+    if too_deep(body, value, MAX_DEPTH + 2):  # a batch's messages sit two levels down
+        raise HTTPException(400, f"the body nests more than {MAX_DEPTH} levels")
     return value
 
 

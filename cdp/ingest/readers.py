@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from cdp.errors import InvalidInputError
-from cdp.jsonio import NOT_STRICT, strict_loads
+from cdp.jsonio import MAX_DEPTH, NOT_STRICT, strict_loads, too_deep
 
 Format = Literal["csv", "jsonl"]
 
@@ -143,11 +143,16 @@ def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> 
                 continue
             try:
                 data = loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 yield RawRecord(number, error="invalid_json", message="line is not a JSON object")
                 continue
         if not isinstance(data, dict):
             yield RawRecord(number, error="invalid_json", message="line is not a JSON object")
+            continue
+        if too_deep(raw, data):
+            yield RawRecord(
+                number, error="invalid_json", message=f"nested more than {MAX_DEPTH} levels deep"
+            )
             continue
         yield RawRecord(number, data=_remap(data, mapping))
 

@@ -18,7 +18,7 @@ or browser id (``anonymous_id``). Mapping:
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -103,9 +103,23 @@ class SegmentMessage(BaseModel):
     def _null_objects(cls, value: Any) -> Any:
         return {} if value is None else value
 
+    @field_validator("timestamp", "original_timestamp", "sent_at", mode="after")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        """A time without a zone is UTC (as in batch files), so times can be compared."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
     def checks(self) -> list[tuple[str, str]]:
-        """Segment's own rules: an identifier; a track has an event; an alias has both ids."""
+        """Segment's own rules: an identifier; a track has an event; an alias has both ids; the
+        objects the spec nests (``context.traits``, an order's ``products``) have their shape."""
         problems = []
+        if not isinstance(self.context.get("traits") or {}, dict):
+            problems.append(("context.traits", "context.traits must be an object"))
+        products = self.properties.get("products")
+        if self.event == ORDER_COMPLETED and not isinstance(products or [], list):
+            problems.append(("properties.products", "products must be an array"))
         if not (self.user_id or self.anonymous_id):
             problems.append(("userId", "userId or anonymousId is required"))
         if self.type == "track" and not self.event:
@@ -120,7 +134,10 @@ class SegmentMessage(BaseModel):
         if at is None:
             return received_at
         if self.sent_at is not None and self.timestamp is None:
-            return at + (received_at - self.sent_at)
+            try:
+                return at + (received_at - self.sent_at)
+            except OverflowError:  # a sentAt centuries off: no correction (the date is checked)
+                return at
         return at
 
 
