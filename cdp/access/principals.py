@@ -31,6 +31,8 @@ from cdp.runtime import Runtime
 
 TOKEN_PREFIX: Final = "cdp_"  # noqa: S105 (a prefix, not a secret)
 KINDS: Final = ("person", "service")
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+"""The longest lifetime a token may be given (a longer one is a mistake, or never)."""
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _DUMMY_DIGEST: Final = hashlib.sha256(b"cdp-no-such-token").hexdigest()
 _UNAUTHENTICATED: Final = "the bearer token is unknown, expired or revoked"
@@ -127,6 +129,8 @@ def create(
         raise InvalidInputError(f"kind must be one of {', '.join(KINDS)}", field="kind")
     if expires_in is not None and expires_in <= timedelta(0):
         raise InvalidInputError("expiry must be in the future", field="expires_in")
+    if expires_in is not None and expires_in > MAX_TOKEN_LIFETIME:
+        raise InvalidInputError("a token lives at most 10 years (3650 days)", field="expires_in")
     role_tuple = _check_roles(roles)
     now = clock()
     token = new_token()

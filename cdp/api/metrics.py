@@ -17,6 +17,11 @@ router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
 MetricsRead = Annotated[AccessContext, Depends(authorize("metrics", "read"))]
 
 
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(2100, 1, 1)
+"""The days a period may start or end on (cdp stores times of 1900-2099)."""
+
+
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
@@ -25,8 +30,13 @@ def _midnight(day: date) -> datetime:
 def get_metrics(
     ctx: MetricsRead,
     runtime: RuntimeDep,
-    start: Annotated[date | None, Query(alias="from", description="First day (UTC).")] = None,
-    end: Annotated[date | None, Query(alias="to", description="Day after the period.")] = None,
+    start: Annotated[
+        date | None, Query(alias="from", description="First day (UTC).", ge=FIRST_DAY, le=LAST_DAY)
+    ] = None,
+    end: Annotated[
+        date | None,
+        Query(alias="to", description="Day after the period.", ge=FIRST_DAY, le=LAST_DAY),
+    ] = None,
 ) -> dict[str, Any]:
     """The period defaults to the 365 days before today."""
     del ctx  # authorised; aggregates carry no personal data, so no audit record

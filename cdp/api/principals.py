@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from cdp.access import principals as service
-from cdp.access.principals import PrincipalInfo
+from cdp.access.principals import MAX_TOKEN_LIFETIME, PrincipalInfo
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.audit.service import record_access
@@ -60,7 +60,9 @@ class PrincipalCreate(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
     roles: list[str] = Field(min_length=1, max_length=16)
     kind: str = "person"
-    expires_in_seconds: int | None = Field(default=None, ge=60)
+    expires_in_seconds: int | None = Field(
+        default=None, ge=60, le=int(MAX_TOKEN_LIFETIME.total_seconds())
+    )
 
 
 class PrincipalCreated(BaseModel):

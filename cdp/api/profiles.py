@@ -42,7 +42,9 @@ Limit = Annotated[
     int | None,
     Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size (default 50, at most {MAX_PAGE_SIZE})."),
 ]
-Cursor = Annotated[int | None, Query(ge=0, description="next_cursor of the previous page.")]
+Cursor = Annotated[
+    int | None, Query(ge=0, le=2**63 - 1, description="next_cursor of the previous page.")
+]
 
 
 class ProfileList(BaseModel):

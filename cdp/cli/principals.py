@@ -33,7 +33,12 @@ def parse_duration(text: str) -> timedelta:
         raise InvalidInputError(
             "durations look like 3600s, 90m, 12h, 30d or 2w", field="--expires-in"
         )
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise InvalidInputError(
+            "a token lives at most 10 years (3650d)", field="--expires-in"
+        ) from None
 
 
 @principals_app.command("create")

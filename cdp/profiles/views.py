@@ -91,10 +91,10 @@ def parse_fields(raw: str | None) -> frozenset[str] | None:
     if raw is None or not raw.strip():
         return None
     wanted = frozenset(f.strip() for f in raw.split(",") if f.strip())
-    unknown = sorted(wanted - SELECTABLE)
-    if unknown:
+    unknown = len(wanted - SELECTABLE)
+    if unknown:  # counted, not named: what was typed may be a person's email or name
         raise InvalidInputError(
-            f"unknown profile field(s): {', '.join(unknown)}; "
+            f"{unknown} unknown profile field(s) in fields=; "
             f"known: {', '.join(sorted(SELECTABLE))}",
             field="fields",
         )

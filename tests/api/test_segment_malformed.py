@@ -89,7 +89,9 @@ def test_a_body_nested_too_deep_gets_400(client: TestClient, key: str, depth: in
         assert response.status_code == 400, (path, response.status_code)
 
 
-def test_a_nesting_within_the_limit_is_stored(client: TestClient, key: str, cdp_env: CdpEnv) -> None:
+def test_a_nesting_within_the_limit_is_stored(
+    client: TestClient, key: str, cdp_env: CdpEnv
+) -> None:
     inner: Any = 1
     for _ in range(MAX_DEPTH - 2):  # the message and its properties are two levels
         inner = [inner]
