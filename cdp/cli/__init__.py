@@ -64,11 +64,28 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage errors, and typer's own copy of them (newer typer releases carry their own
+    click, whose classes are not click's: a bad option raised one of those)."""
+    import click
+    import typer
+
+    found: list[type[Exception]] = [click.ClickException]
+    found += [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    return tuple(dict.fromkeys(found))
+
+
+def _aborts() -> tuple[type[Exception], ...]:
+    import click
+    import typer
+
+    return tuple(dict.fromkeys([click.exceptions.Abort, typer.Abort]))
+
+
 def main() -> None:
     """Entry point: domain errors become a one-line message and exit status 2, an unreachable
     database exit status 3; anything else is logged through the redacting logger (traceback
     without locals) and exits 1. No raw traceback reaches the terminal."""
-    import click
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     from cdp.cli.root import app, err_console
@@ -86,11 +103,11 @@ def main() -> None:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         err_console.print(f"[red]error[/] (database_unavailable): {redact_text(reason)}")
         sys.exit(3)
-    except click.exceptions.Abort:
+    except _aborts():
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except _usage_errors() as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     except SystemExit:
         raise
     except Exception as exc:

@@ -1,0 +1,32 @@
+"""A command line cdp cannot parse gets click's usage message and exit status 2, from the real
+entry point (not an internal error with a traceback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import CdpEnv
+
+CLI = [sys.executable, "-c", "from cdp.cli import main; main()"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["export", "run", "win_back", "--bogus"], "No such option"),
+        (["export", "run"], "Missing argument"),
+        (["ingest", "customers", "/nonexistent/customers.csv"], "does not exist"),
+        (["principals", "create", "x", "--role"], "requires an argument"),
+    ],
+)
+def test_a_usage_error_exits_2_with_the_usage(cdp_env: CdpEnv, args: list[str], says: str) -> None:
+    done = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=os.environ.copy(), check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr
+    assert "internal_error" not in done.stderr and "Traceback" not in done.stderr
