@@ -239,11 +239,18 @@ class Package:
     request_id: str
     data: dict[str, Any]
 
+    # Event properties may hold lone surrogates (a JSON escape such as "\ud800" sent to the
+    # Segment API is stored as sent): written as that escape, they keep the package valid UTF-8.
+
     def json_bytes(self) -> bytes:
-        return json.dumps(self.data, ensure_ascii=False, indent=2).encode()
+        """The package as UTF-8 JSON; a lone surrogate is written as its JSON escape."""
+        text = json.dumps(self.data, ensure_ascii=False, indent=2)
+        return text.encode("utf-8", "backslashreplace")
 
     def html(self) -> str:
-        return access_package.render_html(self.data)
+        """The package as HTML; a lone surrogate is shown as its escape (``\ud800``)."""
+        text = access_package.render_html(self.data)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def download_package(

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from cdp.api.app import create_app
 from cdp.audit.writer import LOG
 from cdp.consent import service as consent
+from cdp.ingest.sources import create_source
 from cdp.privacy import access_package
 from tests.audit.factories import make_principal
 from tests.conftest import CdpEnv
@@ -168,3 +169,25 @@ def test_extension_and_rejection_over_http(cdp_env: CdpEnv, client: TestClient) 
         headers=dpo,
     )
     assert bad.status_code == 422
+
+
+def test_a_package_holding_a_lone_surrogate_downloads_as_valid_utf8(
+    cdp_env: CdpEnv, client: TestClient
+) -> None:
+    rt = cdp_env.runtime
+    key = create_source(runtime=rt, name="web").write_key
+    event = b'{"type":"track","userId":"surr-1","event":"Noted","properties":{"note":"\\ud800x"}}'
+    r = client.post("/v1/track", content=event, auth=(key, ""))
+    assert r.status_code == 200, r.text
+    dpo = _headers(cdp_env, "dpo", "privacy_request")
+    body = {"type": "access", "identity": {"customer_id": "surr-1"}}
+    rid = client.post("/v1/privacy-requests", json=body, headers=dpo).json()["id"]
+    assert client.post(f"/v1/privacy-requests/{rid}/verify", json={}, headers=dpo).is_success
+    assert client.post(f"/v1/privacy-requests/{rid}/run", headers=dpo).status_code == 200
+    r = client.get(f"/v1/privacy-requests/{rid}/package?format=json", headers=dpo)
+    assert r.status_code == 200, r.text
+    r.content.decode("utf-8")  # valid UTF-8
+    notes = [e["properties"]["note"] for e in r.json()["events"]]
+    assert notes == ["\ud800x"]  # the escape reads back as what was sent
+    html = client.get(f"/v1/privacy-requests/{rid}/package?format=html", headers=dpo)
+    assert html.status_code == 200
