@@ -4,6 +4,14 @@ An order id already stored is a duplicate, unless its status, total, discount or
 (a refund exported later): then the order row is updated and counted as ``updated``. Its line
 items are not rewritten. Only new orders go through identity resolution (an order for an unknown
 customer creates a subject holding just that identity).
+
+A status only moves forward: ``completed`` → ``cancelled`` → ``refunded`` (:data:`STATUS_RANK`).
+A record that would move a stored order back (an older export loaded after a refund) is a
+duplicate, and several rows of one order in a file fold into the furthest one (the later row
+among equals), so the outcome does not depend on row order or batch size and a second run of the
+same files changes nothing. An order's currency never changes: a row giving a stored order
+another currency is rejected (``currency_changed``); its amounts and line items are in the
+stored currency's minor units.
 """
 
 from __future__ import annotations
@@ -37,6 +45,21 @@ ORDER_COLUMNS = (
     "updated_at",
 )
 ITEM_COLUMNS = ("order_id", "product_id", "sku", "category", "name", "price_minor", "quantity")
+STATUS_RANK = {"completed": 0, "cancelled": 1, "refunded": 2}
+"""How far along an order's status is: an update never moves it back."""
+
+
+def _folded(items: Sequence[tuple[int, OrderRecord]]) -> tuple[list[tuple[int, OrderRecord]], int]:
+    """One row per order id: the one with the furthest status (the later row among equals), at
+    the position of the order's first row; and how many rows were folded away."""
+    chosen: dict[str, tuple[int, OrderRecord]] = {}
+    for position, r in items:
+        held = chosen.get(r.order_id)
+        if held is None:
+            chosen[r.order_id] = (position, r)
+        elif STATUS_RANK[r.status] >= STATUS_RANK[held[1].status]:
+            chosen[r.order_id] = (held[0], r)
+    return list(chosen.values()), len(items) - len(chosen)
 
 
 class _Minor:
@@ -81,6 +104,8 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
     conn = ctx.conn
     ot = Order.__table__  # type: ignore[attr-defined]
     it = OrderItem.__table__  # type: ignore[attr-defined]
+    items, folded = _folded(items)
+    out.duplicates += folded
     stored = existing(
         conn,
         ot.c.order_ref,
@@ -89,18 +114,26 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
         ot.c.total_minor,
         ot.c.discount_minor,
         ot.c.coupon,
+        ot.c.currency,
     )
     fresh: list[tuple[int, OrderRecord]] = []
     seen: set[str] = set()
     updates: dict[str, dict[str, Any]] = {}
     for position, r in items:
-        if r.order_id in seen:
-            out.duplicates += 1
-            continue
         seen.add(r.order_id)
         row = stored.get(r.order_id)
         if row is None:
             fresh.append((position, r))
+            continue
+        if row[5] != r.currency:
+            out.rejects.append(
+                Reject(
+                    position,
+                    "currency_changed",
+                    ("currency",),
+                    "the order is stored in another currency; an order's currency cannot change",
+                )
+            )
             continue
         now = (
             r.status,
@@ -108,8 +141,8 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
             to_minor(r.discount, r.currency),
             r.coupon,
         )
-        if tuple(row[1:]) == now:
-            out.duplicates += 1
+        if tuple(row[1:5]) == now or STATUS_RANK[r.status] < STATUS_RANK[row[1]]:
+            out.duplicates += 1  # the same, or older news than what is stored
         else:
             out.updated += 1
             updates[r.order_id] = {
