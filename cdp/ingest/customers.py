@@ -33,8 +33,14 @@ def _wanted(record: CustomerRecord) -> dict[str, str]:
     return values
 
 
-def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord]]) -> Outcome:
-    """Ingest one batch of customer records in ``ctx.conn``'s transaction."""
+def write_customers(
+    ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord]], *, live: bool = False
+) -> Outcome:
+    """Ingest one batch of customer records in ``ctx.conn``'s transaction.
+
+    ``live``: the records are current (Segment identify calls, sent as things happen), so one
+    without ``created_at`` applies like the newest; in a file such a record is of unknown age and
+    only fills what the profile lacks once the profile holds a dated record."""
     out = Outcome()
     if not items:
         return out
@@ -84,8 +90,9 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
         as_of[sid] = None
 
     # Apply the batch's records in order. Precedence makes the result independent of the order
-    # of rows and batches: a record older (by its created_at) than the one the profile holds
-    # only fills fields the profile lacks; the sign-up date is the earliest seen. A subject is
+    # of rows and batches: a record older (by its created_at) than the one the profile holds,
+    # or (in a file) without a created_at while the profile has one, only fills fields the
+    # profile lacks; the sign-up date is the earliest seen. A subject is
     # written only if its end state differs from what is stored, and its records count as
     # updates only then — so a second run of any file is all duplicates and changes nothing.
     final: dict[str, dict[str, str]] = {}
@@ -100,7 +107,7 @@ def write_customers(ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord
         state = final.setdefault(sid, dict(stored.get(sid, {})))
         at = record.created_at
         held = final_as_of.get(sid)
-        wins = at is None or held is None or at >= held
+        wins = held is None or (at >= held if at is not None else live)
         for fld, value in _wanted(record).items():
             if fld == CUSTOM_TRAITS_FIELD and fld in state:
                 base, extra = json.loads(state[fld]), json.loads(value)

@@ -223,7 +223,7 @@ def _write(plan: _Plan) -> Any:
         out.duplicates += len(plan.customers) - len(customers)
         out.add(write_consents(ctx, plan.gpc, only_changes=True))
         out.add(write_consents(ctx, plan.consents, only_changes=True))
-        out.add(write_customers(ctx, customers))
+        out.add(write_customers(ctx, customers, live=True))
         out.add(write_orders(ctx, plan.orders))
         out.add(write_events(ctx, plan.events))
         new_seen = [
