@@ -172,6 +172,30 @@ def _generic(conn: Connection, section: str, subject_id: str) -> list[dict[str, 
     return out
 
 
+def _name_recipients(conn: Connection, sections: list[dict[str, Any]]) -> None:
+    """Give each ``export_recipients`` row its destination's name, kind and purpose: the person
+    is owed who received their data, not an internal id (a deleted destination keeps its id)."""
+    table = metadata.tables.get("export_destinations")
+    rows = [row for s in sections if s["table"] == "export_recipients" for row in s["rows"]]
+    ids = sorted({row["destination_id"] for row in rows if row.get("destination_id")})
+    if table is None or not ids:
+        return
+    found = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(table.c.id, table.c.name, table.c.kind, table.c.purpose).where(
+                table.c.id.in_(ids)
+            )
+        )
+    }
+    for row in rows:
+        known = found.get(row.get("destination_id"))
+        if known is not None:
+            row["destination_name"] = known.name
+            row["destination_kind"] = known.kind
+            row["purpose"] = known.purpose
+
+
 def _audit_trail(conn: Connection, subject_id: str) -> list[dict[str, Any]]:
     log = metadata.tables.get("audit_log")
     index = metadata.tables.get("audit_subjects")
@@ -243,6 +267,7 @@ def build(
         ],
         "audit_trail": _audit_trail(conn, subject_id),
     }
+    _name_recipients(conn, package["recipients"])
     validate(package)
     return package
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from cdp.exports.ledger import destinations_of, recipients_of
-from cdp.privacy.access_package import build
+from cdp.privacy.access_package import build, render_html
 from cdp.privacy.restriction import restrict
 from tests.exports.conftest import World
 
@@ -100,6 +100,10 @@ def test_ledger_feeds_the_access_package(world: World) -> None:
     (section,) = [s for s in package["recipients"] if s["table"] == "export_recipients"]
     assert [row["export_id"] for row in section["rows"]] == [result.export_id]
     assert all(row["subject_id"] == sid for row in section["rows"])
+    # the person is told who received the data, not only an internal id
+    named = [(r["destination_name"], r["destination_kind"], r["purpose"]) for r in section["rows"]]
+    assert named == [("mail", "csv", "email_marketing")]
+    assert "mail (csv, for email marketing)" in render_html(package)
     assert other not in str(package["recipients"])
     # and the audit trail of the package shows the export's decryption of the person's email
     assert any(
