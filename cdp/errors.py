@@ -106,11 +106,22 @@ class AuditWriteError(CdpError):
 
 
 class AudienceTooSmallError(ConflictError):
-    """An export would leave fewer subjects than its destination's minimum audience size; nothing
-    is sent. ``counts`` holds the manifest counts (numbers only) that explain why."""
+    """An export would leave fewer subjects than its destination's minimum audience size; no
+    subject is added. Its removes (withdrawals) are still sent: ``status`` is the run's status,
+    ``refused`` (nothing sent) or ``removes_only``. ``counts`` holds the manifest counts (numbers
+    only) that explain why; ``export_id`` names the stored run."""
 
     code = "audience_too_small"
 
-    def __init__(self, message: str, *, counts: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        counts: dict[str, int] | None = None,
+        export_id: str | None = None,
+        status: str = "refused",
+    ) -> None:
         super().__init__(message)
         self.counts = dict(counts or {})
+        self.export_id = export_id
+        self.status = status

@@ -4,11 +4,13 @@ It is stored on the export's row (``export_runs.manifest``) and written beside t
 ``<export id>.manifest.json``. Its counts add up::
 
     members = excluded_consent + excluded_restriction + excluded_no_data
-              + unchanged + sent + failed_delivery
+              + unchanged + sent + failed_delivery + adds_refused
 
 ``unchanged`` are eligible subjects the destination already holds (incremental sync);
-``removed`` (subjects withdrawn from the destination) is counted apart, since most of them are
-not members any more. No personal data is in a manifest: ids, names, counts and digests only.
+``adds_refused`` are eligible subjects not sent because the audience was below the destination's
+minimum (the run's status is then ``refused`` or ``removes_only``); ``removed`` (subjects
+withdrawn from the destination) is counted apart, since most of them are not members any more.
+No personal data is in a manifest: ids, names, counts and digests only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class ExportCounts:
     unchanged: int = 0
     sent: int = 0
     failed_delivery: int = 0
+    adds_refused: int = 0
     removed: int = 0
     removes_failed: int = 0
     removes_unresolvable: int = 0
@@ -42,6 +45,7 @@ class ExportCounts:
             + self.unchanged
             + self.sent
             + self.failed_delivery
+            + self.adds_refused
         )
 
     def as_dict(self) -> dict[str, int]:

@@ -64,7 +64,8 @@ class ExportRun(SQLModel, table=True):
 
     id: str = Field(default_factory=new_export_id, primary_key=True, max_length=32)
     status: str = Field(
-        max_length=16, description="running | succeeded | partial | refused | failed"
+        max_length=16,
+        description="running | succeeded | partial | refused | removes_only | failed",
     )
     segment: str = Field(max_length=64)
     rule_version: int | None = Field(default=None)
@@ -110,7 +111,9 @@ class ExportStaging(SQLModel, table=True):
         max_length=16, description="no_consent | restricted | no_data | eligible | left"
     )
     action: str = Field(
-        default="none", max_length=8, description="none | add | keep | remove | skip | failed"
+        default="none",
+        max_length=8,
+        description="none | add | keep | remove | skip | failed | lost | refused",
     )
 
 

@@ -117,6 +117,15 @@ class Outputs:
         self._close_sender()
         return out
 
+    def discard(self, sink: FileSink | WebhookSink) -> None:
+        """Drop one sink whose rows must not leave (adds refused for the minimum audience): its
+        file is removed; a webhook sink that held its rows back has sent nothing."""
+        if isinstance(sink, FileSink):
+            sink.abort()
+            self._files = [(op, f) for op, f in self._files if f is not sink]
+        elif sink.delivered == 0 and sink.dead_letters == 0:
+            self._hooks = [(op, h) for op, h in self._hooks if h is not sink]
+
     def abort(self) -> None:
         """Remove partial files (a refused or failed export leaves none)."""
         for _, f in self._files:

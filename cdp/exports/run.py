@@ -6,11 +6,12 @@ Steps (each a short transaction, so SQLite's write lock is never held for the wh
    (default deny; a denial is audited); write the export's audit record;
 2. recompute membership and stage it in SQL with consent, restriction and data availability at
    this moment (the consent snapshot time), and the adds/removes against the sync state;
-3. refuse, with the counts, when fewer eligible subjects remain than the destination's minimum;
+3. refuse the adds, with the counts, when fewer eligible subjects remain than the destination's
+   minimum (:mod:`cdp.exports.minimum`; the removes are still sent);
 4. for adds, then removes, chunk by chunk: decrypt only the fields the destination may receive,
    write one audit record naming the chunk's subjects and fields (committed before any row is
    written out), build the rows (hashing for ad platforms) and hand them to the sink (file or
-   signed webhook batches);
+   signed webhook batches); the adds are refused after all if too few had usable data;
 5. close: sync state, recipients ledger, counts and manifest in one transaction; the manifest
    is also written beside the output.
 
@@ -34,6 +35,7 @@ from cdp.exports.collector import chunk_collection
 from cdp.exports.decrypt import decrypt_chunk, is_dense, stored_subjects
 from cdp.exports.destinations import DestinationInfo, get_destination
 from cdp.exports.manifest import ExportCounts, Manifest
+from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
 from cdp.exports.models import new_export_id
 from cdp.exports.outputs import Outputs
 from cdp.exports.records import RUNS, finish_run, start_run
@@ -88,8 +90,10 @@ def run_export(
     """Export ``segment`` to ``destination`` as ``ctx``'s principal (see the module doc).
 
     Raises ``PermissionDeniedError`` (audited), ``InvalidInputError`` (purpose mismatch),
-    ``NotFoundError``, or ``AudienceTooSmallError`` carrying the counts (the run is kept as
-    ``refused``, nothing is sent)."""
+    ``NotFoundError``, or ``AudienceTooSmallError`` carrying the counts and the export id when
+    the audience is below the destination's minimum: no subject is added; the removes are sent
+    all the same (the run is kept as ``removes_only``, or ``refused`` when there was nothing to
+    remove; see :mod:`cdp.exports.minimum`)."""
     dest = get_destination(runtime=runtime, name=destination)
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
@@ -147,17 +151,15 @@ def _run(
     )
     outputs = Outputs(runtime=runtime, dest=dest, export_id=export_id, clock=clock, retry=retry)
     try:
-        _pipeline(runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress)
-    except AudienceTooSmallError:
-        outputs.abort()
-        _close(runtime, manifest, "refused", clock, error="audience_too_small")
-        raise
+        refused = _pipeline(runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress)
     except BaseException as exc:
         outputs.abort()
         code = getattr(exc, "code", type(exc).__name__)
         _close(runtime, manifest, "failed", clock, error=str(code)[:64])
         log.error("export failed", export_id=export_id, error_type=type(exc).__name__)
         raise
+    if refused is not None:
+        raise refused
     return ExportResult(export_id, manifest.status, manifest.counts, manifest.to_document())
 
 
@@ -171,7 +173,8 @@ def _pipeline(
     full: bool,
     clock: Clock,
     progress: Progress | None,
-) -> None:
+) -> AudienceTooSmallError | None:
+    """Run the export; return the refusal to raise once the run is closed, if any."""
     export_id = manifest.export_id
     audience = resolver(runtime, manifest.segment, clock)
     manifest.rule_version = audience.rule_version
@@ -193,20 +196,18 @@ def _pipeline(
     counts.excluded_restriction = staged.excluded_restriction
     counts.excluded_no_data = staged.no_data
     counts.unchanged = staged.unchanged
-    _require_size(dest, counts, staged.eligible)
+    left = staged.eligible
+    if not below_minimum(dest, left):
+        left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock)
+    refused = below_minimum(dest, left)
+    if refused:
+        _refuse_adds(runtime, export_id, counts)
+        if not staged.to_remove:  # nothing may leave: close as before, with no output
+            outputs.abort()
+            _close(runtime, manifest, REFUSED, clock, error=ERROR_CODE)
+            return refusal(dest, counts, left, export_id=export_id, status=REFUSED)
 
-    add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
-    skipped, failed = _send(
-        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock
-    )
-    counts.excluded_no_data += len(skipped)
-    counts.failed_delivery = len(failed)
-    counts.sent = staged.to_add - len(skipped) - len(failed)
-    _mark(runtime, export_id, skipped, "skip")
-    _mark(runtime, export_id, failed, "failed")
-    _require_size(dest, counts, staged.eligible - len(skipped))
-
-    if staged.to_remove:
+    if staged.to_remove:  # always sent: the minimum audience never holds back a withdrawal
         rm_sink = outputs.sink("remove")
         lost, rm_failed = _send(
             runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock
@@ -217,20 +218,51 @@ def _pipeline(
         counts.removes_failed = len(rm_failed)
         counts.removed = staged.to_remove - len(lost) - len(rm_failed)
     manifest.outputs = outputs.commit()
-    status = "partial" if counts.failed_delivery or counts.removes_failed else "succeeded"
-    _close(runtime, manifest, status, clock, apply_sync=True)
+    if refused:
+        status, error = REMOVES_ONLY, ERROR_CODE
+    else:
+        failed = counts.failed_delivery or counts.removes_failed
+        status, error = ("partial" if failed else "succeeded"), None
+    _close(runtime, manifest, status, clock, apply_sync=True, error=error)
     outputs.write_manifest(manifest.to_document())
+    if refused:
+        return refusal(dest, counts, left, export_id=export_id, status=REMOVES_ONLY)
+    return None
 
 
-def _require_size(dest: DestinationInfo, counts: ExportCounts, audience: int) -> None:
-    if audience < dest.min_audience:
-        raise AudienceTooSmallError(
-            f"only {audience} subjects remain for destination {dest.name!r}, which requires at "
-            f"least {dest.min_audience} (members {counts.members}, excluded for consent "
-            f"{counts.excluded_consent}, for restriction {counts.excluded_restriction}, "
-            f"without usable data {counts.excluded_no_data})",
-            counts=counts.as_dict(),
-        )
+def _adds(
+    runtime: Runtime,
+    ctx: AccessContext,
+    dest: DestinationInfo,
+    outputs: Outputs,
+    staged: staging.StagedCounts,
+    counts: ExportCounts,
+    progress: Progress | None,
+    clock: Clock,
+) -> int:
+    """Send the adds; return the audience left once decrypted (eligible less the unusable). When
+    that is below the minimum the adds file is dropped (a webhook held its rows back)."""
+    export_id = ctx.request_id
+    add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
+    skipped, failed = _send(
+        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock
+    )
+    counts.excluded_no_data += len(skipped)
+    counts.failed_delivery = len(failed)
+    counts.sent = staged.to_add - len(skipped) - len(failed)
+    _mark(runtime, export_id, skipped, "skip")
+    _mark(runtime, export_id, failed, "failed")
+    audience = staged.eligible - len(skipped)
+    if below_minimum(dest, audience):
+        outputs.discard(add_sink)
+    return audience
+
+
+def _refuse_adds(runtime: Runtime, export_id: str, counts: ExportCounts) -> None:
+    """No add leaves: the staged adds become ``refused`` and are counted as such."""
+    with runtime.data_engine.begin() as conn:
+        counts.adds_refused = staging.refuse_adds(conn, export_id=export_id)
+    counts.sent = 0
 
 
 def _send(

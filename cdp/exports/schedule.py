@@ -23,7 +23,13 @@ import sqlalchemy as sa
 from cdp.access.context import AccessContext
 from cdp.access.principals import get_by_name
 from cdp.clock import Clock, utcnow
-from cdp.errors import CdpError, ConflictError, InvalidInputError, NotFoundError
+from cdp.errors import (
+    AudienceTooSmallError,
+    CdpError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 from cdp.exports.audience import AudienceResolver, segment_audience
 from cdp.exports.destinations import get_destination
 from cdp.exports.models import ExportSchedule
@@ -229,6 +235,15 @@ def run_due_exports(
                 export_id=export_id,
                 status=status,
                 **result.counts.as_dict(),
+            )
+        except AudienceTooSmallError as exc:  # no adds; removes sent if there were any
+            export_id, status = exc.export_id, exc.code
+            log.warning(
+                "scheduled export below its minimum audience",
+                schedule=info.name,
+                export_id=export_id,
+                status=exc.status,
+                **exc.counts,
             )
         except CdpError as exc:
             status = exc.code

@@ -195,6 +195,17 @@ def set_action(
         conn.execute(stmt, [{"sid": s} for s in subject_ids[start : start + 1000]])
 
 
+def refuse_adds(conn: Connection, *, export_id: str) -> int:
+    """The audience is below the minimum: every staged add not yet skipped or failed becomes
+    ``refused`` (not sent, kept out of the sync state and the ledger). Returns how many."""
+    result = conn.execute(
+        sa.update(STAGING)
+        .where(STAGING.c.export_id == export_id, STAGING.c.action == "add")
+        .values(action="refused")
+    )
+    return int(result.rowcount)
+
+
 def clear(conn: Connection, *, export_id: str) -> None:
     """Delete the staging rows of an export (it ended, one way or another)."""
     conn.execute(sa.delete(STAGING).where(STAGING.c.export_id == export_id))

@@ -9,10 +9,11 @@ dead-lettered webhook batch are left out of both tables, so the next run tries t
 Ledger rows are written per chunk, in the same transaction as the chunk's audit record and
 before any of its rows leaves cdp: an erasure that starts while the export runs finds the
 destination in the ledger (erasure reads the ledger first). When the export closes, the ledger
-rows of undelivered webhook batches are deleted, and a refused or failed export deletes all of
-its rows (its files were removed). The sync-state update is set-based (``INSERT ... SELECT`` /
-``DELETE ... WHERE IN (SELECT ...)`` from the staging rows) in the closing transaction, which
-first locks the export's ledger and staging rows in erasure's order (no deadlock with it).
+rows of undelivered webhook batches and of adds refused for the minimum audience are deleted,
+and a refused or failed export deletes all of its rows (its files were removed). The
+sync-state update is set-based (``INSERT ... SELECT`` / ``DELETE ... WHERE IN (SELECT ...)``
+from the staging rows) in the closing transaction, which first locks the export's ledger and
+staging rows in erasure's order (no deadlock with it).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def apply(
     segment: str,
     changed: int | None = None,
 ) -> None:
-    """Move the sync state from the staging rows; drop ledger rows of undelivered batches.
+    """Move the sync state from the staging rows; drop ledger rows of undelivered batches and
+    of refused adds (decrypted, but the minimum audience kept them from leaving).
 
     ``changed``, when known, is how many staged subjects were added, removed or lost: the old
     sync rows of those subjects are then found from whichever side is smaller, the staged
@@ -134,7 +136,7 @@ def apply(
     )
     failed = (
         sa.select(STAGING.c.subject_id)
-        .where(STAGING.c.export_id == export_id, STAGING.c.action == "failed")
+        .where(STAGING.c.export_id == export_id, STAGING.c.action.in_(["failed", "refused"]))
         .scalar_subquery()
     )
     conn.execute(

@@ -18,6 +18,11 @@ over too when they can be (each in a savepoint); rows that would collide with th
 (e.g. one computed trait row per subject) are deleted, as the cascade would, and get recomputed.
 The trait tables are always written by a statement, which is what keeps a merge from committing
 in the middle of a trait recompute's writes.
+
+The exports' recipients ledger and sync state name their subject without a foreign key too; they
+move to the survivor by :func:`cdp.exports.merge.move_export_rows` (one row kept where both
+subjects have one), so erasure and access requests of the survivor find every destination and
+the next export neither re-adds the person nor loses track of them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from cdp.consent.models import ConsentEvent
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
+from cdp.exports.merge import move_export_rows
 from cdp.profiles.models import Event, Order, SubjectMerge
 from cdp.profiles.pii_records import delete_records, read_sealed, write_sealed
 from cdp.runtime import Runtime
@@ -192,6 +198,7 @@ def merge_subjects(
     _merge_pii(runtime, conn, survivor, absorbed, now)
     _merge_events(runtime, conn, survivor, absorbed)
     _move_other_tables(conn, survivor, absorbed)
+    move_export_rows(conn, survivor=survivor, absorbed=absorbed)
     signed = conn.execute(
         sa.select(sa.func.min(subjects.c.signed_up_at)).where(
             subjects.c.id.in_([survivor, absorbed])

@@ -1,0 +1,78 @@
+"""A merge of two subjects carries their export history over to the survivor.
+
+The recipients ledger (``export_recipients``) and the sync state (``export_sync_members``) name
+subjects without a foreign key (see :mod:`cdp.exports.models`), so the generic move of
+:mod:`cdp.profiles.merge` does not see them. Left on the absorbed id they would be lost: erasure
+and the access package of the survivor would not find the destinations that received the
+person, and the next export would count the absorbed id as an unresolvable remove (its key is
+destroyed at the merge) while adding the survivor again. :func:`move_export_rows` runs inside
+the merge's transaction:
+
+- sync state: a destination/segment the survivor is not synced to takes the absorbed row; where
+  both are, the survivor's row is kept (the destination holds the person; the next run compares
+  the survivor's current state against it) and the absorbed one dropped;
+- ledger: every row moves; where both subjects were in the same export (the key is export and
+  subject) one row is kept, ``add`` if either was added, since that records the disclosure an
+  access request and an erasure notice must show.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.exports.models import ExportRecipient, SyncMember
+
+RECIPIENTS = cast(sa.Table, ExportRecipient.__table__)  # type: ignore[attr-defined]
+SYNC = cast(sa.Table, SyncMember.__table__)  # type: ignore[attr-defined]
+
+
+def move_export_rows(conn: Connection, *, survivor: str, absorbed: str) -> None:
+    """Move ``absorbed``'s ledger and sync rows to ``survivor`` (see the module doc)."""
+    _move_sync(conn, survivor, absorbed)
+    _move_recipients(conn, survivor, absorbed)
+
+
+def _move_sync(conn: Connection, survivor: str, absorbed: str) -> None:
+    mine = SYNC.alias("mine")
+    both = (
+        sa.select(sa.literal(1))
+        .where(
+            mine.c.subject_id == survivor,
+            mine.c.destination_id == SYNC.c.destination_id,
+            mine.c.segment == SYNC.c.segment,
+        )
+        .exists()
+    )
+    conn.execute(sa.delete(SYNC).where(SYNC.c.subject_id == absorbed, both))
+    conn.execute(sa.update(SYNC).where(SYNC.c.subject_id == absorbed).values(subject_id=survivor))
+
+
+def _move_recipients(conn: Connection, survivor: str, absorbed: str) -> None:
+    theirs = RECIPIENTS.alias("theirs")
+    added_by_them = (
+        sa.select(sa.literal(1))
+        .where(
+            theirs.c.subject_id == absorbed,
+            theirs.c.export_id == RECIPIENTS.c.export_id,
+            theirs.c.op == "add",
+        )
+        .exists()
+    )
+    conn.execute(
+        sa.update(RECIPIENTS)
+        .where(RECIPIENTS.c.subject_id == survivor, RECIPIENTS.c.op != "add", added_by_them)
+        .values(op="add")
+    )
+    mine = RECIPIENTS.alias("mine")
+    both = (
+        sa.select(sa.literal(1))
+        .where(mine.c.subject_id == survivor, mine.c.export_id == RECIPIENTS.c.export_id)
+        .exists()
+    )
+    conn.execute(sa.delete(RECIPIENTS).where(RECIPIENTS.c.subject_id == absorbed, both))
+    conn.execute(
+        sa.update(RECIPIENTS).where(RECIPIENTS.c.subject_id == absorbed).values(subject_id=survivor)
+    )
