@@ -104,6 +104,10 @@ class CreatedDestination:
 def _check_url(url: str | None) -> str:
     if not url:
         raise InvalidInputError("a webhook destination needs a url", field="url")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidInputError(
+            "the url must not contain spaces or control characters", field="url"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise InvalidInputError("the url must be http(s)://host/...", field="url")

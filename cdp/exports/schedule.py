@@ -37,6 +37,7 @@ from cdp.exports.run import run_export
 from cdp.exports.webhook import RetryPolicy
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
+from cdp.segments.service import get_segment
 
 SCHEDULES = cast(sa.Table, ExportSchedule.__table__)  # type: ignore[attr-defined]
 log = get_logger("cdp.exports.schedule")
@@ -125,6 +126,7 @@ def create_schedule(
         raise InvalidInputError("a schedule name is 1-64 lower-case letters, digits, _ . -")
     if every_seconds < MIN_EVERY_SECONDS:
         raise InvalidInputError("a schedule runs at most once a minute", field="every")
+    get_segment(runtime=runtime, name=segment)  # NotFoundError now, not at every run
     dest = get_destination(runtime=runtime, name=destination)
     if dest.purpose != ctx.purpose:
         raise InvalidInputError(

@@ -29,6 +29,8 @@ from tests.exports.conftest import World
             ["email"],
             {"url": "https://x.example.com", "batch_size": 0},
         ),
+        ("webhook", "email_marketing", ["email"], {"url": "https://exa mple.com/"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://example.com/a\tb"}),
     ],
 )
 def test_invalid_destinations_are_refused(

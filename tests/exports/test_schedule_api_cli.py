@@ -12,7 +12,7 @@ from cdp.access.principals import create as create_principal
 from cdp.access.principals import revoke
 from cdp.api.app import create_app
 from cdp.cli import app as cli_app
-from cdp.errors import InvalidInputError
+from cdp.errors import InvalidInputError, NotFoundError
 from cdp.exports.audience import segment_audience
 from cdp.exports.schedule import (
     create_schedule,
@@ -237,3 +237,18 @@ def test_send_time_query_is_the_compiled_segment_plus_restricted(world: World) -
         theirs = set(conn.execute(compile_rule(clause, now=world.clock())).scalars())
     assert mine == set(ids) and theirs == set(ids) - {ids[0]}
     assert audience.rule_version == 1 and audience.segment == "everyone"
+
+
+def test_a_schedule_of_an_unknown_segment_is_refused(world: World) -> None:
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    with pytest.raises(NotFoundError):
+        create_schedule(
+            runtime=world.rt,
+            ctx=world.ctx("email_marketing"),
+            name="ghost",
+            segment="no-such-segment",
+            destination="mail",
+            every_seconds=3600,
+            clock=world.clock,
+        )
+    assert list_schedules(runtime=world.rt) == []
