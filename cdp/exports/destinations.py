@@ -129,6 +129,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+COUNTRY_STEERED = ("postal_code", "state")
+"""Ad-platform fields normalised by the subject's country (a UK postcode, a US state code);
+phones need none, being stored in E.164."""
+
+
 def _check_fields(kind: DestinationKind, fields: Sequence[str]) -> tuple[str, ...]:
     wanted = tuple(dict.fromkeys(f.strip() for f in fields if f.strip()))
     if not wanted:
@@ -146,6 +151,14 @@ def _check_fields(kind: DestinationKind, fields: Sequence[str]) -> tuple[str, ..
         if extra:
             raise InvalidInputError(
                 f"the {kind.value} format does not use field(s) {', '.join(extra)}",
+                field="fields",
+            )
+        steered = [f for f in COUNTRY_STEERED if f in wanted]
+        if steered and "country" not in wanted:
+            raise InvalidInputError(
+                f"{' and '.join(steered)} need country among the fields: the platform's "
+                "normalisation of them depends on the subject's country, and only the "
+                "destination's fields are decrypted",
                 field="fields",
             )
     order = {f: i for i, f in enumerate(EXPORTABLE_FIELDS)}

@@ -29,6 +29,9 @@ from tests.exports.conftest import World
             ["email"],
             {"url": "https://x.example.com", "batch_size": 0},
         ),
+        ("meta", "ad_audiences", ["email", "postal_code"], {}),  # zip needs the country
+        ("meta", "ad_audiences", ["state"], {}),  # so does the state
+        ("google", "ad_audiences", ["email", "postal_code"], {}),
         ("webhook", "email_marketing", ["email"], {"url": "https://exa mple.com/"}),
         ("webhook", "email_marketing", ["email"], {"url": "https://example.com/a\tb"}),
     ],
@@ -68,3 +71,9 @@ def test_signature_verifies_and_any_change_fails(
         changed = body[:i] + bytes([body[i] ^ 1]) + body[i + 1 :]
         assert not verify_signature(secret, header, changed, now=t)
     assert not verify_signature(secret, header.replace(f"t={t}", f"t={t + 1}"), body, now=t)
+
+
+def test_postal_code_and_state_come_with_country(world: World) -> None:
+    made = world.destination("m1", "meta", "ad_audiences", ["postal_code", "state", "country"])
+    assert made.destination.fields == ("state", "postal_code", "country")
+    assert world.destination("m2", "meta", "ad_audiences", ["email", "phone"]).destination
