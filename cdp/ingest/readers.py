@@ -26,6 +26,8 @@ from cdp.jsonio import NOT_STRICT, strict_loads
 
 Format = Literal["csv", "jsonl"]
 
+_BOM = b"\xef\xbb\xbf"
+
 _EXTENSIONS: Mapping[str, Format] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -96,13 +98,16 @@ def load_mapping(path: Path | None) -> dict[str, str]:
 
 
 def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes without the line end); ``None`` past ``limit``."""
+    """(line number, bytes without the line end); ``None`` past ``limit``. A UTF-8 byte order
+    mark opening the file is not part of its first line."""
     number = 0
     while True:
         chunk = stream.readline(limit + 1)
         if not chunk:
             return
         number += 1
+        if number == 1 and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
         if len(chunk) > limit and not chunk.endswith(b"\n"):
             while chunk and not chunk.endswith(b"\n"):  # skip the rest of the line, bounded
                 chunk = stream.readline(1 << 16)
