@@ -52,6 +52,13 @@ def _blank_to_none(data: Any) -> Any:
     return data
 
 
+def _object_copy(value: Any) -> Any:
+    """A copy of a JSON object, an empty one for null, else the value itself."""
+    if value is None:
+        return {}
+    return dict(value) if isinstance(value, dict) else value
+
+
 def _safe_id(value: str | None) -> str | None:
     """Identifiers are printable, trimmed and never start like a spreadsheet formula."""
     if value is None:
@@ -139,21 +146,23 @@ class CustomerRecord(_Record):
             return data
         known = set(cls.model_fields)
         out: dict[str, Any] = {}
-        address = dict(data.get("address") or {})
-        traits = dict(data.get("traits") or {})
+        # null is absent; anything else but an object (a number, a list, false) is left as it
+        # is, for the field's type to reject
+        address = _object_copy(data.get("address"))
+        traits = _object_copy(data.get("traits"))
         for key, value in data.items():
             if key in ("address", "traits"):
                 continue
             if key in ADDRESS_FIELDS:
-                if value is not None:
+                if value is not None and isinstance(address, dict):
                     address[key] = value
             elif key in known:
                 out[key] = value
-            elif value is not None:
+            elif value is not None and isinstance(traits, dict):
                 traits[str(key)[:64]] = value
-        if address:
+        if address or not isinstance(address, dict):
             out["address"] = address
-        if traits:
+        if traits or not isinstance(traits, dict):
             out["traits"] = traits
         return out
 
