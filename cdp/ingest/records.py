@@ -8,6 +8,7 @@ reject file or an HTTP error body cannot leak what was sent.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -91,6 +92,23 @@ def _email(value: str | None) -> str | None:
         return normalize_email(value)
     except Exception:
         raise ValueError("not a valid email address") from None
+
+
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
+
+
+def not_epoch(value: Any) -> Any:
+    """A time (or date) given as a number, or as a string of digits such as ``20240115``, is
+    refused: pydantic would read it as Unix seconds (a date in 1970). Times are ISO 8601 text."""
+    if value.__class__ is str:
+        if _NUMBER.fullmatch(value):
+            raise ValueError(
+                "digits alone are not a time (they would be read as Unix seconds); "
+                "write ISO 8601, e.g. 2024-01-15 or 2024-01-15T10:00:00Z"
+            )
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        raise ValueError("a number is not a time (it would be read as Unix seconds)")
+    return value
 
 
 def _aware(value: datetime) -> datetime:
@@ -182,6 +200,11 @@ class CustomerRecord(_Record):
         if value is not None and not (_MIN_DATE <= value < _MAX_DATE):
             raise ValueError("date is outside 1900-2099")
         return value
+
+    @field_validator("birthday", "created_at", mode="before")
+    @classmethod
+    def _not_epoch(cls, value: Any) -> Any:
+        return not_epoch(value)
 
     @field_validator("created_at")
     @classmethod
@@ -279,6 +302,11 @@ class _SubjectRecord(_Record):
     @classmethod
     def _subject_phone(cls, value: str | None, info: ValidationInfo) -> str | None:
         return _phone(value, None, info)
+
+    @field_validator("ordered_at", "occurred_at", "timestamp", mode="before", check_fields=False)
+    @classmethod
+    def _not_epoch(cls, value: Any) -> Any:
+        return not_epoch(value)
 
     @field_validator("ordered_at", "occurred_at", "timestamp", check_fields=False)
     @classmethod

@@ -42,3 +42,32 @@ def test_an_address_or_traits_that_is_not_an_object_rejects_its_line_only(
         7: ("invalid", ["address"]),
     }
     assert count(cdp_env.runtime, "subjects") == 4
+
+
+def test_a_digit_only_time_is_rejected_and_nothing_is_stored_in_1970(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    header = "order_id,customer_id,ordered_at,total,currency\n"
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        header + "O1,C1,20240115,10.00,USD\nO2,C1,2024-01-15T10:00:00Z,10.00,USD\n"
+        "O3,C1,1705312800,10.00,USD\n",
+        encoding="utf-8",
+    )
+    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
+    assert (summary.read, summary.inserted, summary.rejected) == (3, 1, 2)
+    rejects = _rejects(summary.rejects_path)
+    assert sorted(rejects) == [2, 4]
+    for r in rejects.values():
+        assert r["reason"] == "invalid" and r["fields"] == ["ordered_at"]
+        assert "Unix seconds" in r["message"] and "20240115" not in r["message"]
+    assert count(cdp_env.runtime, "orders", "WHERE ordered_at < '1971-01-01'") == 0
+
+    events = write_jsonl(tmp_path / "events.jsonl", [
+        {"customer_id": "C1", "event": "Viewed", "timestamp": 1705312800},
+        {"customer_id": "C1", "event": "Viewed", "timestamp": "20240115"},
+        {"customer_id": "C1", "event": "Viewed", "timestamp": "2024-01-15T10:00:00Z"},
+    ])  # fmt: skip
+    summary = ingest_file(runtime=cdp_env.runtime, kind="events", path=events)
+    assert (summary.read, summary.inserted, summary.rejected) == (3, 1, 2)
+    assert set(_rejects(summary.rejects_path)) == {1, 2}

@@ -1,16 +1,81 @@
-"""Record rules: nested objects must be objects."""
+"""Record rules: times are ISO 8601 text, never epoch numbers; nested objects are objects."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from cdp.ingest.records import CustomerRecord
+from cdp.ingest.fast_customer import fast_customer
+from cdp.ingest.fastpath import fast_order
+from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
+from cdp.ingest.segment_models import SegmentMessage
+from tests.ingest.helpers import customer, fast_matches_model, order
 
 CONTEXT: dict[str, Any] = {"currencies": frozenset({"USD", "CNY"}), "default_region": "US"}
+
+_RECORDS: list[tuple[type[BaseModel], str, dict[str, Any]]] = [
+    (OrderRecord, "ordered_at", {**order(1), "items": []}),
+    (CustomerRecord, "created_at", customer(1)),
+    (CustomerRecord, "birthday", customer(1)),
+    (ConsentRecord, "occurred_at",
+     {"customer_id": "C1", "purpose": "analytics", "status": "granted",
+      "occurred_at": "2025-01-01T00:00:00Z"}),
+    (EventRecord, "timestamp",
+     {"customer_id": "C1", "event": "Viewed", "timestamp": "2025-01-01T00:00:00Z"}),
+]  # fmt: skip
+
+_DIGITS = st.one_of(
+    st.from_regex(r"\A[+-]?\d{1,14}(\.\d{0,6})?\Z"),
+    st.sampled_from(["20240115", "0", "86400", "1705276800", "1705276800.5", " 20240115 "]),
+)
+_NUMBERS = st.integers(-(10**12), 10**13) | st.floats(-1e12, 1e13, allow_nan=False)
+
+
+def _rejected_for(model: type[BaseModel], data: dict[str, Any], field: str) -> str:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(data, context=CONTEXT)
+    errors = info.value.errors(include_url=False, include_input=False)
+    assert [e["loc"] for e in errors] == [(field,)]
+    return str(errors[0]["msg"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_RECORDS), _DIGITS | _NUMBERS)
+def test_a_time_of_digits_or_a_number_is_rejected_not_read_as_unix_seconds(
+    record: tuple[type[BaseModel], str, dict[str, Any]], value: Any
+) -> None:
+    model, field, plain = record
+    data = {**plain, field: value}
+    message = _rejected_for(model, data, field)
+    assert "Unix seconds" in message
+    fast = {OrderRecord: fast_order, CustomerRecord: fast_customer}.get(model)
+    if fast is not None:
+        assert fast(data, CONTEXT) is None
+        fast_matches_model(fast, model, data, CONTEXT)
+
+
+def test_iso_times_and_dates_are_still_read() -> None:
+    for model, field, plain in _RECORDS:
+        value = "1990-04-01" if field == "birthday" else "2024-01-15"
+        record = model.model_validate({**plain, field: value}, context=CONTEXT)
+        assert str(getattr(record, field)).startswith("1990-04-01" if field == "birthday" else
+                                                      "2024-01-15")  # fmt: skip
+
+
+@pytest.mark.parametrize("field", ["timestamp", "originalTimestamp", "sentAt"])
+def test_segment_message_times_are_not_read_as_unix_seconds(field: str) -> None:
+    with pytest.raises(ValidationError):
+        SegmentMessage.model_validate({"type": "track", "userId": "u", "event": "e",
+                                       field: "20240115"})  # fmt: skip
+    ok = SegmentMessage.model_validate(
+        {"type": "track", "userId": "u", "event": "e", field: "2024-01-15T00:00:00Z"}
+    )
+    assert ok.model_dump()[{"originalTimestamp": "original_timestamp",
+                            "sentAt": "sent_at"}.get(field, field)].year == 2024  # fmt: skip
 
 
 _JSON = st.recursive(
