@@ -106,13 +106,13 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
         if not chunk:
             return
         number += 1
-        if number == 1 and chunk.startswith(_BOM):
-            chunk = chunk[len(_BOM) :]
         if len(chunk) > limit and not chunk.endswith(b"\n"):
             while chunk and not chunk.endswith(b"\n"):  # skip the rest of the line, bounded
                 chunk = stream.readline(1 << 16)
             yield number, None
             continue
+        if number == 1 and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
         yield number, chunk.rstrip(b"\r\n")
 
 

@@ -136,3 +136,9 @@ def test_a_byte_order_mark_opening_a_jsonl_file_is_not_part_of_its_first_record(
     # only at the start of the file: elsewhere it is not JSON
     out = list(read_jsonl(io.BytesIO(b"{}\n\xef\xbb\xbf{}\n"), mapping={}, limit=1 << 20))
     assert [r.error for r in out] == [None, "invalid_json"]
+
+
+def test_a_first_line_over_the_limit_with_a_byte_order_mark_is_one_reject() -> None:
+    data = b'\xef\xbb\xbf{"a": "' + b"x" * 60 + b'"}\n{}\n'
+    out = list(read_jsonl(io.BytesIO(data), mapping={}, limit=64))
+    assert [(r.line, r.error) for r in out] == [(1, "record_too_large"), (2, None)]
