@@ -82,13 +82,17 @@ def _money(value: Any) -> Decimal:
     raise _FallbackError
 
 
-def _time(value: Any) -> datetime:
+def _time(value: Any, latest: datetime) -> datetime:
+    """An ISO time up to ``latest`` (the context's ``latest_time``)."""
     if value.__class__ is not str or not _TIME.fullmatch(value):
         raise _FallbackError
     try:
-        return _aware(datetime.fromisoformat(value))
+        at = _aware(datetime.fromisoformat(value))
     except ValueError:
         raise _FallbackError from None
+    if at > latest:
+        raise _FallbackError
+    return at
 
 
 def _item(data: Any) -> LineItem:
@@ -167,7 +171,7 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
                 "anonymous_id": anonymous_id,
                 "email": email,
                 "phone": phone,
-                "ordered_at": _time(get("ordered_at")),
+                "ordered_at": _time(get("ordered_at"), context["latest_time"]),
                 "total": _money(get("total")),
                 "currency": currency,
                 "discount": discount,

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cdp.clock import Clock, utcnow
+from cdp.consent.service import CLOCK_SKEW
 from cdp.errors import WriteContentionError
 from cdp.ingest.batch import BatchContext, Outcome, Reject
 from cdp.ingest.collector import collector_paused
@@ -225,11 +227,13 @@ def _batches(
         yield items, rejects, read
 
 
-def record_context(runtime: Runtime, converter: Converter) -> dict[str, Any]:
-    """The validation context: known currencies and the default phone region."""
+def record_context(runtime: Runtime, converter: Converter, now: datetime) -> dict[str, Any]:
+    """The validation context: known currencies, the default phone region and the latest time a
+    record may carry (``now`` plus the consent service's clock skew)."""
     return {
         "currencies": converter.currencies,
         "default_region": runtime.settings.default_region,
+        "latest_time": now + CLOCK_SKEW,
     }
 
 
@@ -266,7 +270,7 @@ def ingest_file(
     try:
         with collector_paused():
             for items, bad, read in _batches(
-                raw, MODELS[kind], record_context(runtime, converter), size
+                raw, MODELS[kind], record_context(runtime, converter, clock()), size
             ):
                 outcome = run_batch(
                     runtime,

@@ -9,6 +9,7 @@ reject file or an HTTP error body cannot leak what was sent.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -22,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from cdp.clock import utcnow
 from cdp.consent.purposes import PURPOSES
+from cdp.consent.service import CLOCK_SKEW
 from cdp.crypto.normalize import normalize_email, normalize_phone
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
@@ -108,6 +111,22 @@ def not_epoch(value: Any) -> Any:
             )
     elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         raise ValueError("a number is not a time (it would be read as Unix seconds)")
+    return value
+
+
+def latest_time(context: Mapping[str, Any] | None) -> datetime:
+    """The latest time a record may carry: the run's (or request's) clock, ``latest_time`` in the
+    validation context, else now — plus the clock skew the consent service allows."""
+    latest = (context or {}).get("latest_time")
+    return latest if latest is not None else utcnow() + CLOCK_SKEW
+
+
+def _not_future(value: datetime, info: ValidationInfo) -> datetime:
+    """A time ahead of the clock (beyond the skew) is refused: a consent grant dated 2095 would
+    outrank every later withdrawal, a customer record would win precedence forever, an order or
+    event would distort recency — the consent service refuses them too."""
+    if value > latest_time(info.context):
+        raise ValueError(f"lies in the future (more than {CLOCK_SKEW} ahead of the clock)")
     return value
 
 
@@ -208,8 +227,8 @@ class CustomerRecord(_Record):
 
     @field_validator("created_at")
     @classmethod
-    def _created(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _aware(value)
+    def _created(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        return None if value is None else _not_future(_aware(value), info)
 
     @field_validator("traits")
     @classmethod
@@ -310,8 +329,8 @@ class _SubjectRecord(_Record):
 
     @field_validator("ordered_at", "occurred_at", "timestamp", check_fields=False)
     @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return _aware(value)
+    def _utc(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return _not_future(_aware(value), info)
 
 
 class OrderRecord(_SubjectRecord):

@@ -112,7 +112,7 @@ def plan_messages(
     """Validate every message and turn the valid ones into records (nothing is written)."""
     now = clock()
     converter = converter_for(runtime)
-    ctx = record_context(runtime, converter)
+    ctx = record_context(runtime, converter, now)
     plan = _Plan()
     invalid: list[Invalid] = []
     subjects: dict[tuple[str | None, str | None], int] = {}

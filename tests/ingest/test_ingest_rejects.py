@@ -71,3 +71,36 @@ def test_a_digit_only_time_is_rejected_and_nothing_is_stored_in_1970(
     summary = ingest_file(runtime=cdp_env.runtime, kind="events", path=events)
     assert (summary.read, summary.inserted, summary.rejected) == (3, 1, 2)
     assert set(_rejects(summary.rejects_path)) == {1, 2}
+
+
+def test_a_consent_grant_dated_in_the_future_is_rejected_so_a_withdrawal_holds(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    from cdp.consent.service import consent_proof
+
+    rt = cdp_env.runtime
+    write_jsonl(tmp_path / "customers.jsonl", [{"customer_id": "C1"}])
+    ingest_file(runtime=rt, kind="customers", path=tmp_path / "customers.jsonl")
+    entry = {"customer_id": "C1", "purpose": "email_marketing", "source": "crm"}
+    consents = write_jsonl(tmp_path / "consents.jsonl", [
+        {**entry, "status": "granted", "occurred_at": "2095-01-01T00:00:00Z"},
+        {**entry, "status": "withdrawn", "occurred_at": "2025-06-01T00:00:00Z"},
+    ])  # fmt: skip
+    summary = ingest_file(runtime=rt, kind="consents", path=consents)
+    assert (summary.read, summary.inserted, summary.rejected) == (2, 1, 1)
+    reject = _rejects(summary.rejects_path)[1]
+    assert reject["reason"] == "invalid" and reject["fields"] == ["occurred_at"]
+    assert "future" in reject["message"] and "2095" not in reject["message"]
+    with rt.data_engine.connect() as conn:
+        sid = conn.exec_driver_sql("SELECT id FROM subjects").scalar_one()
+        proof = consent_proof(conn=conn, subject_id=sid)
+    assert proof.states["email_marketing"].status == "withdrawn"
+    assert [h.status for h in proof.history] == ["withdrawn"]
+
+    later = write_jsonl(tmp_path / "orders.jsonl", [
+        {"order_id": "O1", "customer_id": "C1", "ordered_at": "2095-01-01T00:00:00Z",
+         "total": "1", "currency": "USD"},
+    ])  # fmt: skip
+    summary = ingest_file(runtime=rt, kind="orders", path=later)
+    assert (summary.inserted, summary.rejected) == (0, 1)
+    assert count(rt, "orders") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -9,13 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from cdp.consent.service import CLOCK_SKEW
 from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
 from cdp.ingest.segment_models import SegmentMessage
 from tests.ingest.helpers import customer, fast_matches_model, order
 
-CONTEXT: dict[str, Any] = {"currencies": frozenset({"USD", "CNY"}), "default_region": "US"}
+CONTEXT: dict[str, Any] = {
+    "currencies": frozenset({"USD", "CNY"}),
+    "default_region": "US",
+    "latest_time": datetime.now(UTC) + CLOCK_SKEW,
+}
 
 _RECORDS: list[tuple[type[BaseModel], str, dict[str, Any]]] = [
     (OrderRecord, "ordered_at", {**order(1), "items": []}),
@@ -108,3 +114,41 @@ def test_any_json_address_or_traits_is_read_or_rejected_never_an_error(
     assert _absent(value) or isinstance(value, dict)
     if flat_city:
         assert record.address is not None and record.address.city == "Springfield"
+
+
+_FUTURE_FIELDS = [(m, f, p) for m, f, p in _RECORDS if f != "birthday"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_FUTURE_FIELDS), st.integers(-(10**6), 10**9))
+def test_a_time_ahead_of_the_clock_beyond_the_skew_is_rejected(
+    record: tuple[type[BaseModel], str, dict[str, Any]], seconds: int
+) -> None:
+    """Up to the clock plus CLOCK_SKEW a time is read; past it, rejected — model and fast path."""
+    model, field, plain = record
+    latest = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    context = {**CONTEXT, "latest_time": latest}
+    at = latest + timedelta(seconds=seconds)
+    if at.year > 2099:
+        return
+    data = {**plain, field: at.isoformat().replace("+00:00", "Z")}
+    fast = {OrderRecord: fast_order, CustomerRecord: fast_customer}.get(model)
+    if seconds <= 0:
+        assert getattr(model.model_validate(data, context=context), field) == at
+        if fast is not None:
+            assert fast_matches_model(fast, model, data, context) is not None
+        return
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(data, context=context)
+    errors = info.value.errors(include_url=False, include_input=False)
+    assert [e["loc"] for e in errors] == [(field,)] and "future" in errors[0]["msg"]
+    if fast is not None:
+        assert fast(data, context) is None
+
+
+def test_without_a_clock_in_the_context_now_is_the_clock() -> None:
+    grant = {"customer_id": "C1", "purpose": "analytics", "status": "granted"}
+    with pytest.raises(ValidationError):
+        ConsentRecord.model_validate({**grant, "occurred_at": "2095-01-01T00:00:00Z"})
+    soon = datetime.now(UTC) + CLOCK_SKEW - timedelta(seconds=30)
+    assert ConsentRecord.model_validate({**grant, "occurred_at": soon}).occurred_at == soon
