@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cdp.ingest.pipeline import ingest_file
 from tests.conftest import CdpEnv
-from tests.ingest.helpers import count, write_jsonl
+from tests.ingest.helpers import CUSTOMER_HEADER, count, customer, write_csv, write_jsonl
 
 
 def _rejects(path: Path | None) -> dict[int, dict[str, Any]]:
@@ -104,3 +109,56 @@ def test_a_consent_grant_dated_in_the_future_is_rejected_so_a_withdrawal_holds(
     summary = ingest_file(runtime=rt, kind="orders", path=later)
     assert (summary.inserted, summary.rejected) == (0, 1)
     assert count(rt, "orders") == 0
+
+
+CLI = [sys.executable, "-c", "from cdp.cli import main; main()"]
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink"])
+def test_rejects_path_naming_the_input_is_a_usage_error_and_the_input_is_kept(
+    cdp_env: CdpEnv, tmp_path: Path, how: str
+) -> None:
+    rows = [customer(1), customer(2, email="not-an-email")]
+    path = write_csv(tmp_path / "customers.csv", rows, CUSTOMER_HEADER)
+    before = path.read_bytes()
+    rejects = {"same": path, "relative": Path("./customers.csv"), "symlink": tmp_path / "l"}
+    if how == "symlink":
+        (tmp_path / "l").symlink_to(path)
+    done = subprocess.run(
+        [*CLI, "ingest", "customers", str(path), "--rejects", str(rejects[how])],
+        capture_output=True, env=os.environ.copy(), cwd=tmp_path, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "reject file would overwrite the input" in done.stderr
+    assert path.read_bytes() == before
+    assert count(cdp_env.runtime, "subjects") == 0
+
+
+@pytest.mark.parametrize("where", ["missing_dir", "a_directory"])
+def test_an_unwritable_rejects_path_fails_before_anything_is_stored(
+    cdp_env: CdpEnv, tmp_path: Path, where: str
+) -> None:
+    rows = [customer(n) for n in range(1, 6)] + [customer(6, email="not-an-email")]
+    path = write_csv(tmp_path / "customers.csv", rows, CUSTOMER_HEADER)
+    target = tmp_path / "no-such-dir" / "r.jsonl"
+    if where == "a_directory":
+        target = tmp_path / "adir"
+        target.mkdir()
+    done = subprocess.run(
+        [*CLI, "ingest", "customers", str(path), "--rejects", str(target), "--batch-size", "2"],
+        capture_output=True, env=os.environ.copy(), text=True,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "cannot write the reject file" in done.stderr
+    assert count(cdp_env.runtime, "subjects") == 0
+
+
+def test_a_clean_run_leaves_no_reject_file_and_removes_a_stale_one(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "customers.csv", [customer(1)], CUSTOMER_HEADER)
+    stale = tmp_path / "customers.csv.rejects.jsonl"
+    stale.write_text('{"line": 9}\n')
+    summary = ingest_file(runtime=cdp_env.runtime, kind="customers", path=path)
+    assert summary.inserted == 1 and summary.rejects_path is None
+    assert not stale.exists()
