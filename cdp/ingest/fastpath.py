@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from cdp.crypto.normalize import normalize_email, normalize_phone
-from cdp.ingest.records import _FORMULA_START, LineItem, OrderRecord, _aware
+from cdp.ingest.records import _FORMULA_START, LineItem, OrderRecord
+from cdp.ingest.times import aware
 
 _ORDER_KEYS = frozenset(OrderRecord.model_fields)
 _ITEM_KEYS = frozenset(LineItem.model_fields)
@@ -87,7 +88,7 @@ def _time(value: Any, latest: datetime) -> datetime:
     if value.__class__ is not str or not _TIME.fullmatch(value):
         raise _FallbackError
     try:
-        at = _aware(datetime.fromisoformat(value))
+        at = aware(datetime.fromisoformat(value))
     except ValueError:
         raise _FallbackError from None
     if at > latest:

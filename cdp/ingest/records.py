@@ -8,9 +8,7 @@ reject file or an HTTP error body cannot leak what was sent.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -23,10 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from cdp.clock import utcnow
 from cdp.consent.purposes import PURPOSES
-from cdp.consent.service import CLOCK_SKEW
 from cdp.crypto.normalize import normalize_email, normalize_phone
+from cdp.ingest.times import MAX_DATE, MIN_DATE, aware, not_epoch, not_future
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
@@ -36,8 +33,6 @@ CUSTOM_TRAITS_FIELD = "custom_traits"
 """The vault field holding a customer's custom traits as one JSON object."""
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_MIN_DATE = date(1900, 1, 1)
-_MAX_DATE = date(2100, 1, 1)
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 ShortText = Annotated[str, Field(min_length=1, max_length=64)]
@@ -95,49 +90,6 @@ def _email(value: str | None) -> str | None:
         return normalize_email(value)
     except Exception:
         raise ValueError("not a valid email address") from None
-
-
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
-
-
-def not_epoch(value: Any) -> Any:
-    """A time (or date) given as a number, or as a string of digits such as ``20240115``, is
-    refused: pydantic would read it as Unix seconds (a date in 1970). Times are ISO 8601 text."""
-    if value.__class__ is str:
-        if _NUMBER.fullmatch(value):
-            raise ValueError(
-                "digits alone are not a time (they would be read as Unix seconds); "
-                "write ISO 8601, e.g. 2024-01-15 or 2024-01-15T10:00:00Z"
-            )
-    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        raise ValueError("a number is not a time (it would be read as Unix seconds)")
-    return value
-
-
-def latest_time(context: Mapping[str, Any] | None) -> datetime:
-    """The latest time a record may carry: the run's (or request's) clock, ``latest_time`` in the
-    validation context, else now — plus the clock skew the consent service allows."""
-    latest = (context or {}).get("latest_time")
-    return latest if latest is not None else utcnow() + CLOCK_SKEW
-
-
-def _not_future(value: datetime, info: ValidationInfo) -> datetime:
-    """A time ahead of the clock (beyond the skew) is refused: a consent grant dated 2095 would
-    outrank every later withdrawal, a customer record would win precedence forever, an order or
-    event would distort recency — the consent service refuses them too."""
-    if value > latest_time(info.context):
-        raise ValueError(f"lies in the future (more than {CLOCK_SKEW} ahead of the clock)")
-    return value
-
-
-def _aware(value: datetime) -> datetime:
-    """Naive timestamps are read as UTC; every stored time is UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    if not (_MIN_DATE <= value.date() < _MAX_DATE):
-        raise ValueError("date is outside 1900-2099")
-    return value
 
 
 class _Record(BaseModel):
@@ -216,7 +168,7 @@ class CustomerRecord(_Record):
     @field_validator("birthday")
     @classmethod
     def _birthday(cls, value: date | None) -> date | None:
-        if value is not None and not (_MIN_DATE <= value < _MAX_DATE):
+        if value is not None and not (MIN_DATE <= value < MAX_DATE):
             raise ValueError("date is outside 1900-2099")
         return value
 
@@ -228,7 +180,7 @@ class CustomerRecord(_Record):
     @field_validator("created_at")
     @classmethod
     def _created(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        return None if value is None else _not_future(_aware(value), info)
+        return None if value is None else not_future(aware(value), info.context)
 
     @field_validator("traits")
     @classmethod
@@ -330,7 +282,7 @@ class _SubjectRecord(_Record):
     @field_validator("ordered_at", "occurred_at", "timestamp", check_fields=False)
     @classmethod
     def _utc(cls, value: datetime, info: ValidationInfo) -> datetime:
-        return _not_future(_aware(value), info)
+        return not_future(aware(value), info.context)
 
 
 class OrderRecord(_SubjectRecord):

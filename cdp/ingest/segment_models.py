@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cdp.ingest.records import not_epoch
+from cdp.ingest.times import not_epoch
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
 CATEGORY_PURPOSES: dict[str, tuple[str, ...]] = {
