@@ -86,7 +86,7 @@ def fast_customer(data: Mapping[str, Any], context: Mapping[str, Any]) -> Custom
             "last_name": _text(get("last_name"), 256),
             "birthday": _birthday(get("birthday")),
             "gender": _text(get("gender"), 32),
-            "created_at": None if created is None else _time(created),
+            "created_at": None if created is None else _time(created, context["latest_time"]),
             "traits": traits,
         }
     except Exception:  # any rule failing (normalisers raise their own): the model names it

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from cdp.crypto.normalize import normalize_email, normalize_phone
-from cdp.ingest.records import _FORMULA_START, LineItem, OrderRecord, _aware
+from cdp.ingest.records import _FORMULA_START, LineItem, OrderRecord
+from cdp.ingest.times import aware
 
 _ORDER_KEYS = frozenset(OrderRecord.model_fields)
 _ITEM_KEYS = frozenset(LineItem.model_fields)
@@ -82,13 +83,17 @@ def _money(value: Any) -> Decimal:
     raise _FallbackError
 
 
-def _time(value: Any) -> datetime:
+def _time(value: Any, latest: datetime) -> datetime:
+    """An ISO time up to ``latest`` (the context's ``latest_time``)."""
     if value.__class__ is not str or not _TIME.fullmatch(value):
         raise _FallbackError
     try:
-        return _aware(datetime.fromisoformat(value))
+        at = aware(datetime.fromisoformat(value))
     except ValueError:
         raise _FallbackError from None
+    if at > latest:
+        raise _FallbackError
+    return at
 
 
 def _item(data: Any) -> LineItem:
@@ -167,7 +172,7 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
                 "anonymous_id": anonymous_id,
                 "email": email,
                 "phone": phone,
-                "ordered_at": _time(get("ordered_at")),
+                "ordered_at": _time(get("ordered_at"), context["latest_time"]),
                 "total": _money(get("total")),
                 "currency": currency,
                 "discount": discount,

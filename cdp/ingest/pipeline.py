@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +28,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cdp.clock import Clock, utcnow
-from cdp.errors import WriteContentionError
+from cdp.consent.service import CLOCK_SKEW
+from cdp.errors import InvalidInputError, WriteContentionError
 from cdp.ingest.batch import BatchContext, Outcome, Reject
 from cdp.ingest.collector import collector_paused
 from cdp.ingest.consents import write_consents
@@ -169,16 +171,28 @@ def run_batch(
 
 
 class RejectsFile:
-    """The reject file, created on the first reject (a stale one from an earlier run is removed)."""
+    """The reject file. It is opened before anything is read or stored — a path that cannot be
+    written, or that is the input itself, fails the run before its first batch — and removed at
+    the end when no record was rejected (a stale one from an earlier run goes either way)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, source: Path) -> None:
+        if _same_file(path, source):
+            raise InvalidInputError(
+                f"the reject file would overwrite the input {source}; choose another path",
+                field="rejects",
+            )
         self.path = path
-        self._fh: IO[str] | None = None
-        path.unlink(missing_ok=True)
+        self._used = False
+        try:
+            self._fh: IO[str] = path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot write the reject file {path}: {exc.strerror or type(exc).__name__}",
+                field="rejects",
+            ) from None
 
     def write(self, reject: Reject) -> None:
-        if self._fh is None:
-            self._fh = self.path.open("w", encoding="utf-8")
+        self._used = True
         row = {
             "line": reject.position,
             "reason": reject.reason,
@@ -188,12 +202,23 @@ class RejectsFile:
         self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        self._fh.close()
+        if not self._used:
+            self.path.unlink(missing_ok=True)
 
     @property
     def used(self) -> bool:
-        return self._fh is not None
+        return self._used
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (symbolic and hard links included)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def _batches(
@@ -225,11 +250,13 @@ def _batches(
         yield items, rejects, read
 
 
-def record_context(runtime: Runtime, converter: Converter) -> dict[str, Any]:
-    """The validation context: known currencies and the default phone region."""
+def record_context(runtime: Runtime, converter: Converter, now: datetime) -> dict[str, Any]:
+    """The validation context: known currencies, the default phone region and the latest time a
+    record may carry (``now`` plus the consent service's clock skew)."""
     return {
         "currencies": converter.currencies,
         "default_region": runtime.settings.default_region,
+        "latest_time": now + CLOCK_SKEW,
     }
 
 
@@ -258,7 +285,7 @@ def ingest_file(
     converter = converter_for(runtime)
     size = batch_size or settings.ingest_batch_size
     mapping = load_mapping(mapping_path)
-    rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.jsonl"))
+    rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.jsonl"), source=path)
     summary = Summary(kind=kind.value)
     started = time.perf_counter()
     source = f"file:{path.name}"[:64]
@@ -266,7 +293,7 @@ def ingest_file(
     try:
         with collector_paused():
             for items, bad, read in _batches(
-                raw, MODELS[kind], record_context(runtime, converter), size
+                raw, MODELS[kind], record_context(runtime, converter, clock()), size
             ):
                 outcome = run_batch(
                     runtime,

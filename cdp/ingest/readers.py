@@ -3,8 +3,8 @@
 Files are read line by line in binary with a hard bound per line, so a 10 MB field or a file
 without line breaks cannot blow memory up: an oversize line is skipped to its end and reported.
 Each line is decoded as strict UTF-8 on its own; a line that is not valid UTF-8 is reported and
-the reader carries on. A CSV record whose quoted field spans lines is gathered (by quote parity)
-before parsing, and is reported by its first line number.
+the reader carries on. CSV records are split and parsed by :mod:`cdp.ingest.csv_records` (a quoted
+field may span lines; each record is parsed or rejected on its own, reported by its first line).
 
 A reader yields :class:`RawRecord` items: either ``data`` (a dict of field -> value, after the
 column mapping) or an ``error`` (reason code + message, never the content).
@@ -12,7 +12,6 @@ column mapping) or an ``error`` (reason code + message, never the content).
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import tomllib
@@ -22,9 +21,12 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from cdp.errors import InvalidInputError
+from cdp.ingest.csv_records import csv_rows
 from cdp.jsonio import MAX_DEPTH, NOT_STRICT, strict_loads, too_deep
 
 Format = Literal["csv", "jsonl"]
+
+_BOM = b"\xef\xbb\xbf"
 
 _EXTENSIONS: Mapping[str, Format] = {
     ".csv": "csv",
@@ -95,10 +97,9 @@ def load_mapping(path: Path | None) -> dict[str, str]:
     return dict(columns)
 
 
-def _lines(
-    stream: IO[bytes], limit: int, *, keep_ends: bool = False
-) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes), line end stripped unless ``keep_ends``; ``None`` past ``limit``."""
+def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes without the line end); ``None`` past ``limit``. A UTF-8 byte order
+    mark opening the file is not part of its first line."""
     number = 0
     while True:
         chunk = stream.readline(limit + 1)
@@ -110,7 +111,9 @@ def _lines(
                 chunk = stream.readline(1 << 16)
             yield number, None
             continue
-        yield number, chunk if keep_ends else chunk.rstrip(b"\r\n")
+        if number == 1 and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
+        yield number, chunk.rstrip(b"\r\n")
 
 
 def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
@@ -160,76 +163,19 @@ def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> 
 def read_csv(
     stream: IO[bytes], *, mapping: Mapping[str, str], limit: int, delimiter: str = ","
 ) -> Iterator[RawRecord]:
-    """CSV with a header row; values are strings, empty cells are treated as absent."""
-    lines = _lines(stream, limit, keep_ends=True)  # csv needs a quoted field's own line ends
+    """CSV with a header row; values are strings, empty cells are treated as absent. Each
+    record is parsed (or rejected) on its own: see :mod:`cdp.ingest.csv_records`."""
     header: list[str] | None = None
-    pending: list[RawRecord] = []
-    current = [0]
-
-    def texts() -> Iterator[str]:
-        buffer: list[str] = []
-        start = 0
-        size = 0
-        bad: str | None = None
-        for number, raw in lines:
-            if not buffer:
-                start = number
-            if raw is None:
-                bad = bad or "record_too_large"
-                text = ""
-            else:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad = bad or "invalid_utf8"
-                    text = raw.decode("utf-8", "replace")
-            buffer.append(text)
-            size += len(text)
-            joined_quotes = sum(t.count('"') for t in buffer)
-            if joined_quotes % 2 == 1 and size <= limit:
-                continue  # a quoted field goes on in the next line
-            if bad is not None or size > limit:
-                reason = bad or "record_too_large"
-                msg = "line is not valid UTF-8" if reason == "invalid_utf8" else "too large"
-                pending.append(RawRecord(start, error=reason, message=msg))
-                buffer, size, bad = [], 0, None
-                yield "\n"  # an empty line keeps the csv reader in step; it yields no row
-                continue
-            current[0] = start
-            yield "".join(buffer)
-            buffer, size = [], 0
-        if buffer:
-            pending.append(RawRecord(start, error="invalid_csv", message="unterminated quote"))
-
-    reader = csv.reader(texts(), delimiter=delimiter, strict=True)
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error:
-            pending.append(RawRecord(current[0], error="invalid_csv", message="malformed CSV"))
-            row = []
-        if pending:
-            yield from pending
-            pending.clear()
-        if not row:
+    for number, row, reason, message in csv_rows(stream, limit=limit, delimiter=delimiter):
+        if row is None:
+            yield RawRecord(number, error=reason, message=message)
             continue
         if header is None:
             header = [h.strip().lstrip("\ufeff") for h in row]
             if len(set(header)) != len(header):
                 raise InvalidInputError("CSV header repeats a column name", field="header")
             continue
-        if len(row) != len(header):
-            yield RawRecord(
-                current[0],
-                error="invalid_csv",
-                message=f"{len(row)} columns where the header has {len(header)}",
-            )
-            continue
-        yield RawRecord(current[0], data=_remap(dict(zip(header, row, strict=True)), mapping))
-    if pending:
-        yield from pending
+        yield RawRecord(number, data=_remap(dict(zip(header, row, strict=True)), mapping))
 
 
 def read_records(

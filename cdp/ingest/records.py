@@ -8,7 +8,7 @@ reject file or an HTTP error body cannot leak what was sent.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -23,6 +23,7 @@ from pydantic import (
 
 from cdp.consent.purposes import PURPOSES
 from cdp.crypto.normalize import normalize_email, normalize_phone
+from cdp.ingest.times import MAX_DATE, MIN_DATE, aware, not_epoch, not_future
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
@@ -32,8 +33,6 @@ CUSTOM_TRAITS_FIELD = "custom_traits"
 """The vault field holding a customer's custom traits as one JSON object."""
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_MIN_DATE = date(1900, 1, 1)
-_MAX_DATE = date(2100, 1, 1)
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 ShortText = Annotated[str, Field(min_length=1, max_length=64)]
@@ -50,6 +49,13 @@ def _blank_to_none(data: Any) -> Any:
             return data  # the common case (JSON input): no copy
         return {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in data.items()}
     return data
+
+
+def _object_copy(value: Any) -> Any:
+    """A copy of a JSON object, an empty one for null, else the value itself."""
+    if value is None:
+        return {}
+    return dict(value) if isinstance(value, dict) else value
 
 
 def _safe_id(value: str | None) -> str | None:
@@ -84,16 +90,6 @@ def _email(value: str | None) -> str | None:
         return normalize_email(value)
     except Exception:
         raise ValueError("not a valid email address") from None
-
-
-def _aware(value: datetime) -> datetime:
-    """Naive timestamps are read as UTC; every stored time is UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    if not (_MIN_DATE <= value.date() < _MAX_DATE):
-        raise ValueError("date is outside 1900-2099")
-    return value
 
 
 class _Record(BaseModel):
@@ -139,21 +135,23 @@ class CustomerRecord(_Record):
             return data
         known = set(cls.model_fields)
         out: dict[str, Any] = {}
-        address = dict(data.get("address") or {})
-        traits = dict(data.get("traits") or {})
+        # null is absent; anything else but an object (a number, a list, false) is left as it
+        # is, for the field's type to reject
+        address = _object_copy(data.get("address"))
+        traits = _object_copy(data.get("traits"))
         for key, value in data.items():
             if key in ("address", "traits"):
                 continue
             if key in ADDRESS_FIELDS:
-                if value is not None:
+                if value is not None and isinstance(address, dict):
                     address[key] = value
             elif key in known:
                 out[key] = value
-            elif value is not None:
+            elif value is not None and isinstance(traits, dict):
                 traits[str(key)[:64]] = value
-        if address:
+        if address or not isinstance(address, dict):
             out["address"] = address
-        if traits:
+        if traits or not isinstance(traits, dict):
             out["traits"] = traits
         return out
 
@@ -170,14 +168,19 @@ class CustomerRecord(_Record):
     @field_validator("birthday")
     @classmethod
     def _birthday(cls, value: date | None) -> date | None:
-        if value is not None and not (_MIN_DATE <= value < _MAX_DATE):
+        if value is not None and not (MIN_DATE <= value < MAX_DATE):
             raise ValueError("date is outside 1900-2099")
         return value
 
+    @field_validator("birthday", "created_at", mode="before")
+    @classmethod
+    def _not_epoch(cls, value: Any) -> Any:
+        return not_epoch(value)
+
     @field_validator("created_at")
     @classmethod
-    def _created(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _aware(value)
+    def _created(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        return None if value is None else not_future(aware(value), info.context)
 
     @field_validator("traits")
     @classmethod
@@ -271,10 +274,15 @@ class _SubjectRecord(_Record):
     def _subject_phone(cls, value: str | None, info: ValidationInfo) -> str | None:
         return _phone(value, None, info)
 
+    @field_validator("ordered_at", "occurred_at", "timestamp", mode="before", check_fields=False)
+    @classmethod
+    def _not_epoch(cls, value: Any) -> Any:
+        return not_epoch(value)
+
     @field_validator("ordered_at", "occurred_at", "timestamp", check_fields=False)
     @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return _aware(value)
+    def _utc(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return not_future(aware(value), info.context)
 
 
 class OrderRecord(_SubjectRecord):

@@ -113,7 +113,7 @@ def plan_messages(
     """Validate every message and turn the valid ones into records (nothing is written)."""
     now = clock()
     converter = converter_for(runtime)
-    ctx = record_context(runtime, converter)
+    ctx = record_context(runtime, converter, now)
     plan = _Plan()
     invalid: list[Invalid] = []
     subjects: dict[tuple[str | None, str | None], int] = {}
@@ -132,6 +132,10 @@ def plan_messages(
             invalid.extend(problems)
             continue
         at = msg.when(now)
+        if at > ctx["latest_time"]:
+            # a device clock running fast (a ``timestamp`` ahead of the arrival): the message is
+            # kept, dated when it arrived, rather than dropped or dated in the future
+            at = now
         key = message_key(raw)
         plan.keys[i] = key
         built: list[tuple[str, Any]] = []

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cdp.ingest.times import not_epoch
+
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
 CATEGORY_PURPOSES: dict[str, tuple[str, ...]] = {
     "advertising": ("ad_audiences",),
@@ -97,6 +99,11 @@ class SegmentMessage(BaseModel):
         return (
             str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
         )
+
+    @field_validator("timestamp", "original_timestamp", "sent_at", mode="before")
+    @classmethod
+    def _not_epoch(cls, value: Any) -> Any:
+        return not_epoch(value)
 
     @field_validator("traits", "properties", "context", mode="before")
     @classmethod

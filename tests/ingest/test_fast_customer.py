@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import csv
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdp.consent.service import CLOCK_SKEW
 from cdp.demo import generate_shop
 from cdp.ingest.fast_customer import _ADDRESS_LIMITS, fast_customer
 from cdp.ingest.records import ADDRESS_FIELDS, Address, CustomerRecord
 from tests.ingest.helpers import fast_matches_model
 
-CONTEXT: dict[str, Any] = {"default_region": "US"}
+CONTEXT: dict[str, Any] = {"default_region": "US", "latest_time": datetime.now(UTC) + CLOCK_SKEW}
 
 
 def _same(data: dict[str, Any]) -> bool:

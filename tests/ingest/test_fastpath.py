@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdp.consent.service import CLOCK_SKEW
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.records import OrderRecord
 from tests.ingest.helpers import fast_matches_model
 
-CONTEXT: dict[str, Any] = {"currencies": frozenset({"USD", "CNY", "JPY"}), "default_region": "US"}
+CONTEXT: dict[str, Any] = {
+    "currencies": frozenset({"USD", "CNY", "JPY"}),
+    "default_region": "US",
+    "latest_time": datetime.now(UTC) + CLOCK_SKEW,
+}
 
 
 def _same(data: dict[str, Any]) -> bool:

@@ -204,6 +204,17 @@ def test_gzip_mapping_and_multiline_csv(cdp_env: CdpEnv, tmp_path: Path) -> None
     assert pii["first_name"] == "Ann\nMarie" and "custom_traits" not in pii
 
 
+def test_jsonl_with_a_byte_order_mark_keeps_its_first_record(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.jsonl"
+    rows = [customer(1), customer(2)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8-sig")
+    s = ingest_file(runtime=cdp_env.runtime, kind="customers", path=path)
+    assert (s.read, s.inserted, s.rejected) == (2, 2, 0)
+    assert _pii(cdp_env, "C00001")["email"] == "person1@example.com"
+
+
 def test_custom_traits_are_kept_encrypted(cdp_env: CdpEnv, tmp_path: Path) -> None:
     header = [*CUSTOMER_HEADER, "loyalty_tier"]
     path = write_csv(tmp_path / "c.csv", [customer(1, loyalty_tier="gold")], header)

@@ -20,6 +20,8 @@ from cdp.ingest.records import OrderRecord
 def test_jsonl_reader_reports_every_nonblank_line_once(lines: list[bytes]) -> None:
     data = b"\n".join(lines) + b"\n"
     out = list(read_jsonl(io.BytesIO(data), mapping={}, limit=64))
+    if lines:  # a byte order mark opening the file is not part of the first line
+        lines = [lines[0].removeprefix(b"\xef\xbb\xbf"), *lines[1:]]
     expected = [i + 1 for i, line in enumerate(lines) if line.strip()]
     assert [r.line for r in out] == expected
     for r, line in zip(out, [x for x in lines if x.strip()], strict=True):
@@ -68,7 +70,9 @@ _JSONISH = st.one_of(
 def test_jsonl_reader_reads_lines_as_the_json_module_does(lines: list[bytes]) -> None:
     out = list(read_jsonl(io.BytesIO(b"\n".join(lines) + b"\n"), mapping={}, limit=1 << 20))
     assert len(out) == len(lines)
-    for record, line in zip(out, lines, strict=True):
+    for i, (record, line) in enumerate(zip(out, lines, strict=True)):
+        if i == 0:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a byte order mark opening the file
         error, value = _json_module_reading(line)
         assert record.error == error
         if error is None:
@@ -120,3 +124,21 @@ def test_order_record_items_from_a_csv_cell() -> None:
     )  # fmt: skip
     assert r.currency == "USD" and r.items[0].quantity == 2
     assert r.ordered_at.tzinfo is not None
+
+
+def test_a_byte_order_mark_opening_a_jsonl_file_is_not_part_of_its_first_record() -> None:
+    data = b'\xef\xbb\xbf{"customer_id": "C1"}\n{"customer_id": "C2"}\n'
+    out = list(read_jsonl(io.BytesIO(data), mapping={}, limit=1 << 20))
+    assert [(r.line, r.error, r.data) for r in out] == [
+        (1, None, {"customer_id": "C1"}),
+        (2, None, {"customer_id": "C2"}),
+    ]
+    # only at the start of the file: elsewhere it is not JSON
+    out = list(read_jsonl(io.BytesIO(b"{}\n\xef\xbb\xbf{}\n"), mapping={}, limit=1 << 20))
+    assert [r.error for r in out] == [None, "invalid_json"]
+
+
+def test_a_first_line_over_the_limit_with_a_byte_order_mark_is_one_reject() -> None:
+    data = b'\xef\xbb\xbf{"a": "' + b"x" * 60 + b'"}\n{}\n'
+    out = list(read_jsonl(io.BytesIO(data), mapping={}, limit=64))
+    assert [(r.line, r.error) for r in out] == [(1, "record_too_large"), (2, None)]

@@ -1,0 +1,57 @@
+"""What a record's time may be: ISO 8601 text (never a number read as Unix seconds), in UTC,
+within 1900-2099 and no further ahead of the clock than the consent service's ``CLOCK_SKEW``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from cdp.clock import utcnow
+from cdp.consent.service import CLOCK_SKEW
+
+MIN_DATE = date(1900, 1, 1)
+MAX_DATE = date(2100, 1, 1)
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
+
+
+def not_epoch(value: Any) -> Any:
+    """A time (or date) given as a number, or as a string of digits such as ``20240115``, is
+    refused: pydantic would read it as Unix seconds (a date in 1970). Times are ISO 8601 text."""
+    if value.__class__ is str:
+        if _NUMBER.fullmatch(value):
+            raise ValueError(
+                "digits alone are not a time (they would be read as Unix seconds); "
+                "write ISO 8601, e.g. 2024-01-15 or 2024-01-15T10:00:00Z"
+            )
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        raise ValueError("a number is not a time (it would be read as Unix seconds)")
+    return value
+
+
+def latest_time(context: Mapping[str, Any] | None) -> datetime:
+    """The latest time a record may carry: ``latest_time`` in the validation context (the run's
+    or request's clock plus the skew), else now plus the clock skew the consent service allows."""
+    latest = (context or {}).get("latest_time")
+    return latest if latest is not None else utcnow() + CLOCK_SKEW
+
+
+def not_future(value: datetime, context: Mapping[str, Any] | None) -> datetime:
+    """A time ahead of the clock (beyond the skew) is refused: a consent grant dated 2095 would
+    outrank every later withdrawal, a customer record would win precedence forever, an order or
+    event would distort recency — the consent service refuses them too."""
+    if value > latest_time(context):
+        raise ValueError(f"lies in the future (more than {CLOCK_SKEW} ahead of the clock)")
+    return value
+
+
+def aware(value: datetime) -> datetime:
+    """Naive timestamps are read as UTC; every stored time is UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    if not (MIN_DATE <= value.date() < MAX_DATE):
+        raise ValueError("date is outside 1900-2099")
+    return value
