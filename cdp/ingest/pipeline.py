@@ -250,6 +250,24 @@ def _batches(
         yield items, rejects, read
 
 
+def _check_targets(mapping: dict[str, str], model: type[BaseModel]) -> None:
+    """Every field a mapping names must be one the records have (a customer's other names become
+    custom traits, by design); a typo would otherwise reject every row, or store a name as a
+    trait."""
+    if model is CustomerRecord:
+        return
+    known = set(model.model_fields) | {
+        f.alias for f in model.model_fields.values() if f.alias is not None
+    }
+    unknown = sorted({t for t in mapping.values() if t and t not in known})
+    if unknown:
+        raise InvalidInputError(
+            f"mapping names unknown field(s) {', '.join(unknown)}; the fields are: "
+            + ", ".join(sorted(model.model_fields)),
+            field="mapping",
+        )
+
+
 def record_context(runtime: Runtime, converter: Converter, now: datetime) -> dict[str, Any]:
     """The validation context: known currencies, the default phone region and the latest time a
     record may carry (``now`` plus the consent service's clock skew)."""
@@ -285,6 +303,7 @@ def ingest_file(
     converter = converter_for(runtime)
     size = batch_size or settings.ingest_batch_size
     mapping = load_mapping(mapping_path)
+    _check_targets(mapping, MODELS[kind])
     rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.jsonl"), source=path)
     summary = Summary(kind=kind.value)
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import tomllib
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,7 @@ def load_mapping(path: Path | None) -> dict[str, str]:
         return {}
     text = path.read_bytes()
     try:
-        raw = tomllib.loads(text.decode()) if path.suffix == ".toml" else json.loads(text)
+        raw = tomllib.loads(text.decode()) if path.suffix.lower() == ".toml" else json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInputError("mapping file is not valid JSON/TOML", field="mapping") from exc
     columns = raw.get("columns", raw) if isinstance(raw, dict) else None
@@ -93,6 +94,14 @@ def load_mapping(path: Path | None) -> dict[str, str]:
     ):
         raise InvalidInputError(
             "mapping must be an object of source column -> field name", field="mapping"
+        )
+    targets = [v for v in columns.values() if v]
+    twice = sorted({v for v in targets if targets.count(v) > 1})
+    if twice:  # one value would silently overwrite the other
+        raise InvalidInputError(
+            f"mapping sends several columns to {', '.join(twice)}; map one, drop the others "
+            'with ""',
+            field="mapping",
         )
     return dict(columns)
 
@@ -167,10 +176,14 @@ def read_csv(
     record is parsed (or rejected) on its own: see :mod:`cdp.ingest.csv_records`."""
     header: list[str] | None = None
     for number, row, reason, message in csv_rows(stream, limit=limit, delimiter=delimiter):
-        if row is None:
+        if row is None and header is not None:
             yield RawRecord(number, error=reason, message=message)
             continue
         if header is None:
+            if row is None:
+                raise InvalidInputError(
+                    f"the header row (line {number}) cannot be read: {message}", field="header"
+                )
             header = [h.strip().lstrip("\ufeff") for h in row]
             if len(set(header)) != len(header):
                 raise InvalidInputError("CSV header repeats a column name", field="header")
@@ -185,11 +198,26 @@ def read_records(
     mapping: Mapping[str, str] | None = None,
     limit: int = 1_048_576,
 ) -> Iterator[RawRecord]:
-    """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip)."""
+    """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip).
+
+    A gzip file that is not gzip, or is damaged or cut short, raises ``InvalidInputError`` where
+    its data ends (the records before it have been yielded)."""
     kind = detect_format(path, fmt)
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    line = 0
     with open_binary(path) as stream:
         if kind == "csv":
-            yield from read_csv(stream, mapping=mapping or {}, limit=limit, delimiter=delimiter)
+            records = read_csv(stream, mapping=mapping or {}, limit=limit, delimiter=delimiter)
         else:
-            yield from read_jsonl(stream, mapping=mapping or {}, limit=limit)
+            records = read_jsonl(stream, mapping=mapping or {}, limit=limit)
+        try:
+            for record in records:
+                line = record.line
+                yield record
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise InvalidInputError(
+                f"{path.name} is not a complete gzip file ({type(exc).__name__} after line "
+                f"{line}); the records before that line were ingested: ingest the complete "
+                "file again (what is stored counts as duplicates)",
+                field="file",
+            ) from None
