@@ -176,14 +176,14 @@ def read_csv(
     record is parsed (or rejected) on its own: see :mod:`cdp.ingest.csv_records`."""
     header: list[str] | None = None
     for number, row, reason, message in csv_rows(stream, limit=limit, delimiter=delimiter):
-        if row is None and header is not None:
-            yield RawRecord(number, error=reason, message=message)
-            continue
-        if header is None:
-            if row is None:
+        if row is None:
+            if header is None:
                 raise InvalidInputError(
                     f"the header row (line {number}) cannot be read: {message}", field="header"
                 )
+            yield RawRecord(number, error=reason, message=message)
+            continue
+        if header is None:
             header = [h.strip().lstrip("\ufeff") for h in row]
             if len(set(header)) != len(header):
                 raise InvalidInputError("CSV header repeats a column name", field="header")
