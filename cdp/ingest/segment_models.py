@@ -143,8 +143,8 @@ class SegmentMessage(BaseModel):
         if self.sent_at is not None and self.timestamp is None:
             try:
                 return at + (received_at - self.sent_at)
-            except OverflowError:  # a sentAt centuries off: no correction (the date is checked)
-                return at
+            except OverflowError:  # a sentAt centuries off: no correction; the time is then
+                return at  # dated at arrival if ahead (plan_messages), else range-checked
         return at
 
 
