@@ -175,6 +175,10 @@ GOOGLE_CASES = [
     ("First Name", {"first_name": "Zoë"}, "US", sha256("zoë")),
     ("First Name", {"first_name": "小明"}, "CN", sha256("小明")),
     ("Last Name", {"last_name": "Smith, Jr."}, "US", sha256("smith")),
+    ("Last Name", {"last_name": "Smith,Jr."}, "US", sha256("smith")),
+    ("Last Name", {"last_name": "Smith Jr. III"}, "US", sha256("smith")),
+    ("Last Name", {"last_name": "Jr."}, "US", sha256("jr.")),
+    ("Last Name", {"last_name": "Van Der Berg"}, "US", sha256("van der berg")),
     ("Last Name", {"last_name": " PÉREZ "}, "US", sha256("pérez")),
     ("Last Name", {"last_name": "王"}, "CN", sha256("王")),
     ("Email", {"email": sha256("johndoe@gmail.com").upper()}, "US", sha256("johndoe@gmail.com")),
@@ -227,6 +231,14 @@ def test_missing_or_blank_values_are_empty_but_not_dropped() -> None:
         cells, dropped = fmt.row_with_drops(profile, default_region="US")
         assert set(cells) == {""}
         assert dropped == ()
+
+
+@pytest.mark.parametrize("phone", ["555-1234", "+1 555 1234", "+15551234"])
+def test_phone_possible_only_locally_is_dropped(phone: str) -> None:
+    """A US number without its area code is dialable only locally: no platform can match it."""
+    cells, dropped = MetaCustomAudience().row_with_drops({"phone": phone}, default_region="US")
+    assert cells[1] == "" and dropped == ("phone",)
+    assert fields.e164(phone, "US") == ""
 
 
 def test_phone_too_short_for_its_country_is_dropped() -> None:
@@ -371,7 +383,8 @@ def test_e164_shortcut_agrees_with_a_full_parse(digits: str, region: str) -> Non
     except phonenumbers.NumberParseException:
         expected = ""
     else:
-        possible = phonenumbers.is_possible_number(parsed)
+        reason = phonenumbers.is_possible_number_with_reason(parsed)
+        possible = reason == phonenumbers.ValidationResult.IS_POSSIBLE  # not local-only
         expected = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
         expected = expected if possible else ""
     assert fields.e164("+" + digits, region) == expected

@@ -123,6 +123,14 @@ _TRUNKS: dict[str, _Trunk] = {}
 _POSSIBLE: dict[tuple[int, int], bool] = {}
 
 
+def _dialable(number: PhoneNumber) -> bool:
+    """A plausible length for its country, dialled from anywhere: a number that is possible
+    only locally (a US number without its area code, ``555-1234``) names no one an ad platform
+    can match and is dropped."""
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    return bool(reason == phonenumbers.ValidationResult.IS_POSSIBLE)
+
+
 def _possible_length(code: int, national: str) -> bool:
     """``is_possible_number`` for a number without leading zeros: it depends on the calling
     code and the national number's length only, so the answer is cached per pair."""
@@ -130,7 +138,7 @@ def _possible_length(code: int, national: str) -> bool:
     known = _POSSIBLE.get(key)
     if known is None:
         number = PhoneNumber(country_code=code, national_number=int(national))
-        known = _POSSIBLE[key] = bool(phonenumbers.is_possible_number(number))
+        known = _POSSIBLE[key] = _dialable(number)
     return known
 
 
@@ -168,7 +176,7 @@ def e164(raw: str, region: str) -> str:
         number = phonenumbers.parse(value, region)
     except NumberParseException:
         return ""
-    if not phonenumbers.is_possible_number(number):
+    if not _dialable(number):
         return ""
     return str(phonenumbers.format_number(number, PhoneNumberFormat.E164))
 

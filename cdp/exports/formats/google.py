@@ -43,9 +43,9 @@ def google_last_name(raw: str, region: str = "") -> str:
     """Lower-cased, trimmed, inner whitespace collapsed, trailing suffixes (``Jr.``) removed."""
     value = " ".join(raw.split()).lower()
     while True:
-        rest, _, tail = value.rpartition(" ")
-        rest = rest.rstrip(" ,")
-        if not rest or tail.rstrip(".") not in _NAME_SUFFIXES:
+        cut = max(value.rfind(" "), value.rfind(","))  # "smith, jr." and "smith,jr." alike
+        rest, tail = value[:cut].rstrip(" ,"), value[cut + 1 :]
+        if cut < 0 or not rest or tail.rstrip(".") not in _NAME_SUFFIXES:
             return value
         value = rest
 
