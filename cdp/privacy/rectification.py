@@ -1,8 +1,11 @@
 """Rectification (GDPR art. 16): replace personal fields with corrected values.
 
-Corrected values are encrypted under the subject's data key like any other; a corrected email or
-phone also replaces the identity token of that kind, so the person is recognised by the new value
-and no longer by the old one. A new value that already identifies another subject is refused
+Corrected values pass the rules a customer record passes at ingestion (an email must be one, a
+phone number is stored in E.164, a birthday is a date of 1900-2099, lengths are bounded), checked
+when the request is filed, so a bad correction is refused then and never fails the request's run;
+they are encrypted under the subject's data key like any other. A corrected email or phone also
+replaces the identity token of that kind, so the person is recognised by the new value and no
+longer by the old one. A new value that already identifies another subject is refused
 (:class:`ConflictError`): merging two people is ingestion's decision, not a correction's.
 """
 
@@ -12,16 +15,55 @@ from collections.abc import Mapping
 from datetime import datetime
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from cdp.access.categories import PII_FIELDS
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity
 from cdp.errors import ConflictError, InvalidInputError
+from cdp.ingest.records import CustomerRecord
 from cdp.profiles.pii_records import read_one, write_sealed
 from cdp.runtime import Runtime
+from cdp.validation import safe_location
 
 IDENTITY_FIELDS = {"email": IdentityKind.EMAIL, "phone": IdentityKind.PHONE}
+_PLACEHOLDER_ID = "rectification"
+"""A customer id for validating corrections as a record (a record needs an identity)."""
+
+
+def checked_corrections(
+    corrections: Mapping[str, object], *, default_region: str
+) -> dict[str, str]:
+    """``corrections`` as ingestion would store them (email normalised, phone in E.164, a
+    birthday as its ISO date), or :class:`InvalidInputError` naming the fields and rules that
+    fail (never the values). A national phone number is read in the corrected ``country`` if
+    one is given, else in ``default_region``."""
+    unknown = sorted(set(corrections) - PII_FIELDS)
+    if unknown:
+        raise InvalidInputError(  # the unknown names are the caller's: counted, not echoed
+            f"corrections name {len(unknown)} field(s) that are not personal data fields; "
+            "corrections may name: " + ", ".join(sorted(PII_FIELDS)),
+            field="corrections",
+        )
+    for name, value in sorted(corrections.items()):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInputError(
+                f"the correction of {name} must be a non-empty text", field="corrections"
+            )
+    try:
+        record = CustomerRecord.model_validate(
+            {"customer_id": _PLACEHOLDER_ID, **corrections},
+            context={"default_region": default_region},
+        )
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        rules = "; ".join(f"{safe_location(e['loc'], e['type'])}: {e['msg']}" for e in errors)
+        raise InvalidInputError(
+            "a correction breaks a rule: " + rules, field="corrections"
+        ) from None
+    values = record.pii()
+    return {name: values[name] for name in corrections}
 
 
 def _retoken(
@@ -60,12 +102,11 @@ def rectify(
     corrections: Mapping[str, str],
     now: datetime,
 ) -> list[str]:
-    """Re-encrypt ``corrections`` (field -> new value) of the subject; return the fields changed."""
-    unknown = sorted(set(corrections) - PII_FIELDS)
-    if unknown:
-        raise InvalidInputError(
-            "not personal data fields: " + ", ".join(unknown), field="corrections"
-        )
+    """Re-encrypt ``corrections`` (field -> new value) of the subject; return the fields changed.
+
+    The corrections are checked again (:func:`checked_corrections`), for a request filed before
+    they were checked when filed."""
+    corrections = checked_corrections(corrections, default_region=runtime.settings.default_region)
     sealed = read_one(conn, subject_id, lock=True)
     for field, value in sorted(corrections.items()):
         if field in IDENTITY_FIELDS:

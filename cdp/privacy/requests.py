@@ -26,7 +26,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cdp.access.categories import PII_FIELDS
 from cdp.clock import Clock, utcnow
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity
@@ -37,6 +36,7 @@ from cdp.privacy.models import (
     PrivacyRequestEvent,
     new_request_id,
 )
+from cdp.privacy.rectification import checked_corrections
 from cdp.runtime import Runtime
 
 _PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
@@ -133,20 +133,16 @@ def _step(
     )
 
 
-def _check_corrections(corrections: Mapping[str, str] | None, kind: RequestType) -> dict[str, str]:
+def _check_corrections(
+    corrections: Mapping[str, str] | None, kind: RequestType, *, default_region: str
+) -> dict[str, str]:
     if kind is not RequestType.RECTIFICATION:
         if corrections:
             raise InvalidInputError("only a rectification carries corrections", field="corrections")
         return {}
     if not corrections:
         raise InvalidInputError("a rectification needs corrections", field="corrections")
-    unknown = sorted(set(corrections) - PII_FIELDS)
-    if unknown:
-        raise InvalidInputError(
-            "corrections name fields that are not personal data fields: " + ", ".join(unknown),
-            field="corrections",
-        )
-    return {k: str(v) for k, v in corrections.items()}
+    return checked_corrections(corrections, default_region=default_region)
 
 
 def create(
@@ -170,7 +166,7 @@ def create(
         raise InvalidInputError("unknown identity kind", field="identity") from None
     if ident_kind not in REQUEST_IDENTITY_KINDS:
         raise InvalidInputError("identity must be an email, phone or customer_id", field="identity")
-    fixes = _check_corrections(corrections, kind)
+    fixes = _check_corrections(corrections, kind, default_region=runtime.settings.default_region)
     now = clock()
     request_id = new_request_id()
     with runtime.data_engine.begin() as conn:

@@ -263,6 +263,63 @@ def test_rectification_reencrypts_and_moves_the_identity(cdp_env: CdpEnv) -> Non
         )
 
 
+@pytest.mark.parametrize(
+    ("corrections", "where"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"phone": "12"}, "phone"),
+        ({"birthday": "1850-01-01"}, "birthday"),
+        ({"birthday": "yesterday"}, "birthday"),
+        ({"first_name": "x" * 300}, "first_name"),
+        ({"city": "   "}, "city"),
+        ({"alice@example.org": "x"}, "1 field"),
+    ],
+)
+def test_a_bad_correction_is_refused_when_filed_without_echoing_it(
+    cdp_env: CdpEnv, corrections: dict[str, str], where: str
+) -> None:
+    rt = cdp_env.runtime
+    make_subject(rt, identities={IdentityKind.EMAIL: "fix@example.org"})
+    with pytest.raises(InvalidInputError) as caught:
+        requests.create(
+            runtime=rt,
+            type="rectification",
+            identity_kind="email",
+            identity_value="fix@example.org",
+            requested_by="dpo-1",
+            corrections=corrections,
+        )
+    message = str(caught.value)
+    assert where in message
+    for name, value in corrections.items():
+        assert value.strip() == "" or value not in message
+        assert "@" not in name or name not in message
+    assert requests.list_requests(runtime=rt) == []  # nothing filed
+
+
+def test_corrections_are_stored_as_ingestion_would_store_them(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(
+        rt, pii={"phone": "+14155550100"}, identities={IdentityKind.EMAIL: "norm@example.org"}
+    )
+    done = _served(
+        rt,
+        "rectification",
+        "norm@example.org",
+        corrections={"phone": "020 7946 0958", "country": "GB", "email": " New@Example.ORG "},
+    )
+    assert done.outcome == {
+        "subject_found": True,
+        "rectified_fields": ["country", "email", "phone"],
+    }
+    from tests.factories import read_pii
+
+    values = rt.vault.decrypt_fields(sid, read_pii(rt, sid))
+    assert values == {"phone": "+442079460958", "country": "GB", "email": "new@example.org"}
+    with rt.data_engine.connect() as conn:
+        assert requests.find_subject(rt, conn, IdentityKind.PHONE, "+442079460958")[0] == sid
+
+
 def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
     cdp_env: CdpEnv,
 ) -> None:
