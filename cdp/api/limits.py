@@ -130,12 +130,19 @@ class RequestLimits:
         self.buckets = buckets if buckets is not None else TokenBuckets()
 
     async def refused(self, scope: Scope, send: Send, settings: Settings) -> bool:
-        """Answer 413 for a declared ``Content-Length`` over the limit, else 429 for an empty
-        bucket; ``True`` when a refusal was sent (the app must not be called)."""
+        """Answer 400 for a ``Content-Length`` that is not a number, 413 for one over the limit,
+        else 429 for an empty bucket; ``True`` when a refusal was sent (the app must not be
+        called)."""
         limit = settings.max_request_bytes
         headers = scope.get("headers", ())
         for name, value in headers:
-            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+            if name != b"content-length":
+                continue
+            if not value.isdigit():  # (uvicorn's parser refuses these before the app is called)
+                message = "the Content-Length header is not a whole number of bytes"
+                await reject(scope, send, 400, "http_error", message)
+                return True
+            if int(value) > limit:
                 count_limited(reason="body_too_large")
                 await reject(scope, send, 413, "payload_too_large", BodyTooLargeError().detail)
                 return True

@@ -233,3 +233,14 @@ def test_openapi_documents_the_error_body_everywhere() -> None:
                 assert operation["responses"]["422"]["content"] == {
                     "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
                 }
+
+
+@pytest.mark.parametrize("declared", ["abc", "-1", "1e3", ""])
+def test_a_content_length_that_is_not_a_number_is_400(
+    cdp_env: CdpEnv, client: TestClient, declared: str
+) -> None:
+    r = client.post(
+        "/v1/principals", content=b"{}", headers={**_admin(cdp_env), "Content-Length": declared}
+    )
+    assert_error(r, 400, "http_error")
+    assert "Content-Length" in r.json()["error"]["message"]
