@@ -88,7 +88,7 @@ def main() -> None:
     without locals) and exits 1. No raw traceback reaches the terminal."""
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    from cdp.cli.root import app, err_console
+    from cdp.cli.root import app, err_console, styled
     from cdp.errors import CdpError
     from cdp.logging import get_logger, redact_text
 
@@ -97,11 +97,13 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CdpError as exc:
-        err_console.print(f"[red]error[/] ({exc.code}): {exc}")
+        err_console.print(styled(("error", "red"), f" ({exc.code}): {exc}"))
         sys.exit(2)
     except (OperationalError, InterfaceError) as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        err_console.print(f"[red]error[/] (database_unavailable): {redact_text(reason)}")
+        err_console.print(
+            styled(("error", "red"), f" (database_unavailable): {redact_text(reason)}")
+        )
         sys.exit(3)
     except _aborts():
         sys.exit(130)
@@ -113,7 +115,7 @@ def main() -> None:
     except Exception as exc:
         get_logger("cdp.cli").error("command failed", error_type=type(exc).__name__, exc_info=exc)
         err_console.print(
-            f"[red]error[/] (internal_error): {type(exc).__name__}; see the log above"
+            styled(("error", "red"), f" (internal_error): {type(exc).__name__}; see the log above")
         )
         sys.exit(1)
 

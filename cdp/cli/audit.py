@@ -16,7 +16,7 @@ import typer
 from cdp.audit.checkpoint import head_of_log, read_checkpoint, write_checkpoint
 from cdp.audit.verify import verify_chain
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.root import app, console, err_console
+from cdp.cli.root import app, console, err_console, styled
 from cdp.runtime import get_runtime
 
 audit_app = typer.Typer(help="The audit trail: verify, checkpoint, reports.")
@@ -43,8 +43,11 @@ def verify(
         )
         return
     err_console.print(
-        f"[red]audit chain BROKEN[/] at record {result.first_bad_seq}: {result.problem} "
-        f"({result.records} records verified before it)"
+        styled(
+            ("audit chain BROKEN", "red"),
+            f" at record {result.first_bad_seq}: {result.problem} "
+            f"({result.records} records verified before it)",
+        )
     )
     raise typer.Exit(1)
 
@@ -64,8 +67,10 @@ def checkpoint(
         result = verify_chain(runtime=rt)
         if not result.ok:
             err_console.print(
-                f"[red]refusing to sign a broken chain[/]: record {result.first_bad_seq}: "
-                f"{result.problem}"
+                styled(
+                    ("refusing to sign a broken chain", "red"),
+                    f": record {result.first_bad_seq}: {result.problem}",
+                )
             )
             raise typer.Exit(1)
         seq, digest = result.last_seq, result.last_hash

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cdp.cli.access import TokenOption, cli_access
-from cdp.cli.root import app, console
+from cdp.cli.root import app, console, styled
 from cdp.exports.destinations import (
     EXPORTABLE_FIELDS,
     DestinationInfo,
@@ -94,8 +94,10 @@ def create(
     _show(created.destination)
     if created.signing_secret:
         console.print(
-            "signing secret (shown once; configure it in the receiver): "
-            f"[bold]{created.signing_secret}[/]"
+            styled(
+                "signing secret (shown once; configure it in the receiver): ",
+                (created.signing_secret, "bold"),
+            )
         )
 
 
@@ -124,4 +126,4 @@ def rotate(name: str, token: TokenOption = None, purpose: OpsPurpose = "operatio
     """Give a webhook destination a new signing secret (printed once)."""
     rt = get_runtime()
     cli_access(runtime=rt, token=token, purpose=purpose, resource="destinations", action="write")
-    console.print(f"new signing secret: [bold]{rotate_secret(runtime=rt, name=name)}[/]")
+    console.print(styled("new signing secret: ", (rotate_secret(runtime=rt, name=name), "bold")))

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cdp.cli.root import app, console
+from cdp.cli.root import app, console, styled
 from cdp.ingest.pipeline import RecordKind, Summary, ingest_file
 from cdp.ingest.sources import create_source, list_sources, revoke_source
 from cdp.runtime import get_runtime
@@ -117,7 +117,10 @@ def _command(kind: RecordKind) -> None:
         if summary.rejects_path is not None:
             reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
             console.print(
-                f"[yellow]{summary.rejected} rejected[/] ({reasons}); see {summary.rejects_path}"
+                styled(
+                    (f"{summary.rejected} rejected", "yellow"),
+                    f" ({reasons}); see {summary.rejects_path}",
+                )
             )
         stored = summary.inserted + summary.updated + summary.duplicates
         if (summary.read and stored == 0) or (strict and summary.rejected):
@@ -134,7 +137,7 @@ def sources_create(
 ) -> None:
     """Create a source and print its write key (shown once: store it in the sender's config)."""
     new = create_source(runtime=get_runtime(), name=name)
-    console.print(f"source [bold]{new.info.name}[/] created; write key (shown once):")
+    console.print(styled("source ", (new.info.name, "bold"), " created; write key (shown once):"))
     console.print(new.write_key, soft_wrap=True, highlight=False)
 
 

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cdp.access import principals as service
-from cdp.cli.root import app, console, err_console
+from cdp.cli.root import app, console, err_console, styled
 from cdp.clock import utcnow
 from cdp.errors import InvalidInputError
 from cdp.runtime import get_runtime
@@ -61,8 +61,12 @@ def create(
     p = made.principal
     expiry = p.expires_at.isoformat() if p.expires_at else "never"
     err_console.print(
-        f"created {p.kind} [bold]{p.name}[/] (id {p.id}) with role(s) {', '.join(p.roles)}; "
-        f"expires: {expiry}. The token below is shown only once:"
+        styled(
+            f"created {p.kind} ",
+            (p.name, "bold"),
+            f" (id {p.id}) with role(s) {', '.join(p.roles)}; "
+            f"expires: {expiry}. The token below is shown only once:",
+        )
     )
     typer.echo(made.token)
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cdp.access.context import AccessContext
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.root import app, console
+from cdp.cli.root import app, console, styled
 from cdp.errors import InvalidInputError
 from cdp.privacy import requests, runner
 from cdp.privacy.requests import RequestView
@@ -29,7 +29,7 @@ IdArg = Annotated[str, typer.Argument(help="The request id (pr_...).")]
 
 
 def _show(view: RequestView) -> None:
-    console.print(f"[bold]{view.id}[/] {view.type} — {view.status}")
+    console.print(styled((view.id, "bold"), f" {view.type} — {view.status}"))
     console.print(f"received {view.received_at.isoformat()}  due {view.deadline.isoformat()}")
     if view.extended_until:
         console.print(f"extended: {view.extension_reason}")

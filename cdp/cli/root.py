@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cdp import __version__
 
@@ -14,8 +15,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: text the CLI prints (names, descriptions, sources, error messages) may come from
+# users or input files, and ``[/x]`` in it must print as it is, not raise or restyle the output.
+# Styled output is built with :func:`styled` instead.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain strings and ``(text, style)`` pairs; nothing in them is read as markup."""
+    return Text.assemble(*parts)
 
 
 def _version(value: bool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cdp.bootstrap import initialize
-from cdp.cli.root import app, console
+from cdp.cli.root import app, console, styled
 from cdp.runtime import reset_runtime
 from cdp.settings import get_settings
 
@@ -14,7 +14,9 @@ def init() -> None:
     report = initialize(get_settings())
     reset_runtime()
     if report.key_file_created:
-        console.print(f"[green]created[/] key file {report.key_file} (mode 0600) — back it up")
+        console.print(
+            styled(("created", "green"), f" key file {report.key_file} (mode 0600) — back it up")
+        )
     else:
         console.print(f"key file {report.key_file} already present")
     console.print(

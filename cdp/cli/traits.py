@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from cdp.cli.root import app, console
+from cdp.cli.root import app, console, styled
 from cdp.runtime import get_runtime
 from cdp.traits.compute import compute_traits
 
@@ -32,5 +32,5 @@ def compute(
     if report.clv_subjects is not None:
         console.print(f"CLV predictions: {report.clv_subjects:,} buyers")
     elif report.clv_skipped:
-        console.print(f"[yellow]CLV skipped[/]: {report.clv_skipped}")
+        console.print(styled(("CLV skipped", "yellow"), f": {report.clv_skipped}"))
     console.print("seconds: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))

@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from cdp.runtime import Runtime
 
 CLOCK_SKEW = timedelta(minutes=5)
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+"""No choice is dated before this (a year-1 time cannot even be stored as UTC)."""
 """How far in the future an ``occurred_at`` may lie (clients' clocks drift)."""
 
 _T = ConsentEvent.__table__  # type: ignore[attr-defined]
@@ -138,6 +140,8 @@ def _validate(item: ConsentInput, now: datetime) -> dict[str, Any]:
         raise InvalidInputError("occurred_at needs a timezone", field="occurred_at")
     if item.occurred_at > now + CLOCK_SKEW:
         raise InvalidInputError("occurred_at lies in the future", field="occurred_at")
+    if item.occurred_at < EARLIEST:  # compared as instants: no conversion that could overflow
+        raise InvalidInputError("occurred_at lies before 1900", field="occurred_at")
     if not item.source or len(item.source) > 64:
         raise InvalidInputError("source must be 1-64 characters", field="source")
     if not item.recorded_by or len(item.recorded_by) > 64:

@@ -30,3 +30,18 @@ def test_a_usage_error_exits_2_with_the_usage(cdp_env: CdpEnv, args: list[str], 
     assert done.returncode == 2, done.stderr
     assert says in done.stderr
     assert "internal_error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_error_message_holding_markup_like_text_prints_as_it_is(cdp_env: CdpEnv) -> None:
+    """A name the caller chose can look like rich markup; the error handler used to raise
+    MarkupError on it (a traceback instead of the error)."""
+    done = subprocess.run(
+        [*CLI, "principals", "revoke", "[/x]"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "no principal named '[/x]'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
@@ -14,6 +16,7 @@ from cdp.audit.writer import LOG
 from cdp.cli import app
 from cdp.consent import export, service
 from cdp.consent.purposes import PURPOSE_NAMES
+from cdp.errors import InvalidInputError
 from tests.audit.factories import make_principal
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
@@ -101,3 +104,49 @@ def test_bulk_export_csv_and_json_with_an_audit_record_per_batch(
     with rt.data_engine.connect() as conn:
         records = conn.execute(sa.select(LOG).where(LOG.c.action == "export")).all()
     assert sorted(s for r in records for s in json.loads(r.subject_ids)) == sids
+
+
+def test_stored_text_that_looks_like_markup_prints_as_it_is(cdp_env: CdpEnv) -> None:
+    """A consent source is the caller's text: ``[/x]`` in it must not crash or restyle the CLI
+    (the ledger is append-only, so a crash would hide that proof of consent for good)."""
+    rt = cdp_env.runtime
+    sid = make_subject(rt)
+    service.record_consent(
+        runtime=rt,
+        subject_id=sid,
+        purpose="email_marketing",
+        status="granted",
+        occurred_at=datetime(2026, 2, 1, 9, 0, tzinfo=UTC),
+        source="form[/x] [bold]y",
+        mechanism="api",
+        recorded_by="test",
+    )
+    shown = runner.invoke(app, ["consent", "show", sid, *_dpo(cdp_env)], terminal_width=250)
+    assert shown.exit_code == 0, shown.output
+    assert "form[/x]" in shown.output and "[bold]y" in shown.output  # (a cell may wrap)
+
+
+@pytest.mark.parametrize(
+    "at", ["0001-01-01T00:00:00+01:00", "1899-12-31T23:59:59+00:00", "0001-01-01T00:00:00Z"]
+)
+def test_a_choice_dated_before_1900_is_refused(cdp_env: CdpEnv, at: str) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(rt)
+    result = runner.invoke(
+        app, ["consent", "grant", sid, "email_marketing", "--at", at, *_dpo(cdp_env)]
+    )
+    # (``main`` maps a CdpError to exit 2: tests/cli/test_usage_errors.py)
+    assert isinstance(result.exception, InvalidInputError), result.output
+    assert "before 1900" in str(result.exception)
+    with pytest.raises(InvalidInputError, match="before 1900"):
+        service.record_consent(
+            runtime=rt,
+            subject_id=sid,
+            purpose="email_marketing",
+            status="granted",
+            occurred_at=datetime.fromisoformat(at),
+            source="test",
+            mechanism="api",
+            recorded_by="test",
+        )
+    assert service.history(runtime=rt, subject_id=sid) == []
