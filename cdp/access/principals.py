@@ -33,7 +33,7 @@ TOKEN_PREFIX: Final = "cdp_"  # noqa: S105 (a prefix, not a secret)
 KINDS: Final = ("person", "service")
 MAX_TOKEN_LIFETIME = timedelta(days=3650)
 """The longest lifetime a token may be given (a longer one is a mistake, or never)."""
-_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
 _DUMMY_DIGEST: Final = hashlib.sha256(b"cdp-no-such-token").hexdigest()
 _UNAUTHENTICATED: Final = "the bearer token is unknown, expired or revoked"
 PRINCIPALS = cast(sa.Table, Principal.__table__)  # type: ignore[attr-defined]
@@ -107,6 +107,11 @@ def _check_roles(roles: Sequence[str]) -> tuple[str, ...]:
     return wanted
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` is a well-formed principal name (1-64 letters, digits, ``_.@-``)."""
+    return _NAME.match(name) is not None
+
+
 def create(
     *,
     runtime: Runtime,
@@ -121,7 +126,7 @@ def create(
     Raises ``ConflictError`` if the name is taken, ``InvalidInputError`` for a bad name, kind,
     role or expiry.
     """
-    if not _NAME.match(name):
+    if not valid_name(name):
         raise InvalidInputError(
             "a principal name is 1-64 letters, digits, '_', '.', '@' or '-'", field="name"
         )

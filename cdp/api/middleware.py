@@ -24,7 +24,7 @@ from cdp.logging import get_logger
 from cdp.observability import observe_request
 from cdp.settings import get_settings
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 log = get_logger("cdp.api")
 
 _UUID4_CLEAR: Final = ~((0xC000 << 48) | (0xF000 << 64))

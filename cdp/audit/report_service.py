@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cdp.access.context import AccessContext
+from cdp.access.principals import valid_name
 from cdp.audit import reports
 from cdp.audit.render import FORMATS, render
 from cdp.audit.service import record_access
@@ -51,6 +52,11 @@ def build_report(
         if not principal:
             raise InvalidInputError(
                 "a principal activity report needs a principal", field="principal"
+            )
+        if not valid_name(principal):  # it is printed in the report (Markdown has no escape)
+            raise InvalidInputError(
+                "a principal name is 1-64 letters, digits, '_', '.', '@' or '-'",
+                field="principal",
             )
         return reports.principal_activity(
             runtime=runtime, principal=principal, since=since, until=until, clock=clock

@@ -35,6 +35,9 @@ from cdp.clock import Clock, utcnow
 from cdp.errors import InvalidInputError
 from cdp.runtime import Runtime
 
+EARLIEST: Final = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+"""A report period lies within these (a year-1 time cannot even be compared in SQL as UTC)."""
 KINDS: Final = ("subject-access", "principal-activity", "denied-anomalies", "processing")
 LISTED_MAX: Final = 5_000
 """Most records listed in one report (aggregates always cover the whole period)."""
@@ -147,10 +150,15 @@ def _count(rows: list[Access], key: Callable[[Access], str]) -> list[tuple[str, 
 def _window(
     since: datetime | None, until: datetime | None, clock: Clock
 ) -> tuple[datetime, datetime]:
+    for moment, name in ((since, "since"), (until, "until")):
+        if moment is None:
+            continue
+        if moment.tzinfo is None:
+            raise InvalidInputError("report periods need timezone-aware times", field=name)
+        if not EARLIEST <= moment < LATEST:  # compared as instants: no overflowing conversion
+            raise InvalidInputError(f"{name} must lie within 1900-2099", field=name)
     end = until or clock()
     start = since or end - timedelta(days=30)
-    if start.tzinfo is None or end.tzinfo is None:
-        raise InvalidInputError("report periods need timezone-aware times", field="since")
     if start > end:
         raise InvalidInputError("the period starts after it ends", field="since")
     return start, end

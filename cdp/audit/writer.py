@@ -48,8 +48,8 @@ callers' filters (``SUBJECT_ID.match``) keep out exactly what ``_checked`` refus
 # comma-joined list instead of one ``SUBJECT_ID`` match per id. A comma can only follow 32 hex
 # digits, so an id of another length or with another character fails the whole list.
 _SUBJECT_LIST: Final = re.compile(r"(?:[0-9a-f]{32},)*[0-9a-f]{32}")
-_NAME: Final = re.compile(r"^[A-Za-z0-9_.:/@*-]{1,64}$")
-_CLIENT: Final = re.compile(r"^[A-Za-z0-9_.:@\[\]-]{0,128}$")
+_NAME: Final = re.compile(r"^[A-Za-z0-9_.:/@*-]{1,64}\Z")
+_CLIENT: Final = re.compile(r"^[A-Za-z0-9_.:@\[\]-]{0,128}\Z")
 
 _HEAD_FOR_UPDATE = sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
 _LAST_ROW = sa.select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)

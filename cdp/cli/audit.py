@@ -16,6 +16,7 @@ import typer
 from cdp.audit.checkpoint import head_of_log, read_checkpoint, write_checkpoint
 from cdp.audit.verify import verify_chain
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
+from cdp.cli.paths import writable, write_file
 from cdp.cli.root import app, console, err_console, styled
 from cdp.runtime import get_runtime
 
@@ -98,6 +99,8 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
 ) -> None:
     """Render a compliance report (auditor or dpo; the read is recorded in the audit log)."""
+    if out is not None:
+        writable(out, "--out")
     rt = get_runtime()
     ctx = cli_access(
         runtime=rt,
@@ -122,7 +125,7 @@ def report(
     if out is None:
         typer.echo(rendered.body, nl=False)
     else:
-        out.write_text(rendered.body, encoding="utf-8")
+        write_file(out, rendered.body, "--out")
         console.print(f"{kind} report written to {out}")
 
 

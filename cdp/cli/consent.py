@@ -17,6 +17,7 @@ from rich.table import Table
 
 from cdp.audit.service import record_access
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
+from cdp.cli.paths import writable
 from cdp.cli.root import app, console, err_console
 from cdp.clock import utcnow
 from cdp.consent import export, service
@@ -215,6 +216,8 @@ def export_states(
     """Current consent state of every subject per purpose, as CSV or JSON."""
     if fmt not in {"csv", "json"}:
         raise InvalidInputError("--format must be csv or json", field="--format")
+    if output is not None:
+        writable(output, "--output")
     rt = get_runtime()
     ctx = cli_access(
         runtime=rt, token=token, purpose=purpose, resource="data:consent", action="read"

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from cdp.cli.paths import writable, write_file
 from cdp.cli.root import app, console
 from cdp.clock import utcnow
 from cdp.errors import InvalidInputError
@@ -30,6 +31,8 @@ def parse_day(value: str, option: str) -> datetime:
         day = datetime.strptime(value, "%Y-%m-%d")
     except ValueError:
         raise InvalidInputError("expected a date YYYY-MM-DD", field=option) from None
+    if not 1900 <= day.year <= 2100:
+        raise InvalidInputError("expected a date within 1900-2100", field=option)
     return day.replace(tzinfo=UTC)
 
 
@@ -48,9 +51,11 @@ def metrics(
         raise InvalidInputError(
             "charts are written as HTML with inline SVG (.html)", field="--chart"
         )
+    if chart is not None:
+        writable(chart, "--chart")
     m = shop_metrics(runtime=get_runtime(), start=frm, end=to)
     if chart is not None:
-        chart.write_text(metrics_html(m), encoding="utf-8")
+        write_file(chart, metrics_html(m), "--chart")
     if as_json:
         console.print_json(json.dumps(m.to_dict()))
     else:

@@ -22,7 +22,7 @@ from cdp.runtime import get_runtime
 principals_app = typer.Typer(help="People and services that call cdp: create, list, revoke.")
 app.add_typer(principals_app, name="principals")
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION = re.compile(r"^(\d+)([smhdw])\Z")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 

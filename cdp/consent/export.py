@@ -43,10 +43,20 @@ def iter_states(
     on_batch: Callable[[list[str]], None] | None = None,
     batch_size: int = BATCH,
 ) -> Iterator[dict[str, Any]]:
-    """Yield the current state of every subject for ``purposes`` (default: all), by subject id."""
-    wanted = list(purposes) if purposes else list(PURPOSE_NAMES)
+    """The current state of every subject for ``purposes`` (default: all; each named once), by
+    subject id. The purposes are checked now, before anything is read or written."""
+    wanted = list(dict.fromkeys(purposes)) if purposes else list(PURPOSE_NAMES)
     for p in wanted:
         get_purpose(p)
+    return _states(runtime, wanted, on_batch, batch_size)
+
+
+def _states(
+    runtime: Runtime,
+    wanted: list[str],
+    on_batch: Callable[[list[str]], None] | None,
+    batch_size: int,
+) -> Iterator[dict[str, Any]]:
     subjects = Subject.__table__  # type: ignore[attr-defined]
     ledger = ConsentEvent.__table__  # type: ignore[attr-defined]
     last = ""

@@ -30,8 +30,8 @@ class IdentityKind(StrEnum):
 
 
 MAX_ID_LENGTH = 256
-_LOCAL_PART = re.compile(r"^[^\s@\x00-\x1f\x7f]{1,64}$")
-_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LOCAL_PART = re.compile(r"^[^\s@\x00-\x1f\x7f]{1,64}\Z")
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
 def normalize_email(raw: str) -> str:

@@ -51,7 +51,7 @@ AUDIENCE_FORMAT: Final = {
 #: Every field a destination may list: the readable profile fields (plus street for files).
 EXPORTABLE_FIELDS: Final = (*PROFILE_FIELDS, "street")
 
-_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 

@@ -41,8 +41,8 @@ from cdp.segments.service import get_segment
 
 SCHEDULES = cast(sa.Table, ExportSchedule.__table__)  # type: ignore[attr-defined]
 log = get_logger("cdp.exports.schedule")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_EVERY = re.compile(r"^(\d+)([smhd])$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
+_EVERY = re.compile(r"^(\d+)([smhd])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY_SECONDS = 60
 

@@ -23,7 +23,7 @@ from cdp.errors import AuthenticationError, ConflictError, InvalidInputError, No
 from cdp.ingest.models import Source
 from cdp.runtime import Runtime
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _DUMMY = hashlib.sha256(b"cdp-no-such-key").hexdigest()
 
 

@@ -28,6 +28,8 @@ from cdp.traits.recompute_lock import drop_orphans, write_phase
 fits_t = ClvFit.__table__  # type: ignore[attr-defined]
 predictions_t = ClvPrediction.__table__  # type: ignore[attr-defined]
 FloatArray = npt.NDArray[np.float64]
+MAX_HORIZON_WEEKS = 520
+"""The longest CLV horizon (ten years): the model says nothing useful past it."""
 PREDICTION_COLUMNS = [
     "subject_id",
     "expected_purchases",
@@ -65,6 +67,12 @@ def fit(
 ) -> FitResult:
     """Fit both models on the summaries up to ``calibration_end`` and store the fit
     (``from_facts``: from the stored order facts when they apply, see :func:`summary`)."""
+    if calibration_end >= now.astimezone(UTC).date():
+        raise InvalidInputError(
+            "the calibration end must be a past day (at most yesterday): customer ages would "
+            "count days that have not happened",
+            field="calibration_end",
+        )
     s = summary(conn, calibration_end=calibration_end, from_facts=from_facts)
     try:
         bg = cm.fit_bgnbd(frequency=s.frequency, recency=s.recency, age=s.age)
@@ -72,8 +80,14 @@ def fit(
         raise InvalidInputError(f"BG/NBD cannot be fitted: {exc}", field="orders") from exc
     gg: cm.GammaGammaFit | None = None
     gg_error = None
+    # Repeat buyers whose repeat purchases were worth nothing (free orders) carry no spend the
+    # Gamma-Gamma likelihood can use (it models positive amounts): the fit leaves them out
+    # instead of failing for the whole shop; their CLV still comes from the fitted model.
+    spendless = (s.frequency > 0) & ~(s.mean_spend > 0)
     try:
-        gg = cm.fit_gamma_gamma(frequency=s.frequency, mean_spend=s.mean_spend)
+        gg = cm.fit_gamma_gamma(
+            frequency=np.where(spendless, 0.0, s.frequency), mean_spend=s.mean_spend
+        )
     except cm.ModelFitError as exc:
         gg_error = str(exc)
     values: dict[str, Any] = {
@@ -122,8 +136,10 @@ def predict(
     on the summaries up to the end of yesterday (``now``'s day; ``from_facts`` as for
     :func:`fit`). Returns the number of subjects stored."""
     horizon = cfg.horizon_weeks if horizon_weeks is None else horizon_weeks
-    if not horizon > 0:
-        raise InvalidInputError("horizon must be positive", field="horizon")
+    if not 0 < horizon <= MAX_HORIZON_WEEKS:
+        raise InvalidInputError(
+            f"horizon must be more than 0 and at most {MAX_HORIZON_WEEKS} weeks", field="horizon"
+        )
     f = latest_fit(conn)
     bg = cm.BgNbdParams(r=f.r, alpha=f.alpha, a=f.a, b=f.b)
     today = now.astimezone(UTC).date()

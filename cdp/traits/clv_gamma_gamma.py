@@ -73,15 +73,22 @@ class _GammaGammaObjective:
 
 
 def _spend_summary(
-    frequency: npt.ArrayLike, mean_spend: npt.ArrayLike, error: type[Exception]
+    frequency: npt.ArrayLike,
+    mean_spend: npt.ArrayLike,
+    error: type[Exception],
+    *,
+    zero: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
-    """Broadcast (x, m); m must be finite and > 0 wherever x >= 1 and is ignored elsewhere."""
+    """Broadcast (x, m); m must be finite and > 0 (``zero``: >= 0) wherever x >= 1 and is
+    ignored elsewhere."""
     x, m = (np.asarray(v, dtype=np.float64) for v in np.broadcast_arrays(frequency, mean_spend))
     if not np.isfinite(x).all() or (x < 0).any() or (x != np.round(x)).any():
         raise error("frequency must be a finite whole number >= 0")
     repeat = x > 0
-    if not (np.isfinite(m[repeat]).all() and (m[repeat] > 0).all()):
-        raise error("mean spend must be finite and > 0 for customers with repeat purchases")
+    positive = m[repeat] >= 0 if zero else m[repeat] > 0
+    if not (np.isfinite(m[repeat]).all() and positive.all()):
+        bound = ">= 0" if zero else "> 0"
+        raise error(f"mean spend must be finite and {bound} for customers with repeat purchases")
     return x, np.where(repeat, m, 0.0)
 
 
@@ -129,9 +136,11 @@ def gamma_gamma_expected_spend(
     """E[M | x, m]: expected value of a customer's future purchase (note 025, eq. 5), a
     weighted mean of the population mean p gamma / (q-1) and the customer's own mean m:
     (gamma + m x) p / (p x + q - 1). The population mean alone when x == 0. Needs q > 1
-    (else the fitted spend has no finite mean: ModelFitError)."""
+    (else the fitted spend has no finite mean: ModelFitError). A mean of 0 (repeat purchases
+    worth nothing) is allowed here, unlike in the fit: the formula stays defined and shrinks
+    the population mean towards it."""
     if params.q <= 1:
         raise ModelFitError(f"q = {params.q:.4g} <= 1: the fitted spend has no finite mean")
-    x, m = _spend_summary(frequency, mean_spend, ValueError)
+    x, m = _spend_summary(frequency, mean_spend, ValueError, zero=True)
     p, q, gamma = params.p, params.q, params.gamma
     return np.asarray((gamma + m * x) * p / (p * x + q - 1), dtype=np.float64)

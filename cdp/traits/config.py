@@ -105,7 +105,7 @@ class PointsConfig(_Section):
 class ClvConfig(_Section):
     """CLV prediction settings."""
 
-    horizon_weeks: float = Field(52.0, gt=0)
+    horizon_weeks: float = Field(52.0, gt=0, le=520)
     annual_discount_rate: float = Field(0.10, gt=-1)
     churn_threshold: float = Field(
         0.5, gt=0, lt=1, description="Churn flag when 1 - P(alive) is at least this."

@@ -213,3 +213,27 @@ def test_cli_report(cdp_env: CdpEnv, tmp_path) -> None:  # type: ignore[no-untyp
     assert "Principal activity report" in out.read_text()
     r = CliRunner().invoke(app, ["audit", "report", "processing", "--token", auditor.token])
     assert r.exit_code != 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "denied-anomalies?until=0001-01-01T00:00:00Z",
+        "denied-anomalies?until=0001-01-01T05:00:00%2B10:00",
+        "principal-activity?principal=sam&since=0001-01-01T00:00:00%2B14:00",
+        "denied-anomalies?since=2100-01-01T00:00:00Z&until=9999-12-31T00:00:00Z",
+        "principal-activity?principal=x%60%0A%0A%3Cscript%3Ealert(1)%3C/script%3E",
+        "principal-activity?principal=a%00b",
+    ],
+)
+def test_report_parameters_out_of_range_or_shape_are_422(cdp_env: CdpEnv, query: str) -> None:
+    """Year-1 times overflowed (500); a principal filter is printed in the Markdown report,
+    which has no escape, so it must be a principal name."""
+    auditor = make_principal(cdp_env.runtime, ["auditor"])
+    with TestClient(create_app()) as client:
+        r = client.get(
+            f"/v1/audit/reports/{query}",
+            headers={"Authorization": f"Bearer {auditor.token}", "X-Purpose": "audit"},
+        )
+    assert r.status_code == 422, r.text
+    assert "<script>" not in r.text

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 import sqlalchemy as sa
 
+from cdp.errors import InvalidInputError
 from cdp.traits import clv
 from cdp.traits import clv_model as cm
 from cdp.traits.clv_simulate import simulate_bgnbd, simulate_gamma_gamma
@@ -162,3 +163,50 @@ def test_predictions_are_stored_consistently(cdp_env: CdpEnv) -> None:
 def test_quantiles_tie_rule() -> None:
     values = np.array([1.0, 1.0, 1.0, 2.0, 3.0, np.nan])
     assert clv.quantiles(values).tolist() == [1, 1, 1, 4, 5, 0]
+
+
+def test_repeat_orders_worth_nothing_do_not_switch_clv_off(cdp_env: CdpEnv) -> None:
+    """A customer whose repeat orders were free carries no spend the Gamma-Gamma fit can use;
+    it used to fail the fit, leaving every buyer of the shop without a CLV."""
+    ids, *_ = _simulated_shop(cdp_env)
+    free = subject_ids(1, prefix=0x78)[0]
+    end_day = (CAL_END - date(1970, 1, 1)).days
+    with cdp_env.runtime.data_engine.begin() as conn:
+        make_subjects(conn, [free])
+        add_orders(conn, [OrderSpec(free, _at(end_day - 30 - k), 0.0) for k in (0, 10, 20)])
+    now = datetime(2026, 4, 1, 8, tzinfo=UTC)
+    with cdp_env.runtime.data_engine.begin() as conn:
+        fit = clv.fit(conn, calibration_end=CAL_END, now=now)
+        clv.predict(conn, cfg=ClvConfig(horizon_weeks=26), now=now)
+    assert fit.gamma_gamma is not None, fit.gamma_gamma_error
+    t = ClvPrediction.__table__  # type: ignore[attr-defined]
+    with cdp_env.runtime.data_engine.connect() as conn:
+        values = dict(conn.execute(sa.select(t.c.subject_id, t.c.clv)).all())
+    assert len(values) == len(ids) + 1
+    assert all(v is not None and v >= 0 for v in values.values())
+    # its expected spend is the population's shrunk towards what it spent (nothing)
+    gg = fit.gamma_gamma.params
+    spend = cm.gamma_gamma_expected_spend(gg, frequency=2, mean_spend=0.0)
+    assert 0 < float(spend) < gg.p * gg.gamma / (gg.q - 1)
+    assert np.isfinite(values[free]) and values[free] > 0
+
+
+@pytest.mark.parametrize("days_ahead", [0, 1, 3650])
+def test_a_calibration_end_that_is_not_past_is_refused(cdp_env: CdpEnv, days_ahead: int) -> None:
+    now = datetime(2026, 4, 1, 8, tzinfo=UTC)
+    with (
+        cdp_env.runtime.data_engine.begin() as conn,
+        pytest.raises(InvalidInputError, match="past day"),
+    ):
+        clv.fit(conn, calibration_end=date(2026, 4, 1) + timedelta(days=days_ahead), now=now)
+
+
+@pytest.mark.parametrize("horizon", [0.0, -1.0, float("inf"), float("nan"), 1e308, 521.0])
+def test_a_horizon_outside_ten_years_is_refused(cdp_env: CdpEnv, horizon: float) -> None:
+    with (
+        cdp_env.runtime.data_engine.begin() as conn,
+        pytest.raises(InvalidInputError, match="horizon"),
+    ):
+        clv.predict(
+            conn, cfg=ClvConfig(), now=datetime(2026, 4, 1, tzinfo=UTC), horizon_weeks=horizon
+        )
