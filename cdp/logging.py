@@ -64,6 +64,10 @@ PII_KEYS = frozenset(
 _EMAIL = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"']+\.[^\s@<>()\[\],;:\"']+")
 _PHONE_CANDIDATE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().\-]{5,}\d(?![\w])")
 _DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}")
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
+"""An ISO 8601 time: its seconds and fraction (``03.123456+00``) look like a phone number."""
 
 
 def _mask_phone(match: re.Match[str]) -> str:
@@ -75,6 +79,20 @@ def _mask_phone(match: re.Match[str]) -> str:
     if not has_marker and digits < 10:
         return text
     return MASK
+
+
+def _mask_phones(text: str) -> str:
+    """Phone-number-like runs masked, outside ISO 8601 times (kept as they are)."""
+    if not _TIMESTAMP.search(text):
+        return _PHONE_CANDIDATE.sub(_mask_phone, text)
+    parts: list[str] = []
+    last = 0
+    for moment in _TIMESTAMP.finditer(text):
+        parts.append(_PHONE_CANDIDATE.sub(_mask_phone, text[last : moment.start()]))
+        parts.append(moment.group(0))
+        last = moment.end()
+    parts.append(_PHONE_CANDIDATE.sub(_mask_phone, text[last:]))
+    return "".join(parts)
 
 
 _CLEAN: dict[str, None] = {}
@@ -91,7 +109,7 @@ def redact_text(text: str) -> str:
     if text in _CLEAN:
         return text
     masked = _EMAIL.sub(MASK, text) if "@" in text else text
-    masked = _PHONE_CANDIDATE.sub(_mask_phone, masked)
+    masked = _mask_phones(masked)
     if masked == text and len(text) <= _MAX_CLEAN_LENGTH:
         if len(_CLEAN) >= _MAX_CLEAN:
             _CLEAN.clear()
@@ -171,9 +189,9 @@ def configure_logging(*, force_format: str | None = None) -> None:
         fmt = "console" if sys.stderr.isatty() else "json"
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
 
-    processors: list[Any] = _shared_processors()
+    tail: list[Any]
     if fmt == "json":
-        processors += [
+        tail = [
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
@@ -181,18 +199,28 @@ def configure_logging(*, force_format: str | None = None) -> None:
             structlog.processors.JSONRenderer(serializer=_render_json),
         ]
     else:
-        processors += [
+        tail = [
             structlog.processors.format_exc_info,
             redact_pii,
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
         ]
     structlog.configure(
-        processors=processors,
+        processors=[*_shared_processors(), *tail],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s", force=True)
+    # Lines of the standard library's loggers (uvicorn's "Exception in ASGI application" with
+    # its traceback, whose exception text can quote a database row; alembic; httpx) take the same
+    # path: the same shape, no local variables, redacted.
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_shared_processors(), structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
+    )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("alembic", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 

@@ -129,3 +129,40 @@ def test_masked_text_is_masked_every_time() -> None:
     for _ in range(3):
         assert redact_text("write to zhang.san@example.cn") == f"write to {MASK}"
         assert MASK in redact_text("call +1 (415) 555-0132 now")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_standard_library_log_lines_are_redacted_too(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """uvicorn logs an unhandled error through the standard library, and a database error's
+    text can quote the row (``Key (name)=(alice@example.com) already exists``)."""
+    import logging
+
+    monkeypatch.setenv("CDP_LOG_FORMAT", fmt)
+    reset_settings()
+    configure_logging()
+    try:
+        try:
+            raise RuntimeError("DETAIL: Key (name)=(alice.race3@example.com) already exists.")
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        logging.getLogger("uvicorn.error").warning("peer +1 (415) 555-0132 at %s", "now")
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        reset_settings()
+    assert "Exception in ASGI application" in err and "RuntimeError" in err
+    assert "alice.race3@example.com" not in err and "555-0132" not in err
+    if fmt == "json":
+        lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+        assert {line["logger"] for line in lines} == {"uvicorn.error"}
+
+
+def test_timestamps_are_not_taken_for_phone_numbers() -> None:
+    assert redact_text("now 2026-11-24T02:52:03.123456+00:00") == (
+        "now 2026-11-24T02:52:03.123456+00:00"
+    )
+    assert redact_text("+1 415 555 0132 at 2026-11-24T02:52:03Z") == (
+        f"{MASK} at 2026-11-24T02:52:03Z"
+    )

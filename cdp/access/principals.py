@@ -26,6 +26,7 @@ from sqlalchemy import RowMapping
 from cdp.access.engine import get_policy_engine
 from cdp.access.models import Principal, new_principal_id
 from cdp.clock import Clock, utcnow
+from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import AuthenticationError, ConflictError, InvalidInputError, NotFoundError
 from cdp.runtime import Runtime
 
@@ -149,7 +150,10 @@ def create(
         "expires_at": now + expires_in if expires_in is not None else None,
         "revoked_at": None,
     }
-    with runtime.data_engine.begin() as conn:
+    with (
+        taken_name_is_conflict(f"a principal named {name!r} already exists"),
+        runtime.data_engine.begin() as conn,
+    ):
         taken = conn.execute(sa.select(PRINCIPALS.c.id).where(PRINCIPALS.c.name == name)).first()
         if taken is not None:
             raise ConflictError(f"a principal named {name!r} already exists")

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from cdp.access.categories import CONSENT_PURPOSES
 from cdp.clock import Clock, utcnow
 from cdp.crypto.provider import WrappedKey
+from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.exports.audience_formats import PROFILE_FIELDS, get_format
 from cdp.exports.models import Destination, new_destination_id
@@ -243,7 +244,10 @@ def create_destination(
         "created_at": now,
         "updated_at": now,
     }
-    with runtime.data_engine.begin() as conn:
+    with (
+        taken_name_is_conflict(f"a destination named {spec.name!r} already exists"),
+        runtime.data_engine.begin() as conn,
+    ):
         taken = conn.execute(
             sa.select(DESTINATIONS.c.id).where(DESTINATIONS.c.name == spec.name)
         ).first()

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from cdp.access.context import AccessContext
 from cdp.access.principals import get_by_name
 from cdp.clock import Clock, utcnow
+from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import (
     AudienceTooSmallError,
     CdpError,
@@ -45,6 +46,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
 _EVERY = re.compile(r"^(\d+)([smhd])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY_SECONDS = 60
+MAX_EVERY_SECONDS = 366 * 86_400
+"""At most once a year: the interval is stored as a 32-bit integer on PostgreSQL, and next-run
+times must stay within the calendar."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +82,14 @@ def parse_every(text: str) -> int:
     match = _EVERY.match(text.strip())
     if match is None:
         raise InvalidInputError("every must look like 30m, 6h or 1d", field="every")
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    digits = match.group(1)
+    if len(digits) > 12:
+        raise InvalidInputError("a schedule runs at least once a year", field="every")
+    seconds = int(digits) * _UNITS[match.group(2)]
     if seconds < MIN_EVERY_SECONDS:
         raise InvalidInputError("a schedule runs at most once a minute", field="every")
+    if seconds > MAX_EVERY_SECONDS:
+        raise InvalidInputError("a schedule runs at least once a year", field="every")
     return seconds
 
 
@@ -126,6 +135,8 @@ def create_schedule(
         raise InvalidInputError("a schedule name is 1-64 lower-case letters, digits, _ . -")
     if every_seconds < MIN_EVERY_SECONDS:
         raise InvalidInputError("a schedule runs at most once a minute", field="every")
+    if every_seconds > MAX_EVERY_SECONDS:
+        raise InvalidInputError("a schedule runs at least once a year", field="every")
     get_segment(runtime=runtime, name=segment)  # NotFoundError now, not at every run
     dest = get_destination(runtime=runtime, name=destination)
     if dest.purpose != ctx.purpose:
@@ -133,7 +144,10 @@ def create_schedule(
             f"destination {dest.name!r} serves purpose {dest.purpose}", field="purpose"
         )
     now = clock()
-    with runtime.data_engine.begin() as conn:
+    with (
+        taken_name_is_conflict(f"a schedule named {name!r} already exists"),
+        runtime.data_engine.begin() as conn,
+    ):
         if conn.execute(sa.select(SCHEDULES.c.id).where(SCHEDULES.c.name == name)).first():
             raise ConflictError(f"a schedule named {name!r} already exists")
         conn.execute(
@@ -168,7 +182,9 @@ def delete_schedule(*, runtime: Runtime, name: str) -> None:
 
 def _claim(runtime: Runtime, info: ScheduleInfo, now: datetime) -> bool:
     """Move ``next_run_at`` past now, if nobody else did first."""
-    step = timedelta(seconds=info.every_seconds)
+    # (an interval stored before MAX_EVERY_SECONDS existed is read as at most that: a next run
+    # past the calendar would stop every schedule due after this one)
+    step = timedelta(seconds=min(max(info.every_seconds, MIN_EVERY_SECONDS), MAX_EVERY_SECONDS))
     missed = max(0, int((now - info.next_run_at) / step))
     following = info.next_run_at + step * (missed + 1)
     with runtime.data_engine.begin() as conn:

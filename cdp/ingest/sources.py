@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdp.clock import Clock, utcnow
+from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import AuthenticationError, ConflictError, InvalidInputError, NotFoundError
 from cdp.ingest.models import Source
 from cdp.runtime import Runtime
@@ -69,7 +70,10 @@ def create_source(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> NewS
     t = _table()
     key = secrets.token_urlsafe(32)
     now = clock()
-    with runtime.data_engine.begin() as conn:
+    with (
+        taken_name_is_conflict(f"a source named {name!r} already exists"),
+        runtime.data_engine.begin() as conn,
+    ):
         if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first() is not None:
             raise ConflictError(f"a source named {name!r} already exists")
         new_id = conn.execute(

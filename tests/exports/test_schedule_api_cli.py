@@ -93,9 +93,36 @@ def test_a_revoked_principal_stops_its_schedules(world: World) -> None:
 
 def test_schedule_intervals() -> None:
     assert parse_every("30m") == 1800 and parse_every("6h") == 21600
-    for bad in ("10s", "1w", "", "d"):
+    assert parse_every("366d") == 366 * 86_400
+    for bad in ("10s", "1w", "", "d", "367d", "25000d", "99999999999d", "9" * 40 + "m"):
         with pytest.raises(InvalidInputError):
             parse_every(bad)
+
+
+def test_a_schedule_stored_with_a_huge_interval_does_not_stop_the_others(world: World) -> None:
+    """Such an interval (accepted before the yearly bound) made every scheduler pass overflow
+    computing its next run, so no schedule due after it ever ran."""
+    rt = world.rt
+    world.person({"email": "h@example.com"})
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    ctx = world.ctx("email_marketing")
+    for name in ("a-huge", "b-daily"):
+        create_schedule(
+            runtime=rt,
+            ctx=ctx,
+            name=name,
+            segment="everyone",
+            destination="mail",
+            every_seconds=86_400,
+            clock=world.clock,
+        )
+    with rt.data_engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE export_schedules SET every_seconds = :s WHERE name = 'a-huge'"),
+            {"s": 2_000_000_000},
+        )
+    ran = run_due_exports(runtime=rt, clock=world.clock)
+    assert sorted(r.schedule for r in ran) == ["a-huge", "b-daily"]
 
 
 def test_api_runs_and_reads_exports(world: World) -> None:
