@@ -212,3 +212,39 @@ def test_matches_pandas_reference_on_generated_shop(cdp_env: CdpEnv) -> None:
     assert {t["recency_score"] for t in got.values()} >= {1, 2, 3, 4, 5}
     assert len({t["rfm_segment"] for t in got.values()} - {None}) >= 8
     assert all(t["lifecycle_stage"] == "prospect" for sid, t in got.items() if sid not in buyers)
+
+
+def test_subjects_who_objected_to_analytics_are_not_profiled(cdp_env: CdpEnv) -> None:
+    """An upheld objection to profiling is recorded as ``analytics`` withdrawn: no traits, no
+    segments, until analytics is granted again."""
+    from cdp.segments import service
+    from cdp.segments.views import SegmentIn
+    from tests.audit.factories import make_ctx
+    from tests.traits.factories import add_consents
+
+    rt = cdp_env.runtime
+    clock = FrozenClock(NOW)
+    x, y = subject_ids(2, prefix=0xD)
+    with rt.data_engine.begin() as conn:
+        make_subjects(conn, [x, y])
+        add_order(conn, x, _ago(3), 10.0)
+        add_order(conn, y, _ago(3), 10.0)
+    compute_traits(runtime=rt, clock=clock, with_clv=False)
+    assert set(_traits(cdp_env)) == {x, y}
+    with rt.data_engine.begin() as conn:
+        add_consents(conn, [(y, "analytics", "withdrawn", _ago(2))])
+    compute_traits(runtime=rt, clock=clock, with_clv=False)
+    assert set(_traits(cdp_env)) == {x}
+    service.create_segment(
+        runtime=rt,
+        actor="t",
+        data=SegmentIn(name="buyers", rule={"trait": {"name": "orders", "op": "ge", "value": 1}}),
+    )
+    service.compute_segment(runtime=rt, name="buyers", clock=clock)
+    ctx = make_ctx(("analyst",), purpose="analytics")
+    page = service.members(runtime=rt, ctx=ctx, name="buyers", page_size=100)
+    assert set(page.subject_ids) == {x}
+    with rt.data_engine.begin() as conn:
+        add_consents(conn, [(y, "analytics", "granted", _ago(1))])
+    compute_traits(runtime=rt, clock=clock, with_clv=False)
+    assert set(_traits(cdp_env)) == {x, y}
