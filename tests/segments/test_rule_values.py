@@ -1,0 +1,158 @@
+"""Rule values the databases and JSON can hold, strict types, and error paths without echoes.
+
+A rule is refused when it is created or updated (422 naming the clause), never accepted and then
+left to fail when it is computed: integers fit 64 bits, numbers are finite, a number is a JSON
+number and an integer is not ``true``. An error's path keeps only the schema's names. Also: an
+omitted description is kept, and a diff to a computation compares it with the one before.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cdp.api.app import create_app
+from cdp.clock import FrozenClock
+from cdp.errors import InvalidInputError
+from cdp.segments import service
+from cdp.segments.rules import INT_MAX, INT_MIN, canonical_json, parse_rule
+from cdp.segments.views import SegmentIn
+from cdp.traits.compute import compute_traits
+from tests.audit.factories import make_principal
+from tests.conftest import CdpEnv
+from tests.traits.factories import add_order, make_subjects, subject_ids
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+TIERS = ("member", "silver", "gold", "platinum")
+HUGE = 10**30
+NAN = float("nan")
+INF = float("inf")
+PII_KEY = "jane.roe@example.com 555-123-4567"
+
+
+def _trait(value: Any, op: str = "gt", name: str = "total_value") -> dict[str, Any]:
+    return {"trait": {"name": name, "op": op, "value": value}}
+
+
+def _refused(rule: dict[str, Any], field: str, says: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        parse_rule(rule, tiers=TIERS)
+    assert err.value.field is not None and err.value.field.startswith(field), err.value.field
+    assert says in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "says"),
+    [
+        # integers past 64 bits (SQLite and PostgreSQL cannot take them as parameters)
+        (_trait(HUGE), "rule.trait.value", "2^63"),
+        (_trait(-HUGE, "lt"), "rule.trait.value", "2^63"),
+        (_trait(INT_MAX + 1), "rule.trait.value", "2^63"),
+        (_trait([1, HUGE], "in"), "rule.trait.value", "2^63"),
+        (
+            {"all": [{"orders_in_last_days": {"days": 30, "min": HUGE}}]},
+            "rule.all[0].orders_in_last_days.min",
+            "less than or equal",
+        ),
+        (
+            {"orders_in_last_days": {"days": 30, "max": HUGE}},
+            "rule.orders_in_last_days.max",
+            "less than or equal",
+        ),
+        ({"orders_in_last_days": {"days": HUGE}}, "rule.orders_in_last_days.days", "36500"),
+        (
+            {"bought_category": {"category": "x", "within_days": HUGE}},
+            "rule.bought_category.within_days",
+            "36500",
+        ),
+        # NaN and Infinity
+        (_trait(NAN), "rule.trait.value", "finite"),
+        (_trait(INF, "lt"), "rule.trait.value", "finite"),
+        (_trait(-INF, "ne"), "rule.trait.value", "finite"),
+        ({"not": _trait([1.5, NAN], "not_in")}, "rule.not.trait.value", "finite"),
+        # a nested or non-scalar value gets one reason
+        (_trait({"a": 1}, "eq"), "rule.trait.value", "a value is"),
+        (_trait([[1]], "in"), "rule.trait.value", "a value is"),
+    ],
+)
+def test_out_of_range_and_non_finite_numbers_are_refused(
+    rule: dict[str, Any], field: str, says: str
+) -> None:
+    _refused(rule, field, says)
+
+
+def test_the_edges_of_the_range_are_accepted_and_compute(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    a, b = subject_ids(2, prefix=0x71)
+    with rt.data_engine.begin() as conn:
+        make_subjects(conn, [a, b])
+        add_order(conn, a, NOW - timedelta(days=3), 150.0)
+    clock = FrozenClock(NOW)
+    compute_traits(runtime=rt, clock=clock, with_clv=False)
+    rule = {
+        "all": [
+            _trait(INT_MAX, "le", "orders"),
+            _trait(INT_MIN, "gt", "total_value"),
+            _trait([INT_MIN, 1, INT_MAX], "in", "orders"),
+            _trait(1.7e308, "lt", "avg_order_value"),
+            {"orders_in_last_days": {"days": 36500, "min": 0, "max": INT_MAX}},
+        ]
+    }
+    service.create_segment(runtime=rt, data=SegmentIn(name="edges", rule=rule), actor="t")
+    done = service.compute_segment(runtime=rt, name="edges", clock=clock)
+    assert done.member_count == 1  # a; b has no average order value
+
+
+def test_canonical_json_is_strict_json() -> None:
+    clause = parse_rule(_trait(1e308), tiers=TIERS)
+    assert json.loads(canonical_json(clause)) == _trait(1e308)
+
+
+@pytest.fixture
+def client(cdp_env: CdpEnv) -> TestClient:
+    return TestClient(create_app(), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def headers(cdp_env: CdpEnv) -> dict[str, str]:
+    token = make_principal(cdp_env.runtime, ["marketer"]).token
+    return {
+        "Authorization": f"Bearer {token}",
+        "X-Purpose": "email_marketing",
+        "Content-Type": "application/json",
+    }
+
+
+def _api_refuses(client: TestClient, headers: dict[str, str], raw: bytes, loc: str) -> None:
+    """Creating and updating with rule ``raw`` is a 422 naming the clause, echoing nothing."""
+    for method, path in (("POST", "/v1/segments"), ("PUT", "/v1/segments/win_back")):
+        body = b'{"name":"s","rule":' + raw + b"}"
+        r = client.request(method, path, content=body, headers=headers)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "validation_failed"
+        assert error["details"][0]["loc"].startswith("rule.")
+        assert error["details"][0]["loc"].endswith(loc)
+        assert PII_KEY not in r.text and "0" * 30 not in r.text
+    assert client.get("/v1/segments/s", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b'{"trait":{"name":"total_value","op":"gt","value":1' + b"0" * 30 + b"}}", "value"),
+        (b'{"orders_in_last_days":{"days":30,"min":1' + b"0" * 30 + b"}}", "min"),
+        (b'{"orders_in_last_days":{"days":30,"max":1' + b"0" * 30 + b"}}", "max"),
+        (b'{"trait":{"name":"total_value","op":"gt","value":NaN}}', "value"),
+        (b'{"trait":{"name":"total_value","op":"lt","value":Infinity}}', "value"),
+        (b'{"trait":{"name":"total_value","op":"in","value":[1,-Infinity]}}', "value"),
+    ],
+)
+def test_the_api_refuses_huge_and_non_finite_numbers(
+    client: TestClient, headers: dict[str, str], raw: bytes, loc: str
+) -> None:
+    _api_refuses(client, headers, raw, loc)
