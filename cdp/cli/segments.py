@@ -14,11 +14,11 @@ import typer
 from rich.table import Table
 
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.root import app, console
-from cdp.errors import InvalidInputError
+from cdp.cli.root import app, console, err_console
+from cdp.errors import CdpError, InvalidInputError
 from cdp.runtime import get_runtime
 from cdp.segments import service
-from cdp.segments.views import SegmentIn
+from cdp.segments.views import ComputationView, SegmentIn
 
 segments_app = typer.Typer(help="Segments: rules over traits, orders and consent.")
 app.add_typer(segments_app, name="segments")
@@ -96,13 +96,30 @@ def compute(
     rt = get_runtime()
     if all_ == (name is not None):
         raise InvalidInputError("give a segment name or --all", field="name")
-    names = [s.name for s in service.list_segments(runtime=rt)] if all_ else [str(name)]
-    for n in names:
-        c = service.compute_segment(runtime=rt, name=n)
-        console.print(
-            f"{n}: {c.member_count:,} members (+{c.added_count:,} / -{c.removed_count:,}) "
-            f"computation {c.id}"
+    if not all_:
+        _print_computation(str(name), service.compute_segment(runtime=rt, name=str(name)))
+        return
+    failed = 0
+    names = [s.name for s in service.list_segments(runtime=rt)]
+    for n in names:  # one segment that cannot be computed does not hold back the others
+        try:
+            c = service.compute_segment(runtime=rt, name=n)
+        except CdpError as exc:
+            failed += 1
+            err_console.print(f"[red]error[/] ({exc.code}): {n}: {exc}")
+            continue
+        _print_computation(n, c)
+    if failed:
+        raise InvalidInputError(
+            f"{failed} of {len(names)} segments not computed (see above)", field="name"
         )
+
+
+def _print_computation(name: str, c: ComputationView) -> None:
+    console.print(
+        f"{name}: {c.member_count:,} members (+{c.added_count:,} / -{c.removed_count:,}) "
+        f"computation {c.id}"
+    )
 
 
 @segments_app.command("diff")

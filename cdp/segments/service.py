@@ -264,6 +264,18 @@ def _count_missing(conn: sa.Connection, a: int, b: int | None) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def _stored_rule(cfg: TraitsConfig, text: str) -> Clause:
+    """The stored rule parsed again; InvalidInputError when today's checks refuse it (a rule
+    stored before a check existed, or a tier the configuration no longer has)."""
+    try:
+        return parse(cfg, json.loads(text))
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"the segment's stored rule is not valid now ({exc}); update the segment",
+            field=exc.field,
+        ) from None
+
+
 def compute_segment(
     *, runtime: Runtime, name: str, clock: Clock = utcnow, config: TraitsConfig | None = None
 ) -> ComputationView:
@@ -273,7 +285,7 @@ def compute_segment(
     with runtime.data_engine.begin() as conn:
         ensure_builtins(conn, cfg=cfg, now=now)
         seg = _segment_row(conn, name)
-        rule = parse(cfg, json.loads(_rule_of(conn, seg.id, seg.current_version)))
+        rule = _stored_rule(cfg, _rule_of(conn, seg.id, seg.current_version))
         previous = _last_computation(conn, seg.id)
         comp_id = conn.execute(
             sa.insert(comp_t)

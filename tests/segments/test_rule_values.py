@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from cdp.api.app import create_app
 from cdp.clock import FrozenClock
 from cdp.errors import InvalidInputError
 from cdp.segments import service
+from cdp.segments.models import SegmentVersion
 from cdp.segments.rules import INT_MAX, INT_MIN, canonical_json, parse_rule
 from cdp.segments.views import SegmentIn
 from cdp.traits.compute import compute_traits
@@ -156,3 +158,35 @@ def test_the_api_refuses_huge_and_non_finite_numbers(
     client: TestClient, headers: dict[str, str], raw: bytes, loc: str
 ) -> None:
     _api_refuses(client, headers, raw, loc)
+
+
+def _store_rule_as_before(env: CdpEnv, name: str, text: str) -> None:
+    """A segment whose stored rule was accepted before today's checks existed."""
+    rt = env.runtime
+    service.create_segment(
+        runtime=rt, data=SegmentIn(name=name, rule={"consent": "analytics"}), actor="t"
+    )
+    ver_t = SegmentVersion.__table__  # type: ignore[attr-defined]
+    with rt.data_engine.begin() as conn:
+        seg_id = conn.execute(sa.text("SELECT id FROM segments WHERE name = :n"), {"n": name})
+        conn.execute(
+            sa.update(ver_t).where(ver_t.c.segment_id == seg_id.scalar_one()).values(rule=text)
+        )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"trait":{"name":"total_value","op":"gt","value":' + str(HUGE) + "}}",
+        '{"orders_in_last_days":{"days":30,"max":null,"min":' + str(HUGE) + "}}",
+        '{"not":{"trait":{"name":"total_value","op":"gt","value":NaN}}}',
+    ],
+)
+def test_a_rule_stored_before_the_checks_is_reported_when_computed(
+    cdp_env: CdpEnv, text: str
+) -> None:
+    _store_rule_as_before(cdp_env, "old", text)
+    with pytest.raises(InvalidInputError) as err:
+        service.compute_segment(runtime=cdp_env.runtime, name="old", clock=FrozenClock(NOW))
+    assert "stored rule" in str(err.value) and "update the segment" in str(err.value)
+    assert str(HUGE) not in str(err.value)

@@ -1,0 +1,54 @@
+"""``cdp segments`` from the command line: ``compute --all`` goes on past a segment it cannot
+compute; ``update`` without ``--description`` keeps the description; ``diff --to N`` compares N
+with its previous; bad input is exit 2 with an accurate message, never an internal error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import sqlalchemy as sa
+
+from cdp.segments import service
+from cdp.segments.models import SegmentVersion
+from cdp.segments.views import SegmentIn
+from tests.conftest import CdpEnv
+
+CLI = [sys.executable, "-c", "from cdp.cli import main; main()"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real entry point (exit statuses and messages as a user sees them)."""
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=os.environ.copy(), check=False
+    )
+
+
+def test_compute_all_goes_on_past_a_segment_it_cannot_compute(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    for name in ("aaa_huge", "aab_nan", "zzz_fine"):
+        data = SegmentIn(name=name, rule={"consent": "analytics"})
+        service.create_segment(runtime=rt, data=data, actor="t")
+    ver_t = SegmentVersion.__table__  # type: ignore[attr-defined]
+    stored = {  # as stored before rules were checked for them
+        "aaa_huge": '{"trait":{"name":"total_value","op":"gt","value":' + str(10**30) + "}}",
+        "aab_nan": '{"trait":{"name":"total_value","op":"gt","value":NaN}}',
+    }
+    with rt.data_engine.begin() as conn:
+        for name, text in stored.items():
+            seg_id = conn.execute(
+                sa.text("SELECT id FROM segments WHERE name = :n"), {"n": name}
+            ).scalar_one()
+            conn.execute(sa.update(ver_t).where(ver_t.c.segment_id == seg_id).values(rule=text))
+    done = _run("segments", "compute", "--all")
+    assert done.returncode == 2, done.stderr
+    err = " ".join(done.stderr.split())  # the console wraps long lines
+    assert "aaa_huge: the segment's stored rule is not valid now" in err
+    assert "aab_nan: the segment's stored rule is not valid now" in err
+    assert "2 of 7 segments not computed" in err
+    assert "internal_error" not in err and str(10**30) not in err
+    for name in ("win_back", "vip", "zzz_fine"):  # after the bad ones, still computed
+        assert f"{name}: " in done.stdout and "members" in done.stdout
+    one = _run("segments", "compute", "aaa_huge")
+    assert one.returncode == 2 and "update the segment" in " ".join(one.stderr.split())
