@@ -13,7 +13,8 @@ A rule is one clause; a clause is an object with exactly one key naming its kind
 * ``{"consent": "email_marketing"}`` — the purpose's current consent state is granted
 
 A malformed rule raises :class:`InvalidInputError` whose ``field`` is the path of the bad
-clause (e.g. ``rule.all[1].trait.op``).
+clause (e.g. ``rule.all[1].trait.op``); the path keeps only the schema's names (a key the input
+chose is ``(unknown field)``, :func:`cdp.validation.safe_location`) and no value is echoed.
 
 Numbers are finite (no NaN or Infinity) and integers fit the databases' 64-bit integers, so that
 a stored rule always compiles and means what it says.
@@ -32,6 +33,7 @@ from cdp.consent.purposes import PURPOSE_NAMES
 from cdp.errors import InvalidInputError
 from cdp.traits.lifecycle import LAYERS, STAGES
 from cdp.traits.rfm import SEGMENTS
+from cdp.validation import safe_location
 
 NUMERIC: Final = "number"
 TEXT: Final = "text"
@@ -160,7 +162,7 @@ def _validate(model: type[_Model], value: Any, path: str) -> Any:
         return model.model_validate(value)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = safe_location(err["loc"], err["type"])
         where = f"{path}.{loc}" if loc else path
         raise _bad(where, err["msg"]) from None
 

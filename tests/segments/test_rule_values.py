@@ -190,3 +190,29 @@ def test_a_rule_stored_before_the_checks_is_reported_when_computed(
         service.compute_segment(runtime=cdp_env.runtime, name="old", clock=FrozenClock(NOW))
     assert "stored rule" in str(err.value) and "update the segment" in str(err.value)
     assert str(HUGE) not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        (
+            {"trait": {"name": "orders", "op": "eq", "value": 1, PII_KEY: 1}},
+            "rule.trait.(unknown field)",
+        ),
+        (
+            {"any": [{"orders_in_last_days": {"days": 3, PII_KEY: 1}}]},
+            "rule.any[0].orders_in_last_days.(unknown field)",
+        ),
+        ({"clv_quantile": {"min": 1, "x" * 5000: 1}}, "rule.clv_quantile.(unknown field)"),
+    ],
+)
+def test_an_unknown_key_is_not_echoed(rule: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        parse_rule(rule, tiers=TIERS)
+    assert err.value.field == field
+    assert PII_KEY not in str(err.value) and "xxxxx" not in str(err.value)
+
+
+def test_the_api_does_not_echo_an_unknown_key(client: TestClient, headers: dict[str, str]) -> None:
+    raw = b'{"trait":{"name":"orders","op":"eq","value":1,"' + PII_KEY.encode() + b'":1}}'
+    _api_refuses(client, headers, raw, "(unknown field)")
