@@ -16,8 +16,9 @@ A malformed rule raises :class:`InvalidInputError` whose ``field`` is the path o
 clause (e.g. ``rule.all[1].trait.op``); the path keeps only the schema's names (a key the input
 chose is ``(unknown field)``, :func:`cdp.validation.safe_location`) and no value is echoed.
 
-Numbers are finite (no NaN or Infinity) and integers fit the databases' 64-bit integers, so that
-a stored rule always compiles and means what it says.
+Types are strict: a number is a JSON number (not ``"30"``), an integer is not ``true``. Numbers
+are finite (no NaN or Infinity) and integers fit the databases' 64-bit integers, so that a stored
+rule always compiles and means what it says.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ Count = Annotated[int, Field(ge=0, le=INT_MAX)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _scalar_problem(v: Any) -> str | None:

@@ -216,3 +216,30 @@ def test_an_unknown_key_is_not_echoed(rule: dict[str, Any], field: str) -> None:
 def test_the_api_does_not_echo_an_unknown_key(client: TestClient, headers: dict[str, str]) -> None:
     raw = b'{"trait":{"name":"orders","op":"eq","value":1,"' + PII_KEY.encode() + b'":1}}'
     _api_refuses(client, headers, raw, "(unknown field)")
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "says"),
+    [
+        ({"orders_in_last_days": {"days": True}}, "rule.orders_in_last_days.days", "integer"),
+        ({"orders_in_last_days": {"days": "30"}}, "rule.orders_in_last_days.days", "integer"),
+        ({"orders_in_last_days": {"days": 30.0}}, "rule.orders_in_last_days.days", "integer"),
+        ({"orders_in_last_days": {"days": 3, "min": False}}, "rule.orders_in_last_days.min", "int"),
+        ({"clv_quantile": {"min": True}}, "rule.clv_quantile.min", "integer"),
+        ({"clv_quantile": {"min": "4"}}, "rule.clv_quantile.min", "integer"),
+        ({"bought_category": {"category": "x", "within_days": "9"}}, "rule.bought_category", "int"),
+        ({"bought_category": {"category": 5}}, "rule.bought_category.category", "string"),
+        (_trait("30", "ge", "orders"), "rule.trait.value", "numbers"),
+    ],
+)
+def test_numbers_are_json_numbers_and_integers_not_booleans(
+    rule: dict[str, Any], field: str, says: str
+) -> None:
+    _refused(rule, field, says)
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"orders_in_last_days":{"days":true}}', b'{"orders_in_last_days":{"days":"30"}}']
+)
+def test_the_api_refuses_lax_types(client: TestClient, headers: dict[str, str], raw: bytes) -> None:
+    _api_refuses(client, headers, raw, "days")
