@@ -35,7 +35,7 @@ def _load_rule(text: str) -> dict[str, Any]:
     return data
 
 
-def _segment_in(name: str, rule: str, description: str) -> SegmentIn:
+def _segment_in(name: str, rule: str, description: str | None) -> SegmentIn:
     try:
         return SegmentIn(name=name, description=description, rule=_load_rule(rule))
     except ValueError as exc:  # pydantic ValidationError
@@ -43,10 +43,13 @@ def _segment_in(name: str, rule: str, description: str) -> SegmentIn:
 
 
 RuleOption = typer.Option(..., "--rule", help="The rule as JSON, or @file.json.")
+DescriptionOption = typer.Option(
+    None, "--description", help="At most 512 characters; omitted on update keeps the current one."
+)
 
 
 @segments_app.command("create")
-def create(name: str, rule: str = RuleOption, description: str = "") -> None:
+def create(name: str, rule: str = RuleOption, description: str | None = DescriptionOption) -> None:
     """Create a segment (version 1)."""
     view = service.create_segment(
         runtime=get_runtime(), data=_segment_in(name, rule, description), actor="cli"
@@ -55,8 +58,8 @@ def create(name: str, rule: str = RuleOption, description: str = "") -> None:
 
 
 @segments_app.command("update")
-def update(name: str, rule: str = RuleOption, description: str = "") -> None:
-    """Change a segment's rule: a new version when it differs."""
+def update(name: str, rule: str = RuleOption, description: str | None = DescriptionOption) -> None:
+    """Change a segment's rule (a new version when it differs) or its description."""
     view = service.update_segment(
         runtime=get_runtime(), data=_segment_in(name, rule, description), actor="cli"
     )

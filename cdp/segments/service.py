@@ -182,7 +182,7 @@ def create_segment(
         _insert(
             conn,
             name=data.name,
-            description=data.description,
+            description=data.description or "",
             rule=canon,
             builtin=False,
             actor=actor,
@@ -199,13 +199,15 @@ def update_segment(
     clock: Clock = utcnow,
     config: TraitsConfig | None = None,
 ) -> SegmentView:
-    """Store a new version when the rule or description changed (otherwise nothing)."""
+    """Store a new version when the rule changed, and the description when one is given and
+    differs (``None`` keeps the stored one); otherwise nothing."""
     cfg = _cfg(runtime, config)
     canon = canonical_json(parse(cfg, data.rule))
     now = clock()
     with runtime.data_engine.begin() as conn:
         ensure_builtins(conn, cfg=cfg, now=now)
         row = _segment_row(conn, data.name)
+        description = row.description if data.description is None else data.description
         current = _rule_of(conn, row.id, row.current_version)
         if current != canon:
             version = row.current_version + 1
@@ -221,13 +223,13 @@ def update_segment(
             conn.execute(
                 sa.update(seg_t)
                 .where(seg_t.c.id == row.id)
-                .values(current_version=version, updated_at=now, description=data.description)
+                .values(current_version=version, updated_at=now, description=description)
             )
-        elif data.description != row.description:
+        elif description != row.description:
             conn.execute(
                 sa.update(seg_t)
                 .where(seg_t.c.id == row.id)
-                .values(description=data.description, updated_at=now)
+                .values(description=description, updated_at=now)
             )
         return _view(conn, _segment_row(conn, data.name))
 

@@ -243,3 +243,30 @@ def test_numbers_are_json_numbers_and_integers_not_booleans(
 )
 def test_the_api_refuses_lax_types(client: TestClient, headers: dict[str, str], raw: bytes) -> None:
     _api_refuses(client, headers, raw, "days")
+
+
+def test_an_omitted_description_is_kept(
+    cdp_env: CdpEnv, client: TestClient, headers: dict[str, str]
+) -> None:
+    rt = cdp_env.runtime
+    rule = {"consent": "analytics"}
+    service.create_segment(
+        runtime=rt, data=SegmentIn(name="d", description="first", rule=rule), actor="t"
+    )
+    other = {"consent": "email_marketing"}
+    r = client.put("/v1/segments/d", json={"name": "d", "rule": other}, headers=headers)
+    assert r.status_code == 200 and r.json()["version"] == 2
+    assert r.json()["description"] == "first"  # a new rule, the same description
+    r = client.put("/v1/segments/d", json={"name": "d", "rule": other}, headers=headers)
+    assert r.json()["description"] == "first"  # nothing changed
+    made = service.update_segment(runtime=rt, data=SegmentIn(name="d", rule=rule), actor="t")
+    assert (made.version, made.description) == (3, "first")
+    body = {"name": "d", "rule": rule, "description": "second"}
+    assert client.put("/v1/segments/d", json=body, headers=headers).json()["description"] == (
+        "second"
+    )
+    body["description"] = ""
+    cleared = client.put("/v1/segments/d", json=body, headers=headers).json()
+    assert (cleared["version"], cleared["description"]) == (3, "")
+    r = client.post("/v1/segments", json={"name": "e", "rule": rule}, headers=headers)
+    assert r.status_code == 201 and r.json()["description"] == ""

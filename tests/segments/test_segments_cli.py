@@ -4,18 +4,22 @@ with its previous; bad input is exit 2 with an accurate message, never an intern
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
+from cdp.cli import app
 from cdp.segments import service
 from cdp.segments.models import SegmentVersion
 from cdp.segments.views import SegmentIn
 from tests.conftest import CdpEnv
 
 CLI = [sys.executable, "-c", "from cdp.cli import main; main()"]
+GOOD = '{"consent": "email_marketing"}'
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -52,3 +56,21 @@ def test_compute_all_goes_on_past_a_segment_it_cannot_compute(cdp_env: CdpEnv) -
         assert f"{name}: " in done.stdout and "members" in done.stdout
     one = _run("segments", "compute", "aaa_huge")
     assert one.returncode == 2 and "update the segment" in " ".join(one.stderr.split())
+
+
+runner = CliRunner()
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_update_without_description_keeps_it(cdp_env: CdpEnv) -> None:
+    _ok(["segments", "create", "d", "--rule", GOOD, "--description", "kept"])
+    _ok(["segments", "update", "d", "--rule", '{"consent": "analytics"}'])
+    shown = json.loads(_ok(["segments", "show", "d"]))
+    assert (shown["version"], shown["description"]) == (2, "kept")
+    _ok(["segments", "update", "d", "--rule", '{"consent": "analytics"}', "--description", ""])
+    assert json.loads(_ok(["segments", "show", "d"]))["description"] == ""
