@@ -18,6 +18,7 @@ from cdp.cli.root import app, console, err_console
 from cdp.errors import CdpError, InvalidInputError
 from cdp.runtime import get_runtime
 from cdp.segments import service
+from cdp.segments.rules import INT_MAX
 from cdp.segments.views import ComputationView, SegmentIn
 
 segments_app = typer.Typer(help="Segments: rules over traits, orders and consent.")
@@ -128,8 +129,12 @@ def _print_computation(name: str, c: ComputationView) -> None:
 @segments_app.command("diff")
 def diff(
     name: str,
-    from_id: int | None = typer.Option(None, "--from", help="Older computation id."),
-    to_id: int | None = typer.Option(None, "--to", help="Newer computation id (default: last)."),
+    from_id: int | None = typer.Option(
+        None, "--from", min=1, max=INT_MAX, help="Older computation id (default: before --to)."
+    ),
+    to_id: int | None = typer.Option(
+        None, "--to", min=1, max=INT_MAX, help="Newer computation id (default: last)."
+    ),
     limit: int = typer.Option(1000, "--limit", min=1, max=100_000),
     token: TokenOption = None,
     purpose: PurposeOption = None,

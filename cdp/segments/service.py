@@ -361,16 +361,25 @@ def diff_segment(
     to_id: int | None = None,
     limit: int = 1000,
 ) -> DiffView:
-    """Adds and removes between two kept snapshots (default: the last one and its previous);
-    the ids returned are recorded in the audit log with the read."""
+    """Adds and removes between two kept snapshots: ``to_id`` defaults to the last computation,
+    ``from_id`` to the computation before ``to_id``. The ids returned are recorded in the audit
+    log with the read."""
     with audited_read(runtime=runtime, ctx=ctx, action="read", resource="segments") as scope:
         conn = scope.conn
         seg = _segment_row(conn, name)
         if to_id is None:
-            last = _last_computation(conn, seg.id)
-            if last is None:
+            to = _last_computation(conn, seg.id)
+            if to is None:
                 raise NotFoundError("segment not computed yet")
-            to_id, from_id = last.id, last.previous_id if from_id is None else from_id
+        else:
+            to = conn.execute(
+                sa.select(comp_t).where(comp_t.c.id == to_id, comp_t.c.segment_id == seg.id)
+            ).first()
+            if to is None:
+                raise NotFoundError("computation not found for this segment")
+        to_id = int(to.id)
+        if from_id is None:
+            from_id = to.previous_id
         for cid in (from_id, to_id):
             if cid is None:
                 continue

@@ -24,7 +24,7 @@ from cdp.segments.models import SegmentVersion
 from cdp.segments.rules import INT_MAX, INT_MIN, canonical_json, parse_rule
 from cdp.segments.views import SegmentIn
 from cdp.traits.compute import compute_traits
-from tests.audit.factories import make_principal
+from tests.audit.factories import make_ctx, make_principal
 from tests.conftest import CdpEnv
 from tests.traits.factories import add_order, make_subjects, subject_ids
 
@@ -270,3 +270,35 @@ def test_an_omitted_description_is_kept(
     assert (cleared["version"], cleared["description"]) == (3, "")
     r = client.post("/v1/segments", json={"name": "e", "rule": rule}, headers=headers)
     assert r.status_code == 201 and r.json()["description"] == ""
+
+
+def test_diff_to_a_computation_compares_with_the_one_before_it(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    a, b, c = subject_ids(3, prefix=0x72)
+    clock = FrozenClock(NOW)
+    with rt.data_engine.begin() as conn:
+        make_subjects(conn, [a, b, c])
+        add_order(conn, a, NOW - timedelta(days=3), 150.0)
+    compute_traits(runtime=rt, clock=clock, with_clv=False)
+    rule = {"trait": {"name": "total_value", "op": "ge", "value": 100}}
+    service.create_segment(runtime=rt, data=SegmentIn(name="big", rule=rule), actor="t")
+    first = service.compute_segment(runtime=rt, name="big", clock=clock)
+    with rt.data_engine.begin() as conn:
+        add_order(conn, b, NOW - timedelta(days=1), 500.0)
+    clock.advance(days=1)
+    compute_traits(runtime=rt, clock=clock, with_clv=False)
+    second = service.compute_segment(runtime=rt, name="big", clock=clock)
+    with rt.data_engine.begin() as conn:
+        add_order(conn, c, NOW, 700.0)
+    clock.advance(days=1)
+    compute_traits(runtime=rt, clock=clock, with_clv=False)
+    service.compute_segment(runtime=rt, name="big", clock=clock)
+
+    ctx = make_ctx(("marketer",), purpose="email_marketing")
+    d = service.diff_segment(runtime=rt, ctx=ctx, name="big", to_id=second.id)
+    assert (d.from_computation, d.to_computation) == (first.id, second.id)
+    assert (d.added, d.removed, d.added_count) == ([b], [], 1)
+    d = service.diff_segment(runtime=rt, ctx=ctx, name="big", to_id=first.id)
+    assert d.from_computation is None and d.added == [a]  # the first: everyone joined
+    explicit = service.diff_segment(runtime=rt, ctx=ctx, name="big", from_id=first.id)
+    assert explicit.added == sorted([b, c])

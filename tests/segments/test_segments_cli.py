@@ -8,15 +8,20 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cdp.cli import app
+from cdp.clock import FrozenClock
 from cdp.segments import service
 from cdp.segments.models import SegmentVersion
 from cdp.segments.views import SegmentIn
+from cdp.traits.compute import compute_traits
+from tests.audit.factories import make_principal
 from tests.conftest import CdpEnv
+from tests.traits.factories import add_order, make_subjects, subject_ids
 
 CLI = [sys.executable, "-c", "from cdp.cli import main; main()"]
 GOOD = '{"consent": "email_marketing"}'
@@ -74,3 +79,29 @@ def test_update_without_description_keeps_it(cdp_env: CdpEnv) -> None:
     assert (shown["version"], shown["description"]) == (2, "kept")
     _ok(["segments", "update", "d", "--rule", '{"consent": "analytics"}', "--description", ""])
     assert json.loads(_ok(["segments", "show", "d"]))["description"] == ""
+
+
+def test_diff_to_compares_with_the_computation_before(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    now = datetime.now(UTC)
+    a, b = subject_ids(2, prefix=0x73)
+    with rt.data_engine.begin() as conn:
+        make_subjects(conn, [a, b])
+        add_order(conn, a, now - timedelta(days=3), 150.0)
+    compute_traits(runtime=rt, clock=FrozenClock(now), with_clv=False)
+    rule = json.dumps({"trait": {"name": "total_value", "op": "ge", "value": 100}})
+    _ok(["segments", "create", "big", "--rule", rule])
+    first = service.compute_segment(runtime=rt, name="big")
+    with rt.data_engine.begin() as conn:
+        add_order(conn, b, now - timedelta(days=1), 500.0)
+    compute_traits(runtime=rt, clock=FrozenClock(now), with_clv=False)
+    second = service.compute_segment(runtime=rt, name="big")
+    service.compute_segment(runtime=rt, name="big")
+    token = make_principal(rt, ["marketer"]).token
+    auth = ["--token", token, "--purpose", "email_marketing"]
+    d = json.loads(_ok(["segments", "diff", "big", "--to", str(second.id), *auth]))
+    assert (d["from_computation"], d["to_computation"]) == (first.id, second.id)
+    assert (d["added"], d["removed"]) == ([b], [])
+    for option in ("--to", "--from"):  # a usage error, not an overflow in the database
+        huge = runner.invoke(app, ["segments", "diff", "big", option, str(10**30), *auth])
+        assert huge.exit_code == 2, huge.output
