@@ -11,36 +11,70 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.root import app, console, err_console
 from cdp.errors import CdpError, InvalidInputError
+from cdp.jsonio import MAX_DEPTH, too_deep
 from cdp.runtime import get_runtime
 from cdp.segments import service
 from cdp.segments.rules import INT_MAX
 from cdp.segments.views import ComputationView, SegmentIn
+from cdp.validation import safe_location
 
 segments_app = typer.Typer(help="Segments: rules over traits, orders and consent.")
 app.add_typer(segments_app, name="segments")
 
 
-def _load_rule(text: str) -> dict[str, Any]:
-    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+def _rule_text(text: str) -> bytes:
+    """The rule's bytes: ``text`` itself, or the file ``@path`` names."""
+    if not text.startswith("@"):
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in the argument
+            raise InvalidInputError("the rule is not UTF-8 text", field="rule") from None
     try:
-        data = json.loads(raw)
+        return Path(text[1:]).read_bytes()
+    except OSError as exc:  # the reason only: the path is the caller's input
+        reason = exc.strerror or type(exc).__name__
+        raise InvalidInputError(f"the rule file cannot be read: {reason}", field="rule") from None
+
+
+def _load_rule(text: str) -> dict[str, Any]:
+    raw = _rule_text(text)
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise InvalidInputError("the rule is not UTF-8 text", field="rule") from None
+    except RecursionError:
+        raise InvalidInputError(
+            f"the rule nests more than {MAX_DEPTH} levels", field="rule"
+        ) from None
     except json.JSONDecodeError:
         raise InvalidInputError("the rule is not valid JSON", field="rule") from None
+    if too_deep(raw, data):
+        raise InvalidInputError(f"the rule nests more than {MAX_DEPTH} levels", field="rule")
     if not isinstance(data, dict):
         raise InvalidInputError("the rule must be a JSON object", field="rule")
     return data
 
 
 def _segment_in(name: str, rule: str, description: str | None) -> SegmentIn:
+    data = _load_rule(rule)
     try:
-        return SegmentIn(name=name, description=description, rule=_load_rule(rule))
-    except ValueError as exc:  # pydantic ValidationError
-        raise InvalidInputError("name must match [a-z][a-z0-9_]*", field="name") from exc
+        return SegmentIn(name=name, description=description, rule=data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = safe_location(err["loc"], err["type"]) or "segment"
+        if where == "name":
+            raise InvalidInputError(
+                "name must be a lowercase letter then lowercase letters, digits or _ "
+                "(at most 64 characters)",
+                field="name",
+            ) from None
+        raise InvalidInputError(f"{where}: {err['msg']}", field=where) from None
 
 
 RuleOption = typer.Option(..., "--rule", help="The rule as JSON, or @file.json.")

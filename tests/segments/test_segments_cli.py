@@ -9,12 +9,15 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cdp.cli import app
 from cdp.clock import FrozenClock
+from cdp.jsonio import MAX_DEPTH
 from cdp.segments import service
 from cdp.segments.models import SegmentVersion
 from cdp.segments.views import SegmentIn
@@ -105,3 +108,60 @@ def test_diff_to_compares_with_the_computation_before(cdp_env: CdpEnv) -> None:
     for option in ("--to", "--from"):  # a usage error, not an overflow in the database
         huge = runner.invoke(app, ["segments", "diff", "big", option, str(10**30), *auth])
         assert huge.exit_code == 2, huge.output
+
+
+def _files(tmp: Path) -> dict[str, str]:
+    deep = tmp / "deep.json"
+    deep.write_text('{"not":' * 20_000 + "{}" + "}" * 20_000)
+    latin = tmp / "latin.json"
+    latin.write_bytes('{"consent": "caf\u00e9"}'.encode("latin-1"))
+    bom = tmp / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    return {
+        "missing": f"@{tmp / 'nonexistent.json'}",
+        "dir": f"@{tmp}",
+        "deep": f"@{deep}",
+        "latin": f"@{latin}",
+        "bom": f"@{bom}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["x", "--rule", "missing"], "the rule file cannot be read: No such file"),
+        (["win_back", "--rule", "missing"], "the rule file cannot be read: No such file"),
+        (["x", "--rule", "dir"], "the rule file cannot be read: Is a directory"),
+        (["x", "--rule", "deep"], f"the rule nests more than {MAX_DEPTH} levels"),
+        (["x", "--rule", "latin"], "the rule is not UTF-8 text"),
+        (["x", "--rule", "{"], "the rule is not valid JSON"),
+        (["x", "--rule", "[]"], "the rule must be a JSON object"),
+        (["x", "--rule", GOOD, "--description", "d" * 600], "description: String should have"),
+        (["vip", "--rule", GOOD, "--description", "d" * 600], "description: String should have"),
+        (["Bad-Name", "--rule", GOOD], "name must be a lowercase letter"),
+        (
+            ["x", "--rule", '{"trait":{"name":"clv","op":"gt","value":1' + "0" * 30 + "}}"],
+            "invalid rule clause at rule.trait.value: integers must be",
+        ),
+        (["x", "--rule", '{"orders_in_last_days":{"days":true}}'], "orders_in_last_days.days"),
+    ],
+)
+def test_bad_input_exits_2_with_an_accurate_message(
+    cdp_env: CdpEnv, tmp_path: Path, args: list[str], says: str
+) -> None:
+    files = _files(tmp_path)
+    argv = [files.get(a, a) for a in args]
+    command = "update" if args[0] in ("win_back", "vip") else "create"  # one reader for both
+    done = _run("segments", command, *argv)
+    assert done.returncode == 2, done.stderr
+    message = " ".join(done.stderr.split())  # the console wraps long lines
+    assert says in message, message
+    assert "internal_error" not in message and "Traceback" not in message
+    if "name" not in says:
+        assert "name must" not in message
+    assert str(tmp_path) not in message  # the path is not echoed
+
+
+def test_a_rule_file_with_a_byte_order_mark_is_read(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    done = _run("segments", "create", "x", "--rule", _files(tmp_path)["bom"])
+    assert done.returncode == 0, done.stderr
