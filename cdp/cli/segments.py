@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 from rich.table import Table
+from rich.text import Text
 
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.root import app, console, err_console
@@ -144,7 +145,8 @@ def compute(
             c = service.compute_segment(runtime=rt, name=n)
         except CdpError as exc:
             failed += 1
-            err_console.print(f"[red]error[/] ({exc.code}): {n}: {exc}")
+            # plain parts, no markup: the message names clauses such as rule.all[1]
+            err_console.print(Text.assemble(("error", "red"), f" ({exc.code}): {n}: {exc}"))
             continue
         _print_computation(n, c)
     if failed:
