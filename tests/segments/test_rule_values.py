@@ -302,3 +302,27 @@ def test_diff_to_a_computation_compares_with_the_one_before_it(cdp_env: CdpEnv) 
     assert d.from_computation is None and d.added == [a]  # the first: everyone joined
     explicit = service.diff_segment(runtime=rt, ctx=ctx, name="big", from_id=first.id)
     assert explicit.added == sorted([b, c])
+
+
+def test_a_value_keeps_its_own_type_against_an_integer_column(cdp_env: CdpEnv) -> None:
+    """PostgreSQL casts a parameter to the type it is bound with: bound as the INTEGER column,
+    2.5 read as 3 and 3000000000 overflowed."""
+    rt = cdp_env.runtime
+    (a,) = subject_ids(1, prefix=0x74)
+    with rt.data_engine.begin() as conn:
+        make_subjects(conn, [a])
+        for days in (3, 30, 60):
+            add_order(conn, a, NOW - timedelta(days=days), 10.0)
+    compute_traits(runtime=rt, clock=FrozenClock(NOW), with_clv=False)
+    rules = {
+        "a": _trait(2.5, "le", "orders"),  # 3 orders: not <= 2.5
+        "b": _trait([2.5, 3.5], "in", "orders"),
+        "c": _trait(3_000_000_000, "lt", "orders"),  # past INTEGER
+        "d": {"orders_in_last_days": {"days": 90, "min": 2, "max": 3_000_000_000}},
+        "e": _trait(3.0, "eq", "orders"),
+    }
+    got = {}
+    for name, rule in rules.items():
+        service.create_segment(runtime=rt, data=SegmentIn(name=name, rule=rule), actor="t")
+        got[name] = service.compute_segment(runtime=rt, name=name, clock=FrozenClock(NOW))
+    assert {n: c.member_count for n, c in got.items()} == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}
