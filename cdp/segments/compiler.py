@@ -6,6 +6,10 @@ EXISTS/COUNT subqueries. Semantics: a comparison on a trait the subject does not
 e.g. no orders yet, or CLV not computed) is false, and ``not`` negates that false — so SQL's
 three-valued logic never leaks into membership. Restricted subjects are always excluded
 (:func:`cdp.traits.eligibility.marketing_allowed`).
+
+A rule's values are bound with the type of the value, not of the column it is compared with:
+PostgreSQL casts a parameter to its bound type, so ``orders <= 2.5`` bound as the INTEGER column
+would read ``orders <= 3``, and a 64-bit integer (the rules allow them) would overflow INTEGER.
 """
 
 from __future__ import annotations
@@ -53,16 +57,32 @@ def trait_column(name: str) -> ColumnElement[Any]:
     return traits_t.c[name]  # type: ignore[no-any-return]
 
 
+def _param(value: Any) -> ColumnElement[Any]:
+    """``value`` as a parameter of its own type (an integer as BIGINT, a float as FLOAT)."""
+    if isinstance(value, bool):
+        return sa.literal(value, sa.Boolean())
+    if isinstance(value, int):
+        return sa.literal(value, sa.BigInteger())
+    if isinstance(value, float):
+        return sa.literal(value, sa.Float())
+    return sa.literal(value, sa.String())
+
+
 def _compare(col: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool]:
     cond: ColumnElement[bool]
-    if op == "in":
-        cond = col.in_(value)
-    elif op == "not_in":
-        cond = col.not_in(value)
-    elif op in ("eq", "ne"):
-        cond = col == value if op == "eq" else col != value
+    if op in ("in", "not_in"):
+        params = [_param(v) for v in value]
+        cond = col.in_(params) if op == "in" else col.not_in(params)
     else:
-        cond = {"lt": col.__lt__, "le": col.__le__, "gt": col.__gt__, "ge": col.__ge__}[op](value)
+        p = _param(value)
+        cond = {
+            "eq": col.__eq__,
+            "ne": col.__ne__,
+            "lt": col.__lt__,
+            "le": col.__le__,
+            "gt": col.__gt__,
+            "ge": col.__ge__,
+        }[op](p)
     return sa.and_(col.is_not(None), cond)
 
 
@@ -92,9 +112,9 @@ def condition(clause: Clause, *, subject: ColumnElement[str], now: datetime) -> 
             )
             .scalar_subquery()
         )
-        conds = [count >= clause.min]
+        conds = [count >= _param(clause.min)]
         if clause.max is not None:
-            conds.append(count <= clause.max)
+            conds.append(count <= _param(clause.max))
         return sa.and_(*conds)
     if isinstance(clause, BoughtCategory):
         where = [

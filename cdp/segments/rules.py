@@ -13,20 +13,28 @@ A rule is one clause; a clause is an object with exactly one key naming its kind
 * ``{"consent": "email_marketing"}`` — the purpose's current consent state is granted
 
 A malformed rule raises :class:`InvalidInputError` whose ``field`` is the path of the bad
-clause (e.g. ``rule.all[1].trait.op``).
+clause (e.g. ``rule.all[1].trait.op``); the path keeps only the schema's names (a key the input
+chose is ``(unknown field)``, :func:`cdp.validation.safe_location`) and no value is echoed.
+
+Types are strict: a number is a JSON number (not ``"30"``), an integer is not ``true``. Numbers
+are finite (no NaN or Infinity) and integers fit the databases' 64-bit integers, so that a stored
+rule always compiles and means what it says.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Final, Literal
+import math
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from cdp.consent.purposes import PURPOSE_NAMES
 from cdp.errors import InvalidInputError
 from cdp.traits.lifecycle import LAYERS, STAGES
 from cdp.traits.rfm import SEGMENTS
+from cdp.validation import safe_location
 
 NUMERIC: Final = "number"
 TEXT: Final = "text"
@@ -55,13 +63,29 @@ TRAITS: Final[dict[str, str]] = {
 }
 MAX_DEPTH: Final = 12
 MAX_LIST: Final = 200
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
+"""The 64-bit integer range of SQLite and PostgreSQL: a larger integer cannot be a parameter."""
 
 Op = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in"]
-Scalar = bool | int | float | str
+Int64 = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
+Scalar = bool | Int64 | float | str
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _scalar_problem(v: Any) -> str | None:
+    """Why ``v`` cannot be a compared value (None when it can)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "numbers must be finite (no NaN or Infinity)"
+    if isinstance(v, int) and not isinstance(v, bool) and not INT_MIN <= v <= INT_MAX:
+        return "integers must be between -2^63 and 2^63-1"
+    if not isinstance(v, bool | int | float | str):
+        return "a value is a number, text, true or false (a list of them for in/not_in)"
+    return None
 
 
 class TraitCmp(_Model):
@@ -69,11 +93,21 @@ class TraitCmp(_Model):
     op: Op
     value: Scalar | list[Scalar]
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _plain_values(cls, value: Any) -> Any:
+        """One clear reason for a bad value (the union's members would each give theirs)."""
+        for v in value if isinstance(value, list) else [value]:
+            problem = _scalar_problem(v)
+            if problem is not None:
+                raise PydanticCustomError("rule_value", problem)
+        return value
+
 
 class OrdersInLast(_Model):
     days: int = Field(ge=1, le=36500)
-    min: int = Field(1, ge=0)
-    max: int | None = Field(None, ge=0)
+    min: Count = 1
+    max: Count | None = None
 
 
 class BoughtCategory(_Model):
@@ -129,7 +163,7 @@ def _validate(model: type[_Model], value: Any, path: str) -> Any:
         return model.model_validate(value)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = safe_location(err["loc"], err["type"])
         where = f"{path}.{loc}" if loc else path
         raise _bad(where, err["msg"]) from None
 
@@ -229,4 +263,4 @@ def dump_rule(clause: Clause) -> dict[str, Any]:
 
 
 def canonical_json(clause: Clause) -> str:
-    return json.dumps(dump_rule(clause), sort_keys=True, separators=(",", ":"))
+    return json.dumps(dump_rule(clause), sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -182,7 +182,7 @@ def create_segment(
         _insert(
             conn,
             name=data.name,
-            description=data.description,
+            description=data.description or "",
             rule=canon,
             builtin=False,
             actor=actor,
@@ -199,13 +199,15 @@ def update_segment(
     clock: Clock = utcnow,
     config: TraitsConfig | None = None,
 ) -> SegmentView:
-    """Store a new version when the rule or description changed (otherwise nothing)."""
+    """Store a new version when the rule changed, and the description when one is given and
+    differs (``None`` keeps the stored one); otherwise nothing."""
     cfg = _cfg(runtime, config)
     canon = canonical_json(parse(cfg, data.rule))
     now = clock()
     with runtime.data_engine.begin() as conn:
         ensure_builtins(conn, cfg=cfg, now=now)
         row = _segment_row(conn, data.name)
+        description = row.description if data.description is None else data.description
         current = _rule_of(conn, row.id, row.current_version)
         if current != canon:
             version = row.current_version + 1
@@ -221,13 +223,13 @@ def update_segment(
             conn.execute(
                 sa.update(seg_t)
                 .where(seg_t.c.id == row.id)
-                .values(current_version=version, updated_at=now, description=data.description)
+                .values(current_version=version, updated_at=now, description=description)
             )
-        elif data.description != row.description:
+        elif description != row.description:
             conn.execute(
                 sa.update(seg_t)
                 .where(seg_t.c.id == row.id)
-                .values(description=data.description, updated_at=now)
+                .values(description=description, updated_at=now)
             )
         return _view(conn, _segment_row(conn, data.name))
 
@@ -264,6 +266,18 @@ def _count_missing(conn: sa.Connection, a: int, b: int | None) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def _stored_rule(cfg: TraitsConfig, text: str) -> Clause:
+    """The stored rule parsed again; InvalidInputError when today's checks refuse it (a rule
+    stored before a check existed, or a tier the configuration no longer has)."""
+    try:
+        return parse(cfg, json.loads(text))
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"the segment's stored rule is not valid now ({exc}); update the segment",
+            field=exc.field,
+        ) from None
+
+
 def compute_segment(
     *, runtime: Runtime, name: str, clock: Clock = utcnow, config: TraitsConfig | None = None
 ) -> ComputationView:
@@ -273,7 +287,7 @@ def compute_segment(
     with runtime.data_engine.begin() as conn:
         ensure_builtins(conn, cfg=cfg, now=now)
         seg = _segment_row(conn, name)
-        rule = parse(cfg, json.loads(_rule_of(conn, seg.id, seg.current_version)))
+        rule = _stored_rule(cfg, _rule_of(conn, seg.id, seg.current_version))
         previous = _last_computation(conn, seg.id)
         comp_id = conn.execute(
             sa.insert(comp_t)
@@ -347,16 +361,25 @@ def diff_segment(
     to_id: int | None = None,
     limit: int = 1000,
 ) -> DiffView:
-    """Adds and removes between two kept snapshots (default: the last one and its previous);
-    the ids returned are recorded in the audit log with the read."""
+    """Adds and removes between two kept snapshots: ``to_id`` defaults to the last computation,
+    ``from_id`` to the computation before ``to_id``. The ids returned are recorded in the audit
+    log with the read."""
     with audited_read(runtime=runtime, ctx=ctx, action="read", resource="segments") as scope:
         conn = scope.conn
         seg = _segment_row(conn, name)
         if to_id is None:
-            last = _last_computation(conn, seg.id)
-            if last is None:
+            to = _last_computation(conn, seg.id)
+            if to is None:
                 raise NotFoundError("segment not computed yet")
-            to_id, from_id = last.id, last.previous_id if from_id is None else from_id
+        else:
+            to = conn.execute(
+                sa.select(comp_t).where(comp_t.c.id == to_id, comp_t.c.segment_id == seg.id)
+            ).first()
+            if to is None:
+                raise NotFoundError("computation not found for this segment")
+        to_id = int(to.id)
+        if from_id is None:
+            from_id = to.previous_id
         for cid in (from_id, to_id):
             if cid is None:
                 continue

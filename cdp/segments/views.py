@@ -11,10 +11,11 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 class SegmentIn(BaseModel):
-    """A new segment, or a new version of an existing one."""
+    """A new segment, or a new version of an existing one. ``description`` omitted (or null)
+    keeps an existing segment's description (a new one gets ""); ``""`` clears it."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    description: str = Field("", max_length=512)
+    description: str | None = Field(None, max_length=512)
     rule: dict[str, Any]
 
 
