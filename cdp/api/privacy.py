@@ -117,7 +117,7 @@ def create(body: RequestIn, ctx: Create, runtime: RuntimeDep) -> RequestOut:
             type=body.type,
             identity_kind=kind,
             identity_value=value,
-            requested_by=ctx.principal_name,
+            ctx=ctx,
             corrections=body.corrections,
         )
     )

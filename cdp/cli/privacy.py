@@ -84,7 +84,7 @@ def request(
         type=kind,
         identity_kind=given[0][0],
         identity_value=given[0][1],
-        requested_by=ctx.principal_name,
+        ctx=ctx,
         corrections=corrections or None,
     )
     _show(view)

@@ -26,6 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cdp.access.context import AccessContext
+from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity
@@ -45,6 +47,8 @@ _PAY = PrivacyPayload.__table__  # type: ignore[attr-defined]
 
 MAX_EXTENSION_MONTHS = 2
 REQUEST_IDENTITY_KINDS = (IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.CUSTOMER_ID)
+CONTACT_KINDS = (IdentityKind.EMAIL, IdentityKind.PHONE)
+RESOURCE = "privacy_requests"
 
 
 class RequestType(StrEnum):
@@ -148,14 +152,21 @@ def _check_corrections(
 def create(
     *,
     runtime: Runtime,
+    ctx: AccessContext,
     type: str,
     identity_kind: str,
     identity_value: str,
-    requested_by: str,
     corrections: Mapping[str, str] | None = None,
     clock: Clock = utcnow,
 ) -> RequestView:
-    """File a request; the subject is looked up by the identity's token (never a scan)."""
+    """File a request for ``ctx`` (its principal is recorded as the requester); the subject is
+    looked up by the identity's token (never a scan).
+
+    The lookup tells whether an identity belongs to a customer, like ``GET /v1/profiles?email=``:
+    it is authorised the same way (an email or phone needs ``pii:contact`` read for the purpose)
+    and audited as ``lookup:<kind>`` of ``profile`` naming the subject found, in the transaction
+    that files the request."""
+    require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="create")
     try:
         kind = RequestType(type)
     except ValueError:
@@ -167,10 +178,22 @@ def create(
     if ident_kind not in REQUEST_IDENTITY_KINDS:
         raise InvalidInputError("identity must be an email, phone or customer_id", field="identity")
     fixes = _check_corrections(corrections, kind, default_region=runtime.settings.default_region)
+    if ident_kind in CONTACT_KINDS:
+        require(runtime=runtime, ctx=ctx, resource="pii:contact", action="read")
+    requested_by = ctx.principal_name[:64]
     now = clock()
     request_id = new_request_id()
     with runtime.data_engine.begin() as conn:
         sid, token = find_subject(runtime, conn, ident_kind, identity_value)
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action=f"lookup:{ident_kind.value}",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[sid] if sid is not None else [],
+            conn=conn,
+        )
         conn.execute(
             sa.insert(_PR).values(
                 id=request_id,
@@ -181,7 +204,7 @@ def create(
                 identity_token=token,
                 received_at=now,
                 due_at=add_months(now, 1),
-                requested_by=requested_by[:64],
+                requested_by=requested_by,
             )
         )
         if fixes and sid is not None:
@@ -197,7 +220,7 @@ def create(
                     created_at=now,
                 )
             )
-        _step(conn, request_id, RequestStatus.RECEIVED.value, requested_by[:64], now, None)
+        _step(conn, request_id, RequestStatus.RECEIVED.value, requested_by, now, None)
     return get(runtime=runtime, request_id=request_id)
 
 

@@ -46,7 +46,7 @@ def test_a_correction_never_gives_a_live_customer_an_erased_persons_identity(
         type="rectification",
         identity_kind="email",
         identity_value="live@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
         corrections={field: given, "city": "Braga"},
     )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")

@@ -48,7 +48,7 @@ def _served(rt: Runtime, kind: str, email: str, **kw: object) -> requests.Reques
         type=kind,
         identity_kind="email",
         identity_value=email,
-        requested_by="dpo-1",
+        ctx=ctx(),
         **kw,  # type: ignore[arg-type]
     )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
@@ -63,7 +63,7 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
         type="access",
         identity_kind="email",
         identity_value="nobody@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
         clock=clock,
     )
     assert view.status == "received" and view.subject_id is None
@@ -81,7 +81,7 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
             type="teleport",
             identity_kind="email",
             identity_value="a@b.org",
-            requested_by="x",
+            ctx=ctx(),
         )
     clock.advance(days=60)
     assert [v.id for v in requests.list_requests(runtime=rt, overdue_only=True, clock=clock)] == []
@@ -99,7 +99,7 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
         type="restriction",
         identity_kind="email",
         identity_value="life@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     assert view.subject_id is not None
     with pytest.raises(ConflictError):  # not verified yet
@@ -119,7 +119,7 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
         type="erasure",
         identity_kind="email",
         identity_value="life@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     rejected = requests.reject(runtime=rt, request_id=other.id, actor="dpo-1", reason="unverified")
     assert rejected.status == "rejected" and rejected.steps[-1].note == "unverified"
@@ -132,14 +132,18 @@ def test_only_a_role_allowed_by_policy_runs_requests(cdp_env: CdpEnv) -> None:
         type="access",
         identity_kind="email",
         identity_value="x@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     with pytest.raises(PermissionDeniedError):
         runner.run(runtime=rt, ctx=ctx("analyst", "analytics"), request_id=view.id)
     with pytest.raises(PermissionDeniedError):
         runner.run(runtime=rt, ctx=ctx("dpo", "support"), request_id=view.id)
-    assert [r["outcome"] for r in _audit(rt)] == ["denied", "denied"]
+    assert [(r["action"], r["outcome"]) for r in _audit(rt)] == [
+        ("lookup:email", "allowed"),  # filing looked the identity up
+        ("run", "denied"),
+        ("run", "denied"),
+    ]
     assert requests.get(runtime=rt, request_id=view.id).status == "verified"
 
 
@@ -187,6 +191,7 @@ def test_access_package_holds_every_category_and_validates(cdp_env: CdpEnv) -> N
     # producing and downloading were both audited, as the dpo, for privacy_request
     records = [r for r in _audit(rt) if r["principal_name"] == "dpo-1"]
     assert [(r["action"], r["resource"]) for r in records] == [
+        ("lookup:email", "profile"),
         ("read", "profile"),
         ("read", "privacy_requests"),
     ]
@@ -258,7 +263,7 @@ def test_rectification_reencrypts_and_moves_the_identity(cdp_env: CdpEnv) -> Non
             type="rectification",
             identity_kind="email",
             identity_value="new@example.org",
-            requested_by="dpo-1",
+            ctx=ctx(),
             corrections={"password": "x"},
         )
 
@@ -286,7 +291,7 @@ def test_a_bad_correction_is_refused_when_filed_without_echoing_it(
             type="rectification",
             identity_kind="email",
             identity_value="fix@example.org",
-            requested_by="dpo-1",
+            ctx=ctx(),
             corrections=corrections,
         )
     message = str(caught.value)
@@ -388,7 +393,7 @@ def test_objection_withdraws_every_marketing_purpose_through_the_ledger(cdp_env:
         type="objection",
         identity_kind="phone",
         identity_value="(415) 555-0123",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
