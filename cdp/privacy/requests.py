@@ -352,7 +352,8 @@ def extend(
     months: int = MAX_EXTENSION_MONTHS,
     clock: Clock = utcnow,
 ) -> RequestView:
-    """Extend the deadline once, by 1 or 2 months from the original due date, with a reason."""
+    """Extend the deadline once, by 1 or 2 months from the original due date, with a reason;
+    only before that date has passed (the person must be told within the first month)."""
     if not 1 <= months <= MAX_EXTENSION_MONTHS:
         raise InvalidInputError("an extension is 1 or 2 months", field="months")
     if not reason.strip():
@@ -366,6 +367,12 @@ def extend(
             raise ConflictError(f"privacy request {request_id} was already extended")
         if row.status not in {s.value for s in OPEN_STATUSES}:
             raise ConflictError(f"privacy request {request_id} is {row.status}")
+        if now > row.due_at:
+            raise ConflictError(
+                f"privacy request {request_id} was due {row.due_at.date().isoformat()}: an "
+                "extension must be decided and notified within the first month (GDPR art. "
+                "12(3)), so it can no longer be extended"
+            )
         until = add_months(row.due_at, months)
         conn.execute(
             sa.update(_PR)
