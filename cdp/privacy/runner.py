@@ -81,9 +81,9 @@ def _package(
             conn=conn,
         )
     sections = ("orders", "events", "traits", "segments", "recipients", "audit_trail")
-    counts = {s: len(package[s]) for s in sections}
+    counts = {s: access_package.section_size(package, s) for s in sections}
     counts["personal_fields"] = len(package["personal_data"])
-    counts["consent_changes"] = len(package["consent"]["history"])
+    counts["consent_changes"] = access_package.section_size(package, "consent")
     return {"package": True, "counts": counts}
 
 

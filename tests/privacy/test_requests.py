@@ -425,3 +425,30 @@ def test_a_request_for_someone_unknown_completes_with_nothing_found(cdp_env: Cdp
     rt = cdp_env.runtime
     done = _served(rt, "access", "stranger@example.org")
     assert done.outcome == {"subject_found": False}
+
+
+def test_the_access_outcome_and_its_audit_record_count_rows_not_tables(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(
+        rt, pii={"email": "bare@example.org"}, identities={"email": "bare@example.org"}
+    )
+    done = _served(rt, "access", "bare@example.org")
+    assert done.outcome is not None
+    counts = done.outcome["counts"]
+    assert counts["recipients"] == counts["traits"] == counts["segments"] == 0
+    assert counts["orders"] == counts["events"] == counts["consent_changes"] == 0
+    assert counts["personal_fields"] == 1 and counts["audit_trail"] == 1  # the filing's lookup
+    data = runner.download_package(runtime=rt, ctx=ctx(), request_id=done.id).data
+    assert data["recipients"] and not any(t["rows"] for t in data["recipients"])  # listed, empty
+    produced = next(r for r in _audit(rt) if (r["action"], r["resource"]) == ("read", "profile"))
+    assert json.loads(str(produced["subject_ids"])) == [sid]
+    assert json.loads(str(produced["fields"])) == ["email", "audit_trail"]
+
+    person = seed_person(rt, "counted")  # one row in every registered table
+    full = _served(rt, "access", person.email)
+    assert full.outcome is not None
+    assert full.outcome["counts"]["orders"] == len(person.order_refs)
+    package = runner.download_package(runtime=rt, ctx=ctx(), request_id=full.id).data
+    for section in ("traits", "segments", "recipients"):
+        rows = sum(len(t["rows"]) for t in package[section])
+        assert full.outcome["counts"][section] == rows, section
