@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -257,16 +257,44 @@ def download_package(
     *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
 ) -> Package:
     """The package of a completed access/portability request; the download is audited (the audit
-    record is committed before the package is returned)."""
+    record is committed before the package is returned).
+
+    A package older than ``CDP_PRIVACY_PACKAGE_DAYS`` is refused and deleted here, whether or not
+    the retention job has run since it expired."""
     require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="read")
+    now = clock()
+    days = runtime.settings.privacy_package_days
+    expired = sa.and_(
+        _PAY.c.request_id == request_id,
+        _PAY.c.kind == "package",
+        _PAY.c.created_at < now - timedelta(days=days),
+    )
     with runtime.data_engine.connect() as conn:
         row = conn.execute(
-            sa.select(_PAY.c.subject_id, _PAY.c.ciphertext).where(
+            sa.select(_PAY.c.subject_id, _PAY.c.ciphertext, _PAY.c.created_at).where(
                 _PAY.c.request_id == request_id, _PAY.c.kind == "package"
             )
         ).first()
     if row is None:
-        raise NotFoundError(f"privacy request {request_id} has no package")
+        raise NotFoundError(
+            f"privacy request {request_id} has no package (none was produced, or it expired "
+            "and was deleted)"
+        )
+    if row.created_at < now - timedelta(days=days):
+        with runtime.data_engine.begin() as conn:
+            if conn.execute(sa.delete(_PAY).where(expired)).rowcount:
+                requests.record_note(
+                    conn,
+                    request_id,
+                    actor=ctx.principal_name,
+                    now=now,
+                    note=f"package expired after {days} days (CDP_PRIVACY_PACKAGE_DAYS): deleted",
+                )
+        raise NotFoundError(
+            f"the package of privacy request {request_id} expired: packages are kept {days} "
+            "days (CDP_PRIVACY_PACKAGE_DAYS), and this one was deleted; file a new request "
+            "for a new package"
+        )
     data = json.loads(
         runtime.vault.decrypt(row.subject_id, payload_field(request_id, "package"), bytes(row[1]))
     )

@@ -15,9 +15,9 @@ from cdp.clock import FrozenClock
 from cdp.consent import service as consent
 from cdp.consent.purposes import MARKETING_PURPOSES
 from cdp.crypto.normalize import IdentityKind
-from cdp.errors import ConflictError, InvalidInputError, PermissionDeniedError
+from cdp.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from cdp.privacy import access_package, requests, runner
-from cdp.privacy.models import PrivacyRequest
+from cdp.privacy.models import PrivacyPayload, PrivacyRequest
 from cdp.privacy.restriction import is_restricted
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
@@ -452,3 +452,33 @@ def test_the_access_outcome_and_its_audit_record_count_rows_not_tables(cdp_env: 
     for section in ("traits", "segments", "recipients"):
         rows = sum(len(t["rows"]) for t in package[section])
         assert full.outcome["counts"][section] == rows, section
+
+
+def test_an_expired_package_is_refused_and_deleted_at_download(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    make_subject(rt, pii={"email": "old@example.org"}, identities={"email": "old@example.org"})
+    clock = FrozenClock(datetime.now(UTC))
+    view = requests.create(
+        runtime=rt,
+        ctx=ctx(),
+        type="access",
+        identity_kind="email",
+        identity_value="old@example.org",
+    )
+    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    runner.run(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock)
+    days = rt.settings.privacy_package_days
+    clock.advance(days=days)  # the last day it is kept
+    assert runner.download_package(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock).data
+    clock.advance(seconds=1)
+    with pytest.raises(NotFoundError) as caught:
+        runner.download_package(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock)
+    assert "expired" in str(caught.value) and str(days) in str(caught.value)
+    payloads = PrivacyPayload.__table__  # type: ignore[attr-defined]
+    with rt.data_engine.connect() as conn:
+        assert conn.execute(sa.select(payloads.c.kind)).all() == []
+    assert "expired" in (requests.get(runtime=rt, request_id=view.id).steps[-1].note or "")
+    downloads = [r for r in _audit(rt) if r["resource"] == "privacy_requests"]
+    assert len(downloads) == 1  # only the download that returned data
+    with pytest.raises(NotFoundError):
+        runner.download_package(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock)
