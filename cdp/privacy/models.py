@@ -55,6 +55,13 @@ class PrivacyRequest(SQLModel, table=True):
         sa_column=Column(Text, nullable=True),
         description="JSON summary of what was done (counts, destinations); no personal data.",
     )
+    claim_token: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Set while a run holds the request (cdp.privacy.requests.claim); cleared when "
+        "the run ends, either way.",
+    )
+    claimed_at: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
 
 
 class PrivacyRequestEvent(SQLModel, table=True):

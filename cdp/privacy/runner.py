@@ -22,16 +22,18 @@ from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
 from cdp.db.models import Identity
 from cdp.errors import CdpError, ConflictError, InvalidInputError, NotFoundError
+from cdp.logging import get_logger
 from cdp.privacy import access_package, requests
 from cdp.privacy.erasure import erase_subject
 from cdp.privacy.models import PrivacyPayload, PrivacyRequest
 from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.rectification import rectify
-from cdp.privacy.requests import RequestStatus, RequestType, RequestView, payload_field
+from cdp.privacy.requests import RequestType, RequestView, payload_field
 from cdp.privacy.restriction import lift, restrict
 from cdp.runtime import Runtime
 
 RESOURCE = "privacy_requests"
+log = get_logger("cdp.privacy")
 _PAY = PrivacyPayload.__table__  # type: ignore[attr-defined]
 _PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
 
@@ -183,51 +185,39 @@ HANDLERS: dict[str, Handler] = {
 def run(
     *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
 ) -> RequestView:
-    """Carry out a verified request and complete it. A failure leaves it ``in_progress`` with the
-    error's code in its steps; running it again resumes (every handler is idempotent)."""
+    """Carry out a verified request and complete it.
+
+    The run first claims the request (:func:`cdp.privacy.requests.claim`): a second run, a
+    rejection or an extension meanwhile is refused with 409, so a request can no longer end
+    ``rejected`` after its erasure was carried out. A failure releases the claim and leaves the
+    request ``in_progress`` with the error's code in its steps; running it again resumes (every
+    handler is idempotent)."""
     require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="run")
-    view = requests.get(runtime=runtime, request_id=request_id)
-    now = clock()
-    if view.status == RequestStatus.VERIFIED.value:
-        with runtime.data_engine.begin() as conn:
-            requests.transition(
-                conn,
-                request_id,
-                to=RequestStatus.IN_PROGRESS,
-                allowed_from=(RequestStatus.VERIFIED,),
-                actor=ctx.principal_name,
-                now=now,
-            )
-    elif view.status != RequestStatus.IN_PROGRESS.value:
-        raise ConflictError(f"privacy request {request_id} is {view.status}; verify it first")
-    sid = _subject_of(runtime, view)
+    with runtime.data_engine.begin() as conn:
+        token = requests.claim(conn, request_id, actor=ctx.principal_name, now=clock())
     try:
+        view = requests.get(runtime=runtime, request_id=request_id)
+        now = clock()
+        sid = _subject_of(runtime, view)
         outcome = (
             {"subject_found": False}
             if sid is None
             else {"subject_found": True, **HANDLERS[view.type](runtime, ctx, view, sid, now)}
         )
-    except CdpError as exc:
-        with runtime.data_engine.begin() as conn:
-            requests.transition(
-                conn,
-                request_id,
-                to=RequestStatus.IN_PROGRESS,
-                allowed_from=(RequestStatus.IN_PROGRESS,),
-                actor=ctx.principal_name,
-                now=clock(),
-                note=f"failed: {exc.code}",
-            )
+    except Exception as exc:
+        code = exc.code if isinstance(exc, CdpError) else "internal_error"
+        try:
+            with runtime.data_engine.begin() as conn:
+                requests.release(
+                    conn, request_id, token, actor=ctx.principal_name, now=clock(),
+                    note=f"failed: {code}",
+                )  # fmt: skip
+        except Exception:  # the claim lapses after CLAIM_LEASE; the first error is the one to see
+            log.error("privacy run: claim not released", request_id=request_id)
         raise
     with runtime.data_engine.begin() as conn:
-        requests.transition(
-            conn,
-            request_id,
-            to=RequestStatus.COMPLETED,
-            allowed_from=(RequestStatus.IN_PROGRESS,),
-            actor=ctx.principal_name,
-            now=clock(),
-            values={"completed_at": clock(), "outcome": json.dumps(outcome, sort_keys=True)},
+        requests.complete(
+            conn, request_id, token, actor=ctx.principal_name, now=clock(), outcome=outcome
         )
     return requests.get(runtime=runtime, request_id=request_id)
 

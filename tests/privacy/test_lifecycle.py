@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from cdp.clock import FrozenClock
+from cdp.crypto.normalize import IdentityKind
 from cdp.errors import ConflictError
-from cdp.privacy import requests
+from cdp.privacy import requests, runner
 from tests.conftest import CdpEnv
+from tests.factories import make_subject
 from tests.privacy.test_requests import ctx
 
 
@@ -38,3 +42,128 @@ def test_an_extension_is_refused_once_the_original_deadline_has_passed(cdp_env: 
     assert "2027-02-28" in str(caught.value) and "12(3)" in str(caught.value)
     view = requests.get(runtime=rt, request_id=late)
     assert view.extended_until is None and [s.status for s in view.steps] == ["received"]
+
+
+def _verified(env: CdpEnv, kind: str, email: str, **kw: object) -> str:
+    rid = requests.create(
+        runtime=env.runtime,
+        ctx=ctx(),
+        type=kind,
+        identity_kind="email",
+        identity_value=email,
+        **kw,  # type: ignore[arg-type]
+    ).id
+    requests.verify(runtime=env.runtime, request_id=rid, actor="dpo-1")
+    return rid
+
+
+def test_a_running_request_cannot_be_rejected_extended_or_run_twice(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(rt, identities={IdentityKind.EMAIL: "busy@example.org"})
+    rid = _verified(cdp_env, "erasure", "busy@example.org")
+    refused: list[str] = []
+    erase = runner.HANDLERS["erasure"]
+
+    def meanwhile(*args: Any) -> dict[str, Any]:
+        for attempt in (
+            lambda: requests.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="no"),
+            lambda: requests.extend(runtime=rt, request_id=rid, actor="dpo-2", reason="slow"),
+            lambda: runner.run(runtime=rt, ctx=ctx(), request_id=rid),
+        ):
+            with pytest.raises(ConflictError) as caught:
+                attempt()
+            refused.append(str(caught.value))
+        return erase(*args)
+
+    monkeypatch.setitem(runner.HANDLERS, "erasure", meanwhile)
+    done = runner.run(runtime=rt, ctx=ctx(), request_id=rid)
+    assert len(refused) == 3 and all("is being run" in m for m in refused)
+    assert done.status == "completed" and done.outcome is not None
+    assert done.outcome["keys_shredded"] == 1 and not rt.vault.has_key(sid)
+    assert done.extended_until is None
+    assert [s.status for s in done.steps] == ["received", "verified", "in_progress", "completed"]
+    with pytest.raises(ConflictError):
+        requests.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="late")
+
+
+def test_runs_and_a_rejection_at_once_never_reject_a_carried_out_erasure(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(rt, identities={IdentityKind.EMAIL: "race@example.org"})
+    rid = _verified(cdp_env, "erasure", "race@example.org")
+    start = threading.Barrier(5)
+    results: dict[str, list[str]] = {"run": [], "reject": []}
+
+    def attempt(kind: str) -> None:
+        start.wait()
+        try:
+            if kind == "run":
+                runner.run(runtime=rt, ctx=ctx(), request_id=rid)
+            else:
+                requests.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="no")
+            results[kind].append("ok")
+        except ConflictError:
+            results[kind].append("conflict")
+
+    threads = [threading.Thread(target=attempt, args=(k,)) for k in ["run"] * 4 + ["reject"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    view = requests.get(runtime=rt, request_id=rid)
+    runs_ok = results["run"].count("ok")
+    if view.status == "completed":
+        assert runs_ok == 1 and results["reject"] == ["conflict"]
+        assert view.outcome is not None and view.outcome["keys_shredded"] == 1
+        assert not rt.vault.has_key(sid)
+    else:  # the rejection came first: nothing was run
+        assert view.status == "rejected" and runs_ok == 0 and results["reject"] == ["ok"]
+        assert view.outcome is None and rt.vault.has_key(sid)
+    assert sorted(results["run"] + results["reject"]).count("ok") == 1
+
+
+def test_a_failed_run_releases_the_request(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failure the request is in_progress and free: it can be run again, or rejected
+    unless it is an erasure (which may have shredded the key before failing)."""
+    rt = cdp_env.runtime
+    make_subject(rt, identities={IdentityKind.EMAIL: "fails@example.org"})
+    rectification = _verified(
+        cdp_env, "rectification", "fails@example.org", corrections={"city": "Braga"}
+    )
+    erasure = _verified(cdp_env, "erasure", "fails@example.org")
+
+    def broken(*args: Any) -> dict[str, Any]:
+        raise ConflictError("the store said no")
+
+    for kind in ("rectification", "erasure"):
+        monkeypatch.setitem(runner.HANDLERS, kind, broken)
+    for rid in (rectification, erasure):
+        with pytest.raises(ConflictError):
+            runner.run(runtime=rt, ctx=ctx(), request_id=rid)
+        view = requests.get(runtime=rt, request_id=rid)
+        assert view.status == "in_progress" and view.steps[-1].note == "failed: conflict"
+    with pytest.raises(ConflictError) as caught:
+        requests.reject(runtime=rt, request_id=erasure, actor="dpo-1", reason="changed mind")
+    assert "run it again" in str(caught.value)
+    rejected = requests.reject(runtime=rt, request_id=rectification, actor="dpo-1", reason="x")
+    assert rejected.status == "rejected"
+    monkeypatch.undo()
+    done = runner.run(runtime=rt, ctx=ctx(), request_id=erasure)  # resumes
+    assert done.status == "completed" and done.steps[-2].note == "run again"
+
+
+def test_a_claim_left_by_a_killed_run_lapses(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    make_subject(rt, identities={IdentityKind.EMAIL: "killed@example.org"})
+    rid = _verified(cdp_env, "restriction", "killed@example.org")
+    clock = FrozenClock(datetime.now(UTC))
+    with rt.data_engine.begin() as conn:  # a run took it, then its process died
+        requests.claim(conn, rid, actor="dpo-1", now=clock())
+    with pytest.raises(ConflictError):
+        runner.run(runtime=rt, ctx=ctx(), request_id=rid, clock=clock)
+    clock.advance(seconds=requests.CLAIM_LEASE.total_seconds() + 1)
+    done = runner.run(runtime=rt, ctx=ctx(), request_id=rid, clock=clock)
+    assert done.status == "completed"
