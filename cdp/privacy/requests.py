@@ -13,7 +13,8 @@ A request is due one calendar month after receipt (GDPR art. 12(3); the 31st rol
 month's last day); it may be extended once, by at most two further months, with a recorded reason.
 Every step is written to ``privacy_request_events`` (who, when, to which status, a note that never
 holds personal data). The identity a request names is kept only as its token, the subject as its
-random id; corrections for a rectification are encrypted under the subject's data key.
+random id; corrections for a rectification are encrypted under the subject's data key, or, filed
+before the person is known, under a key of the request's own until the run finds the person.
 
 Running a request (:mod:`cdp.privacy.runner`) requires ``verified``: confirming that the requester
 is the person is the DPO's step, done outside cdp (e.g. by replying from the account's address).
@@ -44,6 +45,8 @@ from cdp.privacy.models import (
     PrivacyRequest,
     PrivacyRequestEvent,
     new_request_id,
+    payload_field,
+    payload_owner,
 )
 from cdp.privacy.rectification import checked_corrections
 from cdp.runtime import Runtime
@@ -190,9 +193,28 @@ def create(
     fixes = _check_corrections(corrections, kind, default_region=runtime.settings.default_region)
     if ident_kind in CONTACT_KINDS:
         require(runtime=runtime, ctx=ctx, resource="pii:contact", action="read")
-    requested_by = ctx.principal_name[:64]
     now = clock()
     request_id = new_request_id()
+    try:
+        _file(runtime, ctx, request_id, kind, ident_kind, identity_value, fixes, now)
+    except BaseException:
+        if fixes:  # a key made for the corrections of a request that was not filed
+            runtime.vault.shred([request_id])
+        raise
+    return get(runtime=runtime, request_id=request_id)
+
+
+def _file(
+    runtime: Runtime,
+    ctx: AccessContext,
+    request_id: str,
+    kind: RequestType,
+    ident_kind: IdentityKind,
+    identity_value: str,
+    fixes: dict[str, str],
+    now: datetime,
+) -> None:
+    requested_by = ctx.principal_name[:64]
     with runtime.data_engine.begin() as conn:
         sid, token = find_subject(runtime, conn, ident_kind, identity_value)
         record_access(
@@ -217,9 +239,13 @@ def create(
                 requested_by=requested_by,
             )
         )
-        if fixes and sid is not None:
+        if fixes:
+            if sid is None:  # nobody yet: the corrections are kept under the request's own key
+                runtime.vault.create_keys([request_id])
             blob = runtime.vault.encrypt(
-                sid, payload_field(request_id, "corrections"), json.dumps(fixes)
+                payload_owner(request_id, sid),
+                payload_field(request_id, "corrections"),
+                json.dumps(fixes),
             )
             conn.execute(
                 sa.insert(_PAY).values(
@@ -231,12 +257,6 @@ def create(
                 )
             )
         _step(conn, request_id, RequestStatus.RECEIVED.value, requested_by, now, None)
-    return get(runtime=runtime, request_id=request_id)
-
-
-def payload_field(request_id: str, kind: str) -> str:
-    """The vault field (AAD) of a request's encrypted payload."""
-    return f"privacy:{request_id}:{kind}"
 
 
 def _view(conn: Connection, row: Any) -> RequestView:
@@ -444,7 +464,8 @@ def reject(
     Refused (409) while a run holds it (:func:`claim`), and for an erasure once a run started it
     (keys may already be shredded: it is finished by running it again). Another type left
     ``in_progress`` by a failed run may be rejected: its handler changed nothing (one
-    transaction), e.g. a correction refused because the value identifies someone else."""
+    transaction), e.g. a correction refused because the value identifies someone else. The
+    request's corrections are deleted (and their own key shredded, if they had one)."""
     now = clock()
     with runtime.data_engine.begin() as conn:
         transition(
@@ -464,7 +485,56 @@ def reject(
                 ),
             ),
         )
+        discard_payloads(runtime=runtime, conn=conn, request_id=request_id)
+    runtime.vault.shred([request_id])  # the key of corrections filed before the person was known
     return get(runtime=runtime, request_id=request_id)
+
+
+def discard_payloads(*, runtime: Runtime, conn: Connection, request_id: str) -> None:
+    """Delete the request's payloads, in ``conn``'s transaction; the caller shreds the request's
+    own key (:func:`cdp.privacy.models.payload_owner`) once it has committed."""
+    conn.execute(sa.delete(_PAY).where(_PAY.c.request_id == request_id))
+
+
+def link_subject(conn: Connection, request_id: str, subject_id: str) -> bool:
+    """Link a request filed before its person was known to the subject found since; return
+    whether it was unlinked. Erasure, retention, the access package and lifting a restriction
+    find a request by its subject."""
+    linked = conn.execute(
+        sa.update(_PR)
+        .where(_PR.c.id == request_id, _PR.c.subject_id.is_(None))
+        .values(subject_id=subject_id)
+    )
+    return bool(linked.rowcount)
+
+
+def open_request_condition(subject_col: Any) -> sa.ColumnElement[bool]:
+    """SQL, correlated on ``subject_col``: the subject has an open privacy request — linked to
+    it, or filed with one of its identities before it was known and not linked yet (a request is
+    linked when it is run)."""
+    ident = Identity.__table__  # type: ignore[attr-defined]
+    by_identity = (
+        sa.select(sa.literal(1))
+        .where(
+            ident.c.subject_id == subject_col,
+            ident.c.kind == _PR.c.identity_kind,
+            ident.c.token == _PR.c.identity_token,
+        )
+        .correlate_except(ident)  # the request, and the subject two levels out
+        .exists()
+    )
+    return (
+        sa.select(sa.literal(1))
+        .where(
+            _PR.c.status.in_([s.value for s in OPEN_STATUSES]),
+            sa.or_(
+                _PR.c.subject_id == subject_col,
+                sa.and_(_PR.c.subject_id.is_(None), by_identity),
+            ),
+        )
+        .correlate_except(_PR)
+        .exists()
+    )
 
 
 def extend(

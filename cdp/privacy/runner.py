@@ -21,14 +21,14 @@ from cdp.access.context import AccessContext
 from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
 from cdp.db.models import Identity
-from cdp.errors import CdpError, ConflictError, InvalidInputError, NotFoundError
+from cdp.errors import CdpError, ConflictError, NotFoundError
 from cdp.logging import get_logger
 from cdp.privacy import access_package, requests
 from cdp.privacy.erasure import erase_subject
-from cdp.privacy.models import PrivacyPayload, PrivacyRequest
+from cdp.privacy.models import PrivacyPayload, PrivacyRequest, payload_field, payload_owner
 from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.rectification import rectify
-from cdp.privacy.requests import RequestType, RequestView, payload_field
+from cdp.privacy.requests import RequestType, RequestView
 from cdp.privacy.restriction import lift, restrict
 from cdp.runtime import Runtime
 
@@ -40,21 +40,38 @@ _PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
 Handler = Callable[[Runtime, AccessContext, RequestView, str, datetime], dict[str, Any]]
 
 
-def _subject_of(runtime: Runtime, view: RequestView) -> str | None:
+def _subject_of(
+    runtime: Runtime, ctx: AccessContext, view: RequestView, now: datetime
+) -> str | None:
     """The request's subject: its stored link, else a new lookup by the identity's token (the
-    person may have been ingested after the request arrived)."""
+    person may have been ingested after the request arrived). A subject found so is linked to the
+    request — erasure, retention, the access package and lifting a restriction find a request by
+    its subject — and the lookup is audited like the one made when the request was filed."""
     if view.subject_id is not None:
         return view.subject_id
     ident = Identity.__table__  # type: ignore[attr-defined]
-    with runtime.data_engine.connect() as conn:
+    with runtime.data_engine.begin() as conn:
         token = conn.execute(sa.select(_PR.c.identity_token).where(_PR.c.id == view.id)).scalar()
-        if token is None:
+        if token is None:  # its person was erased since
             return None
         sid: str | None = conn.execute(
             sa.select(ident.c.subject_id).where(
                 ident.c.kind == view.identity_kind, ident.c.token == token
             )
         ).scalar()
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action=f"lookup:{view.identity_kind}",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[sid] if sid is not None else [],
+            conn=conn,
+        )
+        if sid is not None and requests.link_subject(conn, view.id, sid):
+            requests.record_note(
+                conn, view.id, actor=ctx.principal_name, now=now, note="subject found: linked"
+            )
     return sid
 
 
@@ -100,26 +117,60 @@ def _erase(
         outcome="allowed",
         subject_ids=[sid],
     )
-    return erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now).as_dict()
+    ident = Identity.__table__  # type: ignore[attr-defined]
+    with runtime.data_engine.connect() as conn:
+        held = conn.execute(
+            sa.select(ident.c.kind, ident.c.token).where(ident.c.subject_id == sid)
+        ).all()
+    outcome = erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now).as_dict()
+    # the erasure clears the identity token of the requests linked to the person; requests filed
+    # with one of its identities and never linked (found nobody then) lose theirs here
+    with runtime.data_engine.begin() as conn:
+        for kind, token in held:
+            conn.execute(
+                sa.update(_PR)
+                .where(
+                    _PR.c.subject_id.is_(None),
+                    _PR.c.identity_kind == kind,
+                    _PR.c.identity_token == token,
+                )
+                .values(identity_token=None)
+            )
+    return outcome
+
+
+APPLIED = "corrections applied: "
+"""The step note written with the corrections, in their transaction (a run that stopped between
+that commit and the request's completion finds it when run again, and completes)."""
 
 
 def _rectify(
     runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
 ) -> dict[str, Any]:
     with runtime.data_engine.begin() as conn:
-        blob = conn.execute(
-            sa.select(_PAY.c.ciphertext).where(
+        row = conn.execute(
+            sa.select(_PAY.c.subject_id, _PAY.c.ciphertext).where(
                 _PAY.c.request_id == view.id, _PAY.c.kind == "corrections"
             )
-        ).scalar()
-        if blob is None:
-            raise InvalidInputError("the request carries no corrections", field="corrections")
+        ).first()
+        if row is None:
+            done = [s.note for s in view.steps if s.note and s.note.startswith(APPLIED)]
+            if done:
+                return {"rectified_fields": done[-1].removeprefix(APPLIED).split(",")}
+            raise ConflictError(
+                f"privacy request {view.id} carries no corrections (filed for someone not known "
+                "yet by an earlier version, which did not keep them): reject it and file it again"
+            )
+        owner = payload_owner(view.id, row.subject_id)
         fixes = json.loads(
-            runtime.vault.decrypt(sid, payload_field(view.id, "corrections"), bytes(blob))
+            runtime.vault.decrypt(owner, payload_field(view.id, "corrections"), bytes(row[1]))
         )
         fields = rectify(runtime=runtime, conn=conn, subject_id=sid, corrections=fixes, now=now)
         conn.execute(
             sa.delete(_PAY).where(_PAY.c.request_id == view.id, _PAY.c.kind == "corrections")
+        )
+        requests.record_note(
+            conn, view.id, actor=ctx.principal_name, now=now, note=APPLIED + ",".join(fields)
         )
         record_access(
             runtime=runtime,
@@ -131,6 +182,8 @@ def _rectify(
             fields=fields,
             conn=conn,
         )
+    if owner == view.id:
+        runtime.vault.shred([view.id])
     return {"rectified_fields": fields}
 
 
@@ -198,12 +251,18 @@ def run(
     try:
         view = requests.get(runtime=runtime, request_id=request_id)
         now = clock()
-        sid = _subject_of(runtime, view)
-        outcome = (
-            {"subject_found": False}
-            if sid is None
-            else {"subject_found": True, **HANDLERS[view.type](runtime, ctx, view, sid, now)}
-        )
+        sid = _subject_of(runtime, ctx, view, now)
+        if sid is None:
+            with runtime.data_engine.begin() as conn:
+                requests.discard_payloads(runtime=runtime, conn=conn, request_id=request_id)
+            runtime.vault.shred([request_id])
+            outcome: dict[str, Any] = {"subject_found": False}
+        else:
+            outcome = {"subject_found": True, **HANDLERS[view.type](runtime, ctx, view, sid, now)}
+        with runtime.data_engine.begin() as conn:
+            requests.complete(
+                conn, request_id, token, actor=ctx.principal_name, now=clock(), outcome=outcome
+            )
     except Exception as exc:
         code = exc.code if isinstance(exc, CdpError) else "internal_error"
         try:
@@ -215,10 +274,6 @@ def run(
         except Exception:  # the claim lapses after CLAIM_LEASE; the first error is the one to see
             log.error("privacy run: claim not released", request_id=request_id)
         raise
-    with runtime.data_engine.begin() as conn:
-        requests.complete(
-            conn, request_id, token, actor=ctx.principal_name, now=clock(), outcome=outcome
-        )
     return requests.get(runtime=runtime, request_id=request_id)
 
 
