@@ -28,8 +28,8 @@ from cdp.privacy.erasure import erase_subject
 from cdp.privacy.models import PrivacyPayload, PrivacyRequest, payload_field, payload_owner
 from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.rectification import rectify
-from cdp.privacy.requests import RequestType, RequestView
-from cdp.privacy.restriction import lift, restrict
+from cdp.privacy.requests import RequestStatus, RequestType, RequestView
+from cdp.privacy.restriction import is_restricted, lift_request, restrict
 from cdp.runtime import Runtime
 
 RESOURCE = "privacy_requests"
@@ -191,7 +191,8 @@ def _restrict(
     runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
 ) -> dict[str, Any]:
     with runtime.data_engine.begin() as conn:
-        opened = restrict(conn=conn, subject_id=sid, request_id=view.id, clock=lambda: now)
+        already = is_restricted(conn=conn, subject_id=sid)
+        restrict(conn=conn, subject_id=sid, request_id=view.id, clock=lambda: now)
         record_access(
             runtime=runtime,
             ctx=ctx,
@@ -202,7 +203,7 @@ def _restrict(
             fields=["restriction"],
             conn=conn,
         )
-    return {"restricted": True, "already_restricted": not opened}
+    return {"restricted": True, "already_restricted": already}
 
 
 def _object(
@@ -359,14 +360,27 @@ def download_package(
 def lift_restriction(
     *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
 ) -> int:
-    """Lift the restriction a restriction request opened; return how many were open."""
+    """Lift the restriction a completed restriction request opened — that one only: another
+    request's restriction of the same person stays in force. Return how many were lifted (1);
+    409 if the request is not a completed restriction request or its restriction is not open."""
     require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="write")
     view = requests.get(runtime=runtime, request_id=request_id)
-    if view.type != RequestType.RESTRICTION.value or view.subject_id is None:
-        raise ConflictError(f"privacy request {request_id} is not a restriction of a subject")
+    if view.type != RequestType.RESTRICTION.value:
+        raise ConflictError(f"privacy request {request_id} is not a restriction request")
+    if view.status != RequestStatus.COMPLETED.value:
+        raise ConflictError(
+            f"privacy request {request_id} is {view.status}: only the restriction of a completed "
+            "restriction request can be lifted"
+        )
     now = clock()
     with runtime.data_engine.begin() as conn:
-        lifted = lift(conn=conn, subject_id=view.subject_id, clock=lambda: now)
+        subjects = lift_request(conn=conn, request_id=request_id, clock=lambda: now)
+        if not subjects:
+            raise ConflictError(
+                f"the restriction privacy request {request_id} opened is not in force (lifted "
+                "already, or the request found nobody); a restriction opened by another request "
+                "is lifted through that request"
+            )
         requests.record_note(conn, request_id, actor=ctx.principal_name, now=now, note="lifted")
         record_access(
             runtime=runtime,
@@ -374,8 +388,8 @@ def lift_restriction(
             action="write",
             resource="profile",
             outcome="allowed",
-            subject_ids=[view.subject_id],
+            subject_ids=subjects,
             fields=["restriction"],
             conn=conn,
         )
-    return lifted
+    return len(subjects)
