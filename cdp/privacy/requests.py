@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +60,8 @@ MAX_EXTENSION_MONTHS = 2
 REQUEST_IDENTITY_KINDS = (IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.CUSTOMER_ID)
 CONTACT_KINDS = (IdentityKind.EMAIL, IdentityKind.PHONE)
 RESOURCE = "privacy_requests"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
 CLAIM_LEASE = timedelta(minutes=15)
 """How long a run's claim holds when the run neither completes nor releases it (a process killed
 mid-run): after that, running the request again takes it over."""
@@ -259,12 +262,15 @@ def _file(
         _step(conn, request_id, RequestStatus.RECEIVED.value, requested_by, now, None)
 
 
-def _view(conn: Connection, row: Any) -> RequestView:
-    steps = conn.execute(
-        sa.select(_EV.c.at, _EV.c.status, _EV.c.actor, _EV.c.note)
-        .where(_EV.c.request_id == row.id)
-        .order_by(_EV.c.id)
-    ).all()
+def _view(conn: Connection, row: Any, steps: list[Any] | None = None) -> RequestView:
+    if steps is None:
+        steps = list(
+            conn.execute(
+                sa.select(_EV.c.at, _EV.c.status, _EV.c.actor, _EV.c.note)
+                .where(_EV.c.request_id == row.id)
+                .order_by(_EV.c.id)
+            )
+        )
     return RequestView(
         id=row.id,
         type=row.type,
@@ -294,22 +300,85 @@ def get(*, runtime: Runtime, request_id: str, conn: Connection | None = None) ->
     return _view(conn, row)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestPage:
+    """One page of a request list; ``next_cursor`` is None on the last page."""
+
+    items: list[RequestView]
+    next_cursor: str | None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"^([0-9]{1,19})_(pr_[0-9a-f]{24})$")
+CURSOR_PATTERN = _CURSOR.pattern
+
+
+def deadline_column() -> sa.ColumnElement[datetime]:
+    """SQL: the date a request must be answered by (its extension, if any)."""
+    return sa.func.coalesce(_PR.c.extended_until, _PR.c.due_at)
+
+
+def _cursor_of(view: RequestView) -> str:
+    return f"{(view.deadline - _EPOCH) // timedelta(microseconds=1)}_{view.id}"
+
+
+def _after(cursor: str) -> sa.ColumnElement[bool]:
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise InvalidInputError("not a cursor of this list (next_cursor)", field="cursor")
+    micros, last_id = int(match.group(1)), match.group(2)
+    try:
+        last = _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise InvalidInputError("not a cursor of this list (next_cursor)", field="cursor") from None
+    deadline = deadline_column()
+    return sa.or_(deadline > last, sa.and_(deadline == last, _PR.c.id > last_id))
+
+
 def list_requests(
     *,
     runtime: Runtime,
     status: str | None = None,
     overdue_only: bool = False,
     clock: Clock = utcnow,
-    limit: int = 500,
-) -> list[RequestView]:
-    """Requests, most urgent deadline first; optionally only one status or only overdue ones."""
-    query = sa.select(_PR).order_by(sa.func.coalesce(_PR.c.extended_until, _PR.c.due_at), _PR.c.id)
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> RequestPage:
+    """A page of requests, most urgent deadline first (then by id); optionally only one status,
+    or only the overdue ones (open, deadline passed: filtered in SQL, before the page is cut).
+    ``limit`` is the page size (default :data:`DEFAULT_PAGE_SIZE`, at most
+    :data:`MAX_PAGE_SIZE`); ``cursor`` is the previous page's ``next_cursor``."""
+    size = DEFAULT_PAGE_SIZE if limit is None else limit
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidInputError(f"a page holds 1 to {MAX_PAGE_SIZE} requests", field="limit")
+    query = sa.select(_PR).order_by(deadline_column(), _PR.c.id)
     if status is not None:
-        query = query.where(_PR.c.status == RequestStatus(status).value)
-    now = clock()
+        try:
+            query = query.where(_PR.c.status == RequestStatus(status).value)
+        except ValueError:
+            raise InvalidInputError(
+                "unknown status; one of " + ", ".join(s.value for s in RequestStatus),
+                field="status",
+            ) from None
+    if overdue_only:
+        query = query.where(
+            _PR.c.status.in_([s.value for s in OPEN_STATUSES]), deadline_column() < clock()
+        )
+    if cursor is not None:
+        query = query.where(_after(cursor))
     with runtime.data_engine.connect() as conn:
-        views = [_view(conn, r) for r in conn.execute(query.limit(limit))]
-    return [v for v in views if v.overdue(now)] if overdue_only else views
+        rows = conn.execute(query.limit(size + 1)).all()
+        steps: dict[str, list[Any]] = {r.id: [] for r in rows[:size]}
+        if steps:
+            for step in conn.execute(
+                sa.select(_EV.c.request_id, _EV.c.at, _EV.c.status, _EV.c.actor, _EV.c.note)
+                .where(_EV.c.request_id.in_(list(steps)))
+                .order_by(_EV.c.id)
+            ):
+                steps[step.request_id].append(step)
+        views = [_view(conn, r, steps[r.id]) for r in rows[:size]]
+    more = len(rows) > size
+    return RequestPage(items=views, next_cursor=_cursor_of(views[-1]) if more else None)
 
 
 def running(now: datetime) -> sa.ColumnElement[bool]:

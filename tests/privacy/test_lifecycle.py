@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from cdp.clock import FrozenClock
 from cdp.crypto.normalize import IdentityKind
-from cdp.errors import ConflictError
+from cdp.errors import ConflictError, InvalidInputError
 from cdp.privacy import requests, runner
+from cdp.privacy.models import PrivacyRequest
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
 from tests.privacy.test_requests import ctx
@@ -167,3 +170,91 @@ def test_a_claim_left_by_a_killed_run_lapses(cdp_env: CdpEnv) -> None:
     clock.advance(seconds=requests.CLAIM_LEASE.total_seconds() + 1)
     done = runner.run(runtime=rt, ctx=ctx(), request_id=rid, clock=clock)
     assert done.status == "completed"
+
+
+def _bulk(env: CdpEnv, n: int, status: str, due: datetime) -> list[str]:
+    ids = ["pr_" + secrets.token_hex(12) for _ in range(n)]
+    rows = [
+        {
+            "id": rid,
+            "type": "access",
+            "status": status,
+            "identity_kind": "email",
+            "received_at": due - timedelta(days=30),
+            "due_at": due,
+            "requested_by": "dpo-1",
+        }
+        for rid in ids
+    ]
+    with env.runtime.data_engine.begin() as conn:
+        conn.execute(sa.insert(PrivacyRequest.__table__), rows)  # type: ignore[attr-defined]
+    return ids
+
+
+def test_overdue_requests_are_found_past_any_number_of_closed_ones(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    closed = _bulk(cdp_env, 600, "completed", datetime(2026, 1, 1, tzinfo=UTC))
+    late = _bulk(cdp_env, 3, "received", datetime(2026, 6, 1, tzinfo=UTC))
+    _bulk(cdp_env, 2, "verified", datetime(2026, 8, 1, tzinfo=UTC))  # not due yet
+    now = FrozenClock(datetime(2026, 7, 1, tzinfo=UTC))
+    overdue = requests.list_requests(runtime=rt, overdue_only=True, clock=now)
+    assert sorted(v.id for v in overdue.items) == sorted(late) and overdue.next_cursor is None
+    first = requests.list_requests(runtime=rt)
+    assert len(first.items) == requests.DEFAULT_PAGE_SIZE and first.next_cursor is not None
+    seen: list[requests.RequestView] = []
+    cursor = None
+    while True:
+        page = requests.list_requests(runtime=rt, limit=requests.MAX_PAGE_SIZE, cursor=cursor)
+        seen.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == len({v.id for v in seen}) == 605
+    assert set(closed) <= {v.id for v in seen}
+    keys = [(v.deadline, v.id) for v in seen]
+    assert keys == sorted(keys)
+    for bad in ({"limit": 0}, {"limit": requests.MAX_PAGE_SIZE + 1}, {"cursor": "x"}):
+        with pytest.raises(InvalidInputError):
+            requests.list_requests(runtime=rt, **bad)  # type: ignore[arg-type]
+
+
+def test_the_list_pages_over_http_and_on_the_command_line(cdp_env: CdpEnv) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from cdp.api.app import create_app
+    from cdp.cli import app
+    from tests.audit.factories import make_principal
+
+    rt = cdp_env.runtime
+    _bulk(cdp_env, 600, "completed", datetime(2020, 1, 1, tzinfo=UTC))
+    late = _bulk(cdp_env, 3, "received", datetime(2020, 6, 1, tzinfo=UTC))
+    token = make_principal(rt, ["dpo"]).token
+    headers = {"Authorization": f"Bearer {token}", "X-Purpose": "privacy_request"}
+    with TestClient(create_app()) as client:
+        r = client.get("/v1/privacy-requests?overdue=true", headers=headers)
+        assert r.status_code == 200, r.text
+        assert sorted(x["id"] for x in r.json()["items"]) == sorted(late)
+        r = client.get("/v1/privacy-requests?overdue=true&limit=1", headers=headers)
+        assert [x["id"] for x in r.json()["items"]] == sorted(late)[:1]
+        got: list[str] = []
+        url = "/v1/privacy-requests?limit=500"
+        while True:
+            r = client.get(url, headers=headers)
+            assert r.status_code == 200, r.text
+            got.extend(x["id"] for x in r.json()["items"])
+            if r.json()["next_cursor"] is None:
+                break
+            url = f"/v1/privacy-requests?limit=500&cursor={r.json()['next_cursor']}"
+        assert len(got) == len(set(got)) == 603
+        for query in ("limit=0", "limit=501", "cursor=nope", "status=lost"):
+            assert client.get(f"/v1/privacy-requests?{query}", headers=headers).status_code == 422
+    auth = ["--token", token, "--purpose", "privacy_request"]
+    cli = CliRunner()
+    shown = cli.invoke(app, ["privacy", "list", "--overdue", *auth])
+    assert shown.exit_code == 0, shown.output
+    assert all(rid in shown.output for rid in late) and "more follow" not in shown.output
+    cut = cli.invoke(app, ["privacy", "list", "--limit", "2", *auth])
+    assert cut.exit_code == 0 and "more follow" in cut.output and "--cursor" in cut.output
+    lost = cli.invoke(app, ["privacy", "list", "--status", "lost", *auth])
+    assert isinstance(lost.exception, InvalidInputError)  # cdp's entry point: exit status 2

@@ -84,11 +84,10 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
             ctx=ctx(),
         )
     clock.advance(days=60)
-    assert [v.id for v in requests.list_requests(runtime=rt, overdue_only=True, clock=clock)] == []
+    assert requests.list_requests(runtime=rt, overdue_only=True, clock=clock).items == []
     clock.advance(days=30)
-    assert [v.id for v in requests.list_requests(runtime=rt, overdue_only=True, clock=clock)] == [
-        view.id
-    ]
+    overdue = requests.list_requests(runtime=rt, overdue_only=True, clock=clock).items
+    assert [v.id for v in overdue] == [view.id]
 
 
 def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) -> None:
@@ -299,7 +298,7 @@ def test_a_bad_correction_is_refused_when_filed_without_echoing_it(
     for name, value in corrections.items():
         assert value.strip() == "" or value not in message
         assert "@" not in name or name not in message
-    assert requests.list_requests(runtime=rt) == []  # nothing filed
+    assert requests.list_requests(runtime=rt).items == []  # nothing filed
 
 
 def test_corrections_are_stored_as_ingestion_would_store_them(cdp_env: CdpEnv) -> None:
@@ -368,7 +367,7 @@ def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
         assert set(conn.execute(audience).scalars()) == {kept}
     assert is_restricted(runtime=rt, subject_id=restricted)
     # lifting the restriction lets the subject back in
-    req = next(v for v in requests.list_requests(runtime=rt) if v.type == "restriction")
+    req = next(v for v in requests.list_requests(runtime=rt).items if v.type == "restriction")
     assert runner.lift_restriction(runtime=rt, ctx=ctx(), request_id=req.id) == 1
     with rt.data_engine.connect() as conn:
         assert set(conn.execute(audience).scalars()) == {kept, restricted}
