@@ -10,7 +10,8 @@ releases its claim; a run that stopped without releasing it (a killed process) l
 partly erased): it is finished by running it again.
 
 A request is due one calendar month after receipt (GDPR art. 12(3); the 31st rolls back to the
-month's last day); it may be extended once, by at most two further months, with a recorded reason.
+month's last day); it may be extended once, before that date, by at most two further months, with
+a recorded reason.
 Every step is written to ``privacy_request_events`` (who, when, to which status, a note that never
 holds personal data). The identity a request names is kept only as its token, the subject as its
 random id; corrections for a rectification are encrypted under the subject's data key, or, filed
