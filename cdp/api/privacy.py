@@ -70,6 +70,9 @@ class RequestOut(BaseModel):
 
 class RequestList(BaseModel):
     items: list[RequestOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as ?cursor= for the next page; null on the last page."
+    )
 
 
 class NoteIn(BaseModel):
@@ -117,7 +120,7 @@ def create(body: RequestIn, ctx: Create, runtime: RuntimeDep) -> RequestOut:
             type=body.type,
             identity_kind=kind,
             identity_value=value,
-            requested_by=ctx.principal_name,
+            ctx=ctx,
             corrections=body.corrections,
         )
     )
@@ -129,12 +132,27 @@ def list_requests(
     runtime: RuntimeDep,
     status: Annotated[str | None, Query(description="Only this status.")] = None,
     overdue: Annotated[bool, Query(description="Only open requests past their deadline.")] = False,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=requests.MAX_PAGE_SIZE,
+            description=f"Page size (default {requests.DEFAULT_PAGE_SIZE}, at most "
+            f"{requests.MAX_PAGE_SIZE}).",
+        ),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=requests.CURSOR_PATTERN, description="next_cursor of the previous page."),
+    ] = None,
 ) -> RequestList:
-    """Requests, most urgent deadline first."""
+    """Requests, most urgent deadline first, a page at a time (``next_cursor``)."""
     if status is not None and status not in {s.value for s in requests.RequestStatus}:
         raise InvalidInputError("unknown status", field="status")
-    views = requests.list_requests(runtime=runtime, status=status, overdue_only=overdue)
-    return RequestList(items=[_out(v) for v in views])
+    page = requests.list_requests(
+        runtime=runtime, status=status, overdue_only=overdue, limit=limit, cursor=cursor
+    )
+    return RequestList(items=[_out(v) for v in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{request_id}", response_model=RequestOut)

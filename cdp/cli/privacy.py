@@ -84,7 +84,7 @@ def request(
         type=kind,
         identity_kind=given[0][0],
         identity_value=given[0][1],
-        requested_by=ctx.principal_name,
+        ctx=ctx,
         corrections=corrections or None,
     )
     _show(view)
@@ -94,15 +94,28 @@ def request(
 def list_cmd(
     status: Annotated[str | None, typer.Option("--status")] = None,
     overdue: Annotated[bool, typer.Option("--overdue", help="Only open and late.")] = False,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", min=1, max=requests.MAX_PAGE_SIZE, help="Requests per page (at most 500)."
+        ),
+    ] = requests.DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Where the previous page ended.")
+    ] = None,
     token: TokenOption = None,
     purpose: PurposeOption = None,
 ) -> None:
-    """Requests, most urgent first."""
+    """Requests, most urgent first, a page at a time (the end of a page says how to get the
+    next one)."""
     _ctx("read", token, purpose)
+    page = requests.list_requests(
+        runtime=get_runtime(), status=status, overdue_only=overdue, limit=limit, cursor=cursor
+    )
     table = Table("id", "type", "status", "received", "deadline", "subject")
     table.columns[0].min_width = 27  # ids are copied into other commands: never cut
     table.columns[0].no_wrap = True
-    for v in requests.list_requests(runtime=get_runtime(), status=status, overdue_only=overdue):
+    for v in page.items:
         table.add_row(
             v.id,
             v.type,
@@ -112,6 +125,10 @@ def list_cmd(
             v.subject_id or "",
         )
     console.print(table)
+    if page.next_cursor is not None:
+        console.print(
+            f"{len(page.items)} shown; more follow: run it again with --cursor {page.next_cursor}"
+        )
 
 
 @privacy_app.command("show")

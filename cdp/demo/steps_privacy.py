@@ -117,7 +117,7 @@ def _erasure(ctx: DemoContext) -> None:
         type="erasure",
         identity_kind=IdentityKind.EMAIL.value,
         identity_value=email,
-        requested_by=dpo.principal_name,
+        ctx=dpo,
     )
     ctx.say(f"erasure request {filed.id} filed for the customer in row {row} of customers.csv")
     dpo = act_as(ctx, "dpo", purpose=purpose, resource="privacy_requests", action="write")

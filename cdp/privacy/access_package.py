@@ -284,12 +284,26 @@ def validate(package: dict[str, Any]) -> None:
     jsonschema.validate(package, schema(), cls=jsonschema.Draft202012Validator)
 
 
+def section_size(package: dict[str, Any], section: str) -> int:
+    """How many entries a section of ``package`` holds: rows, not tables, for the registry's
+    sections (each lists every table filed under it, even one with no row of the person); the
+    history of choices for ``consent`` (its current state is listed for every purpose, defaults
+    included, whether or not the person ever chose)."""
+    value = package.get(section)
+    if section in GENERIC_SECTIONS:
+        return sum(len(table["rows"]) for table in value or [])
+    if section == "consent":
+        return len((value or {}).get("history", []))
+    return len(value or [])
+
+
 def fields_of(package: dict[str, Any]) -> list[str]:
-    """The field and section names a package discloses (for its audit record)."""
+    """The field and section names a package discloses (for its audit record): the personal
+    fields held, and the sections that hold at least one entry (:func:`section_size`)."""
     return sorted(package["personal_data"]) + [
         s
         for s in ("orders", "events", "consent", *GENERIC_SECTIONS, "audit_trail")
-        if package.get(s)
+        if section_size(package, s)
     ]
 
 

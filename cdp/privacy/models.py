@@ -4,7 +4,10 @@ A privacy request is kept after it is served (it is the evidence that the contro
 time), but it never holds personal data in clear: the subject link is a random id that erasure sets
 to NULL, the identity it was made with is a token that erasure clears, and any payload (the
 corrections of a rectification, a produced access package) is encrypted under the subject's data
-key, so it dies with the key.
+key, so it dies with the key. The one exception is the corrections of a rectification filed before
+the person was known (no subject to encrypt them for): they are encrypted under a data key of
+their own, named by the request id (:func:`payload_owner`), which is shredded once the corrections
+are applied, found to concern nobody, or the request is rejected.
 """
 
 from __future__ import annotations
@@ -22,6 +25,18 @@ from cdp.db.types import UtcDateTime
 def new_request_id() -> str:
     """A random, non-guessable request id (it is shown to the requester)."""
     return "pr_" + secrets.token_hex(12)
+
+
+def payload_field(request_id: str, kind: str) -> str:
+    """The vault field (AAD) of a request's encrypted payload."""
+    return f"privacy:{request_id}:{kind}"
+
+
+def payload_owner(request_id: str, subject_id: str | None) -> str:
+    """Whose data key a payload is encrypted under: its subject's, or (``subject_id`` NULL: the
+    corrections of a rectification filed before the person was known) the request's own key,
+    named by the request id."""
+    return subject_id if subject_id is not None else request_id
 
 
 class PrivacyRequest(SQLModel, table=True):
@@ -55,6 +70,13 @@ class PrivacyRequest(SQLModel, table=True):
         sa_column=Column(Text, nullable=True),
         description="JSON summary of what was done (counts, destinations); no personal data.",
     )
+    claim_token: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Set while a run holds the request (cdp.privacy.requests.claim); cleared when "
+        "the run ends, either way.",
+    )
+    claimed_at: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
 
 
 class PrivacyRequestEvent(SQLModel, table=True):
@@ -91,10 +113,13 @@ class PrivacyPayload(SQLModel, table=True):
         )
     )
     kind: str = Field(primary_key=True, max_length=16, description="corrections | package")
-    subject_id: str = Field(
+    subject_id: str | None = Field(
+        default=None,
         sa_column=Column(
-            String(32), ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False, index=True
-        )
+            String(32), ForeignKey("subjects.id", ondelete="CASCADE"), nullable=True, index=True
+        ),
+        description="The subject whose key encrypts the payload; NULL: the request's own key "
+        "(corrections filed before the person was known, see payload_owner).",
     )
     ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)

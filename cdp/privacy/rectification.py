@@ -6,7 +6,10 @@ when the request is filed, so a bad correction is refused then and never fails t
 they are encrypted under the subject's data key like any other. A corrected email or phone also
 replaces the identity token of that kind, so the person is recognised by the new value and no
 longer by the old one. A new value that already identifies another subject is refused
-(:class:`ConflictError`): merging two people is ingestion's decision, not a correction's.
+(:class:`ConflictError`): merging two people is ingestion's decision, not a correction's. So is a
+new value that identified an erased person (a tombstone): ingestion refuses it as ``erased``, and a
+correction must not hand it to a live customer either. Both are checked under every pseudonym-key
+version, and a refusal changes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.access.categories import PII_FIELDS
 from cdp.crypto.normalize import IdentityKind
-from cdp.db.models import Identity
+from cdp.db.models import Identity, Tombstone
 from cdp.errors import ConflictError, InvalidInputError
 from cdp.ingest.records import CustomerRecord
 from cdp.profiles.pii_records import read_one, write_sealed
@@ -70,15 +73,26 @@ def _retoken(
     runtime: Runtime, conn: Connection, subject_id: str, kind: IdentityKind, raw: str, now: datetime
 ) -> None:
     ident = Identity.__table__  # type: ignore[attr-defined]
+    tombs = Tombstone.__table__  # type: ignore[attr-defined]
     token = runtime.tokenizer.token(kind, raw)
-    owner = conn.execute(
-        sa.select(ident.c.subject_id).where(
-            ident.c.kind == kind.value, ident.c.token == token.value
+    every = [t.value for t in runtime.tokenizer.lookup_tokens(kind, raw)]
+    erased = conn.execute(
+        sa.select(sa.literal(1)).where(tombs.c.kind == kind.value, tombs.c.token.in_(every))
+    ).first()
+    if erased is not None:
+        raise ConflictError(
+            f"the corrected {kind.value} belonged to an erased person; it is not given to another"
         )
-    ).scalar()
-    if owner is not None and owner != subject_id:
+    owners = set(
+        conn.execute(
+            sa.select(ident.c.subject_id).where(
+                ident.c.kind == kind.value, ident.c.token.in_(every)
+            )
+        ).scalars()
+    )
+    if owners - {subject_id}:
         raise ConflictError(f"the corrected {kind.value} identifies another subject")
-    if owner == subject_id:
+    if owners:
         return
     conn.execute(
         sa.delete(ident).where(ident.c.subject_id == subject_id, ident.c.kind == kind.value)

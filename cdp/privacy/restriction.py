@@ -1,6 +1,9 @@
 """Restriction of processing (GDPR art. 18): while a restriction is open, the subject's data is
 only stored — no exports, no marketing traits, no segment membership sent anywhere.
 
+Restrictions are per request: each restriction request opens its own row and lifting it closes
+only that row, so a subject asked to be restricted twice stays restricted until both are lifted.
+
 Other modules check it in one of two ways:
 
 - :func:`is_restricted` for one subject (a single send, a single trait computation);
@@ -55,8 +58,19 @@ def is_restricted(
 def restrict(
     *, conn: Connection, subject_id: str, request_id: str | None, clock: Clock = utcnow
 ) -> bool:
-    """Open a restriction (idempotent); return False when one was already open."""
-    if is_restricted(conn=conn, subject_id=subject_id):
+    """Open a restriction of the subject (idempotent); return False when none was opened.
+
+    Each restriction request opens its own row, named by ``request_id``, even while another
+    request's restriction is open: lifting one (:func:`lift_request`) leaves the others in force,
+    and running the same request again opens nothing more. Without a request (``None``) a row is
+    opened unless the subject is restricted already."""
+    mine = _R.c.request_id == request_id if request_id is not None else sa.true()
+    held = conn.execute(
+        sa.select(sa.literal(1)).where(
+            _R.c.subject_id == subject_id, _R.c.lifted_at.is_(None), mine
+        )
+    ).first()
+    if held is not None:
         return False
     conn.execute(
         sa.insert(_R).values(subject_id=subject_id, request_id=request_id, started_at=clock())
@@ -64,11 +78,21 @@ def restrict(
     return True
 
 
-def lift(*, conn: Connection, subject_id: str, clock: Clock = utcnow) -> int:
-    """Lift every open restriction of the subject; return how many were open."""
-    result = conn.execute(
-        sa.update(_R)
-        .where(_R.c.subject_id == subject_id, _R.c.lifted_at.is_(None))
-        .values(lifted_at=clock())
+def lift_request(*, conn: Connection, request_id: str, clock: Clock = utcnow) -> list[str]:
+    """Lift the restriction ``request_id`` opened, if it is still open; return the subjects it
+    lifted (none: already lifted, or the request opened none). Restrictions opened by other
+    requests stay in force."""
+    subjects = sorted(
+        conn.execute(
+            sa.select(_R.c.subject_id).where(
+                _R.c.request_id == request_id, _R.c.lifted_at.is_(None)
+            )
+        ).scalars()
     )
-    return result.rowcount
+    if subjects:
+        conn.execute(
+            sa.update(_R)
+            .where(_R.c.request_id == request_id, _R.c.lifted_at.is_(None))
+            .values(lifted_at=clock())
+        )
+    return subjects

@@ -36,9 +36,9 @@ from cdp.consent.service import granted_condition
 from cdp.db.all_models import metadata
 from cdp.db.models import Subject
 from cdp.privacy.erasure import erase_subjects, live_entries
-from cdp.privacy.models import PrivacyPayload, PrivacyRequest
+from cdp.privacy.models import PrivacyPayload
 from cdp.privacy.registry import SubjectTable, Treatment
-from cdp.privacy.requests import OPEN_STATUSES
+from cdp.privacy.requests import open_request_condition
 from cdp.privacy.restriction import not_restricted_condition
 from cdp.profiles.models import Event, Order
 from cdp.runtime import Runtime
@@ -75,20 +75,10 @@ class RetentionReport:
         }
 
 
-def _open_request(subject_col: Any) -> sa.ColumnElement[bool]:
-    reqs = PrivacyRequest.__table__  # type: ignore[attr-defined]
-    return (
-        sa.select(sa.literal(1))
-        .where(
-            reqs.c.subject_id == subject_col, reqs.c.status.in_([s.value for s in OPEN_STATUSES])
-        )
-        .exists()
-    )
-
-
 def _protected(subject_col: Any) -> sa.ColumnElement[bool]:
-    """Subjects retention must not touch: restricted, or with an open privacy request."""
-    return sa.or_(~not_restricted_condition(subject_col), _open_request(subject_col))
+    """Subjects retention must not touch: restricted, or with an open privacy request (linked to
+    the subject, or filed with one of its identities before it was known)."""
+    return sa.or_(~not_restricted_condition(subject_col), open_request_condition(subject_col))
 
 
 def expired_condition(entry: SubjectTable, table: sa.Table, now: datetime) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,38 +21,57 @@ from cdp.access.context import AccessContext
 from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
 from cdp.db.models import Identity
-from cdp.errors import CdpError, ConflictError, InvalidInputError, NotFoundError
+from cdp.errors import CdpError, ConflictError, NotFoundError
+from cdp.logging import get_logger
 from cdp.privacy import access_package, requests
 from cdp.privacy.erasure import erase_subject
-from cdp.privacy.models import PrivacyPayload, PrivacyRequest
+from cdp.privacy.models import PrivacyPayload, PrivacyRequest, payload_field, payload_owner
 from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.rectification import rectify
-from cdp.privacy.requests import RequestStatus, RequestType, RequestView, payload_field
-from cdp.privacy.restriction import lift, restrict
+from cdp.privacy.requests import RequestStatus, RequestType, RequestView
+from cdp.privacy.restriction import is_restricted, lift_request, restrict
 from cdp.runtime import Runtime
 
 RESOURCE = "privacy_requests"
+log = get_logger("cdp.privacy")
 _PAY = PrivacyPayload.__table__  # type: ignore[attr-defined]
 _PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
 
 Handler = Callable[[Runtime, AccessContext, RequestView, str, datetime], dict[str, Any]]
 
 
-def _subject_of(runtime: Runtime, view: RequestView) -> str | None:
+def _subject_of(
+    runtime: Runtime, ctx: AccessContext, view: RequestView, now: datetime
+) -> str | None:
     """The request's subject: its stored link, else a new lookup by the identity's token (the
-    person may have been ingested after the request arrived)."""
+    person may have been ingested after the request arrived). A subject found so is linked to the
+    request — erasure, retention, the access package and lifting a restriction find a request by
+    its subject — and the lookup is audited like the one made when the request was filed."""
     if view.subject_id is not None:
         return view.subject_id
     ident = Identity.__table__  # type: ignore[attr-defined]
-    with runtime.data_engine.connect() as conn:
+    with runtime.data_engine.begin() as conn:
         token = conn.execute(sa.select(_PR.c.identity_token).where(_PR.c.id == view.id)).scalar()
-        if token is None:
+        if token is None:  # its person was erased since
             return None
         sid: str | None = conn.execute(
             sa.select(ident.c.subject_id).where(
                 ident.c.kind == view.identity_kind, ident.c.token == token
             )
         ).scalar()
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action=f"lookup:{view.identity_kind}",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[sid] if sid is not None else [],
+            conn=conn,
+        )
+        if sid is not None and requests.link_subject(conn, view.id, sid):
+            requests.record_note(
+                conn, view.id, actor=ctx.principal_name, now=now, note="subject found: linked"
+            )
     return sid
 
 
@@ -81,9 +100,9 @@ def _package(
             conn=conn,
         )
     sections = ("orders", "events", "traits", "segments", "recipients", "audit_trail")
-    counts = {s: len(package[s]) for s in sections}
+    counts = {s: access_package.section_size(package, s) for s in sections}
     counts["personal_fields"] = len(package["personal_data"])
-    counts["consent_changes"] = len(package["consent"]["history"])
+    counts["consent_changes"] = access_package.section_size(package, "consent")
     return {"package": True, "counts": counts}
 
 
@@ -98,26 +117,60 @@ def _erase(
         outcome="allowed",
         subject_ids=[sid],
     )
-    return erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now).as_dict()
+    ident = Identity.__table__  # type: ignore[attr-defined]
+    with runtime.data_engine.connect() as conn:
+        held = conn.execute(
+            sa.select(ident.c.kind, ident.c.token).where(ident.c.subject_id == sid)
+        ).all()
+    outcome = erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now).as_dict()
+    # the erasure clears the identity token of the requests linked to the person; requests filed
+    # with one of its identities and never linked (found nobody then) lose theirs here
+    with runtime.data_engine.begin() as conn:
+        for kind, token in held:
+            conn.execute(
+                sa.update(_PR)
+                .where(
+                    _PR.c.subject_id.is_(None),
+                    _PR.c.identity_kind == kind,
+                    _PR.c.identity_token == token,
+                )
+                .values(identity_token=None)
+            )
+    return outcome
+
+
+APPLIED = "corrections applied: "
+"""The step note written with the corrections, in their transaction (a run that stopped between
+that commit and the request's completion finds it when run again, and completes)."""
 
 
 def _rectify(
     runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
 ) -> dict[str, Any]:
     with runtime.data_engine.begin() as conn:
-        blob = conn.execute(
-            sa.select(_PAY.c.ciphertext).where(
+        row = conn.execute(
+            sa.select(_PAY.c.subject_id, _PAY.c.ciphertext).where(
                 _PAY.c.request_id == view.id, _PAY.c.kind == "corrections"
             )
-        ).scalar()
-        if blob is None:
-            raise InvalidInputError("the request carries no corrections", field="corrections")
+        ).first()
+        if row is None:
+            done = [s.note for s in view.steps if s.note and s.note.startswith(APPLIED)]
+            if done:
+                return {"rectified_fields": done[-1].removeprefix(APPLIED).split(",")}
+            raise ConflictError(
+                f"privacy request {view.id} carries no corrections (filed for someone not known "
+                "yet by an earlier version, which did not keep them): reject it and file it again"
+            )
+        owner = payload_owner(view.id, row.subject_id)
         fixes = json.loads(
-            runtime.vault.decrypt(sid, payload_field(view.id, "corrections"), bytes(blob))
+            runtime.vault.decrypt(owner, payload_field(view.id, "corrections"), bytes(row[1]))
         )
         fields = rectify(runtime=runtime, conn=conn, subject_id=sid, corrections=fixes, now=now)
         conn.execute(
             sa.delete(_PAY).where(_PAY.c.request_id == view.id, _PAY.c.kind == "corrections")
+        )
+        requests.record_note(
+            conn, view.id, actor=ctx.principal_name, now=now, note=APPLIED + ",".join(fields)
         )
         record_access(
             runtime=runtime,
@@ -129,6 +182,8 @@ def _rectify(
             fields=fields,
             conn=conn,
         )
+    if owner == view.id:
+        runtime.vault.shred([view.id])
     return {"rectified_fields": fields}
 
 
@@ -136,7 +191,8 @@ def _restrict(
     runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
 ) -> dict[str, Any]:
     with runtime.data_engine.begin() as conn:
-        opened = restrict(conn=conn, subject_id=sid, request_id=view.id, clock=lambda: now)
+        already = is_restricted(conn=conn, subject_id=sid)
+        restrict(conn=conn, subject_id=sid, request_id=view.id, clock=lambda: now)
         record_access(
             runtime=runtime,
             ctx=ctx,
@@ -147,7 +203,7 @@ def _restrict(
             fields=["restriction"],
             conn=conn,
         )
-    return {"restricted": True, "already_restricted": not opened}
+    return {"restricted": True, "already_restricted": already}
 
 
 def _object(
@@ -183,52 +239,42 @@ HANDLERS: dict[str, Handler] = {
 def run(
     *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
 ) -> RequestView:
-    """Carry out a verified request and complete it. A failure leaves it ``in_progress`` with the
-    error's code in its steps; running it again resumes (every handler is idempotent)."""
+    """Carry out a verified request and complete it.
+
+    The run first claims the request (:func:`cdp.privacy.requests.claim`): a second run, a
+    rejection or an extension meanwhile is refused with 409, so a request can no longer end
+    ``rejected`` after its erasure was carried out. A failure releases the claim and leaves the
+    request ``in_progress`` with the error's code in its steps; running it again resumes (every
+    handler is idempotent)."""
     require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="run")
-    view = requests.get(runtime=runtime, request_id=request_id)
-    now = clock()
-    if view.status == RequestStatus.VERIFIED.value:
-        with runtime.data_engine.begin() as conn:
-            requests.transition(
-                conn,
-                request_id,
-                to=RequestStatus.IN_PROGRESS,
-                allowed_from=(RequestStatus.VERIFIED,),
-                actor=ctx.principal_name,
-                now=now,
-            )
-    elif view.status != RequestStatus.IN_PROGRESS.value:
-        raise ConflictError(f"privacy request {request_id} is {view.status}; verify it first")
-    sid = _subject_of(runtime, view)
-    try:
-        outcome = (
-            {"subject_found": False}
-            if sid is None
-            else {"subject_found": True, **HANDLERS[view.type](runtime, ctx, view, sid, now)}
-        )
-    except CdpError as exc:
-        with runtime.data_engine.begin() as conn:
-            requests.transition(
-                conn,
-                request_id,
-                to=RequestStatus.IN_PROGRESS,
-                allowed_from=(RequestStatus.IN_PROGRESS,),
-                actor=ctx.principal_name,
-                now=clock(),
-                note=f"failed: {exc.code}",
-            )
-        raise
     with runtime.data_engine.begin() as conn:
-        requests.transition(
-            conn,
-            request_id,
-            to=RequestStatus.COMPLETED,
-            allowed_from=(RequestStatus.IN_PROGRESS,),
-            actor=ctx.principal_name,
-            now=clock(),
-            values={"completed_at": clock(), "outcome": json.dumps(outcome, sort_keys=True)},
-        )
+        token = requests.claim(conn, request_id, actor=ctx.principal_name, now=clock())
+    try:
+        view = requests.get(runtime=runtime, request_id=request_id)
+        now = clock()
+        sid = _subject_of(runtime, ctx, view, now)
+        if sid is None:
+            with runtime.data_engine.begin() as conn:
+                requests.discard_payloads(runtime=runtime, conn=conn, request_id=request_id)
+            runtime.vault.shred([request_id])
+            outcome: dict[str, Any] = {"subject_found": False}
+        else:
+            outcome = {"subject_found": True, **HANDLERS[view.type](runtime, ctx, view, sid, now)}
+        with runtime.data_engine.begin() as conn:
+            requests.complete(
+                conn, request_id, token, actor=ctx.principal_name, now=clock(), outcome=outcome
+            )
+    except Exception as exc:
+        code = exc.code if isinstance(exc, CdpError) else "internal_error"
+        try:
+            with runtime.data_engine.begin() as conn:
+                requests.release(
+                    conn, request_id, token, actor=ctx.principal_name, now=clock(),
+                    note=f"failed: {code}",
+                )  # fmt: skip
+        except Exception:  # the claim lapses after CLAIM_LEASE; the first error is the one to see
+            log.error("privacy run: claim not released", request_id=request_id)
+        raise
     return requests.get(runtime=runtime, request_id=request_id)
 
 
@@ -257,16 +303,44 @@ def download_package(
     *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
 ) -> Package:
     """The package of a completed access/portability request; the download is audited (the audit
-    record is committed before the package is returned)."""
+    record is committed before the package is returned).
+
+    A package older than ``CDP_PRIVACY_PACKAGE_DAYS`` is refused and deleted here, whether or not
+    the retention job has run since it expired."""
     require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="read")
+    now = clock()
+    days = runtime.settings.privacy_package_days
+    expired = sa.and_(
+        _PAY.c.request_id == request_id,
+        _PAY.c.kind == "package",
+        _PAY.c.created_at < now - timedelta(days=days),
+    )
     with runtime.data_engine.connect() as conn:
         row = conn.execute(
-            sa.select(_PAY.c.subject_id, _PAY.c.ciphertext).where(
+            sa.select(_PAY.c.subject_id, _PAY.c.ciphertext, _PAY.c.created_at).where(
                 _PAY.c.request_id == request_id, _PAY.c.kind == "package"
             )
         ).first()
     if row is None:
-        raise NotFoundError(f"privacy request {request_id} has no package")
+        raise NotFoundError(
+            f"privacy request {request_id} has no package (none was produced, or it expired "
+            "and was deleted)"
+        )
+    if row.created_at < now - timedelta(days=days):
+        with runtime.data_engine.begin() as conn:
+            if conn.execute(sa.delete(_PAY).where(expired)).rowcount:
+                requests.record_note(
+                    conn,
+                    request_id,
+                    actor=ctx.principal_name,
+                    now=now,
+                    note=f"package expired after {days} days (CDP_PRIVACY_PACKAGE_DAYS): deleted",
+                )
+        raise NotFoundError(
+            f"the package of privacy request {request_id} expired: packages are kept {days} "
+            "days (CDP_PRIVACY_PACKAGE_DAYS), and this one was deleted; file a new request "
+            "for a new package"
+        )
     data = json.loads(
         runtime.vault.decrypt(row.subject_id, payload_field(request_id, "package"), bytes(row[1]))
     )
@@ -286,14 +360,27 @@ def download_package(
 def lift_restriction(
     *, runtime: Runtime, ctx: AccessContext, request_id: str, clock: Clock = utcnow
 ) -> int:
-    """Lift the restriction a restriction request opened; return how many were open."""
+    """Lift the restriction a completed restriction request opened — that one only: another
+    request's restriction of the same person stays in force. Return how many were lifted (1);
+    409 if the request is not a completed restriction request or its restriction is not open."""
     require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="write")
     view = requests.get(runtime=runtime, request_id=request_id)
-    if view.type != RequestType.RESTRICTION.value or view.subject_id is None:
-        raise ConflictError(f"privacy request {request_id} is not a restriction of a subject")
+    if view.type != RequestType.RESTRICTION.value:
+        raise ConflictError(f"privacy request {request_id} is not a restriction request")
+    if view.status != RequestStatus.COMPLETED.value:
+        raise ConflictError(
+            f"privacy request {request_id} is {view.status}: only the restriction of a completed "
+            "restriction request can be lifted"
+        )
     now = clock()
     with runtime.data_engine.begin() as conn:
-        lifted = lift(conn=conn, subject_id=view.subject_id, clock=lambda: now)
+        subjects = lift_request(conn=conn, request_id=request_id, clock=lambda: now)
+        if not subjects:
+            raise ConflictError(
+                f"the restriction privacy request {request_id} opened is not in force (lifted "
+                "already, or the request found nobody); a restriction opened by another request "
+                "is lifted through that request"
+            )
         requests.record_note(conn, request_id, actor=ctx.principal_name, now=now, note="lifted")
         record_access(
             runtime=runtime,
@@ -301,8 +388,8 @@ def lift_restriction(
             action="write",
             resource="profile",
             outcome="allowed",
-            subject_ids=[view.subject_id],
+            subject_ids=subjects,
             fields=["restriction"],
             conn=conn,
         )
-    return lifted
+    return len(subjects)

@@ -19,6 +19,12 @@ over too when they can be (each in a savepoint); rows that would collide with th
 The trait tables are always written by a statement, which is what keeps a merge from committing
 in the middle of a trait recompute's writes.
 
+The privacy payloads of the absorbed subject (stored access packages, the corrections of a
+rectification not run yet) are re-encrypted under the survivor's key like the PII (their AAD binds
+the request and kind, :func:`cdp.privacy.models.payload_field`): left under the absorbed key, which
+the merge destroys, the package could not be downloaded nor the corrections applied. A payload
+under its request's own key (no subject) is not the subject's and stays as it is.
+
 The exports' recipients ledger and sync state name their subject without a foreign key too; they
 move to the survivor by :func:`cdp.exports.merge.move_export_rows` (one row kept where both
 subjects have one), so erasure and access requests of the survivor find every destination and
@@ -40,13 +46,22 @@ from cdp.consent.models import ConsentEvent
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
 from cdp.exports.merge import move_export_rows
+from cdp.privacy.models import PrivacyPayload, payload_field
 from cdp.profiles.models import Event, Order, SubjectMerge
 from cdp.profiles.pii_records import delete_records, read_sealed, write_sealed
 from cdp.runtime import Runtime
 from cdp.traits.recompute_lock import RECOMPUTED
 
 CUSTOM_TRAITS_FIELD = "custom_traits"
-_HANDLED = {"identities", "pii_records", "orders", "events", "consent_events", "subject_merges"}
+_HANDLED = {
+    "identities",
+    "pii_records",
+    "orders",
+    "events",
+    "consent_events",
+    "subject_merges",
+    "privacy_payloads",
+}
 
 
 def event_field(message_id: str) -> str:
@@ -140,6 +155,28 @@ def _merge_events(runtime: Runtime, conn: Connection, survivor: str, absorbed: s
         )
 
 
+def _merge_payloads(runtime: Runtime, conn: Connection, survivor: str, absorbed: str) -> None:
+    """The absorbed subject's privacy payloads, re-encrypted under the survivor's key."""
+    pay = PrivacyPayload.__table__  # type: ignore[attr-defined]
+    vault = runtime.vault
+    moved = []
+    for request_id, kind, blob in conn.execute(
+        sa.select(pay.c.request_id, pay.c.kind, pay.c.ciphertext).where(
+            pay.c.subject_id == absorbed
+        )
+    ):
+        fld = payload_field(request_id, kind)
+        ct = vault.encrypt(survivor, fld, vault.decrypt(absorbed, fld, bytes(blob)))
+        moved.append({"rid": request_id, "pkind": kind, "ct": ct})
+    if moved:
+        conn.execute(
+            sa.update(pay)
+            .where(pay.c.request_id == sa.bindparam("rid"), pay.c.kind == sa.bindparam("pkind"))
+            .values(subject_id=survivor, ciphertext=sa.bindparam("ct")),
+            moved,
+        )
+
+
 def _subject_columns() -> list[sa.Column[Any]]:
     """The columns naming a subject outside the tables handled above: the recomputed trait
     tables' (no foreign key; first, in the recomputes' lock order), then every foreign key to
@@ -197,6 +234,7 @@ def merge_subjects(
     _merge_consent(conn, survivor, absorbed, now)
     _merge_pii(runtime, conn, survivor, absorbed, now)
     _merge_events(runtime, conn, survivor, absorbed)
+    _merge_payloads(runtime, conn, survivor, absorbed)
     _move_other_tables(conn, survivor, absorbed)
     move_export_rows(conn, survivor=survivor, absorbed=absorbed)
     signed = conn.execute(

@@ -191,3 +191,31 @@ def test_a_package_holding_a_lone_surrogate_downloads_as_valid_utf8(
     assert notes == ["\ud800x"]  # the escape reads back as what was sent
     html = client.get(f"/v1/privacy-requests/{rid}/package?format=html", headers=dpo)
     assert html.status_code == 200
+
+
+def test_filing_a_request_audits_the_identity_lookup_like_a_profile_lookup(
+    cdp_env: CdpEnv, client: TestClient
+) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(
+        rt, pii={"email": "look@example.org"}, identities={"email": "look@example.org"}
+    )
+    dpo = _headers(cdp_env, "dpo", "privacy_request")
+
+    def records() -> list[tuple[str, str, list[str], str, str]]:
+        with rt.data_engine.connect() as conn:
+            rows = conn.execute(sa.select(LOG).where(LOG.c.action.like("lookup:%"))).all()
+        return [
+            (r.action, r.resource, json.loads(r.subject_ids), r.purpose, r.outcome) for r in rows
+        ]
+
+    looked = client.get("/v1/profiles?email=look@example.org&fields=email", headers=dpo)
+    assert looked.status_code == 200, looked.text
+    assert records() == [("lookup:email", "profile", [sid], "privacy_request", "allowed")]
+    body = {"type": "access", "identity": {"email": "LOOK@example.org"}}
+    r = client.post("/v1/privacy-requests", json=body, headers=dpo)
+    assert r.status_code == 201 and r.json()["subject_id"] == sid
+    assert records()[1:] == [("lookup:email", "profile", [sid], "privacy_request", "allowed")]
+    unknown = {"type": "access", "identity": {"phone": "+14155550199"}}
+    assert client.post("/v1/privacy-requests", json=unknown, headers=dpo).status_code == 201
+    assert records()[2:] == [("lookup:phone", "profile", [], "privacy_request", "allowed")]

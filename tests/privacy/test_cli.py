@@ -6,8 +6,10 @@ import json
 import re
 from pathlib import Path
 
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from cdp.audit.writer import LOG
 from cdp.cli import app
 from cdp.privacy import access_package, requests
 from tests.audit.factories import make_principal
@@ -59,3 +61,19 @@ def test_retention_dry_run_from_the_cli_changes_nothing(cdp_env: CdpEnv) -> None
         app, ["retention", "run", "--token", dpo, "--purpose", "privacy_request"]
     )
     assert refused.exit_code != 0
+
+
+def test_filing_from_the_cli_audits_the_identity_lookup(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(rt, identities={"email": "clilook@example.org"})
+    token = make_principal(rt, ["dpo"]).token
+    auth = ["--token", token, "--purpose", "privacy_request"]
+    made = runner.invoke(
+        app, ["privacy", "request", "erasure", "--email", "clilook@example.org", *auth]
+    )
+    assert made.exit_code == 0, made.output
+    with rt.data_engine.connect() as conn:
+        rows = conn.execute(sa.select(LOG).order_by(LOG.c.seq)).all()
+    assert [(r.action, r.resource, json.loads(r.subject_ids)) for r in rows] == [
+        ("lookup:email", "profile", [sid])
+    ]

@@ -15,9 +15,9 @@ from cdp.clock import FrozenClock
 from cdp.consent import service as consent
 from cdp.consent.purposes import MARKETING_PURPOSES
 from cdp.crypto.normalize import IdentityKind
-from cdp.errors import ConflictError, InvalidInputError, PermissionDeniedError
+from cdp.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from cdp.privacy import access_package, requests, runner
-from cdp.privacy.models import PrivacyRequest
+from cdp.privacy.models import PrivacyPayload, PrivacyRequest
 from cdp.privacy.restriction import is_restricted
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
@@ -48,7 +48,7 @@ def _served(rt: Runtime, kind: str, email: str, **kw: object) -> requests.Reques
         type=kind,
         identity_kind="email",
         identity_value=email,
-        requested_by="dpo-1",
+        ctx=ctx(),
         **kw,  # type: ignore[arg-type]
     )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
@@ -63,7 +63,7 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
         type="access",
         identity_kind="email",
         identity_value="nobody@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
         clock=clock,
     )
     assert view.status == "received" and view.subject_id is None
@@ -81,14 +81,13 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
             type="teleport",
             identity_kind="email",
             identity_value="a@b.org",
-            requested_by="x",
+            ctx=ctx(),
         )
     clock.advance(days=60)
-    assert [v.id for v in requests.list_requests(runtime=rt, overdue_only=True, clock=clock)] == []
+    assert requests.list_requests(runtime=rt, overdue_only=True, clock=clock).items == []
     clock.advance(days=30)
-    assert [v.id for v in requests.list_requests(runtime=rt, overdue_only=True, clock=clock)] == [
-        view.id
-    ]
+    overdue = requests.list_requests(runtime=rt, overdue_only=True, clock=clock).items
+    assert [v.id for v in overdue] == [view.id]
 
 
 def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) -> None:
@@ -99,7 +98,7 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
         type="restriction",
         identity_kind="email",
         identity_value="life@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     assert view.subject_id is not None
     with pytest.raises(ConflictError):  # not verified yet
@@ -119,7 +118,7 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
         type="erasure",
         identity_kind="email",
         identity_value="life@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     rejected = requests.reject(runtime=rt, request_id=other.id, actor="dpo-1", reason="unverified")
     assert rejected.status == "rejected" and rejected.steps[-1].note == "unverified"
@@ -132,14 +131,18 @@ def test_only_a_role_allowed_by_policy_runs_requests(cdp_env: CdpEnv) -> None:
         type="access",
         identity_kind="email",
         identity_value="x@example.org",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     with pytest.raises(PermissionDeniedError):
         runner.run(runtime=rt, ctx=ctx("analyst", "analytics"), request_id=view.id)
     with pytest.raises(PermissionDeniedError):
         runner.run(runtime=rt, ctx=ctx("dpo", "support"), request_id=view.id)
-    assert [r["outcome"] for r in _audit(rt)] == ["denied", "denied"]
+    assert [(r["action"], r["outcome"]) for r in _audit(rt)] == [
+        ("lookup:email", "allowed"),  # filing looked the identity up
+        ("run", "denied"),
+        ("run", "denied"),
+    ]
     assert requests.get(runtime=rt, request_id=view.id).status == "verified"
 
 
@@ -187,6 +190,7 @@ def test_access_package_holds_every_category_and_validates(cdp_env: CdpEnv) -> N
     # producing and downloading were both audited, as the dpo, for privacy_request
     records = [r for r in _audit(rt) if r["principal_name"] == "dpo-1"]
     assert [(r["action"], r["resource"]) for r in records] == [
+        ("lookup:email", "profile"),
         ("read", "profile"),
         ("read", "privacy_requests"),
     ]
@@ -258,7 +262,7 @@ def test_rectification_reencrypts_and_moves_the_identity(cdp_env: CdpEnv) -> Non
             type="rectification",
             identity_kind="email",
             identity_value="new@example.org",
-            requested_by="dpo-1",
+            ctx=ctx(),
             corrections={"password": "x"},
         )
 
@@ -286,7 +290,7 @@ def test_a_bad_correction_is_refused_when_filed_without_echoing_it(
             type="rectification",
             identity_kind="email",
             identity_value="fix@example.org",
-            requested_by="dpo-1",
+            ctx=ctx(),
             corrections=corrections,
         )
     message = str(caught.value)
@@ -294,7 +298,7 @@ def test_a_bad_correction_is_refused_when_filed_without_echoing_it(
     for name, value in corrections.items():
         assert value.strip() == "" or value not in message
         assert "@" not in name or name not in message
-    assert requests.list_requests(runtime=rt) == []  # nothing filed
+    assert requests.list_requests(runtime=rt).items == []  # nothing filed
 
 
 def test_corrections_are_stored_as_ingestion_would_store_them(cdp_env: CdpEnv) -> None:
@@ -363,7 +367,7 @@ def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
         assert set(conn.execute(audience).scalars()) == {kept}
     assert is_restricted(runtime=rt, subject_id=restricted)
     # lifting the restriction lets the subject back in
-    req = next(v for v in requests.list_requests(runtime=rt) if v.type == "restriction")
+    req = next(v for v in requests.list_requests(runtime=rt).items if v.type == "restriction")
     assert runner.lift_restriction(runtime=rt, ctx=ctx(), request_id=req.id) == 1
     with rt.data_engine.connect() as conn:
         assert set(conn.execute(audience).scalars()) == {kept, restricted}
@@ -388,7 +392,7 @@ def test_objection_withdraws_every_marketing_purpose_through_the_ledger(cdp_env:
         type="objection",
         identity_kind="phone",
         identity_value="(415) 555-0123",
-        requested_by="dpo-1",
+        ctx=ctx(),
     )
     requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
@@ -420,3 +424,60 @@ def test_a_request_for_someone_unknown_completes_with_nothing_found(cdp_env: Cdp
     rt = cdp_env.runtime
     done = _served(rt, "access", "stranger@example.org")
     assert done.outcome == {"subject_found": False}
+
+
+def test_the_access_outcome_and_its_audit_record_count_rows_not_tables(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    sid = make_subject(
+        rt, pii={"email": "bare@example.org"}, identities={"email": "bare@example.org"}
+    )
+    done = _served(rt, "access", "bare@example.org")
+    assert done.outcome is not None
+    counts = done.outcome["counts"]
+    assert counts["recipients"] == counts["traits"] == counts["segments"] == 0
+    assert counts["orders"] == counts["events"] == counts["consent_changes"] == 0
+    assert counts["personal_fields"] == 1 and counts["audit_trail"] == 1  # the filing's lookup
+    data = runner.download_package(runtime=rt, ctx=ctx(), request_id=done.id).data
+    assert data["recipients"] and not any(t["rows"] for t in data["recipients"])  # listed, empty
+    produced = next(r for r in _audit(rt) if (r["action"], r["resource"]) == ("read", "profile"))
+    assert json.loads(str(produced["subject_ids"])) == [sid]
+    assert json.loads(str(produced["fields"])) == ["email", "audit_trail"]
+
+    person = seed_person(rt, "counted")  # one row in every registered table
+    full = _served(rt, "access", person.email)
+    assert full.outcome is not None
+    assert full.outcome["counts"]["orders"] == len(person.order_refs)
+    package = runner.download_package(runtime=rt, ctx=ctx(), request_id=full.id).data
+    for section in ("traits", "segments", "recipients"):
+        rows = sum(len(t["rows"]) for t in package[section])
+        assert full.outcome["counts"][section] == rows, section
+
+
+def test_an_expired_package_is_refused_and_deleted_at_download(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    make_subject(rt, pii={"email": "old@example.org"}, identities={"email": "old@example.org"})
+    clock = FrozenClock(datetime.now(UTC))
+    view = requests.create(
+        runtime=rt,
+        ctx=ctx(),
+        type="access",
+        identity_kind="email",
+        identity_value="old@example.org",
+    )
+    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    runner.run(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock)
+    days = rt.settings.privacy_package_days
+    clock.advance(days=days)  # the last day it is kept
+    assert runner.download_package(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock).data
+    clock.advance(seconds=1)
+    with pytest.raises(NotFoundError) as caught:
+        runner.download_package(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock)
+    assert "expired" in str(caught.value) and str(days) in str(caught.value)
+    payloads = PrivacyPayload.__table__  # type: ignore[attr-defined]
+    with rt.data_engine.connect() as conn:
+        assert conn.execute(sa.select(payloads.c.kind)).all() == []
+    assert "expired" in (requests.get(runtime=rt, request_id=view.id).steps[-1].note or "")
+    downloads = [r for r in _audit(rt) if r["resource"] == "privacy_requests"]
+    assert len(downloads) == 1  # only the download that returned data
+    with pytest.raises(NotFoundError):
+        runner.download_package(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock)
