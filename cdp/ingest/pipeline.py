@@ -43,6 +43,7 @@ from cdp.ingest.readers import RawRecord, load_mapping, read_records
 from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
 from cdp.logging import get_logger
 from cdp.observability import count_ingest
+from cdp.profiles.merge import SubjectGoneError
 from cdp.runtime import Runtime
 from cdp.validation import safe_location
 
@@ -152,9 +153,9 @@ def run_batch(
                     recorded_by=recorded_by,
                 )
                 outcome = writer(ctx, items)
-        except (IntegrityError, OperationalError) as exc:
+        except (IntegrityError, OperationalError, SubjectGoneError) as exc:
             if attempt == _RETRIES - 1:
-                if not isinstance(exc, IntegrityError):
+                if isinstance(exc, OperationalError):
                     raise  # the database itself (locked, gone): reported as such
                 raise WriteContentionError(
                     "concurrent writers kept taking the same identities or ids; nothing of "

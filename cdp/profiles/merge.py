@@ -203,6 +203,29 @@ def _move_other_tables(conn: Connection, survivor: str, absorbed: str) -> None:
             conn.execute(sa.delete(table).where(col == absorbed))
 
 
+class SubjectGoneError(Exception):
+    """A subject of a merge no longer exists: a concurrent writer merged (or erased) it after
+    this batch resolved its identities. The batch must be resolved again (the ingestion
+    pipeline retries it), never recorded as a merge of a subject that is already gone."""
+
+
+def _lock_pair(conn: Connection, survivor: str, absorbed: str) -> None:
+    """Lock both subject rows (PostgreSQL: ``FOR UPDATE``, in id order, so two merges of the
+    same pair cannot deadlock on the order; SQLite's writer holds the database already) and
+    check that both still exist."""
+    subjects = Subject.__table__  # type: ignore[attr-defined]
+    found = set(
+        conn.execute(
+            sa.select(subjects.c.id)
+            .where(subjects.c.id.in_([survivor, absorbed]))
+            .order_by(subjects.c.id)
+            .with_for_update()
+        ).scalars()
+    )
+    if found != {survivor, absorbed}:
+        raise SubjectGoneError("a subject to merge was merged or erased by a concurrent writer")
+
+
 def merge_subjects(
     *,
     runtime: Runtime,
@@ -212,7 +235,9 @@ def merge_subjects(
     linked_by: str,
     now: datetime,
 ) -> None:
-    """Move everything of ``absorbed`` to ``survivor``; delete ``absorbed`` (one transaction)."""
+    """Move everything of ``absorbed`` to ``survivor``; delete ``absorbed`` (one transaction).
+    Raises :class:`SubjectGoneError` if either is gone (a concurrent merge took it first)."""
+    _lock_pair(conn, survivor, absorbed)
     subjects = Subject.__table__  # type: ignore[attr-defined]
     ident = Identity.__table__  # type: ignore[attr-defined]
     orders = Order.__table__  # type: ignore[attr-defined]

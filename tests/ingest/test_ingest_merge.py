@@ -153,3 +153,56 @@ def test_survivor_is_the_older_subject_whatever_the_order(cdp_env: CdpEnv, tmp_p
     assert _subject_of(cdp_env, IdentityKind.CUSTOMER_ID, "C00002") == older
     assert count(rt, "subjects") == 1
     assert count(rt, "subject_merges") == 1
+
+
+def test_a_merge_of_a_subject_already_gone_is_not_recorded(cdp_env: CdpEnv) -> None:
+    """On PostgreSQL two batches can resolve the same subjects at once; the one that merges
+    second finds the absorbed subject gone and must not record a second merge of it."""
+    from cdp.profiles.merge import SubjectGoneError, merge_subjects
+    from tests.factories import make_subject
+
+    rt = cdp_env.runtime
+    survivor = make_subject(rt, identities={IdentityKind.EMAIL: "keep@example.com"})
+    with rt.data_engine.begin() as conn, pytest.raises(SubjectGoneError):
+        merge_subjects(
+            runtime=rt,
+            conn=conn,
+            survivor=survivor,
+            absorbed="0" * 32,
+            linked_by="email",
+            now=datetime(2026, 5, 1, tzinfo=UTC),
+        )
+    assert count(rt, "subject_merges") == 0 and count(rt, "subjects") == 1
+
+
+def test_a_batch_whose_merge_lost_a_race_is_resolved_again(
+    cdp_env: CdpEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cdp.profiles import merge, resolve
+
+    rt = cdp_env.runtime
+    first = write_csv(
+        tmp_path / "a.csv",
+        [
+            customer(1, email="a@example.com", phone=""),
+            customer(2, email="b@example.com", phone=""),
+        ],
+        CUSTOMER_HEADER,
+    )
+    ingest_file(runtime=rt, kind="customers", path=first)
+    calls: list[int] = []
+    real = resolve.merge_subjects
+
+    def losing_once(**kw: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise merge.SubjectGoneError("taken by a concurrent writer")
+        real(**kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resolve, "merge_subjects", losing_once)
+    link = write_csv(
+        tmp_path / "link.csv", [customer(1, email="b@example.com", phone="")], CUSTOMER_HEADER
+    )
+    summary = ingest_file(runtime=rt, kind="customers", path=link)
+    assert len(calls) == 2 and summary.merges == 1 and summary.rejected == 0
+    assert count(rt, "subjects") == 1 and count(rt, "subject_merges") == 1
