@@ -39,3 +39,27 @@ def safe_location(loc: Sequence[int | str], error_type: str = "") -> str:
             if part in FREE_FORM:
                 break
     return ".".join(parts)
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (None when it can): a NUL character (PostgreSQL's
+    text type cannot hold one; SQLite would keep it, so the engines would disagree) or a lone
+    surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode text)"
+    return None
+
+
+def check_text(value: str, field: str) -> str:
+    """``value`` if it can be stored as text, else :class:`InvalidInputError` naming ``field``
+    (never the value)."""
+    from cdp.errors import InvalidInputError
+
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInputError(f"{field} {problem}", field=field)
+    return value

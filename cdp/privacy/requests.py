@@ -52,6 +52,7 @@ from cdp.privacy.models import (
 )
 from cdp.privacy.rectification import checked_corrections
 from cdp.runtime import Runtime
+from cdp.validation import check_text
 
 _PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
 _EV = PrivacyRequestEvent.__table__  # type: ignore[attr-defined]
@@ -536,6 +537,7 @@ def reject(
     ``in_progress`` by a failed run may be rejected: its handler changed nothing (one
     transaction), e.g. a correction refused because the value identifies someone else. The
     request's corrections are deleted (and their own key shredded, if they had one)."""
+    check_text(reason, "reason")
     now = clock()
     with runtime.data_engine.begin() as conn:
         transition(
@@ -623,6 +625,7 @@ def extend(
         raise InvalidInputError("an extension is 1 or 2 months", field="months")
     if not reason.strip():
         raise InvalidInputError("an extension needs a reason", field="reason")
+    check_text(reason, "reason")
     now = clock()
     with runtime.data_engine.begin() as conn:
         row = conn.execute(sa.select(_PR).where(_PR.c.id == request_id)).first()

@@ -34,7 +34,7 @@ from cdp.consent.purposes import PURPOSE_NAMES
 from cdp.errors import InvalidInputError
 from cdp.traits.lifecycle import LAYERS, STAGES
 from cdp.traits.rfm import SEGMENTS
-from cdp.validation import safe_location
+from cdp.validation import safe_location, text_problem
 
 NUMERIC: Final = "number"
 TEXT: Final = "text"
@@ -85,6 +85,8 @@ def _scalar_problem(v: Any) -> str | None:
         return "integers must be between -2^63 and 2^63-1"
     if not isinstance(v, bool | int | float | str):
         return "a value is a number, text, true or false (a list of them for in/not_in)"
+    if isinstance(v, str):
+        return text_problem(v)
     return None
 
 
@@ -113,6 +115,14 @@ class OrdersInLast(_Model):
 class BoughtCategory(_Model):
     category: str = Field(min_length=1, max_length=128)
     within_days: int | None = Field(None, ge=1, le=36500)
+
+    @field_validator("category")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        problem = text_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("rule_value", problem)
+        return value
 
 
 class ClvQuantile(_Model):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from cdp.validation import text_problem
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -17,6 +19,14 @@ class SegmentIn(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = Field(None, max_length=512)
     rule: dict[str, Any]
+
+    @field_validator("description")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        problem = None if value is None else text_problem(value)
+        if problem is not None:
+            raise ValueError(f"the description {problem}")
+        return value
 
 
 class SegmentVersionView(BaseModel):

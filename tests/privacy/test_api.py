@@ -159,6 +159,9 @@ def test_extension_and_rejection_over_http(cdp_env: CdpEnv, client: TestClient) 
     assert r.status_code == 200 and r.json()["deadline"] > r.json()["due_at"]
     again = client.post(f"/v1/privacy-requests/{rid}/extend", json={"reason": "x"}, headers=dpo)
     assert again.status_code == 409
+    for path, body in (("extend", {"reason": "x\u0000"}), ("reject", {"reason": "no\u0000"})):
+        nul = client.post(f"/v1/privacy-requests/{rid}/{path}", json=body, headers=dpo)
+        assert nul.status_code == 422 and "NUL" in nul.text  # PostgreSQL text cannot hold it
     r = client.post(
         f"/v1/privacy-requests/{rid}/reject", json={"reason": "unverified"}, headers=dpo
     )

@@ -326,3 +326,25 @@ def test_a_value_keeps_its_own_type_against_an_integer_column(cdp_env: CdpEnv) -
         service.create_segment(runtime=rt, data=SegmentIn(name=name, rule=rule), actor="t")
         got[name] = service.compute_segment(runtime=rt, name=name, clock=FrozenClock(NOW))
     assert {n: c.member_count for n, c in got.items()} == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b'{"bought_category":{"category":"a\\u0000b"}}', "category"),
+        (b'{"trait":{"name":"lifecycle_stage","op":"eq","value":"a\\u0000b"}}', "value"),
+        (b'{"trait":{"name":"lifecycle_stage","op":"eq","value":"a\\ud800b"}}', "value"),
+    ],
+)
+def test_the_api_refuses_text_no_database_can_hold(
+    client: TestClient, headers: dict[str, str], raw: bytes, loc: str
+) -> None:
+    """PostgreSQL's text cannot hold NUL (the rule was stored, then computing it failed)."""
+    _api_refuses(client, headers, raw, loc)
+
+
+def test_a_description_holding_nul_is_refused(client: TestClient, headers: dict[str, str]) -> None:
+    body = b'{"name":"s","description":"spring\\u0000sale","rule":{"consent":"analytics"}}'
+    r = client.post("/v1/segments", content=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert "NUL" in r.text and "spring" not in r.text
