@@ -130,6 +130,18 @@ def dedupe_key(
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def _check_text(item: ConsentInput) -> None:
+    """The ledger's text holds no control characters (ingestion's rule for free text: a NUL
+    cannot be stored in PostgreSQL at all)."""
+    from cdp.ingest.records import CONTROL_MESSAGE, plain_text  # it imports this module
+
+    for name in ("source", "notice_version", "recorded_by"):
+        try:
+            plain_text(getattr(item, name))
+        except ValueError:
+            raise InvalidInputError(f"{name} {CONTROL_MESSAGE}", field=name) from None
+
+
 def _validate(item: ConsentInput, now: datetime) -> dict[str, Any]:
     get_purpose(item.purpose)
     if item.status not in {s.value for s in ConsentStatus}:
@@ -148,6 +160,7 @@ def _validate(item: ConsentInput, now: datetime) -> dict[str, Any]:
         raise InvalidInputError("recorded_by must be 1-64 characters", field="recorded_by")
     if item.notice_version is not None and len(item.notice_version) > 64:
         raise InvalidInputError("notice_version is too long", field="notice_version")
+    _check_text(item)
     return {
         "subject_id": item.subject_id,
         "purpose": item.purpose,

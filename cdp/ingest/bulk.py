@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cdp.db.types import UtcDateTime
+from cdp.errors import InvalidInputError
 
 
 def _sqlite_datetime(value: Any) -> Any:
@@ -102,10 +103,13 @@ def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data:
         if times:
             data = _sqlite_times(data, times)
         marks = ", ".join("?" for _ in names)
-        conn.exec_driver_sql(
-            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})",  # noqa: S608
-            data,
-        )
+        try:
+            conn.exec_driver_sql(
+                f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})",  # noqa: S608
+                data,
+            )
+        except UnicodeEncodeError as exc:
+            raise unstorable(table.name, names, data) from exc
         return
     if dialect == "postgresql":
         raw = conn.connection.driver_connection
@@ -121,8 +125,41 @@ def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data:
             raise sa.exc.IntegrityError(sql, None, exc) from exc
         except psycopg.OperationalError as exc:
             raise sa.exc.OperationalError(sql, None, exc) from exc
+        except (psycopg.DataError, UnicodeEncodeError) as exc:
+            raise unstorable(table.name, names, data) from exc
         return
     conn.execute(sa.insert(table), [dict(zip(names, r, strict=True)) for r in data])
+
+
+def _unstorable_text(value: Any) -> bool:
+    if value.__class__ is not str:
+        return False
+    if "\x00" in value:
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unstorable(table: str, names: Sequence[str], data: Sequence[Any]) -> InvalidInputError:
+    """The error for a batch holding a value the database cannot store: a NUL (PostgreSQL text
+    cannot hold one) or a lone surrogate (not UTF-8). Validation refuses both in every text field
+    a record has (``cdp.ingest.records``), so this is a guard: the batch's transaction is rolled
+    back whole, and the error names the column (never the value) instead of surfacing as an
+    internal error."""
+    for row in data:
+        for name, value in zip(names, row, strict=False):
+            if _unstorable_text(value):
+                return InvalidInputError(
+                    f"{table}.{name} of a record holds a NUL character or a lone surrogate, "
+                    "which the database cannot store; nothing of this batch was stored",
+                    field=f"{table}.{name}",
+                )
+    return InvalidInputError(
+        f"a value of {table} cannot be stored; nothing of this batch was stored", field=table
+    )
 
 
 def update_rows(

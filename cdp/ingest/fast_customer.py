@@ -64,8 +64,12 @@ def fast_customer(data: Mapping[str, Any], context: Mapping[str, Any]) -> Custom
             elif key in _KNOWN:
                 cells[key] = value
             elif value is not None:
-                if len(value) > _MAX_TRAIT_CHARS or value != value.strip():
-                    return None  # the model strips strings (by its own whitespace rules)
+                if (
+                    len(value) > _MAX_TRAIT_CHARS
+                    or not value.isprintable()  # control characters, lone surrogates: the model
+                    or value != value.strip()  # the model strips (by its own whitespace rules)
+                ):
+                    return None
                 traits[str(key)[:64]] = value
         if len(traits) > _MAX_TRAITS:
             return None

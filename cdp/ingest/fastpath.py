@@ -59,17 +59,25 @@ class _FallbackError(Exception):
 
 
 def _text(value: Any, limit: int) -> str | None:
-    """A present, trimmed, non-blank string of at most ``limit`` characters (else fallback)."""
+    """A present, trimmed, non-blank, printable string of at most ``limit`` characters (else
+    fallback: the model decides on control characters, tabs, line breaks, lone surrogates and
+    the other non-printable characters, which no plain export holds)."""
     if value is None:
         return None
-    if value.__class__ is not str or not value or len(value) > limit or value != value.strip():
+    if (
+        value.__class__ is not str
+        or not value
+        or len(value) > limit
+        or not value.isprintable()
+        or value != value.strip()
+    ):
         raise _FallbackError
     return value
 
 
 def _ident(value: Any, limit: int) -> str | None:
-    text = _text(value, limit)
-    if text is not None and (not text.isprintable() or text.startswith(_FORMULA_START)):
+    text = _text(value, limit)  # printable
+    if text is not None and text.startswith(_FORMULA_START):
         raise _FallbackError
     return text
 

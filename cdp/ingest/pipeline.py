@@ -39,7 +39,7 @@ from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.money import Converter
 from cdp.ingest.orders import write_orders
-from cdp.ingest.readers import RawRecord, load_mapping, read_records
+from cdp.ingest.readers import RawRecord, load_mapping, printable_path, read_records
 from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
 from cdp.logging import get_logger
 from cdp.observability import count_ingest
@@ -179,7 +179,8 @@ class RejectsFile:
     def __init__(self, path: Path, *, source: Path) -> None:
         if _same_file(path, source):
             raise InvalidInputError(
-                f"the reject file would overwrite the input {source}; choose another path",
+                f"the reject file would overwrite the input {printable_path(source)}; "
+                "choose another path",
                 field="rejects",
             )
         self.path = path
@@ -188,7 +189,8 @@ class RejectsFile:
             self._fh: IO[str] = path.open("w", encoding="utf-8")
         except OSError as exc:
             raise InvalidInputError(
-                f"cannot write the reject file {path}: {exc.strerror or type(exc).__name__}",
+                f"cannot write the reject file {printable_path(path)}: "
+                f"{exc.strerror or type(exc).__name__}",
                 field="rejects",
             ) from None
 
@@ -279,6 +281,12 @@ def record_context(runtime: Runtime, converter: Converter, now: datetime) -> dic
     }
 
 
+def file_source(path: Path) -> str:
+    """``file:<name>``, the source stored with a file's records (64 characters at most; a name
+    that is not UTF-8 or holds unprintable characters has them escaped: see printable_path)."""
+    return f"file:{printable_path(path.name)}"[:64]
+
+
 def converter_for(runtime: Runtime) -> Converter:
     return Converter(runtime.settings.fx_rates, runtime.settings.base_currency)
 
@@ -308,7 +316,7 @@ def ingest_file(
     rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.jsonl"), source=path)
     summary = Summary(kind=kind.value)
     started = time.perf_counter()
-    source = f"file:{path.name}"[:64]
+    source = file_source(path)
     raw = read_records(path, fmt=fmt, mapping=mapping, limit=settings.ingest_max_record_bytes)
     try:
         with collector_paused():

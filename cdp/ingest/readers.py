@@ -12,8 +12,10 @@ column mapping) or an ``error`` (reason code + message, never the content).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import tomllib
 import zlib
 from collections.abc import Iterator, Mapping
@@ -50,6 +52,18 @@ class RawRecord:
 
     def __repr__(self) -> str:
         return f"RawRecord(line={self.line}, error={self.error!r})"
+
+
+def printable_path(path: Path | str) -> str:
+    """``path`` as text any output can hold: bytes of a name that are not UTF-8 (lone surrogates
+    in Python's str, which no UTF-8 stream or database text accepts) as ``\\xNN``, other
+    unprintable characters (a line break in a name) as their escapes."""
+    text = os.fspath(path)
+    with contextlib.suppress(UnicodeEncodeError):  # else not from the file system: see below
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def detect_format(path: Path, override: str | None = None) -> Format:
@@ -216,8 +230,8 @@ def read_records(
                 yield record
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise InvalidInputError(
-                f"{path.name} is not a complete gzip file ({type(exc).__name__} after line "
-                f"{line}); the records before that line were ingested: ingest the complete "
-                "file again (what is stored counts as duplicates)",
+                f"{printable_path(path.name)} is not a complete gzip file "
+                f"({type(exc).__name__} after line {line}); the records before that line were "
+                "ingested: ingest the complete file again (what is stored counts as duplicates)",
                 field="file",
             ) from None

@@ -8,9 +8,10 @@ reject file or an HTTP error body cannot leak what was sent.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import (
     BaseModel,
@@ -33,6 +34,9 @@ CUSTOM_TRAITS_FIELD = "custom_traits"
 """The vault field holding a customer's custom traits as one JSON object."""
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""Control characters (C0, DEL, C1) other than tab and line breaks."""
+CONTROL_MESSAGE = "contains control characters"
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 ShortText = Annotated[str, Field(min_length=1, max_length=64)]
@@ -58,6 +62,19 @@ def _object_copy(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value
 
 
+@overload
+def plain_text(value: str) -> str: ...
+@overload
+def plain_text(value: None) -> None: ...
+def plain_text(value: str | None) -> str | None:
+    """Free text (names, streets, product names, event names, consent sources) holds no control
+    characters but tab and line breaks: a NUL cannot even be stored in PostgreSQL text, and none
+    of them belongs in a name. (A lone surrogate is not a string pydantic accepts at all.)"""
+    if value is not None and not value.isprintable() and _CONTROL.search(value):
+        raise ValueError(CONTROL_MESSAGE)
+    return value
+
+
 def _safe_id(value: str | None) -> str | None:
     """Identifiers are printable, trimmed and never start like a spreadsheet formula."""
     if value is None:
@@ -66,7 +83,7 @@ def _safe_id(value: str | None) -> str | None:
     if not value:
         return None
     if not value.isprintable():
-        raise ValueError("contains control characters")
+        raise ValueError(CONTROL_MESSAGE)
     if value.startswith(_FORMULA_START):
         raise ValueError("starts with a spreadsheet formula character")
     return value
@@ -109,6 +126,11 @@ class Address(_Record):
     postal_code: str | None = Field(default=None, max_length=32)
     state: str | None = Field(default=None, max_length=128)
     country: str | None = Field(default=None, max_length=64)
+
+    @field_validator(*ADDRESS_FIELDS)
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return plain_text(value)
 
 
 class CustomerRecord(_Record):
@@ -165,6 +187,11 @@ class CustomerRecord(_Record):
     def _email(cls, value: str | None) -> str | None:
         return _email(value)
 
+    @field_validator("first_name", "last_name", "gender")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return plain_text(value)
+
     @field_validator("birthday")
     @classmethod
     def _birthday(cls, value: date | None) -> date | None:
@@ -190,8 +217,11 @@ class CustomerRecord(_Record):
         if len(value) > 100:
             raise ValueError("more than 100 custom traits")
         for v in value.values():
-            if isinstance(v, str) and len(v) > 1024:
-                raise ValueError("a custom trait is longer than 1024 characters")
+            if isinstance(v, str):
+                if len(v) > 1024:
+                    raise ValueError("a custom trait is longer than 1024 characters")
+                if not v.isprintable() and _CONTROL.search(v):
+                    raise ValueError(f"a custom trait {CONTROL_MESSAGE}")
         return value
 
     @field_validator("phone")
@@ -248,6 +278,11 @@ class LineItem(_Record):
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
         return _safe_id(value)
+
+    @field_validator("category", "name")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return plain_text(value)
 
 
 class _SubjectRecord(_Record):
@@ -358,6 +393,11 @@ class ConsentRecord(_SubjectRecord):
             raise ValueError("unknown purpose")
         return value
 
+    @field_validator("source", "notice_version")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return plain_text(value)
+
     @model_validator(mode="after")
     def _has_subject(self) -> ConsentRecord:
         if not (self.customer_id or self.email or self.phone or self.anonymous_id):
@@ -381,6 +421,11 @@ class EventRecord(_SubjectRecord):
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
         return _safe_id(value)
+
+    @field_validator("event")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return plain_text(value)
 
     @model_validator(mode="after")
     def _has_subject(self) -> EventRecord:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cdp.ingest.records import CONTROL_MESSAGE, plain_text
 from cdp.ingest.times import not_epoch
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
@@ -99,6 +100,19 @@ class SegmentMessage(BaseModel):
         return (
             str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
         )
+
+    @field_validator("message_id")
+    @classmethod
+    def _message_id(cls, value: str | None) -> str | None:
+        """Printable, as every identifier (an identify's id is stored as sent)."""
+        if value is not None and not value.isprintable():
+            raise ValueError(CONTROL_MESSAGE)
+        return value
+
+    @field_validator("event", "name")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return plain_text(value)
 
     @field_validator("timestamp", "original_timestamp", "sent_at", mode="before")
     @classmethod

@@ -20,6 +20,14 @@ CUSTOMER_HEADER = [
 ]  # fmt: skip
 
 
+UNUSUAL_TEXT = (
+    "a\x00b", "\x00", "a\ud800", "\udfff", "a\tb", "a\nb", "a\r\nb", "\x1b[1m", "a\x7f",
+    "a\x85b", "\xa0a", "a\u200bb", "a\u2028b", "\ufeffa", "😀", "a\ud83d\ude00",
+)  # fmt: skip
+"""Strings a plain export does not hold (control characters, lone surrogates, separators, format
+characters), for the property tests of the fast paths: the model decides each."""
+
+
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], header: list[str]) -> Path:
     with path.open("w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=header, lineterminator="\n")

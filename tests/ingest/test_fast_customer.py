@@ -14,7 +14,7 @@ from cdp.consent.service import CLOCK_SKEW
 from cdp.demo import generate_shop
 from cdp.ingest.fast_customer import _ADDRESS_LIMITS, fast_customer
 from cdp.ingest.records import ADDRESS_FIELDS, Address, CustomerRecord
-from tests.ingest.helpers import fast_matches_model
+from tests.ingest.helpers import UNUSUAL_TEXT, fast_matches_model
 
 CONTEXT: dict[str, Any] = {"default_region": "US", "latest_time": datetime.now(UTC) + CLOCK_SKEW}
 
@@ -75,6 +75,10 @@ def test_anything_unusual_falls_back_to_the_model() -> None:
         {**PLAIN, "notes": "y" * 1025},  # an over-long custom trait
         {**PLAIN, "address": {"city": "Paris"}},  # nested (JSON) shape
         {**PLAIN, "loyalty_opt_in": True},  # a typed JSON value
+        {**PLAIN, "first_name": "Kay\ud800"},  # a lone surrogate
+        {**PLAIN, "city": "West\x00Raymondview"},  # a control character
+        {**PLAIN, "acquisition_channel": "paid\ud800"},  # in a custom trait
+        {**PLAIN, "street": "21 Nelson Terrace\nApt 14"},  # a line break: the model decides
     ]
     for data in cases:
         assert fast_customer(data, CONTEXT) is None
@@ -92,7 +96,9 @@ def test_demo_shop_rows_all_take_the_fast_path_and_match(tmp_path: Path) -> None
 _cell = st.one_of(
     st.none(),
     st.sampled_from(["", " ", "A1", " a ", "=1+1", "x" * 300, "C\x00", "中文", "+1", "JP", "us"]),
+    st.sampled_from(UNUSUAL_TEXT),
     st.text(max_size=8),
+    st.text(st.characters(codec=None, exclude_categories=()), max_size=8),  # surrogates too
 )
 _row = st.fixed_dictionaries(
     {},

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from cdp.consent.service import CLOCK_SKEW
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.records import OrderRecord
-from tests.ingest.helpers import fast_matches_model
+from tests.ingest.helpers import UNUSUAL_TEXT, fast_matches_model
 
 CONTEXT: dict[str, Any] = {
     "currencies": frozenset({"USD", "CNY", "JPY"}),
@@ -66,6 +66,9 @@ def test_anything_unusual_falls_back_to_the_model() -> None:
         {**PLAIN, "items": [{"price": "1", "quantity": True}]},
         {**PLAIN, "items": "not json"},
         {**PLAIN, "coupon": ""},  # blank cell
+        {**PLAIN, "items": [{"name": "Mug\ud800", "price": "1"}]},  # a lone surrogate
+        {**PLAIN, "items": [{"category": "home\x00", "price": "1"}]},  # a control character
+        {**PLAIN, "items": [{"name": "Mug\tXL", "price": "1"}]},  # a tab: the model decides
     ]
     for data in cases:
         assert fast_order(data, CONTEXT) is None
@@ -75,7 +78,9 @@ def test_anything_unusual_falls_back_to_the_model() -> None:
 _text = st.one_of(
     st.none(),
     st.sampled_from(["", " ", "A1", " a ", "=1+1", "x" * 300, "C\x00", "中文", "+1"]),
+    st.sampled_from(UNUSUAL_TEXT),
     st.text(max_size=8),
+    st.text(st.characters(codec=None, exclude_categories=()), max_size=8),  # surrogates too
 )
 _money = st.one_of(
     st.none(),

@@ -4,14 +4,16 @@ CLI), before anything is stored where that is possible."""
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
 
 from cdp.errors import InvalidInputError
-from cdp.ingest.pipeline import ingest_file
+from cdp.ingest.pipeline import file_source, ingest_file
+from cdp.ingest.readers import printable_path
 from tests.conftest import CdpEnv
-from tests.ingest.helpers import CUSTOMER_HEADER, count, customer, write_csv
+from tests.ingest.helpers import CUSTOMER_HEADER, count, customer, order, write_csv, write_jsonl
 
 
 def test_an_unreadable_header_stops_the_run_before_anything_is_stored(
@@ -78,3 +80,56 @@ def test_a_mapping_naming_an_unknown_order_field_is_refused(
         ).inserted
         == 1
     )
+
+
+def _bytes_named(tmp_path: Path, raw: bytes) -> Path:
+    """A path in ``tmp_path`` whose name is the bytes ``raw`` (skipped where names must be
+    UTF-8)."""
+    path = tmp_path / os.fsdecode(raw)
+    try:
+        path.write_bytes(b"")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system only takes UTF-8 names")
+    return path
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_escaped(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    """A Latin-1 name (``M\\xfcller``) reaches Python with a lone surrogate for the byte; stored
+    as the run's source it crashed the run (no database text holds one)."""
+    path = _bytes_named(tmp_path, b"bestellungen_M\xfcller.jsonl")
+    write_jsonl(path, [order(1), order(2, customer_id=None)])  # the second: missing_id
+    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
+    assert (summary.inserted, summary.rejected) == (1, 1)
+    assert summary.rejects_path == path.with_name(path.name + ".rejects.jsonl")
+    assert summary.rejects_path.exists()
+    with cdp_env.runtime.data_engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT source FROM orders").scalar_one()
+    assert stored == "file:bestellungen_M\\xfcller.jsonl"
+
+    consents = _bytes_named(tmp_path, b"einwilligungen_\xe4.jsonl")
+    row = {"customer_id": "C1", "purpose": "analytics", "status": "granted",
+           "occurred_at": "2025-01-01T00:00:00Z"}  # fmt: skip
+    write_jsonl(consents, [row])
+    assert ingest_file(runtime=cdp_env.runtime, kind="consents", path=consents).inserted == 1
+    with cdp_env.runtime.data_engine.connect() as conn:
+        recorded = conn.exec_driver_sql("SELECT recorded_by FROM consent_events").scalar_one()
+    assert recorded == "file:einwilligungen_\\xe4.jsonl"
+
+
+def test_the_stored_source_escapes_what_is_not_printable() -> None:
+    raw = os.fsdecode(b"a\x01b\nc_\xff.csv")
+    assert file_source(Path(raw)) == "file:a\\x01b\\nc_\\xff.csv"
+    assert file_source(Path("Müller 中文.csv")) == "file:Müller 中文.csv"
+    assert file_source(Path("x" * 100 + ".csv")) == "file:" + "x" * 59
+    assert printable_path("lone\ud800") == "lone\\ud800"  # not from the file system
+
+
+def test_a_damaged_gzip_file_with_such_a_name_is_reported_readably(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    path = _bytes_named(tmp_path, b"kunden_\xfc.csv.gz")
+    path.write_bytes(b"not gzip")
+    with pytest.raises(InvalidInputError, match="gzip") as caught:
+        ingest_file(runtime=cdp_env.runtime, kind="customers", path=path)
+    assert "kunden_\\xfc.csv.gz" in str(caught.value)
+    str(caught.value).encode("utf-8")  # printable anywhere
