@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cdp.cli.root import app, console, styled
 from cdp.ingest.pipeline import RecordKind, Summary, ingest_file
+from cdp.ingest.readers import printable_path
 from cdp.ingest.sources import create_source, list_sources, revoke_source
 from cdp.runtime import get_runtime
 
@@ -119,7 +120,7 @@ def _command(kind: RecordKind) -> None:
             console.print(
                 styled(
                     (f"{summary.rejected} rejected", "yellow"),
-                    f" ({reasons}); see {summary.rejects_path}",
+                    f" ({reasons}); see {printable_path(summary.rejects_path)}",
                 )
             )
         stored = summary.inserted + summary.updated + summary.duplicates

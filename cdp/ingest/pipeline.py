@@ -111,7 +111,7 @@ class Summary:
             "merges": self.merges,
             "subjects_created": self.subjects_created,
             "seconds": round(self.seconds, 3),
-            "rejects_file": str(self.rejects_path) if self.rejects_path else None,
+            "rejects_file": printable_path(self.rejects_path) if self.rejects_path else None,
             "reasons": dict(sorted(self.reasons.items())),
         }
 

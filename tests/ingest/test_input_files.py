@@ -133,3 +133,27 @@ def test_a_damaged_gzip_file_with_such_a_name_is_reported_readably(
         ingest_file(runtime=cdp_env.runtime, kind="customers", path=path)
     assert "kunden_\\xfc.csv.gz" in str(caught.value)
     str(caught.value).encode("utf-8")  # printable anywhere
+
+
+def test_the_cli_prints_such_a_name_on_a_strict_utf8_output(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    """The summary names the reject file; printed as it is, a name that is not UTF-8 crashed
+    the run at its end on an output that refuses lone surrogates (after everything was
+    stored)."""
+    import subprocess
+    import sys
+
+    path = _bytes_named(tmp_path, b"bestellungen_M\xfcller.jsonl")
+    write_jsonl(path, [order(1), order(2, customer_id=None)])
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "CDP_LOG_FORMAT": "json"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from cdp.cli import main; main()", "ingest", "orders", str(path)],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    out = (done.stdout + done.stderr).decode("utf-8", "replace")
+    assert done.returncode == 0, out
+    assert "internal_error" not in out and "Traceback" not in out
+    assert "1 rejected" in out
