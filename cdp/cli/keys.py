@@ -8,7 +8,7 @@ from rich.table import Table
 from cdp.cli.root import app, console
 from cdp.runtime import get_runtime
 
-keys_app = typer.Typer(help="Key-encryption keys: rotate, rewrap, retire, status.")
+keys_app = typer.Typer(help="Key-encryption keys: rotate, rewrap, retire, status; scrub.")
 app.add_typer(keys_app, name="keys")
 
 
@@ -63,3 +63,36 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
             "any more. Its key is in CDP_MASTER_KEYS, which cdp cannot change: remove it there "
             "and deploy that to every process"
         )
+
+
+@keys_app.command("scrub")
+def scrub(
+    rebuild: bool = typer.Option(
+        False,
+        "--vacuum",
+        help="First rebuild the SQLite key store file (VACUUM): once, after upgrading a key "
+        "store that earlier releases wrote without secure_delete.",
+    ),
+) -> None:
+    """Leave no old copy of destroyed keys or erased rows in the SQLite files: checkpoint and
+    truncate the WAL of the key store and of the data database, as every erasure does."""
+    from cdp.crypto.scrub import vacuum
+    from cdp.privacy.erasure import clear_wals
+
+    rt = get_runtime()
+    if rebuild:
+        if rt.key_engine.dialect.name != "sqlite":
+            console.print("the key store is not SQLite: nothing to rebuild (see operations.md)")
+        else:
+            vacuum(rt.key_engine)
+            console.print("key store file rebuilt from its live keys")
+    cleared = clear_wals(rt)
+    if not cleared:
+        console.print("no SQLite database: no WAL to clear")
+    for name, done in cleared.items():
+        if done:
+            console.print(f"{name}: WAL cleared")
+        else:
+            console.print(f"{name}: WAL not cleared (a reader held an older snapshot); run again")
+    if not all(cleared.values()):
+        raise typer.Exit(1)

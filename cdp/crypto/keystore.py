@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.clock import utcnow
 from cdp.crypto.provider import KeyProvider, WrappedKey
+from cdp.crypto.scrub import zero_deleted_content
 from cdp.db.dense import read_dense
 from cdp.db.types import UtcDateTime
 from cdp.errors import KeyMaterialError, KeyShreddedError, KeyUsageExhaustedError
@@ -224,6 +225,7 @@ class KeyStore:
         self.engine = engine
         self.provider = provider
         self.max_wraps = max_wraps
+        zero_deleted_content(engine)  # no copy of a destroyed key stays in the file
 
     def __repr__(self) -> str:
         return f"KeyStore(backend={self.engine.dialect.name}, provider={self.provider.name})"
