@@ -150,6 +150,18 @@ class KeyFile:
     def exists(self) -> bool:
         return self._inline is not None or (self.path is not None and self.path.exists())
 
+    def stamp(self) -> tuple[int, int, int] | None:
+        """What changes whenever the file is rewritten: inode, modification time and size (a
+        rewrite renames a new file into place, so the inode alone already differs). ``None``
+        for ``CDP_MASTER_KEYS`` (it never changes under a running process) or a missing file."""
+        if self._inline is not None or self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def load(self) -> KeyMaterial:
         if self._inline is not None:
             raw = self._inline

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     func,
+    literal,
     select,
     text,
     update,
@@ -34,6 +35,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.clock import utcnow
 from cdp.crypto.provider import KeyProvider, WrappedKey
+from cdp.crypto.scrub import zero_deleted_content
 from cdp.db.dense import read_dense
 from cdp.db.types import UtcDateTime
 from cdp.errors import KeyMaterialError, KeyShreddedError, KeyUsageExhaustedError
@@ -59,7 +61,15 @@ kek_usage = Table(
     keystore_metadata,
     Column("kek_version", Integer, primary_key=True),
     Column("wraps", BigInteger, nullable=False, default=0),
+    # When a newer version took over (``rewrap``) and when this one was retired: from either on,
+    # the key store refuses to wrap under it (migration k0003; see ``KeyStore.create``).
+    Column("superseded_at", UtcDateTime, nullable=True),
+    Column("retired_at", UtcDateTime, nullable=True),
 )
+
+WRAP_ATTEMPTS = 3
+"""Tries of :meth:`KeyStore.create` when the key store refuses the version it wrapped under
+(the process's key material was older than the key store's record), reloading in between."""
 
 
 SQLITE_CACHE_KIB = 16_384
@@ -199,6 +209,15 @@ def _context(subject_id: str) -> bytes:
     return subject_id.encode()
 
 
+class _VersionClosedError(Exception):
+    """The key store refused to count wraps under a superseded or retired KEK version."""
+
+    def __init__(self, version: int, state: str) -> None:
+        super().__init__(version, state)
+        self.version = version
+        self.state = state
+
+
 class KeyStore:
     """Creates, unwraps, re-wraps and destroys data keys."""
 
@@ -206,20 +225,37 @@ class KeyStore:
         self.engine = engine
         self.provider = provider
         self.max_wraps = max_wraps
+        zero_deleted_content(engine)  # no copy of a destroyed key stays in the file
 
     def __repr__(self) -> str:
         return f"KeyStore(backend={self.engine.dialect.name}, provider={self.provider.name})"
 
-    # -- usage counter -------------------------------------------------------------------
-    def _count_wraps(self, conn: Connection, version: int, n: int) -> None:
+    # -- usage counter and the versions' state --------------------------------------------
+    @staticmethod
+    def _ensure_rows(conn: Connection, versions: Iterable[int]) -> None:
         ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(kek_usage)
-        conn.execute(ins.values(kek_version=version, wraps=0).on_conflict_do_nothing())
-        total = conn.execute(
+        for version in sorted(set(versions)):
+            conn.execute(ins.values(kek_version=version, wraps=0).on_conflict_do_nothing())
+
+    def _count_wraps(self, conn: Connection, version: int, n: int) -> None:
+        """Count ``n`` wraps under ``version`` inside the transaction that stores them.
+
+        This is where a wrap under a superseded or retired version is refused: the update takes
+        the version's row lock (PostgreSQL; SQLite's write lock is already held from BEGIN), so
+        it orders itself against ``rewrap`` and ``retire``, which mark the row under the same
+        lock. Marked first: this update sees the mark and the wraps are refused. Counted first:
+        ``retire`` sees the stored keys and refuses."""
+        self._ensure_rows(conn, [version])
+        total, superseded, retired = conn.execute(
             update(kek_usage)
             .where(kek_usage.c.kek_version == version)
             .values(wraps=kek_usage.c.wraps + n)
-            .returning(kek_usage.c.wraps)
-        ).scalar_one()
+            .returning(kek_usage.c.wraps, kek_usage.c.superseded_at, kek_usage.c.retired_at)
+        ).one()
+        if retired is not None:
+            raise _VersionClosedError(version, "retired")
+        if superseded is not None:
+            raise _VersionClosedError(version, "superseded")
         if total > self.max_wraps:
             raise KeyUsageExhaustedError(
                 f"key-encryption key version {version} reached its usage bound "
@@ -227,30 +263,53 @@ class KeyStore:
             )
 
     # -- create / read -------------------------------------------------------------------
+    def _wrap_rows(self, keys: list[DataKey], now: datetime) -> tuple[int, list[dict[str, Any]]]:
+        """``keys`` wrapped under the current KEK version (one version for all)."""
+        version, blobs = self.provider.wrap_many([(k.key, _context(k.subject_id)) for k in keys])
+        return version, [
+            {
+                "subject_id": k.subject_id,
+                "dek_version": k.version,
+                "kek_version": version,
+                "wrapped": blob,
+                "created_at": now,
+            }
+            for k, blob in zip(keys, blobs, strict=True)
+        ]
+
     def create(self, subject_ids: Sequence[str]) -> list[DataKey]:
-        """New DEKs for new subjects, wrapped under the current KEK, in one transaction."""
+        """New DEKs for new subjects, wrapped under the current KEK, in one transaction.
+
+        The version is the provider's current one (its key file checked at most once a second),
+        and the key store confirms it in the transaction that stores the keys: if ``rewrap`` or
+        ``retire`` closed it meanwhile (another process rotated), nothing is stored, the key
+        material is read again and the keys are wrapped under its current version. A process
+        whose material has no newer version fails (KeyMaterialError) rather than store a key
+        that retiring its version would make unreadable."""
         if not subject_ids:
             return []
         now = utcnow()
         keys = [DataKey(s, 1, secrets.token_bytes(DEK_BYTES)) for s in subject_ids]
-        rows = []
-        version = self.provider.current_version()
-        for k in keys:
-            wrapped = self.provider.wrap(k.key, context=_context(k.subject_id))
-            version = wrapped.kek_version
-            rows.append(
-                {
-                    "subject_id": k.subject_id,
-                    "dek_version": k.version,
-                    "kek_version": wrapped.kek_version,
-                    "wrapped": wrapped.blob,
-                    "created_at": now,
-                }
-            )
-        with self.engine.begin() as conn:
-            self._count_wraps(conn, version, len(rows))
-            _insert_keys(conn, rows)
-        return keys
+        for _ in range(WRAP_ATTEMPTS):
+            version, rows = self._wrap_rows(keys, now)
+            try:
+                with self.engine.begin() as conn:
+                    self._count_wraps(conn, version, len(rows))
+                    _insert_keys(conn, rows)
+                return keys
+            except _VersionClosedError as closed:
+                self.provider.reload()
+                if self.provider.current_version() == version:
+                    raise self._stale(closed) from None
+        raise KeyMaterialError("the current key-encryption key kept changing; try again")
+
+    @staticmethod
+    def _stale(closed: _VersionClosedError) -> KeyMaterialError:
+        return KeyMaterialError(
+            f"key-encryption key version {closed.version} is {closed.state} in the key store "
+            "and this process's key material has no newer version; give it the current key "
+            "material (the key file, or CDP_MASTER_KEYS) and restart it"
+        )
 
     def load(self, subject_ids: Iterable[str]) -> dict[str, DataKey]:
         """Unwrap the DEKs of ``subject_ids``; shredded or unknown subjects are left out."""
@@ -310,10 +369,15 @@ class KeyStore:
     def rewrap(self, *, batch_size: int = 1000) -> int:
         """Re-wrap every DEK not under the current KEK version; the data is not touched.
 
-        Each batch is its own transaction: an interrupted rewrap leaves every DEK readable
-        (under its old or its new version) and can simply be run again.
+        First the older versions are marked superseded in the key store (:meth:`supersede_below`),
+        so that no process wraps a new DEK under one of them from then on: when the rewrap has
+        finished, no DEK is left under them and ``retire`` can go ahead. Each batch is its own
+        transaction: an interrupted rewrap leaves every DEK readable (under its old or its new
+        version) and can simply be run again.
         """
+        self.provider.reload()  # the key file as it is now, not as this process first read it
         target = self.provider.current_version()
+        self.supersede_below(target)
         done = 0
         while True:
             with self.engine.begin() as conn:
@@ -334,7 +398,10 @@ class KeyStore:
                     if new.kek_version != target:
                         raise KeyMaterialError("the current KEK version changed during rewrap")
                     updates.append((row.subject_id, new.blob))
-                self._count_wraps(conn, target, len(updates))
+                try:
+                    self._count_wraps(conn, target, len(updates))
+                except _VersionClosedError as closed:
+                    raise self._stale(closed) from None
                 for subject_id, blob in updates:
                     conn.execute(
                         update(data_keys)
@@ -342,6 +409,21 @@ class KeyStore:
                         .values(kek_version=target, wrapped=blob, rewrapped_at=now)
                     )
                 done += len(updates)
+
+    def supersede_below(self, version: int) -> None:
+        """Record in the key store that every KEK version older than ``version`` is superseded:
+        from the commit on, a wrap under one of them is refused in its own transaction (the
+        process wrapping reloads its key material and uses the current version). Idempotent."""
+        older = [v.version for v in self.provider.versions() if v.version < version]
+        if not older:
+            return
+        with self.engine.begin() as conn:
+            self._ensure_rows(conn, older)
+            conn.execute(
+                update(kek_usage)
+                .where(kek_usage.c.kek_version < version, kek_usage.c.superseded_at.is_(None))
+                .values(superseded_at=utcnow())
+            )
 
     def deks_per_version(self) -> dict[int, int]:
         with self.engine.connect() as conn:
@@ -359,15 +441,28 @@ class KeyStore:
                 for v, n in conn.execute(select(kek_usage.c.kek_version, kek_usage.c.wraps))
             }
 
+    def retired_in_store(self) -> set[int]:
+        """The versions the key store records as retired (the key file may not yet say so, e.g.
+        with ``CDP_MASTER_KEYS``, which cdp cannot change)."""
+        with self.engine.connect() as conn:
+            return {
+                int(v)
+                for (v,) in conn.execute(
+                    select(kek_usage.c.kek_version).where(kek_usage.c.retired_at.is_not(None))
+                )
+            }
+
     def status(self) -> list[KekStatus]:
+        self.provider.reload()
         deks = self.deks_per_version()
         wraps = self.wraps_per_version()
+        retired = self.retired_in_store()
         current = self.provider.current_version()
         return [
             KekStatus(
                 version=v.version,
                 current=v.version == current,
-                retired=v.retired_at is not None,
+                retired=v.retired_at is not None or v.version in retired,
                 created_at=v.created_at,
                 deks=deks.get(v.version, 0),
                 wraps=wraps.get(v.version, 0),
@@ -375,12 +470,47 @@ class KeyStore:
             for v in self.provider.versions()
         ]
 
-    def retire(self, version: int) -> None:
-        """Destroy KEK ``version``; refused while any DEK is still wrapped under it."""
-        in_use = self.deks_per_version().get(version, 0)
-        if in_use:
-            raise KeyMaterialError(
-                f"key-encryption key version {version} still wraps {in_use} data keys; "
-                "run `cdp keys rewrap` first"
+    def retire(self, version: int) -> bool:
+        """Retire KEK ``version``; refused while any DEK is still wrapped under it.
+
+        In one key-store transaction the version is marked retired (and superseded) and its
+        DEKs counted; the mark is rolled back if there are any. It is taken before the count,
+        under the version's row lock, so a concurrent :meth:`create` either committed its keys
+        before (they are counted: refused) or meets the mark (its wrap is refused and done again
+        under the current version): no DEK can be stored under a retired version. Only then is
+        the key material destroyed in the key file. Returns False when the material is managed
+        outside cdp (``CDP_MASTER_KEYS``): the key store refuses the version from now on, and
+        its key is to be removed from that JSON on every process.
+        """
+        self.provider.reload()
+        if version not in {v.version for v in self.provider.versions()}:
+            raise KeyMaterialError(f"no key-encryption key of version {version}")
+        if version == self.provider.current_version():
+            raise KeyMaterialError(f"key-encryption key version {version} is current; rotate first")
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._ensure_rows(conn, [version])
+            conn.execute(
+                update(kek_usage)
+                .where(kek_usage.c.kek_version == version)
+                .values(
+                    retired_at=func.coalesce(kek_usage.c.retired_at, literal(now, UtcDateTime())),
+                    superseded_at=func.coalesce(
+                        kek_usage.c.superseded_at, literal(now, UtcDateTime())
+                    ),
+                )
             )
+            in_use = conn.execute(
+                select(func.count())
+                .select_from(data_keys)
+                .where(data_keys.c.kek_version == version)
+            ).scalar_one()
+            if in_use:
+                raise KeyMaterialError(
+                    f"key-encryption key version {version} still wraps {in_use} data keys; "
+                    "run `cdp keys rewrap` first"
+                )
+        if self.provider.read_only:
+            return False
         self.provider.retire(version)
+        return True

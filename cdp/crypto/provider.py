@@ -9,8 +9,9 @@ and never used per field remotely).
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -19,6 +20,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cdp.clock import utcnow
 from cdp.crypto.keyfile import KeyFile, KeyMaterial, KeyVersion
 from cdp.errors import DecryptionError, KeyMaterialError
+
+KEY_FILE_RECHECK_SECONDS = 1.0
+"""How often, at most, a process looks at the key file (one ``stat``) when it asks for the
+current version, i.e. before wrapping: a rotation by another process is picked up within this
+long, without a restart. Safety does not rest on it: the key store refuses, inside the wrapping
+transaction, a version that is superseded or retired there (:meth:`KeyStore.create
+<cdp.crypto.keystore.KeyStore.create>` then reloads the key material and wraps again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,15 @@ class KeyProvider(ABC):
 
     name: str
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the key material is managed outside cdp (``rotate``/``retire`` cannot change
+        it)."""
+        return False
+
+    def reload(self) -> None:  # noqa: B027 (a provider without local material has nothing to do)
+        """Read the key material again (another process rotated or retired a version)."""
+
     @abstractmethod
     def current_version(self) -> int:
         """The KEK version new data keys are wrapped under."""
@@ -45,6 +62,15 @@ class KeyProvider(ABC):
     @abstractmethod
     def wrap(self, dek: bytes, *, context: bytes) -> WrappedKey:
         """Wrap ``dek`` under the current version, bound to ``context`` (the subject id)."""
+
+    def wrap_many(self, items: Sequence[tuple[bytes, bytes]]) -> tuple[int, list[bytes]]:
+        """Wrap many keys under one version, the current one: ``(dek, context)`` in, the
+        version and the wrapped blobs out (in order)."""
+        wrapped = [self.wrap(dek, context=context) for dek, context in items]
+        versions = {w.kek_version for w in wrapped}
+        if len(versions) > 1:
+            raise KeyMaterialError("the current key-encryption key changed while wrapping; retry")
+        return (versions.pop() if versions else self.current_version()), [w.blob for w in wrapped]
 
     @abstractmethod
     def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes:
@@ -82,21 +108,38 @@ class LocalKeyProvider(KeyProvider):
 
     def __init__(self, key_file: KeyFile) -> None:
         self._file = key_file
-        self._material = key_file.load()
-        self._aeads = {v: AESGCM(k) for v, k in self._material.live_keys("kek").items()}
+        self.reload()
 
     def __repr__(self) -> str:
-        return f"LocalKeyProvider(current={self.current_version()})"
+        return f"LocalKeyProvider(current={self._material.current('kek')})"
 
     @property
     def material(self) -> KeyMaterial:
         return self._material
 
+    @property
+    def read_only(self) -> bool:
+        return self._file.read_only
+
     def reload(self) -> None:
-        self._material = self._file.load()
-        self._aeads = {v: AESGCM(k) for v, k in self._material.live_keys("kek").items()}
+        stamp = self._file.stamp()  # taken first: a rewrite after the read below is seen next time
+        material = self._file.load()
+        self._aeads = {v: AESGCM(k) for v, k in material.live_keys("kek").items()}
+        self._material = material
+        self._stamp = stamp
+        self._recheck_at = time.monotonic() + KEY_FILE_RECHECK_SECONDS
+
+    def _check_file(self) -> None:
+        self._recheck_at = time.monotonic() + KEY_FILE_RECHECK_SECONDS
+        stamp = self._file.stamp()
+        if stamp is not None and stamp != self._stamp:  # a missing file is not a rotation
+            self.reload()
 
     def current_version(self) -> int:
+        """The current version of the key file as of at most ``KEY_FILE_RECHECK_SECONDS`` ago
+        (a clock comparison on the hot path; a ``stat`` of the file once a second)."""
+        if time.monotonic() >= self._recheck_at:
+            self._check_file()
         return self._material.current("kek")
 
     def versions(self) -> list[KeyVersion]:
@@ -116,6 +159,20 @@ class LocalKeyProvider(KeyProvider):
         nonce = os.urandom(12)
         blob = nonce + self._aead(version).encrypt(nonce, dek, _wrap_aad(context, version))
         return WrappedKey(version, blob)
+
+    def wrap_many(self, items: Sequence[tuple[bytes, bytes]]) -> tuple[int, list[bytes]]:
+        """As :meth:`KeyProvider.wrap_many`: the current version looked up once, the AAD built
+        inline (ingestion creates thousands of keys a batch)."""
+        version = self.current_version()
+        aead = self._aead(version)
+        end = _wrap_aad(b"", version)[len(b"cdp-dek|") :]
+        urandom, encrypt = os.urandom, aead.encrypt
+        blobs: list[bytes] = []
+        append = blobs.append
+        for dek, context in items:
+            nonce = urandom(12)
+            append(nonce + encrypt(nonce, dek, b"cdp-dek|" + context + end))
+        return version, blobs
 
     def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes:
         aead = self._aead(wrapped.kek_version)

@@ -13,6 +13,14 @@ Steps, per batch of subjects:
    delete, unlink or scrub; the consent ledger is opened for this transaction only
    (:func:`cdp.consent.triggers.ledger_unlocked`). The audit log is retained (pseudonymous ids,
    hash-chained: it still verifies).
+4. On SQLite, clear the write-ahead logs of the key store and of the data database
+   (:func:`cdp.crypto.scrub.clear_wal`): until then ``keys.db-wal`` and ``cdp.db-wal`` still hold
+   earlier copies of the pages, with the wrapped data key and the ciphertexts. The deletes ran
+   with ``secure_delete`` on (always on for the key store), so the checkpoint leaves zeros in the
+   database files where the rows were. A reader holding an old snapshot can keep the checkpoint
+   from completing: it is tried for about a second, and the outcome (``wal_cleared``) and the log
+   say so; the keys are destroyed all the same, and the next erasure (or ``cdp keys scrub``)
+   clears the WAL.
 
 Retention uses the same path without tombstones (an inactive customer who comes back is welcome).
 Erasure is idempotent: erasing an erased subject changes nothing and reports zero rows.
@@ -33,13 +41,17 @@ from sqlalchemy.engine import Connection
 from cdp.clock import Clock, utcnow
 from cdp.consent.triggers import ledger_unlocked
 from cdp.crypto.normalize import IdentityKind
+from cdp.crypto.scrub import clear_wal
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Tombstone
+from cdp.logging import get_logger
 from cdp.privacy.erasure_lock import erasure_guard
 from cdp.privacy.registry import SubjectTable, Treatment, present_entries
 from cdp.runtime import Runtime
 
 BATCH = 500
+
+log = get_logger("cdp.privacy")
 
 
 @dataclass
@@ -54,6 +66,9 @@ class ErasureOutcome:
     scrubbed: dict[str, int] = field(default_factory=dict)
     retained: list[str] = field(default_factory=list)
     destinations: list[dict[str, str]] = field(default_factory=list)
+    wal_cleared: dict[str, bool] = field(default_factory=dict)
+    """Per SQLite database (``key_store``, ``data_database``): whether its WAL was checkpointed
+    and truncated after the deletes (empty on PostgreSQL)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +80,7 @@ class ErasureOutcome:
             "scrubbed": dict(sorted(self.scrubbed.items())),
             "retained": sorted(set(self.retained)),
             "destinations_to_notify": self.destinations,
+            "wal_cleared": dict(self.wal_cleared),
         }
 
 
@@ -188,6 +204,26 @@ def _secure_delete(conn: Connection) -> Iterator[None]:
         conn.exec_driver_sql(f"PRAGMA secure_delete = {int(before or 0)}")
 
 
+def clear_wals(runtime: Runtime) -> dict[str, bool]:
+    """Checkpoint and truncate the WAL of the key store, then of the data database, where they
+    are SQLite; return which were cleared. One not cleared is logged (never with an id): its WAL
+    keeps old page copies until the next successful clear."""
+    cleared: dict[str, bool] = {}
+    for name, engine in (("key_store", runtime.key_engine), ("data_database", runtime.data_engine)):
+        done = clear_wal(engine)
+        if done is None:
+            continue
+        cleared[name] = done
+        if not done:
+            log.warning(
+                "sqlite wal not cleared after erasure",
+                database=name,
+                reason="a reader held an older snapshot",
+                retry="the next erasure, or `cdp keys scrub`",
+            )
+    return cleared
+
+
 def erase_subjects(
     *,
     runtime: Runtime,
@@ -224,6 +260,7 @@ def _erase(
             with ledger_unlocked(conn, reason=reason):
                 for entry in entries:
                     _apply(conn, entry, batch, outcome)
+    outcome.wal_cleared = clear_wals(runtime)
     return outcome
 
 
