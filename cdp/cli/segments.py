@@ -29,6 +29,10 @@ segments_app = typer.Typer(help="Segments: rules over traits, orders and consent
 app.add_typer(segments_app, name="segments")
 
 
+MAX_RULE_BYTES = 1024 * 1024
+"""The largest rule file read (the API's body limit, CDP_MAX_REQUEST_BYTES, defaults to this)."""
+
+
 def _rule_text(text: str) -> bytes:
     """The rule's bytes: ``text`` itself, or the file ``@path`` names."""
     if not text.startswith("@"):
@@ -37,10 +41,16 @@ def _rule_text(text: str) -> bytes:
         except UnicodeEncodeError:  # undecodable bytes in the argument
             raise InvalidInputError("the rule is not UTF-8 text", field="rule") from None
     try:
-        return Path(text[1:]).read_bytes()
+        with Path(text[1:]).open("rb") as handle:
+            raw = handle.read(MAX_RULE_BYTES + 1)  # bounded: @/dev/zero would never end
     except OSError as exc:  # the reason only: the path is the caller's input
         reason = exc.strerror or type(exc).__name__
         raise InvalidInputError(f"the rule file cannot be read: {reason}", field="rule") from None
+    if len(raw) > MAX_RULE_BYTES:
+        raise InvalidInputError(
+            f"the rule file is larger than {MAX_RULE_BYTES // 1024} KiB", field="rule"
+        )
+    return raw
 
 
 def _load_rule(text: str) -> dict[str, Any]:

@@ -123,6 +123,7 @@ def _files(tmp: Path) -> dict[str, str]:
         "deep": f"@{deep}",
         "latin": f"@{latin}",
         "bom": f"@{bom}",
+        "zero": "@/dev/zero",  # endless: only the first MiB may be read
     }
 
 
@@ -135,6 +136,7 @@ def _files(tmp: Path) -> dict[str, str]:
         (["x", "--rule", "deep"], f"the rule nests more than {MAX_DEPTH} levels"),
         (["x", "--rule", "latin"], "the rule is not UTF-8 text"),
         (["x", "--rule", "{"], "the rule is not valid JSON"),
+        (["x", "--rule", "zero"], "the rule file is larger than 1024 KiB"),
         (["x", "--rule", "[]"], "the rule must be a JSON object"),
         (["x", "--rule", GOOD, "--description", "d" * 600], "description: String should have"),
         (["vip", "--rule", GOOD, "--description", "d" * 600], "description: String should have"),
