@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cdp.access.context import AccessContext
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
+from cdp.cli.paths import writable, write_file
 from cdp.cli.root import app, console, styled
 from cdp.errors import InvalidInputError
 from cdp.privacy import requests, runner
@@ -205,14 +206,15 @@ def package(
     purpose: PurposeOption = None,
 ) -> None:
     """Write the access package (JSON, and optionally the HTML summary); audited."""
+    writable(output, "--output")
+    if html is not None:
+        writable(html, "--html")
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="read")
     pkg = runner.download_package(runtime=rt, ctx=ctx, request_id=request_id)
-    output.write_bytes(pkg.json_bytes())
-    output.chmod(0o600)
+    write_file(output, pkg.json_bytes(), "--output", private=True)
     if html is not None:
-        html.write_text(pkg.html(), encoding="utf-8")
-        html.chmod(0o600)
+        write_file(html, pkg.html(), "--html", private=True)
     console.print(f"package of {request_id} written")
 
 
