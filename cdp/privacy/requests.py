@@ -209,6 +209,22 @@ def create(
     return get(runtime=runtime, request_id=request_id)
 
 
+def record_lookup(
+    runtime: Runtime, ctx: AccessContext, conn: Connection, kind: str, sid: str | None
+) -> None:
+    """The audit record of looking a request's person up by an identity of ``kind`` (in
+    ``conn``'s transaction), as ``GET /v1/profiles?email=`` records its lookup."""
+    record_access(
+        runtime=runtime,
+        ctx=ctx,
+        action=f"lookup:{kind}",
+        resource="profile",
+        outcome="allowed",
+        subject_ids=[sid] if sid is not None else [],
+        conn=conn,
+    )
+
+
 def _file(
     runtime: Runtime,
     ctx: AccessContext,
@@ -222,15 +238,7 @@ def _file(
     requested_by = ctx.principal_name[:64]
     with runtime.data_engine.begin() as conn:
         sid, token = find_subject(runtime, conn, ident_kind, identity_value)
-        record_access(
-            runtime=runtime,
-            ctx=ctx,
-            action=f"lookup:{ident_kind.value}",
-            resource="profile",
-            outcome="allowed",
-            subject_ids=[sid] if sid is not None else [],
-            conn=conn,
-        )
+        record_lookup(runtime, ctx, conn, ident_kind.value, sid)
         conn.execute(
             sa.insert(_PR).values(
                 id=request_id,

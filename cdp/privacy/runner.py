@@ -59,15 +59,7 @@ def _subject_of(
                 ident.c.kind == view.identity_kind, ident.c.token == token
             )
         ).scalar()
-        record_access(
-            runtime=runtime,
-            ctx=ctx,
-            action=f"lookup:{view.identity_kind}",
-            resource="profile",
-            outcome="allowed",
-            subject_ids=[sid] if sid is not None else [],
-            conn=conn,
-        )
+        requests.record_lookup(runtime, ctx, conn, view.identity_kind, sid)
         if sid is not None and requests.link_subject(conn, view.id, sid):
             requests.record_note(
                 conn, view.id, actor=ctx.principal_name, now=now, note="subject found: linked"
