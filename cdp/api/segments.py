@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.segments import service
-from cdp.segments.views import MembersPage, SegmentIn, SegmentView
+from cdp.segments.views import MembersPage, SegmentIn, SegmentUpdate, SegmentView
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
@@ -26,11 +26,13 @@ def create_segment(body: SegmentIn, ctx: SegmentsCreate, runtime: RuntimeDep) ->
 
 @router.put("/{name}", response_model=SegmentView)
 def update_segment(
-    name: str, body: SegmentIn, ctx: SegmentsCreate, runtime: RuntimeDep
+    name: str, body: SegmentUpdate, ctx: SegmentsCreate, runtime: RuntimeDep
 ) -> SegmentView:
-    """A new version of the segment's rule (nothing when the rule is unchanged)."""
-    data = body.model_copy(update={"name": name})
-    return service.update_segment(runtime=runtime, data=data, actor=ctx.principal_id)
+    """A new version of the segment's rule (nothing when the rule is unchanged). The body's
+    ``name`` may be left out; if given it must be the path's (422 otherwise)."""
+    return service.update_segment(
+        runtime=runtime, data=body.for_segment(name), actor=ctx.principal_id
+    )
 
 
 @router.get("", response_model=list[SegmentView])

@@ -7,9 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from cdp.errors import InvalidInputError
 from cdp.validation import text_problem
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+def _storable_description(value: str | None) -> str | None:
+    problem = None if value is None else text_problem(value)
+    if problem is not None:
+        raise ValueError(f"the description {problem}")
+    return value
 
 
 class SegmentIn(BaseModel):
@@ -23,10 +31,33 @@ class SegmentIn(BaseModel):
     @field_validator("description")
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
-        problem = None if value is None else text_problem(value)
-        if problem is not None:
-            raise ValueError(f"the description {problem}")
-        return value
+        return _storable_description(value)
+
+
+class SegmentUpdate(BaseModel):
+    """The body of ``PUT /v1/segments/{name}``: the path names the segment, so ``name`` may be
+    left out; when given it must be the path's name (a body naming another segment is refused,
+    not silently applied to the path's one)."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    description: str | None = Field(None, max_length=512)
+    rule: dict[str, Any]
+
+    @field_validator("description")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return _storable_description(value)
+
+    def for_segment(self, name: str) -> SegmentIn:
+        """The update as the service takes it, for the segment named ``name`` by the path."""
+        if self.name is not None and self.name != name:
+            raise InvalidInputError(
+                "the body's name differs from the segment in the path; leave it out or repeat "
+                "the path's name",
+                field="name",
+            )
+        # the fields were validated here; the path's name is looked up as given (404 if unknown)
+        return SegmentIn.model_construct(name=name, description=self.description, rule=self.rule)
 
 
 class SegmentVersionView(BaseModel):

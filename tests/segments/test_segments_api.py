@@ -124,3 +124,38 @@ def test_traits_and_metrics_over_http(cdp_env: CdpEnv) -> None:
     assert body["repurchase_rate"] == 1.0 and body["aov"] == 50.0
     support = make_principal(rt, ["support"]).token
     assert client.get("/v1/metrics", headers=_headers(support, "support")).status_code == 403
+
+
+def test_put_takes_the_name_from_the_path(cdp_env: CdpEnv) -> None:
+    marketer = make_principal(cdp_env.runtime, ["marketer"]).token
+    client = TestClient(create_app())
+    h = _headers(marketer, "email_marketing")
+    first = {"name": "buyers", "rule": {"consent": "analytics"}}
+    assert client.post("/v1/segments", json=first, headers=h).status_code == 201
+
+    # the name may be left out of the body: the path names the segment
+    r = client.put("/v1/segments/buyers", json={"rule": {"consent": "email_marketing"}}, headers=h)
+    assert r.status_code == 200, r.text
+    assert (r.json()["name"], r.json()["version"]) == ("buyers", 2)
+
+    # a body naming another segment is refused, and neither segment changes
+    assert (
+        client.post(
+            "/v1/segments", json={"name": "other", "rule": {"consent": "analytics"}}, headers=h
+        ).status_code
+        == 201
+    )
+    wrong = {"name": "other", "rule": {"consent": "sms_marketing"}}
+    r = client.put("/v1/segments/buyers", json=wrong, headers=h)
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["loc"] == "name"
+    for name, version in (("buyers", 2), ("other", 1)):
+        shown = client.get(f"/v1/segments/{name}", headers=h).json()
+        assert max(v["version"] for v in shown["versions"]) == version
+
+    # repeating the path's name is fine; an unknown or malformed path name is 404, never 500
+    same = {"name": "buyers", "rule": {"consent": "sms_marketing"}}
+    assert client.put("/v1/segments/buyers", json=same, headers=h).json()["version"] == 3
+    for path in ("/v1/segments/nope", "/v1/segments/Not%20A%20Name"):
+        r = client.put(path, json={"rule": {"consent": "analytics"}}, headers=h)
+        assert r.status_code == 404
