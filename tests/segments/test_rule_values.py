@@ -131,8 +131,11 @@ def headers(cdp_env: CdpEnv) -> dict[str, str]:
 
 def _api_refuses(client: TestClient, headers: dict[str, str], raw: bytes, loc: str) -> None:
     """Creating and updating with rule ``raw`` is a 422 naming the clause, echoing nothing."""
-    for method, path in (("POST", "/v1/segments"), ("PUT", "/v1/segments/win_back")):
-        body = b'{"name":"s","rule":' + raw + b"}"
+    for method, path, name in (
+        ("POST", "/v1/segments", b"s"),
+        ("PUT", "/v1/segments/win_back", b"win_back"),
+    ):
+        body = b'{"name":"' + name + b'","rule":' + raw + b"}"
         r = client.request(method, path, content=body, headers=headers)
         assert r.status_code == 422, r.text
         error = r.json()["error"]
