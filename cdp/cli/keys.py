@@ -1,15 +1,33 @@
-"""``cdp keys``: rotate, rewrap, retire and inspect key-encryption keys."""
+"""``cdp keys``: rotate, rewrap, retire and inspect key-encryption keys; scrub; destroy
+orphaned data keys.
+
+Like ``cdp init``, these run with direct access to the installation (no token); every command
+that changes keys writes one audit record (:mod:`cdp.audit.operations`) naming this host.
+"""
 
 from __future__ import annotations
+
+import json
+from datetime import timedelta
 
 import typer
 from rich.table import Table
 
 from cdp.cli.root import app, console
-from cdp.runtime import get_runtime
+from cdp.clock import utcnow
+from cdp.runtime import Runtime, get_runtime
 
-keys_app = typer.Typer(help="Key-encryption keys: rotate, rewrap, retire, status; scrub.")
+keys_app = typer.Typer(
+    help="Key-encryption keys: rotate, rewrap, retire, status; scrub; destroy orphaned data keys."
+)
 app.add_typer(keys_app, name="keys")
+
+
+def _audited(rt: Runtime, action: str) -> None:
+    from cdp.audit.operations import record_key_operation
+    from cdp.cli.access import cli_client
+
+    record_key_operation(runtime=rt, action=action, client=cli_client())
 
 
 @keys_app.command("status")
@@ -34,6 +52,7 @@ def rotate() -> None:
     """Add a new KEK version and make it current (old data keys stay readable)."""
     rt = get_runtime()
     version = rt.provider.rotate()
+    _audited(rt, "rotate")
     console.print(f"KEK version {version} is now current; run `cdp keys rewrap` to move old keys")
 
 
@@ -46,6 +65,7 @@ def rewrap(
     Older versions are closed first: no process stores a new data key under them afterwards."""
     rt = get_runtime()
     done = rt.keystore.rewrap(batch_size=batch_size)
+    _audited(rt, "rewrap")
     console.print(f"re-wrapped {done} data keys under KEK version {rt.provider.current_version()}")
 
 
@@ -55,7 +75,9 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
 
     The key store refuses new data keys under the version from then on, in every process."""
     rt = get_runtime()
-    if rt.keystore.retire(version):
+    destroyed = rt.keystore.retire(version)
+    _audited(rt, "retire")
+    if destroyed:
         console.print(f"KEK version {version} retired and its key material destroyed")
     else:
         console.print(
@@ -87,6 +109,7 @@ def scrub(
             vacuum(rt.key_engine)
             console.print("key store file rebuilt from its live keys")
     cleared = clear_wals(rt)
+    _audited(rt, "scrub")
     if not cleared:
         console.print("no SQLite database: no WAL to clear")
     for name, done in cleared.items():
@@ -96,3 +119,60 @@ def scrub(
             console.print(f"{name}: WAL not cleared (a reader held an older snapshot); run again")
     if not all(cleared.values()):
         raise typer.Exit(1)
+
+
+@keys_app.command("orphans")
+def orphans(
+    destroy: bool = typer.Option(
+        False, "--destroy", help="Destroy the orphaned keys (without it: only count them)."
+    ),
+    older_than: str = typer.Option(
+        "24h",
+        "--older-than",
+        help="Only keys created longer ago than this (3600s, 90m, 12h, 30d, 2w): a younger key "
+        "may belong to a batch still being written.",
+    ),
+    allow_majority: bool = typer.Option(
+        False,
+        "--allow-majority",
+        help="Destroy even when more than half of all keys have no owner (refused otherwise: "
+        "that is what a wrong CDP_DATABASE_URL looks like).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Find data keys whose owner is gone from the data database — after restoring a key-store
+    backup older than the data, the keys of everyone erased since — and with --destroy destroy
+    them. Counts only; ids are never printed."""
+    from cdp.cli.access import cli_client
+    from cdp.cli.durations import parse_duration
+    from cdp.privacy.orphan_keys import destroy_orphans
+
+    grace = parse_duration(
+        older_than, option="--older-than", most=timedelta(days=3650), too_long="at most 3650d"
+    )
+    rt = get_runtime()
+    report = destroy_orphans(
+        rt,
+        now=utcnow(),
+        older_than=grace,
+        client=cli_client(),
+        dry_run=not destroy,
+        allow_majority=allow_majority,
+    )
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), sort_keys=True))
+        return
+    console.print(
+        f"{report.keys} data keys; {report.orphaned} without an owner, created over "
+        f"{older_than} ago; {report.recent} without an owner but younger (kept)"
+    )
+    if not destroy:
+        if report.orphaned:
+            console.print("run again with --destroy to destroy them")
+        return
+    console.print(f"destroyed {report.destroyed} orphaned data keys")
+    for name, done in report.wal_cleared.items():
+        if not done:
+            console.print(
+                f"{name}: WAL not cleared (a reader held an older snapshot); run `cdp keys scrub`"
+            )

@@ -6,7 +6,6 @@ installation (its database and key file). That is also how the first admin is cr
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated
 
@@ -14,31 +13,13 @@ import typer
 from rich.table import Table
 
 from cdp.access import principals as service
+from cdp.cli.durations import parse_duration
 from cdp.cli.root import app, console, err_console, styled
 from cdp.clock import utcnow
-from cdp.errors import InvalidInputError
 from cdp.runtime import get_runtime
 
 principals_app = typer.Typer(help="People and services that call cdp: create, list, revoke.")
 app.add_typer(principals_app, name="principals")
-
-_DURATION = re.compile(r"^(\d+)([smhdw])\Z")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90m``, ``12h``, ``30d``, ``2w`` -> a timedelta."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise InvalidInputError(
-            "durations look like 3600s, 90m, 12h, 30d or 2w", field="--expires-in"
-        )
-    try:
-        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    except OverflowError:
-        raise InvalidInputError(
-            "a token lives at most 10 years (3650d)", field="--expires-in"
-        ) from None
 
 
 @principals_app.command("create")
@@ -56,7 +37,16 @@ def create(
         name=name,
         roles=role,
         kind=kind,
-        expires_in=parse_duration(expires_in) if expires_in else None,
+        expires_in=(
+            parse_duration(
+                expires_in,
+                option="--expires-in",
+                most=timedelta(days=3650),
+                too_long="a token lives at most 10 years (3650d)",
+            )
+            if expires_in
+            else None
+        ),
     )
     p = made.principal
     expiry = p.expires_at.isoformat() if p.expires_at else "never"

@@ -365,6 +365,16 @@ class KeyStore:
             result = conn.execute(data_keys.delete().where(data_keys.c.subject_id.in_(subject_ids)))
         return int(result.rowcount or 0)
 
+    def page_ids(self, after: str | None, limit: int) -> list[tuple[str, datetime]]:
+        """``(owner id, created_at)`` of up to ``limit`` data keys after ``after``, in id order
+        (one range read of the primary key: walk the whole store by passing the last id)."""
+        query = select(data_keys.c.subject_id, data_keys.c.created_at)
+        if after is not None:
+            query = query.where(data_keys.c.subject_id > after)
+        with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+            rows = conn.execute(query.order_by(data_keys.c.subject_id).limit(limit)).all()
+        return [(r[0], r[1]) for r in rows]
+
     # -- rotation ------------------------------------------------------------------------
     def rewrap(self, *, batch_size: int = 1000) -> int:
         """Re-wrap every DEK not under the current KEK version; the data is not touched.
