@@ -33,14 +33,22 @@ def _audited(rt: Runtime, action: str) -> None:
 @keys_app.command("status")
 def status() -> None:
     """Show each KEK version, whether it is current or retired, and how many DEKs it wraps."""
+    from cdp.exports.secret_rotation import secrets_per_version
+
     rt = get_runtime()
-    table = Table("version", "state", "created", "data keys", "wraps used")
+    secrets = secrets_per_version(rt)
+    table = Table("version", "state", "created", "data keys", "webhook secrets", "wraps used")
     lost = []
     for s in rt.keystore.status():
         state = "current" if s.current else ("retired" if s.retired else "old")
-        table.add_row(str(s.version), state, s.created_at[:19], str(s.deks), str(s.wraps))
+        held = secrets.get(s.version, 0)
+        table.add_row(
+            str(s.version), state, s.created_at[:19], str(s.deks), str(held), str(s.wraps)
+        )
         if s.retired and s.deks:
             lost.append(f"{s.deks} data keys are wrapped under retired version {s.version}")
+        if s.retired and held:
+            lost.append(f"{held} webhook secrets are wrapped under retired version {s.version}")
     console.print(table)
     console.print(f"usage bound per version: {rt.settings.kek_max_wraps} wraps")
     for line in lost:  # only a release before this check could store them: they cannot unwrap
@@ -63,10 +71,16 @@ def rewrap(
     """Re-wrap every data key under the current KEK version, without touching the data.
 
     Older versions are closed first: no process stores a new data key under them afterwards."""
+    from cdp.exports.secret_rotation import rewrap_secrets
+
     rt = get_runtime()
     done = rt.keystore.rewrap(batch_size=batch_size)
+    secrets = rewrap_secrets(rt)
     _audited(rt, "rewrap")
-    console.print(f"re-wrapped {done} data keys under KEK version {rt.provider.current_version()}")
+    console.print(
+        f"re-wrapped {done} data keys and {secrets} webhook signing secrets under KEK version "
+        f"{rt.provider.current_version()}"
+    )
 
 
 @keys_app.command("retire")
@@ -74,7 +88,16 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
     """Destroy an old KEK version; refused while any data key is still wrapped under it.
 
     The key store refuses new data keys under the version from then on, in every process."""
+    from cdp.errors import ConflictError
+    from cdp.exports.secret_rotation import secrets_per_version
+
     rt = get_runtime()
+    held = secrets_per_version(rt).get(version, 0)
+    if held:
+        raise ConflictError(
+            f"{held} webhook signing secret(s) are wrapped under KEK version {version}: run "
+            "`cdp keys rewrap` first. Nothing was retired"
+        )
     destroyed = rt.keystore.retire(version)
     _audited(rt, "retire")
     if destroyed:

@@ -77,3 +77,35 @@ def test_postal_code_and_state_come_with_country(world: World) -> None:
     made = world.destination("m1", "meta", "ad_audiences", ["postal_code", "state", "country"])
     assert made.destination.fields == ("state", "postal_code", "country")
     assert world.destination("m2", "meta", "ad_audiences", ["email", "phone"]).destination
+
+
+def test_a_webhook_secret_survives_rotate_rewrap_retire(world: World) -> None:
+    """The secret lives in the data database, not the key store: ``cdp keys rewrap`` must move
+    it too, and ``retire`` must refuse while one is still under the version (it was unreadable
+    for good after a retire, and every delivery failed)."""
+    from typer.testing import CliRunner
+
+    from cdp.cli import app as cli_app
+    from cdp.errors import ConflictError as Conflict
+    from cdp.exports.destinations import signing_secret
+    from cdp.exports.secret_rotation import secrets_per_version
+
+    made = world.destination(
+        "hook", "webhook", "email_marketing", ["email"], url="https://hooks.example.com/in"
+    )
+    assert made.signing_secret is not None
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["keys", "rotate"]).exit_code == 0
+    refused = runner.invoke(cli_app, ["keys", "retire", "1"])
+    assert isinstance(refused.exception, Conflict)
+    assert "1 webhook signing secret(s)" in str(refused.exception)
+    assert secrets_per_version(world.rt) == {1: 1}
+
+    done = runner.invoke(cli_app, ["keys", "rewrap"])
+    assert done.exit_code == 0 and "1 webhook signing secrets" in done.stdout
+    assert secrets_per_version(world.rt) == {2: 1}
+    assert runner.invoke(cli_app, ["keys", "retire", "1"]).exit_code == 0
+    world.rt.provider.reload()
+    assert signing_secret(runtime=world.rt, destination=made.destination) == made.signing_secret
+    status = runner.invoke(cli_app, ["keys", "status"])
+    assert status.exit_code == 0 and "secrets" in status.stdout
