@@ -13,26 +13,48 @@ the merge's transaction:
   the survivor's current state against it) and the absorbed one dropped;
 - ledger: every row moves; where both subjects were in the same export (the key is export and
   subject) one row is kept, ``add`` if either was added, since that records the disclosure an
-  access request and an erasure notice must show.
+  access request and an erasure notice must show;
+- webhook dead letters (``webhook_deliveries.subject_ids``, a JSON list): the absorbed id is
+  replaced by the survivor's (once per list), so that the survivor's erasure scrubs it and the
+  batch names a subject that exists.
 """
 
 from __future__ import annotations
 
+import json
 from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cdp.exports.models import ExportRecipient, SyncMember
+from cdp.exports.models import ExportRecipient, SyncMember, WebhookDelivery
 
 RECIPIENTS = cast(sa.Table, ExportRecipient.__table__)  # type: ignore[attr-defined]
 SYNC = cast(sa.Table, SyncMember.__table__)  # type: ignore[attr-defined]
+DELIVERIES = cast(sa.Table, WebhookDelivery.__table__)  # type: ignore[attr-defined]
 
 
 def move_export_rows(conn: Connection, *, survivor: str, absorbed: str) -> None:
     """Move ``absorbed``'s ledger and sync rows to ``survivor`` (see the module doc)."""
     _move_sync(conn, survivor, absorbed)
     _move_recipients(conn, survivor, absorbed)
+    _move_dead_letters(conn, survivor, absorbed)
+
+
+def _move_dead_letters(conn: Connection, survivor: str, absorbed: str) -> None:
+    ids = DELIVERIES.c.subject_ids
+    rows = conn.execute(sa.select(DELIVERIES.c.id, ids).where(ids.like(f'%"{absorbed}"%'))).all()
+    for row_id, listed in rows:
+        moved: list[str] = []
+        for sid in json.loads(listed or "[]"):
+            sid = survivor if sid == absorbed else sid
+            if sid not in moved:
+                moved.append(sid)
+        conn.execute(
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.id == row_id)
+            .values(subject_ids=json.dumps(moved))
+        )
 
 
 def _move_sync(conn: Connection, survivor: str, absorbed: str) -> None:

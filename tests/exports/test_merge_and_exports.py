@@ -130,3 +130,40 @@ def test_both_synced_keep_one_row_and_the_ledger_keeps_the_disclosure(
     c = world.export_email().counts
     assert (c.members, c.unchanged, c.sent, c.removed, c.removes_unresolvable) == (1, 1, 0, 0, 0)
     assert _synced(world) == [older]
+
+
+def test_a_dead_letter_names_the_survivor_after_a_merge(world: World, tmp_path: Path) -> None:
+    """A dead-lettered webhook batch lists its subjects; after a merge it must list the survivor
+    (left on the absorbed id, the survivor's erasure did not scrub it: an id of the person
+    stayed in the table, and the batch named a subject that no longer exists)."""
+    import json
+
+    from cdp.exports.models import WebhookDelivery
+
+    deliveries = WebhookDelivery.__table__  # type: ignore[attr-defined]
+    older = _customer(world, tmp_path, 1)
+    absorbed = _customer(world, tmp_path, 2)
+    other = "f" * 32
+    world.consent(absorbed, ["email_marketing"], "granted")
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    export_id = world.export_email().export_id
+    now = world.clock()
+    with world.rt.data_engine.begin() as conn:
+        for seq, ids in enumerate(([absorbed, other], [older, absorbed], [other])):
+            conn.execute(
+                sa.insert(deliveries).values(
+                    export_id=export_id, seq=seq, op="add", idempotency_key=f"k{seq}",
+                    status="dead_letter", attempts=3, rows=len(ids),
+                    subject_ids=json.dumps(ids), created_at=now, finished_at=now,
+                )
+            )  # fmt: skip
+
+    def lists() -> list[list[str]]:
+        with world.rt.data_engine.connect() as conn:
+            rows = conn.execute(sa.select(deliveries.c.subject_ids).order_by(deliveries.c.seq))
+            return [json.loads(r[0]) for r in rows]
+
+    _link(world, tmp_path)
+    assert lists() == [[older, other], [older], [other]]
+    erase_subject(runtime=world.rt, subject_id=older)
+    assert lists() == [[other], [], [other]]
