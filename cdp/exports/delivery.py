@@ -8,8 +8,9 @@ Rows are grouped into batches of the destination's ``batch_size``; each batch is
 with the idempotency key ``<export id>.<op>.<seq>``. Every batch leaves one
 ``webhook_deliveries`` row: ``delivered``, or ``dead_letter`` after its last try. A dead letter
 keeps the batch's subject ids (never its body, which holds personal data), so that the next run
-sends those subjects again under the consent in force then; the pipeline also leaves them out of
-the recipients ledger and the sync state.
+sends those subjects again under the consent in force then; the pipeline leaves them out of the
+sync state but keeps them in the recipients ledger: the body was sent, and a receiver that timed
+out or answered an error may still have kept it.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class WebhookSink:
             self._released = True
         while self._released and len(self._rows) >= self._batch_size:
             self._send(self._batch_size)
+
+    @property
+    def pending_ids(self) -> list[str]:
+        """The subjects whose rows are still buffered: none of their data has left cdp."""
+        return list(self._ids)
 
     def finish(self) -> None:
         """Send what is left in the buffer, unless the hold was never reached: then nothing

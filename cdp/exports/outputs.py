@@ -126,6 +126,14 @@ class Outputs:
         elif sink.delivered == 0 and sink.dead_letters == 0:
             self._hooks = [(op, h) for op, h in self._hooks if h is not sink]
 
+    def unsent_ids(self) -> list[str] | None:
+        """After a failure: the subjects none of whose data left cdp, or None for every
+        subject (files: :meth:`abort` removes them, so nothing left). A webhook's sent batches
+        stay sent; only the rows still buffered never went."""
+        if self._kind is not DestinationKind.WEBHOOK:
+            return None
+        return [sid for _, h in self._hooks for sid in h.pending_ids]
+
     def abort(self) -> None:
         """Remove partial files (a refused or failed export leaves none)."""
         for _, f in self._files:

@@ -153,9 +153,10 @@ def _run(
     try:
         refused = _pipeline(runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress)
     except BaseException as exc:
+        unsent = outputs.unsent_ids()  # before abort: the webhook batches sent stay recorded
         outputs.abort()
         code = getattr(exc, "code", type(exc).__name__)
-        _close(runtime, manifest, "failed", clock, error=str(code)[:64])
+        _close(runtime, manifest, "failed", clock, error=str(code)[:64], unsent=unsent)
         log.error("export failed", export_id=export_id, error_type=type(exc).__name__)
         raise
     if refused is not None:
@@ -340,7 +341,11 @@ def _close(
     *,
     apply_sync: bool = False,
     error: str | None = None,
+    unsent: list[str] | None = None,
 ) -> None:
+    """Close the run in one transaction. Without ``apply_sync`` (refused or failed) the ledger
+    keeps only what left cdp: nothing (``unsent`` None: the files were removed), or every
+    subject but ``unsent`` (a webhook's batches sent before the failure)."""
     manifest.status = status
     manifest.finished_at = clock()
     with runtime.data_engine.begin() as conn:
@@ -355,7 +360,7 @@ def _close(
                 changed=c.sent + c.removed + c.removes_unresolvable,
             )
         else:
-            sync.forget_recipients(conn, export_id=manifest.export_id)
+            sync.forget_recipients(conn, export_id=manifest.export_id, subject_ids=unsent)
         finish_run(conn, manifest, error=error)
         staging.clear(conn, export_id=manifest.export_id)
     count_export(outcome=status, rows=manifest.counts.sent if apply_sync else 0)

@@ -88,9 +88,20 @@ def lock_rows(conn: Connection, *, export_id: str) -> None:
         ).all()
 
 
-def forget_recipients(conn: Connection, *, export_id: str) -> None:
-    """A refused or failed export: its files were removed, so nobody received anything."""
-    conn.execute(sa.delete(RECIPIENTS).where(RECIPIENTS.c.export_id == export_id))
+def forget_recipients(
+    conn: Connection, *, export_id: str, subject_ids: Sequence[str] | None = None
+) -> None:
+    """A refused or failed export: drop the ledger rows of the subjects none of whose data left
+    (``subject_ids``), or every row of the export (None: its files were removed, so nobody
+    received anything)."""
+    where = RECIPIENTS.c.export_id == export_id
+    if subject_ids is None:
+        conn.execute(sa.delete(RECIPIENTS).where(where))
+        return
+    ids = sorted(set(subject_ids))
+    for start in range(0, len(ids), 5_000):
+        part = ids[start : start + 5_000]
+        conn.execute(sa.delete(RECIPIENTS).where(where, RECIPIENTS.c.subject_id.in_(part)))
 
 
 def apply(
@@ -101,8 +112,10 @@ def apply(
     segment: str,
     changed: int | None = None,
 ) -> None:
-    """Move the sync state from the staging rows; drop ledger rows of undelivered batches and
-    of refused adds (decrypted, but the minimum audience kept them from leaving).
+    """Move the sync state from the staging rows; drop the ledger rows of refused adds
+    (decrypted, but the minimum audience kept them from leaving). Subjects of dead-lettered
+    webhook batches (``failed``) stay in the ledger: their batch was sent, and the receiver may
+    have kept it although it did not acknowledge it.
 
     ``changed``, when known, is how many staged subjects were added, removed or lost: the old
     sync rows of those subjects are then found from whichever side is smaller, the staged
@@ -134,14 +147,14 @@ def apply(
     conn.execute(
         sa.insert(SYNC).from_select(["destination_id", "segment", "subject_id", "export_id"], adds)
     )
-    failed = (
+    refused = (
         sa.select(STAGING.c.subject_id)
-        .where(STAGING.c.export_id == export_id, STAGING.c.action.in_(["failed", "refused"]))
+        .where(STAGING.c.export_id == export_id, STAGING.c.action == "refused")
         .scalar_subquery()
     )
     conn.execute(
         sa.delete(RECIPIENTS).where(
-            RECIPIENTS.c.export_id == export_id, RECIPIENTS.c.subject_id.in_(failed)
+            RECIPIENTS.c.export_id == export_id, RECIPIENTS.c.subject_id.in_(refused)
         )
     )
 

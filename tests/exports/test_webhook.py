@@ -85,7 +85,8 @@ def test_4xx_is_not_retried_and_becomes_a_dead_letter(world: World) -> None:
     dead = [d for d in _deliveries(world) if d["status"] == "dead_letter"]
     assert len(dead) == 1 and dead[0]["last_status"] == 400
     failed = json.loads(str(dead[0]["subject_ids"]))
-    assert len(failed) == 2 and all(not recipients_of(s, runtime=world.rt) for s in failed)
+    # the batch was sent: the receiver read it, although it refused it, so it stays recorded
+    assert len(failed) == 2 and all(len(recipients_of(s, runtime=world.rt)) == 1 for s in failed)
     # the next run sends the dead-lettered subjects again (they are not in the sync state)
     with running(Receiver()) as rx2:
         with world.rt.data_engine.begin() as conn:
@@ -194,3 +195,35 @@ def test_webhook_urls_are_checked(world: World, url: str) -> None:
 
     with pytest.raises(InvalidInputError):
         world.destination("hook", "webhook", "email_marketing", ["email"], url=url)
+
+
+def test_a_failed_export_keeps_the_ledger_rows_of_the_batches_it_sent(world: World) -> None:
+    """An export that fails after some batches were delivered (an interrupt, a database error)
+    used to drop every ledger row: the people whose data the receiver holds vanished from "who
+    received my data" and from erasure notices. Only the rows still buffered are forgotten."""
+    retry, _ = _retry()
+    chunks: list[int] = []
+
+    def interrupt(action: str, done: int, total: int) -> None:
+        chunks.append(done)
+        raise KeyboardInterrupt  # after the chunk's full batches went out
+
+    with running(Receiver()) as rx:
+        ids = _setup(world, rx, 5, batch_size=2)
+        with pytest.raises(KeyboardInterrupt):
+            run_export(
+                runtime=world.rt,
+                ctx=world.ctx("email_marketing"),
+                segment="everyone",
+                destination="hook",
+                clock=world.clock,
+                retry=retry,
+                progress=interrupt,
+            )
+    assert chunks == [5] and len(rx.processed) == 2  # two batches of two; one row buffered
+    received = {r["email"] for r in rx.rows}
+    kept = [s for s in ids if recipients_of(s, runtime=world.rt)]
+    assert len(kept) == 4 and len(received) == 4
+    with world.rt.data_engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM export_runs")).scalar_one()
+    assert status == "failed"
