@@ -95,7 +95,10 @@ def main() -> None:
     command = command_of(sys.argv[1:])
     register([command] if command is not None else None)
     try:
-        app(standalone_mode=False)
+        # Not standalone, so that the errors below are ours to print; click then *returns* the
+        # status of a ``typer.Exit(n)`` instead of exiting with it, so it is passed on here (a
+        # failed ``cdp audit verify`` exited 0).
+        code = app(standalone_mode=False)
     except CdpError as exc:
         err_console.print(styled(("error", "red"), f" ({exc.code}): {exc}"))
         sys.exit(2)
@@ -118,6 +121,8 @@ def main() -> None:
             styled(("error", "red"), f" (internal_error): {type(exc).__name__}; see the log above")
         )
         sys.exit(1)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
 __all__ = ["app", "main"]

@@ -214,3 +214,35 @@ def test_database_and_python_canonical_encodings_agree(cdp_env: CdpEnv) -> None:
         raw.close()
     rows = [row for batch in batches for row in batch]
     assert [canon.encode() for _, canon, _, _ in rows] == [r.canonical() for r in written]
+
+
+def test_the_cdp_command_exits_1_on_a_broken_chain(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    """Through the real entry point (``main``), not ``CliRunner``: a monitoring job runs
+    ``cdp audit verify || alert``, and the command exited 0 on a tampered log (click returns
+    the status of ``typer.Exit`` when not standalone, and ``main`` dropped it)."""
+    import os
+    import subprocess
+
+    from tests.crash.helpers import CLI
+
+    _fill(cdp_env)
+
+    def cdp(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], capture_output=True, text=True, env=os.environ.copy(), check=False
+        )
+
+    checkpoint = tmp_path / "cp.json"
+    assert cdp("audit", "verify").returncode == 0
+    assert cdp("audit", "checkpoint", "--out", str(checkpoint)).returncode == 0
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq > 10")
+        conn.exec_driver_sql("DELETE FROM audit_head")
+    cut = cdp("audit", "verify", "--checkpoint", str(checkpoint))
+    assert cut.returncode == 1 and "record 11" in cut.stdout + cut.stderr
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("UPDATE audit_log SET principal_name = 'x' WHERE seq = 5")
+    broken = cdp("audit", "verify")
+    assert broken.returncode == 1 and "record 5" in broken.stdout + broken.stderr
+    refused = cdp("audit", "checkpoint", "--out", str(tmp_path / "other.json"))
+    assert refused.returncode == 1
