@@ -147,7 +147,12 @@ def run_retention(
         payloads.c.created_at < now - timedelta(days=settings.privacy_package_days),
     )
     entries = live_entries(runtime)
+    cutoff = now - timedelta(days=settings.retention_inactive_days)
     with runtime.data_engine.begin() as conn:
+        # Who is inactive is decided first: the windows below delete old events and unlink old
+        # orders, which are still activity within the inactivity period (an event 500 days old
+        # is past the analytics window but keeps its person), and the dry run must find the same.
+        inactive = inactive_subjects(conn, cutoff)
         for entry in entries:
             if entry.time_column is None or not entry.retention:
                 continue
@@ -162,8 +167,6 @@ def run_retention(
             )
         else:
             report.packages = int(conn.execute(sa.delete(payloads).where(stale)).rowcount or 0)
-        cutoff = now - timedelta(days=settings.retention_inactive_days)
-        inactive = inactive_subjects(conn, cutoff)
     report.inactive_subjects = len(inactive)
     if inactive and not dry_run:
         for start in range(0, len(inactive), AUDIT_BATCH):

@@ -182,3 +182,20 @@ def test_activity_within_the_period_keeps_a_subject(cdp_env: CdpEnv) -> None:
     with rt.data_engine.connect() as conn:
         left = set(conn.execute(sa.select(SUBJECTS.c.id)).scalars())
     assert left == {by_order, by_event, by_consent}
+
+
+def test_an_event_past_its_own_window_still_counts_as_activity(cdp_env: CdpEnv) -> None:
+    """An event 500 days old is past the analytics window (395 days) but inside the inactivity
+    period (1,095 days): the event goes, the person stays. The run used to delete the event
+    first and then find the person inactive and erase them, while the dry run said it would
+    erase nobody."""
+    rt = cdp_env.runtime
+    active = make_subject(rt)
+    _age(rt, active, NOW - 2000 * DAY)
+    _event(rt, active, NOW - 500 * DAY)
+    dry = run_retention(runtime=rt, clock=FrozenClock(NOW), dry_run=True)
+    real = run_retention(runtime=rt, clock=FrozenClock(NOW))
+    assert dry.as_dict() | {"dry_run": False} == real.as_dict()
+    assert (real.rows, real.inactive_subjects) == ({"events": 1}, 0)
+    with rt.data_engine.connect() as conn:
+        assert list(conn.execute(sa.select(SUBJECTS.c.id)).scalars()) == [active]
