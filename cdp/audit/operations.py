@@ -27,7 +27,7 @@ def key_operator(client: str) -> AccessContext:
     """The context the audit log names for ``cdp keys`` (``client``: where it ran)."""
     return AccessContext(
         principal_id=KEY_OPERATOR_ID,
-        principal_name="key-operator",
+        principal_name=KEY_OPERATOR_ID,  # no principal can take it (names hold no ":")
         roles=("system",),
         purpose="operations",
         request_id=uuid.uuid4().hex,

@@ -46,7 +46,7 @@ from cdp.runtime import Runtime
 AUDIT_BATCH = 1000
 SYSTEM_CONTEXT = AccessContext(
     principal_id="system:retention",
-    principal_name="retention",
+    principal_name="system:retention",  # no principal can take it (names hold no ":")
     roles=("system",),
     purpose="operations",
     request_id="retention",

@@ -199,3 +199,22 @@ def test_an_event_past_its_own_window_still_counts_as_activity(cdp_env: CdpEnv) 
     assert (real.rows, real.inactive_subjects) == ({"events": 1}, 0)
     with rt.data_engine.connect() as conn:
         assert list(conn.execute(sa.select(SUBJECTS.c.id)).scalars()) == [active]
+
+
+def test_retention_is_recorded_under_a_name_no_principal_can_take(cdp_env: CdpEnv) -> None:
+    """A person named ``retention`` blended in with the job's erasures in activity reports."""
+    import pytest
+
+    from cdp.access import principals
+    from cdp.audit.writer import LOG
+    from cdp.errors import InvalidInputError
+
+    rt = cdp_env.runtime
+    idle = make_subject(rt)
+    _age(rt, idle, NOW - 2000 * DAY)
+    assert run_retention(runtime=rt, clock=FrozenClock(NOW)).inactive_subjects == 1
+    with rt.data_engine.connect() as conn:
+        names = set(conn.execute(sa.select(LOG.c.principal_name)).scalars())
+    assert names == {"system:retention"}
+    with pytest.raises(InvalidInputError):
+        principals.create(runtime=rt, name="system:retention", roles=["dpo"])
