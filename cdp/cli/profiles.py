@@ -22,8 +22,19 @@ app.add_typer(profiles_app, name="profiles")
 FieldsOption = Annotated[
     str | None, typer.Option("--fields", help="Comma-separated fields (default: all you may see).")
 ]
-LimitOption = Annotated[int | None, typer.Option("--limit", help="Page size (at most 200).")]
-CursorOption = Annotated[int | None, typer.Option("--cursor", help="next_cursor of a page.")]
+# the API's bounds (cdp/api/profiles.py): a larger page is refused, not silently shortened
+LimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        min=1,
+        max=reads.MAX_PAGE_SIZE,
+        help=f"Page size (at most {reads.MAX_PAGE_SIZE}).",
+    ),
+]
+CursorOption = Annotated[
+    int | None, typer.Option("--cursor", min=0, max=2**63 - 1, help="next_cursor of a page.")
+]
 
 
 def _print(payload: object) -> None:
