@@ -34,6 +34,7 @@ from cdp.profiles.views import (
     ProfileView,
     build_view,
     resources_needed,
+    shown_kinds,
     visible_fields,
 )
 from cdp.runtime import Runtime
@@ -167,7 +168,7 @@ def _load(conn: Connection, subject_id: str, visible: frozenset[str]) -> Profile
     subject = found[0]
     kinds: tuple[str, ...] = ()
     if "identity_kinds" in visible and subject[2]:
-        kinds = tuple(sorted(set(str(subject[2]).split(","))))
+        kinds = shown_kinds(str(subject[2]).split(","), visible)
     sealed: dict[str, bytes] = {}
     wanted_pii = visible & PII_FIELDS
     if wanted_pii:

@@ -107,13 +107,33 @@ def resources_needed(fields: Iterable[str]) -> list[str]:
     return sorted(needed)
 
 
+KIND_MARK: Final = "kind:"
+"""Prefix of the entries of a visible set that let ``identity_kinds`` name a PII kind."""
+
+
 def visible_fields(categories: frozenset[str], wanted: frozenset[str] | None) -> frozenset[str]:
-    """Fields a principal allowed ``categories`` sees, within ``wanted`` (``None``: all)."""
+    """Fields a principal allowed ``categories`` sees, within ``wanted`` (``None``: all).
+
+    When ``identity_kinds`` is visible, the set also holds ``kind:<field>`` for each PII field
+    (``email``, ``phone``) whose category is allowed: only those kinds may be listed, since an
+    analyst learning that a person *has* an email or phone is learning about a field they may
+    not see."""
     allowed = set(BASE_FIELDS)
     allowed.update(f for f in PII_ORDER if FIELD_CATEGORY[f] in categories)
     if "behaviour" in categories:
         allowed.add("orders")
-    return frozenset(allowed if wanted is None else allowed & wanted)
+    kinds = {KIND_MARK + f for f in PII_ORDER if FIELD_CATEGORY[f] in categories}
+    visible = allowed if wanted is None else allowed & wanted
+    if "identity_kinds" in visible:
+        visible |= kinds
+    return frozenset(visible)
+
+
+def shown_kinds(kinds: Iterable[str], visible: frozenset[str]) -> tuple[str, ...]:
+    """The identity kinds ``visible`` lets a view list: pseudonymous ones (customer id, user id,
+    anonymous id) always, a PII kind only with its field's category (see
+    :func:`visible_fields`)."""
+    return tuple(sorted(k for k in set(kinds) if k not in PII_FIELDS or KIND_MARK + k in visible))
 
 
 def build_view(data: ProfileData, visible: frozenset[str], vault: Vault) -> ProfileView:

@@ -79,8 +79,16 @@ def test_analyst_gets_pseudonymous_profile_and_no_placeholders(
     body = r.json()
     assert set(body) == {"subject_id", "created_at", "identity_kinds", "orders"}
     assert body["orders"]["count"] == 3
+    # whether the person has an email or a phone is contact data too: only the pseudonymous kinds
+    assert body["identity_kinds"] == ["customer_id"]
     for value in PII.values():
         assert value not in r.text
+    # asking for the kinds alone shows the same
+    r = client.get(
+        f"/v1/profiles/{sid}?fields=identity_kinds",
+        headers=_headers(cdp_env, "analyst", "analytics"),
+    )
+    assert r.json()["identity_kinds"] == ["customer_id"]
 
 
 def test_analyst_asking_for_pii_is_denied_and_recorded(cdp_env: CdpEnv, client: TestClient) -> None:
