@@ -26,6 +26,7 @@ from cdp.crypto.provider import WrappedKey
 from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.exports.audience_formats import PROFILE_FIELDS, get_format
+from cdp.exports.models import DESTINATION_ID_PREFIX as ID_PREFIX
 from cdp.exports.models import Destination, new_destination_id
 from cdp.exports.secrets import new_signing_secret, unwrap_secret, wrap_secret
 from cdp.runtime import Runtime
@@ -171,6 +172,12 @@ def _validate(spec: DestinationSpec) -> tuple[DestinationKind, tuple[str, ...], 
         raise InvalidInputError(
             "a destination name is 1-64 lower-case letters, digits, '_', '.' or '-'", field="name"
         )
+    if spec.name.startswith(ID_PREFIX):
+        # commands take a destination's name or its id: a name shaped like an id is ambiguous
+        raise InvalidInputError(
+            f"a destination name may not start with {ID_PREFIX!r} (destination ids do)",
+            field="name",
+        )
     try:
         kind = DestinationKind(spec.kind)
     except ValueError:
@@ -268,11 +275,11 @@ def list_destinations(*, runtime: Runtime) -> list[DestinationInfo]:
 def get_destination(*, runtime: Runtime, name: str) -> DestinationInfo:
     """The destination named (or with id) ``name``; ``NotFoundError`` if there is none."""
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-        row = conn.execute(
-            sa.select(DESTINATIONS).where(
-                sa.or_(DESTINATIONS.c.name == name, DESTINATIONS.c.id == name)
-            )
-        ).first()
+        # the name first, then the id: one answer even for a name an older release let look
+        # like another destination's id
+        row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.name == name)).first()
+        if row is None:
+            row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.id == name)).first()
     if row is None:
         raise NotFoundError(f"no destination named {name!r}")
     return _info(row)
@@ -291,16 +298,23 @@ def signing_secret(*, runtime: Runtime, destination: DestinationInfo) -> str:
         raise NotFoundError(f"destination {destination.name!r} has no signing secret")
     secret = unwrap_secret(runtime.provider, destination.id, WrappedKey(int(row[1]), bytes(row[0])))
     if int(row[1]) != runtime.provider.current_version():
-        _store_secret(runtime, destination.id, secret)
+        _store_secret(runtime, destination.id, secret, replacing=bytes(row[0]))
     return secret
 
 
-def _store_secret(runtime: Runtime, destination_id: str, secret: str) -> None:
+def _store_secret(
+    runtime: Runtime, destination_id: str, secret: str, *, replacing: bytes | None = None
+) -> None:
+    """Store ``secret`` wrapped under the current KEK. ``replacing``: only if the stored value
+    is still that one (a re-wrap must not bring back a secret rotated meanwhile)."""
     wrapped = wrap_secret(runtime.provider, destination_id, secret)
+    where = [DESTINATIONS.c.id == destination_id]
+    if replacing is not None:
+        where.append(DESTINATIONS.c.secret_ct == replacing)
     with runtime.data_engine.begin() as conn:
         conn.execute(
             sa.update(DESTINATIONS)
-            .where(DESTINATIONS.c.id == destination_id)
+            .where(*where)
             .values(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
         )
 

@@ -24,9 +24,12 @@ def new_export_id() -> str:
     return "exp_" + secrets.token_hex(12)
 
 
+DESTINATION_ID_PREFIX = "dst_"
+
+
 def new_destination_id() -> str:
     """A random destination id (``dst_`` + 64 bits hex)."""
-    return "dst_" + secrets.token_hex(8)
+    return DESTINATION_ID_PREFIX + secrets.token_hex(8)
 
 
 class Destination(SQLModel, table=True):

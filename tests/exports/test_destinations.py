@@ -109,3 +109,53 @@ def test_a_webhook_secret_survives_rotate_rewrap_retire(world: World) -> None:
     assert signing_secret(runtime=world.rt, destination=made.destination) == made.signing_secret
     status = runner.invoke(cli_app, ["keys", "status"])
     assert status.exit_code == 0 and "secrets" in status.stdout
+
+
+def test_a_name_cannot_look_like_an_id_and_names_win_lookups(world: World) -> None:
+    """A destination could be named like another's id; lookups matched name OR id without an
+    order, so a command could reach either destination."""
+    import sqlalchemy as sa
+
+    from cdp.exports.models import Destination
+
+    first = world.destination("mail", "csv", "email_marketing", ["email"]).destination
+    with pytest.raises(InvalidInputError) as refused:
+        world.destination(first.id, "csv", "email_marketing", ["email"])
+    assert refused.value.field == "name"
+    # a name an older release accepted: the name wins, the id still finds its own destination
+    other = world.destination("other", "csv", "email_marketing", ["email"]).destination
+    table = Destination.__table__  # type: ignore[attr-defined]
+    with world.rt.data_engine.begin() as conn:
+        conn.execute(sa.update(table).where(table.c.id == other.id).values(name=first.id))
+    assert get_destination(runtime=world.rt, name=first.id).id == other.id
+    assert get_destination(runtime=world.rt, name="mail").id == first.id
+    assert get_destination(runtime=world.rt, name=other.id).id == other.id
+
+
+def test_a_rewrap_on_use_never_brings_back_a_rotated_secret(world: World) -> None:
+    """Using a secret wrapped under an older KEK re-wraps it; a rotation committed between the
+    read and that write was overwritten with the old secret (receivers then refused every
+    batch). The write now applies only if the stored secret is still the one read."""
+    from cdp.exports import destinations as dests
+    from cdp.exports.destinations import rotate_secret, signing_secret
+
+    made = world.destination(
+        "hook", "webhook", "email_marketing", ["email"], url="https://h.example.com/"
+    )
+    world.rt.provider.rotate()
+    rotated: list[str] = []
+    real = dests.unwrap_secret
+
+    def unwrap_then_rotate(*args: object, **kw: object) -> str:
+        secret = real(*args, **kw)  # type: ignore[arg-type]
+        if not rotated:  # another process rotates the secret right after this read
+            rotated.append(rotate_secret(runtime=world.rt, name="hook"))
+        return secret
+
+    dests.unwrap_secret = unwrap_then_rotate  # type: ignore[assignment]
+    try:
+        old = signing_secret(runtime=world.rt, destination=made.destination)
+    finally:
+        dests.unwrap_secret = real  # type: ignore[assignment]
+    assert old == made.signing_secret and rotated and rotated[0] != old
+    assert signing_secret(runtime=world.rt, destination=made.destination) == rotated[0]
