@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cdp.cli.access import TokenOption, cli_access
 from cdp.cli.root import app, console
+from cdp.errors import NotFoundError
 from cdp.exports.destinations import get_destination
 from cdp.exports.records import get_export
 from cdp.exports.run import run_export
@@ -142,13 +143,21 @@ def schedule_delete(name: str, token: TokenOption = None, purpose: PurposeOpt = 
     rt = get_runtime()
     schedules = {s.name: s for s in list_schedules(runtime=rt)}
     target = schedules.get(name)
-    dest_purpose = (
-        get_destination(runtime=rt, name=target.destination).purpose if target else "marketing"
-    )
+    if target is None:
+        # whoever may list the schedules may learn that there is no such one: not found, not
+        # "forbidden" under a purpose nobody asked for
+        cli_access(
+            runtime=rt,
+            token=token,
+            purpose=purpose or "marketing",
+            resource="exports",
+            action="read",
+        )
+        raise NotFoundError(f"no schedule named {name!r}")
     cli_access(
         runtime=rt,
         token=token,
-        purpose=purpose or dest_purpose,
+        purpose=purpose or get_destination(runtime=rt, name=target.destination).purpose,
         resource="exports",
         action="create",
     )

@@ -279,3 +279,19 @@ def test_a_schedule_of_an_unknown_segment_is_refused(world: World) -> None:
             clock=world.clock,
         )
     assert list_schedules(runtime=world.rt) == []
+
+
+def test_deleting_an_unknown_schedule_is_not_found(world: World) -> None:
+    """It answered "forbidden" (a check under a purpose nobody asked for) and wrote a denied
+    audit record."""
+    marketer = create_principal(runtime=world.rt, name="mk", roles=["marketer"])
+    result = CliRunner().invoke(
+        cli_app, ["export", "schedule", "delete", "nope", "--token", marketer.token]
+    )
+    assert isinstance(result.exception, NotFoundError), result.output
+    with world.rt.data_engine.connect() as conn:
+        outcomes = list(conn.execute(sa.text("SELECT outcome FROM audit_log")).scalars())
+    assert "denied" not in outcomes
+    # without a valid token it is still refused first
+    anonymous = CliRunner().invoke(cli_app, ["export", "schedule", "delete", "nope"])
+    assert anonymous.exception is not None and not isinstance(anonymous.exception, NotFoundError)
