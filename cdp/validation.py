@@ -63,3 +63,8 @@ def check_text(value: str, field: str) -> str:
     if problem is not None:
         raise InvalidInputError(f"{field} {problem}", field=field)
     return value
+
+
+FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP's list): identifiers may not start
+so (ingestion), and CSV cells that do are defused when written (exports, audit reports)."""

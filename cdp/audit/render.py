@@ -18,9 +18,9 @@ from markupsafe import Markup, escape
 
 from cdp.audit.reports import Report
 from cdp.errors import ConfigurationError, InvalidInputError
+from cdp.validation import FORMULA_START
 
 FORMATS: Final = {"md": "text/markdown", "html": "text/html", "csv": "text/csv"}
-_FORMULA: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
 def templates_dir() -> Path:
@@ -35,7 +35,7 @@ def templates_dir() -> Path:
 def csv_cell(value: object) -> str:
     """One CSV cell: quoted, quotes doubled, formulas defused."""
     text = "" if value is None else str(value)
-    if text.startswith(_FORMULA):
+    if text.startswith(FORMULA_START):
         text = "'" + text
     return '"' + text.replace('"', '""') + '"'
 

@@ -57,7 +57,7 @@ class Outputs:
         self.maker: RowMaker = (
             AudienceRows(fmt, dest.fields, default_region=runtime.settings.default_region)
             if fmt is not None
-            else PlainRows(dest.fields)
+            else PlainRows(dest.fields, spreadsheet=kind is DestinationKind.CSV)
         )
         self._kind = kind
 

