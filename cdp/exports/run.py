@@ -39,6 +39,7 @@ from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum
 from cdp.exports.models import new_export_id
 from cdp.exports.outputs import Outputs
 from cdp.exports.records import RUNS, finish_run, start_run
+from cdp.exports.recovery import recover_interrupted
 from cdp.exports.webhook import RetryPolicy
 from cdp.logging import get_logger
 from cdp.observability import count_export
@@ -97,6 +98,7 @@ def run_export(
     dest = get_destination(runtime=runtime, name=destination)
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
+    recover_interrupted(runtime, clock=clock)  # close runs a dead process left (never waits)
     with export_guard(runtime):  # no erasure commits while this export runs
         return _run(
             runtime, ctx, dest, segment, full, clock, progress, retry, resolver, schedule_id

@@ -34,6 +34,7 @@ from cdp.errors import (
 from cdp.exports.audience import AudienceResolver, segment_audience
 from cdp.exports.destinations import get_destination
 from cdp.exports.models import ExportSchedule
+from cdp.exports.recovery import recover_interrupted
 from cdp.exports.run import run_export
 from cdp.exports.webhook import RetryPolicy
 from cdp.logging import get_logger
@@ -290,6 +291,7 @@ def scheduler_loop(
     log.info("export scheduler started", poll_seconds=poll_seconds)
     while not stop.is_set():
         try:
+            recover_interrupted(runtime, clock=clock)  # runs a dead process left (cheap: no wait)
             run_due_exports(runtime=runtime, clock=clock)
         except Exception as exc:  # keep the loop alive; the next poll tries again
             log.error("export scheduler pass failed", error_type=type(exc).__name__)

@@ -76,3 +76,46 @@ def export_guard(runtime: Runtime) -> contextlib.AbstractContextManager[None]:
 def erasure_guard(runtime: Runtime) -> contextlib.AbstractContextManager[None]:
     """Held by an erasure: waits for running exports, and holds new ones off until done."""
     return _lock(runtime, shared=False)
+
+
+@contextlib.contextmanager
+def _try_postgres(runtime: Runtime) -> Iterator[bool]:
+    conn = runtime.data_engine.connect()
+    try:
+        got = bool(
+            conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+        )
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                conn.commit()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def _try_file(runtime: Runtime) -> Iterator[bool]:
+    fd = os.open(_lock_path(runtime), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def no_export_running(runtime: Runtime) -> contextlib.AbstractContextManager[bool]:
+    """The exclusive lock if it is free now (True: no export runs, none starts until exit),
+    without waiting (False: an export or an erasure holds it)."""
+    if runtime.data_engine.dialect.name == "postgresql":
+        return _try_postgres(runtime)
+    return _try_file(runtime)
