@@ -179,6 +179,27 @@ def plan_messages(
             )
             built.append(("consent", rec))
             errors += errs
+        subject = (msg.user_id, msg.anonymous_id)
+        if gpc and subject not in subjects:
+            # one GPC withdrawal a subject the request names, built like every other record,
+            # so that a problem with it is this message's 400 detail, not the request's 500
+            rec, errs = _record(
+                ConsentRecord,
+                {
+                    "customer_id": msg.user_id,
+                    "anonymous_id": msg.anonymous_id,
+                    "purpose": "ad_audiences",
+                    "status": "withdrawn",
+                    "occurred_at": now,
+                    "source": source,
+                    "mechanism": "gpc",
+                },
+                ctx,
+                i,
+                "",
+            )
+            built.append(("gpc", rec))
+            errors += errs
         if errors:
             invalid.extend(errors)
             continue
@@ -190,25 +211,11 @@ def plan_messages(
                 plan.orders.append((i, rec))
             elif kind == "event":
                 plan.events.append((i, rec))
+            elif kind == "gpc":
+                plan.gpc.append((i, rec))
             else:
                 plan.consents.append((i, rec))
-        subjects.setdefault((msg.user_id, msg.anonymous_id), i)
-    if gpc:
-        for (user_id, anonymous_id), i in subjects.items():
-            plan.gpc.append(
-                (
-                    i,
-                    ConsentRecord(
-                        customer_id=user_id,
-                        anonymous_id=anonymous_id,
-                        purpose="ad_audiences",
-                        status="withdrawn",
-                        occurred_at=now,
-                        source=source,
-                        mechanism="gpc",
-                    ),
-                )
-            )
+        subjects.setdefault(subject, i)
     return plan, invalid, ignored
 
 

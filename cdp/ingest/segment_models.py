@@ -18,12 +18,13 @@ or browser id (``anonymous_id``). Mapping:
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cdp.ingest.records import CONTROL_MESSAGE, plain_text
+from cdp.ingest.records import CONTROL_MESSAGE, _safe_id, plain_text
 from cdp.ingest.times import not_epoch
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
@@ -72,6 +73,23 @@ _SKIP_TRAITS = {"id", "userId", "anonymousId", "address", "name"}
 ORDER_COMPLETED = "Order Completed"
 
 
+def number_id(value: Any) -> Any:
+    """A number sent as an id, as the string Segment's libraries make of it (JavaScript's
+    ``String(n)``): an integer, or an integral float, without a decimal point (``1`` and ``1.0``
+    are one id, "1"), other finite numbers in their shortest form. NaN and the infinities (JSON
+    extensions cdp reads, and ``1e400``) are refused: as "nan" or "inf" they would join unrelated
+    visitors into one subject."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if value.is_integer() and abs(value) < 1e21:  # JavaScript writes 1e21 and up with an exponent
+        return str(int(value))
+    return repr(value)
+
+
 class SegmentMessage(BaseModel):
     """One message of the Segment Spec (unknown fields such as ``integrations`` are ignored)."""
 
@@ -97,9 +115,14 @@ class SegmentMessage(BaseModel):
     @field_validator("user_id", "anonymous_id", "previous_id", mode="before")
     @classmethod
     def _number_ids(cls, value: Any) -> Any:
-        return (
-            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-        )
+        return number_id(value)
+
+    @field_validator("user_id", "anonymous_id", "previous_id")
+    @classmethod
+    def _ids(cls, value: str | None) -> str | None:
+        """The identifier rules of every record (printable, trimmed, no formula start), checked
+        here so that a message that builds no record (``group``) is held to them too."""
+        return _safe_id(value)
 
     @field_validator("message_id")
     @classmethod
