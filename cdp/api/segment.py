@@ -166,8 +166,15 @@ def _answer(
             {"loc": f"batch.{i.index}.{i.field}", "msg": i.message}
             for i in result.invalid[:MAX_DETAILS]
         ]
-        bad = len({i.index for i in result.invalid})
-        message = f"{bad} of {result.received} messages are invalid; the others were accepted"
+        bad = {i.index for i in result.invalid}
+        refused = bad - {i.index for i in result.invalid if i.order_only}
+        message = f"{len(bad)} of {result.received} messages are invalid"
+        if len(refused) < len(bad):
+            message += (
+                f" ({len(bad) - len(refused)} of them Order Completed events stored without"
+                " their order)"
+            )
+        message += "; the others were accepted"
         if len(result.invalid) > MAX_DETAILS:
             message += f" (the first {MAX_DETAILS} of {len(result.invalid)} problems are listed)"
         body = error_body(request, "invalid_messages", message, details)
