@@ -223,11 +223,10 @@ def plan_messages(
             continue
         # the event happened (Segment's meaning of a track): an Order Completed whose order part
         # is invalid is stored as an event, and its order's problems are reported
+        stored = "(the event was stored, its order was not)"
         invalid.extend(
-            replace(e, message=f"{e.message} (the event was stored, its order was not)",
-                    order_only=True)
-            for e in order_errors
-        )  # fmt: skip
+            replace(e, message=f"{e.message} {stored}", order_only=True) for e in order_errors
+        )
         for kind, rec in built:
             if kind == "customer":
                 plan.customers.append((i, rec))
