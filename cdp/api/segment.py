@@ -4,7 +4,8 @@
 Routes are thin: authentication (:mod:`cdp.api.source_auth`), a bounded body reader (gzip bodies,
 Segment's size limits: 32 KB a message, 500 KB a batch — past them 413), then
 :func:`cdp.ingest.segment.ingest_messages`. Success answers ``{"success": true}`` like Segment;
-invalid messages give 400 with one detail per message and field (the valid ones are stored).
+invalid messages give 400 with one detail per message and field, the first :data:`MAX_DETAILS`
+of them (the valid ones are stored).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from cdp.api.source_auth import SourceDep, require_source
 from cdp.ingest.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ingest_messages
 from cdp.jsonio import MAX_DEPTH, NOT_STRICT, compact_size, strict_loads, too_deep
 
+MAX_DETAILS = 100
+"""At most this many problems are listed in a 400's details (the message counts them all), so an
+invalid batch cannot make an answer many times its own size."""
+
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[Depends(require_source)])
 
 
@@ -37,13 +42,51 @@ def _too_large(what: str) -> HTTPException:
     return HTTPException(413, f"{what} is larger than Segment's limit")
 
 
+def _not_gzip(why: str) -> HTTPException:
+    return HTTPException(400, f"the body is not valid gzip: {why}")
+
+
+class _Gunzip:
+    """Inflates a gzip body as it arrives, never producing more than the room it is given.
+
+    The body must end where a gzip member ends (its CRC and length checked): a body cut short
+    or followed by anything but another member (RFC 1952 allows several) is refused."""
+
+    def __init__(self) -> None:
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """The bytes ``data`` inflates to; 413 when they would be more than ``room``."""
+        out: list[bytes] = []
+        while data:
+            if room <= 0:  # max_length 0 would mean no limit at all
+                raise _too_large("the request body")
+            if self._inflater.eof:  # what follows a member must be another member
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                piece = self._inflater.decompress(data, room)
+            except zlib.error:
+                raise _not_gzip("damaged, or followed by data that is not gzip") from None
+            if self._inflater.unconsumed_tail:
+                raise _too_large("the request body")
+            out.append(piece)
+            room -= len(piece)
+            data = self._inflater.unused_data
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """Refuses a body that ended inside a member (its CRC and length never checked)."""
+        if not self._inflater.eof:
+            raise _not_gzip("it is cut short")
+
+
 async def _read(request: Request, limit: int) -> bytes:
     """The request body, decompressed, refusing to hold more than ``limit`` bytes of either."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large("the request body")
     gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    inflater = _Gunzip() if gzipped else None
     parts: list[bytes] = []
     size = received = 0
     async for chunk in request.stream():
@@ -51,16 +94,13 @@ async def _read(request: Request, limit: int) -> bytes:
         if received > limit:
             raise _too_large("the request body")
         if inflater is not None:
-            try:
-                chunk = inflater.decompress(chunk, limit + 1 - size)
-            except zlib.error:
-                raise HTTPException(400, "the body is not valid gzip") from None
-            if inflater.unconsumed_tail:
-                raise _too_large("the request body")
+            chunk = inflater.feed(chunk, limit + 1 - size)
         size += len(chunk)
         if size > limit:
             raise _too_large("the request body")
         parts.append(chunk)
+    if inflater is not None:
+        inflater.finish()
     return b"".join(parts)
 
 
@@ -122,14 +162,22 @@ def _answer(
         gpc=(sec_gpc or "").strip() == "1",
     )
     if result.invalid:
-        details = [{"loc": f"batch.{i.index}.{i.field}", "msg": i.message} for i in result.invalid]
-        bad = len({i.index for i in result.invalid})
-        body = error_body(
-            request,
-            "invalid_messages",
-            f"{bad} of {result.received} messages are invalid; the others were accepted",
-            details,
-        )
+        details = [
+            {"loc": f"batch.{i.index}.{i.field}", "msg": i.message}
+            for i in result.invalid[:MAX_DETAILS]
+        ]
+        bad = {i.index for i in result.invalid}
+        refused = bad - {i.index for i in result.invalid if i.order_only}
+        message = f"{len(bad)} of {result.received} messages are invalid"
+        if len(refused) < len(bad):
+            message += (
+                f" ({len(bad) - len(refused)} of them Order Completed events stored without"
+                " their order)"
+            )
+        message += "; the others were accepted"
+        if len(result.invalid) > MAX_DETAILS:
+            message += f" (the first {MAX_DETAILS} of {len(result.invalid)} problems are listed)"
+        body = error_body(request, "invalid_messages", message, details)
         return JSONResponse(body, status_code=400)
     return SegmentAck()
 

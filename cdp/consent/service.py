@@ -293,13 +293,17 @@ def history(
     return [_record(r) for r in rows]
 
 
+def precedence(occurred_at: datetime, status: str, entry_id: int) -> tuple[datetime, bool, int]:
+    """The rule for which entry of a (subject, purpose) is its current state: the one with the
+    greatest key — the latest ``occurred_at``; at equal times a withdrawal (the most restrictive
+    reading); then the later recorded. Every reader of the ledger (ingestion's change-only rule,
+    merges) uses this rule."""
+    return (occurred_at, status == ConsentStatus.WITHDRAWN.value, entry_id)
+
+
 def _precedes(a: ConsentRecord, b: ConsentRecord) -> bool:
     """Whether ``b`` supersedes ``a`` (later, or same time and a withdrawal)."""
-    if b.occurred_at != a.occurred_at:
-        return b.occurred_at > a.occurred_at
-    if a.status != b.status:
-        return b.status == ConsentStatus.WITHDRAWN.value
-    return b.id > a.id
+    return precedence(b.occurred_at, b.status, b.id) > precedence(a.occurred_at, a.status, a.id)
 
 
 def state_from(records: Sequence[ConsentRecord]) -> dict[str, ConsentState]:

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdp.consent.models import ConsentEvent
+from cdp.consent.service import precedence
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import ConsentRecord
@@ -53,20 +54,21 @@ def consent_rows(
 
 
 def current_states(ctx: BatchContext, subject_ids: Sequence[str]) -> dict[tuple[str, str], str]:
-    """(subject, purpose) -> latest status (latest occurred_at; a withdrawal wins a tie)."""
+    """(subject, purpose) -> current status, by the consent service's rule (the latest
+    ``occurred_at``; a withdrawal wins a tie)."""
     ct = ConsentEvent.__table__  # type: ignore[attr-defined]
     ids = sorted(set(subject_ids))
-    state: dict[tuple[str, str], tuple[Any, int, str]] = {}
+    state: dict[tuple[str, str], tuple[tuple[Any, bool, int], str]] = {}
     for start in range(0, len(ids), 5_000):
-        for sid, purpose, status, at in ctx.conn.execute(
-            sa.select(ct.c.subject_id, ct.c.purpose, ct.c.status, ct.c.occurred_at).where(
+        for sid, purpose, status, at, entry_id in ctx.conn.execute(
+            sa.select(ct.c.subject_id, ct.c.purpose, ct.c.status, ct.c.occurred_at, ct.c.id).where(
                 ct.c.subject_id.in_(ids[start : start + 5_000])
             )
         ):
-            rank = (at, 1 if status == "withdrawn" else 0, status)
-            if (sid, purpose) not in state or rank > state[(sid, purpose)]:
-                state[(sid, purpose)] = rank
-    return {k: v[2] for k, v in state.items()}
+            rank = precedence(at, status, entry_id)
+            if (sid, purpose) not in state or rank > state[(sid, purpose)][0]:
+                state[(sid, purpose)] = (rank, status)
+    return {k: v[1] for k, v in state.items()}
 
 
 def write_consents(

@@ -7,7 +7,9 @@ consent from ``context.consent.categoryPreferences``, identify/alias identities 
 events.
 So a GPC signal is on the ledger before anything else from that request, and a request either
 lands whole or not at all. Invalid messages are reported by index and field (no values); the valid
-ones of the same request are still stored (Segment drops bad messages and keeps the rest).
+ones of the same request are still stored (Segment drops bad messages and keeps the rest). An
+``Order Completed`` track whose order part alone is invalid is stored as an event without its
+order (the event happened), and the order's problems are reported.
 
 Replays add nothing: events by ``messageId`` (``events.message_id``), orders by ``order_id``,
 identify/alias by ``seen_messages``, consent by the ledger's dedupe key and because only changes
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,6 +45,7 @@ from cdp.ingest.segment_models import (
     customer_data,
     event_data,
     order_data,
+    total_field,
 )
 from cdp.observability import count_ingest
 from cdp.runtime import Runtime
@@ -59,6 +62,9 @@ class Invalid:
     index: int
     field: str
     message: str
+    order_only: bool = False
+    """The problem is in an ``Order Completed``'s order part: its event was stored, not the
+    order."""
 
 
 @dataclass
@@ -107,6 +113,16 @@ def _record(
         return None, _errors(i, prefix, exc)
 
 
+def _amount_named(problem: Invalid, msg: SegmentMessage, data: dict[str, Any]) -> Invalid:
+    """An order total's problem, named by the property it came from (``total`` or ``revenue``)."""
+    if problem.field != "properties.total":
+        return problem
+    named = replace(problem, field=f"properties.{total_field(msg.properties)}")
+    if "total" not in data:  # neither was sent
+        return replace(named, message="an order needs total or revenue")
+    return named
+
+
 def plan_messages(
     runtime: Runtime, messages: Sequence[Any], *, gpc: bool, source: str, clock: Clock
 ) -> tuple[_Plan, list[Invalid], int]:
@@ -140,6 +156,7 @@ def plan_messages(
         plan.keys[i] = key
         built: list[tuple[str, Any]] = []
         errors: list[Invalid] = []
+        order_errors: list[Invalid] = []
         if msg.type in ("identify", "alias"):
             data = customer_data(msg) if msg.type == "identify" else alias_data(msg)
             rec, errs = _record(CustomerRecord, data, ctx, i, "traits.")
@@ -148,9 +165,10 @@ def plan_messages(
         elif msg.type in ("track", "page", "screen"):
             if msg.type == "track" and msg.event == ORDER_COMPLETED:
                 data = order_data(msg, at, converter.base)
-                rec, errs = _record(OrderRecord, data, ctx, i, "properties.")
-                built.append(("order", rec))
-                errors += errs
+                rec, order_errors = _record(OrderRecord, data, ctx, i, "properties.")
+                order_errors = [_amount_named(e, msg, data) for e in order_errors]
+                if not order_errors:
+                    built.append(("order", rec))
             ev = event_data(msg, at)
             ev["message_id"] = key
             rec, errs = _record(EventRecord, ev, ctx, i, "")
@@ -179,9 +197,36 @@ def plan_messages(
             )
             built.append(("consent", rec))
             errors += errs
+        subject = (msg.user_id, msg.anonymous_id)
+        if gpc and subject not in subjects:
+            # one GPC withdrawal a subject the request names, built like every other record,
+            # so that a problem with it is this message's 400 detail, not the request's 500
+            rec, errs = _record(
+                ConsentRecord,
+                {
+                    "customer_id": msg.user_id,
+                    "anonymous_id": msg.anonymous_id,
+                    "purpose": "ad_audiences",
+                    "status": "withdrawn",
+                    "occurred_at": now,
+                    "source": source,
+                    "mechanism": "gpc",
+                },
+                ctx,
+                i,
+                "",
+            )
+            built.append(("gpc", rec))
+            errors += errs
         if errors:
-            invalid.extend(errors)
+            invalid.extend(order_errors + errors)
             continue
+        # the event happened (Segment's meaning of a track): an Order Completed whose order part
+        # is invalid is stored as an event, and its order's problems are reported
+        stored = "(the event was stored, its order was not)"
+        invalid.extend(
+            replace(e, message=f"{e.message} {stored}", order_only=True) for e in order_errors
+        )
         for kind, rec in built:
             if kind == "customer":
                 plan.customers.append((i, rec))
@@ -190,25 +235,11 @@ def plan_messages(
                 plan.orders.append((i, rec))
             elif kind == "event":
                 plan.events.append((i, rec))
+            elif kind == "gpc":
+                plan.gpc.append((i, rec))
             else:
                 plan.consents.append((i, rec))
-        subjects.setdefault((msg.user_id, msg.anonymous_id), i)
-    if gpc:
-        for (user_id, anonymous_id), i in subjects.items():
-            plan.gpc.append(
-                (
-                    i,
-                    ConsentRecord(
-                        customer_id=user_id,
-                        anonymous_id=anonymous_id,
-                        purpose="ad_audiences",
-                        status="withdrawn",
-                        occurred_at=now,
-                        source=source,
-                        mechanism="gpc",
-                    ),
-                )
-            )
+        subjects.setdefault(subject, i)
     return plan, invalid, ignored
 
 

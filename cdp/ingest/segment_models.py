@@ -18,12 +18,15 @@ or browser id (``anonymous_id``). Mapping:
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cdp.ingest.records import CONTROL_MESSAGE, plain_text
+from cdp.ingest.money import exponent
+from cdp.ingest.records import CONTROL_MESSAGE, _safe_id, plain_text
 from cdp.ingest.times import not_epoch
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
@@ -72,6 +75,23 @@ _SKIP_TRAITS = {"id", "userId", "anonymousId", "address", "name"}
 ORDER_COMPLETED = "Order Completed"
 
 
+def number_id(value: Any) -> Any:
+    """A number sent as an id, as the string Segment's libraries make of it (JavaScript's
+    ``String(n)``): an integer, or an integral float, without a decimal point (``1`` and ``1.0``
+    are one id, "1"), other finite numbers in their shortest form. NaN and the infinities (JSON
+    extensions cdp reads, and ``1e400``) are refused: as "nan" or "inf" they would join unrelated
+    visitors into one subject."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if value.is_integer() and abs(value) < 1e21:  # JavaScript writes 1e21 and up with an exponent
+        return str(int(value))
+    return repr(value)
+
+
 class SegmentMessage(BaseModel):
     """One message of the Segment Spec (unknown fields such as ``integrations`` are ignored)."""
 
@@ -97,9 +117,14 @@ class SegmentMessage(BaseModel):
     @field_validator("user_id", "anonymous_id", "previous_id", mode="before")
     @classmethod
     def _number_ids(cls, value: Any) -> Any:
-        return (
-            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-        )
+        return number_id(value)
+
+    @field_validator("user_id", "anonymous_id", "previous_id")
+    @classmethod
+    def _ids(cls, value: str | None) -> str | None:
+        """The identifier rules of every record (printable, trimmed, no formula start), checked
+        here so that a message that builds no record (``group``) is held to them too."""
+        return _safe_id(value)
 
     @field_validator("message_id")
     @classmethod
@@ -196,19 +221,46 @@ def alias_data(msg: SegmentMessage) -> dict[str, Any]:
     return {"customer_id": msg.user_id, "anonymous_id": msg.previous_id}
 
 
+def json_amount(value: Any, currency: Any) -> Any:
+    """An amount as the order record reads it. A JSON number with a fraction is a binary float
+    to whoever sent it (a JavaScript cart summing 0.1 + 0.2 sends 0.30000000000000004), so it is
+    read by its shortest decimal form and rounded half-even to the currency's minor unit (cents
+    for USD, whole yen for JPY); strings (exact decimal text) and integers are passed on as they
+    are, for the record's rules to judge. NaN and the infinities are passed on to be refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return repr(value)
+    code = currency.strip().upper() if isinstance(currency, str) else ""
+    amount = Decimal(repr(value))
+    try:
+        return str(amount.quantize(Decimal(1).scaleb(-exponent(code)), rounding=ROUND_HALF_EVEN))
+    except InvalidOperation:  # too many digits to round: the record refuses it as too large
+        return str(amount)
+
+
+def total_field(properties: dict[str, Any]) -> str:
+    """Which property is an ``Order Completed``'s total: ``total`` unless it is absent or null,
+    else ``revenue``."""
+    return "total" if properties.get("total") is not None else "revenue"
+
+
 def order_data(msg: SegmentMessage, at: datetime, base_currency: str) -> dict[str, Any]:
-    """An ``Order Completed`` track as an order record's input."""
+    """An ``Order Completed`` track as an order record's input (an absent or null ``order_id``
+    or amount is left out, for the record to name it as required)."""
     p = msg.properties
-    total = p.get("total", p.get("revenue"))
+    currency = p.get("currency") or base_currency
     products = p.get("products") or []
-    return {
+    data: dict[str, Any] = {
         "order_id": p.get("order_id") or p.get("checkout_id"),
         "customer_id": msg.user_id,
         "anonymous_id": msg.anonymous_id,
         "ordered_at": at,
-        "total": str(total) if isinstance(total, int | float) else total,
-        "currency": p.get("currency") or base_currency,
-        "discount": str(p.get("discount") or 0),
+        "total": json_amount(p.get(total_field(p)), currency),
+        "currency": currency,
+        "discount": json_amount(p.get("discount") or 0, currency),
         "coupon": p.get("coupon"),
         "status": "completed",
         "items": [
@@ -217,13 +269,16 @@ def order_data(msg: SegmentMessage, at: datetime, base_currency: str) -> dict[st
                 "sku": i.get("sku"),
                 "category": i.get("category"),
                 "name": i.get("name"),
-                "price": str(i.get("price") or 0),
-                "quantity": i.get("quantity") or 1,
+                "price": json_amount(i.get("price") or 0, currency),
+                # absent or null: one; 0 or a negative number reaches the record and is refused
+                # there, as in a batch file
+                "quantity": 1 if i.get("quantity") is None else i["quantity"],
             }
             for i in products
             if isinstance(i, dict)
         ],
     }
+    return {k: v for k, v in data.items() if v is not None or k not in ("order_id", "total")}
 
 
 def event_data(msg: SegmentMessage, at: datetime) -> dict[str, Any]:

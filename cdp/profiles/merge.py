@@ -7,10 +7,12 @@ it), so the absorbed subject's PII and event properties are decrypted under its 
 re-encrypted under the survivor's. The absorbed data key is destroyed only after the transaction
 commits (:meth:`cdp.profiles.resolve.Resolution.finish`), so a rolled-back merge loses nothing.
 
-Consent: where the two subjects' current states differ for a purpose (one granted, the other
-withdrawn), a withdrawal is appended at merge time, so the derived state after the merge is the
-most restrictive of the two. The survivor keeps its own PII values; the absorbed subject's values
-fill only the fields the survivor lacks (custom traits are merged key by key, survivor first).
+Consent: where the two subjects' current states (read by the consent service's rule, on a tie a
+withdrawal) differ for a purpose (one granted, the other withdrawn), a withdrawal is appended at
+merge time (or at the later entry's time, if one lies ahead of it), so the derived state after the
+merge is the most restrictive of the two. The survivor keeps its own PII values; the absorbed
+subject's values fill only the fields the survivor lacks (custom traits are merged key by key,
+survivor first).
 
 Tables of other capabilities that reference ``subjects.id``, and the recomputed trait tables
 (which name their subject without a foreign key, :mod:`cdp.traits.recompute_lock`), are moved
@@ -43,6 +45,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from cdp.consent.models import ConsentEvent
+from cdp.consent.service import ConsentState, current_state
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
 from cdp.exports.merge import move_export_rows
@@ -69,16 +72,15 @@ def event_field(message_id: str) -> str:
     return f"event:{message_id}"
 
 
-def _current_consent(conn: Connection, subject_id: str) -> dict[str, str]:
-    ce = ConsentEvent.__table__  # type: ignore[attr-defined]
-    state: dict[str, str] = {}
-    for purpose, status in conn.execute(
-        sa.select(ce.c.purpose, ce.c.status)
-        .where(ce.c.subject_id == subject_id)
-        .order_by(ce.c.occurred_at, ce.c.id)
-    ):
-        state[purpose] = status
-    return state
+def _current_consent(conn: Connection, subject_id: str) -> dict[str, ConsentState]:
+    """The subject's explicit state per purpose, read by the consent service's own rule (the
+    latest entry; on equal times a withdrawal wins). Purposes without an entry are left out:
+    their default is not a choice the person made."""
+    return {
+        purpose: state
+        for purpose, state in current_state(conn=conn, subject_id=subject_id).items()
+        if not state.is_default
+    }
 
 
 def _merge_consent(conn: Connection, survivor: str, absorbed: str, now: datetime) -> None:
@@ -88,14 +90,19 @@ def _merge_consent(conn: Connection, survivor: str, absorbed: str, now: datetime
     conn.execute(sa.update(ce).where(ce.c.subject_id == absorbed).values(subject_id=survivor))
     rows = []
     for purpose in sorted(set(mine) & set(theirs)):
-        if mine[purpose] != theirs[purpose]:
+        if mine[purpose].status != theirs[purpose].status:
+            # dated no earlier than either entry (one may lie a little ahead, within the clock
+            # skew allowed), so that the withdrawal is the latest entry: a tie goes to it too
+            at = max(
+                now, *(s.occurred_at for s in (mine[purpose], theirs[purpose]) if s.occurred_at)
+            )
             key = hashlib.sha256(f"merge|{survivor}|{absorbed}|{purpose}".encode()).hexdigest()
             rows.append(
                 {
                     "subject_id": survivor,
                     "purpose": purpose,
                     "status": "withdrawn",
-                    "occurred_at": now,
+                    "occurred_at": at,
                     "recorded_at": now,
                     "source": "identity_merge",
                     "notice_version": None,
