@@ -11,7 +11,7 @@ import pytest
 from cdp.access import principals
 from cdp.api import middleware
 from cdp.audit import writer
-from cdp.cli import principals as cli_principals
+from cdp.cli import durations as cli_durations
 from cdp.crypto import normalize
 from cdp.errors import InvalidInputError
 from cdp.exports import destinations, schedule
@@ -23,7 +23,7 @@ PATTERNS: list[tuple[str, re.Pattern[str], str]] = [
     ("request id", middleware._SAFE_ID, "req-1"),
     ("audit name", writer._NAME, "support"),
     ("audit client", writer._CLIENT, "127.0.0.1"),
-    ("duration", cli_principals._DURATION, "30d"),
+    ("duration", cli_durations._DURATION, "30d"),
     ("email local part", normalize._LOCAL_PART, "john"),
     ("domain label", normalize._DOMAIN_LABEL, "example"),
     ("destination name", destinations._NAME, "crm"),
