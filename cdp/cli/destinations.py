@@ -70,7 +70,9 @@ def create(
     url: Annotated[str | None, typer.Option(help="Webhook URL.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per webhook batch.")] = 500,
     max_attempts: Annotated[int, typer.Option(help="Webhook tries before a dead letter.")] = 5,
-    timeout: Annotated[float, typer.Option(help="Webhook request timeout, seconds.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(help="Webhook: the most one try takes, seconds.")
+    ] = 10.0,
     token: TokenOption = None,
     purpose: OpsPurpose = "operations",
 ) -> None:

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
+import httpx
 import sqlalchemy as sa
 
 from cdp.access.categories import CONSENT_PURPOSES
@@ -110,11 +111,24 @@ def _check_url(url: str | None) -> str:
         raise InvalidInputError(
             "the url must not contain spaces or control characters", field="url"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise InvalidInputError("the url is malformed", field="url") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise InvalidInputError("the url must be http(s)://host/...", field="url")
     if parts.username or parts.password:
         raise InvalidInputError("the url must not carry credentials", field="url")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise InvalidInputError("the url's port must be a number from 1 to 65535", field="url")
+    try:
+        httpx.Request("POST", url)  # as the sender will build it (e.g. an IDNA-invalid host)
+    except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors
+        raise InvalidInputError("the url is malformed", field="url") from None
     if parts.fragment:
         raise InvalidInputError("the url must not have a fragment", field="url")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):

@@ -52,7 +52,9 @@ class Destination(SQLModel, table=True):
     secret_kek_version: int | None = Field(default=None)
     batch_size: int = Field(default=500, description="Rows per webhook batch.")
     max_attempts: int = Field(default=5, description="Webhook tries before a dead letter.")
-    timeout_seconds: float = Field(default=10.0, description="Webhook request timeout.")
+    timeout_seconds: float = Field(
+        default=10.0, description="Webhook: the most one try may take, in seconds."
+    )
     enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
     created_by: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)

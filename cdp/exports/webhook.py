@@ -6,28 +6,42 @@ Each request carries::
     Idempotency-Key: <export id>.<op>.<batch seq>     (the same on every try of one batch)
     X-CDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
     X-CDP-Export-Id: <export id>
+    Accept-Encoding: identity
+    Connection: close
 
 A receiver recomputes the HMAC over the timestamp, a dot and the raw body bytes with the
 destination's signing secret, compares in constant time, rejects timestamps older than a few
 minutes (replays), and processes each ``Idempotency-Key`` once (:func:`verify_signature`).
 
-Retries: connection errors, timeouts, 5xx, 408 and 429 are retried (429 and 408 are the two 4xx
-that mean "try later"); any other 4xx, and any 3xx (redirects are never followed: a batch only
-ever goes to the configured URL), fail the batch at once. Backoff is exponential with full
-jitter: before try ``n`` (n >= 2) wait ``uniform(0, min(cap, base * 2**(n-2)))``. After
-``max_attempts`` tries the batch becomes a dead letter. The request is re-signed on every try
-(fresh timestamp), so a receiver's replay window does not reject a late retry.
+The answer's status decides; its body is never read (a huge or hostile body costs cdp nothing),
+and every try has a connection of its own.
+
+Each try has a hard wall-clock deadline, the destination's ``timeout_seconds``, over connecting,
+sending the batch and receiving the status line and headers. httpx's own timeouts bound each
+socket operation, not a request, so a receiver answering a byte at a time would never be cut
+off; :class:`_Deadline` enforces the whole. A try past its deadline counts as a timeout.
+
+Retries: connection errors, timeouts, other transport or protocol errors, 5xx, 408 and 429 are
+retried (429 and 408 are the two 4xx that mean "try later"); any other 4xx, any 3xx (redirects
+are never followed: a batch only ever goes to the configured URL) and a URL httpx cannot use
+fail the batch at once. Backoff is exponential with full jitter: before try ``n`` (n >= 2) wait
+``uniform(0, min(cap, base * 2**(n-2)))``. After ``max_attempts`` tries the batch becomes a dead
+letter. The request is re-signed on every try (fresh timestamp), so a receiver's replay window
+does not reject a late retry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import random
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import httpx
 
@@ -98,6 +112,78 @@ class RetryPolicy:
         return float(self.rand() * min(self.cap_seconds, self.base_seconds * 2.0 ** (attempt - 2)))
 
 
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed or reset: nothing left to cut
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Deadline:
+    """A hard wall-clock limit on one try.
+
+    httpx's timeouts bound each socket operation; a receiver that keeps every operation short
+    (a byte at a time) is only stopped by this. At the deadline a timer thread shuts the try's
+    TCP connection down, so that a blocked TLS handshake, write or read returns at once and the
+    try fails (:attr:`expired` tells it was the deadline). The connection is learnt from the
+    ``connect_tcp.complete`` event of httpx's documented ``trace`` request extension; the
+    deadline keeps a duplicate of its socket, which reaches the same connection after TLS has
+    wrapped (and detached) the original, and closes it in :meth:`stop`. A connection made after
+    the deadline is shut down at once (opening it, bounded by httpx's connect timeout, is the one
+    stage this cannot interrupt). Every try opens a connection of its own (the sender keeps none
+    alive), so there is always one to learn."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._expired = False
+        self._stopped = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    @property
+    def expired(self) -> bool:
+        with self._lock:
+            return self._expired
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """The ``trace`` extension's callback: keep each new TCP connection of the try."""
+        if not event.endswith("connect_tcp.complete"):
+            return
+        get_extra_info = getattr(info.get("return_value"), "get_extra_info", None)
+        sock = get_extra_info("socket") if callable(get_extra_info) else None
+        if not isinstance(sock, socket.socket):
+            return
+        try:
+            dup = sock.dup()
+        except (OSError, NotImplementedError):
+            return
+        with self._lock:
+            if self._stopped:
+                dup.close()
+                return
+            self._sockets.append(dup)
+            if self._expired:
+                _shutdown(dup)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
 class WebhookSender:
     """Posts signed batches to one URL (never following redirects), retrying as documented."""
 
@@ -113,10 +199,14 @@ class WebhookSender:
     ) -> None:
         self._url = url
         self._secret = secret
+        self._timeout_seconds = timeout_seconds
         self._retry = retry
         self._wall_clock = wall_clock
         self._client = httpx.Client(
-            timeout=timeout_seconds, follow_redirects=False, transport=transport
+            timeout=timeout_seconds,
+            follow_redirects=False,
+            transport=transport,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def __repr__(self) -> str:
@@ -137,7 +227,22 @@ class WebhookSender:
             IDEMPOTENCY_HEADER: key,
             SIGNATURE_HEADER: signature_header(self._secret, int(self._wall_clock()), body),
             EXPORT_HEADER: export_id,
+            "Accept-Encoding": "identity",
+            "Connection": "close",
         }
+
+    def _status(self, request: httpx.Request, deadline: _Deadline) -> int:
+        """One try: the answer's status code. The body is not read: closing the answer unread
+        closes its connection."""
+        deadline.start()
+        try:
+            response = self._client.send(request, stream=True)
+            try:
+                return response.status_code
+            finally:
+                response.close()
+        finally:
+            deadline.stop()
 
     def deliver(self, body: bytes, *, idempotency_key: str, export_id: str) -> DeliveryResult:
         """Send one batch until a 2xx, a final failure, or the last try."""
@@ -148,18 +253,23 @@ class WebhookSender:
             if attempt > 1:
                 self._retry.sleep(self._retry.delay(attempt))
             attempts = attempt
+            deadline = _Deadline(self._timeout_seconds)
             try:
-                response = self._client.post(
-                    self._url, content=body, headers=self._headers(body, idempotency_key, export_id)
+                request = self._client.build_request(
+                    "POST",
+                    self._url,
+                    content=body,
+                    headers=self._headers(body, idempotency_key, export_id),
+                    extensions={"trace": deadline.trace},
                 )
-            except httpx.TimeoutException:
-                last_status, last_error = None, "timeout"
+            except (httpx.InvalidURL, UnicodeError):  # IDNA errors are UnicodeErrors
+                return DeliveryResult(False, attempts, None, "invalid_url")
+            try:
+                last_status = self._status(request, deadline)
+            except httpx.HTTPError as exc:
+                timed_out = deadline.expired or isinstance(exc, httpx.TimeoutException)
+                last_status, last_error = None, "timeout" if timed_out else type(exc).__name__
                 continue
-            except httpx.TransportError as exc:
-                last_status, last_error = None, type(exc).__name__
-                continue
-            last_status = response.status_code
-            response.close()
             if 200 <= last_status < 300:
                 return DeliveryResult(True, attempts, last_status, None)
             if 300 <= last_status < 400:

@@ -2,7 +2,19 @@
 
 It verifies each request's signature, records every request, processes each idempotency key
 once (as the documented receiver contract asks), and answers from a script of status codes
-(then 200), optionally sleeping first (timeouts) or redirecting.
+(then 200), optionally sleeping first (timeouts), reading the first request's body slowly
+(``slow_read_first`` seconds at about 10 MiB/s) or redirecting. A script of answer shapes
+(``shapes``, then ``plain``) makes it misbehave the way hostile or broken receivers do:
+
+* ``trickle_headers``: the status line, then one header byte every ``trickle_seconds``
+  (``trickle_bytes`` of them) before the headers end;
+* ``trickle_body``: the headers with ``Content-Length: trickle_bytes``, then one body byte
+  every ``trickle_seconds``;
+* ``big_body``: a body of ``big_bytes`` zeros sent as fast as the client takes it;
+* ``bad_gzip``: ``Content-Encoding: gzip`` over a body that is not gzip.
+
+``body_bytes_sent[n]`` is how many body bytes the answer to request ``n`` got out before the
+client went away, and ``finished[n]`` is set once that answer has ended either way.
 """
 
 from __future__ import annotations
@@ -24,11 +36,19 @@ class Receiver:
     secret: str = ""
     script: list[int] = field(default_factory=list)
     delay_first: float = 0.0
+    slow_read_first: float = 0.0
     redirect_to: str | None = None
+    shapes: list[str] = field(default_factory=list)
+    trickle_seconds: float = 0.2
+    trickle_bytes: int = 25
+    big_bytes: int = 128 * 1024 * 1024
+    body_bytes_sent: dict[int, int] = field(default_factory=dict)
+    finished: dict[int, threading.Event] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     processed: dict[str, dict[str, Any]] = field(default_factory=dict)
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    arrivals: int = 0
 
     @property
     def rows(self) -> list[dict[str, str]]:
@@ -41,7 +61,12 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with rx.lock:
+                first, rx.arrivals = rx.arrivals == 0, rx.arrivals + 1
+            try:
+                body = self._body(slow=rx.slow_read_first if first else 0.0)
+            except OSError:  # the client gave up sending
+                return
             key = self.headers.get("Idempotency-Key", "")
             ok = verify_signature(
                 rx.secret, self.headers.get("X-CDP-Signature", ""), body, now=time.time()
@@ -52,6 +77,8 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
                     {"key": key, "verified": ok, "path": self.path, "headers": dict(self.headers)}
                 )
                 status = rx.script[n] if n < len(rx.script) else 200
+                shape = rx.shapes[n] if n < len(rx.shapes) else "plain"
+                rx.finished[n] = threading.Event()
             if n == 0 and rx.delay_first:
                 time.sleep(rx.delay_first)
             if rx.redirect_to is not None:
@@ -66,9 +93,62 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
                 else:
                     with rx.lock:
                         rx.processed.setdefault(key, json.loads(body))
+            try:
+                self._answer(n, status, shape)
+            except OSError:  # the client went away (as it should from a hostile answer)
+                self.close_connection = True
+            finally:
+                rx.finished[n].set()
+
+        def _body(self, *, slow: float) -> bytes:
+            """The request body; for ``slow`` seconds taken 1 MiB every 100 ms, then at once."""
+            length = int(self.headers["Content-Length"])
+            parts: list[bytes] = []
+            until = time.monotonic() + slow
+            while length and time.monotonic() < until:
+                part = self.rfile.read(min(1024 * 1024, length))
+                if not part:
+                    break
+                parts.append(part)
+                length -= len(part)
+                time.sleep(0.1)
+            parts.append(self.rfile.read(length))
+            return b"".join(parts)
+
+        def _answer(self, n: int, status: int, shape: str) -> None:
+            if shape == "trickle_headers":
+                self.wfile.write(b"HTTP/1.1 %d Whatever\r\nX-Slow: " % status)
+                for _ in range(rx.trickle_bytes):
+                    time.sleep(rx.trickle_seconds)
+                    self.wfile.write(b"a")
+                self.wfile.write(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
             self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            if shape == "trickle_body":
+                self.send_header("Content-Length", str(rx.trickle_bytes))
+                self.end_headers()
+                for _ in range(rx.trickle_bytes):
+                    time.sleep(rx.trickle_seconds)
+                    self.wfile.write(b"a")
+                    rx.body_bytes_sent[n] = rx.body_bytes_sent.get(n, 0) + 1
+            elif shape == "big_body":
+                self.send_header("Content-Length", str(rx.big_bytes))
+                self.end_headers()
+                chunk = bytes(64 * 1024)
+                sent = 0
+                while sent < rx.big_bytes:
+                    self.wfile.write(chunk[: rx.big_bytes - sent])
+                    sent += min(len(chunk), rx.big_bytes - sent)
+                    rx.body_bytes_sent[n] = sent
+            elif shape == "bad_gzip":
+                junk = b"this is not gzip at all"
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(junk)))
+                self.end_headers()
+                self.wfile.write(junk)
+            else:
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
     return Handler
 

@@ -34,6 +34,12 @@ from tests.exports.conftest import World
         ("google", "ad_audiences", ["email", "postal_code"], {}),
         ("webhook", "email_marketing", ["email"], {"url": "https://exa mple.com/"}),
         ("webhook", "email_marketing", ["email"], {"url": "https://example.com/a\tb"}),
+        ("webhook", "email_marketing", ["email"], {"url": "http://127.0.0.1:18931:80/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "http://127.0.0.1:99999/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://example.com:0/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://example.com:0x50/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://[::1/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://xn--a.example.com/x"}),
     ],
 )
 def test_invalid_destinations_are_refused(
@@ -41,6 +47,43 @@ def test_invalid_destinations_are_refused(
 ) -> None:
     with pytest.raises(InvalidInputError):
         world.destination("d1", kind, purpose, fields, **extra)
+    assert list_destinations(runtime=world.rt) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "wording"),
+    [
+        ("https://hooks.example.com:99999/in", "port"),
+        ("https://hooks.example.com:443:80/in", "port"),
+        ("https://hooks.example.com:/in?token=s3cr3t:99999", None),  # empty port: the default
+        ("https://[::1/in?token=s3cr3t", "malformed"),
+    ],
+)
+def test_url_ports_are_checked_at_creation(world: World, url: str, wording: str | None) -> None:
+    if wording is None:
+        world.destination("d1", "webhook", "email_marketing", ["email"], url=url)
+        return
+    with pytest.raises(InvalidInputError) as refused:
+        world.destination("d1", "webhook", "email_marketing", ["email"], url=url)
+    assert refused.value.field == "url" and wording in str(refused.value)
+    assert "hooks.example.com" not in str(refused.value) and "s3cr3t" not in str(refused.value)
+
+
+def test_the_api_refuses_a_bad_url_port_with_a_422(world: World) -> None:
+    from fastapi.testclient import TestClient
+
+    from cdp.access.principals import create as create_principal
+    from cdp.api.app import create_app
+
+    admin = create_principal(runtime=world.rt, name="root", roles=["admin"], clock=world.clock)
+    client = TestClient(create_app())
+    headers = {"Authorization": f"Bearer {admin.token}", "X-Purpose": "operations"}
+    spec = {"name": "hook", "kind": "webhook", "purpose": "email_marketing", "fields": ["email"]}
+    for url in ("http://127.0.0.1:18931:80/x", "https://[::1/x?token=s3cr3t"):
+        r = client.post("/v1/destinations", headers=headers, json={**spec, "url": url})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["loc"] == "url"
+        assert "18931" not in r.text and "s3cr3t" not in r.text
     assert list_destinations(runtime=world.rt) == []
 
 

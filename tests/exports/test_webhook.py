@@ -1,5 +1,6 @@
 """Webhook delivery against a real HTTP receiver on 127.0.0.1: signatures, retries, idempotency,
-dead letters, no redirects; and the signing secret stored encrypted."""
+dead letters, no redirects, a deadline per try, answers never read, unusable URLs; and the
+signing secret stored encrypted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import sqlalchemy as sa
 from cdp.exports.destinations import get_destination, rotate_secret, signing_secret
 from cdp.exports.ledger import recipients_of
 from cdp.exports.run import run_export
-from cdp.exports.webhook import RetryPolicy, signature_header, verify_signature
+from cdp.exports.webhook import (
+    DeliveryResult,
+    RetryPolicy,
+    WebhookSender,
+    signature_header,
+    verify_signature,
+)
 from tests.exports.conftest import World
 from tests.exports.receiver import Receiver, running
 
@@ -227,3 +234,133 @@ def test_a_failed_export_keeps_the_ledger_rows_of_the_batches_it_sent(world: Wor
     with world.rt.data_engine.connect() as conn:
         status = conn.execute(sa.text("SELECT status FROM export_runs")).scalar_one()
     assert status == "failed"
+
+
+# A receiver that misbehaves must not hold an export (and the erasure lock it keeps) for
+# longer than the destination's timeout per try, nor fill the exporter's memory, nor crash it.
+
+
+def _sender(rx: Receiver, *, timeout: float, max_attempts: int = 2) -> WebhookSender:
+    return WebhookSender(
+        url=rx.url,
+        secret=rx.secret,
+        timeout_seconds=timeout,
+        retry=RetryPolicy(max_attempts=max_attempts, sleep=lambda _s: None),
+    )
+
+
+def _deliver(sender: WebhookSender, key: str = "exp_t.add.1") -> tuple[DeliveryResult, float]:
+    started = time.monotonic()
+    with sender:
+        result = sender.deliver(b'{"rows":[]}', idempotency_key=key, export_id="exp_t")
+    return result, time.monotonic() - started
+
+
+def test_a_receiver_trickling_its_headers_is_cut_off_at_the_timeout() -> None:
+    # each header byte comes well within the timeout, the whole head takes 5 s: per-read
+    # timeouts never fire, the per-try deadline does, and the try is retried as a timeout
+    rx = Receiver(shapes=["trickle_headers"], trickle_seconds=0.2, trickle_bytes=25)
+    with running(rx):
+        result, took = _deliver(_sender(rx, timeout=0.5))
+    assert result == DeliveryResult(True, 2, 200, None)
+    assert len(rx.requests) == 2 and took < 2.5
+
+
+def test_a_receiver_trickling_its_headers_every_time_dead_letters_as_a_timeout() -> None:
+    rx = Receiver(shapes=["trickle_headers"] * 3, trickle_seconds=0.2, trickle_bytes=25)
+    with running(rx):
+        result, took = _deliver(_sender(rx, timeout=0.5, max_attempts=3))
+    assert result == DeliveryResult(False, 3, None, "timeout")
+    assert took < 4
+
+
+def test_a_receiver_reading_the_batch_slowly_is_cut_off_at_the_timeout() -> None:
+    # 40 MB read at about 10 MiB/s for 3 s: the writes keep making progress, so no per-write
+    # timeout fires; the deadline cuts the try after 1 s, the second try is read at once
+    rx = Receiver(slow_read_first=3.0)
+    body = b'{"rows":[],"pad":"%s"}' % (b"x" * 40_000_000)
+    with running(rx):
+        sender = _sender(rx, timeout=1.0)
+        started = time.monotonic()
+        with sender:
+            result = sender.deliver(body, idempotency_key="exp_t.add.1", export_id="exp_t")
+        took = time.monotonic() - started
+    assert result == DeliveryResult(True, 2, 200, None)
+    assert list(rx.processed) == ["exp_t.add.1"] and took < 2.8
+
+
+def test_the_answer_body_is_not_waited_for() -> None:
+    # Content-Length 20, then a byte every 0.25 s: the status decided the try, the body is
+    # never read, so neither the timeout nor the 5 s the body would take are waited for
+    rx = Receiver(shapes=["trickle_body"], trickle_seconds=0.25, trickle_bytes=20)
+    with running(rx):
+        result, took = _deliver(_sender(rx, timeout=1.0))
+        assert rx.finished[0].wait(5)
+    assert result == DeliveryResult(True, 1, 200, None)
+    assert took < 0.9 and rx.body_bytes_sent.get(0, 0) < 20
+
+
+def test_a_huge_answer_body_is_not_read() -> None:
+    # 128 MiB offered: the sender takes none of it (the receiver gets out at most what the
+    # kernel's socket buffers hold before the connection is closed under it)
+    rx = Receiver(shapes=["big_body"])
+    with running(rx):
+        result, took = _deliver(_sender(rx, timeout=5.0))
+        assert rx.finished[0].wait(10)
+    assert result == DeliveryResult(True, 1, 200, None)
+    assert rx.body_bytes_sent[0] < 32 * 1024 * 1024 and took < 3
+    assert rx.requests[0]["headers"]["Accept-Encoding"] == "identity"
+
+
+def test_a_body_that_is_not_the_gzip_it_claims_is_no_crash() -> None:
+    # 503 with a broken gzip body: a failed try, retried; 200 with one: delivered (the status
+    # decides, the body is never decoded)
+    rx = Receiver(script=[503, 200], shapes=["bad_gzip", "bad_gzip"])
+    with running(rx):
+        result, _ = _deliver(_sender(rx, timeout=2.0, max_attempts=3))
+    assert result == DeliveryResult(True, 2, 200, None)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:18931:80/hook",  # two ports
+        "http://127.0.0.1:0x50/hook",
+        "https://xn--a.example.com/hook",  # not a valid IDNA host name
+    ],
+)
+def test_an_unusable_stored_url_fails_the_batch_without_an_exception(url: str) -> None:
+    rx = Receiver()
+    rx.url = url  # as stored before creation refused such URLs
+    result, _ = _deliver(_sender(rx, timeout=1.0, max_attempts=3))
+    assert result == DeliveryResult(False, 1, None, "invalid_url")
+
+
+def test_an_export_to_a_stored_unusable_url_is_no_internal_error(world: World) -> None:
+    from fastapi.testclient import TestClient
+
+    from cdp.access.principals import create as create_principal
+    from cdp.api.app import create_app
+
+    world.person({"email": "u@example.com"})
+    world.destination(
+        "hook", "webhook", "email_marketing", ["email"], min_audience=1, url="https://h.example/in"
+    )
+    with world.rt.data_engine.begin() as conn:  # stored before creation checked ports
+        conn.execute(
+            sa.text("UPDATE export_destinations SET url = :u"),
+            {"u": "http://127.0.0.1:18931:80/in"},
+        )
+    marketer = create_principal(runtime=world.rt, name="mk", roles=["marketer"], clock=world.clock)
+    client = TestClient(create_app())
+    r = client.post(
+        "/v1/exports",
+        headers={"Authorization": f"Bearer {marketer.token}", "X-Purpose": "email_marketing"},
+        json={"segment": "everyone", "destination": "hook"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "partial"
+    assert r.json()["manifest"]["counts"]["failed_delivery"] == 1
+    assert [(d["status"], d["last_error"]) for d in _deliveries(world)] == [
+        ("dead_letter", "invalid_url")
+    ]
