@@ -24,7 +24,7 @@ from pydantic import (
 
 from cdp.consent.purposes import PURPOSES
 from cdp.crypto.normalize import normalize_email, normalize_phone
-from cdp.ingest.times import MAX_DATE, MIN_DATE, aware, not_epoch, not_future
+from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_epoch, not_future
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
@@ -196,7 +196,7 @@ class CustomerRecord(_Record):
     @classmethod
     def _birthday(cls, value: date | None) -> date | None:
         if value is not None and not (MIN_DATE <= value < MAX_DATE):
-            raise ValueError("date is outside 1900-2099")
+            raise ValueError(RANGE_MESSAGE)
         return value
 
     @field_validator("birthday", "created_at", mode="before")
