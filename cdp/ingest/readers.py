@@ -139,15 +139,37 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
         yield number, chunk.rstrip(b"\r\n")
 
 
-def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> tuple[dict[str, Any], str | None]:
+    """``row`` with its keys mapped, and the first field two of its keys both map to (None when
+    none do: then nothing was overwritten)."""
     if not mapping:
-        return row
+        return row, None
     out: dict[str, Any] = {}
+    clash: str | None = None
     for key, value in row.items():
         target = mapping.get(key, key)
         if target:
+            if clash is None and target in out:
+                clash = target
             out[target] = value
-    return out
+    return out, clash
+
+
+def _mapped_header(header: list[str], mapping: Mapping[str, str]) -> list[str]:
+    """The CSV header's names after the mapping (``""`` for a dropped column); two columns that
+    would carry one name — two mapped to one field, or a mapped column and an unmapped column of
+    the target's name — are refused: one would silently overwrite the other."""
+    names = [mapping.get(h, h) for h in header]
+    kept = [n for n in names if n]
+    twice = sorted({n for n in kept if kept.count(n) > 1})
+    if twice:
+        raise InvalidInputError(
+            f"after the column mapping, several columns of the header are named "
+            f"{', '.join(twice)} (one would overwrite the other); map one of them to another "
+            'field or drop it with ""',
+            field="mapping",
+        )
+    return names
 
 
 def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> Iterator[RawRecord]:
@@ -180,7 +202,17 @@ def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> 
                 number, error="invalid_json", message=f"nested more than {MAX_DEPTH} levels deep"
             )
             continue
-        yield RawRecord(number, data=_remap(data, mapping))
+        data, clash = _remap(data, mapping)
+        if clash is not None:
+            yield RawRecord(
+                number,
+                error="invalid",
+                fields=[clash],
+                message=f"{clash}: two keys of the record become this field after the column "
+                "mapping (one would overwrite the other)",
+            )
+            continue
+        yield RawRecord(number, data=data)
 
 
 def read_csv(
@@ -189,6 +221,8 @@ def read_csv(
     """CSV with a header row; values are strings, empty cells are treated as absent. Each
     record is parsed (or rejected) on its own: see :mod:`cdp.ingest.csv_records`."""
     header: list[str] | None = None
+    names: list[str] = []
+    dropped = False
     for number, row, reason, message in csv_rows(stream, limit=limit, delimiter=delimiter):
         if row is None:
             if header is None:
@@ -201,8 +235,13 @@ def read_csv(
             header = [h.strip().lstrip("\ufeff") for h in row]
             if len(set(header)) != len(header):
                 raise InvalidInputError("CSV header repeats a column name", field="header")
+            names = _mapped_header(header, mapping)
+            dropped = bool(mapping) and "" in names  # (unmapped, a blank name stays)
             continue
-        yield RawRecord(number, data=_remap(dict(zip(header, row, strict=True)), mapping))
+        data = dict(zip(names, row, strict=True))
+        if dropped:
+            del data[""]
+        yield RawRecord(number, data=data)
 
 
 def read_records(
