@@ -24,6 +24,7 @@ from pydantic import (
 
 from cdp.consent.purposes import PURPOSES
 from cdp.crypto.normalize import normalize_email, normalize_phone
+from cdp.ingest.money import finer_than_minor_unit, whole_minor_units
 from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_epoch, not_future
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
@@ -329,8 +330,8 @@ class OrderRecord(_SubjectRecord):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
     ordered_at: datetime
-    total: Money
-    currency: str = Field(min_length=3, max_length=3)
+    currency: str = Field(min_length=3, max_length=3)  # before the amounts: their validators
+    total: Money  # read it (an amount must be a whole number of its minor units)
     discount: Money = Decimal(0)
     coupon: str | None = Field(default=None, max_length=64)
     status: Literal["completed", "refunded", "cancelled"] = "completed"
@@ -361,6 +362,24 @@ class OrderRecord(_SubjectRecord):
         known = (info.context or {}).get("currencies")
         if known is not None and value not in known:
             raise ValueError("unknown currency (not in CDP_FX_RATES)")
+        return value
+
+    @field_validator("total", "discount")
+    @classmethod
+    def _minor_units(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        currency = info.data.get("currency")  # absent when the currency itself is invalid
+        if currency is not None and not whole_minor_units(value, currency):
+            raise ValueError(finer_than_minor_unit(currency))
+        return value
+
+    @field_validator("items")
+    @classmethod
+    def _item_prices(cls, value: list[LineItem], info: ValidationInfo) -> list[LineItem]:
+        currency = info.data.get("currency")
+        if currency is not None:
+            for n, item in enumerate(value):
+                if not whole_minor_units(item.price, currency):
+                    raise ValueError(f"the price of item {n}: {finer_than_minor_unit(currency)}")
         return value
 
     @model_validator(mode="after")
