@@ -174,6 +174,9 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
         discount = get("discount")
         discount = _ZERO if discount is None and "discount" not in data else _money(discount)
         lines = [_item(i) for i in items]
+        updated = get("updated_at")
+        if updated is not None:
+            updated = _time(updated, context["latest_time"])
         if not _whole(total, currency) or not _whole(discount, currency):
             return None  # finer than the minor unit: the model rejects it
         for line in lines:
@@ -195,6 +198,7 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
                 "coupon": _ident(get("coupon"), 64),
                 "status": status,
                 "items": lines,
+                "updated_at": updated,
             },
         )
     except Exception:  # any rule failing (normalisers raise their own): the model names it

@@ -336,6 +336,19 @@ class OrderRecord(_SubjectRecord):
     coupon: str | None = Field(default=None, max_length=64)
     status: Literal["completed", "refunded", "cancelled"] = "completed"
     items: list[LineItem] = Field(default_factory=list, max_length=1000)
+    updated_at: datetime | None = None
+    """When the shop last changed the order: among rows of one order with the same status, only
+    a strictly later one replaces what is stored (:mod:`cdp.ingest.orders`)."""
+
+    @field_validator("updated_at", mode="before")
+    @classmethod
+    def _updated_not_epoch(cls, value: Any) -> Any:
+        return not_epoch(value)
+
+    @field_validator("updated_at")
+    @classmethod
+    def _updated(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        return None if value is None else not_future(aware(value), info.context)
 
     @field_validator("items", mode="before")
     @classmethod
