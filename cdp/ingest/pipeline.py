@@ -42,7 +42,13 @@ from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.money import Converter
 from cdp.ingest.orders import write_orders
-from cdp.ingest.readers import RawRecord, load_mapping, printable_path, read_records
+from cdp.ingest.readers import (
+    DamagedInputError,
+    RawRecord,
+    load_mapping,
+    printable_path,
+    read_records,
+)
 from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
 from cdp.logging import get_logger
 from cdp.observability import count_ingest
@@ -117,6 +123,15 @@ class Summary:
             "rejects_file": printable_path(self.rejects_path) if self.rejects_path else None,
             "reasons": dict(sorted(self.reasons.items())),
         }
+
+
+class IncompleteFileError(InvalidInputError):
+    """The input file ended early (a damaged or cut gzip file). Every record read before the
+    damage was ingested — stored, a duplicate or rejected —; ``summary`` says what was done."""
+
+    def __init__(self, message: str, *, summary: Summary) -> None:
+        super().__init__(message, field="file")
+        self.summary = summary
 
 
 def validation_rejects(position: int, exc: ValidationError) -> Reject:
@@ -310,24 +325,30 @@ def _batches(
     read = 0
     validate = model.model_validate
     fast = FAST.get(model)
-    for rec in raw:
-        read += 1
-        if rec.error is not None:
-            rejects.append(Reject(rec.line, rec.error, tuple(rec.fields), rec.message))
-        else:
-            record = fast(rec.data, context) if fast and rec.data is not None else None
-            if record is not None:
-                items.append((rec.line, record))
+    damaged: DamagedInputError | None = None
+    try:
+        for rec in raw:
+            read += 1
+            if rec.error is not None:
+                rejects.append(Reject(rec.line, rec.error, tuple(rec.fields), rec.message))
             else:
-                try:
-                    items.append((rec.line, validate(rec.data, context=context)))
-                except ValidationError as exc:
-                    rejects.append(validation_rejects(rec.line, exc))
-        if len(items) >= size:
-            yield items, rejects, read
-            items, rejects, read = [], [], 0
+                record = fast(rec.data, context) if fast and rec.data is not None else None
+                if record is not None:
+                    items.append((rec.line, record))
+                else:
+                    try:
+                        items.append((rec.line, validate(rec.data, context=context)))
+                    except ValidationError as exc:
+                        rejects.append(validation_rejects(rec.line, exc))
+            if len(items) >= size:
+                yield items, rejects, read
+                items, rejects, read = [], [], 0
+    except DamagedInputError as exc:
+        damaged = exc  # the records read before the damage still make their batch
     if items or rejects or read:
         yield items, rejects, read
+    if damaged is not None:
+        raise damaged
 
 
 def _check_targets(mapping: dict[str, str], model: type[BaseModel]) -> None:
@@ -395,51 +416,63 @@ def ingest_file(
     started = time.perf_counter()
     source = file_source(path)
     raw = read_records(path, fmt=fmt, mapping=mapping, limit=settings.ingest_max_record_bytes)
+    batches = _batches(raw, MODELS[kind], record_context(runtime, converter, clock()), size)
+    damaged: DamagedInputError | None = None
     try:
         with collector_paused():
-            for items, bad, read in _batches(
-                raw, MODELS[kind], record_context(runtime, converter, clock()), size
-            ):
-                outcome = run_batch(
-                    runtime,
-                    WRITERS[kind],
-                    items,
-                    source=source,
-                    converter=converter,
-                    clock=clock,
-                    recorded_by=source,
-                )
-                outcome.rejects.extend(bad)
-                outcome.rejects.sort(key=lambda r: r.position)
-                for reject in outcome.rejects:
-                    rejects.write(reject)
-                    summary.reasons[reject.reason] = summary.reasons.get(reject.reason, 0) + 1
-                summary.read += read
-                summary.inserted += outcome.inserted
-                summary.updated += outcome.updated
-                summary.duplicates += outcome.duplicates
-                summary.rejected += len(outcome.rejects)
-                summary.merges += outcome.merges
-                summary.subjects_created += outcome.subjects_created
-                count_ingest(
-                    channel="file",
-                    kind=kind.value,
-                    accepted=outcome.inserted + outcome.updated,
-                    rejected=len(outcome.rejects),
-                    duplicates=outcome.duplicates,
-                )
-                if progress is not None:
-                    progress(summary.read, 0)
-                # The batch's cyclic garbage, if any (cdp.ingest.collector); the batch itself is
-                # released first (the generator still refers to its lists), so the collection
-                # walks only what outlives it.
-                items.clear()
-                bad.clear()
-                del outcome
-                gc.collect(1)  # the young generations: not the data keys cached by the run
+            try:
+                for items, bad, read in batches:
+                    outcome = run_batch(
+                        runtime,
+                        WRITERS[kind],
+                        items,
+                        source=source,
+                        converter=converter,
+                        clock=clock,
+                        recorded_by=source,
+                    )
+                    outcome.rejects.extend(bad)
+                    outcome.rejects.sort(key=lambda r: r.position)
+                    for reject in outcome.rejects:
+                        rejects.write(reject)
+                        summary.reasons[reject.reason] = summary.reasons.get(reject.reason, 0) + 1
+                    summary.read += read
+                    summary.inserted += outcome.inserted
+                    summary.updated += outcome.updated
+                    summary.duplicates += outcome.duplicates
+                    summary.rejected += len(outcome.rejects)
+                    summary.merges += outcome.merges
+                    summary.subjects_created += outcome.subjects_created
+                    count_ingest(
+                        channel="file",
+                        kind=kind.value,
+                        accepted=outcome.inserted + outcome.updated,
+                        rejected=len(outcome.rejects),
+                        duplicates=outcome.duplicates,
+                    )
+                    if progress is not None:
+                        progress(summary.read, 0)
+                    # The batch's cyclic garbage, if any (cdp.ingest.collector); the batch
+                    # itself is released first (the generator still refers to its lists), so
+                    # the collection walks only what outlives it.
+                    items.clear()
+                    bad.clear()
+                    del outcome
+                    gc.collect(1)  # the young generations, not the data keys cached by the run
+            except DamagedInputError as exc:
+                damaged = exc  # raised after the batch of the records read before it
     finally:
         rejects.close()
         summary.seconds = time.perf_counter() - started
     summary.rejects_path = rejects.path if rejects.used else None
     log.info("ingest finished", **{k: v for k, v in summary.as_dict().items() if k != "reasons"})
+    if damaged is not None:
+        if not damaged.line:
+            raise IncompleteFileError(f"{damaged}; nothing was ingested", summary=summary)
+        raise IncompleteFileError(
+            f"{damaged}: every record read through line {damaged.line} was ingested (stored, a "
+            "duplicate or rejected; see the summary), nothing after it; ingest the complete "
+            "file again to add the rest (what is stored counts as duplicates)",
+            summary=summary,
+        )
     return summary

@@ -54,6 +54,15 @@ class RawRecord:
         return f"RawRecord(line={self.line}, error={self.error!r})"
 
 
+class DamagedInputError(InvalidInputError):
+    """The input's data ends early: a gzip file that is damaged or cut short. ``line`` is the
+    last line read (0: none); every record before the damage has been yielded."""
+
+    def __init__(self, message: str, *, line: int) -> None:
+        super().__init__(message, field="file")
+        self.line = line
+
+
 def printable_path(path: Path | str) -> str:
     """``path`` as text any output can hold: bytes of a name that are not UTF-8 (lone surrogates
     in Python's str, which no UTF-8 stream or database text accepts) as ``\\xNN``, other
@@ -253,8 +262,8 @@ def read_records(
 ) -> Iterator[RawRecord]:
     """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip).
 
-    A gzip file that is not gzip, or is damaged or cut short, raises ``InvalidInputError`` where
-    its data ends (the records before it have been yielded)."""
+    A gzip file that is not gzip, or is damaged or cut short, raises :class:`DamagedInputError`
+    where its data ends (the records before it have been yielded)."""
     kind = detect_format(path, fmt)
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     line = 0
@@ -268,9 +277,9 @@ def read_records(
                 line = record.line
                 yield record
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise InvalidInputError(
+            where = f"after line {line}" if line else "before its first record"
+            raise DamagedInputError(
                 f"{printable_path(path.name)} is not a complete gzip file "
-                f"({type(exc).__name__} after line {line}); the records before that line were "
-                "ingested: ingest the complete file again (what is stored counts as duplicates)",
-                field="file",
+                f"({type(exc).__name__} {where})",
+                line=line,
             ) from None
