@@ -17,7 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cdp.cli.root import app, console, styled
-from cdp.ingest.pipeline import RecordKind, Summary, ingest_file
+from cdp.ingest.pipeline import IncompleteFileError, RecordKind, Summary, ingest_file
 from cdp.ingest.readers import printable_path
 from cdp.ingest.sources import create_source, list_sources, revoke_source
 from cdp.runtime import get_runtime
@@ -95,6 +95,18 @@ def summary_table(summaries: list[Summary]) -> Table:
     return table
 
 
+def _print_summary(summary: Summary) -> None:
+    console.print(summary_table([summary]))
+    if summary.rejects_path is not None:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
+        console.print(
+            styled(
+                (f"{summary.rejected} rejected", "yellow"),
+                f" ({reasons}); see {printable_path(summary.rejects_path)}",
+            )
+        )
+
+
 def _command(kind: RecordKind) -> None:
     @ingest_app.command(kind.value, help=f"Load {kind.value} from a CSV or JSON Lines file.")
     def command(
@@ -111,18 +123,14 @@ def _command(kind: RecordKind) -> None:
         ),
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on any rejected record."),
     ) -> None:
-        summary = run_ingest(
-            kind, file, fmt=fmt, mapping=mapping, rejects=rejects, batch_size=batch_size
-        )
-        console.print(summary_table([summary]))
-        if summary.rejects_path is not None:
-            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
-            console.print(
-                styled(
-                    (f"{summary.rejected} rejected", "yellow"),
-                    f" ({reasons}); see {printable_path(summary.rejects_path)}",
-                )
+        try:
+            summary = run_ingest(
+                kind, file, fmt=fmt, mapping=mapping, rejects=rejects, batch_size=batch_size
             )
+        except IncompleteFileError as exc:
+            _print_summary(exc.summary)  # what was ingested before the damage; then the error
+            raise
+        _print_summary(summary)
         stored = summary.inserted + summary.updated + summary.duplicates
         if (summary.read and stored == 0) or (strict and summary.rejected):
             raise SystemExit(1)  # not typer.Exit: the root runs Click with standalone_mode off

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from cdp.crypto.normalize import normalize_email, normalize_phone
+from cdp.ingest.money import exponent, whole_minor_units
 from cdp.ingest.records import _FORMULA_START, LineItem, OrderRecord
 from cdp.ingest.times import aware
 
@@ -169,8 +170,18 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
         if items.__class__ is not list or len(items) > 1000:
             return None
         customer_id, anonymous_id, email, phone = identities(data, context, None)
+        total = _money(get("total"))
         discount = get("discount")
         discount = _ZERO if discount is None and "discount" not in data else _money(discount)
+        lines = [_item(i) for i in items]
+        updated = get("updated_at")
+        if updated is not None:
+            updated = _time(updated, context["latest_time"])
+        if not _whole(total, currency) or not _whole(discount, currency):
+            return None  # finer than the minor unit: the model rejects it
+        for line in lines:
+            if not _whole(line.price, currency):
+                return None
         return _build(
             OrderRecord,
             data,
@@ -181,12 +192,13 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
                 "email": email,
                 "phone": phone,
                 "ordered_at": _time(get("ordered_at"), context["latest_time"]),
-                "total": _money(get("total")),
                 "currency": currency,
+                "total": total,
                 "discount": discount,
                 "coupon": _ident(get("coupon"), 64),
                 "status": status,
-                "items": [_item(i) for i in items],
+                "items": lines,
+                "updated_at": updated,
             },
         )
     except Exception:  # any rule failing (normalisers raise their own): the model names it
@@ -195,3 +207,12 @@ def fast_order(data: Mapping[str, Any], context: Mapping[str, Any]) -> OrderReco
 
 def _fail() -> str:
     raise _FallbackError
+
+
+def _whole(amount: Decimal, currency: str) -> bool:
+    """``whole_minor_units``, quick for an amount with no more decimals than the currency (the
+    plain case: its exponent alone says so)."""
+    exp = amount.as_tuple().exponent
+    if isinstance(exp, int) and -exp <= exponent(currency):
+        return True
+    return whole_minor_units(amount, currency)

@@ -37,13 +37,34 @@ def exponent(currency: str) -> int:
     return EXPONENTS.get(currency, 2)
 
 
+def whole_minor_units(amount: Decimal, currency: str) -> bool:
+    """Whether ``amount`` (major units) is a whole number of the currency's minor units (JPY
+    10.5 or USD 10.555 are not: storing them would round)."""
+    scaled = amount.scaleb(exponent(currency))
+    return scaled == scaled.to_integral_value()
+
+
+def finer_than_minor_unit(currency: str) -> str:
+    """The reason an amount that is not a whole number of minor units is refused."""
+    places = exponent(currency)
+    return (
+        f"finer than the minor unit of {currency} ({places} decimal place"
+        f"{'' if places == 1 else 's'}); amounts are stored in whole minor units, not rounded"
+    )
+
+
 def to_minor(amount: Decimal, currency: str) -> int:
-    """``amount`` (major units) as an integer count of minor units, rounded half-even."""
+    """``amount`` (major units) as an integer count of minor units. The records refuse an
+    amount that is not a whole number of them (:func:`whole_minor_units`), so nothing rounds
+    here: such an amount is a ``ValueError``."""
     try:
-        scaled = amount.scaleb(EXPONENTS.get(currency, 2))
-        return int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN))
+        scaled = amount.scaleb(exponent(currency))
+        minor = scaled.to_integral_value(rounding=ROUND_HALF_EVEN)
     except InvalidOperation as exc:  # pragma: no cover - guarded by the record bounds
         raise ValueError("amount out of range") from exc
+    if minor != scaled:
+        raise ValueError(finer_than_minor_unit(currency))
+    return int(minor)
 
 
 class Converter:

@@ -1,22 +1,33 @@
 """Orders: idempotent by the shop's order id; line items written with their order.
 
-An order id already stored is a duplicate, unless its status, total, discount or coupon changed
-(a refund exported later): then the order row is updated and counted as ``updated``. Its line
-items are not rewritten. Only new orders go through identity resolution (an order for an unknown
-customer creates a subject holding just that identity).
+An order id already stored is a duplicate unless a row is news about it (below): then the order
+row's status, total, discount, coupon and ``source_updated_at`` are updated and counted as
+``updated``. Its line items are not rewritten. Only new orders go through identity resolution (an
+order for an unknown customer creates a subject holding just that identity).
 
-A status only moves forward: ``completed`` → ``cancelled`` → ``refunded`` (:data:`STATUS_RANK`).
-A record that would move a stored order back (an older export loaded after a refund) is a
-duplicate, and several rows of one order in a file fold into the furthest one (the later row
-among equals), so the outcome does not depend on row order or batch size and a second run of the
-same files changes nothing. An order's currency never changes: a row giving a stored order
-another currency is rejected (``currency_changed``); its amounts and line items are in the
-stored currency's minor units.
+Which of several rows of one order holds (:func:`_precedence`, the same rule within a batch and
+against what is stored):
+
+- the status only moves forward: ``completed`` → ``cancelled`` → ``refunded``
+  (:data:`STATUS_RANK`); a row that would move a stored order back (an older export loaded
+  after a refund) is a duplicate;
+- among rows of the same status, a row carrying a strictly later ``updated_at`` (the shop's last
+  change of the order) than the stored one wins — a second partial refund, a corrected total;
+  a row without ``updated_at``, or not later, does not replace what is stored (it is of
+  unknown age, or older news);
+- among rows of equal precedence, the first one stored stands (within a file, the first row).
+
+So the outcome does not depend on how a file is cut into batches, a second run of the same files
+changes nothing (every row is a duplicate), and an old export loaded again never undoes a later
+one that carries ``updated_at``. An order's currency never changes: a row giving a stored order
+another currency is rejected (``currency_changed``); its amounts and line items are in the stored
+currency's minor units.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -41,6 +52,7 @@ ORDER_COLUMNS = (
     "value_base",
     "coupon",
     "source",
+    "source_updated_at",
     "created_at",
     "updated_at",
 )
@@ -48,18 +60,39 @@ ITEM_COLUMNS = ("order_id", "product_id", "sku", "category", "name", "price_mino
 STATUS_RANK = {"completed": 0, "cancelled": 1, "refunded": 2}
 """How far along an order's status is: an update never moves it back."""
 
+Precedence = tuple[int, bool, datetime]
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
+def _precedence(status: str, updated_at: datetime | None) -> Precedence:
+    """How much a row of an order says: its status's rank, then its ``updated_at`` (a row
+    without one ranks below every dated row of the same status). A row replaces what is held
+    only when its precedence is strictly greater."""
+    if updated_at is None:
+        return STATUS_RANK[status], False, _UNDATED
+    return STATUS_RANK[status], True, updated_at
+
+
+def _stored_time(value: Any) -> datetime | None:
+    """``orders.source_updated_at`` as the driver returns it (SQLite: naive UTC text)."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
 
 def _folded(items: Sequence[tuple[int, OrderRecord]]) -> tuple[list[tuple[int, OrderRecord]], int]:
-    """One row per order id: the one with the furthest status (the later row among equals), at
-    the position of the order's first row; and how many rows were folded away."""
-    chosen: dict[str, tuple[int, OrderRecord]] = {}
+    """One row per order id: the one of greatest precedence (the first among equals, as the row
+    stored first stands against later ones), at the position of the order's first row; and how
+    many rows were folded away."""
+    chosen: dict[str, tuple[int, OrderRecord, Precedence]] = {}
     for position, r in items:
         held = chosen.get(r.order_id)
+        rank = _precedence(r.status, r.updated_at)
         if held is None:
-            chosen[r.order_id] = (position, r)
-        elif STATUS_RANK[r.status] >= STATUS_RANK[held[1].status]:
-            chosen[r.order_id] = (held[0], r)
-    return list(chosen.values()), len(items) - len(chosen)
+            chosen[r.order_id] = (position, r, rank)
+        elif rank > held[2]:
+            chosen[r.order_id] = (held[0], r, rank)
+    return [(p, r) for p, r, _ in chosen.values()], len(items) - len(chosen)
 
 
 class _Minor:
@@ -91,6 +124,7 @@ def _order_row(
         ctx.converter.value_base(total, r.currency),
         r.coupon,
         ctx.source[:64],
+        r.updated_at,
         ctx.now,
         ctx.now,
     )
@@ -115,6 +149,7 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
         ot.c.discount_minor,
         ot.c.coupon,
         ot.c.currency,
+        ot.c.source_updated_at,
     )
     fresh: list[tuple[int, OrderRecord]] = []
     seen: set[str] = set()
@@ -135,24 +170,20 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
                 )
             )
             continue
-        now = (
-            r.status,
-            to_minor(r.total, r.currency),
-            to_minor(r.discount, r.currency),
-            r.coupon,
-        )
-        if tuple(row[1:5]) == now or STATUS_RANK[r.status] < STATUS_RANK[row[1]]:
-            out.duplicates += 1  # the same, or older news than what is stored
-        else:
-            out.updated += 1
-            updates[r.order_id] = {
-                "ref": r.order_id,
-                "st": r.status,
-                "tm": now[1],
-                "dm": now[2],
-                "cp": r.coupon,
-                "vb": ctx.converter.value_base(now[1], r.currency),
-            }
+        if _precedence(r.status, r.updated_at) <= _precedence(row[1], _stored_time(row[6])):
+            out.duplicates += 1  # the same, older news, or news of unknown age
+            continue
+        out.updated += 1
+        total = to_minor(r.total, r.currency)
+        updates[r.order_id] = {
+            "ref": r.order_id,
+            "st": r.status,
+            "tm": total,
+            "dm": to_minor(r.discount, r.currency),
+            "cp": r.coupon,
+            "vb": ctx.converter.value_base(total, r.currency),
+            "su": r.updated_at,
+        }
     if updates:
         conn.execute(
             sa.update(ot)
@@ -163,6 +194,7 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
                 discount_minor=sa.bindparam("dm"),
                 coupon=sa.bindparam("cp"),
                 value_base=sa.bindparam("vb"),
+                source_updated_at=sa.bindparam("su"),
                 updated_at=ctx.now,
             ),
             list(updates.values()),

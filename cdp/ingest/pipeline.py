@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import random
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +42,13 @@ from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.money import Converter
 from cdp.ingest.orders import write_orders
-from cdp.ingest.readers import RawRecord, load_mapping, printable_path, read_records
+from cdp.ingest.readers import (
+    DamagedInputError,
+    RawRecord,
+    load_mapping,
+    printable_path,
+    read_records,
+)
 from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
 from cdp.logging import get_logger
 from cdp.observability import count_ingest
@@ -116,6 +125,15 @@ class Summary:
         }
 
 
+class IncompleteFileError(InvalidInputError):
+    """The input file ended early (a damaged or cut gzip file). Every record read before the
+    damage was ingested — stored, a duplicate or rejected —; ``summary`` says what was done."""
+
+    def __init__(self, message: str, *, summary: Summary) -> None:
+        super().__init__(message, field="file")
+        self.summary = summary
+
+
 def validation_rejects(position: int, exc: ValidationError) -> Reject:
     """One reject naming every failing field and rule (``hide_input_in_errors``: no values)."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
@@ -172,9 +190,16 @@ def run_batch(
 
 
 class RejectsFile:
-    """The reject file. It is opened before anything is read or stored — a path that cannot be
-    written, or that is the input itself, fails the run before its first batch — and removed at
-    the end when no record was rejected (a stale one from an earlier run goes either way)."""
+    """The reject file. It is prepared before anything is read or stored — a path that cannot be
+    written, that is not a regular file, or that is the input itself fails the run before its
+    first batch.
+
+    Rejects are written to a new file cdp creates beside the target (``O_EXCL | O_NOFOLLOW``,
+    mode 0600), which replaces the target (by rename: a link's target is never written) only when
+    something was rejected; otherwise that file is removed, and so is a stale reject file of an
+    earlier run at the target — a regular file holding cdp's reject lines, nothing else. A
+    symbolic link, device, pipe or directory at the target is refused, never followed, written or
+    removed."""
 
     def __init__(self, path: Path, *, source: Path) -> None:
         if _same_file(path, source):
@@ -185,14 +210,25 @@ class RejectsFile:
             )
         self.path = path
         self._used = False
+        kind = _not_regular(path)
+        if kind is not None:
+            raise InvalidInputError(
+                f"cannot write the reject file {printable_path(path)}: it is {kind}, not a "
+                "regular file (cdp neither follows nor replaces it); choose another path",
+                field="rejects",
+            )
         try:
-            self._fh: IO[str] = path.open("w", encoding="utf-8")
+            fd, temp = tempfile.mkstemp(  # O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600
+                prefix=".cdp-rejects-", suffix=".tmp", dir=path.parent
+            )
         except OSError as exc:
             raise InvalidInputError(
                 f"cannot write the reject file {printable_path(path)}: "
                 f"{exc.strerror or type(exc).__name__}",
                 field="rejects",
             ) from None
+        self._temp = Path(temp)
+        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, reject: Reject) -> None:
         self._used = True
@@ -205,13 +241,69 @@ class RejectsFile:
         self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
+        """Put the rejects in place (or remove the file cdp created, and a stale reject file)."""
         self._fh.close()
         if not self._used:
-            self.path.unlink(missing_ok=True)
+            self._temp.unlink(missing_ok=True)
+            if _stale_rejects(self.path):
+                self.path.unlink(missing_ok=True)
+            return
+        try:
+            self._temp.replace(self.path)  # replaces a name, never writes through a link
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot write the reject file {printable_path(self.path)} "
+                f"({exc.strerror or type(exc).__name__}); the rejects are in "
+                f"{printable_path(self._temp)}",
+                field="rejects",
+            ) from None
 
     @property
     def used(self) -> bool:
         return self._used
+
+
+_REJECT_KEYS = ("line", "reason", "fields", "message")
+
+
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (a link is not followed)."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None  # e.g. a parent that is not a directory: creating the file says why
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a device, pipe or socket"
+
+
+def _stale_rejects(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a link) that a run of cdp wrote: its first line is
+    a reject row (a JSON object with a line number and no key a reject row lacks). Anything else
+    at the path is someone else's file, and stays."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return False
+        first = fh.readline(4096)
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("line"), int)
+        and set(row).issubset(_REJECT_KEYS)
+    )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -233,24 +325,30 @@ def _batches(
     read = 0
     validate = model.model_validate
     fast = FAST.get(model)
-    for rec in raw:
-        read += 1
-        if rec.error is not None:
-            rejects.append(Reject(rec.line, rec.error, tuple(rec.fields), rec.message))
-        else:
-            record = fast(rec.data, context) if fast and rec.data is not None else None
-            if record is not None:
-                items.append((rec.line, record))
+    damaged: DamagedInputError | None = None
+    try:
+        for rec in raw:
+            read += 1
+            if rec.error is not None:
+                rejects.append(Reject(rec.line, rec.error, tuple(rec.fields), rec.message))
             else:
-                try:
-                    items.append((rec.line, validate(rec.data, context=context)))
-                except ValidationError as exc:
-                    rejects.append(validation_rejects(rec.line, exc))
-        if len(items) >= size:
-            yield items, rejects, read
-            items, rejects, read = [], [], 0
+                record = fast(rec.data, context) if fast and rec.data is not None else None
+                if record is not None:
+                    items.append((rec.line, record))
+                else:
+                    try:
+                        items.append((rec.line, validate(rec.data, context=context)))
+                    except ValidationError as exc:
+                        rejects.append(validation_rejects(rec.line, exc))
+            if len(items) >= size:
+                yield items, rejects, read
+                items, rejects, read = [], [], 0
+    except DamagedInputError as exc:
+        damaged = exc  # the records read before the damage still make their batch
     if items or rejects or read:
         yield items, rejects, read
+    if damaged is not None:
+        raise damaged
 
 
 def _check_targets(mapping: dict[str, str], model: type[BaseModel]) -> None:
@@ -318,51 +416,63 @@ def ingest_file(
     started = time.perf_counter()
     source = file_source(path)
     raw = read_records(path, fmt=fmt, mapping=mapping, limit=settings.ingest_max_record_bytes)
+    batches = _batches(raw, MODELS[kind], record_context(runtime, converter, clock()), size)
+    damaged: DamagedInputError | None = None
     try:
         with collector_paused():
-            for items, bad, read in _batches(
-                raw, MODELS[kind], record_context(runtime, converter, clock()), size
-            ):
-                outcome = run_batch(
-                    runtime,
-                    WRITERS[kind],
-                    items,
-                    source=source,
-                    converter=converter,
-                    clock=clock,
-                    recorded_by=source,
-                )
-                outcome.rejects.extend(bad)
-                outcome.rejects.sort(key=lambda r: r.position)
-                for reject in outcome.rejects:
-                    rejects.write(reject)
-                    summary.reasons[reject.reason] = summary.reasons.get(reject.reason, 0) + 1
-                summary.read += read
-                summary.inserted += outcome.inserted
-                summary.updated += outcome.updated
-                summary.duplicates += outcome.duplicates
-                summary.rejected += len(outcome.rejects)
-                summary.merges += outcome.merges
-                summary.subjects_created += outcome.subjects_created
-                count_ingest(
-                    channel="file",
-                    kind=kind.value,
-                    accepted=outcome.inserted + outcome.updated,
-                    rejected=len(outcome.rejects),
-                    duplicates=outcome.duplicates,
-                )
-                if progress is not None:
-                    progress(summary.read, 0)
-                # The batch's cyclic garbage, if any (cdp.ingest.collector); the batch itself is
-                # released first (the generator still refers to its lists), so the collection
-                # walks only what outlives it.
-                items.clear()
-                bad.clear()
-                del outcome
-                gc.collect(1)  # the young generations: not the data keys cached by the run
+            try:
+                for items, bad, read in batches:
+                    outcome = run_batch(
+                        runtime,
+                        WRITERS[kind],
+                        items,
+                        source=source,
+                        converter=converter,
+                        clock=clock,
+                        recorded_by=source,
+                    )
+                    outcome.rejects.extend(bad)
+                    outcome.rejects.sort(key=lambda r: r.position)
+                    for reject in outcome.rejects:
+                        rejects.write(reject)
+                        summary.reasons[reject.reason] = summary.reasons.get(reject.reason, 0) + 1
+                    summary.read += read
+                    summary.inserted += outcome.inserted
+                    summary.updated += outcome.updated
+                    summary.duplicates += outcome.duplicates
+                    summary.rejected += len(outcome.rejects)
+                    summary.merges += outcome.merges
+                    summary.subjects_created += outcome.subjects_created
+                    count_ingest(
+                        channel="file",
+                        kind=kind.value,
+                        accepted=outcome.inserted + outcome.updated,
+                        rejected=len(outcome.rejects),
+                        duplicates=outcome.duplicates,
+                    )
+                    if progress is not None:
+                        progress(summary.read, 0)
+                    # The batch's cyclic garbage, if any (cdp.ingest.collector); the batch
+                    # itself is released first (the generator still refers to its lists), so
+                    # the collection walks only what outlives it.
+                    items.clear()
+                    bad.clear()
+                    del outcome
+                    gc.collect(1)  # the young generations, not the data keys cached by the run
+            except DamagedInputError as exc:
+                damaged = exc  # raised after the batch of the records read before it
     finally:
         rejects.close()
         summary.seconds = time.perf_counter() - started
     summary.rejects_path = rejects.path if rejects.used else None
     log.info("ingest finished", **{k: v for k, v in summary.as_dict().items() if k != "reasons"})
+    if damaged is not None:
+        if not damaged.line:
+            raise IncompleteFileError(f"{damaged}; nothing was ingested", summary=summary)
+        raise IncompleteFileError(
+            f"{damaged}: every record read through line {damaged.line} was ingested (stored, a "
+            "duplicate or rejected; see the summary), nothing after it; ingest the complete "
+            "file again to add the rest (what is stored counts as duplicates)",
+            summary=summary,
+        )
     return summary

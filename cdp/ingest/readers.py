@@ -54,6 +54,15 @@ class RawRecord:
         return f"RawRecord(line={self.line}, error={self.error!r})"
 
 
+class DamagedInputError(InvalidInputError):
+    """The input's data ends early: a gzip file that is damaged or cut short. ``line`` is the
+    last line read (0: none); every record before the damage has been yielded."""
+
+    def __init__(self, message: str, *, line: int) -> None:
+        super().__init__(message, field="file")
+        self.line = line
+
+
 def printable_path(path: Path | str) -> str:
     """``path`` as text any output can hold: bytes of a name that are not UTF-8 (lone surrogates
     in Python's str, which no UTF-8 stream or database text accepts) as ``\\xNN``, other
@@ -139,15 +148,37 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
         yield number, chunk.rstrip(b"\r\n")
 
 
-def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> tuple[dict[str, Any], str | None]:
+    """``row`` with its keys mapped, and the first field two of its keys both map to (None when
+    none do: then nothing was overwritten)."""
     if not mapping:
-        return row
+        return row, None
     out: dict[str, Any] = {}
+    clash: str | None = None
     for key, value in row.items():
         target = mapping.get(key, key)
         if target:
+            if clash is None and target in out:
+                clash = target
             out[target] = value
-    return out
+    return out, clash
+
+
+def _mapped_header(header: list[str], mapping: Mapping[str, str]) -> list[str]:
+    """The CSV header's names after the mapping (``""`` for a dropped column); two columns that
+    would carry one name — two mapped to one field, or a mapped column and an unmapped column of
+    the target's name — are refused: one would silently overwrite the other."""
+    names = [mapping.get(h, h) for h in header]
+    kept = [n for n in names if n]
+    twice = sorted({n for n in kept if kept.count(n) > 1})
+    if twice:
+        raise InvalidInputError(
+            f"after the column mapping, several columns of the header are named "
+            f"{', '.join(twice)} (one would overwrite the other); map one of them to another "
+            'field or drop it with ""',
+            field="mapping",
+        )
+    return names
 
 
 def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> Iterator[RawRecord]:
@@ -180,7 +211,17 @@ def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> 
                 number, error="invalid_json", message=f"nested more than {MAX_DEPTH} levels deep"
             )
             continue
-        yield RawRecord(number, data=_remap(data, mapping))
+        data, clash = _remap(data, mapping)
+        if clash is not None:
+            yield RawRecord(
+                number,
+                error="invalid",
+                fields=[clash],
+                message=f"{clash}: two keys of the record become this field after the column "
+                "mapping (one would overwrite the other)",
+            )
+            continue
+        yield RawRecord(number, data=data)
 
 
 def read_csv(
@@ -189,6 +230,8 @@ def read_csv(
     """CSV with a header row; values are strings, empty cells are treated as absent. Each
     record is parsed (or rejected) on its own: see :mod:`cdp.ingest.csv_records`."""
     header: list[str] | None = None
+    names: list[str] = []
+    dropped = False
     for number, row, reason, message in csv_rows(stream, limit=limit, delimiter=delimiter):
         if row is None:
             if header is None:
@@ -201,8 +244,13 @@ def read_csv(
             header = [h.strip().lstrip("\ufeff") for h in row]
             if len(set(header)) != len(header):
                 raise InvalidInputError("CSV header repeats a column name", field="header")
+            names = _mapped_header(header, mapping)
+            dropped = bool(mapping) and "" in names  # (unmapped, a blank name stays)
             continue
-        yield RawRecord(number, data=_remap(dict(zip(header, row, strict=True)), mapping))
+        data = dict(zip(names, row, strict=True))
+        if dropped:
+            del data[""]
+        yield RawRecord(number, data=data)
 
 
 def read_records(
@@ -214,8 +262,8 @@ def read_records(
 ) -> Iterator[RawRecord]:
     """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip).
 
-    A gzip file that is not gzip, or is damaged or cut short, raises ``InvalidInputError`` where
-    its data ends (the records before it have been yielded)."""
+    A gzip file that is not gzip, or is damaged or cut short, raises :class:`DamagedInputError`
+    where its data ends (the records before it have been yielded)."""
     kind = detect_format(path, fmt)
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     line = 0
@@ -229,9 +277,9 @@ def read_records(
                 line = record.line
                 yield record
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise InvalidInputError(
+            where = f"after line {line}" if line else "before its first record"
+            raise DamagedInputError(
                 f"{printable_path(path.name)} is not a complete gzip file "
-                f"({type(exc).__name__} after line {line}); the records before that line were "
-                "ingested: ingest the complete file again (what is stored counts as duplicates)",
-                field="file",
+                f"({type(exc).__name__} {where})",
+                line=line,
             ) from None

@@ -24,7 +24,8 @@ from pydantic import (
 
 from cdp.consent.purposes import PURPOSES
 from cdp.crypto.normalize import normalize_email, normalize_phone
-from cdp.ingest.times import MAX_DATE, MIN_DATE, aware, not_epoch, not_future
+from cdp.ingest.money import finer_than_minor_unit, whole_minor_units
+from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_epoch, not_future
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
@@ -196,7 +197,7 @@ class CustomerRecord(_Record):
     @classmethod
     def _birthday(cls, value: date | None) -> date | None:
         if value is not None and not (MIN_DATE <= value < MAX_DATE):
-            raise ValueError("date is outside 1900-2099")
+            raise ValueError(RANGE_MESSAGE)
         return value
 
     @field_validator("birthday", "created_at", mode="before")
@@ -329,12 +330,25 @@ class OrderRecord(_SubjectRecord):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
     ordered_at: datetime
-    total: Money
-    currency: str = Field(min_length=3, max_length=3)
+    currency: str = Field(min_length=3, max_length=3)  # before the amounts: their validators
+    total: Money  # read it (an amount must be a whole number of its minor units)
     discount: Money = Decimal(0)
     coupon: str | None = Field(default=None, max_length=64)
     status: Literal["completed", "refunded", "cancelled"] = "completed"
     items: list[LineItem] = Field(default_factory=list, max_length=1000)
+    updated_at: datetime | None = None
+    """When the shop last changed the order: among rows of one order with the same status, only
+    a strictly later one replaces what is stored (:mod:`cdp.ingest.orders`)."""
+
+    @field_validator("updated_at", mode="before")
+    @classmethod
+    def _updated_not_epoch(cls, value: Any) -> Any:
+        return not_epoch(value)
+
+    @field_validator("updated_at")
+    @classmethod
+    def _updated(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        return None if value is None else not_future(aware(value), info.context)
 
     @field_validator("items", mode="before")
     @classmethod
@@ -361,6 +375,24 @@ class OrderRecord(_SubjectRecord):
         known = (info.context or {}).get("currencies")
         if known is not None and value not in known:
             raise ValueError("unknown currency (not in CDP_FX_RATES)")
+        return value
+
+    @field_validator("total", "discount")
+    @classmethod
+    def _minor_units(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        currency = info.data.get("currency")  # absent when the currency itself is invalid
+        if currency is not None and not whole_minor_units(value, currency):
+            raise ValueError(finer_than_minor_unit(currency))
+        return value
+
+    @field_validator("items")
+    @classmethod
+    def _item_prices(cls, value: list[LineItem], info: ValidationInfo) -> list[LineItem]:
+        currency = info.data.get("currency")
+        if currency is not None:
+            for n, item in enumerate(value):
+                if not whole_minor_units(item.price, currency):
+                    raise ValueError(f"the price of item {n}: {finer_than_minor_unit(currency)}")
         return value
 
     @model_validator(mode="after")

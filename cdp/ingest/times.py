@@ -47,11 +47,21 @@ def not_future(value: datetime, context: Mapping[str, Any] | None) -> datetime:
     return value
 
 
+RANGE_MESSAGE = "date is outside 1900-2099"
+
+
 def aware(value: datetime) -> datetime:
-    """Naive timestamps are read as UTC; every stored time is UTC."""
+    """Naive timestamps are read as UTC; every stored time is UTC, within 1900-2099.
+
+    A time whose offset takes it past year 1 or 9999 in UTC (``0001-01-01T00:00:00+01:00``)
+    cannot even be converted (``OverflowError``, which pydantic would not turn into a
+    validation error): it is outside the range as well, and refused with the same ValueError."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(RANGE_MESSAGE) from None
     if not (MIN_DATE <= value.date() < MAX_DATE):
-        raise ValueError("date is outside 1900-2099")
+        raise ValueError(RANGE_MESSAGE)
     return value

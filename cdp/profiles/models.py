@@ -52,6 +52,12 @@ class Order(SQLModel, table=True):
     )
     coupon: str | None = Field(default=None, max_length=64)
     source: str = Field(max_length=64, description="file name or source name it came from")
+    source_updated_at: datetime | None = Field(
+        default=None,
+        sa_type=UtcDateTime,
+        nullable=True,
+        description="The shop's last change of the order (a record's updated_at), if given.",
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
 

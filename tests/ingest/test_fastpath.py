@@ -113,6 +113,7 @@ _order = st.fixed_dictionaries(
         "coupon": _text,
         "status": st.one_of(_text, st.sampled_from(["completed", "refunded", "cancelled"])),
         "items": st.one_of(st.lists(_item, max_size=3), _text),
+        "updated_at": st.one_of(_time, st.none()),
     },
 )
 

@@ -90,7 +90,7 @@ def test_bad_orders_negative_total_unknown_currency(cdp_env: CdpEnv, tmp_path: P
             order(3, currency="XYZ"),
             order(4, ordered_at="2025-13-01T00:00:00Z"),
             order(5, customer_id=None),
-            order(6, currency="JPY", total="1200"),
+            order(6, currency="JPY", total="1200", items=[{"price": "1200", "quantity": 1}]),
         ],
     )
     summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)

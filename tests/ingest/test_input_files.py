@@ -4,16 +4,21 @@ CLI), before anything is stored where that is possible."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cdp.errors import InvalidInputError
-from cdp.ingest.pipeline import file_source, ingest_file
+from cdp.ingest.pipeline import IncompleteFileError, file_source, ingest_file
 from cdp.ingest.readers import printable_path
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import CUSTOMER_HEADER, count, customer, order, write_csv, write_jsonl
+
+CLI = [sys.executable, "-c", "from cdp.cli import main; main()"]
 
 
 def test_an_unreadable_header_stops_the_run_before_anything_is_stored(
@@ -157,3 +162,71 @@ def test_the_cli_prints_such_a_name_on_a_strict_utf8_output(
     assert done.returncode == 0, out
     assert "internal_error" not in out and "Traceback" not in out
     assert "1 rejected" in out
+
+
+def _cut_orders(tmp_path: Path, n: int, bad_every: int) -> Path:
+    """``n`` orders as JSON Lines gzip, every ``bad_every``-th with an invalid total, cut in
+    half."""
+    rows = [order(i, total="-1" if i % bad_every == 0 else "10.00") for i in range(1, n + 1)]
+    plain = write_jsonl(tmp_path / "o.jsonl", rows).read_bytes()
+    packed = gzip.compress(plain, compresslevel=1)
+    path = tmp_path / "orders.jsonl.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    return path
+
+
+def test_a_cut_gzip_file_ingests_every_record_read_and_writes_their_rejects(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    """The review's case: 3,000 orders cut in half, batches of 1,000. The records read after the
+    last full batch were neither stored nor their rejects written, and the error said "the
+    records before that line were ingested"."""
+    path = _cut_orders(tmp_path, 3000, bad_every=7)
+    with pytest.raises(IncompleteFileError) as caught:
+        ingest_file(runtime=cdp_env.runtime, kind="orders", path=path, batch_size=1000)
+    summary = caught.value.summary
+    last = summary.read  # one record a line, no blank lines: the last line read
+    assert 1000 < last < 3000 and last % 1000 != 0  # a partial batch was pending
+    assert f"through line {last} was ingested" in str(caught.value)
+    assert "example.com" not in str(caught.value)
+    assert summary.rejected == last // 7 and summary.inserted == last - last // 7
+    assert count(cdp_env.runtime, "orders") == summary.inserted
+    assert summary.rejects_path == tmp_path / "orders.jsonl.gz.rejects.jsonl"
+    lines = [json.loads(x)["line"] for x in summary.rejects_path.read_text().splitlines()]
+    assert lines == list(range(7, last + 1, 7))
+    # the complete file adds the rest
+    full = write_jsonl(
+        tmp_path / "full.jsonl",
+        [order(i, total="-1" if i % 7 == 0 else "10.00") for i in range(1, 3001)],
+    )
+    again = ingest_file(runtime=cdp_env.runtime, kind="orders", path=full, batch_size=1000)
+    assert again.duplicates == summary.inserted
+    assert count(cdp_env.runtime, "orders") == 3000 - 3000 // 7
+
+
+def test_the_cli_prints_the_summary_of_a_cut_gzip_file_and_exits_2(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    path = _cut_orders(tmp_path, 600, bad_every=50)
+    done = subprocess.run(
+        [*CLI, "ingest", "orders", str(path), "--batch-size", "100"],
+        capture_output=True, text=True, env=os.environ.copy(), check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "not a complete gzip file" in said and "was ingested" in said
+    assert "Traceback" not in done.stderr
+    stored = count(cdp_env.runtime, "orders")
+    assert f"{stored:,}" in done.stdout and "inserted" in done.stdout  # the summary table
+    shown = "".join(done.stdout.split())  # (the console wraps long lines)
+    assert "rejected(invalid:" in shown and "orders.jsonl.gz.rejects.jsonl" in shown
+    assert (tmp_path / "orders.jsonl.gz.rejects.jsonl").exists()
+
+
+def test_a_file_that_is_not_gzip_at_all_ingests_nothing(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    path = tmp_path / "orders.jsonl.gz"
+    path.write_bytes(b'{"order_id": "O1"}\n')
+    with pytest.raises(IncompleteFileError, match="nothing was ingested") as caught:
+        ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
+    assert caught.value.summary.read == 0
+    assert not (tmp_path / "orders.jsonl.gz.rejects.jsonl").exists()
