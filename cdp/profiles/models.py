@@ -24,9 +24,9 @@ from cdp.clock import utcnow
 from cdp.db.types import UtcDateTime
 
 
-def _subject_fk(*, nullable: bool, ondelete: str) -> Column[str]:
+def _subject_fk(*, nullable: bool, ondelete: str, index: bool = True) -> Column[str]:
     return Column(
-        String(32), ForeignKey("subjects.id", ondelete=ondelete), nullable=nullable, index=True
+        String(32), ForeignKey("subjects.id", ondelete=ondelete), nullable=nullable, index=index
     )
 
 
@@ -40,7 +40,11 @@ class Order(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     order_ref: str = Field(max_length=128, unique=True, description="The shop's order id.")
-    subject_id: str | None = Field(sa_column=_subject_fk(nullable=True, ondelete="SET NULL"))
+    # no index of its own: ix_orders_subject_time_value leads with it and serves every lookup
+    # by subject (one index fewer to maintain for each order ingested; migration 0015o)
+    subject_id: str | None = Field(
+        sa_column=_subject_fk(nullable=True, ondelete="SET NULL", index=False)
+    )
     ordered_at: datetime = Field(sa_type=UtcDateTime, nullable=False, index=True)
     status: str = Field(max_length=16, description="completed | refunded | cancelled")
     currency: str = Field(max_length=3)

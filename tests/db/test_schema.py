@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -146,3 +147,18 @@ def test_the_audit_log_seq_is_the_sqlite_rowid_through_its_migration(cdp_env: Cd
                   outcome="allowed", subject_ids=[sid], fields=["email"])  # fmt: skip
     result = verify_chain(runtime=rt)
     assert result.ok and result.records == 4
+
+
+def test_orders_are_found_by_subject_through_an_index(cdp_env: CdpEnv) -> None:
+    """ix_orders_subject_id was dropped (0015o) as redundant: every lookup by subject must still
+    search ix_orders_subject_time_value, never scan the orders."""
+    if cdp_env.backend != "sqlite":
+        pytest.skip("SQLite's query plans; PostgreSQL has the same indexes")
+    with cdp_env.runtime.data_engine.connect() as conn:
+        for sql in (
+            "SELECT id FROM orders WHERE subject_id = 'x' ORDER BY id",
+            "UPDATE orders SET subject_id = NULL WHERE subject_id = 'x'",
+            "SELECT count(*), sum(value_base) FROM orders WHERE subject_id = 'x'",
+        ):
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert "ix_orders_subject_time_value (subject_id=?)" in plan, (sql, plan)
