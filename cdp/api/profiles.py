@@ -25,7 +25,7 @@ from cdp.api.profiles_route import AuthorisedRoute
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import InvalidInputError
 from cdp.profiles import reads
-from cdp.profiles.reads import MAX_PAGE_SIZE, ConsentPage, OrderPage
+from cdp.profiles.reads import CURSOR_MAX, MAX_PAGE_SIZE, ConsentPage, OrderPage
 from cdp.profiles.views import ProfileView, parse_fields
 from cdp.runtime import get_runtime
 
@@ -43,7 +43,7 @@ Limit = Annotated[
     Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size (default 50, at most {MAX_PAGE_SIZE})."),
 ]
 Cursor = Annotated[
-    int | None, Query(ge=0, le=2**63 - 1, description="next_cursor of the previous page.")
+    int | None, Query(ge=0, le=CURSOR_MAX, description="next_cursor of the previous page.")
 ]
 
 

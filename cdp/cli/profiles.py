@@ -33,7 +33,7 @@ LimitOption = Annotated[
     ),
 ]
 CursorOption = Annotated[
-    int | None, typer.Option("--cursor", min=0, max=2**63 - 1, help="next_cursor of a page.")
+    int | None, typer.Option("--cursor", min=0, max=reads.CURSOR_MAX, help="next_cursor of a page.")
 ]
 
 

@@ -230,3 +230,14 @@ def test_n_reads_make_n_records(cdp_env: CdpEnv, client: TestClient) -> None:
     rows = _audit(cdp_env)
     assert [r.seq for r in rows] == list(range(1, 8))
     assert len({r.request_id for r in rows}) == 7
+
+
+def test_a_cursor_past_the_ids_is_refused_not_a_500(cdp_env: CdpEnv, client: TestClient) -> None:
+    """Order and consent ids are 32-bit integers; on PostgreSQL a larger cursor could not even be
+    compared with them (a 500). It is a 422 on every engine now; the largest id still pages."""
+    sid = _subject(cdp_env)
+    headers = _headers(cdp_env, "dpo", "privacy_request")
+    for path in (f"/v1/profiles/{sid}/orders", f"/v1/profiles/{sid}/consent"):
+        assert client.get(path, params={"cursor": 2**31}, headers=headers).status_code == 422
+        r = client.get(path, params={"cursor": 2**31 - 1}, headers=headers)
+        assert r.status_code == 200 and r.json()["items"] == []
