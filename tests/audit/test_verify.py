@@ -137,6 +137,30 @@ def test_tail_truncation_needs_the_checkpoint(cdp_env: CdpEnv, tmp_path: Path) -
     assert (result.ok, result.first_bad_seq) == (False, 10)
 
 
+def test_checkpoint_of_the_empty_log_verifies_then_and_later(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    """A checkpoint taken right after ``cdp init`` names record 0 with the genesis hash: it
+    verifies on the empty log and once records were appended (it said "BROKEN at record 0")."""
+    runner = CliRunner()
+    cp_file = tmp_path / "cp.json"
+    r = runner.invoke(app, ["audit", "checkpoint", "--out", str(cp_file)])
+    assert r.exit_code == 0 and "record 0" in r.output, r.output
+    r = runner.invoke(app, ["audit", "verify", "--checkpoint", str(cp_file)])
+    assert r.exit_code == 0 and "OK" in r.output, r.output
+    _fill(cdp_env)
+    cp = read_checkpoint(runtime=cdp_env.runtime, path=cp_file)
+    for workers in (1, 2):
+        assert verify_chain(runtime=cdp_env.runtime, checkpoint=cp, workers=workers).ok
+    r = runner.invoke(app, ["audit", "verify", "--checkpoint", str(cp_file)])
+    assert r.exit_code == 0 and "OK" in r.output, r.output
+    other = tmp_path / "other.json"
+    write_checkpoint(runtime=cdp_env.runtime, seq=0, digest="a" * 64, out=other)
+    cp = read_checkpoint(runtime=cdp_env.runtime, path=other)
+    result = verify_chain(runtime=cdp_env.runtime, checkpoint=cp)
+    assert (result.ok, result.first_bad_seq) == (False, 0)
+
+
 def test_head_ahead_of_log_is_reported(cdp_env: CdpEnv) -> None:
     _fill(cdp_env)
     with _tamper(cdp_env) as conn:
