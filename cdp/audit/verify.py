@@ -229,7 +229,8 @@ def verify_chain(
     span = bounds[1] - bounds[0] + 1 if bounds is not None else 0
     ranges = _split(bounds, _worker_count(runtime, workers, span))
     cp_seq = checkpoint.seq if checkpoint is not None else None
-    for part in _verify_ranges(runtime, ranges, cp_seq):
+    parts = _verify_ranges(runtime, ranges, cp_seq)
+    for part in parts:
         if part.first_seq is None:
             continue
         if part.first_seq != expected:
@@ -258,4 +259,7 @@ def verify_chain(
     head = _head(runtime)
     if head is not None and head[0] > last:
         return result(last + 1, f"the chain head says {head[0]} records but the log ends at {last}")
+    for part in parts:  # in sequence order: the first record whose index rows are wrong
+        if part.index_bad_seq is not None:
+            return result(part.index_bad_seq, part.index_problem)
     return result(None, None)
