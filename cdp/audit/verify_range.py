@@ -155,9 +155,10 @@ _ELEMENTS: Final = {
     "sqlite": "json_each({0}) AS {1}",
     "postgresql": "jsonb_array_elements_text({0}::jsonb) AS {1}(value)",
 }
-_MISSING: Final = (
+_MISSING: Final = (  # the range on s.seq too: PostgreSQL may hash the index side, the range's only
     "SELECT min(l.seq) FROM audit_log l CROSS JOIN {elements} WHERE {range} AND NOT EXISTS "
-    "(SELECT 1 FROM audit_subjects s WHERE s.subject_id = j.value AND s.seq = l.seq)"
+    "(SELECT 1 FROM audit_subjects s WHERE s.subject_id = j.value AND s.seq = l.seq "
+    "AND {index_range})"
 )
 # Distinct subjects a record names: '[]' none; '["<32 hex>"]' (a read: length 36) one; otherwise
 # counted. The shortcut can only count too few for a list the writer did not make, which makes
@@ -213,7 +214,11 @@ def check_index(driver: Any, dialect: str, rng: SeqRange) -> tuple[int | None, s
     log_range, index_range = rng.condition("l.seq"), rng.condition("s.seq")
     with _snapshot(driver, dialect) as one:
         missing = one(
-            _MISSING.format(elements=elements.format("l.subject_ids", "j"), range=log_range)
+            _MISSING.format(
+                elements=elements.format("l.subject_ids", "j"),
+                range=log_range,
+                index_range=index_range,
+            )
         )
         pairs = one(_PAIRS.format(elements=elements.format("l.subject_ids", "e"), range=log_range))
         links = one(_LINKS.format(range=index_range))
