@@ -46,10 +46,12 @@ PurposeOption = Annotated[
 _HOST_CHARACTERS: Final = frozenset(string.ascii_letters + string.digits + ".-")
 
 
-def cli_client() -> str:
-    """The ``client`` recorded for CLI reads: ``cli:<host name>`` (ASCII letters, digits, ``.``
-    and ``-`` of it: the audit refuses anything else, such as a non-ASCII letter)."""
-    host = "".join(c for c in socket.gethostname() if c in _HOST_CHARACTERS)[:100]
+def cli_client(hostname: str | None = None) -> str:
+    """The ``client`` recorded for CLI reads: ``cli:<host name>`` (of this machine unless
+    given; its ASCII letters, digits, ``.`` and ``-``: the audit refuses anything else, such as a
+    non-ASCII letter)."""
+    name = socket.gethostname() if hostname is None else hostname
+    host = "".join(c for c in name if c in _HOST_CHARACTERS)[:100]
     return f"cli:{host or 'unknown'}"
 
 

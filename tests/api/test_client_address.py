@@ -141,3 +141,14 @@ def test_no_address_is_unknown() -> None:
     assert client_address(None) == "unknown"
     assert client_address("10.1.2.3") == "10.1.2.3"
     assert client_address("2001:DB8::0:1") == "2001:db8::1"
+
+
+@given(st.text(max_size=300))
+def test_every_cli_host_name_is_one_the_audit_accepts(hostname: str) -> None:
+    """A host name with a non-ASCII letter (``isalnum`` kept it) made every CLI read fail."""
+    from cdp.cli.access import cli_client
+
+    kept = cli_client(hostname)
+    check_entry(make_entry(client=kept))
+    assert kept.startswith("cli:")
+    assert cli_client("hôst-ä.example") == "cli:hst-.example"
