@@ -105,6 +105,12 @@ class AuditWriteError(CdpError):
     code = "audit_unavailable"
 
 
+class AuditEntryRefusedError(AuditWriteError, ValueError):
+    """The audit writer refused a record's value (not an id or identifier, or too long), so the
+    read it covers fails; alone: the record never joined other requests' batch. A
+    ``ValueError`` too, as the writer's own refusal is."""
+
+
 class AudienceTooSmallError(ConflictError):
     """An export would leave fewer subjects than its destination's minimum audience size; no
     subject is added. Its removes (withdrawals) are still sent: ``status`` is the run's status,

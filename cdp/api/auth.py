@@ -23,8 +23,9 @@ token not in the cache, a denial to record) runs :func:`resolve_access` in a wor
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Callable, Iterable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Final
 
 import anyio.to_thread
@@ -57,8 +58,32 @@ audit test looks for it."""
 PURPOSE_HEADER: Final = "X-Purpose"
 
 
+INVALID_CLIENT: Final = "invalid"
+"""The ``client`` recorded for a peer address that is not an IP address (:func:`client_address`)."""
+
+
+@lru_cache(maxsize=1024)
+def client_address(host: str | None) -> str:
+    """The caller's address as audit records keep it: an IP address in its standard form (an
+    IPv6 zone id such as ``%eth0`` dropped), ``unknown`` when there is none, and
+    :data:`INVALID_CLIENT` for anything else, which is never echoed.
+
+    uvicorn takes the address from ``X-Forwarded-For`` when the connection comes from a trusted
+    proxy, and passes on whatever text the header held ("a b", "<script>"); the audit refuses such
+    a value, and every record must be written."""
+    if host is None:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return INVALID_CLIENT
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        ip = ipaddress.IPv6Address(int(ip))
+    return str(ip)
+
+
 def _client(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    return client_address(request.client.host if request.client is not None else None)
 
 
 def resolve_access(

@@ -7,7 +7,9 @@ arrive becomes the *leader*: it takes every record queued so far, appends them i
 (in arrival order, so the chain stays linear and gap-free), commits, and hands each waiting request
 its own record, or the error, which then fails every read of that batch. It repeats until the
 queue is empty, then steps down; the next arrival leads. No thread waits for work; nothing is
-acknowledged before it is durable.
+acknowledged before it is durable. An entry is checked (:func:`cdp.audit.writer.check_entry`)
+before it is queued: one that the append would refuse fails its own request at once and never
+joins, so never fails, a batch of other requests' records.
 
 Async callers (the API's event loop) use :meth:`GroupCommitter.submit_async`: the record joins the
 same queue, and the coroutine waits without holding a thread. When nobody is leading, the commit
@@ -39,7 +41,7 @@ from sqlalchemy import Connection, Engine
 
 from cdp.audit.chain import AuditRecord
 from cdp.audit.held import HeldConnection
-from cdp.audit.writer import AuditEntry
+from cdp.audit.writer import AuditEntry, check_entry
 from cdp.db.per_engine import PerEngine
 from cdp.logging import get_logger
 
@@ -109,7 +111,11 @@ class GroupCommitter:
         return lead
 
     def submit(self, entry: AuditEntry, write: WriteBatch) -> AuditRecord:
-        """Append ``entry`` durably and return its record; raise what the write raised."""
+        """Append ``entry`` durably and return its record; raise what the write raised.
+
+        An entry the append would refuse raises ``ValueError`` here, before it joins a batch:
+        it must never fail the other records of its batch."""
+        check_entry(entry)
         future: Future[AuditRecord] = Future()
         if self._enqueue(entry, future):
             self._lead(write)
@@ -118,7 +124,9 @@ class GroupCommitter:
     async def submit_async(self, entry: AuditEntry, write: WriteBatch) -> AuditRecord:
         """As :meth:`submit`, awaited: the batch is written in a worker thread, never in the
         event loop; returns once ``entry``'s record is durable, or raises what the write raised.
-        A batch's async waiters are woken with one call into their loop."""
+        A batch's async waiters are woken with one call into their loop. An entry the append
+        would refuse raises ``ValueError`` at once, without joining a batch."""
+        check_entry(entry)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AuditRecord] = loop.create_future()
         with self._lock:

@@ -14,8 +14,9 @@ Reports never contain personal values: the log holds none.
 from __future__ import annotations
 
 import json
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -41,6 +42,8 @@ LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 KINDS: Final = ("subject-access", "principal-activity", "denied-anomalies", "processing")
 LISTED_MAX: Final = 5_000
 """Most records listed in one report (aggregates always cover the whole period)."""
+BURSTS_LISTED_MAX: Final = 5_000
+"""Most bursts listed in one report (the others are counted in a note)."""
 BURST_WINDOW: Final = timedelta(minutes=10)
 BURST_THRESHOLD: Final = 100
 """A principal reading more than this many records' worth within the window is a burst."""
@@ -116,35 +119,54 @@ def _access(row: Any) -> Access:
     )
 
 
-def _stream(runtime: Runtime, query: sa.Select[Any]) -> Iterator[Access]:
+def _stream(runtime: Runtime, query: sa.Select[Any]) -> Iterator[Any]:
+    """The query's rows, fetched in batches (a server-side cursor on PostgreSQL): a report holds
+    the rows it lists and running aggregates, never the whole period."""
     with runtime.data_engine.connect().execution_options(
         sqlite_begin="DEFERRED", stream_results=True, yield_per=5_000
     ) as conn:
-        for row in conn.execute(query):
-            yield _access(row)
+        yield from conn.execute(query)
 
 
-def _collect(report: Report, rows: Iterator[Access]) -> list[Access]:
-    days: Counter[date] = Counter()
-    everything: list[Access] = []
-    for a in rows:
-        everything.append(a)
-        if a.outcome == "allowed":
-            days[a.at.astimezone(UTC).date()] += 1
-    report.total = len(everything)
-    report.accesses = everything[:LISTED_MAX]
-    report.truncated = len(everything) > LISTED_MAX
-    if days:
-        first, last = min(days), max(days)
-        report.per_day = [
-            (first + timedelta(days=i), days.get(first + timedelta(days=i), 0))
-            for i in range((last - first).days + 1)
-        ]
-    return everything
+def _scalar(runtime: Runtime, query: sa.Select[Any]) -> Any:
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        return conn.execute(query).scalar_one()
 
 
-def _count(rows: list[Access], key: Callable[[Access], str]) -> list[tuple[str, int]]:
-    return Counter(key(a) for a in rows).most_common()
+class _Listing:
+    """The records a report lists (the first :data:`LISTED_MAX`, as :class:`Access`) and how
+    many there were; only the listed rows are decoded."""
+
+    __slots__ = ("accesses", "total")
+
+    def __init__(self) -> None:
+        self.accesses: list[Access] = []
+        self.total = 0
+
+    def add(self, row: Any) -> None:
+        self.total += 1
+        if len(self.accesses) < LISTED_MAX:
+            self.accesses.append(_access(row))
+
+    def into(self, report: Report) -> None:
+        report.accesses = self.accesses
+        report.total = self.total
+        report.truncated = self.total > LISTED_MAX
+
+
+def _day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
+def _every_day(days: Counter[date]) -> list[tuple[date, int]]:
+    """Reads per day from the first day with a read to the last, days without one included."""
+    if not days:
+        return []
+    first, last = min(days), max(days)
+    return [
+        (first + timedelta(days=i), days.get(first + timedelta(days=i), 0))
+        for i in range((last - first).days + 1)
+    ]
 
 
 def _window(
@@ -183,12 +205,27 @@ def subject_access(
         .where(SUBJECTS.c.subject_id == subject_id, LOG.c.at >= start, LOG.c.at <= end)
         .order_by(LOG.c.seq)
     )
-    rows = _collect(report, _stream(runtime, query))
+    listing = _Listing()
+    days: Counter[date] = Counter()
+    principals: Counter[str] = Counter()
+    purposes: Counter[str] = Counter()
+    fields: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for row in _stream(runtime, query):
+        listing.add(row)
+        principals[row.principal_name] += 1
+        purposes[row.purpose] += 1
+        outcomes[row.outcome] += 1
+        if row.outcome == "allowed":
+            days[_day(row.at)] += 1
+            fields.update(json.loads(row.fields))
+    listing.into(report)
+    report.per_day = _every_day(days)
     report.counts = {
-        "principal": _count(rows, lambda a: a.principal),
-        "purpose": _count(rows, lambda a: a.purpose),
-        "field": Counter(f for a in rows if a.outcome == "allowed" for f in a.fields).most_common(),
-        "outcome": _count(rows, lambda a: a.outcome),
+        "principal": principals.most_common(),
+        "purpose": purposes.most_common(),
+        "field": fields.most_common(),
+        "outcome": outcomes.most_common(),
     }
     from cdp.exports.ledger import disclosures  # exports record who received what
 
@@ -214,54 +251,126 @@ def principal_activity(
         end,
         {"principal": principal},
     )
-    query = (
-        sa.select(LOG)
-        .where(LOG.c.principal_name == principal, LOG.c.at >= start, LOG.c.at <= end)
-        .order_by(LOG.c.seq)
-    )
-    rows = _collect(report, _stream(runtime, query))
+    where = (LOG.c.principal_name == principal, LOG.c.at >= start, LOG.c.at <= end)
+    listing = _Listing()
+    days: Counter[date] = Counter()
+    actions: Counter[str] = Counter()
+    purposes: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for row in _stream(runtime, sa.select(LOG).where(*where).order_by(LOG.c.seq)):
+        listing.add(row)
+        actions[f"{row.action} {row.resource}"] += 1
+        purposes[row.purpose] += 1
+        outcomes[row.outcome] += 1
+        if row.outcome == "allowed":
+            days[_day(row.at)] += 1
+    listing.into(report)
+    report.per_day = _every_day(days)
     report.counts = {
-        "action": _count(rows, lambda a: f"{a.action} {a.resource}"),
-        "purpose": _count(rows, lambda a: a.purpose),
-        "outcome": _count(rows, lambda a: a.outcome),
-        "subjects": [("distinct subjects", len({s for a in rows for s in a.subject_ids}))],
+        "action": actions.most_common(),
+        "purpose": purposes.most_common(),
+        "outcome": outcomes.most_common(),
+        "subjects": [("distinct subjects", _distinct_subjects(runtime, where))],
     }
     return report
 
 
-def _bursts(rows: list[Access]) -> list[dict[str, str]]:
-    by_principal: dict[str, list[Access]] = defaultdict(list)
-    for a in rows:
-        if a.outcome == "allowed":
-            by_principal[a.principal].append(a)
-    found: list[dict[str, str]] = []
-    for name, items in by_principal.items():
-        left = 0
-        flagged_until: datetime | None = None
-        for right, a in enumerate(items):
-            while a.at - items[left].at > BURST_WINDOW:
-                left += 1
-            if right - left + 1 > BURST_THRESHOLD and (
-                flagged_until is None or a.at > flagged_until
-            ):
-                flagged_until = items[left].at + BURST_WINDOW
-                found.append(
-                    {
-                        "kind": "burst",
-                        "principal": name,
-                        "at": items[left].at.isoformat(timespec="seconds"),
-                        "detail": f"more than {BURST_THRESHOLD} reads within "
-                        f"{int(BURST_WINDOW.total_seconds() // 60)} minutes",
-                    }
-                )
-    return found
+def _distinct_subjects(runtime: Runtime, where: tuple[sa.ColumnElement[bool], ...]) -> int:
+    """How many distinct subjects the records matching ``where`` name, counted by the database
+    from the records' own ``subject_ids`` (an export's record names thousands: a set of them in
+    Python would grow with the period)."""
+    if runtime.data_engine.dialect.name == "postgresql":
+        ids = sa.func.json_array_elements_text(sa.cast(LOG.c.subject_ids, sa.JSON))
+    else:
+        ids = sa.func.json_each(LOG.c.subject_ids)
+    each = ids.table_valued("value").alias("each_subject")
+    query = (
+        sa.select(sa.func.count(sa.distinct(each.c.value)))
+        .select_from(LOG)
+        .join(each, sa.true())
+        .where(*where)
+    )
+    return int(_scalar(runtime, query))
 
 
-def _unusual_purposes(rows: list[Access]) -> list[dict[str, str]]:
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+class _Window:
+    """One principal's allowed reads within the burst window, as :class:`_Bursts` sees them."""
+
+    __slots__ = ("flagged_until", "left", "times")
+
+    def __init__(self) -> None:
+        self.times: array[int] = array("q")
+        """Times of reads (microseconds since 1970), oldest first; those before ``left`` have
+        left the window (dropped from time to time)."""
+        self.left = 0
+        self.flagged_until: int | None = None
+        """Where the window of the last burst flagged ends."""
+
+
+class _Bursts:
+    """Bursts of allowed reads, found as the rows stream by: for each principal, the times of
+    its reads within the last window (microseconds in an array: 8 bytes a read, bounded by one
+    window's reads, never the period's) and where the last burst's window ends. The first
+    :data:`BURSTS_LISTED_MAX` bursts are kept (a principal reading without a pause is flagged again
+    each time the window of its last burst has passed); the others are only counted."""
+
+    def __init__(self) -> None:
+        self._window = BURST_WINDOW // _MICROSECOND
+        self._windows: dict[str, _Window] = {}
+        self._found: dict[str, list[dict[str, str]]] = {}
+        self._kept = 0
+        self.unlisted = 0
+        """Bursts found past the first :data:`BURSTS_LISTED_MAX`."""
+
+    def add(self, principal: str, at: datetime) -> None:
+        """One allowed read (rows in sequence order)."""
+        w = self._windows.get(principal)
+        if w is None:
+            w = self._windows[principal] = _Window()
+            self._found[principal] = []
+        times = w.times
+        now = (at - _EPOCH) // _MICROSECOND
+        times.append(now)
+        left = w.left
+        while now - times[left] > self._window:
+            left += 1
+        if len(times) - left > BURST_THRESHOLD and (
+            w.flagged_until is None or now > w.flagged_until
+        ):
+            w.flagged_until = times[left] + self._window
+            self._flag(principal, times[left])
+        if left > 4096 and 2 * left > len(times):  # drop the reads that left the window
+            del times[:left]
+            left = 0
+        w.left = left
+
+    def _flag(self, principal: str, start: int) -> None:
+        if self._kept >= BURSTS_LISTED_MAX:
+            self.unlisted += 1
+            return
+        self._kept += 1
+        self._found[principal].append(
+            {
+                "kind": "burst",
+                "principal": principal,
+                "at": (_EPOCH + start * _MICROSECOND).isoformat(timespec="seconds"),
+                "detail": f"more than {BURST_THRESHOLD} reads within "
+                f"{int(BURST_WINDOW.total_seconds() // 60)} minutes",
+            }
+        )
+
+    def found(self) -> list[dict[str, str]]:
+        """The bursts, by principal in order of each one's first read, then in time order."""
+        return [burst for bursts in self._found.values() for burst in bursts]
+
+
+def _unusual_purposes(by_role: dict[str, Counter[str]]) -> list[dict[str, str]]:
+    """Purposes unusual for a role, from each role list's records counted by purpose."""
     engine = get_policy_engine()
-    by_role: dict[str, Counter[str]] = defaultdict(Counter)
-    for a in rows:
-        by_role[a.roles][a.purpose] += 1
     found: list[dict[str, str]] = []
     for roles, purposes in sorted(by_role.items()):
         role_tuple = tuple(r for r in roles.split(",") if r)
@@ -303,25 +412,39 @@ def denied_anomalies(
     start, end = _window(since, until, clock)
     report = Report("denied-anomalies", "Denied access and anomaly report", clock(), start, end, {})
     query = sa.select(LOG).where(LOG.c.at >= start, LOG.c.at <= end).order_by(LOG.c.seq)
-    everything = list(_stream(runtime, query))
-    denied = [a for a in everything if a.outcome != "allowed"]
-    _collect(report, iter(denied))
-    days: Counter[date] = Counter(
-        a.at.astimezone(UTC).date() for a in everything if a.outcome == "allowed"
-    )
+    listing = _Listing()  # the denied and error records
+    days: Counter[date] = Counter()
+    denied_by_principal: Counter[str] = Counter()
+    denied_by_resource: Counter[str] = Counter()
+    errors_by_resource: Counter[str] = Counter()
+    bursts = _Bursts()
+    by_role: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in _stream(runtime, query):
+        outcome = row.outcome
+        by_role[row.roles][row.purpose] += 1
+        if outcome == "allowed":
+            days[_day(row.at)] += 1
+            bursts.add(row.principal_name, row.at)
+            continue
+        listing.add(row)
+        if outcome == "denied":
+            denied_by_principal[row.principal_name] += 1
+            denied_by_resource[row.resource] += 1
+        elif outcome == "error":
+            errors_by_resource[row.resource] += 1
+    listing.into(report)
     report.per_day = sorted(days.items())
     report.counts = {
-        "denied by principal": _count(
-            [a for a in denied if a.outcome == "denied"], lambda a: a.principal
-        ),
-        "denied by resource": _count(
-            [a for a in denied if a.outcome == "denied"], lambda a: a.resource
-        ),
-        "errors by resource": _count(
-            [a for a in denied if a.outcome == "error"], lambda a: a.resource
-        ),
+        "denied by principal": denied_by_principal.most_common(),
+        "denied by resource": denied_by_resource.most_common(),
+        "errors by resource": errors_by_resource.most_common(),
     }
-    report.anomalies = _bursts(everything) + _unusual_purposes(everything)
+    report.anomalies = bursts.found() + _unusual_purposes(by_role)
+    if bursts.unlisted:
+        report.notes.append(
+            f"{bursts.unlisted} more bursts were found and are not listed "
+            f"(the first {BURSTS_LISTED_MAX} are)."
+        )
     return report
 
 

@@ -39,7 +39,7 @@ from cdp.audit.held import HeldConnection
 from cdp.audit.writer import SUBJECT_ID, AuditEntry, append
 from cdp.clock import Clock, utcnow
 from cdp.db.per_engine import PerEngine
-from cdp.errors import AuditWriteError, PermissionDeniedError
+from cdp.errors import AuditEntryRefusedError, AuditWriteError, PermissionDeniedError
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
 
@@ -78,6 +78,13 @@ def entry_for(
     )
 
 
+def _refused(exc: ValueError) -> AuditEntryRefusedError:
+    """The error for an entry the writer refused (a value that is not an id or identifier): the
+    read it covers fails, alone (the committer checks an entry before it joins a batch)."""
+    log.error("audit entry refused", reason=str(exc))  # the message names slots, never values
+    return AuditEntryRefusedError("the audit record was refused; nothing was returned")
+
+
 def _write(runtime: Runtime, entries: Sequence[AuditEntry], clock: Clock) -> list[AuditRecord]:
     """Append and commit ``entries``: through the group committer (one entry, real clock), or in
     a transaction of their own (several entries, or an injected clock in tests)."""
@@ -87,6 +94,8 @@ def _write(runtime: Runtime, entries: Sequence[AuditEntry], clock: Clock) -> lis
             return [committer.submit(entries[0], lambda conn, batch: append(conn, batch))]
         with runtime.data_engine.begin() as conn:
             return append(conn, entries, clock=clock)
+    except ValueError as exc:
+        raise _refused(exc) from None
     except (SQLAlchemyError, OSError) as exc:
         log.error("audit write failed", error_type=type(exc).__name__)
         raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
@@ -97,6 +106,8 @@ async def _write_async(runtime: Runtime, entry: AuditEntry) -> AuditRecord:
     try:
         committer = committer_for(runtime.data_engine)
         return await committer.submit_async(entry, lambda conn, batch: append(conn, batch))
+    except ValueError as exc:
+        raise _refused(exc) from None
     except (SQLAlchemyError, OSError) as exc:
         log.error("audit write failed", error_type=type(exc).__name__)
         raise AuditWriteError("the audit log cannot be written; nothing was returned") from None
@@ -134,6 +145,8 @@ def record_access(
         return _write(runtime, [entry], clock)[0]
     try:
         return append(conn, [entry], clock=clock)[0]
+    except ValueError as exc:
+        raise _refused(exc) from None
     except SQLAlchemyError:
         log.error("audit write failed", error_type="SQLAlchemyError")
         raise AuditWriteError("the audit log cannot be written; nothing was returned") from None

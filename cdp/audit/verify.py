@@ -208,7 +208,11 @@ def verify_chain(
     expected = 1
     prev_hex = GENESIS_HASH
     count = 0
-    checkpoint_hash: str | None = None
+    # A checkpoint of the empty log (taken right after `cdp init`) names record 0, which is no
+    # row: its hash is the genesis hash, whatever was appended since.
+    checkpoint_hash: str | None = (
+        GENESIS_HASH if checkpoint is not None and checkpoint.seq == 0 else None
+    )
 
     def result(bad: int | None, problem: str | None) -> VerifyResult:
         return VerifyResult(
@@ -225,7 +229,8 @@ def verify_chain(
     span = bounds[1] - bounds[0] + 1 if bounds is not None else 0
     ranges = _split(bounds, _worker_count(runtime, workers, span))
     cp_seq = checkpoint.seq if checkpoint is not None else None
-    for part in _verify_ranges(runtime, ranges, cp_seq):
+    parts = _verify_ranges(runtime, ranges, cp_seq)
+    for part in parts:
         if part.first_seq is None:
             continue
         if part.first_seq != expected:
@@ -254,4 +259,7 @@ def verify_chain(
     head = _head(runtime)
     if head is not None and head[0] > last:
         return result(last + 1, f"the chain head says {head[0]} records but the log ends at {last}")
+    for part in parts:  # in sequence order: the first record whose index rows are wrong
+        if part.index_bad_seq is not None:
+            return result(part.index_bad_seq, part.index_problem)
     return result(None, None)

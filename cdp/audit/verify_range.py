@@ -19,7 +19,8 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -49,12 +50,17 @@ class SeqRange:
 
     def where(self) -> str:
         """The SQL condition (integers only, so inlining them is safe)."""
+        condition = self.condition("seq")
+        return f" WHERE {condition}" if condition != "TRUE" else ""
+
+    def condition(self, column: str) -> str:
+        """``column`` within the range, as SQL (``TRUE`` when the range is open on both sides)."""
         parts = []
         if self.after is not None:
-            parts.append(f"seq > {int(self.after)}")
+            parts.append(f"{column} > {int(self.after)}")
         if self.upto is not None:
-            parts.append(f"seq <= {int(self.upto)}")
-        return f" WHERE {' AND '.join(parts)}" if parts else ""
+            parts.append(f"{column} <= {int(self.upto)}")
+        return " AND ".join(parts) or "TRUE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,10 @@ class RangeResult:
     bad_seq: int | None = None
     problem: str | None = None
     checkpoint_hash: str | None = None
+    index_bad_seq: int | None = None
+    """The first record of the range whose ``audit_subjects`` rows are wrong (see
+    :func:`check_index`), checked when the range's chain is intact."""
+    index_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,105 @@ def _canonical_batches(
         ]
 
 
+# The subject index (``audit_subjects``: one ``(subject_id, seq)`` row a subject a record names)
+# is what the subject access report reads; the chain does not cover it. It matches the records of a
+# range when (1) every subject each record names has its row, and (2) the range has as many rows
+# as there are distinct (subject, record) pairs: with (1), any other row makes (2) fail. Both are
+# set-based: one probe of the index's key a pair, one count of each side. Only when they fail are
+# the rows of the index looked up in the records, to name the first wrong one.
+_ELEMENTS: Final = {
+    "sqlite": "json_each({0}) AS {1}",
+    "postgresql": "jsonb_array_elements_text({0}::jsonb) AS {1}(value)",
+}
+_MISSING: Final = (  # the range on s.seq too: PostgreSQL may hash the index side, the range's only
+    "SELECT min(l.seq) FROM audit_log l CROSS JOIN {elements} WHERE {range} AND NOT EXISTS "
+    "(SELECT 1 FROM audit_subjects s WHERE s.subject_id = j.value AND s.seq = l.seq "
+    "AND {index_range})"
+)
+# Distinct subjects a record names: '[]' none; '["<32 hex>"]' (a read: length 36) one; otherwise
+# counted. The shortcut can only count too few for a list the writer did not make, which makes
+# the counts differ (a false alarm on a forged chain), never match by accident.
+_PAIRS: Final = (
+    "SELECT coalesce(sum(CASE WHEN subject_ids = '[]' THEN 0 "
+    "WHEN length(subject_ids) = 36 AND substr(subject_ids, 1, 2) = '[\"' "
+    "AND substr(subject_ids, 35, 2) = '\"]' THEN 1 "
+    "ELSE (SELECT count(DISTINCT e.value) FROM {elements}) END), 0) FROM audit_log l "
+    "WHERE {range}"
+)
+_LINKS: Final = "SELECT count(*) FROM audit_subjects s WHERE {range}"
+_EXTRA: Final = (
+    "SELECT min(s.seq) FROM audit_subjects s WHERE {range} AND NOT EXISTS "
+    "(SELECT 1 FROM audit_log l CROSS JOIN {elements} WHERE l.seq = s.seq "
+    "AND j.value = s.subject_id)"
+)
+_EXISTS: Final = "SELECT count(*) FROM audit_log WHERE seq = {seq}"
+
+
+@contextmanager
+def _snapshot(driver: Any, dialect: str) -> Iterator[Callable[[str], Any]]:
+    """A read transaction on one snapshot; yields a function running a one-value query."""
+
+    def on(cur: Any) -> Callable[[str], Any]:
+        def value(sql: str) -> Any:
+            cur.execute(sql)
+            return cur.fetchone()[0]
+
+        return value
+
+    if dialect == "postgresql":
+        with driver.transaction(), driver.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield on(cur)
+        return
+    cur = driver.cursor()
+    try:
+        cur.execute("BEGIN")
+        try:
+            yield on(cur)
+        finally:
+            cur.execute("ROLLBACK")
+    finally:
+        cur.close()
+
+
+def check_index(driver: Any, dialect: str, rng: SeqRange) -> tuple[int | None, str | None]:
+    """Whether ``audit_subjects`` matches the records of ``rng`` (their ``subject_ids``, which
+    the chain covers): the first record whose index rows are wrong and why, or ``(None, None)``.
+    One read transaction, so that appends meanwhile cannot make the counts differ."""
+    elements = _ELEMENTS[dialect]
+    log_range, index_range = rng.condition("l.seq"), rng.condition("s.seq")
+    with _snapshot(driver, dialect) as one:
+        missing = one(
+            _MISSING.format(
+                elements=elements.format("l.subject_ids", "j"),
+                range=log_range,
+                index_range=index_range,
+            )
+        )
+        pairs = one(_PAIRS.format(elements=elements.format("l.subject_ids", "e"), range=log_range))
+        links = one(_LINKS.format(range=index_range))
+        if missing is None and int(pairs) == int(links):
+            return None, None
+        extra = one(
+            _EXTRA.format(elements=elements.format("l.subject_ids", "j"), range=index_range)
+        )
+        exists = extra is not None and one(_EXISTS.format(seq=int(extra))) > 0
+    if missing is not None and (extra is None or missing <= extra):
+        return int(missing), (
+            f"record {missing} names a subject that the subject index leaves out "
+            "(its subject access report would not show the record)"
+        )
+    if extra is not None:
+        why = (
+            f"the subject index attributes record {extra} to a subject it does not name"
+            if exists
+            else f"the subject index lists record {extra}, which is not in the log"
+        )
+        return int(extra), why
+    first = (rng.after or 0) + 1
+    return first, f"the subject index does not match the records from {first} on"
+
+
 def verify_range(
     driver: Any, dialect: str, rng: SeqRange, checkpoint_seq: int | None = None
 ) -> RangeResult:
@@ -182,7 +291,8 @@ def verify_range(
             expected += 1
             if seq == checkpoint_seq:
                 cp_hash = h
-    return result()
+    index_bad, index_problem = check_index(driver, dialect, rng)
+    return replace(result(), index_bad_seq=index_bad, index_problem=index_problem)
 
 
 def verify_range_at(source: Source, rng: SeqRange, checkpoint_seq: int | None) -> RangeResult:

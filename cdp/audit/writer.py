@@ -43,13 +43,17 @@ SUBJECTS = cast(sa.Table, AuditSubject.__table__)  # type: ignore[attr-defined]
 
 SUBJECT_ID: Final = re.compile(r"^[0-9a-f]{32}\Z")
 r"""A cdp subject id, the whole string (``\Z``: unlike ``$``, no trailing newline), so that the
-callers' filters (``SUBJECT_ID.match``) keep out exactly what ``_checked`` refuses."""
+callers' filters (``SUBJECT_ID.match``) keep out exactly what ``check_entry`` refuses."""
 # Every id of a record at once (an export's record names thousands): one C-level match of the
 # comma-joined list instead of one ``SUBJECT_ID`` match per id. A comma can only follow 32 hex
 # digits, so an id of another length or with another character fails the whole list.
 _SUBJECT_LIST: Final = re.compile(r"(?:[0-9a-f]{32},)*[0-9a-f]{32}")
 _NAME: Final = re.compile(r"^[A-Za-z0-9_.:/@*-]{1,64}\Z")
 _CLIENT: Final = re.compile(r"^[A-Za-z0-9_.:@\[\]-]{0,128}\Z")
+_ACTION_MAX: Final = 32
+_PURPOSE_MAX: Final = 32
+_ROLES_MAX: Final = 256
+"""The sizes of ``audit_log.action``, ``purpose`` and ``roles`` (PostgreSQL enforces them)."""
 
 _HEAD_FOR_UPDATE = sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
 _LAST_ROW = sa.select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)
@@ -96,13 +100,21 @@ def _identifier(name: str) -> bool:
     return True
 
 
-def _checked(entry: AuditEntry) -> AuditEntry:
-    """Refuse anything that does not look like an id or identifier (never a personal value)."""
+def check_entry(entry: AuditEntry) -> AuditEntry:
+    """Refuse anything that does not look like an id or identifier (never a personal value), or
+    that its column cannot hold: raise ``ValueError`` (whose message holds no value).
+
+    The group committer calls this before an entry joins a batch, so that an entry the append
+    would refuse fails alone instead of failing every record of its batch."""
     if entry.outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {OUTCOMES}")
     for name in (entry.action, entry.resource, entry.purpose, entry.principal_id):
         if not _identifier(name):
             raise ValueError("audit action, resource, purpose and principal must be identifiers")
+    if len(entry.action) > _ACTION_MAX or len(entry.purpose) > _PURPOSE_MAX:
+        raise ValueError(f"audit actions and purposes are at most {_ACTION_MAX} characters")
+    if sum(len(r) + 1 for r in entry.roles) > _ROLES_MAX + 1:
+        raise ValueError(f"audit roles are at most {_ROLES_MAX} characters together")
     for name in (*entry.fields, *entry.roles, entry.principal_name):
         if not _identifier(name):
             raise ValueError("audit field, role, principal and request names must be identifiers")
@@ -271,7 +283,7 @@ def _fields_text(fields: tuple[str, ...]) -> str:
 
 
 def _subjects_text(subject_ids: tuple[str, ...]) -> str:
-    """``list_text`` of checked subject ids: each is 32 hex digits (``_checked``), which JSON
+    """``list_text`` of checked subject ids: each is 32 hex digits (``check_entry``), which JSON
     writes as they are, so the compact array is the ids quoted and comma-joined."""
     return '["' + '","'.join(subject_ids) + '"]' if subject_ids else "[]"
 
@@ -293,7 +305,7 @@ def append(
     The caller commits; until then nobody else can append. Raises ``ValueError`` for an entry
     that is not safe to record.
     """
-    checked = [_checked(e) for e in entries]
+    checked = [check_entry(e) for e in entries]
     if not checked:
         return []
     raw = _raw_sqlite(conn)

@@ -15,9 +15,10 @@ Use in a command::
 from __future__ import annotations
 
 import socket
+import string
 import uuid
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 
@@ -42,9 +43,15 @@ PurposeOption = Annotated[
 ]
 
 
-def cli_client() -> str:
-    """The ``client`` recorded for CLI reads: ``cli:<host name>``."""
-    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in ".-")[:100]
+_HOST_CHARACTERS: Final = frozenset(string.ascii_letters + string.digits + ".-")
+
+
+def cli_client(hostname: str | None = None) -> str:
+    """The ``client`` recorded for CLI reads: ``cli:<host name>`` (of this machine unless
+    given; its ASCII letters, digits, ``.`` and ``-``: the audit refuses anything else, such as a
+    non-ASCII letter)."""
+    name = socket.gethostname() if hostname is None else hostname
+    host = "".join(c for c in name if c in _HOST_CHARACTERS)[:100]
     return f"cli:{host or 'unknown'}"
 
 

@@ -103,7 +103,8 @@ def test_denied_request_is_403_with_denied_record(cdp_env: CdpEnv) -> None:
     )
     assert row.principal_name == "sam" and row.roles == "support"
     assert row.subject_ids == f'["{sid}"]' and row.fields == "[]"
-    assert row.request_id == r.headers["x-request-id"] and row.client == "testclient"
+    # Starlette's test client calls its peer "testclient", which is no address: "invalid"
+    assert row.request_id == r.headers["x-request-id"] and row.client == "invalid"
 
 
 def test_denied_path_value_that_is_not_an_id_is_not_recorded(cdp_env: CdpEnv) -> None:

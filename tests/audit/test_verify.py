@@ -131,10 +131,89 @@ def test_tail_truncation_needs_the_checkpoint(cdp_env: CdpEnv, tmp_path: Path) -
         conn.exec_driver_sql(
             "UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM audit_log WHERE seq = 9)"
         )
+    result = verify_chain(runtime=rt)  # the cut records' subject index rows are left behind
+    assert (result.ok, result.first_bad_seq) == (False, 10)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("DELETE FROM audit_subjects WHERE seq > 9")
     assert verify_chain(runtime=rt).ok  # a clean cut is invisible without the checkpoint
     cp = read_checkpoint(runtime=rt, path=cp_file)
     result = verify_chain(runtime=rt, checkpoint=cp)
     assert (result.ok, result.first_bad_seq) == (False, 10)
+
+
+def test_checkpoint_of_the_empty_log_verifies_then_and_later(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    """A checkpoint taken right after ``cdp init`` names record 0 with the genesis hash: it
+    verifies on the empty log and once records were appended (it said "BROKEN at record 0")."""
+    runner = CliRunner()
+    cp_file = tmp_path / "cp.json"
+    r = runner.invoke(app, ["audit", "checkpoint", "--out", str(cp_file)])
+    assert r.exit_code == 0 and "record 0" in r.output, r.output
+    r = runner.invoke(app, ["audit", "verify", "--checkpoint", str(cp_file)])
+    assert r.exit_code == 0 and "OK" in r.output, r.output
+    _fill(cdp_env)
+    cp = read_checkpoint(runtime=cdp_env.runtime, path=cp_file)
+    for workers in (1, 2):
+        assert verify_chain(runtime=cdp_env.runtime, checkpoint=cp, workers=workers).ok
+    r = runner.invoke(app, ["audit", "verify", "--checkpoint", str(cp_file)])
+    assert r.exit_code == 0 and "OK" in r.output, r.output
+    other = tmp_path / "other.json"
+    write_checkpoint(runtime=cdp_env.runtime, seq=0, digest="a" * 64, out=other)
+    cp = read_checkpoint(runtime=cdp_env.runtime, path=other)
+    result = verify_chain(runtime=cdp_env.runtime, checkpoint=cp)
+    assert (result.ok, result.first_bad_seq) == (False, 0)
+
+
+def test_deleting_a_subjects_index_rows_is_found(cdp_env: CdpEnv) -> None:
+    """Deleting a subject's ``audit_subjects`` rows hid its reads from the subject access report
+    while verify said OK: verify names the first record whose index rows are gone."""
+    from cdp.audit import reports
+
+    rt = cdp_env.runtime
+    ctx = make_ctx()
+    victim, other = "ab" * 16, "cd" * 16
+    for i in range(6):
+        record_access(
+            runtime=rt,
+            ctx=ctx,
+            action="read",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=[other] if i < 2 else [victim, other],
+        )
+    assert reports.subject_access(runtime=rt, subject_id=victim).total == 4
+    with _tamper(cdp_env) as conn:
+        conn.execute(sa.text("DELETE FROM audit_subjects WHERE subject_id = :s"), {"s": victim})
+    assert reports.subject_access(runtime=rt, subject_id=victim).total == 0
+    result = verify_chain(runtime=rt)
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert "subject index leaves out" in (result.problem or "")
+    r = CliRunner().invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1 and "BROKEN at record 3" in r.output and "subject index" in r.output
+
+
+def test_subject_lists_of_any_length_verify(cdp_env: CdpEnv) -> None:
+    """No subject, one, thousands (an export's record) and a list naming a subject twice (one
+    index row): the index matches."""
+    from cdp.audit.writer import append
+    from tests.audit.factories import make_entry
+
+    many = tuple(f"{n:032x}" for n in range(1, 3001))
+    entries = [
+        make_entry(subject_ids=()),
+        make_entry(subject_ids=("ab" * 16,)),
+        make_entry(subject_ids=many, action="export"),
+        make_entry(subject_ids=("ab" * 16, "cd" * 16, "ab" * 16)),
+    ]
+    with cdp_env.runtime.data_engine.begin() as conn:
+        append(conn, entries)
+    for workers in (1, 2):
+        assert verify_chain(runtime=cdp_env.runtime, workers=workers).ok
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql(f"DELETE FROM audit_subjects WHERE subject_id = '{2999:032x}'")
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert (result.ok, result.first_bad_seq) == (False, 3)
 
 
 def test_head_ahead_of_log_is_reported(cdp_env: CdpEnv) -> None:
@@ -180,6 +259,8 @@ def test_postgres_trigger_rejects_update_and_delete(cdp_env: CdpEnv) -> None:
         "UPDATE audit_log SET outcome = 'denied' WHERE seq = 1",
         "DELETE FROM audit_log WHERE seq = 2",
         "DELETE FROM audit_subjects",
+        "TRUNCATE audit_subjects",
+        "TRUNCATE audit_log",
     ):
         with (
             pytest.raises(sa.exc.DBAPIError, match="append-only"),
@@ -187,6 +268,50 @@ def test_postgres_trigger_rejects_update_and_delete(cdp_env: CdpEnv) -> None:
         ):
             conn.exec_driver_sql(statement)
     assert verify_chain(runtime=cdp_env.runtime).ok
+
+
+def test_postgres_index_takes_only_the_rows_of_records_being_appended(cdp_env: CdpEnv) -> None:
+    """An ``audit_subjects`` row for an existing record (a subject it does not name) or for a
+    record not written yet is refused; the writer's own rows, an export's thousands included,
+    go in with their records."""
+    from cdp.audit.writer import append
+    from tests.audit.factories import make_entry
+
+    if cdp_env.backend != "postgresql":
+        pytest.skip("the index's insert trigger is PostgreSQL's")
+    _fill(cdp_env, 3)
+    for seq in (2, 3, 4, 99):
+        with (
+            pytest.raises(sa.exc.DBAPIError, match="records being appended"),
+            cdp_env.runtime.data_engine.begin() as conn,
+        ):
+            conn.execute(
+                sa.text("INSERT INTO audit_subjects (subject_id, seq) VALUES (:s, :q)"),
+                {"s": "f" * 32, "q": seq},
+            )
+    many = tuple(f"{n:032x}" for n in range(1, 5001))
+    with cdp_env.runtime.data_engine.begin() as conn:
+        append(conn, [make_entry(subject_ids=many, action="export"), make_entry()])
+    _fill(cdp_env, 2)
+    assert verify_chain(runtime=cdp_env.runtime).ok
+    with cdp_env.runtime.data_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM audit_subjects").scalar_one() == 5005
+
+
+def test_postgres_guards_come_and_go_with_their_migration(cdp_env: CdpEnv) -> None:
+    from cdp.db import migrate
+
+    if cdp_env.backend != "postgresql":
+        pytest.skip("the triggers are PostgreSQL's")
+    engine = cdp_env.runtime.data_engine
+    _fill(cdp_env, 2)
+    migrate.downgrade(engine, "data", "0013c")
+    with engine.begin() as conn:  # 0003a's guards only: the index takes any row
+        conn.exec_driver_sql(f"INSERT INTO audit_subjects VALUES ('{'f' * 32}', 1)")
+    assert verify_chain(runtime=cdp_env.runtime).first_bad_seq == 1
+    migrate.upgrade(engine, "data")
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE audit_subjects")
 
 
 def test_database_and_python_canonical_encodings_agree(cdp_env: CdpEnv) -> None:

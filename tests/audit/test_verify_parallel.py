@@ -82,6 +82,24 @@ TAMPERS: dict[str, Callable[[Connection], None] | None] = {
     "stray record below": _copy_as(3, 0),
     "stray record past the end": _copy_as(3, N + 1),
     "cut tail": _cut_tail,
+    # the subject index (audit_subjects), which the chain does not cover
+    "index row deleted": lambda c: c.exec_driver_sql("DELETE FROM audit_subjects WHERE seq = 15"),
+    "index emptied": lambda c: c.exec_driver_sql("DELETE FROM audit_subjects"),
+    "index row moved to a later record": lambda c: c.exec_driver_sql(
+        "UPDATE audit_subjects SET seq = 26 WHERE seq = 5"
+    ),
+    "index row of another subject": lambda c: c.exec_driver_sql(
+        f"UPDATE audit_subjects SET subject_id = '{'f' * 32}' WHERE seq = 12"
+    ),
+    "index row added to a record": lambda c: c.exec_driver_sql(
+        f"INSERT INTO audit_subjects (subject_id, seq) VALUES ('{'f' * 32}', 21)"
+    ),
+    "index row past the end": lambda c: c.exec_driver_sql(
+        f"INSERT INTO audit_subjects (subject_id, seq) VALUES ('{'f' * 32}', {N + 5})"
+    ),
+    "index row below the first record": lambda c: c.exec_driver_sql(
+        f"INSERT INTO audit_subjects (subject_id, seq) VALUES ('{'f' * 32}', 0)"
+    ),
 }
 
 
@@ -144,3 +162,29 @@ def test_a_failing_worker_costs_time_not_truth(
     monkeypatch.setattr(verify, "_source", lambda _rt: Source("sqlite", "/nonexistent/dir/x.db"))
     assert _outcome(cdp_env, 3) == _outcome(cdp_env, 1)
     assert _outcome(cdp_env, 3)[1] == 25
+
+
+INDEX_FOUND = {
+    "index row deleted": (15, "leaves out"),
+    "index emptied": (1, "leaves out"),
+    "index row moved to a later record": (5, "leaves out"),
+    "index row of another subject": (12, "leaves out"),
+    "index row added to a record": (21, "attributes record 21 to a subject it does not name"),
+    "index row past the end": (N + 5, "not in the log"),
+    "index row below the first record": (0, "not in the log"),
+}
+
+
+@pytest.mark.parametrize("tamper", list(INDEX_FOUND))
+def test_subject_index_tampering_names_the_first_record(cdp_env: CdpEnv, tamper: str) -> None:
+    """The subject access report reads the subject index, which the chain does not cover:
+    verify checks it against the records' subject lists and names the first wrong record."""
+    _fill(cdp_env, N)
+    with _tamper(cdp_env) as conn:
+        TAMPERS[tamper](conn)  # type: ignore[misc]
+    seq, why = INDEX_FOUND[tamper]
+    for workers in (1, 3):
+        result = verify_chain(runtime=cdp_env.runtime, workers=workers)
+        assert (result.ok, result.first_bad_seq) == (False, seq), (workers, result.problem)
+        assert why in (result.problem or "") and "subject index" in (result.problem or "")
+        assert result.records == N  # the chain itself is intact

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp.audit.writer import _checked
+from cdp.audit.writer import check_entry
 from tests.audit.factories import make_entry
 
 NAME = re.compile(r"^[A-Za-z0-9_.:/@*-]{1,64}$")
@@ -35,10 +35,10 @@ def test_checks_match_the_pattern_every_time(value: str, slot: str) -> None:
     entry = replace(BASE, **changes)  # type: ignore[arg-type]
     for _ in range(2):
         if NAME.match(value):
-            assert _checked(entry) is entry
+            assert check_entry(entry) is entry
         else:
             with pytest.raises(ValueError):
-                _checked(entry)
+                check_entry(entry)
 
 
 ID = re.compile(r"[0-9a-f]{32}")
@@ -56,7 +56,7 @@ def test_a_record_is_refused_when_any_subject_id_is_not_a_cdp_id(ids: list[str])
     exactly 32 lower-case hex digits (no trailing newline, no comma smuggling two in one)."""
     entry = replace(BASE, subject_ids=tuple(ids))
     if all(ID.fullmatch(s) for s in ids):
-        assert _checked(entry) is entry
+        assert check_entry(entry) is entry
     else:
         with pytest.raises(ValueError, match="subject ids"):
-            _checked(entry)
+            check_entry(entry)

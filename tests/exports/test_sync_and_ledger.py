@@ -159,6 +159,44 @@ def test_subject_access_report_lists_the_exports_that_included_the_person(world:
     assert empty.recipients == []
 
 
+def test_subject_access_csv_lists_who_received_the_data(world: World) -> None:
+    """The CSV of a subject access report has the Markdown and HTML versions' "who received this
+    data": after the records and an empty line, a section of its own (the CSV left it out)."""
+    import io
+    from datetime import datetime, timedelta
+
+    from cdp.audit import reports
+    from cdp.audit.render import render
+
+    rt = world.rt
+    sid = world.person({"email": "r@example.com"})
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    result = world.export_email()
+    now = world.clock()
+    report = reports.subject_access(
+        runtime=rt, subject_id=sid, since=now - timedelta(days=1), until=now + timedelta(days=1)
+    )
+    rows = list(csv.reader(io.StringIO(render(report, "csv"))))
+    gap = rows.index([])
+    records, received = rows[:gap], rows[gap + 1 :]
+    assert records[0][:3] == ["seq", "at", "principal"]
+    assert len(records) == 1 + report.total
+    assert received[0] == ["who_received_this_data"]
+    assert received[1] == ["at", "recipient", "purpose", "fields", "reference"]
+    assert [r[1:] for r in received[2:]] == [
+        ["mail (csv)", "email_marketing", "email", result.export_id]
+    ]
+    assert datetime.fromisoformat(received[2][0]) == report.recipients[0].at  # type: ignore[index]
+    nobody = reports.subject_access(
+        runtime=rt, subject_id="ef" * 16, since=now - timedelta(days=1), until=now
+    )
+    rows = list(csv.reader(io.StringIO(render(nobody, "csv"))))
+    assert rows[-2:] == [
+        ["who_received_this_data"],
+        ["at", "recipient", "purpose", "fields", "reference"],
+    ]
+
+
 def test_subjects_without_the_fields_are_never_sent_and_leave_the_destination(
     world: World,
 ) -> None:
