@@ -86,7 +86,7 @@ def _empty_postgres(url: str) -> None:
             )
         ]
         if tables:
-            # the audit tables refuse TRUNCATE (migration 0014a): triggers off for this one
+            # the audit tables refuse TRUNCATE (migration 0016a): triggers off for this one
             conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
             conn.exec_driver_sql(
                 "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"

@@ -4,7 +4,7 @@
 triggers; no code path issues them). ``audit_subjects`` indexes the records by subject for the
 subject access report: the chain does not cover it, so ``cdp audit verify`` checks it against the
 records' ``subject_ids``; PostgreSQL also refuses index rows other than those of the records being
-appended (migration 0014a). ``audit_head`` holds the last sequence number and hash, so that an
+appended (migration 0016a). ``audit_head`` holds the last sequence number and hash, so that an
 append locks one row (``SELECT ... FOR UPDATE``) instead of the whole log, and writers in several
 processes extend one linear chain. The head is derived state: ``cdp audit verify`` checks the log
 itself, and compares the head with it.

@@ -1,7 +1,7 @@
 """audit: PostgreSQL also refuses TRUNCATE of the audit tables, and index rows the writer never adds
 
-Revision ID: 0014a
-Revises: 0013c
+Revision ID: 0016a
+Revises: 0015o
 Create Date: 2026-11-24
 
 The subject access report reads ``audit_subjects``, which the hash chain does not cover
@@ -25,8 +25,8 @@ what was changed there.
 
 from alembic import op
 
-revision = "0014a"
-down_revision = "0013c"
+revision = "0016a"
+down_revision = "0015o"
 branch_labels = None
 depends_on = None
 
