@@ -15,6 +15,7 @@ from cdp.access import principals as service
 from cdp.access.principals import MAX_TOKEN_LIFETIME, PrincipalInfo
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
+from cdp.audit.operations import credential_fields
 from cdp.audit.service import record_access
 from cdp.clock import utcnow
 
@@ -90,10 +91,18 @@ def create_principal(
         kind=body.kind,
         expires_in=timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None,
     )
+    p = made.principal
+    # which principal, with which roles: the chained log must show who was given what (the
+    # principals table is not chained); the token is returned only once this is recorded
     record_access(
-        runtime=runtime, ctx=ctx, action="create", resource="principals", outcome="allowed"
+        runtime=runtime,
+        ctx=ctx,
+        action="create",
+        resource="principals",
+        outcome="allowed",
+        fields=credential_fields("principal", p.id, p.roles),
     )
-    return PrincipalCreated(principal=PrincipalOut.of(made.principal), token=made.token)
+    return PrincipalCreated(principal=PrincipalOut.of(p), token=made.token)
 
 
 @router.delete("/{name}", response_model=PrincipalOut)
@@ -101,6 +110,11 @@ def revoke_principal(name: Name, ctx: PrincipalsDelete, runtime: RuntimeDep) -> 
     """Revoke a principal's token now."""
     revoked = service.revoke(runtime=runtime, name=name)
     record_access(
-        runtime=runtime, ctx=ctx, action="delete", resource="principals", outcome="allowed"
+        runtime=runtime,
+        ctx=ctx,
+        action="delete",
+        resource="principals",
+        outcome="allowed",
+        fields=credential_fields("principal", revoked.id, revoked.roles),
     )
     return PrincipalOut.of(revoked)

@@ -1,33 +1,38 @@
-"""Audit records of key operations.
+"""Audit records of operator actions: commands that run with installation access.
 
-``cdp keys`` runs with direct access to the installation (its databases and key file), like
-``cdp init``: there is no principal to authenticate, since whoever holds the key file can do
-anything the commands do. What it did is still written down, in the same hash chain as every
-read: one record per operation, naming the operator's host as the client, so that a rotation,
-a retirement or destroyed data keys show up in the principal activity report and in
-``cdp audit verify``'s chain like everything else.
+``cdp keys``, ``cdp principals`` and ``cdp sources`` run with direct access to the installation
+(its databases and key file), like ``cdp init``: there is no principal to authenticate, since
+whoever holds the key file and the databases can do anything these commands do. What they did is
+still written down, in the same hash chain as every read: one record per action, under the
+principal id ``system:operator`` (no principal can take a name with ``:``), naming the host as
+the client, so that a key rotation, destroyed data keys, a new ``dpo`` token or a revoked write
+key show up in the principal activity report and in ``cdp audit verify``'s chain like everything
+else.
+
+The records name what was acted on without personal data: :func:`credential_fields` describes a
+principal or a source by its id and roles (``principal:<id>``, ``role:dpo``), never a token.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from cdp.access.context import AccessContext
 from cdp.audit.service import record_access
 from cdp.audit.writer import SUBJECT_ID
 from cdp.runtime import Runtime
 
-KEY_OPERATOR_ID = "system:keys"
+OPERATOR_ID = "system:operator"
 SUBJECTS_PER_RECORD = 1000
-"""Subject ids named by one record when an operation touches many (as retention does)."""
+"""Subject ids named by one record when an action touches many (as retention does)."""
 
 
-def key_operator(client: str) -> AccessContext:
-    """The context the audit log names for ``cdp keys`` (``client``: where it ran)."""
+def operator(client: str) -> AccessContext:
+    """The context the audit log names for an installation-access command run on ``client``."""
     return AccessContext(
-        principal_id=KEY_OPERATOR_ID,
-        principal_name=KEY_OPERATOR_ID,  # no principal can take it (names hold no ":")
+        principal_id=OPERATOR_ID,
+        principal_name=OPERATOR_ID,  # no principal can take it (names hold no ":")
         roles=("system",),
         purpose="operations",
         request_id=uuid.uuid4().hex,
@@ -35,13 +40,24 @@ def key_operator(client: str) -> AccessContext:
     )
 
 
-def record_key_operation(
-    *, runtime: Runtime, action: str, client: str, subject_ids: Sequence[str] = ()
+def credential_fields(kind: str, ident: str, roles: Iterable[str] = ()) -> tuple[str, ...]:
+    """What a record says about the credential it acted on: ``<kind>:<id>`` and its roles."""
+    return (f"{kind}:{ident}", *(f"role:{r}" for r in roles))
+
+
+def record_operator_action(
+    *,
+    runtime: Runtime,
+    action: str,
+    resource: str,
+    client: str,
+    fields: Sequence[str] = (),
+    subject_ids: Sequence[str] = (),
 ) -> None:
-    """Record ``action`` on ``keys`` (committed before this returns); with ``subject_ids``, one
-    record per :data:`SUBJECTS_PER_RECORD` of them. Ids that are not subject ids (a privacy
+    """Record ``action`` on ``resource`` (committed before this returns); with ``subject_ids``,
+    one record per :data:`SUBJECTS_PER_RECORD` of them. Ids that are not subject ids (a privacy
     request's own key) are left out of the records: the log names subjects only."""
-    ctx = key_operator(client)
+    ctx = operator(client)
     named = [s for s in subject_ids if SUBJECT_ID.match(s)]
     batches = [
         named[i : i + SUBJECTS_PER_RECORD] for i in range(0, len(named), SUBJECTS_PER_RECORD)
@@ -51,7 +67,17 @@ def record_key_operation(
             runtime=runtime,
             ctx=ctx,
             action=action,
-            resource="keys",
+            resource=resource,
             outcome="allowed",
             subject_ids=batch,
+            fields=fields,
         )
+
+
+def record_key_operation(
+    *, runtime: Runtime, action: str, client: str, subject_ids: Sequence[str] = ()
+) -> None:
+    """A ``cdp keys`` action (resource ``keys``)."""
+    record_operator_action(
+        runtime=runtime, action=action, resource="keys", client=client, subject_ids=subject_ids
+    )

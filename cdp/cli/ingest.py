@@ -20,7 +20,7 @@ from cdp.cli.root import app, console, styled
 from cdp.ingest.pipeline import IncompleteFileError, RecordKind, Summary, ingest_file
 from cdp.ingest.readers import printable_path
 from cdp.ingest.sources import create_source, list_sources, revoke_source
-from cdp.runtime import get_runtime
+from cdp.runtime import Runtime, get_runtime
 
 ingest_app = typer.Typer(help="Batch connectors: load customers, orders, consents, events.")
 sources_app = typer.Typer(help="Sources sending events to the Segment-compatible API.")
@@ -140,12 +140,29 @@ for _kind in RecordKind:
     _command(_kind)
 
 
+def _audited_source(rt: Runtime, action: str, source_id: int) -> None:
+    """A write key is a credential: its creation and revocation go into the audit log (under
+    ``system:operator``, naming the source by id) before the key is shown."""
+    from cdp.audit.operations import credential_fields, record_operator_action
+    from cdp.cli.access import cli_client
+
+    record_operator_action(
+        runtime=rt,
+        action=action,
+        resource="sources",
+        client=cli_client(),
+        fields=credential_fields("source", str(source_id)),
+    )
+
+
 @sources_app.command("create")
 def sources_create(
     name: str = typer.Argument(..., help="Source name, e.g. web or ios-app."),
 ) -> None:
     """Create a source and print its write key (shown once: store it in the sender's config)."""
-    new = create_source(runtime=get_runtime(), name=name)
+    rt = get_runtime()
+    new = create_source(runtime=rt, name=name)
+    _audited_source(rt, "create", new.info.id)
     console.print(styled("source ", (new.info.name, "bold"), " created; write key (shown once):"))
     console.print(new.write_key, soft_wrap=True, highlight=False)
 
@@ -162,6 +179,8 @@ def sources_list() -> None:
 
 @sources_app.command("revoke")
 def sources_revoke(name: str = typer.Argument(..., help="The source to revoke.")) -> None:
-    """Revoke a source's write key."""
-    revoke_source(runtime=get_runtime(), name=name)
+    """Revoke a source's write key (audited)."""
+    rt = get_runtime()
+    revoked = revoke_source(runtime=rt, name=name)
+    _audited_source(rt, "delete", revoked.id)
     console.print(f"source {name} revoked")

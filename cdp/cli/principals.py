@@ -13,13 +13,22 @@ import typer
 from rich.table import Table
 
 from cdp.access import principals as service
+from cdp.audit.operations import credential_fields, record_operator_action
 from cdp.cli.durations import parse_duration
 from cdp.cli.root import app, console, err_console, styled
 from cdp.clock import utcnow
-from cdp.runtime import get_runtime
+from cdp.runtime import Runtime, get_runtime
 
 principals_app = typer.Typer(help="People and services that call cdp: create, list, revoke.")
 app.add_typer(principals_app, name="principals")
+
+
+def _audited(rt: Runtime, action: str, fields: tuple[str, ...]) -> None:
+    from cdp.cli.access import cli_client
+
+    record_operator_action(
+        runtime=rt, action=action, resource="principals", client=cli_client(), fields=fields
+    )
 
 
 @principals_app.command("create")
@@ -31,9 +40,12 @@ def create(
         str | None, typer.Option("--expires-in", help="Token lifetime, e.g. 30d or 12h.")
     ] = None,
 ) -> None:
-    """Create a principal and print its bearer token (shown this once; only its hash is kept)."""
+    """Create a principal and print its bearer token (shown this once; only its hash is kept).
+
+    Audited under ``system:operator`` (the principal's id and roles) before the token is shown."""
+    rt = get_runtime()
     made = service.create(
-        runtime=get_runtime(),
+        runtime=rt,
         name=name,
         roles=role,
         kind=kind,
@@ -49,6 +61,7 @@ def create(
         ),
     )
     p = made.principal
+    _audited(rt, "create", credential_fields("principal", p.id, p.roles))
     expiry = p.expires_at.isoformat() if p.expires_at else "never"
     err_console.print(
         styled(
@@ -81,6 +94,8 @@ def list_() -> None:
 
 @principals_app.command("revoke")
 def revoke(name: Annotated[str, typer.Argument(help="The principal to revoke.")]) -> None:
-    """Revoke a principal's token now; later requests with it get 401."""
-    p = service.revoke(runtime=get_runtime(), name=name)
+    """Revoke a principal's token now; later requests with it get 401 (audited)."""
+    rt = get_runtime()
+    p = service.revoke(runtime=rt, name=name)
+    _audited(rt, "delete", credential_fields("principal", p.id, p.roles))
     console.print(f"revoked {p.name} at {p.revoked_at.isoformat() if p.revoked_at else '?'}")

@@ -44,3 +44,53 @@ def test_admin_manages_principals_and_others_are_refused(cdp_env: CdpEnv) -> Non
     with rt.data_engine.connect() as conn:
         outcomes = [r.outcome for r in conn.execute(sa.select(LOG).order_by(LOG.c.seq))]
     assert outcomes.count("denied") == 7
+
+
+def _credential_records(rt: object) -> list[tuple[str, str, str, list[str]]]:
+    import json
+
+    with rt.data_engine.connect() as conn:  # type: ignore[attr-defined]
+        rows = conn.execute(
+            sa.select(LOG.c.principal_id, LOG.c.action, LOG.c.resource, LOG.c.fields)
+            .where(LOG.c.resource.in_(["principals", "sources"]), LOG.c.outcome == "allowed")
+            .order_by(LOG.c.seq)
+        )
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+
+def test_the_log_says_who_was_given_which_roles(cdp_env: CdpEnv) -> None:
+    """Creating and revoking a principal, over the API or the CLI, and a source's write key:
+    the chained log names the credential (its id, never the token) and its roles. It said only
+    that *some* principal was created, and the CLI and sources wrote nothing at all."""
+    from typer.testing import CliRunner
+
+    from cdp.access.principals import get_by_name
+    from cdp.cli import app as cli_app
+
+    rt = cdp_env.runtime
+    admin = make_principal(rt, ["admin"], name="root")
+    ops = {"Authorization": f"Bearer {admin.token}", "X-Purpose": "operations"}
+    with TestClient(create_app()) as client:
+        made = client.post("/v1/principals", json={"name": "shadow", "roles": ["dpo"]}, headers=ops)
+        shadow = made.json()["principal"]["id"]
+        assert client.delete("/v1/principals/shadow", headers=ops).status_code == 200
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli_app, ["principals", "create", "ana", "--role", "analyst"]).exit_code == 0
+    )
+    assert runner.invoke(cli_app, ["principals", "revoke", "ana"]).exit_code == 0
+    assert runner.invoke(cli_app, ["sources", "create", "web"]).exit_code == 0
+    assert runner.invoke(cli_app, ["sources", "revoke", "web"]).exit_code == 0
+    ana = get_by_name(runtime=rt, name="ana").id
+    records = _credential_records(rt)
+    assert records[:4] == [
+        (admin.principal.id, "create", "principals", [f"principal:{shadow}", "role:dpo"]),
+        (admin.principal.id, "delete", "principals", [f"principal:{shadow}", "role:dpo"]),
+        ("system:operator", "create", "principals", [f"principal:{ana}", "role:analyst"]),
+        ("system:operator", "delete", "principals", [f"principal:{ana}", "role:analyst"]),
+    ]
+    assert [(r[0], r[1], r[2]) for r in records[4:]] == [
+        ("system:operator", "create", "sources"),
+        ("system:operator", "delete", "sources"),
+    ]
+    assert records[4][3] == records[5][3] and records[4][3][0].startswith("source:")

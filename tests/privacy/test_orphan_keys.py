@@ -97,7 +97,7 @@ def test_the_keys_of_people_erased_since_a_key_store_backup_are_found_and_destro
     [record] = _key_records(rt)
     assert (record["action"], record["outcome"]) == ("destroy_orphans", "allowed")
     assert json.loads(record["subject_ids"]) == [erased]
-    assert record["principal_id"] == "system:keys"
+    assert record["principal_id"] == "system:operator"
 
     # a grace of zero takes the young key too; a second run finds nothing
     assert _orphans("--destroy", "--older-than", "0s")["destroyed"] == 1
