@@ -16,6 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdp import errors
@@ -110,13 +112,36 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+DATABASE_RETRY_SECONDS = 5
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused or dropped the connection, or none was free in time (an outage, a
+    restart, a locked SQLite file past its busy timeout): 503 with ``Retry-After``, like
+    ``/readyz``, not a 500, which means a bug. The driver's message is logged, never answered."""
+    log.error("database unavailable", error_type=type(exc).__name__, exc_info=exc)
+    return JSONResponse(
+        error_body(request, "database_unavailable", "the database is unavailable; try again"),
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_SECONDS)},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", error_type=type(exc).__name__, exc_info=exc)
-    return JSONResponse(error_body(request, "internal_error", "internal error"), status_code=500)
+    # answered outside the middleware that adds X-Request-ID to every other answer
+    request_id = getattr(request.state, "request_id", None)
+    return JSONResponse(
+        error_body(request, "internal_error", "internal error"),
+        status_code=500,
+        headers={"X-Request-ID": request_id} if request_id else None,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.CdpError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for unavailable in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
