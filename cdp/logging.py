@@ -136,10 +136,44 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+_FRAME_CODE = frozenset({"filename", "lineno", "name", "line"})
+"""A traceback frame's keys that name code, not data (``name`` is the function's)."""
+
+
+def _redact_exception(value: Any) -> Any:
+    """The JSON renderer's traceback (``ExceptionDictTransformer``: a list of exceptions, each
+    with ``exc_value`` and ``frames``): frames keep their file, line and function names — code,
+    not data, which the key-based rule masked as if ``name`` were a person's — and everything
+    else (the exception's text first) is redacted as usual."""
+    if not isinstance(value, list):
+        return _redact_value(value)
+    out: list[Any] = []
+    for exc in value:
+        if not isinstance(exc, Mapping):
+            out.append(_redact_value(exc))
+            continue
+        clean = {k: _redact_value(v) for k, v in exc.items() if k != "frames"}
+        frames = exc.get("frames")
+        if isinstance(frames, list):
+            clean["frames"] = [
+                {
+                    k: (v if k in _FRAME_CODE and type(v) in (str, int) else _redact_value(v))
+                    for k, v in frame.items()
+                }
+                if isinstance(frame, Mapping)
+                else _redact_value(frame)
+                for frame in frames
+            ]
+        out.append(clean)
+    return out
+
+
 def redact_pii(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask PII keys and PII-shaped text anywhere in the event."""
     for key, value in list(event_dict.items()):
-        if key.lower() in PII_KEYS:
+        if key == "exception" and type(value) is list:
+            event_dict[key] = _redact_exception(value)
+        elif key.lower() in PII_KEYS:
             event_dict[key] = MASK
         elif type(value) not in _PLAIN:
             event_dict[key] = _redact_value(value)

@@ -66,6 +66,12 @@ def test_tracebacks_carry_no_locals_and_no_pii(json_logs: pytest.CaptureFixture[
     assert "li.si@example.cn" not in err
     assert "secret_email" not in err or "locals" not in err
     assert "ValueError" in err
+    # the frames keep the names of the functions (they were all masked as if a person's name)
+    [exc] = json.loads(err.strip().splitlines()[-1])["exception"]
+    names = [frame["name"] for frame in exc["frames"]]
+    assert names[-1] == "fail" and "test_tracebacks_carry_no_locals_and_no_pii" in names
+    assert all(isinstance(f["lineno"], int) for f in exc["frames"])
+    assert exc["exc_value"] == f"bad value {MASK}"
 
 
 @pytest.mark.parametrize(
