@@ -337,7 +337,7 @@ def rotate_secret(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> str:
     """Give a webhook destination a new signing secret; return it (shown once)."""
     dest = get_destination(runtime=runtime, name=name)
     if dest.kind != DestinationKind.WEBHOOK:
-        raise InvalidInputError("only webhook destinations have a signing secret", field="name")
+        raise ConflictError("only webhook destinations have a signing secret")
     secret = new_signing_secret()
     _store_secret(runtime, dest.id, secret)
     with runtime.data_engine.begin() as conn:

@@ -202,3 +202,18 @@ def test_a_rewrap_on_use_never_brings_back_a_rotated_secret(world: World) -> Non
         dests.unwrap_secret = real  # type: ignore[assignment]
     assert old == made.signing_secret and rotated and rotated[0] != old
     assert signing_secret(runtime=world.rt, destination=made.destination) == rotated[0]
+
+
+def test_rotating_the_secret_of_a_file_destination_is_a_conflict(world: World) -> None:
+    """The request is well formed; the destination's kind is what refuses it (409, not 422)."""
+    from fastapi.testclient import TestClient
+
+    from cdp.access.principals import create as create_principal
+    from cdp.api.app import create_app
+
+    world.destination("mail", "csv", "email_marketing", ["email"])
+    admin = create_principal(runtime=world.rt, name="root", roles=["admin"]).token
+    headers = {"Authorization": f"Bearer {admin}", "X-Purpose": "operations"}
+    with TestClient(create_app()) as client:
+        r = client.post("/v1/destinations/mail/rotate-secret", headers=headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
