@@ -7,6 +7,7 @@ use (``--purpose``) like an API request, and is audited.
 
 from __future__ import annotations
 
+import io
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.table import Table
 
 from cdp.audit.service import record_access
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.paths import writable
+from cdp.cli.paths import output_file, writable
 from cdp.cli.root import app, console, err_console
 from cdp.clock import utcnow
 from cdp.consent import export, service
@@ -239,6 +240,9 @@ def export_states(
     if output is None:
         n = writer(sys.stdout, rows)
     else:
-        with output.open("w", encoding="utf-8", newline="") as fh:
+        with output_file(output, "--output") as raw:
+            fh = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             n = writer(fh, rows)
+            fh.flush()
+            fh.detach()
     err_console.print(f"{n} rows exported")

@@ -84,3 +84,41 @@ def test_consent_export_of_an_unknown_purpose_writes_nothing(
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert not out.exists() or out.read_text() == ""
+
+
+def test_an_output_path_never_goes_through_a_link(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    """A link planted where a report is expected (/tmp/report.html -> someone's file) was
+    followed and the file truncated. A link, a pipe or a device is refused now; a regular file
+    is replaced whole (a temporary file beside it, renamed), and no temporary file stays."""
+    auditor = make_principal(cdp_env.runtime, ["auditor"]).token
+    dpo = make_principal(cdp_env.runtime, ["dpo"]).token
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    commands = {
+        "report.md": ["audit", "report", "denied-anomalies", "--token", auditor,
+                      "--purpose", "audit", "--out"],
+        "states.csv": ["consent", "export", "--token", dpo, "--purpose", "privacy_request",
+                       "-o"],
+        "chart.html": ["metrics", "--chart"],
+    }  # fmt: skip
+    before = _audit_records(cdp_env)
+    for name, args in commands.items():
+        link = tmp_path / name
+        link.symlink_to(victim)
+        done = _cdp(*args, str(link))
+        assert done.returncode == 2, (name, done.stderr)
+        assert "symbolic link" in " ".join(done.stderr.split())
+        assert victim.read_text() == "precious\n" and link.is_symlink()
+        link.unlink()
+    assert _audit_records(cdp_env) == before
+    fifo = tmp_path / "pipe.md"
+    os.mkfifo(fifo)
+    done = _cdp(*commands["report.md"], str(fifo))
+    assert done.returncode == 2 and "not a regular file" in " ".join(done.stderr.split())
+    for name, args in commands.items():  # an existing regular file is replaced
+        target = tmp_path / name
+        target.write_text("old\n")
+        done = _cdp(*args, str(target))
+        assert done.returncode == 0, (name, done.stderr)
+        assert target.read_text() != "old\n" and not target.is_symlink()
+    assert not list(tmp_path.glob(".cdp-*"))
