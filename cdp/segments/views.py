@@ -13,40 +13,32 @@ from cdp.validation import text_problem
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
-def _storable_description(value: str | None) -> str | None:
-    problem = None if value is None else text_problem(value)
-    if problem is not None:
-        raise ValueError(f"the description {problem}")
-    return value
-
-
-class SegmentIn(BaseModel):
-    """A new segment, or a new version of an existing one. ``description`` omitted (or null)
-    keeps an existing segment's description (a new one gets ""); ``""`` clears it."""
-
-    name: str = Field(pattern=NAME_PATTERN)
+class _RuleBody(BaseModel):
     description: str | None = Field(None, max_length=512)
     rule: dict[str, Any]
 
     @field_validator("description")
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
-        return _storable_description(value)
+        problem = None if value is None else text_problem(value)
+        if problem is not None:
+            raise ValueError(f"the description {problem}")
+        return value
 
 
-class SegmentUpdate(BaseModel):
+class SegmentIn(_RuleBody):
+    """A new segment, or a new version of an existing one. ``description`` omitted (or null)
+    keeps an existing segment's description (a new one gets ""); ``""`` clears it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class SegmentUpdate(_RuleBody):
     """The body of ``PUT /v1/segments/{name}``: the path names the segment, so ``name`` may be
     left out; when given it must be the path's name (a body naming another segment is refused,
     not silently applied to the path's one)."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN)
-    description: str | None = Field(None, max_length=512)
-    rule: dict[str, Any]
-
-    @field_validator("description")
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        return _storable_description(value)
 
     def for_segment(self, name: str) -> SegmentIn:
         """The update as the service takes it, for the segment named ``name`` by the path."""

@@ -15,22 +15,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdp.api.app import create_app
 from cdp.api.segment import MAX_DETAILS
-from cdp.ingest.sources import create_source
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import count
-
-
-@pytest.fixture
-def client(cdp_env: CdpEnv) -> Iterator[TestClient]:
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def key(cdp_env: CdpEnv) -> str:
-    return create_source(runtime=cdp_env.runtime, name="web").write_key
 
 
 def _batch(*events: str) -> bytes:

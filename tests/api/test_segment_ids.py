@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,24 +14,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdp.api.app import create_app
 from cdp.crypto.normalize import IdentityKind
 from cdp.ingest.segment_models import number_id
-from cdp.ingest.sources import create_source
 from tests.api.test_segment_api import _consent, _subject
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import count
-
-
-@pytest.fixture
-def client(cdp_env: CdpEnv) -> Iterator[TestClient]:
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def key(cdp_env: CdpEnv) -> str:
-    return create_source(runtime=cdp_env.runtime, name="web").write_key
 
 
 def _post(client: TestClient, key: str, path: str, body: Any, **headers: str) -> Any:

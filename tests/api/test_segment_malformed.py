@@ -4,28 +4,14 @@ reasons name no key or value the sender chose."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from cdp.api.app import create_app
-from cdp.ingest.sources import create_source
 from cdp.jsonio import MAX_DEPTH
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import count
-
-
-@pytest.fixture
-def client(cdp_env: CdpEnv) -> Iterator[TestClient]:
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def key(cdp_env: CdpEnv) -> str:
-    return create_source(runtime=cdp_env.runtime, name="web").write_key
 
 
 def _post(client: TestClient, key: str, path: str, body: Any) -> Any:

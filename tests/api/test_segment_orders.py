@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,23 +18,10 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdp.api.app import create_app
 from cdp.ingest.money import EXPONENTS, exponent
 from cdp.ingest.segment_models import json_amount
-from cdp.ingest.sources import create_source
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import count
-
-
-@pytest.fixture
-def client(cdp_env: CdpEnv) -> Iterator[TestClient]:
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def key(cdp_env: CdpEnv) -> str:
-    return create_source(runtime=cdp_env.runtime, name="web").write_key
 
 
 def _order(**properties: Any) -> dict[str, Any]:
