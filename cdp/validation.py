@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Final
+
+from pydantic import BeforeValidator
 
 FREE_FORM: Final = frozenset({"traits", "properties", "context"})
 """Fields holding objects whose keys come from the input: the path stops at them."""
@@ -68,3 +72,24 @@ def check_text(value: str, field: str) -> str:
 FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 """What a spreadsheet reads as the start of a formula (OWASP's list): identifiers may not start
 so (ingestion), and CSV cells that do are defused when written (exports, audit reports)."""
+
+
+_NUMBER: Final = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
+
+
+def not_epoch(value: Any) -> Any:
+    """A time (or date) given as a number, or as a string of digits such as ``20240115``, is
+    refused: pydantic would read it as Unix seconds (a date in 1970). Times are ISO 8601 text."""
+    if value.__class__ is str:
+        if _NUMBER.fullmatch(value):
+            raise ValueError(
+                "digits alone are not a time (they would be read as Unix seconds); "
+                "write ISO 8601, e.g. 2024-01-15 or 2024-01-15T10:00:00Z"
+            )
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        raise ValueError("a number is not a time (it would be read as Unix seconds)")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(not_epoch)]
+"""A datetime given as ISO 8601 text (API bodies and query parameters, like ingestion)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -11,6 +10,7 @@ from fastapi.responses import Response
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.audit.report_service import produce_report
+from cdp.validation import IsoDateTime
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -26,8 +26,8 @@ def get_report(
     format: Annotated[Literal["md", "html", "csv"], Query()] = "md",
     subject_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
     principal: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[datetime | None, Query(description="Start (ISO 8601 with zone).")] = None,
-    until: Annotated[datetime | None, Query(description="End (ISO 8601 with zone).")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Start (ISO 8601 with zone).")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="End (ISO 8601 with zone).")] = None,
 ) -> Response:
     """Render a report as Markdown, HTML or CSV (default period: the last 30 days)."""
     report = produce_report(

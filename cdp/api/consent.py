@@ -24,6 +24,7 @@ from cdp.crypto.normalize import IdentityKind
 from cdp.errors import NotFoundError
 from cdp.ingest.records import plain_text
 from cdp.privacy.requests import find_subject
+from cdp.validation import IsoDateTime
 
 router = APIRouter(prefix="/v1/consent", tags=["consent"])
 
@@ -53,8 +54,10 @@ class ConsentIn(SubjectRef):
 
     purpose: str = Field(description="One of: " + ", ".join(PURPOSE_NAMES))
     status: Literal["granted", "withdrawn"]
-    occurred_at: datetime | None = Field(
-        default=None, description="When the subject made the choice (default: now)."
+    occurred_at: IsoDateTime | None = Field(
+        default=None,
+        description="When the subject made the choice, ISO 8601 (default: now; a number is "
+        "refused, not read as Unix seconds).",
     )
     source: str = Field(default="api", min_length=1, max_length=64)
     notice_version: str | None = Field(default=None, max_length=64)

@@ -25,7 +25,8 @@ from pydantic import (
 from cdp.consent.purposes import PURPOSES
 from cdp.crypto.normalize import normalize_email, normalize_phone
 from cdp.ingest.money import finer_than_minor_unit, whole_minor_units
-from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_epoch, not_future
+from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_future
+from cdp.validation import not_epoch
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)

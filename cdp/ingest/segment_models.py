@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdp.ingest.money import exponent
 from cdp.ingest.records import CONTROL_MESSAGE, _safe_id, plain_text
-from cdp.ingest.times import not_epoch
+from cdp.validation import not_epoch
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
 CATEGORY_PURPOSES: dict[str, tuple[str, ...]] = {

@@ -3,10 +3,8 @@ within 1900-2099 and no further ahead of the clock than the consent service's ``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 from cdp.clock import utcnow
@@ -14,21 +12,6 @@ from cdp.consent.service import CLOCK_SKEW
 
 MIN_DATE = date(1900, 1, 1)
 MAX_DATE = date(2100, 1, 1)
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
-
-
-def not_epoch(value: Any) -> Any:
-    """A time (or date) given as a number, or as a string of digits such as ``20240115``, is
-    refused: pydantic would read it as Unix seconds (a date in 1970). Times are ISO 8601 text."""
-    if value.__class__ is str:
-        if _NUMBER.fullmatch(value):
-            raise ValueError(
-                "digits alone are not a time (they would be read as Unix seconds); "
-                "write ISO 8601, e.g. 2024-01-15 or 2024-01-15T10:00:00Z"
-            )
-    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        raise ValueError("a number is not a time (it would be read as Unix seconds)")
-    return value
 
 
 def latest_time(context: Mapping[str, Any] | None) -> datetime:
