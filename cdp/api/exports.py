@@ -12,13 +12,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
+from cdp.access.categories import CONSENT_PURPOSES
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.exports.destinations import (
     EXPORTABLE_FIELDS,
     DestinationInfo,
+    DestinationKind,
     DestinationSpec,
     create_destination,
     get_destination,
@@ -66,13 +68,26 @@ class ExportList(BaseModel):
     items: list[ExportOut]
 
 
+_KINDS: list[JsonValue] = [k.value for k in DestinationKind]
+_PURPOSES: list[JsonValue] = [*sorted(CONSENT_PURPOSES)]
+_FIELDS: list[JsonValue] = list(EXPORTABLE_FIELDS)
+
+
 class DestinationIn(BaseModel):
     """A new destination."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-    kind: str = Field(description="csv | jsonl | webhook | meta | google")
-    purpose: str = Field(description="The consent purpose it serves, e.g. email_marketing.")
-    fields: list[str] = Field(
+    # The allowed values are declared in the OpenAPI document (``enum``), so a client generated
+    # from it cannot send what the service refuses; the service checks them (422 naming the field).
+    kind: str = Field(
+        description="csv | jsonl | webhook | meta | google",
+        json_schema_extra={"enum": _KINDS},
+    )
+    purpose: str = Field(
+        description="The consent purpose it serves, e.g. email_marketing.",
+        json_schema_extra={"enum": _PURPOSES},
+    )
+    fields: list[Annotated[str, Field(json_schema_extra={"enum": _FIELDS})]] = Field(
         min_length=1, description=f"Fields it may receive: {', '.join(EXPORTABLE_FIELDS)}."
     )
     min_audience: int = Field(100, ge=1, description="Refuse exports leaving fewer subjects.")

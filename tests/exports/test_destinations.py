@@ -217,3 +217,18 @@ def test_rotating_the_secret_of_a_file_destination_is_a_conflict(world: World) -
     with TestClient(create_app()) as client:
         r = client.post("/v1/destinations/mail/rotate-secret", headers=headers)
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+
+
+def test_the_openapi_document_declares_the_values_a_destination_takes(world: World) -> None:
+    """Schema-valid requests were answered 422 (any string was a valid kind, purpose or field);
+    the document now lists the values, and each listed value is one the service accepts."""
+    from cdp.api.app import create_app
+
+    props = create_app().openapi()["components"]["schemas"]["DestinationIn"]["properties"]
+    kinds, purposes = props["kind"]["enum"], props["purpose"]["enum"]
+    fields = props["fields"]["items"]["enum"]
+    assert set(kinds) == {"csv", "jsonl", "webhook", "meta", "google"}
+    assert "email_marketing" in purposes and "analytics" not in purposes
+    for i, purpose in enumerate(purposes):
+        world.destination(f"p{i}", "csv", purpose, ["email"])
+    world.destination("every-field", "csv", "email_marketing", fields)
