@@ -63,7 +63,18 @@ def serve(mode: str, port: int) -> None:
         _override_authorisation(app)
     if mode in ("no-audit", "bare"):
         _disable_audit()
-    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
+    # the options ``cdp serve`` runs uvicorn with (its HTTP parser among them)
+    from cdp.api.http_server import UVICORN_OPTIONS
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        log_level="warning",
+        access_log=False,
+        **UVICORN_OPTIONS,
+    )
 
 
 def _override_authorisation(app: Any) -> None:

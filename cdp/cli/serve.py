@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from cdp.api.http_server import UVICORN_OPTIONS
 from cdp.cli.root import app, console
 from cdp.exports.schedule import scheduler_loop
 from cdp.jobs import retention_loop
@@ -73,6 +74,7 @@ def serve(
             workers=workers,
             access_log=False,
             log_config=None,
+            **UVICORN_OPTIONS,  # h11 with a 16 KiB bound on a request's head (cdp.api.http_server)
         )
     finally:
         stop.set()
