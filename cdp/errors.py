@@ -111,6 +111,18 @@ class AuditEntryRefusedError(AuditWriteError, ValueError):
     ``ValueError`` too, as the writer's own refusal is."""
 
 
+class ExportInterruptedError(CdpError):
+    """An export was asked to stop (``cdp serve`` shutting down) and stopped between two chunks
+    or webhook batches; its run is closed as ``failed`` with this code. ``export_id`` names the
+    run."""
+
+    code = "interrupted"
+
+    def __init__(self, export_id: str) -> None:
+        super().__init__("the export was stopped before it finished")
+        self.export_id = export_id
+
+
 class AudienceTooSmallError(ConflictError):
     """An export would leave fewer subjects than its destination's minimum audience size; no
     subject is added. Its removes (withdrawals) are still sent: ``status`` is the run's status,

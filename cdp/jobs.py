@@ -2,7 +2,9 @@
 
 Each job runs in one thread of the serving (parent) process, whatever the number of API workers.
 Retention is idempotent, so two hosts running it on the same day do no harm; a failed run is
-logged (redacted, no locals) and tried again at the next interval.
+logged (redacted, no locals) and tried again at the next interval. Setting ``stop`` (``cdp serve``
+shutting down) also stops a run in progress between two of its steps (see
+:mod:`cdp.privacy.retention`); ``cdp serve`` runs retention again as soon as it starts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def retention_loop(
     """Run retention now and then every ``interval`` until ``stop`` is set."""
     while not stop.is_set():
         try:
-            report = run_retention(runtime=runtime, clock=clock)
+            report = run_retention(runtime=runtime, clock=clock, stop=stop)
             log.info("retention run", **report.as_dict())
         except Exception as exc:  # keep serving; the next interval tries again
             log.error("retention run failed", error_type=type(exc).__name__, exc_info=exc)

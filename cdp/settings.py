@@ -135,6 +135,15 @@ class Settings(BaseSettings):
         le=3600,
         description="How often `cdp serve` checks for scheduled exports that are due.",
     )
+    shutdown_grace_seconds: int = Field(
+        default=25,
+        ge=1,
+        le=3600,
+        description=(
+            "How long `cdp serve`, told to stop (SIGTERM, Ctrl+C), waits for the requests in "
+            "flight and the background jobs before it exits anyway (see docs/operations.md)."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level written to the log."
     )

@@ -18,9 +18,13 @@ deadline a task per request). Each refusal uses the one error body shape of :mod
   limits belong to the reverse proxy).
 - **Deadline** (``CDP_REQUEST_TIMEOUT_SECONDS``): if the response has not started within the
   deadline the client gets 504 at once (a timer of the event loop sends it; no task is created
-  unless it fires). The handler is cancelled at its next ``await``, but a sync route runs in a
-  worker thread that Python cannot stop: it runs to its end (its transaction commits or rolls
-  back as it would have), and its answer is dropped. So a 504 means "no answer",
+  unless it fires). The request is then cancelled through an anyio cancel scope: a wait on the
+  client (a body still arriving) or on a free worker thread ends at once, but work already
+  running in a worker thread (every sync route, and the sync steps of the async ones) is waited
+  for — Python cannot stop a thread, and anyio shields that wait — so the request's task lives
+  until the handler has run to its end (its transaction commits or rolls back as it would have),
+  and its answer is dropped. The server's graceful shutdown waits for that task like any other
+  (``cdp serve`` bounds it by ``CDP_SHUTDOWN_GRACE_SECONDS``). So a 504 means "no answer",
   never "nothing happened" — clients retry idempotently (Segment ``messageId`` de-duplicates).
 """
 
@@ -36,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
+import anyio
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -183,28 +188,28 @@ class RequestLimits:
 
 class Deadline:
     """A request's response deadline: after ``seconds``, unless the response has started, the
-    client is sent 504 through ``send`` at once (from a task created only then) and the request's
-    task is cancelled (the handler stops at its next ``await``; a worker thread runs on).
+    client is sent 504 through ``send`` at once (from a task created only then) and
+    :attr:`scope` is cancelled (the handler stops at its next unshielded ``await``; a worker
+    thread already running is waited for, see the module doc).
 
-    Use: ``deadline.start()`` just before calling the app, ``deadline.stop()`` just after;
-    ``deadline.started()`` when the response starts; once :attr:`expired`, drop the app's messages
-    and :meth:`finish` instead of raising."""
+    Use: ``deadline.start()`` just before calling the app inside ``with deadline.scope:``,
+    ``deadline.stop()`` just after; ``deadline.started`` when the response starts; once
+    :attr:`expired`, drop the app's messages and :meth:`finish` instead of raising."""
 
-    __slots__ = ("_answer", "_scope", "_seconds", "_send", "_task", "_timer", "expired", "started")
+    __slots__ = ("_answer", "_scope", "_seconds", "_send", "_timer", "expired", "scope", "started")
 
     def __init__(self, scope: Scope, send: Send, seconds: float) -> None:
         self._scope = scope
         self._send = send
         self._seconds = seconds
-        self._task: asyncio.Task[object] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._answer: asyncio.Future[None] | None = None
+        self.scope = anyio.CancelScope()
         self.expired = False
         self.started = False
 
     def start(self) -> None:
-        """Arm the timer for the current task."""
-        self._task = asyncio.current_task()
+        """Arm the timer."""
         self._timer = asyncio.get_running_loop().call_later(self._seconds, self._expire)
 
     def stop(self) -> None:
@@ -221,14 +226,10 @@ class Deadline:
         self._answer = asyncio.ensure_future(
             reject(self._scope, self._send, 504, "deadline_exceeded", message)
         )
-        if self._task is not None:
-            self._task.cancel()
+        self.scope.cancel()
 
     async def finish(self) -> None:
-        """After :attr:`expired`: take back this deadline's cancellation of the task (re-raise
-        any other one) and wait until the 504 has been sent (raise what sending it raised)."""
-        task = self._task
-        if task is not None and task.uncancel() > 0:
-            raise asyncio.CancelledError
+        """After :attr:`expired`: wait until the 504 has been sent (raise what sending it
+        raised). The scope has taken back its own cancellation; any other one propagates."""
         if self._answer is not None:
             await self._answer

@@ -11,6 +11,7 @@ status and duration.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -119,17 +120,22 @@ class RequestContextMiddleware:
             if await self.limits.refused(scope, send_wrapper, settings):
                 return
             counted = self.limits.counted(receive, settings.max_request_bytes)
-            if deadline is not None:
-                deadline.start()
             try:
-                await self.app(scope, counted, send_wrapper)
+                if deadline is None:
+                    await self.app(scope, counted, send_wrapper)
+                else:
+                    with deadline.scope:  # takes back the deadline's own cancellation
+                        deadline.start()
+                        await self.app(scope, counted, send_wrapper)
             except BaseException as exc:
                 if deadline is not None:
                     deadline.stop()
                     if deadline.expired:
-                        # The client has its 504: what the handler raised since is dropped (a
-                        # cancellation other than the deadline's is raised again by finish()).
+                        # The client has its 504: what the handler raised since is dropped; a
+                        # cancellation (never the deadline's: its scope took that back) goes on.
                         await deadline.finish()
+                        if isinstance(exc, asyncio.CancelledError):
+                            raise
                         return
                 if not isinstance(exc, BodyTooLargeError) or responded:
                     raise

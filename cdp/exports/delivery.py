@@ -11,17 +11,23 @@ keeps the batch's subject ids (never its body, which holds personal data), so th
 sends those subjects again under the consent in force then; the pipeline leaves them out of the
 sync state but keeps them in the recipients ledger: the body was sent, and a receiver that timed
 out or answered an error may still have kept it.
+
+Given a ``stop`` event, the sink sends no new batch once it is set: it raises
+``ExportInterruptedError`` instead (the rows still buffered never left cdp). A batch whose retry
+the sender gave up on because of ``stop`` is dead-lettered as ``interrupted``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 
 import sqlalchemy as sa
 
 from cdp.clock import Clock, utcnow
+from cdp.errors import ExportInterruptedError
 from cdp.exports.models import WebhookDelivery
 from cdp.exports.webhook import WebhookSender
 from cdp.logging import get_logger
@@ -52,8 +58,10 @@ class WebhookSink:
         hold_until: int = 0,
         clock: Clock = utcnow,
         on_batch: Callable[[bool, int], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self._runtime = runtime
+        self._stop = stop
         self._sender = sender
         self._export_id = export_id
         self._destination = destination
@@ -107,6 +115,8 @@ class WebhookSink:
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _send(self, n: int) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise ExportInterruptedError(self._export_id)
         ids, self._ids = self._ids[:n], self._ids[n:]
         rows, self._rows = self._rows[:n], self._rows[n:]
         seq = self.next_seq

@@ -7,6 +7,7 @@ A webhook export posts signed batches instead and keeps only the manifest file.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ class Outputs:
         export_id: str,
         clock: Clock,
         retry: RetryPolicy | None,
+        stop: threading.Event | None = None,
     ) -> None:
         self._runtime = runtime
+        self._stop = stop
         self._dest = dest
         self._export_id = export_id
         self._clock = clock
@@ -76,6 +79,7 @@ class Outputs:
                     secret=secret,
                     timeout_seconds=self._dest.timeout_seconds,
                     retry=self._retry,
+                    stop=self._stop,
                 )
             first = 1 + sum(h.next_seq - 1 for _, h in self._hooks)
             hook = WebhookSink(
@@ -89,6 +93,7 @@ class Outputs:
                 first_seq=first,
                 hold_until=hold_until,
                 clock=self._clock,
+                stop=self._stop,
             )
             self._hooks.append((op, hook))
             return hook

@@ -16,10 +16,15 @@ Steps (each a short transaction, so SQLite's write lock is never held for the wh
    is also written beside the output.
 
 A failure at any point removes partial files, marks the run ``failed`` and clears its staging.
+An export given a ``stop`` event (``cdp serve``'s scheduler) checks it before staging, before
+each chunk and before each webhook batch (and instead of waiting to retry one): once it is set
+the export stops there and fails with the error ``interrupted`` through the same path — the
+ledger keeps what left cdp, a webhook's batches already sent, and nothing of a file export.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +33,12 @@ from cdp.access.context import AccessContext
 from cdp.access.engine import get_policy_engine
 from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
-from cdp.errors import AudienceTooSmallError, ConflictError, InvalidInputError
+from cdp.errors import (
+    AudienceTooSmallError,
+    ConflictError,
+    ExportInterruptedError,
+    InvalidInputError,
+)
 from cdp.exports import staging, sync
 from cdp.exports.audience import AudienceResolver, segment_audience
 from cdp.exports.collector import chunk_collection
@@ -87,6 +97,7 @@ def run_export(
     retry: RetryPolicy | None = None,
     resolver: AudienceResolver = segment_audience,
     schedule_id: int | None = None,
+    stop: threading.Event | None = None,
 ) -> ExportResult:
     """Export ``segment`` to ``destination`` as ``ctx``'s principal (see the module doc).
 
@@ -94,14 +105,15 @@ def run_export(
     ``NotFoundError``, or ``AudienceTooSmallError`` carrying the counts and the export id when
     the audience is below the destination's minimum: no subject is added; the removes are sent
     all the same (the run is kept as ``removes_only``, or ``refused`` when there was nothing to
-    remove; see :mod:`cdp.exports.minimum`)."""
+    remove; see :mod:`cdp.exports.minimum`), or ``ExportInterruptedError`` once ``stop`` is set
+    (the run is closed as ``failed`` / ``interrupted``)."""
     dest = get_destination(runtime=runtime, name=destination)
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
     recover_interrupted(runtime, clock=clock)  # close runs a dead process left (never waits)
     with export_guard(runtime):  # no erasure commits while this export runs
         return _run(
-            runtime, ctx, dest, segment, full, clock, progress, retry, resolver, schedule_id
+            runtime, ctx, dest, segment, full, clock, progress, retry, resolver, schedule_id, stop
         )
 
 
@@ -116,6 +128,7 @@ def _run(
     retry: RetryPolicy | None,
     resolver: AudienceResolver,
     schedule_id: int | None,
+    stop: threading.Event | None,
 ) -> ExportResult:
     export_id = new_export_id()
     ectx = replace(ctx, request_id=export_id)
@@ -151,15 +164,22 @@ def _run(
         fields=dest.fields,
         clock=clock,
     )
-    outputs = Outputs(runtime=runtime, dest=dest, export_id=export_id, clock=clock, retry=retry)
+    outputs = Outputs(
+        runtime=runtime, dest=dest, export_id=export_id, clock=clock, retry=retry, stop=stop
+    )
     try:
-        refused = _pipeline(runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress)
+        refused = _pipeline(
+            runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress, stop
+        )
     except BaseException as exc:
         unsent = outputs.unsent_ids()  # before abort: the webhook batches sent stay recorded
         outputs.abort()
         code = getattr(exc, "code", type(exc).__name__)
         _close(runtime, manifest, "failed", clock, error=str(code)[:64], unsent=unsent)
-        log.error("export failed", export_id=export_id, error_type=type(exc).__name__)
+        if isinstance(exc, ExportInterruptedError):
+            log.warning("export interrupted", export_id=export_id)
+        else:
+            log.error("export failed", export_id=export_id, error_type=type(exc).__name__)
         raise
     if refused is not None:
         raise refused
@@ -176,9 +196,11 @@ def _pipeline(
     full: bool,
     clock: Clock,
     progress: Progress | None,
+    stop: threading.Event | None,
 ) -> AudienceTooSmallError | None:
     """Run the export; return the refusal to raise once the run is closed, if any."""
     export_id = manifest.export_id
+    check_stop(stop, export_id)
     audience = resolver(runtime, manifest.segment, clock)
     manifest.rule_version = audience.rule_version
     with runtime.data_engine.begin() as conn:
@@ -201,7 +223,7 @@ def _pipeline(
     counts.unchanged = staged.unchanged
     left = staged.eligible
     if not below_minimum(dest, left):
-        left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock)
+        left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock, stop)
     refused = below_minimum(dest, left)
     if refused:
         _refuse_adds(runtime, export_id, counts)
@@ -213,7 +235,7 @@ def _pipeline(
     if staged.to_remove:  # always sent: the minimum audience never holds back a withdrawal
         rm_sink = outputs.sink("remove")
         lost, rm_failed = _send(
-            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock
+            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock, stop
         )
         _mark(runtime, export_id, lost, "lost")
         _mark(runtime, export_id, rm_failed, "failed")
@@ -242,13 +264,14 @@ def _adds(
     counts: ExportCounts,
     progress: Progress | None,
     clock: Clock,
+    stop: threading.Event | None,
 ) -> int:
     """Send the adds; return the audience left once decrypted (eligible less the unusable). When
     that is below the minimum the adds file is dropped (a webhook held its rows back)."""
     export_id = ctx.request_id
     add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
     skipped, failed = _send(
-        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock
+        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock, stop
     )
     counts.excluded_no_data += len(skipped)
     counts.failed_delivery = len(failed)
@@ -278,6 +301,7 @@ def _send(
     total: int,
     progress: Progress | None,
     clock: Clock,
+    stop: threading.Event | None,
 ) -> tuple[list[str], list[str]]:
     """Decrypt, audit and write every staged subject with ``action``; return (ids without
     usable data, ids whose delivery failed)."""
@@ -292,6 +316,7 @@ def _send(
     stored = stored_subjects(runtime) if total >= CHUNK else 0
     with chunk_collection() as after_chunk:
         for ids in chunks:
+            check_stop(stop, ctx.request_id)
             dense = stored > 0 and is_dense(ids, stored)
             profiles = decrypt_chunk(runtime, ids, needs, dense=dense)
             out_ids, rows, unusable = maker.make_chunk(ids, profiles)
@@ -327,6 +352,12 @@ def _send(
             if progress is not None:
                 progress(action, done, total)
     return skipped, outputs.finish(sink)
+
+
+def check_stop(stop: threading.Event | None, export_id: str) -> None:
+    """Raise ``ExportInterruptedError`` once ``stop`` is set."""
+    if stop is not None and stop.is_set():
+        raise ExportInterruptedError(export_id)
 
 
 def _mark(runtime: Runtime, export_id: str, ids: list[str], action: str) -> None:

@@ -8,6 +8,13 @@ before running one it *claims* it by moving ``next_run_at`` forward with a compa
 two ``cdp serve`` processes never run the same occurrence. Missed occurrences (the server was
 down) are not replayed: the next run is the first occurrence after now. Every run is logged
 (schedule, export id, status, counts) and recorded on the schedule (last run, export, status).
+
+An occurrence that did not complete is run again: when ``cdp serve`` stops (``stop`` is set)
+the running export stops between two chunks or batches and is closed as ``interrupted``, and
+the claim is undone (``next_run_at`` back to the occurrence, if nobody moved it since), so the
+schedule is due at once on the next start; a run whose process was killed is closed by
+:func:`cdp.exports.recovery.recover_interrupted`, which makes its schedule due again the same
+way.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from cdp.errors import (
     AudienceTooSmallError,
     CdpError,
     ConflictError,
+    ExportInterruptedError,
     InvalidInputError,
     NotFoundError,
 )
@@ -181,11 +189,15 @@ def delete_schedule(*, runtime: Runtime, name: str) -> None:
         raise NotFoundError(f"no schedule named {name!r}")
 
 
-def _claim(runtime: Runtime, info: ScheduleInfo, now: datetime) -> bool:
-    """Move ``next_run_at`` past now, if nobody else did first."""
-    # (an interval stored before MAX_EVERY_SECONDS existed is read as at most that: a next run
-    # past the calendar would stop every schedule due after this one)
-    step = timedelta(seconds=min(max(info.every_seconds, MIN_EVERY_SECONDS), MAX_EVERY_SECONDS))
+def interval(every_seconds: int) -> timedelta:
+    """A schedule's step (an interval stored before MAX_EVERY_SECONDS existed is read as at most
+    that: a next run past the calendar would stop every schedule due after this one)."""
+    return timedelta(seconds=min(max(every_seconds, MIN_EVERY_SECONDS), MAX_EVERY_SECONDS))
+
+
+def _claim(runtime: Runtime, info: ScheduleInfo, now: datetime) -> datetime | None:
+    """Move ``next_run_at`` past now, if nobody else did first; return where it went."""
+    step = interval(info.every_seconds)
     missed = max(0, int((now - info.next_run_at) / step))
     following = info.next_run_at + step * (missed + 1)
     with runtime.data_engine.begin() as conn:
@@ -194,7 +206,7 @@ def _claim(runtime: Runtime, info: ScheduleInfo, now: datetime) -> bool:
             .where(SCHEDULES.c.id == info.id, SCHEDULES.c.next_run_at == info.next_run_at)
             .values(next_run_at=following)
         ).rowcount
-    return moved == 1
+    return following if moved == 1 else None
 
 
 def _context(runtime: Runtime, info: ScheduleInfo, purpose: str, clock: Clock) -> AccessContext:
@@ -217,8 +229,10 @@ def run_due_exports(
     clock: Clock = utcnow,
     retry: RetryPolicy | None = None,
     resolver: AudienceResolver = segment_audience,
+    stop: threading.Event | None = None,
 ) -> list[ScheduledRun]:
-    """Run every enabled schedule that is due, one at a time; return what ran."""
+    """Run every enabled schedule that is due, one at a time; return what ran. Once ``stop`` is
+    set no schedule is claimed, and the running export stops (its occurrence stays due)."""
     now = clock()
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         due = [
@@ -231,9 +245,13 @@ def run_due_exports(
         ]
     done: list[ScheduledRun] = []
     for info in due:
-        if not _claim(runtime, info, now):
+        if stop is not None and stop.is_set():
+            break
+        claimed = _claim(runtime, info, now)
+        if claimed is None:
             continue
         export_id: str | None = None
+        undo = False
         try:
             dest = get_destination(runtime=runtime, name=info.destination)
             ctx = _context(runtime, info, dest.purpose, clock)
@@ -246,6 +264,7 @@ def run_due_exports(
                 retry=retry,
                 resolver=resolver,
                 schedule_id=info.id,
+                stop=stop,
             )
             export_id, status = result.export_id, result.status
             log.info(
@@ -264,6 +283,9 @@ def run_due_exports(
                 status=exc.status,
                 **exc.counts,
             )
+        except ExportInterruptedError as exc:  # cdp serve is stopping: this occurrence stays due
+            export_id, status, undo = exc.export_id, exc.code, True
+            log.warning("scheduled export interrupted", schedule=info.name, export_id=export_id)
         except CdpError as exc:
             status = exc.code
             log.warning("scheduled export did not run", schedule=info.name, code=exc.code)
@@ -271,6 +293,12 @@ def run_due_exports(
             status = "failed"
             log.error("scheduled export failed", schedule=info.name, error_type=type(exc).__name__)
         with runtime.data_engine.begin() as conn:
+            if undo:  # (unless the schedule was changed since: then its new time stands)
+                conn.execute(
+                    sa.update(SCHEDULES)
+                    .where(SCHEDULES.c.id == info.id, SCHEDULES.c.next_run_at == claimed)
+                    .values(next_run_at=info.next_run_at)
+                )
             conn.execute(
                 sa.update(SCHEDULES)
                 .where(SCHEDULES.c.id == info.id)
@@ -287,12 +315,13 @@ def scheduler_loop(
     poll_seconds: float,
     clock: Clock = utcnow,
 ) -> None:
-    """Run due exports every ``poll_seconds`` until ``stop`` is set (``cdp serve``'s thread)."""
+    """Run due exports every ``poll_seconds`` until ``stop`` is set (``cdp serve``'s thread);
+    setting it also stops the export running (see :func:`run_due_exports`)."""
     log.info("export scheduler started", poll_seconds=poll_seconds)
     while not stop.is_set():
         try:
             recover_interrupted(runtime, clock=clock)  # runs a dead process left (cheap: no wait)
-            run_due_exports(runtime=runtime, clock=clock)
+            run_due_exports(runtime=runtime, clock=clock, stop=stop)
         except Exception as exc:  # keep the loop alive; the next poll tries again
             log.error("export scheduler pass failed", error_type=type(exc).__name__)
         stop.wait(poll_seconds)

@@ -27,7 +27,8 @@ are never followed: a batch only ever goes to the configured URL) and a URL http
 fail the batch at once. Backoff is exponential with full jitter: before try ``n`` (n >= 2) wait
 ``uniform(0, min(cap, base * 2**(n-2)))``. After ``max_attempts`` tries the batch becomes a dead
 letter. The request is re-signed on every try (fresh timestamp), so a receiver's replay window
-does not reject a late retry.
+does not reject a late retry. A sender given a ``stop`` event waits for a retry on it instead: once
+it is set the batch ends at once, not delivered, with the error ``interrupted``.
 """
 
 from __future__ import annotations
@@ -196,8 +197,10 @@ class WebhookSender:
         retry: RetryPolicy,
         wall_clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self._url = url
+        self._stop = stop
         self._secret = secret
         self._timeout_seconds = timeout_seconds
         self._retry = retry
@@ -251,7 +254,11 @@ class WebhookSender:
         attempts = 0
         for attempt in range(1, self._retry.max_attempts + 1):
             if attempt > 1:
-                self._retry.sleep(self._retry.delay(attempt))
+                delay = self._retry.delay(attempt)
+                if self._stop is None:
+                    self._retry.sleep(delay)
+                elif self._stop.wait(delay):
+                    return DeliveryResult(False, attempts, last_status, "interrupted")
             attempts = attempt
             deadline = _Deadline(self._timeout_seconds)
             try:

@@ -16,10 +16,17 @@ the same function daily):
 Subjects under an open restriction are skipped by every rule (restriction means "store only, and
 keep": art. 18(1)(c) is exactly a request not to delete), and so are subjects with an open privacy
 request. ``dry_run`` computes the same counts from the same conditions and changes nothing.
+
+Rules 1 and 2 commit together; the inactive subjects are then audited and erased
+:data:`AUDIT_BATCH` at a time, each slice's audit record before its erasure. Given a ``stop``
+event (``cdp serve`` shutting down), a run stops between two of these steps once it is set
+(``stopped`` in the report): every step it took is complete, and the next run finds what is left
+by the same conditions.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,6 +71,8 @@ class RetentionReport:
     rows: dict[str, int] = field(default_factory=dict)
     packages: int = 0
     inactive_subjects: int = 0
+    stopped: bool = False
+    """Asked to stop before the end: the steps not taken are left to the next run."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +81,7 @@ class RetentionReport:
             "rows": dict(sorted(self.rows.items())),
             "packages": self.packages,
             "inactive_subjects": self.inactive_subjects,
+            "stopped": self.stopped,
         }
 
 
@@ -135,12 +145,20 @@ def inactive_subjects(conn: Connection, cutoff: datetime) -> list[str]:
 
 
 def run_retention(
-    *, runtime: Runtime, clock: Clock = utcnow, dry_run: bool = False
+    *,
+    runtime: Runtime,
+    clock: Clock = utcnow,
+    dry_run: bool = False,
+    stop: threading.Event | None = None,
 ) -> RetentionReport:
-    """Apply every retention rule once (see the module doc); return the counts."""
+    """Apply every retention rule once (see the module doc); return the counts (of what was
+    done: a run stopped early counts only its completed steps)."""
     now = clock()
     settings = runtime.settings
     report = RetentionReport(now=now, dry_run=dry_run)
+    if stop is not None and stop.is_set():
+        report.stopped = True
+        return report
     payloads = PrivacyPayload.__table__  # type: ignore[attr-defined]
     stale = sa.and_(
         payloads.c.kind == "package",
@@ -167,19 +185,25 @@ def run_retention(
             )
         else:
             report.packages = int(conn.execute(sa.delete(payloads).where(stale)).rowcount or 0)
-    report.inactive_subjects = len(inactive)
-    if inactive and not dry_run:
-        for start in range(0, len(inactive), AUDIT_BATCH):
-            record_access(
-                runtime=runtime,
-                ctx=SYSTEM_CONTEXT,
-                action="delete",
-                resource="profile",
-                outcome="allowed",
-                subject_ids=inactive[start : start + AUDIT_BATCH],
-                clock=clock,
-            )
-        erase_subjects(
-            runtime=runtime, subject_ids=inactive, tombstone=False, reason="retention", clock=clock
+    if dry_run:
+        report.inactive_subjects = len(inactive)
+        return report
+    for start in range(0, len(inactive), AUDIT_BATCH):
+        if stop is not None and stop.is_set():
+            report.stopped = True
+            break
+        part = inactive[start : start + AUDIT_BATCH]
+        record_access(
+            runtime=runtime,
+            ctx=SYSTEM_CONTEXT,
+            action="delete",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=part,
+            clock=clock,
         )
+        erase_subjects(
+            runtime=runtime, subject_ids=part, tombstone=False, reason="retention", clock=clock
+        )
+        report.inactive_subjects += len(part)
     return report

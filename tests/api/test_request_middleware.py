@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio.to_thread
 import pytest
 import structlog
 from fastapi import FastAPI
@@ -144,8 +145,9 @@ async def _no_body() -> Message:
 def test_a_cancellation_that_is_not_the_deadlines_cancels_the_request(
     cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Server shutdown cancels the request's task: the middleware does not swallow it, neither
-    before the deadline nor while the handler unwinds from the deadline's own cancellation."""
+    """Server shutdown cancels the request's task (uvicorn does once its graceful-shutdown time is
+    up): the middleware does not swallow it, neither before the deadline nor while the request
+    waits, past its 504, for the worker thread its handler runs in."""
     _deadline(monkeypatch, 0.2)
     sent: list[Message] = []
 
@@ -155,11 +157,9 @@ def test_a_cancellation_that_is_not_the_deadlines_cancels_the_request(
     async def slow(scope: Scope, receive: Receive, send: Send) -> None:
         await asyncio.sleep(30)
 
-    async def slow_to_unwind(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await asyncio.sleep(30)
-        finally:
-            await asyncio.sleep(0.5)  # still unwinding when the server cancels too
+    async def slow_in_a_thread(scope: Scope, receive: Receive, send: Send) -> None:
+        # (the deadline waits for a worker thread: still waiting when the server cancels too)
+        await anyio.to_thread.run_sync(time.sleep, 1.0)
 
     async def run(app: Any, cancel_after: float) -> asyncio.Task[None]:
         task = asyncio.ensure_future(RequestContextMiddleware(app)(_scope(), _no_body, record))
@@ -172,10 +172,53 @@ def test_a_cancellation_that_is_not_the_deadlines_cancels_the_request(
     async def main() -> None:
         assert (await run(slow, 0.05)).cancelled()
         assert sent == []  # cancelled before the deadline: no 504
-        assert (await run(slow_to_unwind, 0.4)).cancelled()
+        assert (await run(slow_in_a_thread, 0.4)).cancelled()
         assert sent[0]["status"] == 504  # the deadline answered first
 
     asyncio.run(main())
+
+
+def test_past_the_deadline_a_request_waits_for_its_worker_thread_but_not_for_its_client(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 504 leaves at the deadline; a handler's worker thread then runs to its end and the
+    request's task ends only after it (so a server's graceful shutdown waits for it), while a
+    wait on the client (a body that never comes) ends at once."""
+    _deadline(monkeypatch, 0.2)
+    began = time.monotonic()
+    sent: list[tuple[float, Message]] = []
+    finished: list[float] = []
+
+    async def record(message: Message) -> None:
+        sent.append((time.monotonic() - began, message))
+
+    def work() -> None:
+        time.sleep(1.0)
+        finished.append(time.monotonic() - began)
+
+    async def in_a_thread(scope: Scope, receive: Receive, send: Send) -> None:
+        await anyio.to_thread.run_sync(work)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late", "more_body": False})
+
+    asyncio.run(RequestContextMiddleware(in_a_thread)(_scope(), _no_body, record))
+    ended = time.monotonic() - began
+    assert [m["status"] for _, m in sent if m["type"] == "http.response.start"] == [504]
+    assert sent[0][0] < 0.9  # at the deadline, not when the thread ended
+    assert finished and ended >= finished[0]
+
+    async def body_never_comes() -> Message:
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    async def reads_the_body(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+
+    sent.clear()
+    began = time.monotonic()
+    asyncio.run(RequestContextMiddleware(reads_the_body)(_scope(), body_never_comes, record))
+    assert time.monotonic() - began < 5
+    assert [m["status"] for _, m in sent if m["type"] == "http.response.start"] == [504]
 
 
 def test_after_the_504_the_apps_messages_never_reach_the_client(

@@ -27,11 +27,14 @@ def free_port() -> int:
 
 
 def start_server(
-    log: Path, *, workers: int = 1, extra: list[str] | None = None
+    log: Path, *, workers: int = 1, extra: list[str] | None = None, scheduler: bool = False
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn over ``create_app`` on 127.0.0.1 (this test's environment), ready to serve."""
+    """``cdp serve`` on 127.0.0.1 (this test's environment), ready to serve; without its export
+    scheduler unless ``scheduler``."""
     port = free_port()
-    cmd = [*CLI, "serve", "--port", str(port), "--workers", str(workers), "--no-scheduler"]
+    cmd = [*CLI, "serve", "--port", str(port), "--workers", str(workers)]
+    if not scheduler:
+        cmd.append("--no-scheduler")
     fh = log.open("wb")
     proc = subprocess.Popen(
         [*cmd, *(extra or [])], stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()

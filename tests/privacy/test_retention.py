@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from cdp.clock import FrozenClock
 from cdp.consent import service as consent
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Subject
+from cdp.privacy import retention
 from cdp.privacy.erasure import is_tombstoned
 from cdp.privacy.models import PrivacyPayload
 from cdp.privacy.restriction import restrict
@@ -218,3 +222,62 @@ def test_retention_is_recorded_under_a_name_no_principal_can_take(cdp_env: CdpEn
     assert names == {"system:retention"}
     with pytest.raises(InvalidInputError):
         principals.create(runtime=rt, name="system:retention", roles=["dpo"])
+
+
+class _StopOnceOneIsGone(threading.Event):
+    """A stop event that reads as set once any of ``ids`` has been erased: the signal arriving
+    just after the first step of the inactive subjects."""
+
+    def __init__(self, rt: Runtime, ids: list[str]) -> None:
+        super().__init__()
+        self._rt = rt
+        self._ids = ids
+
+    def is_set(self) -> bool:
+        with self._rt.data_engine.connect() as conn:
+            left = conn.execute(
+                sa.select(sa.func.count()).where(SUBJECTS.c.id.in_(self._ids))
+            ).scalar_one()
+        return bool(left < len(self._ids))
+
+
+def _retention_deletes(rt: Runtime) -> list[str]:
+    with rt.data_engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT subject_ids FROM audit_log WHERE principal_name = 'system:retention'"
+                " AND action = 'delete' ORDER BY seq"
+            )
+        ).scalars()
+        return [sid for row in rows for sid in json.loads(row)]
+
+
+def test_a_stopped_run_ends_between_two_steps_and_the_next_one_finishes(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cdp serve`` stopping sets ``stop``: retention stops between two of its steps, each
+    complete (an erased slice was audited, nothing else was), and the next run does the rest."""
+    rt = cdp_env.runtime
+    idle = sorted(make_subject(rt) for _ in range(3))
+    for sid in idle:
+        _age(rt, sid, NOW - 2000 * DAY)
+    stopped = threading.Event()
+    stopped.set()
+    assert run_retention(runtime=rt, clock=FrozenClock(NOW), stop=stopped).as_dict() == {
+        "now": NOW.isoformat(),
+        "dry_run": False,
+        "rows": {},
+        "packages": 0,
+        "inactive_subjects": 0,
+        "stopped": True,
+    }
+    monkeypatch.setattr(retention, "AUDIT_BATCH", 1)  # one subject a step
+    first = run_retention(runtime=rt, clock=FrozenClock(NOW), stop=_StopOnceOneIsGone(rt, idle))
+    assert (first.stopped, first.inactive_subjects) == (True, 1)
+    with rt.data_engine.connect() as conn:
+        left = set(conn.execute(sa.select(SUBJECTS.c.id)).scalars())
+    [gone] = set(idle) - left
+    assert _retention_deletes(rt) == [gone]  # audited exactly what was erased
+    rest = run_retention(runtime=rt, clock=FrozenClock(NOW), stop=threading.Event())
+    assert (rest.stopped, rest.inactive_subjects) == (False, 2)
+    assert sorted(_retention_deletes(rt)) == idle
