@@ -122,6 +122,11 @@ def test_denied_and_anomalies(cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch) 
     assert ("unusual purpose", "role support") in kinds
     html = render(r, "html")
     assert "<svg" in html and "<script" not in html
+    # the CSV carries the anomalies too (a DPO who chose CSV got the denials only)
+    text = render(r, "csv")
+    tail = text.split('"anomalies"\n', 1)[1]
+    rows = list(csv.DictReader(io.StringIO(tail)))
+    assert {(row["kind"], row["who"]) for row in rows} == kinds
 
 
 def test_processing_summary(cdp_env: CdpEnv) -> None:
