@@ -133,7 +133,27 @@ def _check_url(url: str | None) -> str:
         raise InvalidInputError("the url must not have a fragment", field="url")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise InvalidInputError("plain http is only allowed to a loopback host", field="url")
+    if _is_link_local(parts.hostname):
+        raise InvalidInputError(
+            "the url names a link-local or unspecified address (cloud metadata services live "
+            "there); personal data is never posted to one",
+            field="url",
+        )
     return url
+
+
+def _is_link_local(host: str) -> bool:
+    """An address literal no receiver should have: link-local (169.254.0.0/16, where cloud
+    metadata services answer, and fe80::/10) or unspecified (0.0.0.0, ::). A host *name* is
+    not resolved here: what it resolves to is the configuring admin's choice."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return address.is_link_local or address.is_unspecified
 
 
 def _is_loopback(host: str) -> bool:

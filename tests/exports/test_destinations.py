@@ -34,6 +34,12 @@ from tests.exports.conftest import World
         ("google", "ad_audiences", ["email", "postal_code"], {}),
         ("webhook", "email_marketing", ["email"], {"url": "https://exa mple.com/"}),
         ("webhook", "email_marketing", ["email"], {"url": "https://example.com/a\tb"}),
+        # link-local (cloud metadata) and unspecified addresses
+        ("webhook", "email_marketing", ["email"], {"url": "https://169.254.169.254/latest"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://[fe80::1]/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://[::ffff:169.254.169.254]/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://0.0.0.0/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "http://[::]:8080/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "http://127.0.0.1:18931:80/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "http://127.0.0.1:99999/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "https://example.com:0/x"}),
