@@ -130,7 +130,9 @@ def create(body: RequestIn, ctx: Create, runtime: RuntimeDep) -> RequestOut:
 def list_requests(
     ctx: Read,
     runtime: RuntimeDep,
-    status: Annotated[str | None, Query(description="Only this status.")] = None,
+    status: Annotated[
+        requests.RequestStatus | None, Query(description="Only this status.")
+    ] = None,
     overdue: Annotated[bool, Query(description="Only open requests past their deadline.")] = False,
     limit: Annotated[
         int | None,
@@ -147,10 +149,12 @@ def list_requests(
     ] = None,
 ) -> RequestList:
     """Requests, most urgent deadline first, a page at a time (``next_cursor``)."""
-    if status is not None and status not in {s.value for s in requests.RequestStatus}:
-        raise InvalidInputError("unknown status", field="status")
     page = requests.list_requests(
-        runtime=runtime, status=status, overdue_only=overdue, limit=limit, cursor=cursor
+        runtime=runtime,
+        status=None if status is None else status.value,
+        overdue_only=overdue,
+        limit=limit,
+        cursor=cursor,
     )
     return RequestList(items=[_out(v) for v in page.items], next_cursor=page.next_cursor)
 

@@ -123,6 +123,11 @@ def test_privacy_request_lifecycle_over_http(cdp_env: CdpEnv, client: TestClient
     )
     listed = client.get("/v1/privacy-requests?status=completed", headers=dpo).json()["items"]
     assert [x["id"] for x in listed] == [rid]
+    for odd in ("", "nope"):  # refused by the schema, which lists the statuses
+        r = client.get("/v1/privacy-requests", params={"status": odd}, headers=dpo)
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == "query.status"
+    statuses = client.app.openapi()["components"]["schemas"]["RequestStatus"]  # type: ignore[attr-defined]
+    assert "completed" in statuses["enum"]
 
     r = client.get(f"/v1/privacy-requests/{rid}/package", headers=dpo)
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
