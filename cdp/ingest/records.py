@@ -286,6 +286,13 @@ class LineItem(_Record):
     def _text(cls, value: str | None) -> str | None:
         return plain_text(value)
 
+    @field_validator("quantity", mode="before")
+    @classmethod
+    def _one_when_absent(cls, value: Any) -> Any:
+        """A quantity that is null (or a blank cell) is absent, so 1, as when the key is missing
+        (and as the Segment API reads a product's ``quantity: null``); 0 or less is refused."""
+        return 1 if value is None else value
+
 
 class _SubjectRecord(_Record):
     """Rules shared by the records that name their subject (orders, consent, events): blank

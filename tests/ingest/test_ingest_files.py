@@ -322,3 +322,21 @@ def test_a_subjects_records_give_one_end_state_in_one_batch_or_one_batch_each(
         "Early",
         "x",
     )
+
+
+def test_a_null_quantity_is_one_and_zero_is_refused(cdp_env: CdpEnv, tmp_path: Path) -> None:
+    """A line item's ``"quantity": null`` was a reject in a file while the Segment API reads it
+    as 1 (absent); both read it as 1 now. 0 stays a reject, the key missing stays 1."""
+    path = write_jsonl(
+        tmp_path / "orders.jsonl",
+        [
+            order(1, items=[{"price": "100.50", "quantity": None}]),
+            order(2, items=[{"price": "100.50"}]),
+            order(3, items=[{"price": "100.50", "quantity": 0}]),
+        ],
+    )
+    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
+    assert (summary.inserted, summary.rejected) == (2, 1)
+    with cdp_env.runtime.data_engine.connect() as conn:
+        quantities = conn.exec_driver_sql("SELECT quantity FROM order_items").scalars().all()
+    assert quantities == [1, 1]
