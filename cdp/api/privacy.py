@@ -130,9 +130,7 @@ def create(body: RequestIn, ctx: Create, runtime: RuntimeDep) -> RequestOut:
 def list_requests(
     ctx: Read,
     runtime: RuntimeDep,
-    status: Annotated[
-        requests.RequestStatus | None, Query(description="Only this status.")
-    ] = None,
+    status: Annotated[requests.RequestStatus | None, Query(description="Only this status.")] = None,
     overdue: Annotated[bool, Query(description="Only open requests past their deadline.")] = False,
     limit: Annotated[
         int | None,

@@ -293,7 +293,8 @@ def ingest_messages(
         channel="http",
         kind="segment",
         accepted=result.outcome.inserted + result.outcome.updated,
-        rejected=len({i.index for i in invalid}),
+        # an Order Completed whose order alone was refused had its event stored: not rejected
+        rejected=len({i.index for i in invalid} - {i.index for i in invalid if i.order_only}),
         duplicates=result.outcome.duplicates,
     )
     return result

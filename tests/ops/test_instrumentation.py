@@ -55,6 +55,27 @@ def test_segment_ingestion_counts_messages(cdp_env: CdpEnv) -> None:
     assert _value("cdp_ingest_records_total", **labels) == before + 1
 
 
+def test_an_order_completed_without_its_order_is_not_counted_rejected(cdp_env: CdpEnv) -> None:
+    """Its event was stored (the 400 says so); only a message refused whole is rejected."""
+    labels = {"channel": "http", "kind": "segment"}
+    before = {
+        o: _value("cdp_ingest_records_total", outcome=o, **labels) for o in ("accepted", "rejected")
+    }
+    key = create_source(runtime=cdp_env.runtime, name="web").write_key
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    bad_order = {
+        "type": "track", "userId": "u1", "event": "Order Completed", "messageId": "m-oc",
+        "properties": {"order_id": "O-1", "currency": "USD"},  # no total, no revenue
+    }  # fmt: skip
+    refused = {"type": "track", "userId": "=u2", "event": "Viewed", "messageId": "m-bad"}
+    with TestClient(create_app()) as client:
+        r = client.post("/v1/batch", json={"batch": [bad_order, refused]}, headers=auth)
+    assert r.status_code == 400, r.text
+    after = {o: _value("cdp_ingest_records_total", outcome=o, **labels) for o in before}
+    assert after["rejected"] - before["rejected"] == 1
+    assert after["accepted"] - before["accepted"] >= 1  # the Order Completed event
+
+
 def test_audit_appends_are_timed(cdp_env: CdpEnv) -> None:
     before = _value("cdp_audit_write_duration_seconds_count", outcome="ok")
     record_access(
