@@ -31,9 +31,10 @@ RequestId = Annotated[str, Path(pattern=r"^pr_[0-9a-f]{24}$", description="A req
 class Identity(BaseModel):
     """The identity the person gave: exactly one of email, phone, customer_id."""
 
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=64)
-    customer_id: str | None = Field(default=None, max_length=256)
+    # min_length 1: an empty value names nobody (refused either way; now the schema says so)
+    email: str | None = Field(default=None, min_length=1, max_length=320)
+    phone: str | None = Field(default=None, min_length=1, max_length=64)
+    customer_id: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class RequestIn(BaseModel):

@@ -128,6 +128,17 @@ def test_privacy_request_lifecycle_over_http(cdp_env: CdpEnv, client: TestClient
         assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == "query.status"
     statuses = client.app.openapi()["components"]["schemas"]["RequestStatus"]  # type: ignore[attr-defined]
     assert "completed" in statuses["enum"]
+    # an empty identity names nobody: the schema says so (minLength), and it is a 422
+    identity = client.app.openapi()["components"]["schemas"]["Identity"]["properties"]  # type: ignore[attr-defined]
+    assert all(p["anyOf"][0]["minLength"] == 1 for p in identity.values())
+    empty = {"type": "access", "identity": {"email": "", "phone": "", "customer_id": ""}}
+    r = client.post("/v1/privacy-requests", json=empty, headers=dpo)
+    assert r.status_code == 422
+    assert {d["loc"] for d in r.json()["error"]["details"]} == {
+        "body.identity.email",
+        "body.identity.phone",
+        "body.identity.customer_id",
+    }
 
     r = client.get(f"/v1/privacy-requests/{rid}/package", headers=dpo)
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
