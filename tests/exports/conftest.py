@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from cdp.access.context import AccessContext
 from cdp.access.principals import create as create_principal
@@ -80,6 +81,19 @@ class World:
             ],
             clock=self.clock,
         )
+
+    def runs(self) -> list[tuple[str, str, str | None]]:
+        """(id, status, error code) of every export run, oldest first."""
+        with self.rt.data_engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT id, status, error_code FROM export_runs ORDER BY started_at")
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
+    def staged(self) -> int:
+        """How many staging rows exports left."""
+        with self.rt.data_engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM export_staging")).scalar_one())
 
     def export_email(self, destination: str = "mail", *, full: bool = False) -> ExportResult:
         """A minute later, export ``everyone`` to ``destination`` for ``email_marketing``."""

@@ -29,21 +29,6 @@ from tests.exports.conftest import World
 from tests.exports.receiver import Receiver, running
 
 
-def _runs(world: World) -> list[tuple[str, str, str | None]]:
-    with world.rt.data_engine.connect() as conn:
-        return [
-            (r[0], r[1], r[2])
-            for r in conn.execute(
-                sa.text("SELECT id, status, error_code FROM export_runs ORDER BY started_at")
-            )
-        ]
-
-
-def _staged(world: World) -> int:
-    with world.rt.data_engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM export_staging")).scalar_one())
-
-
 def _schedule(world: World) -> ScheduleInfo:
     [info] = list_schedules(runtime=world.rt)
     return info
@@ -98,7 +83,7 @@ def test_a_scheduled_run_killed_with_its_server_makes_its_schedule_due_again(
         finally:
             proc.kill()
             proc.wait(10)
-        [(export_id, status, _)] = _runs(world)
+        [(export_id, status, _)] = world.runs()
         assert status == "running" and _schedule(world).next_run_at > utcnow()  # claimed
 
         assert recover_interrupted(world.rt) == 1
@@ -157,9 +142,9 @@ def test_a_stop_cuts_a_retry_wait_and_the_occurrence_stays_due(
         watcher.join(5)
     assert time.monotonic() - began < 10
     assert len(rx.requests) == 1  # no retry, no second batch
-    [(export_id, status, error)] = _runs(world)
+    [(export_id, status, error)] = world.runs()
     assert (ran.status, ran.export_id) == ("interrupted", export_id)
-    assert (status, error) == ("failed", "interrupted") and _staged(world) == 0
+    assert (status, error) == ("failed", "interrupted") and world.staged() == 0
     with world.rt.data_engine.connect() as conn:
         letters = conn.execute(sa.text("SELECT status, last_error FROM webhook_deliveries")).all()
     assert [tuple(r) for r in letters] == [("dead_letter", "interrupted")]

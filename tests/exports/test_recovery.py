@@ -23,21 +23,6 @@ from tests.exports.conftest import World
 from tests.exports.receiver import Receiver, running
 
 
-def _runs(world: World) -> list[tuple[str, str, str | None]]:
-    with world.rt.data_engine.connect() as conn:
-        return [
-            (r[0], r[1], r[2])
-            for r in conn.execute(
-                sa.text("SELECT id, status, error_code FROM export_runs ORDER BY started_at")
-            )
-        ]
-
-
-def _staged(world: World) -> int:
-    with world.rt.data_engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM export_staging")).scalar_one())
-
-
 def test_a_killed_webhook_export_is_closed_and_keeps_what_it_may_have_sent(
     world: World,
 ) -> None:
@@ -61,16 +46,16 @@ def test_a_killed_webhook_export_is_closed_and_keeps_what_it_may_have_sent(
         assert rx.requests, "the export never posted"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    [(export_id, status, _)] = _runs(world)
-    assert status == "running" and _staged(world) == 3
+    [(export_id, status, _)] = world.runs()
+    assert status == "running" and world.staged() == 3
 
     with export_guard(world.rt):  # another export is running: nothing can be told apart
         assert recover_interrupted(world.rt) == 0
-    assert _runs(world)[0][1] == "running"
+    assert world.runs()[0][1] == "running"
 
     assert recover_interrupted(world.rt) == 1
-    assert _runs(world) == [(export_id, "failed", "interrupted")]
-    assert _staged(world) == 0
+    assert world.runs() == [(export_id, "failed", "interrupted")]
+    assert world.staged() == 0
     # the first batch reached the receiver: its subjects stay in "who received my data"
     assert sum(bool(recipients_of(s, runtime=world.rt)) for s in ids) >= 2
     assert recover_interrupted(world.rt) == 0  # nothing left to close
@@ -110,7 +95,7 @@ def test_a_dead_file_export_loses_its_partial_file_and_its_ledger_rows(world: Wo
 
     world.person({"email": "g@example.com"})
     second = world.export_email()  # the next export closes the dead one first
-    assert (stale, "failed", "interrupted") in _runs(world)
+    assert (stale, "failed", "interrupted") in world.runs()
     assert not part.exists()
     assert [r.export_id for r in recipients_of(sid, runtime=world.rt)] == [first.export_id]
     assert second.status == "succeeded"

@@ -27,10 +27,8 @@ from tests.exports.conftest import World
 from tests.exports.receiver import Receiver, running
 from tests.exports.test_interrupted_schedules import (
     _hook,
-    _runs,
     _schedule,
     _scheduled,
-    _staged,
     _until,
     quick,
 )
@@ -72,8 +70,8 @@ def test_sigterm_stops_a_scheduled_export_whose_occurrence_the_next_start_comple
         assert "scheduled export interrupted" in output and "background jobs stopped" in output
         # The batch in flight was delivered; no other one left.
         assert len(rx.requests) == 1 and len(rx.rows) == 2
-        [(export_id, status, error)] = _runs(world)
-        assert (status, error) == ("failed", "interrupted") and _staged(world) == 0
+        [(export_id, status, error)] = world.runs()
+        assert (status, error) == ("failed", "interrupted") and world.staged() == 0
         assert sum(bool(recipients_of(s, runtime=world.rt)) for s in ids) == 2
         info = _schedule(world)
         assert info.next_run_at == occurrence <= utcnow()  # due again, at its own time
@@ -88,7 +86,7 @@ def test_sigterm_stops_a_scheduled_export_whose_occurrence_the_next_start_comple
             if proc.poll() is None:
                 proc.kill()
     assert sorted(r["email"] for r in rx.rows[2:]) == sorted(f"t{i}@example.com" for i in range(6))
-    assert [r[1] for r in _runs(world)] == ["failed", "succeeded"]
+    assert [r[1] for r in world.runs()] == ["failed", "succeeded"]
     assert _schedule(world).next_run_at > utcnow()
 
 
@@ -124,7 +122,7 @@ def test_sigterm_waits_for_a_request_whose_client_already_got_its_504(
             if proc.poll() is None:
                 proc.kill()
     assert code == 0, log.read_text()[-3000:]
-    [(_, status, _)] = _runs(world)
+    [(_, status, _)] = world.runs()
     assert status == "succeeded"  # the handler ran to its end, as api-errors.md says
     assert sorted(r["email"] for r in rx.rows) == [f"d{i}@example.com" for i in range(3)]
 
@@ -148,7 +146,7 @@ def test_past_the_grace_period_cdp_serve_exits_1_and_what_it_left_is_closed_late
                 proc.kill()
     assert code == 1
     assert "cdp serve did not exit in time" in log.read_text()
-    [(export_id, status, _)] = _runs(world)
+    [(export_id, status, _)] = world.runs()
     assert status == "running"
     assert recover_interrupted(world.rt) == 1
-    assert _runs(world) == [(export_id, "failed", "interrupted")]
+    assert world.runs() == [(export_id, "failed", "interrupted")]
