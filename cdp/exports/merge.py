@@ -43,7 +43,12 @@ def move_export_rows(conn: Connection, *, survivor: str, absorbed: str) -> None:
 
 def _move_dead_letters(conn: Connection, survivor: str, absorbed: str) -> None:
     ids = DELIVERIES.c.subject_ids
-    rows = conn.execute(sa.select(DELIVERIES.c.id, ids).where(ids.like(f'%"{absorbed}"%'))).all()
+    # only dead letters keep ids (delivered batches hold NULL): the status index narrows the scan
+    rows = conn.execute(
+        sa.select(DELIVERIES.c.id, ids).where(
+            DELIVERIES.c.status == "dead_letter", ids.like(f'%"{absorbed}"%')
+        )
+    ).all()
     for row_id, listed in rows:
         moved: list[str] = []
         for sid in json.loads(listed or "[]"):
