@@ -74,6 +74,12 @@ FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 so (ingestion), and CSV cells that do are defused when written (exports, audit reports)."""
 
 
+def defuse(value: str) -> str:
+    """``value`` as a spreadsheet shows it as text: a leading ``'`` when it starts like a
+    formula (``=HYPERLINK(...)`` in a name would otherwise run when the file is opened)."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 _NUMBER: Final = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
 
 

@@ -18,7 +18,7 @@ from markupsafe import Markup, escape
 
 from cdp.audit.reports import Report
 from cdp.errors import ConfigurationError, InvalidInputError
-from cdp.validation import FORMULA_START
+from cdp.validation import defuse
 
 FORMATS: Final = {"md": "text/markdown", "html": "text/html", "csv": "text/csv"}
 
@@ -34,9 +34,7 @@ def templates_dir() -> Path:
 
 def csv_cell(value: object) -> str:
     """One CSV cell: quoted, quotes doubled, formulas defused."""
-    text = "" if value is None else str(value)
-    if text.startswith(FORMULA_START):
-        text = "'" + text
+    text = defuse("" if value is None else str(value))
     return '"' + text.replace('"', '""') + '"'
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from cdp.exports.audience_formats import get_format
-from cdp.validation import FORMULA_START
+from cdp.validation import defuse
 
 #: What :meth:`RowMaker.make_chunk` returns: the ids with a row, their rows (same order), and
 #: the ids without any usable value.
@@ -68,12 +68,6 @@ def _chunk(
 
 _AS_IS = frozenset({"phone"})
 """Fields whose stored form is never a formula: a phone is E.164 (``+`` then digits only)."""
-
-
-def defuse(value: str) -> str:
-    """``value`` as a spreadsheet shows it as text: a leading ``'`` when it starts like a
-    formula (``=HYPERLINK(...)`` in a name would otherwise run when the file is opened)."""
-    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 class PlainRows:

@@ -24,8 +24,9 @@ from pydantic import BaseModel
 
 from cdp.crypto.normalize import normalize_email, normalize_phone
 from cdp.ingest.money import exponent, whole_minor_units
-from cdp.ingest.records import _FORMULA_START, LineItem, OrderRecord
+from cdp.ingest.records import LineItem, OrderRecord
 from cdp.ingest.times import aware
+from cdp.validation import FORMULA_START
 
 _ORDER_KEYS = frozenset(OrderRecord.model_fields)
 _ITEM_KEYS = frozenset(LineItem.model_fields)
@@ -78,7 +79,7 @@ def _text(value: Any, limit: int) -> str | None:
 
 def _ident(value: Any, limit: int) -> str | None:
     text = _text(value, limit)  # printable
-    if text is not None and text.startswith(_FORMULA_START):
+    if text is not None and text.startswith(FORMULA_START):
         raise _FallbackError
     return text
 

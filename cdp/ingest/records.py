@@ -26,7 +26,7 @@ from cdp.consent.purposes import PURPOSES
 from cdp.crypto.normalize import normalize_email, normalize_phone
 from cdp.ingest.money import finer_than_minor_unit, whole_minor_units
 from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_future
-from cdp.validation import not_epoch
+from cdp.validation import FORMULA_START, not_epoch
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
@@ -35,7 +35,6 @@ a subject)."""
 CUSTOM_TRAITS_FIELD = "custom_traits"
 """The vault field holding a customer's custom traits as one JSON object."""
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Control characters (C0, DEL, C1) other than tab and line breaks."""
 CONTROL_MESSAGE = "contains control characters"
@@ -86,7 +85,7 @@ def _safe_id(value: str | None) -> str | None:
         return None
     if not value.isprintable():
         raise ValueError(CONTROL_MESSAGE)
-    if value.startswith(_FORMULA_START):
+    if value.startswith(FORMULA_START):
         raise ValueError("starts with a spreadsheet formula character")
     return value
 
