@@ -15,11 +15,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cdp.crypto.provider import WrappedKey
-from cdp.exports.models import Destination
+from cdp.exports.destinations import DESTINATIONS
 from cdp.exports.secrets import unwrap_secret, wrap_secret
 from cdp.runtime import Runtime
-
-DESTINATIONS = Destination.__table__  # type: ignore[attr-defined]
 
 
 def secrets_per_version(runtime: Runtime) -> dict[int, int]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cdp.db.types import UtcDateTime
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
 from cdp.ingest.bulk import insert_tuples
 from cdp.ingest.money import to_minor
@@ -73,11 +74,14 @@ def _precedence(status: str, updated_at: datetime | None) -> Precedence:
     return STATUS_RANK[status], True, updated_at
 
 
+_UTC_TIME = UtcDateTime()
+
+
 def _stored_time(value: Any) -> datetime | None:
-    """``orders.source_updated_at`` as the driver returns it (SQLite: naive UTC text)."""
-    if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    """``orders.source_updated_at`` as the driver returns it (SQLite: naive UTC text), read as
+    the column's type reads it."""
+    moment: datetime | None = _UTC_TIME.process_result_value(value, None)  # type: ignore[arg-type]
+    return moment
 
 
 def _folded(items: Sequence[tuple[int, OrderRecord]]) -> tuple[list[tuple[int, OrderRecord]], int]:

@@ -40,10 +40,10 @@ from cdp.profiles.views import (
 from cdp.runtime import Runtime
 
 MAX_PAGE_SIZE: Final = 200
+"""Hard maximum of items per page of any list."""
 CURSOR_MAX: Final = 2**31 - 1
 """The largest cursor: order and consent ids are 32-bit integers (PostgreSQL's ``integer``; a
 larger value cannot even be compared with them there)."""
-"""Hard maximum of items per page of any list."""
 DEFAULT_PAGE_SIZE: Final = 50
 LOOKUP_KINDS: Final = (IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.CUSTOMER_ID)
 _CONTACT_KINDS: Final = frozenset({IdentityKind.EMAIL, IdentityKind.PHONE})
