@@ -231,10 +231,17 @@ def erase_subjects(
     tombstone: bool = True,
     reason: str = "erasure",
     clock: Clock = utcnow,
+    clear_wal: bool = True,
 ) -> ErasureOutcome:
-    """Erase ``subject_ids`` everywhere (see the module doc); return what was done."""
+    """Erase ``subject_ids`` everywhere (see the module doc); return what was done.
+
+    ``clear_wal=False``: leave the SQLite WALs to the caller, which erases in several calls and
+    clears them once at the end (:func:`clear_wals`; retention does)."""
     with erasure_guard(runtime):
-        return _erase(runtime, subject_ids, tombstone=tombstone, reason=reason, clock=clock)
+        outcome = _erase(runtime, subject_ids, tombstone=tombstone, reason=reason, clock=clock)
+        if clear_wal:
+            outcome.wal_cleared = clear_wals(runtime)
+    return outcome
 
 
 def _erase(
@@ -260,7 +267,6 @@ def _erase(
             with ledger_unlocked(conn, reason=reason):
                 for entry in entries:
                     _apply(conn, entry, batch, outcome)
-    outcome.wal_cleared = clear_wals(runtime)
     return outcome
 
 

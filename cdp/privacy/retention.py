@@ -42,7 +42,7 @@ from cdp.consent.purposes import get_purpose
 from cdp.consent.service import granted_condition
 from cdp.db.all_models import metadata
 from cdp.db.models import Subject
-from cdp.privacy.erasure import erase_subjects, live_entries
+from cdp.privacy.erasure import clear_wals, erase_subjects, live_entries
 from cdp.privacy.models import PrivacyPayload
 from cdp.privacy.registry import SubjectTable, Treatment
 from cdp.privacy.requests import open_request_condition
@@ -203,7 +203,14 @@ def run_retention(
             clock=clock,
         )
         erase_subjects(
-            runtime=runtime, subject_ids=part, tombstone=False, reason="retention", clock=clock
+            runtime=runtime,
+            subject_ids=part,
+            tombstone=False,
+            reason="retention",
+            clock=clock,
+            clear_wal=False,  # once for the whole run, below
         )
         report.inactive_subjects += len(part)
+    if report.inactive_subjects:
+        clear_wals(runtime)
     return report
