@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.db.types import UtcDateTime
 from cdp.errors import InvalidInputError
+from cdp.validation import text_problem
 
 
 def _sqlite_datetime(value: Any) -> Any:
@@ -132,15 +133,7 @@ def insert_tuples(conn: Connection, table: sa.Table, names: Sequence[str], data:
 
 
 def _unstorable_text(value: Any) -> bool:
-    if value.__class__ is not str:
-        return False
-    if "\x00" in value:
-        return True
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
+    return value.__class__ is str and text_problem(value) is not None
 
 
 def unstorable(table: str, names: Sequence[str], data: Sequence[Any]) -> InvalidInputError:
