@@ -85,13 +85,18 @@ def _refused(exc: ValueError) -> AuditEntryRefusedError:
     return AuditEntryRefusedError("the audit record was refused; nothing was returned")
 
 
+def _append_checked(conn: Connection, batch: Sequence[AuditEntry]) -> list[AuditRecord]:
+    """The group committer's write: its entries were checked as they were submitted."""
+    return append(conn, batch, checked=True)
+
+
 def _write(runtime: Runtime, entries: Sequence[AuditEntry], clock: Clock) -> list[AuditRecord]:
     """Append and commit ``entries``: through the group committer (one entry, real clock), or in
     a transaction of their own (several entries, or an injected clock in tests)."""
     try:
         if len(entries) == 1 and clock is utcnow:
             committer = committer_for(runtime.data_engine)
-            return [committer.submit(entries[0], lambda conn, batch: append(conn, batch))]
+            return [committer.submit(entries[0], _append_checked)]
         with runtime.data_engine.begin() as conn:
             return append(conn, entries, clock=clock)
     except ValueError as exc:
@@ -105,7 +110,7 @@ async def _write_async(runtime: Runtime, entry: AuditEntry) -> AuditRecord:
     """Append and commit one entry through the group committer, awaited (see :func:`_write`)."""
     try:
         committer = committer_for(runtime.data_engine)
-        return await committer.submit_async(entry, lambda conn, batch: append(conn, batch))
+        return await committer.submit_async(entry, _append_checked)
     except ValueError as exc:
         raise _refused(exc) from None
     except (SQLAlchemyError, OSError) as exc:

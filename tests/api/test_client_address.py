@@ -54,9 +54,9 @@ def test_odd_client_addresses_never_fail_their_batch(
     sizes: list[int] = []
     import cdp.audit.service as service
 
-    def counting(conn: sa.Connection, batch: list[AuditEntry]) -> object:
+    def counting(conn: sa.Connection, batch: list[AuditEntry], **kw: bool) -> object:
         sizes.append(len(batch))
-        return append(conn, batch)
+        return append(conn, batch, **kw)
 
     monkeypatch.setattr(service, "append", counting)
     rt = cdp_env.runtime
