@@ -1,13 +1,13 @@
 """Tables of the audit trail: the append-only log and the one-row head of its hash chain.
 
-``audit_log`` rows are only ever inserted (PostgreSQL rejects UPDATE, DELETE and TRUNCATE with
-triggers; no code path issues them). ``audit_subjects`` indexes the records by subject for the
-subject access report: the chain does not cover it, so ``cdp audit verify`` checks it against the
-records' ``subject_ids``; PostgreSQL also refuses index rows other than those of the records being
-appended (migration 0016a). ``audit_head`` holds the last sequence number and hash, so that an
-append locks one row (``SELECT ... FOR UPDATE``) instead of the whole log, and writers in several
-processes extend one linear chain. The head is derived state: ``cdp audit verify`` checks the log
-itself, and compares the head with it.
+``audit_log`` rows are only ever inserted (triggers reject UPDATE and DELETE on both backends, and
+TRUNCATE on PostgreSQL; no code path issues them). ``audit_subjects`` indexes the records by subject
+for the subject access report: the chain does not cover it, so ``cdp audit verify`` checks it
+against the records' ``subject_ids``; PostgreSQL also refuses index rows other than those of the
+records being appended (migration 0016a). ``audit_head`` holds the last sequence number and hash, so
+that an append locks one row (``SELECT ... FOR UPDATE``) instead of the whole log, and writers in
+several processes extend one linear chain. The head is derived state: ``cdp audit verify`` checks
+the log itself, and compares the head with it.
 """
 
 from __future__ import annotations

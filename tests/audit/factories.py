@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 
 from cdp.access.context import AccessContext
 from cdp.access.principals import CreatedPrincipal, create
@@ -115,3 +117,23 @@ def make_consent(rt: Runtime, subject_id: str, purpose: str, status: str, *, at:
                 dedupe_key=secrets.token_hex(16),
             )
         )
+
+
+@contextmanager
+def guards_off(conn: Connection, backend: str) -> Iterator[None]:
+    """Let ``conn``'s transaction change the audit tables, as an attacker with owner rights
+    could: PostgreSQL's triggers off for the transaction (``session_replication_role``);
+    SQLite's dropped and, at the end, created again in the same transaction."""
+    if backend == "postgresql":
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        yield
+        return
+    triggers = conn.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+        "AND tbl_name IN ('audit_log', 'audit_subjects')"
+    ).all()
+    for name, _ in triggers:
+        conn.exec_driver_sql(f"DROP TRIGGER {name}")
+    yield
+    for _, sql in triggers:
+        conn.exec_driver_sql(sql)

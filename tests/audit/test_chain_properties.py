@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cdp.audit.chain import canonical, chain_hash
 from cdp.audit.service import record_access
 from cdp.audit.verify import verify_chain
-from tests.audit.factories import make_ctx
+from tests.audit.factories import guards_off, make_ctx
 from tests.conftest import CdpEnv
 
 text = st.text(max_size=12)
@@ -50,9 +50,7 @@ TEXT_COLUMNS = (
 
 
 def _clear(env: CdpEnv) -> None:
-    with env.runtime.data_engine.begin() as conn:
-        if env.backend == "postgresql":
-            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    with env.runtime.data_engine.begin() as conn, guards_off(conn, env.backend):
         for table in ("audit_subjects", "audit_log", "audit_head"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
 
@@ -85,9 +83,7 @@ def test_any_single_tampering_is_found_at_its_record(
         )
     assert verify_chain(runtime=cdp_env.runtime).ok
     victim = data.draw(st.integers(min_value=1, max_value=n), label="victim")
-    with cdp_env.runtime.data_engine.begin() as conn:
-        if cdp_env.backend == "postgresql":
-            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    with cdp_env.runtime.data_engine.begin() as conn, guards_off(conn, cdp_env.backend):
         if mutation == "delete":
             conn.execute(sa.text("DELETE FROM audit_subjects WHERE seq = :s"), {"s": victim})
             conn.execute(sa.text("DELETE FROM audit_log WHERE seq = :s"), {"s": victim})

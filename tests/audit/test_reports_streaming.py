@@ -23,6 +23,7 @@ from cdp.audit.render import render
 from cdp.audit.reports import Access, Report
 from cdp.audit.writer import LOG, SUBJECTS, AuditEntry, append
 from cdp.clock import FrozenClock
+from tests.audit.factories import guards_off
 from tests.conftest import CdpEnv
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -250,9 +251,7 @@ def _write(env: CdpEnv, entries: list[AuditEntry], times: list[datetime]) -> Non
 
 
 def _clear(env: CdpEnv) -> None:
-    with env.runtime.data_engine.begin() as conn:
-        if env.backend == "postgresql":
-            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    with env.runtime.data_engine.begin() as conn, guards_off(conn, env.backend):
         for table in ("audit_subjects", "audit_log", "audit_head"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
 

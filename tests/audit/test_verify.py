@@ -19,7 +19,7 @@ from cdp.audit.service import record_access
 from cdp.audit.verify import verify_chain
 from cdp.cli import app
 from cdp.errors import KeyMaterialError
-from tests.audit.factories import make_ctx
+from tests.audit.factories import guards_off, make_ctx
 from tests.conftest import CdpEnv
 
 N = 12
@@ -41,11 +41,9 @@ def _fill(env: CdpEnv, n: int = N) -> None:
 
 @contextmanager
 def _tamper(env: CdpEnv) -> Iterator[Connection]:
-    """A transaction that may change the log (PostgreSQL: triggers off for it, as an attacker
+    """A transaction that may change the log (its append-only triggers off, as an attacker
     with owner rights could do)."""
-    with env.runtime.data_engine.begin() as conn:
-        if env.backend == "postgresql":
-            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    with env.runtime.data_engine.begin() as conn, guards_off(conn, env.backend):
         yield conn
 
 
@@ -251,17 +249,20 @@ def test_cli_verify_and_checkpoint(cdp_env: CdpEnv, tmp_path: Path) -> None:
     assert "record 11" in r.output
 
 
-def test_postgres_trigger_rejects_update_and_delete(cdp_env: CdpEnv) -> None:
-    if cdp_env.backend != "postgresql":
-        pytest.skip("the append-only trigger is PostgreSQL's")
+def test_triggers_reject_update_and_delete(cdp_env: CdpEnv) -> None:
+    """Both backends refuse to change a record or its index rows (SQLite: migration 0017s),
+    a ``DELETE`` without ``WHERE`` included; PostgreSQL also refuses ``TRUNCATE``."""
     _fill(cdp_env, 2)
-    for statement in (
+    statements = [
         "UPDATE audit_log SET outcome = 'denied' WHERE seq = 1",
         "DELETE FROM audit_log WHERE seq = 2",
+        "DELETE FROM audit_log",
+        "UPDATE audit_subjects SET subject_id = 'x'",
         "DELETE FROM audit_subjects",
-        "TRUNCATE audit_subjects",
-        "TRUNCATE audit_log",
-    ):
+    ]
+    if cdp_env.backend == "postgresql":
+        statements += ["TRUNCATE audit_subjects", "TRUNCATE audit_log"]
+    for statement in statements:
         with (
             pytest.raises(sa.exc.DBAPIError, match="append-only"),
             cdp_env.runtime.data_engine.begin() as conn,
@@ -312,6 +313,22 @@ def test_postgres_guards_come_and_go_with_their_migration(cdp_env: CdpEnv) -> No
     migrate.upgrade(engine, "data")
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE audit_subjects")
+
+
+def test_sqlite_guards_come_and_go_with_their_migration(cdp_env: CdpEnv) -> None:
+    from cdp.db import migrate
+
+    if cdp_env.backend != "sqlite":
+        pytest.skip("migration 0017s guards SQLite")
+    engine = cdp_env.runtime.data_engine
+    _fill(cdp_env, 3)
+    migrate.downgrade(engine, "data", "0016a")
+    with engine.begin() as conn:  # unguarded: the statement goes through, verify finds it
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq = 2")
+    assert verify_chain(runtime=cdp_env.runtime).first_bad_seq == 2
+    migrate.upgrade(engine, "data")
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log WHERE seq = 3")
 
 
 def test_database_and_python_canonical_encodings_agree(cdp_env: CdpEnv) -> None:
