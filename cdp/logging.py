@@ -215,6 +215,23 @@ def _shared_processors() -> list[Any]:
     ]
 
 
+_LOGGED: Final = "__cdp_logged__"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """Note that ``exc`` has been logged with its traceback (the API's 500 handler does), so the
+    server's own "Exception in ASGI application" line for it is not written a second time:
+    Starlette re-raises the exception to the server after the handler has answered."""
+    setattr(exc, _LOGGED, True)
+
+
+def _not_logged_before(record: logging.LogRecord) -> bool:
+    """A standard-library record passes unless it carries an exception :func:`mark_logged`
+    marked."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not getattr(exc, _LOGGED, False)
+
+
 def configure_logging(*, force_format: str | None = None) -> None:
     """Configure structlog (and the stdlib root logger) once for the process."""
     settings = get_settings()
@@ -254,6 +271,7 @@ def configure_logging(*, force_format: str | None = None) -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
         )
     )
+    handler.addFilter(_not_logged_before)
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("alembic", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdp import errors
-from cdp.logging import get_logger
+from cdp.logging import get_logger, mark_logged
 from cdp.validation import safe_location
 
 STATUS: dict[type[errors.CdpError], int] = {
@@ -129,6 +129,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", error_type=type(exc).__name__, exc_info=exc)
+    mark_logged(exc)  # Starlette re-raises it to the server, which would log it again
     # answered outside the middleware that adds X-Request-ID to every other answer
     request_id = getattr(request.state, "request_id", None)
     return JSONResponse(
