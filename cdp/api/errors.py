@@ -128,10 +128,11 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", error_type=type(exc).__name__, exc_info=exc)
-    mark_logged(exc)  # Starlette re-raises it to the server, which would log it again
-    # answered outside the middleware that adds X-Request-ID to every other answer
+    # answered (and logged) outside the middleware that adds X-Request-ID to every other answer
+    # and binds the request id to its log lines
     request_id = getattr(request.state, "request_id", None)
+    log.error("unhandled error", error_type=type(exc).__name__, request_id=request_id, exc_info=exc)
+    mark_logged(exc)  # Starlette re-raises it to the server, which would log it again
     return JSONResponse(
         error_body(request, "internal_error", "internal error"),
         status_code=500,

@@ -33,4 +33,5 @@ def test_a_500_is_logged_once(cdp_env: CdpEnv, tmp_path: Path) -> None:
     with_traceback = [line for line in output.splitlines() if "JSONDecodeError" in line]
     assert len(with_traceback) == 1, output[-3000:]
     assert "unhandled error" in with_traceback[0]
+    assert answer.headers["X-Request-ID"] in with_traceback[0]
     assert "Exception in ASGI application" not in output
