@@ -49,9 +49,20 @@ if TYPE_CHECKING:
     from cdp.runtime import Runtime
 
 CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future an ``occurred_at`` may lie (clients' clocks drift); see
+:func:`ledger_time`."""
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 """No choice is dated before this (a year-1 time cannot even be stored as UTC)."""
-"""How far in the future an ``occurred_at`` may lie (clients' clocks drift)."""
+
+
+def ledger_time(occurred_at: datetime, recorded_at: datetime) -> datetime:
+    """The ``occurred_at`` an entry is stored with: the time given, or, for a time ahead of
+    cdp's clock (a sender's clock running fast, by at most :data:`CLOCK_SKEW`), the time it was
+    recorded. The current state is the latest entry, so a grant dated a few minutes ahead would
+    otherwise outrank every withdrawal recorded in those minutes — an objection or a GPC signal
+    dated by cdp itself included — for good. Replay keys are made from the time given."""
+    return min(occurred_at, recorded_at)
+
 
 _T = ConsentEvent.__table__  # type: ignore[attr-defined]
 
@@ -165,7 +176,7 @@ def _validate(item: ConsentInput, now: datetime) -> dict[str, Any]:
         "subject_id": item.subject_id,
         "purpose": item.purpose,
         "status": item.status,
-        "occurred_at": item.occurred_at,
+        "occurred_at": ledger_time(item.occurred_at, now),
         "recorded_at": now,
         "source": item.source,
         "notice_version": item.notice_version,

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdp.consent.models import ConsentEvent
-from cdp.consent.service import precedence
+from cdp.consent.service import ledger_time, precedence
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import ConsentRecord
@@ -121,7 +121,7 @@ def write_consents(
                 "subject_id": sid,
                 "purpose": r.purpose,
                 "status": r.status,
-                "occurred_at": r.occurred_at,
+                "occurred_at": ledger_time(r.occurred_at, ctx.now),
                 "recorded_at": ctx.now,
                 "source": r.source,
                 "notice_version": r.notice_version,
