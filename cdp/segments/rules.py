@@ -63,6 +63,10 @@ TRAITS: Final[dict[str, str]] = {
 }
 MAX_DEPTH: Final = 12
 MAX_LIST: Final = 200
+MAX_CLAUSES: Final = 1000
+"""Clauses in a whole rule, ``all``/``any``/``not`` included: the per-level and depth bounds
+alone admit 200 x 200 leaves, a rule whose SQL took a minute of CPU to plan and run each time
+the segment is computed (an export recomputes it)."""
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**63 - 1
 """The 64-bit integer range of SQLite and PostgreSQL: a larger integer cannot be a parameter."""
@@ -202,8 +206,28 @@ def _check_trait(cmp: TraitCmp, path: str, tiers: tuple[str, ...]) -> None:
         raise _bad(f"{path}.value", f"allowed values: {', '.join(allowed)}")
 
 
+def _clauses(data: Any, limit: int) -> int:
+    """How many clauses the raw rule holds (every object counts; the walk stops once past
+    ``limit``, and at the nesting bound, which :func:`parse_rule` then reports)."""
+    count, stack = 0, [(data, 0)]
+    while stack and count <= limit:
+        item, depth = stack.pop()
+        if not isinstance(item, dict) or depth > MAX_DEPTH:
+            continue
+        count += 1
+        for key in ("all", "any", "not"):
+            inner = item.get(key)
+            if isinstance(inner, list):
+                stack.extend((v, depth + 1) for v in inner[: MAX_LIST + 1])
+            elif inner is not None:
+                stack.append((inner, depth + 1))
+    return count
+
+
 def parse_rule(data: Any, *, tiers: tuple[str, ...], path: str = "rule", depth: int = 0) -> Clause:
     """Parse and check a rule (JSON-decoded); InvalidInputError names the bad clause."""
+    if depth == 0 and _clauses(data, MAX_CLAUSES) > MAX_CLAUSES:
+        raise _bad(path, f"a rule holds at most {MAX_CLAUSES} clauses")
     if depth > MAX_DEPTH:
         raise _bad(path, f"rules nest at most {MAX_DEPTH} levels")
     if not isinstance(data, dict) or len(data) != 1:

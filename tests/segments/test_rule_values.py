@@ -21,7 +21,7 @@ from cdp.clock import FrozenClock
 from cdp.errors import InvalidInputError
 from cdp.segments import service
 from cdp.segments.models import SegmentVersion
-from cdp.segments.rules import INT_MAX, INT_MIN, canonical_json, parse_rule
+from cdp.segments.rules import INT_MAX, INT_MIN, MAX_CLAUSES, canonical_json, parse_rule
 from cdp.segments.views import SegmentIn
 from cdp.traits.compute import compute_traits
 from tests.audit.factories import make_ctx, make_principal
@@ -351,3 +351,28 @@ def test_a_description_holding_nul_is_refused(client: TestClient, headers: dict[
     r = client.post("/v1/segments", content=body, headers=headers)
     assert r.status_code == 422, r.text
     assert "NUL" in r.text and "spring" not in r.text
+
+
+def _groups(*sizes: int) -> dict[str, Any]:
+    leaf = {"tier": ["member"]}
+    return {"any": [{"all": [leaf] * n} for n in sizes]}
+
+
+def test_a_rule_holds_at_most_a_thousand_clauses() -> None:
+    """The per-level (200) and depth (12) bounds alone admit 200 x 200 leaves; the whole rule,
+    its ``any``/``all`` included, is bounded too."""
+    assert MAX_CLAUSES == 1000
+    parse_rule(_groups(199, 199, 199, 199, 198), tiers=TIERS)  # 1 + 5 + 994 clauses
+    _refused(_groups(199, 199, 199, 199, 199), "rule", "at most 1000 clauses")
+    _refused({"not": _groups(199, 199, 199, 199, 198)}, "rule", "at most 1000 clauses")
+
+
+def test_the_api_refuses_a_rule_of_forty_thousand_clauses(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    body = json.dumps({"name": "s", "rule": _groups(*[200] * 200)})
+    assert len(body) < 1_048_576  # under the body limit: the rule bound is what refuses it
+    r = client.post("/v1/segments", content=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert "at most 1000 clauses" in r.text
+    assert client.get("/v1/segments/s", headers=headers).status_code == 404
