@@ -4,6 +4,7 @@ generate, ingest, traits, principals, segments, exports, audited reads, erasure,
 from __future__ import annotations
 
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from cdp.cli.ingest import run_ingest, summary_table
 from cdp.cli.root import app, console
-from cdp.demo import generate_shop
+from cdp.demo import DEFAULT_END, generate_shop
 from cdp.demo.pipeline import (
     DEFAULT_CUSTOMERS,
     DEFAULT_ORDERS,
@@ -29,16 +30,35 @@ from cdp.settings import get_settings
 register_product_steps()
 
 
+def _end_date(value: str | None) -> date | None:
+    """``--end``: an ISO date (YYYY-MM-DD) between 1971 and 9998."""
+    if value is None:
+        return None
+    try:
+        end = date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("an ISO date, YYYY-MM-DD", param_hint="'--end'") from None
+    if not date(1971, 1, 1) <= end <= date(9998, 12, 31):
+        raise typer.BadParameter("a date between 1971-01-01 and 9998-12-31", param_hint="'--end'")
+    return end
+
+
 @app.command()
 def generate(
     customers: int = typer.Option(DEFAULT_CUSTOMERS, min=1, help="Number of customers."),
     orders: int = typer.Option(DEFAULT_ORDERS, min=0, help="Number of orders."),
     out: Path = typer.Option(Path("shop"), "--out", help="Output directory."),
     seed: int = typer.Option(7, help="Random seed (same seed, same files)."),
+    end: str | None = typer.Option(
+        None,
+        "--end",
+        help=f"Last day of the shop's two years (default {DEFAULT_END.isoformat()}: fixed, so "
+        "the same seed writes the same files whatever the day).",
+    ),
 ) -> None:
     """Write a synthetic shop: customers.csv, orders.jsonl, consents.csv, events.jsonl."""
     started = time.perf_counter()
-    shop = generate_shop(out, customers=customers, orders=orders, seed=seed)
+    shop = generate_shop(out, customers=customers, orders=orders, seed=seed, end=_end_date(end))
     console.print(
         f"wrote {shop.customer_count:,} customers, {shop.order_count:,} orders, "
         f"{shop.consent_count:,} consent entries and {shop.event_count:,} events to {out} "
@@ -98,6 +118,9 @@ def demo(
     orders: int = typer.Option(DEFAULT_ORDERS, min=0, help="Number of orders."),
     seed: int = typer.Option(7, help="Random seed."),
     out: Path | None = typer.Option(None, "--out", help="Shop directory (default HOME/demo)."),
+    end: str | None = typer.Option(
+        None, "--end", help="Last day of the shop's two years (default: yesterday, UTC)."
+    ),
 ) -> None:
     """Walk the whole product on a generated shop: ingest, traits, segments, exports, audited
     reads, an erasure and the audit trail (tokens, reports and checkpoint in CDP_HOME/demo)."""
@@ -108,6 +131,7 @@ def demo(
         customers=customers,
         orders=orders,
         seed=seed,
+        end=_end_date(end),
         say=_say,
         ingest=_ingest,
         initialize=_initialize,

@@ -27,9 +27,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from cdp.clock import utcnow
 from cdp.demo.generator import generate_shop
 
 DEFAULT_CUSTOMERS = 10_000
@@ -44,6 +46,10 @@ class DemoContext:
     customers: int = DEFAULT_CUSTOMERS
     orders: int = DEFAULT_ORDERS
     seed: int = 7
+    end: date | None = None
+    """The shop's last day (its two years end there); ``None``: yesterday (UTC), so that the
+    traits, segments and exports, computed at today's clock, find a shop as active as a real
+    one (a shop that ended months ago has no new customers and, a year on, no win-back list)."""
     say: Callable[[str], None] = print
     ingest: Callable[[str, Path, int | None], Any] | None = None
     """(kind, file, expected records) -> a summary; the CLI passes one with a progress bar."""
@@ -71,7 +77,11 @@ class DemoStep:
 
 
 def _generate(ctx: DemoContext) -> None:
-    shop = generate_shop(ctx.out_dir, customers=ctx.customers, orders=ctx.orders, seed=ctx.seed)
+    end = ctx.end or (utcnow().date() - timedelta(days=1))
+    shop = generate_shop(
+        ctx.out_dir, customers=ctx.customers, orders=ctx.orders, seed=ctx.seed, end=end
+    )
+    ctx.facts["shop period"] = f"two years ending {end.isoformat()}"
     ctx.results["shop"] = shop
     ctx.done["generate"] = (
         f"{shop.customer_count:,} customers, {shop.order_count:,} orders -> {ctx.out_dir}"

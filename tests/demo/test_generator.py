@@ -396,3 +396,21 @@ def test_progress_reports_orders_written(tmp_path: Path) -> None:
 def test_invalid_arguments_are_refused(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         generate_shop(tmp_path, **kwargs)
+
+
+def test_cdp_generate_takes_an_end_date(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cdp.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "shop"
+    args = ["generate", "--customers", "20", "--orders", "40", "--out", str(out)]
+    done = runner.invoke(app, [*args, "--end", "2025-03-31"])
+    assert done.exit_code == 0, done.output
+    with (out / "orders.jsonl").open() as fh:
+        last = max(json.loads(line)["ordered_at"] for line in fh)
+    assert "2024-04-01" <= last[:10] <= "2025-03-31"
+    for bad in ("31/03/2025", "2025-02-30", "0001-01-01"):
+        refused = runner.invoke(app, [*args, "--end", bad])
+        assert refused.exit_code == 2 and "--end" in refused.output, refused.output
