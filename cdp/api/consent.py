@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
@@ -22,7 +22,6 @@ from cdp.consent import service
 from cdp.consent.purposes import PURPOSE_NAMES
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import NotFoundError
-from cdp.ingest.records import plain_text
 from cdp.privacy.requests import find_subject
 from cdp.validation import IsoDateTime
 
@@ -62,11 +61,6 @@ class ConsentIn(SubjectRef):
     source: str = Field(default="api", min_length=1, max_length=64)
     notice_version: str | None = Field(default=None, max_length=64)
     mechanism: Literal["checkbox", "banner", "import", "api", "sdk"] = "api"
-
-    @field_validator("source", "notice_version")
-    @classmethod
-    def _text(cls, value: str | None) -> str | None:
-        return plain_text(value)  # no control characters (a NUL cannot be stored)
 
 
 class ConsentStateOut(BaseModel):
