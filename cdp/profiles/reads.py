@@ -254,6 +254,23 @@ async def get_profile_async(
     )
 
 
+def one_identity(
+    *, email: str | None, phone: str | None, customer_id: str | None
+) -> tuple[IdentityKind, str] | None:
+    """The lookup a caller asked for when it gave exactly one of the three (None: not given);
+    None when it gave none or several."""
+    given = [
+        (kind, value)
+        for kind, value in (
+            (IdentityKind.EMAIL, email),
+            (IdentityKind.PHONE, phone),
+            (IdentityKind.CUSTOMER_ID, customer_id),
+        )
+        if value is not None
+    ]
+    return given[0] if len(given) == 1 else None
+
+
 def find_profiles(
     *,
     runtime: Runtime,
