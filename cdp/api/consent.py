@@ -16,10 +16,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
-from cdp.audit.service import record_access
 from cdp.clock import utcnow
-from cdp.consent import service
 from cdp.consent.purposes import PURPOSE_NAMES
+from cdp.consent.recording import record_choice
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import NotFoundError
 from cdp.privacy.requests import find_subject
@@ -89,26 +88,16 @@ def record(body: ConsentIn, ctx: ConsentWrite, runtime: RuntimeDep) -> ConsentOu
             sid, _ = find_subject(runtime, conn, kind, str(getattr(body, kind.value)))
         if sid is None:
             raise NotFoundError("no subject has that identity")
-    recorded = service.record_consent(
+    recorded, state = record_choice(
         runtime=runtime,
+        ctx=ctx,
         subject_id=sid,
         purpose=body.purpose,
         status=body.status,
         occurred_at=body.occurred_at or utcnow(),
         source=body.source,
         mechanism=body.mechanism,
-        recorded_by=ctx.principal_name,
         notice_version=body.notice_version,
-    )
-    state = service.current_state(runtime=runtime, subject_id=sid)[body.purpose]
-    record_access(
-        runtime=runtime,
-        ctx=ctx,
-        action="write",
-        resource="data:consent",
-        outcome="allowed",
-        subject_ids=[sid],
-        fields=["consent"],
     )
     return ConsentOut(
         subject_id=sid,
