@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, overload
 
 from pydantic import BeforeValidator
 
@@ -66,6 +66,29 @@ def check_text(value: str, field: str) -> str:
     problem = text_problem(value)
     if problem is not None:
         raise InvalidInputError(f"{field} {problem}", field=field)
+    return value
+
+
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""Control characters (C0, DEL, C1) other than tab and line breaks."""
+CONTROL_MESSAGE: Final = "contains control characters"
+
+
+def has_control(value: str) -> bool:
+    """Whether ``value`` holds a control character other than tab and line breaks."""
+    return not value.isprintable() and _CONTROL.search(value) is not None
+
+
+@overload
+def plain_text(value: str) -> str: ...
+@overload
+def plain_text(value: None) -> None: ...
+def plain_text(value: str | None) -> str | None:
+    """Free text (names, streets, product names, event names, consent sources) holds no control
+    characters but tab and line breaks: a NUL cannot even be stored in PostgreSQL text, and none
+    of them belongs in a name. (A lone surrogate is not a string pydantic accepts at all.)"""
+    if value is not None and has_control(value):
+        raise ValueError(CONTROL_MESSAGE)
     return value
 
 

@@ -12,17 +12,15 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
-from cdp.audit.service import record_access
 from cdp.clock import utcnow
-from cdp.consent import service
 from cdp.consent.purposes import PURPOSE_NAMES
+from cdp.consent.recording import record_choice
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import NotFoundError
-from cdp.ingest.records import plain_text
 from cdp.privacy.requests import find_subject
 from cdp.validation import IsoDateTime
 
@@ -63,11 +61,6 @@ class ConsentIn(SubjectRef):
     notice_version: str | None = Field(default=None, max_length=64)
     mechanism: Literal["checkbox", "banner", "import", "api", "sdk"] = "api"
 
-    @field_validator("source", "notice_version")
-    @classmethod
-    def _text(cls, value: str | None) -> str | None:
-        return plain_text(value)  # no control characters (a NUL cannot be stored)
-
 
 class ConsentStateOut(BaseModel):
     purpose: str
@@ -95,26 +88,16 @@ def record(body: ConsentIn, ctx: ConsentWrite, runtime: RuntimeDep) -> ConsentOu
             sid, _ = find_subject(runtime, conn, kind, str(getattr(body, kind.value)))
         if sid is None:
             raise NotFoundError("no subject has that identity")
-    recorded = service.record_consent(
+    recorded, state = record_choice(
         runtime=runtime,
+        ctx=ctx,
         subject_id=sid,
         purpose=body.purpose,
         status=body.status,
         occurred_at=body.occurred_at or utcnow(),
         source=body.source,
         mechanism=body.mechanism,
-        recorded_by=ctx.principal_name,
         notice_version=body.notice_version,
-    )
-    state = service.current_state(runtime=runtime, subject_id=sid)[body.purpose]
-    record_access(
-        runtime=runtime,
-        ctx=ctx,
-        action="write",
-        resource="data:consent",
-        outcome="allowed",
-        subject_ids=[sid],
-        fields=["consent"],
     )
     return ConsentOut(
         subject_id=sid,

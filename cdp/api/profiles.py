@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.api.profiles_route import AuthorisedRoute
-from cdp.crypto.normalize import IdentityKind
 from cdp.errors import InvalidInputError
 from cdp.profiles import reads
 from cdp.profiles.reads import CURSOR_MAX, MAX_PAGE_SIZE, ConsentPage, OrderPage
@@ -127,18 +126,10 @@ def find_profiles(
     fields: Fields = None,
 ) -> ProfileList:
     """Find profiles by exactly one of email, phone or customer_id (through the token index)."""
-    given = [
-        (k, v)
-        for k, v in (
-            (IdentityKind.EMAIL, email),
-            (IdentityKind.PHONE, phone),
-            (IdentityKind.CUSTOMER_ID, customer_id),
-        )
-        if v is not None
-    ]
-    if len(given) != 1:
+    chosen = reads.one_identity(email=email, phone=phone, customer_id=customer_id)
+    if chosen is None:
         raise InvalidInputError("give exactly one of email, phone or customer_id", field="query")
-    kind, value = given[0]
+    kind, value = chosen
     items = reads.find_profiles(
         runtime=runtime, ctx=ctx, kind=kind, value=value, fields=parse_fields(fields)
     )

@@ -25,6 +25,7 @@ import typer
 from cdp.access.context import AccessContext, check_purpose
 from cdp.access.engine import get_policy_engine
 from cdp.access.principals import authenticate
+from cdp.audit.operations import record_operator_action
 from cdp.audit.service import deny
 from cdp.runtime import Runtime
 
@@ -53,6 +54,16 @@ def cli_client(hostname: str | None = None) -> str:
     name = socket.gethostname() if hostname is None else hostname
     host = "".join(c for c in name if c in _HOST_CHARACTERS)[:100]
     return f"cli:{host or 'unknown'}"
+
+
+def record_cli_operation(
+    runtime: Runtime, *, action: str, resource: str, fields: tuple[str, ...] = ()
+) -> None:
+    """Audit an installation-access command (``cdp keys``, ``principals``, ``sources``) under
+    ``system:operator``, naming this host as the client (:mod:`cdp.audit.operations`)."""
+    record_operator_action(
+        runtime=runtime, action=action, resource=resource, client=cli_client(), fields=fields
+    )
 
 
 def cli_access(

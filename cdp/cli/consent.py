@@ -23,6 +23,7 @@ from cdp.cli.root import app, console, err_console
 from cdp.clock import utcnow
 from cdp.consent import export, service
 from cdp.consent.purposes import Mechanism
+from cdp.consent.recording import record_choice
 from cdp.errors import InvalidInputError
 from cdp.runtime import get_runtime
 
@@ -127,27 +128,17 @@ def _record(
         action="write",
         subject_ids=[subject_id],
     )
-    new = service.record_consent(
+    new, now = record_choice(
         runtime=rt,
+        ctx=ctx,
         subject_id=subject_id,
         purpose=consent_purpose,
         status=status,
         occurred_at=_when(at),
         source=source,
         mechanism=mechanism,
-        recorded_by=ctx.principal_name,
         notice_version=notice,
     )
-    record_access(
-        runtime=rt,
-        ctx=ctx,
-        action="write",
-        resource="data:consent",
-        outcome="allowed",
-        subject_ids=[subject_id],
-        fields=["consent"],
-    )
-    now = service.current_state(runtime=rt, subject_id=subject_id)[consent_purpose]
     note = "recorded" if new else "already recorded"
     console.print(f"{consent_purpose}: {status} {note}; current state: {now.status}")
 

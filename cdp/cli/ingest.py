@@ -143,16 +143,11 @@ for _kind in RecordKind:
 def _audited_source(rt: Runtime, action: str, source_id: int) -> None:
     """A write key is a credential: its creation and revocation go into the audit log (under
     ``system:operator``, naming the source by id) before the key is shown."""
-    from cdp.audit.operations import credential_fields, record_operator_action
-    from cdp.cli.access import cli_client
+    from cdp.audit.operations import credential_fields
+    from cdp.cli.access import record_cli_operation
 
-    record_operator_action(
-        runtime=rt,
-        action=action,
-        resource="sources",
-        client=cli_client(),
-        fields=credential_fields("source", str(source_id)),
-    )
+    fields = credential_fields("source", str(source_id))
+    record_cli_operation(rt, action=action, resource="sources", fields=fields)
 
 
 @sources_app.command("create")

@@ -15,19 +15,12 @@ from rich.table import Table
 
 from cdp.cli.root import app, console
 from cdp.clock import utcnow
-from cdp.runtime import Runtime, get_runtime
+from cdp.runtime import get_runtime
 
 keys_app = typer.Typer(
     help="Key-encryption keys: rotate, rewrap, retire, status; scrub; destroy orphaned data keys."
 )
 app.add_typer(keys_app, name="keys")
-
-
-def _audited(rt: Runtime, action: str) -> None:
-    from cdp.audit.operations import record_key_operation
-    from cdp.cli.access import cli_client
-
-    record_key_operation(runtime=rt, action=action, client=cli_client())
 
 
 @keys_app.command("status")
@@ -58,9 +51,11 @@ def status() -> None:
 @keys_app.command("rotate")
 def rotate() -> None:
     """Add a new KEK version and make it current (old data keys stay readable)."""
+    from cdp.cli.access import record_cli_operation
+
     rt = get_runtime()
     version = rt.provider.rotate()
-    _audited(rt, "rotate")
+    record_cli_operation(rt, action="rotate", resource="keys")
     console.print(f"KEK version {version} is now current; run `cdp keys rewrap` to move old keys")
 
 
@@ -71,12 +66,13 @@ def rewrap(
     """Re-wrap every data key under the current KEK version, without touching the data.
 
     Older versions are closed first: no process stores a new data key under them afterwards."""
+    from cdp.cli.access import record_cli_operation
     from cdp.exports.secret_rotation import rewrap_secrets
 
     rt = get_runtime()
     done = rt.keystore.rewrap(batch_size=batch_size)
     secrets = rewrap_secrets(rt)
-    _audited(rt, "rewrap")
+    record_cli_operation(rt, action="rewrap", resource="keys")
     console.print(
         f"re-wrapped {done} data keys and {secrets} webhook signing secrets under KEK version "
         f"{rt.provider.current_version()}"
@@ -88,6 +84,7 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
     """Destroy an old KEK version; refused while any data key is still wrapped under it.
 
     The key store refuses new data keys under the version from then on, in every process."""
+    from cdp.cli.access import record_cli_operation
     from cdp.errors import ConflictError
     from cdp.exports.secret_rotation import secrets_per_version
 
@@ -99,7 +96,7 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
             "`cdp keys rewrap` first. Nothing was retired"
         )
     destroyed = rt.keystore.retire(version)
-    _audited(rt, "retire")
+    record_cli_operation(rt, action="retire", resource="keys")
     if destroyed:
         console.print(f"KEK version {version} retired and its key material destroyed")
     else:
@@ -121,6 +118,7 @@ def scrub(
 ) -> None:
     """Leave no old copy of destroyed keys or erased rows in the SQLite files: checkpoint and
     truncate the WAL of the key store and of the data database, as every erasure does."""
+    from cdp.cli.access import record_cli_operation
     from cdp.crypto.scrub import vacuum
     from cdp.privacy.erasure import clear_wals
 
@@ -132,7 +130,7 @@ def scrub(
             vacuum(rt.key_engine)
             console.print("key store file rebuilt from its live keys")
     cleared = clear_wals(rt)
-    _audited(rt, "scrub")
+    record_cli_operation(rt, action="scrub", resource="keys")
     if not cleared:
         console.print("no SQLite database: no WAL to clear")
     for name, done in cleared.items():

@@ -13,22 +13,15 @@ import typer
 from rich.table import Table
 
 from cdp.access import principals as service
-from cdp.audit.operations import credential_fields, record_operator_action
+from cdp.audit.operations import credential_fields
+from cdp.cli.access import record_cli_operation
 from cdp.cli.durations import parse_duration
 from cdp.cli.root import app, console, err_console, styled
 from cdp.clock import utcnow
-from cdp.runtime import Runtime, get_runtime
+from cdp.runtime import get_runtime
 
 principals_app = typer.Typer(help="People and services that call cdp: create, list, revoke.")
 app.add_typer(principals_app, name="principals")
-
-
-def _audited(rt: Runtime, action: str, fields: tuple[str, ...]) -> None:
-    from cdp.cli.access import cli_client
-
-    record_operator_action(
-        runtime=rt, action=action, resource="principals", client=cli_client(), fields=fields
-    )
 
 
 @principals_app.command("create")
@@ -61,7 +54,12 @@ def create(
         ),
     )
     p = made.principal
-    _audited(rt, "create", credential_fields("principal", p.id, p.roles))
+    record_cli_operation(
+        rt,
+        action="create",
+        resource="principals",
+        fields=credential_fields("principal", p.id, p.roles),
+    )
     expiry = p.expires_at.isoformat() if p.expires_at else "never"
     err_console.print(
         styled(
@@ -97,5 +95,10 @@ def revoke(name: Annotated[str, typer.Argument(help="The principal to revoke.")]
     """Revoke a principal's token now; later requests with it get 401 (audited)."""
     rt = get_runtime()
     p = service.revoke(runtime=rt, name=name)
-    _audited(rt, "delete", credential_fields("principal", p.id, p.roles))
+    record_cli_operation(
+        rt,
+        action="delete",
+        resource="principals",
+        fields=credential_fields("principal", p.id, p.roles),
+    )
     console.print(f"revoked {p.name} at {p.revoked_at.isoformat() if p.revoked_at else '?'}")

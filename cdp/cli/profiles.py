@@ -10,7 +10,6 @@ import typer
 
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.root import app
-from cdp.crypto.normalize import IdentityKind
 from cdp.errors import InvalidInputError
 from cdp.profiles import reads
 from cdp.profiles.views import parse_fields
@@ -74,21 +73,14 @@ def find(
     fields: FieldsOption = None,
 ) -> None:
     """Find profiles by exactly one of --email, --phone, --customer-id (token index lookup)."""
-    given = [
-        (k, v)
-        for k, v in (
-            (IdentityKind.EMAIL, email),
-            (IdentityKind.PHONE, phone),
-            (IdentityKind.CUSTOMER_ID, customer_id),
-        )
-        if v is not None
-    ]
-    if len(given) != 1:
+    chosen = reads.one_identity(email=email, phone=phone, customer_id=customer_id)
+    if chosen is None:
         raise InvalidInputError("give exactly one of --email, --phone or --customer-id")
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource="profile", action="read")
+    kind, value = chosen
     views = reads.find_profiles(
-        runtime=rt, ctx=ctx, kind=given[0][0], value=given[0][1], fields=parse_fields(fields)
+        runtime=rt, ctx=ctx, kind=kind, value=value, fields=parse_fields(fields)
     )
     _print({"items": [v.model_dump(mode="json", exclude_unset=True) for v in views]})
 

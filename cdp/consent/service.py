@@ -44,6 +44,7 @@ from cdp.consent.purposes import (
     get_purpose,
 )
 from cdp.errors import InvalidInputError, NotFoundError
+from cdp.validation import CONTROL_MESSAGE, plain_text
 
 if TYPE_CHECKING:
     from cdp.runtime import Runtime
@@ -144,8 +145,6 @@ def dedupe_key(
 def _check_text(item: ConsentInput) -> None:
     """The ledger's text holds no control characters (ingestion's rule for free text: a NUL
     cannot be stored in PostgreSQL at all)."""
-    from cdp.ingest.records import CONTROL_MESSAGE, plain_text  # it imports this module
-
     for name in ("source", "notice_version", "recorded_by"):
         try:
             plain_text(getattr(item, name))

@@ -209,6 +209,23 @@ def _context(subject_id: str) -> bytes:
     return subject_id.encode()
 
 
+def _deks_per_version(conn: Connection) -> dict[int, int]:
+    rows = conn.execute(
+        select(data_keys.c.kek_version, func.count()).group_by(data_keys.c.kek_version)
+    )
+    return {int(v): int(n) for v, n in rows}
+
+
+def _wraps_per_version(conn: Connection) -> dict[int, int]:
+    rows = conn.execute(select(kek_usage.c.kek_version, kek_usage.c.wraps))
+    return {int(v): int(n) for v, n in rows}
+
+
+def _retired_in_store(conn: Connection) -> set[int]:
+    rows = conn.execute(select(kek_usage.c.kek_version).where(kek_usage.c.retired_at.is_not(None)))
+    return {int(v) for (v,) in rows}
+
+
 class _VersionClosedError(Exception):
     """The key store refused to count wraps under a superseded or retired KEK version."""
 
@@ -437,36 +454,24 @@ class KeyStore:
 
     def deks_per_version(self) -> dict[int, int]:
         with self.engine.connect() as conn:
-            return {
-                int(v): int(n)
-                for v, n in conn.execute(
-                    select(data_keys.c.kek_version, func.count()).group_by(data_keys.c.kek_version)
-                )
-            }
+            return _deks_per_version(conn)
 
     def wraps_per_version(self) -> dict[int, int]:
         with self.engine.connect() as conn:
-            return {
-                int(v): int(n)
-                for v, n in conn.execute(select(kek_usage.c.kek_version, kek_usage.c.wraps))
-            }
+            return _wraps_per_version(conn)
 
     def retired_in_store(self) -> set[int]:
         """The versions the key store records as retired (the key file may not yet say so, e.g.
         with ``CDP_MASTER_KEYS``, which cdp cannot change)."""
         with self.engine.connect() as conn:
-            return {
-                int(v)
-                for (v,) in conn.execute(
-                    select(kek_usage.c.kek_version).where(kek_usage.c.retired_at.is_not(None))
-                )
-            }
+            return _retired_in_store(conn)
 
     def status(self) -> list[KekStatus]:
         self.provider.reload()
-        deks = self.deks_per_version()
-        wraps = self.wraps_per_version()
-        retired = self.retired_in_store()
+        with self.engine.connect() as conn:  # one connection, one snapshot of the three counts
+            deks = _deks_per_version(conn)
+            wraps = _wraps_per_version(conn)
+            retired = _retired_in_store(conn)
         current = self.provider.current_version()
         return [
             KekStatus(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from cdp.clock import Clock, utcnow
-from cdp.errors import ExportInterruptedError
+from cdp.exports.interrupt import check_stop
 from cdp.exports.models import WebhookDelivery
 from cdp.exports.webhook import WebhookSender
 from cdp.logging import get_logger
@@ -115,8 +115,7 @@ class WebhookSink:
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _send(self, n: int) -> None:
-        if self._stop is not None and self._stop.is_set():
-            raise ExportInterruptedError(self._export_id)
+        check_stop(self._stop, self._export_id)
         ids, self._ids = self._ids[:n], self._ids[n:]
         rows, self._rows = self._rows[:n], self._rows[n:]
         seq = self.next_seq

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from cdp.access.categories import CONSENT_PURPOSES
 from cdp.clock import Clock, utcnow
-from cdp.crypto.provider import WrappedKey
+from cdp.crypto.provider import KeyProvider, WrappedKey
 from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.exports.audience_formats import PROFILE_FIELDS, get_format
@@ -339,18 +340,31 @@ def signing_secret(*, runtime: Runtime, destination: DestinationInfo) -> str:
 def _store_secret(
     runtime: Runtime, destination_id: str, secret: str, *, replacing: bytes | None = None
 ) -> None:
-    """Store ``secret`` wrapped under the current KEK. ``replacing``: only if the stored value
-    is still that one (a re-wrap must not bring back a secret rotated meanwhile)."""
-    wrapped = wrap_secret(runtime.provider, destination_id, secret)
+    with runtime.data_engine.begin() as conn:
+        write_secret(conn, runtime.provider, destination_id, secret, replacing=replacing)
+
+
+def write_secret(
+    conn: Connection,
+    provider: KeyProvider,
+    destination_id: str,
+    secret: str,
+    *,
+    replacing: bytes | None = None,
+) -> int:
+    """Store ``secret`` wrapped under the current KEK; return whether it was written (0 or 1).
+    ``replacing``: only if the stored value is still that one (a re-wrap must not bring back a
+    secret rotated meanwhile)."""
+    wrapped = wrap_secret(provider, destination_id, secret)
     where = [DESTINATIONS.c.id == destination_id]
     if replacing is not None:
         where.append(DESTINATIONS.c.secret_ct == replacing)
-    with runtime.data_engine.begin() as conn:
-        conn.execute(
-            sa.update(DESTINATIONS)
-            .where(*where)
-            .values(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
-        )
+    changed = conn.execute(
+        sa.update(DESTINATIONS)
+        .where(*where)
+        .values(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
+    )
+    return int(changed.rowcount or 0)
 
 
 def rotate_secret(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> str:

@@ -21,12 +21,12 @@ the merge's transaction:
 
 from __future__ import annotations
 
-import json
 from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cdp.db.id_lists import rewrite_id_lists
 from cdp.exports.models import ExportRecipient, SyncMember, WebhookDelivery
 
 RECIPIENTS = cast(sa.Table, ExportRecipient.__table__)  # type: ignore[attr-defined]
@@ -42,24 +42,12 @@ def move_export_rows(conn: Connection, *, survivor: str, absorbed: str) -> None:
 
 
 def _move_dead_letters(conn: Connection, survivor: str, absorbed: str) -> None:
-    ids = DELIVERIES.c.subject_ids
+    def moved(ids: list[str]) -> list[str]:
+        return list(dict.fromkeys(survivor if sid == absorbed else sid for sid in ids))
+
     # only dead letters keep ids (delivered batches hold NULL): the status index narrows the scan
-    rows = conn.execute(
-        sa.select(DELIVERIES.c.id, ids).where(
-            DELIVERIES.c.status == "dead_letter", ids.like(f'%"{absorbed}"%')
-        )
-    ).all()
-    for row_id, listed in rows:
-        moved: list[str] = []
-        for sid in json.loads(listed or "[]"):
-            sid = survivor if sid == absorbed else sid
-            if sid not in moved:
-                moved.append(sid)
-        conn.execute(
-            sa.update(DELIVERIES)
-            .where(DELIVERIES.c.id == row_id)
-            .values(subject_ids=json.dumps(moved))
-        )
+    only_dead = [DELIVERIES.c.status == "dead_letter"]
+    rewrite_id_lists(conn, DELIVERIES, "subject_ids", [absorbed], moved, where=only_dead)
 
 
 def _move_sync(conn: Connection, survivor: str, absorbed: str) -> None:

@@ -44,6 +44,7 @@ from cdp.exports.audience import AudienceResolver, segment_audience
 from cdp.exports.collector import chunk_collection
 from cdp.exports.decrypt import decrypt_chunk, is_dense, stored_subjects
 from cdp.exports.destinations import DestinationInfo, get_destination
+from cdp.exports.interrupt import check_stop
 from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
 from cdp.exports.models import new_export_id
@@ -352,12 +353,6 @@ def _send(
             if progress is not None:
                 progress(action, done, total)
     return skipped, outputs.finish(sink)
-
-
-def check_stop(stop: threading.Event | None, export_id: str) -> None:
-    """Raise ``ExportInterruptedError`` once ``stop`` is set."""
-    if stop is not None and stop.is_set():
-        raise ExportInterruptedError(export_id)
 
 
 def _mark(runtime: Runtime, export_id: str, ids: list[str], action: str) -> None:

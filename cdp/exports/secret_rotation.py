@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cdp.crypto.provider import WrappedKey
-from cdp.exports.destinations import DESTINATIONS
-from cdp.exports.secrets import unwrap_secret, wrap_secret
+from cdp.exports.destinations import DESTINATIONS, write_secret
+from cdp.exports.secrets import unwrap_secret
 from cdp.runtime import Runtime
 
 
@@ -52,11 +52,5 @@ def rewrap_secrets(runtime: Runtime) -> int:
         ).all()
         for dest_id, blob, version in rows:
             secret = unwrap_secret(runtime.provider, dest_id, WrappedKey(int(version), bytes(blob)))
-            wrapped = wrap_secret(runtime.provider, dest_id, secret)
-            changed = conn.execute(
-                sa.update(DESTINATIONS)
-                .where(DESTINATIONS.c.id == dest_id, DESTINATIONS.c.secret_ct == blob)
-                .values(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
-            )
-            done += int(changed.rowcount or 0)
+            done += write_secret(conn, runtime.provider, dest_id, secret, replacing=bytes(blob))
     return done

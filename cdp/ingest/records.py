@@ -8,10 +8,9 @@ reject file or an HTTP error body cannot leak what was sent.
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, overload
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,7 +25,13 @@ from cdp.consent.purposes import PURPOSES
 from cdp.crypto.normalize import normalize_email, normalize_phone
 from cdp.ingest.money import finer_than_minor_unit, whole_minor_units
 from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_future
-from cdp.validation import FORMULA_START, not_epoch
+from cdp.validation import (
+    CONTROL_MESSAGE,
+    FORMULA_START,
+    has_control,
+    not_epoch,
+    plain_text,
+)
 
 ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
 PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
@@ -34,10 +39,6 @@ PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender",
 a subject)."""
 CUSTOM_TRAITS_FIELD = "custom_traits"
 """The vault field holding a customer's custom traits as one JSON object."""
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-"""Control characters (C0, DEL, C1) other than tab and line breaks."""
-CONTROL_MESSAGE = "contains control characters"
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 ShortText = Annotated[str, Field(min_length=1, max_length=64)]
@@ -61,19 +62,6 @@ def _object_copy(value: Any) -> Any:
     if value is None:
         return {}
     return dict(value) if isinstance(value, dict) else value
-
-
-@overload
-def plain_text(value: str) -> str: ...
-@overload
-def plain_text(value: None) -> None: ...
-def plain_text(value: str | None) -> str | None:
-    """Free text (names, streets, product names, event names, consent sources) holds no control
-    characters but tab and line breaks: a NUL cannot even be stored in PostgreSQL text, and none
-    of them belongs in a name. (A lone surrogate is not a string pydantic accepts at all.)"""
-    if value is not None and not value.isprintable() and _CONTROL.search(value):
-        raise ValueError(CONTROL_MESSAGE)
-    return value
 
 
 def _safe_id(value: str | None) -> str | None:
@@ -221,7 +209,7 @@ class CustomerRecord(_Record):
             if isinstance(v, str):
                 if len(v) > 1024:
                     raise ValueError("a custom trait is longer than 1024 characters")
-                if not v.isprintable() and _CONTROL.search(v):
+                if has_control(v):
                     raise ValueError(f"a custom trait {CONTROL_MESSAGE}")
         return value
 

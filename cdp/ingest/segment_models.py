@@ -26,8 +26,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdp.ingest.money import exponent
-from cdp.ingest.records import CONTROL_MESSAGE, _safe_id, plain_text
-from cdp.validation import not_epoch
+from cdp.ingest.records import _safe_id
+from cdp.validation import CONTROL_MESSAGE, not_epoch, plain_text
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
 CATEGORY_PURPOSES: dict[str, tuple[str, ...]] = {

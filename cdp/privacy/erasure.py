@@ -28,7 +28,6 @@ Erasure is idempotent: erasing an erased subject changes nothing and reports zer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from cdp.consent.triggers import ledger_unlocked
 from cdp.crypto.normalize import IdentityKind
 from cdp.crypto.scrub import clear_wal
 from cdp.db.all_models import metadata
+from cdp.db.id_lists import rewrite_id_lists
 from cdp.db.models import Identity, Tombstone
 from cdp.logging import get_logger
 from cdp.privacy.erasure_lock import erasure_guard
@@ -157,18 +157,10 @@ def _insert_tombstones(conn: Connection, rows: list[dict[str, Any]]) -> int:
 
 
 def _scrub(conn: Connection, table: sa.Table, column: str, subject_ids: Sequence[str]) -> int:
-    col = table.c[column]
-    pk = list(table.primary_key.columns)
     wanted = set(subject_ids)
-    touched = 0
-    for sid in subject_ids:
-        rows = conn.execute(sa.select(*pk, col).where(col.like(f'%"{sid}"%'))).all()
-        for row in rows:
-            ids = [s for s in json.loads(row[-1] or "[]") if s not in wanted]
-            where = [c == row[i] for i, c in enumerate(pk)]
-            conn.execute(sa.update(table).where(*where).values({column: json.dumps(ids)}))
-            touched += 1
-    return touched
+    return rewrite_id_lists(
+        conn, table, column, subject_ids, lambda ids: [s for s in ids if s not in wanted]
+    )
 
 
 def _apply(

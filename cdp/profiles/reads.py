@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import anyio.to_thread
 import sqlalchemy as sa
@@ -254,6 +254,23 @@ async def get_profile_async(
     )
 
 
+def one_identity(
+    *, email: str | None, phone: str | None, customer_id: str | None
+) -> tuple[IdentityKind, str] | None:
+    """The lookup a caller asked for when it gave exactly one of the three (None: not given);
+    None when it gave none or several."""
+    given = [
+        (kind, value)
+        for kind, value in (
+            (IdentityKind.EMAIL, email),
+            (IdentityKind.PHONE, phone),
+            (IdentityKind.CUSTOMER_ID, customer_id),
+        )
+        if value is not None
+    ]
+    return given[0] if len(given) == 1 else None
+
+
 def find_profiles(
     *,
     runtime: Runtime,
@@ -315,20 +332,9 @@ def list_orders(
     cursor: int | None = None,
 ) -> OrderPage:
     """A page of the subject's orders, oldest first (keyset pagination on the order id)."""
-    size = page_size(limit)
-    with audited_read(
-        runtime=runtime, ctx=ctx, action="list", resource="profile.orders", subject_ids=[subject_id]
-    ) as scope:
-        _exists(scope.conn, subject_id)
-        query = sa.select(ORDERS.c.id, *(ORDERS.c[f] for f in ORDER_FIELDS)).where(
-            ORDERS.c.subject_id == subject_id
-        )
-        if cursor is not None:
-            query = query.where(ORDERS.c.id > cursor)
-        rows = scope.conn.execute(query.order_by(ORDERS.c.id).limit(size + 1)).all()
-        items = [OrderOut(**_without_id(r._mapping)) for r in rows[:size]]
-        scope.returned(fields=ORDER_FIELDS if items else ())
-    nxt = int(rows[size - 1][0]) if len(rows) > size else None
+    items, nxt = _subject_page(
+        runtime, ctx, OrderOut, ORDERS, ORDER_FIELDS, "profile.orders", subject_id, limit, cursor
+    )
     return OrderPage(items=items, next_cursor=nxt)
 
 
@@ -341,25 +347,52 @@ def list_consent(
     cursor: int | None = None,
 ) -> ConsentPage:
     """A page of the subject's consent ledger, oldest first (the ledger rows as recorded)."""
+    items, nxt = _subject_page(
+        runtime,
+        ctx,
+        ConsentOut,
+        CONSENT,
+        CONSENT_FIELDS,
+        "profile.consent",
+        subject_id,
+        limit,
+        cursor,
+    )
+    return ConsentPage(items=items, next_cursor=nxt)
+
+
+_Item = TypeVar("_Item", bound=BaseModel)
+
+
+def _subject_page(
+    runtime: Runtime,
+    ctx: AccessContext,
+    item: type[_Item],
+    table: sa.Table,
+    fields: tuple[str, ...],
+    resource: str,
+    subject_id: str,
+    limit: int | None,
+    cursor: int | None,
+) -> tuple[list[_Item], int | None]:
+    """A page of ``fields`` of the subject's rows in ``table`` by ascending id (after
+    ``cursor``), as ``item``s, read and audited as ``list`` of ``resource``; and the next page's
+    cursor."""
     size = page_size(limit)
     with audited_read(
-        runtime=runtime,
-        ctx=ctx,
-        action="list",
-        resource="profile.consent",
-        subject_ids=[subject_id],
+        runtime=runtime, ctx=ctx, action="list", resource=resource, subject_ids=[subject_id]
     ) as scope:
         _exists(scope.conn, subject_id)
-        query = sa.select(CONSENT.c.id, *(CONSENT.c[f] for f in CONSENT_FIELDS)).where(
-            CONSENT.c.subject_id == subject_id
+        query = sa.select(table.c.id, *(table.c[f] for f in fields)).where(
+            table.c.subject_id == subject_id
         )
         if cursor is not None:
-            query = query.where(CONSENT.c.id > cursor)
-        rows = scope.conn.execute(query.order_by(CONSENT.c.id).limit(size + 1)).all()
-        items = [ConsentOut(**_without_id(r._mapping)) for r in rows[:size]]
-        scope.returned(fields=CONSENT_FIELDS if items else ())
+            query = query.where(table.c.id > cursor)
+        rows = scope.conn.execute(query.order_by(table.c.id).limit(size + 1)).all()
+        items = [item(**_without_id(r._mapping)) for r in rows[:size]]
+        scope.returned(fields=fields if items else ())
     nxt = int(rows[size - 1][0]) if len(rows) > size else None
-    return ConsentPage(items=items, next_cursor=nxt)
+    return items, nxt
 
 
 def _without_id(mapping: Any) -> dict[str, Any]:

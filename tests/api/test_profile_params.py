@@ -75,3 +75,13 @@ def test_only_32_lowercase_hex_is_an_id(cdp_env: CdpEnv, client: TestClient, raw
     status = client.get(f"/v1/profiles/{raw}", headers=_headers(cdp_env)).status_code
     well_formed = len(raw) == 32 and all(c in "0123456789abcdef" for c in raw)
     assert status == (404 if well_formed else 422)
+
+
+@pytest.mark.parametrize("query", ["", "?email=a@example.com&customer_id=c1"])
+def test_a_lookup_names_exactly_one_identity(
+    cdp_env: CdpEnv, client: TestClient, query: str
+) -> None:
+    r = client.get(f"/v1/profiles{query}", headers=_headers(cdp_env))
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == "query"
+    ok = client.get("/v1/profiles?customer_id=c1", headers=_headers(cdp_env))
+    assert ok.status_code == 200 and ok.json() == {"items": []}

@@ -42,7 +42,10 @@ def test_control_characters_and_lone_surrogates_are_a_422(
     response = client.post("/v1/consent", content=raw, headers=headers)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
-    assert [d["loc"] for d in error["details"]] == [f"body.{field}"]
+    # the consent service refuses control characters (its field name); a lone surrogate is not
+    # text the JSON body parser accepts at all (a body location)
+    where = f"body.{field}" if "\ud800" in text else field
+    assert [d["loc"] for d in error["details"]] == [where]
     assert "web" not in response.text
     assert count(rt, "consent_events") == 0
     good = json.dumps({**body, field: "web\tform"}).encode()

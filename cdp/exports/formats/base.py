@@ -179,6 +179,21 @@ CellMaker = Callable[[object, Normaliser, str, str, list[str]], str]
 Column = tuple[str, str, Normaliser, CellMaker]
 
 
+def column_cells(
+    columns: Sequence[Column], profile: Profile, default_region: str
+) -> tuple[list[str], list[str]]:
+    """Every column's cell of ``profile`` (phones read in the profile's country, else
+    ``default_region``), and the headers of present-but-unusable values."""
+    get = profile.get
+    region = region_for(as_text(get("country")), check_region(default_region))
+    drops: list[str] = []
+    cells = [
+        make(get(field), normalise, region, header, drops)
+        for header, field, normalise, make in columns
+    ]
+    return cells, drops
+
+
 def selected_columns(
     columns: Sequence[Column], headers: Sequence[str], every: Sequence[str]
 ) -> tuple[Column, ...]:

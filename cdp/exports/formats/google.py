@@ -16,14 +16,13 @@ from cdp.exports.formats.base import (
     Profile,
     RowFunction,
     RowMixin,
-    as_text,
-    check_region,
+    column_cells,
     columns_function,
     hashed_cell,
     plain_cell,
     selected_columns,
 )
-from cdp.exports.formats.fields import e164, google_country, google_email, google_zip, region_for
+from cdp.exports.formats.fields import e164, google_country, google_email, google_zip
 
 _NAME_PREFIXES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr"})
 _NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
@@ -91,13 +90,7 @@ class GoogleCustomerMatch(RowMixin):
         self, profile: Profile, *, default_region: str
     ) -> tuple[list[str], tuple[str, ...]]:
         """The row's cells and the headers of present-but-unusable columns."""
-        get = profile.get
-        region = region_for(as_text(get("country")), check_region(default_region))
-        drops: list[str] = []
-        cells = [
-            make(get(field), normalise, region, header, drops)
-            for header, field, normalise, make in _COLUMNS
-        ]
+        cells, drops = column_cells(_COLUMNS, profile, default_region)
         return cells, tuple(drops)
 
     def row_maker(self, headers: Sequence[str], *, default_region: str) -> RowFunction:

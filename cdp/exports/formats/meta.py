@@ -16,8 +16,7 @@ from cdp.exports.formats.base import (
     Profile,
     RowFunction,
     RowMixin,
-    as_text,
-    check_region,
+    column_cells,
     columns_function,
     hashed_cell,
     remember,
@@ -35,7 +34,6 @@ from cdp.exports.formats.fields import (
     meta_phone,
     meta_state,
     meta_zip,
-    region_for,
 )
 from cdp.exports.formats.hashing import sha256_hex
 
@@ -99,14 +97,8 @@ class MetaCustomAudience(RowMixin):
         self, profile: Profile, *, default_region: str
     ) -> tuple[list[str], tuple[str, ...]]:
         """The row's cells and the headers of present-but-unusable columns."""
-        get = profile.get
-        region = region_for(as_text(get("country")), check_region(default_region))
-        drops: list[str] = []
-        cells = [
-            make(get(field), normalise, region, header, drops)
-            for header, field, normalise, make in _COLUMNS
-        ]
-        cells.extend(self._birth_cells(get("birthday"), drops))
+        cells, drops = column_cells(_COLUMNS, profile, default_region)
+        cells.extend(self._birth_cells(profile.get("birthday"), drops))
         return cells, tuple(drops)
 
     def row_maker(self, headers: Sequence[str], *, default_region: str) -> RowFunction:
