@@ -2,7 +2,8 @@
 
 It is kept apart from the data database so that a backup of the data never carries keys, and so
 that destroying a DEK (crypto-shredding) erases the subject's values in every copy of the data.
-Bulk paths use SQLAlchemy Core, never the ORM row by row.
+Bulk paths use SQLAlchemy Core, never the ORM row by row; the tables and the driver-level
+reads and writes are in :mod:`cdp.crypto.keystore_tables`.
 """
 
 from __future__ import annotations
@@ -10,30 +11,25 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from operator import itemgetter
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Engine,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    bindparam,
-    func,
-    literal,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Engine, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from cdp.clock import utcnow
+from cdp.crypto.keystore_tables import (
+    LOAD_BATCH,
+    data_keys,
+    deks_by_version,
+    fetch_wrapped,
+    fetch_wrapped_between,
+    insert_keys,
+    kek_usage,
+    retired_versions,
+    wraps_by_version,
+)
 from cdp.crypto.provider import KeyProvider, WrappedKey
 from cdp.crypto.scrub import zero_deleted_content
 from cdp.db.dense import read_dense
@@ -42,81 +38,9 @@ from cdp.errors import KeyMaterialError, KeyShreddedError, KeyUsageExhaustedErro
 
 DEK_BYTES = 32
 
-keystore_metadata = MetaData()
-
-data_keys = Table(
-    "data_keys",
-    keystore_metadata,
-    Column("subject_id", String(32), primary_key=True),
-    Column("dek_version", Integer, nullable=False, default=1),
-    Column("kek_version", Integer, nullable=False, index=True),
-    Column("wrapped", LargeBinary, nullable=False),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("rewrapped_at", UtcDateTime, nullable=True),
-    sqlite_with_rowid=False,  # clustered on subject_id (migration k0002)
-)
-
-kek_usage = Table(
-    "kek_usage",
-    keystore_metadata,
-    Column("kek_version", Integer, primary_key=True),
-    Column("wraps", BigInteger, nullable=False, default=0),
-    # When a newer version took over (``rewrap``) and when this one was retired: from either on,
-    # the key store refuses to wrap under it (migration k0003; see ``KeyStore.create``).
-    Column("superseded_at", UtcDateTime, nullable=True),
-    Column("retired_at", UtcDateTime, nullable=True),
-)
-
 WRAP_ATTEMPTS = 3
 """Tries of :meth:`KeyStore.create` when the key store refuses the version it wrapped under
 (the process's key material was older than the key store's record), reloading in between."""
-
-
-SQLITE_CACHE_KIB = 16_384
-"""Page cache of the key-store connection that inserts a batch of keys, on SQLite (16 MB; with
-the default 2 MB the subject-id index's pages spill and are re-read once the store holds tens of
-thousands of keys)."""
-
-
-def _insert_keys(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert wrapped keys through the driver's executemany (ingestion creates thousands per
-    batch; SQLAlchemy's per-value processing cost more than wrapping them), in subject-id order:
-    the primary key's index then takes them page by page, not at random."""
-    rows = sorted(rows, key=itemgetter("subject_id"))
-    dialect = conn.dialect.name
-    if dialect not in ("sqlite", "postgresql"):
-        conn.execute(data_keys.insert(), rows)
-        return
-    marks = "?, ?, ?, ?, ?" if dialect == "sqlite" else "%s, %s, %s, %s, %s"
-    sql = (
-        "INSERT INTO data_keys (subject_id, dek_version, kek_version, wrapped, created_at) "
-        "VALUES (" + marks + ")"
-    )
-    if dialect == "sqlite":
-        conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-    stamp: dict[datetime, Any] = {}
-
-    def when(value: datetime) -> Any:  # SQLite: naive UTC text, as UtcDateTime writes it
-        if dialect != "sqlite":
-            return value
-        if value not in stamp:
-            naive = value.astimezone(UTC).replace(tzinfo=None)
-            stamp[value] = naive.isoformat(" ", "microseconds")
-        return stamp[value]
-
-    conn.exec_driver_sql(
-        sql,
-        [
-            (
-                r["subject_id"],
-                r["dek_version"],
-                r["kek_version"],
-                r["wrapped"],
-                when(r["created_at"]),
-            )
-            for r in rows
-        ],
-    )
 
 
 @dataclass(frozen=True)
@@ -143,87 +67,8 @@ class DataKey:
         return f"DataKey(subject_id={self.subject_id!r}, version={self.version})"
 
 
-_LOAD = text(
-    "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys WHERE subject_id IN :ids"
-).bindparams(bindparam("ids", expanding=True))
-
-
-_LOAD_BATCH = 1000
-
-
-def _fetch_wrapped(conn: Connection, ids: list[str]) -> list[tuple[str, int, int, bytes]]:
-    """``(subject_id, dek_version, kek_version, wrapped)`` of ``ids`` inside ``conn``'s open
-    transaction (driver cursor on SQLite and PostgreSQL; SQLAlchemy elsewhere)."""
-    dialect = conn.dialect.name
-    if dialect not in ("sqlite", "postgresql"):
-        return [(s, int(d), int(k), bytes(w)) for s, d, k, w in conn.execute(_LOAD, {"ids": ids})]
-    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if dialect == "sqlite":
-            cur.execute(
-                "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys "  # noqa: S608
-                f"WHERE subject_id IN ({','.join('?' * len(ids))})",
-                ids,
-            )
-        else:
-            cur.execute(
-                "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys "
-                "WHERE subject_id = ANY(%s)",
-                (ids,),
-            )
-        rows: list[tuple[str, int, int, bytes]] = cur.fetchall()
-    finally:
-        cur.close()
-    return rows
-
-
-def _fetch_wrapped_between(
-    conn: Connection, first: str, last: str, limit: int
-) -> list[tuple[str, int, int, bytes]]:
-    """Like :func:`_fetch_wrapped`, for every key whose subject id lies between ``first`` and
-    ``last`` (inclusive; one range read of the primary key), at most ``limit`` rows."""
-    query = (
-        select(data_keys.c.subject_id, data_keys.c.dek_version, data_keys.c.kek_version,
-               data_keys.c.wrapped)
-        .where(data_keys.c.subject_id >= first, data_keys.c.subject_id <= last)
-        .limit(limit)
-    )  # fmt: skip
-    dialect = conn.dialect.name
-    if dialect not in ("sqlite", "postgresql"):
-        return [(s, int(d), int(k), bytes(w)) for s, d, k, w in conn.execute(query)]
-    mark = "?" if dialect == "sqlite" else "%s"
-    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cur.execute(
-            "SELECT subject_id, dek_version, kek_version, wrapped FROM data_keys "  # noqa: S608
-            f"WHERE subject_id >= {mark} AND subject_id <= {mark} LIMIT {mark}",
-            (first, last, limit),
-        )
-        rows: list[tuple[str, int, int, bytes]] = cur.fetchall()
-    finally:
-        cur.close()
-    return rows
-
-
 def _context(subject_id: str) -> bytes:
     return subject_id.encode()
-
-
-def _deks_per_version(conn: Connection) -> dict[int, int]:
-    rows = conn.execute(
-        select(data_keys.c.kek_version, func.count()).group_by(data_keys.c.kek_version)
-    )
-    return {int(v): int(n) for v, n in rows}
-
-
-def _wraps_per_version(conn: Connection) -> dict[int, int]:
-    rows = conn.execute(select(kek_usage.c.kek_version, kek_usage.c.wraps))
-    return {int(v): int(n) for v, n in rows}
-
-
-def _retired_in_store(conn: Connection) -> set[int]:
-    rows = conn.execute(select(kek_usage.c.kek_version).where(kek_usage.c.retired_at.is_not(None)))
-    return {int(v) for (v,) in rows}
 
 
 class _VersionClosedError(Exception):
@@ -312,7 +157,7 @@ class KeyStore:
             try:
                 with self.engine.begin() as conn:
                     self._count_wraps(conn, version, len(rows))
-                    _insert_keys(conn, rows)
+                    insert_keys(conn, rows)
                 return keys
             except _VersionClosedError as closed:
                 self.provider.reload()
@@ -357,13 +202,13 @@ class KeyStore:
 
             def lookups(wanted: list[str]) -> list[tuple[str, int, int, bytes]]:
                 rows: list[tuple[str, int, int, bytes]] = []
-                for start in range(0, len(wanted), _LOAD_BATCH):
-                    rows.extend(_fetch_wrapped(conn, wanted[start : start + _LOAD_BATCH]))
+                for start in range(0, len(wanted), LOAD_BATCH):
+                    rows.extend(fetch_wrapped(conn, wanted[start : start + LOAD_BATCH]))
                 return rows
 
             if dense:
                 found = read_dense(
-                    ids, lambda a, b, n: _fetch_wrapped_between(conn, a, b, n), lookups
+                    ids, lambda a, b, n: fetch_wrapped_between(conn, a, b, n), lookups
                 )
             else:
                 found = lookups(ids)
@@ -454,24 +299,24 @@ class KeyStore:
 
     def deks_per_version(self) -> dict[int, int]:
         with self.engine.connect() as conn:
-            return _deks_per_version(conn)
+            return deks_by_version(conn)
 
     def wraps_per_version(self) -> dict[int, int]:
         with self.engine.connect() as conn:
-            return _wraps_per_version(conn)
+            return wraps_by_version(conn)
 
     def retired_in_store(self) -> set[int]:
         """The versions the key store records as retired (the key file may not yet say so, e.g.
         with ``CDP_MASTER_KEYS``, which cdp cannot change)."""
         with self.engine.connect() as conn:
-            return _retired_in_store(conn)
+            return retired_versions(conn)
 
     def status(self) -> list[KekStatus]:
         self.provider.reload()
         with self.engine.connect() as conn:  # one connection, one snapshot of the three counts
-            deks = _deks_per_version(conn)
-            wraps = _wraps_per_version(conn)
-            retired = _retired_in_store(conn)
+            deks = deks_by_version(conn)
+            wraps = wraps_by_version(conn)
+            retired = retired_versions(conn)
         current = self.provider.current_version()
         return [
             KekStatus(

@@ -1,4 +1,4 @@
-"""Tables of the data database (the key store's tables live in :mod:`cdp.crypto.keystore`).
+"""Tables of the data database (the key store's tables live in :mod:`cdp.crypto.keystore_tables`).
 
 No table here holds personal data in clear: subjects are random ids, identities are HMAC tokens,
 PII values are AES-GCM ciphertexts under the subject's data key.

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from cdp.crypto import provider as provider_module
-from cdp.crypto.keystore import data_keys, kek_usage
+from cdp.crypto.keystore_tables import data_keys, kek_usage
 from cdp.db.models import new_subject_id
 from cdp.errors import KeyMaterialError
 from cdp.ingest.sources import create_source

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from cdp.crypto.keystore import data_keys
+from cdp.crypto.keystore_tables import data_keys
 from cdp.crypto.normalize import IdentityKind
 from cdp.crypto.sealed_record import unpack
 from cdp.crypto.vault import Vault

@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 
 from cdp.audit.service import record_access
 from cdp.bootstrap import initialize
-from cdp.crypto.keystore import keystore_metadata
+from cdp.crypto.keystore_tables import keystore_metadata
 from cdp.db import migrate
 from cdp.db.all_models import metadata
 from tests.audit.factories import make_ctx

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from structlog.testing import capture_logs
 
-from cdp.crypto.keystore import data_keys
+from cdp.crypto.keystore_tables import data_keys
 from cdp.db.models import new_subject_id
 from cdp.privacy.erasure import clear_wals, erase_subject, erase_subjects
 from cdp.runtime import Runtime

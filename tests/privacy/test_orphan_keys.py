@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cdp.audit.writer import LOG
 from cdp.cli import app as cli_app
 from cdp.clock import utcnow
-from cdp.crypto.keystore import data_keys
+from cdp.crypto.keystore_tables import data_keys
 from cdp.db.models import new_subject_id
 from cdp.errors import ConflictError
 from cdp.privacy import requests

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from cdp.crypto.keystore import keystore_metadata
+from cdp.crypto.keystore_tables import keystore_metadata
 
 connection = context.config.attributes["connection"]
 context.configure(
