@@ -36,6 +36,9 @@ class Receiver:
     secret: str = ""
     script: list[int] = field(default_factory=list)
     delay_first: float = 0.0
+    hold_first: threading.Event | None = None
+    """The first request is answered once this is set (at most 30 s): a test decides when,
+    whatever the time its server took to start on a busy machine."""
     slow_read_first: float = 0.0
     redirect_to: str | None = None
     shapes: list[str] = field(default_factory=list)
@@ -81,6 +84,8 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
                 rx.finished[n] = threading.Event()
             if n == 0 and rx.delay_first:
                 time.sleep(rx.delay_first)
+            if n == 0 and rx.hold_first is not None:
+                rx.hold_first.wait(30)
             if rx.redirect_to is not None:
                 self.send_response(307)
                 self.send_header("Location", rx.redirect_to)

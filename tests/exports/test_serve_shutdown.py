@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -55,12 +56,14 @@ def test_sigterm_stops_a_scheduled_export_whose_occurrence_the_next_start_comple
     world: World, tmp_path: Path, quick: None, workers: int
 ) -> None:
     ids = [world.person({"email": f"t{i}@example.com"}) for i in range(6)]
-    with running(Receiver(delay_first=3)) as rx:
+    gate = threading.Event()
+    with running(Receiver(hold_first=gate)) as rx:
         occurrence = _scheduled(world, rx)
         log = tmp_path / "first.log"
         proc, _ = start_server(log, scheduler=True, workers=workers)
         try:
             _until(lambda: bool(rx.requests), 20, proc)  # the first of 3 batches is in flight
+            threading.Timer(1.0, gate.set).start()  # answered once the stop has begun
             code = _stop(proc, log, within=8)
         finally:
             if proc.poll() is None:
