@@ -4,7 +4,11 @@
   configured points per behaviour event (e.g. ``Checked In``), each line dated at the purchase
   or event. Written set-based (INSERT ... SELECT), idempotent per order and per event.
 * Reversal: an order that earned points and is no longer completed (refunded, cancelled) gets
-  a negative line for the same amount, dated like the earn line it cancels.
+  a negative line, dated like the earn line it cancels, for what is left of that lot: the lot's
+  points less what consumption (first in, first out) already took from it. Points of the lot
+  that expired or were redeemed are gone already; taking them again would take the person's
+  newer points. Taking what is left of one lot changes no other lot's remainder, so all the
+  reversals of a run are computed from the same state.
 * Redeem: a negative line; refused when the balance (after expiry) is too small.
 * Expire, first in, first out: the points earned at or before ``now - expiry_months`` that were
   not consumed since. Consumption (redeem and earlier expiries) always takes the oldest points
@@ -19,7 +23,7 @@ import sqlalchemy as sa
 
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.profiles.models import Event, Order
-from cdp.traits.bulk import bulk_session
+from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import PointsConfig
 from cdp.traits.facts import COMPLETED, completed_orders_before
 from cdp.traits.models import PointsEntry
@@ -79,25 +83,70 @@ def earn_from_orders(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -
 
 
 def reverse_cancelled_orders(conn: sa.Connection, *, now: datetime) -> int:
-    """Reversal lines for earning orders that are no longer completed."""
+    """Reversal lines for earning orders that are no longer completed: each takes away what is
+    left of its order's lot, first in, first out (points of the lot already expired or redeemed
+    are gone and are not taken again); a lot with nothing left gets a line of 0, which marks the
+    order as reversed."""
     earn = ledger_t.alias("earn")
     rev = ledger_t.alias("rev")
-    sel = (
-        sa.select(
-            earn.c.subject_id,
-            sa.literal(REVERSAL),
-            -earn.c.points,
-            sa.literal("order_" + "reversed"),
-            earn.c.order_id,
-            sa.null(),
-            earn.c.occurred_at,
-            _now(now),
-        )
+    unreversed = (
+        sa.select(earn.c.id, earn.c.subject_id, earn.c.order_id, earn.c.occurred_at, earn.c.points)
         .select_from(earn.join(orders_t, orders_t.c.id == earn.c.order_id))
         .where(
             earn.c.kind == EARN,
             orders_t.c.status != COMPLETED,
             ~sa.exists().where(rev.c.kind == REVERSAL, rev.c.order_id == earn.c.order_id),
+        )
+    )
+    columns = [sa.Column(c.name, c.type) for c in unreversed.selected_columns]
+    # Found once (one pass over the earn lines, as before); the usual run finds none.
+    with temp_table(conn, "reverse", columns, unreversed, primary_key="id") as todo:
+        if conn.execute(sa.select(sa.literal(1)).select_from(todo).limit(1)).first() is None:
+            return 0
+        return _reverse(conn, todo, now)
+
+
+def _reverse(conn: sa.Connection, todo: sa.Table, now: datetime) -> int:
+    whose = sa.select(todo.c.subject_id)
+    # The lots of those subjects (earn lines net of their reversal) with the running total in
+    # the order consumption takes them: oldest first, the earlier line first on a tie.
+    lot = ledger_t.alias("lot")
+    lot_rev = ledger_t.alias("lot_rev")
+    upto = sa.func.sum(lot.c.points + sa.func.coalesce(lot_rev.c.points, 0)).over(
+        partition_by=lot.c.subject_id, order_by=(lot.c.occurred_at, lot.c.id), rows=(None, 0)
+    )
+    lots = (
+        sa.select(lot.c.id, upto.label("upto"))
+        .select_from(
+            lot.outerjoin(
+                lot_rev, sa.and_(lot_rev.c.kind == REVERSAL, lot_rev.c.order_id == lot.c.order_id)
+            )
+        )
+        .where(lot.c.kind == EARN, lot.c.subject_id.in_(whose))
+        .subquery("lots")
+    )
+    # Everything consumed so far (redemptions and expiries), per subject.
+    used = (
+        sa.select(ledger_t.c.subject_id, (-sa.func.sum(ledger_t.c.points)).label("used"))
+        .where(ledger_t.c.kind.in_((REDEEM, EXPIRE)), ledger_t.c.subject_id.in_(whose))
+        .group_by(ledger_t.c.subject_id)
+        .subquery("used")
+    )
+    # What consumption left of the lots up to this one, at most this lot's own points.
+    left = lots.c.upto - sa.func.coalesce(used.c.used, 0)
+    remaining = sa.case((left <= 0, 0), (left >= todo.c.points, todo.c.points), else_=left)
+    sel = sa.select(
+        todo.c.subject_id,
+        sa.literal(REVERSAL),
+        -remaining,
+        sa.literal("order_" + "reversed"),
+        todo.c.order_id,
+        sa.null(),
+        todo.c.occurred_at,
+        _now(now),
+    ).select_from(
+        todo.join(lots, lots.c.id == todo.c.id).outerjoin(
+            used, used.c.subject_id == todo.c.subject_id
         )
     )
     return int(
