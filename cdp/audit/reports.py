@@ -2,6 +2,9 @@
 
 * ``subject-access``: who read one subject's data, when, which fields, for what purpose; and who
   received it (every export that included the subject, from the exports' recipients ledger).
+  A subject that absorbed others in merges is reported under every id it had
+  (:mod:`cdp.profiles.former_ids`, listed in the parameters): the log keeps naming the id a
+  record was written under.
 * ``principal-activity``: what one principal did.
 * ``denied-anomalies``: denied attempts, bursts of reads, purposes unusual for a role.
 * ``processing``: records of processing — purposes, data categories and fields, roles with read
@@ -194,15 +197,20 @@ def subject_access(
     until: datetime | None = None,
     clock: Clock = utcnow,
 ) -> Report:
-    """Who read ``subject_id``'s data in the period, and who received it."""
+    """Who read ``subject_id``'s data (under any id it had) in the period, and who received it."""
     start, end = _window(since, until, clock)
-    report = Report(
-        "subject-access", "Subject access report", clock(), start, end, {"subject_id": subject_id}
-    )
+    from cdp.profiles.former_ids import person_ids
+
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        ids = person_ids(conn, subject_id)
+    params = {"subject_id": subject_id}
+    if len(ids) > 1:
+        params["former_ids"] = ", ".join(ids[1:])
+    report = Report("subject-access", "Subject access report", clock(), start, end, params)
+    naming = sa.select(SUBJECTS.c.seq).where(SUBJECTS.c.subject_id.in_(ids))
     query = (
         sa.select(LOG)
-        .join(SUBJECTS, SUBJECTS.c.seq == LOG.c.seq)
-        .where(SUBJECTS.c.subject_id == subject_id, LOG.c.at >= start, LOG.c.at <= end)
+        .where(LOG.c.seq.in_(naming), LOG.c.at >= start, LOG.c.at <= end)
         .order_by(LOG.c.seq)
     )
     listing = _Listing()
@@ -229,7 +237,7 @@ def subject_access(
     }
     from cdp.exports.ledger import disclosures  # exports record who received what
 
-    report.recipients = disclosures(runtime, subject_id, start, end)
+    report.recipients = disclosures(runtime, ids, start, end)
     return report
 
 

@@ -7,6 +7,7 @@ destinations that must be told). It reads by the ``(subject_id, export_id)`` ind
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -55,20 +56,26 @@ _QUERY = (
             DESTINATIONS, DESTINATIONS.c.id == RECIPIENTS.c.destination_id
         )
     )
-    .where(RECIPIENTS.c.subject_id == sa.bindparam("sid"))
+    .where(RECIPIENTS.c.subject_id.in_(sa.bindparam("sids", expanding=True)))
     .order_by(RECIPIENTS.c.at, RECIPIENTS.c.export_id)
 )
 
 
 def recipients_of(
-    subject_id: str, *, runtime: Runtime | None = None, conn: Connection | None = None
+    subject_id: str,
+    *,
+    runtime: Runtime | None = None,
+    conn: Connection | None = None,
+    former: Sequence[str] = (),
 ) -> list[Recipient]:
-    """Every export that included ``subject_id``, oldest first (pass ``runtime`` or ``conn``)."""
+    """Every export that included ``subject_id`` or one of its ``former`` ids (those it absorbed
+    in merges), oldest first (pass ``runtime`` or ``conn``)."""
+    params = {"sids": [subject_id, *former]}
     if conn is not None:
-        rows = conn.execute(_QUERY, {"sid": subject_id}).all()
+        rows = conn.execute(_QUERY, params).all()
     elif runtime is not None:
         with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as own:
-            rows = own.execute(_QUERY, {"sid": subject_id}).all()
+            rows = own.execute(_QUERY, params).all()
     else:
         raise TypeError("pass runtime= or conn=")
     return [
@@ -96,10 +103,20 @@ def destinations_of(
 
 
 def disclosures(
-    runtime: Runtime, subject_id: str, since: datetime, until: datetime
+    runtime: Runtime, subject_ids: Sequence[str], since: datetime, until: datetime
 ) -> list[Disclosure]:
-    """The subject's exports between ``since`` and ``until``, as the subject access report lists
-    them under "who received this data"."""
+    """The exports between ``since`` and ``until`` that included the person under any of
+    ``subject_ids`` (the subject first, then the ids it absorbed), as the subject access report
+    lists them under "who received this data": one line per export, ``add`` if any of the ids
+    was added (as a merge keeps it)."""
+    sid, *former = subject_ids
+    per_export: dict[str, Recipient] = {}
+    for r in recipients_of(sid, runtime=runtime, former=former):
+        if not since <= r.at <= until:
+            continue
+        seen = per_export.get(r.export_id)
+        if seen is None or (seen.op != "add" and r.op == "add"):
+            per_export[r.export_id] = r
     return [
         Disclosure(
             at=r.at,
@@ -108,6 +125,5 @@ def disclosures(
             fields=r.fields,
             reference=r.export_id if r.op == "add" else f"{r.export_id} (removed)",
         )
-        for r in recipients_of(subject_id, runtime=runtime)
-        if since <= r.at <= until
+        for r in sorted(per_export.values(), key=lambda r: (r.at, r.export_id))
     ]

@@ -7,6 +7,13 @@ identity kinds held, orders with items, events with decrypted properties, consen
 history, every table the registry files under ``traits``, ``segments`` and ``recipients`` (whoever
 owns them), restrictions, privacy requests, and the audit trail of who read the person's data.
 
+A person merged from several subjects (:mod:`cdp.profiles.merge`) is served under every id they
+had (:mod:`cdp.profiles.former_ids`, listed in ``subject.former_ids``): the audit log keeps
+naming the id a record was written under, and a row left under an absorbed id (a recipients
+ledger row an export wrote after the merge) is the person's all the same. The sections read
+under every id are the registry's, restrictions, privacy requests and the audit trail; orders,
+events, identities and consent are moved by the merge itself.
+
 The package is stored encrypted under the subject's data key (``privacy_payloads``, kind
 ``package``): erasure of the person destroys it with everything else.
 """
@@ -30,6 +37,7 @@ from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
 from cdp.privacy.models import PrivacyRequest, Restriction
 from cdp.privacy.registry import present_entries
+from cdp.profiles.former_ids import former_ids
 from cdp.profiles.merge import event_field
 from cdp.profiles.models import Event, Order, OrderItem
 from cdp.profiles.pii_records import read_one
@@ -153,8 +161,9 @@ def _consent(conn: Connection, subject_id: str) -> dict[str, Any]:
     }
 
 
-def _generic(conn: Connection, section: str, subject_id: str) -> list[dict[str, Any]]:
-    """Rows of every registered table filed under ``section`` (binary columns left out)."""
+def _generic(conn: Connection, section: str, ids: list[str]) -> list[dict[str, Any]]:
+    """Rows of every registered table filed under ``section`` naming any of the person's
+    ``ids`` (binary columns left out)."""
     out = []
     live = set(sa.inspect(conn).get_table_names())
     for entry in present_entries(metadata, live):
@@ -162,7 +171,7 @@ def _generic(conn: Connection, section: str, subject_id: str) -> list[dict[str, 
             continue
         table = metadata.tables[entry.table]
         cols = [c for c in table.columns if not isinstance(c.type, sa.LargeBinary)]
-        rows = conn.execute(sa.select(*cols).where(table.c[entry.column] == subject_id)).mappings()
+        rows = conn.execute(sa.select(*cols).where(table.c[entry.column].in_(ids))).mappings()
         out.append(
             {
                 "table": entry.table,
@@ -196,15 +205,16 @@ def _name_recipients(conn: Connection, sections: list[dict[str, Any]]) -> None:
             row["purpose"] = known.purpose
 
 
-def _audit_trail(conn: Connection, subject_id: str) -> list[dict[str, Any]]:
+def _audit_trail(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
+    """The audit records naming any of the person's ``ids``: the log is append-only, so a record
+    written before a merge names the absorbed id (once each, a record may name several)."""
     log = metadata.tables.get("audit_log")
     index = metadata.tables.get("audit_subjects")
     if log is None or index is None:
         return []
     rows = conn.execute(
         sa.select(log)
-        .join(index, index.c.seq == log.c.seq)
-        .where(index.c.subject_id == subject_id)
+        .where(log.c.seq.in_(sa.select(index.c.seq).where(index.c.subject_id.in_(ids))))
         .order_by(log.c.seq)
     )
     return [
@@ -232,6 +242,8 @@ def build(
     restr = Restriction.__table__  # type: ignore[attr-defined]
     reqs = PrivacyRequest.__table__  # type: ignore[attr-defined]
     subj = conn.execute(sa.select(subjects).where(subjects.c.id == subject_id)).one()
+    former = former_ids(conn, subject_id)
+    ids = [subject_id, *(f.subject_id for f in former)]
     package: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -241,6 +253,10 @@ def build(
             "id": subject_id,
             "created_at": _iso(subj.created_at),
             "signed_up_at": _iso(subj.signed_up_at),
+            "former_ids": [
+                {"id": f.subject_id, "merged_at": _iso(f.merged_at), "linked_by": f.linked_by}
+                for f in former
+            ],
         },
         "personal_data": _personal_data(runtime, conn, subject_id),
         "identities": [
@@ -250,10 +266,10 @@ def build(
         "orders": _orders(conn, subject_id),
         "events": _events(runtime, conn, subject_id),
         "consent": _consent(conn, subject_id),
-        **{s: _generic(conn, s, subject_id) for s in GENERIC_SECTIONS},
+        **{s: _generic(conn, s, ids) for s in GENERIC_SECTIONS},
         "restrictions": [
             {"started_at": _iso(r.started_at), "lifted_at": _iso(r.lifted_at)}
-            for r in _rows(conn, restr, restr.c.subject_id == subject_id, restr.c.id)
+            for r in _rows(conn, restr, restr.c.subject_id.in_(ids), restr.c.id)
         ],
         "privacy_requests": [
             {
@@ -263,9 +279,9 @@ def build(
                 "received_at": _iso(r.received_at),
                 "completed_at": _iso(r.completed_at),
             }
-            for r in _rows(conn, reqs, reqs.c.subject_id == subject_id, reqs.c.received_at)
+            for r in _rows(conn, reqs, reqs.c.subject_id.in_(ids), reqs.c.received_at)
         ],
-        "audit_trail": _audit_trail(conn, subject_id),
+        "audit_trail": _audit_trail(conn, ids),
     }
     _name_recipients(conn, package["recipients"])
     validate(package)

@@ -1,0 +1,67 @@
+"""The ids a person had before merges: what a subject absorbed, directly or through ids it
+absorbed (A merged into B, then B into C: C's former ids are B and A).
+
+A merge moves the absorbed subject's rows to the survivor (:mod:`cdp.profiles.merge`), but not
+everything that names a subject can move: the audit log and its subject index are append-only
+(GDPR art. 5(2)) and keep naming the id a record was written under, and a row written under the
+old id after the merge (an export that staged the person before it) stays there too. Whatever
+serves the person's access rights (the access package, the subject access report) reads under
+every id the person had, from ``subject_merges``.
+
+``subject_merges`` is kept flat by the merge (the rows of ids the absorbed subject had absorbed
+are pointed at the new survivor), but it is followed transitively here all the same, so that a
+chain left by any earlier writer is found whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cdp.profiles.models import SubjectMerge
+
+MERGES: Final = SubjectMerge.__table__  # type: ignore[attr-defined]
+_CHUNK: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class FormerId:
+    """One id the person had, as ``subject_merges`` records its merge."""
+
+    subject_id: str
+    merged_into: str
+    linked_by: str
+    merged_at: datetime
+
+
+def former_ids(conn: Connection, subject_id: str) -> list[FormerId]:
+    """Every id ``subject_id`` absorbed, transitively, in the order of their merges."""
+    found: dict[str, FormerId] = {}
+    frontier = [subject_id]
+    while frontier:
+        step: list[str] = []
+        for start in range(0, len(frontier), _CHUNK):
+            rows = conn.execute(
+                sa.select(
+                    MERGES.c.merged_id,
+                    MERGES.c.survivor_id,
+                    MERGES.c.linked_by,
+                    MERGES.c.merged_at,
+                ).where(MERGES.c.survivor_id.in_(frontier[start : start + _CHUNK]))
+            )
+            for merged, survivor, linked_by, at in rows:
+                if merged == subject_id or merged in found:
+                    continue
+                found[merged] = FormerId(merged, survivor, linked_by, at)
+                step.append(merged)
+        frontier = step
+    return sorted(found.values(), key=lambda f: (f.merged_at, f.subject_id))
+
+
+def person_ids(conn: Connection, subject_id: str) -> list[str]:
+    """``subject_id`` first, then every id it absorbed (:func:`former_ids`)."""
+    return [subject_id, *(f.subject_id for f in former_ids(conn, subject_id))]
