@@ -205,6 +205,38 @@ def _name_recipients(conn: Connection, sections: list[dict[str, Any]]) -> None:
             row["purpose"] = known.purpose
 
 
+def _name_segments(conn: Connection, sections: list[dict[str, Any]]) -> None:
+    """Give each ``segment_snapshot_members`` row its segment's name and description, the rule's
+    version and when it was computed: the person is owed which audience they were put in, not an
+    internal computation id (a deleted segment takes its computations and snapshots with it)."""
+    comps = metadata.tables.get("segment_computations")
+    segs = metadata.tables.get("segments")
+    snapshots = [s for s in sections if s["table"] == "segment_snapshot_members"]
+    rows = [row for s in snapshots for row in s["rows"]]
+    ids = sorted({row["computation_id"] for row in rows})
+    if comps is None or segs is None or not ids:
+        return
+    found = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(
+                comps.c.id, segs.c.name, segs.c.description, comps.c.version, comps.c.computed_at
+            )
+            .join(segs, segs.c.id == comps.c.segment_id)
+            .where(comps.c.id.in_(ids))
+        )
+    }
+    for row in rows:
+        known = found.get(row["computation_id"])
+        if known is not None:
+            row["segment"] = known.name
+            row["segment_description"] = known.description
+            row["segment_version"] = known.version
+            row["computed_at"] = _iso(known.computed_at)
+    for section in snapshots:  # oldest computation first
+        section["rows"].sort(key=lambda r: (r.get("computed_at") or "", r["computation_id"]))
+
+
 def _audit_trail(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
     """The audit records naming any of the person's ``ids``: the log is append-only, so a record
     written before a merge names the absorbed id (once each, a record may name several)."""
@@ -284,6 +316,7 @@ def build(
         "audit_trail": _audit_trail(conn, ids),
     }
     _name_recipients(conn, package["recipients"])
+    _name_segments(conn, package["segments"])
     validate(package)
     return package
 
