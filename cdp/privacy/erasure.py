@@ -2,7 +2,9 @@
 
 Steps, per batch of subjects:
 
-1. Read what must survive the rows: the identity tokens (for the tombstones) and the destinations
+1. Add every id the subjects absorbed in merges (:mod:`cdp.profiles.former_ids`: a row written
+   under such an id after its merge, e.g. an export's ledger row, could not move with it). Read
+   what must survive the rows: the identity tokens (for the tombstones) and the destinations
    that received each subject (the recipients ledger, if the exports tables exist), so they can be
    told to delete it too.
 2. Destroy the data keys (crypto-shredding). From here on every ciphertext of the subjects, in
@@ -47,6 +49,7 @@ from cdp.db.models import Identity, Tombstone
 from cdp.logging import get_logger
 from cdp.privacy.erasure_lock import erasure_guard
 from cdp.privacy.registry import SubjectTable, Treatment, present_entries
+from cdp.profiles.former_ids import absorbed_ids
 from cdp.runtime import Runtime
 
 BATCH = 500
@@ -249,6 +252,9 @@ def _erase(
     for start in range(0, len(subject_ids), BATCH):
         batch = list(dict.fromkeys(subject_ids[start : start + BATCH]))
         with runtime.data_engine.connect() as conn:
+            # rows a merge could not move (a ledger row an export wrote under an id the person
+            # had, after the merge) go with the person, and its destinations are told too
+            batch += [i for i in absorbed_ids(conn, batch) if i not in batch]
             outcome.destinations.extend(recipients_of(conn, batch))
         outcome.keys_shredded += runtime.vault.shred(batch)
         with runtime.data_engine.begin() as conn, _secure_delete(conn):

@@ -38,10 +38,11 @@ class FormerId:
     merged_at: datetime
 
 
-def former_ids(conn: Connection, subject_id: str) -> list[FormerId]:
-    """Every id ``subject_id`` absorbed, transitively, in the order of their merges."""
+def _walk(conn: Connection, roots: list[str]) -> dict[str, FormerId]:
+    """Every id absorbed, transitively, by any of ``roots`` (the roots themselves left out)."""
     found: dict[str, FormerId] = {}
-    frontier = [subject_id]
+    skip = set(roots)
+    frontier = list(dict.fromkeys(roots))
     while frontier:
         step: list[str] = []
         for start in range(0, len(frontier), _CHUNK):
@@ -54,12 +55,24 @@ def former_ids(conn: Connection, subject_id: str) -> list[FormerId]:
                 ).where(MERGES.c.survivor_id.in_(frontier[start : start + _CHUNK]))
             )
             for merged, survivor, linked_by, at in rows:
-                if merged == subject_id or merged in found:
+                if merged in skip or merged in found:
                     continue
                 found[merged] = FormerId(merged, survivor, linked_by, at)
                 step.append(merged)
         frontier = step
+    return found
+
+
+def former_ids(conn: Connection, subject_id: str) -> list[FormerId]:
+    """Every id ``subject_id`` absorbed, transitively, in the order of their merges."""
+    found = _walk(conn, [subject_id])
     return sorted(found.values(), key=lambda f: (f.merged_at, f.subject_id))
+
+
+def absorbed_ids(conn: Connection, subject_ids: list[str]) -> list[str]:
+    """Every id any of ``subject_ids`` absorbed, transitively (not the given ids themselves):
+    what an erasure of them must also clear (rows left under an id the person had)."""
+    return sorted(_walk(conn, subject_ids))
 
 
 def person_ids(conn: Connection, subject_id: str) -> list[str]:

@@ -177,3 +177,36 @@ def test_former_ids_follow_merges_transitively(cdp_env: CdpEnv) -> None:
         assert [(f.subject_id, f.merged_into) for f in former_ids(conn, c)] == [(a, b), (b, c)]
         assert person_ids(conn, a) == [a]
         assert person_ids(conn, other) == [other, c, a, b]
+
+
+def test_erasure_takes_the_rows_left_under_ids_the_person_had(cdp_env: CdpEnv) -> None:
+    """A ledger row an export wrote under an absorbed id after its merge is erased with the
+    person, and its destination is among those to notify."""
+    from cdp.privacy.erasure import erase_subject
+
+    rt = cdp_env.runtime
+    world = World(rt, FrozenClock(datetime.now(UTC)))
+    create_segment(
+        runtime=rt, data=SegmentIn(name="everyone", rule=EVERYONE), actor="t", clock=world.clock
+    )
+    absorbed, other = (
+        world.person({"email": "x@example.com"}),
+        world.person({"email": "y@example.com"}),
+    )
+    for sid in (absorbed, other):
+        world.consent(sid, ["email_marketing"], "granted")
+    dest = world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    assert world.export_email().counts.sent == 2  # a ledger row under each
+    survivor = f"{0x5:032x}"
+    with rt.data_engine.begin() as conn:  # the merge, as far as the ledger row is concerned
+        make_subjects(conn, [survivor])
+        conn.execute(
+            sa.insert(MERGES).values(
+                survivor_id=survivor, merged_id=absorbed, linked_by="email", merged_at=world.clock()
+            )
+        )
+    outcome = erase_subject(runtime=rt, subject_id=survivor)
+    assert [d["destination_id"] for d in outcome.destinations] == [dest.destination.id]
+    with rt.data_engine.connect() as conn:
+        assert conn.execute(sa.select(RECIPIENTS.c.subject_id)).scalars().all() == [other]
+        assert conn.execute(sa.select(sa.func.count()).select_from(MERGES)).scalar_one() == 0
