@@ -76,17 +76,31 @@ EXPORT_ROWS: Final = Counter("cdp_export_rows", "Subjects sent by completed expo
 
 _REQUEST_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 """The labelled children of (method, route, status): ``labels()`` checks and joins its values on
-every call. Bounded: methods, route templates and status codes are finite."""
+every call. Bounded: methods (:func:`method_label`), route templates and status codes are
+finite."""
+
+
+HTTP_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+"""The methods counted under their own name; any other token a client sends (HTTP lets a
+request line carry any) is counted as ``other``, so no caller can grow the label set."""
+
+
+def method_label(method: str) -> str:
+    """``method`` as the metrics and the request log name it: a standard method, or ``other``."""
+    return method if method in HTTP_METHODS else "other"
 
 
 def observe_request(*, method: str, route: str, status: int, seconds: float) -> None:
-    """One answered HTTP request (``route`` is the matched template or ``unmatched``)."""
-    key = (method, route, status)
+    """One answered HTTP request (``route`` is the matched template or ``unmatched``; ``method``
+    a standard one or ``other``, :func:`method_label`)."""
+    key = (method_label(method), route, status)
     series = _REQUEST_SERIES.get(key)
     if series is None:
         series = _REQUEST_SERIES[key] = (
-            HTTP_REQUESTS.labels(method, route, str(status)),
-            HTTP_LATENCY.labels(method, route),
+            HTTP_REQUESTS.labels(key[0], route, str(status)),
+            HTTP_LATENCY.labels(key[0], route),
         )
     series[0].inc()
     series[1].observe(seconds)

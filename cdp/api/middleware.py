@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdp.api.limits import BodyTooLargeError, Deadline, RequestLimits, TokenBuckets, reject
 from cdp.logging import get_logger
-from cdp.observability import observe_request
+from cdp.observability import method_label, observe_request
 from cdp.settings import get_settings
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
@@ -148,7 +148,7 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = str(scope.get("method", "?"))
+            method = method_label(str(scope.get("method", "")))  # a client's token: bounded
             observe_request(method=method, route=route, status=status, seconds=seconds)
             _request_log().info(
                 "request",

@@ -112,6 +112,25 @@ def test_metrics_count_requests_by_route_template(cdp_env: CdpEnv, client: TestC
     assert sid not in after  # ids are never labels
 
 
+def test_an_unknown_method_is_counted_as_other(cdp_env: CdpEnv, client: TestClient) -> None:
+    """HTTP lets a request line carry any token as its method; each one a label of its own would
+    let unauthenticated clients grow /metrics without bound."""
+    admin = _headers(cdp_env, "admin", "operations")
+    start = _sample(
+        client.get("/metrics", headers=admin).text,
+        "cdp_http_requests_total",
+        method="other",
+        route="/healthz",
+    )
+    methods = [f"M{'X' * 40}{i}" for i in range(25)]
+    for method in methods:
+        assert client.request(method, "/healthz").status_code == 405
+    after = client.get("/metrics", headers=admin).text
+    total = _sample(after, "cdp_http_requests_total", method="other", route="/healthz")
+    assert total == start + 25
+    assert not any(m in after for m in methods)
+
+
 def test_metrics_count_refusals_by_limit(
     cdp_env: CdpEnv, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
