@@ -236,10 +236,20 @@ def configure_logging(*, force_format: str | None = None) -> None:
     """Configure structlog (and the stdlib root logger) once for the process."""
     settings = get_settings()
     fmt = force_format or settings.log_format
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    _configure(fmt, level)
+
+
+def configure_fallback_logging() -> None:
+    """The same redacting pipeline at level ``info``, without reading the settings: for the CLI
+    before its settings are read, and when they cannot be (structlog's own default would print a
+    rich traceback with every frame's local variables)."""
+    _configure("auto", logging.INFO)
+
+
+def _configure(fmt: str, level: int) -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
-    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
-
     tail: list[Any]
     if fmt == "json":
         tail = [

@@ -6,11 +6,12 @@ and :func:`reset_settings` in tests after changing the environment.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -278,3 +279,20 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings (tests, or after changing the environment)."""
     get_settings.cache_clear()
+
+
+_SETTINGS_FIELD = re.compile(r'field "(\w+)"')
+
+
+def settings_problem(exc: Exception) -> str:
+    """What is wrong with the settings, naming the ``CDP_*`` variables and the rule broken, never
+    the values given (a database URL can carry a password)."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for error in exc.errors(include_input=False, include_url=False):
+            name = "CDP_" + str(error["loc"][0]).upper() if error["loc"] else "a setting"
+            parts.append(f"{name}: {error['msg']}")
+        return "invalid settings: " + "; ".join(dict.fromkeys(parts))
+    found = _SETTINGS_FIELD.search(str(exc))
+    name = "CDP_" + found.group(1).upper() if found else "a CDP_* setting"
+    return f"invalid settings: {name} cannot be read (a list or mapping setting takes JSON)"

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from cdp.errors import ConfigurationError
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file keeps on disk after the WAL restarts (``journal_size_limit``): a burst that
@@ -53,11 +55,31 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 def build_engine(url: str) -> Engine:
-    """A new engine for ``url`` with cdp's connection settings."""
-    parsed = make_url(url)
+    """A new engine for ``url`` with cdp's connection settings; ``ConfigurationError`` (naming
+    neither the URL nor its password) when the URL or its driver cannot be used."""
+    try:
+        return _build_engine(make_url(url))
+    except NoSuchModuleError:  # an ArgumentError: first
+        raise ConfigurationError(
+            f"no database driver for {make_url(url).drivername!r}: cdp runs on sqlite and "
+            "postgresql+psycopg"
+        ) from None
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            "a database URL (CDP_DATABASE_URL or CDP_KEYSTORE_URL) cannot be parsed"
+        ) from None
+
+
+def _build_engine(url: URL) -> Engine:
+    parsed = url
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"the SQLite database's directory cannot be created ({exc.strerror})"
+                ) from None
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
