@@ -20,9 +20,12 @@ once (the database is not copied).
 Memory: the RSS of the export's process at its start, during the export and at its peak; the
 export streams in chunks, so the growth does not depend on ``--rows`` (run two sizes to see it).
 
-Run: ``python bench/export.py [--rows 100000] [--naive-rows 20000] [--repeat 3] [--keep-home]``
-(1,000,000 rows takes a few minutes of setup; the export itself is what is timed; the temporary
-installation is removed at the end unless ``--keep-home``). Email and phone are
+Run: ``python bench/export.py [--rows 100000] [--naive-rows 20000] [--repeat 3] [--keep-home]
+[--home DIR]`` (1,000,000 rows takes a few minutes of setup; the export itself is what is timed;
+the temporary installation is removed at the end unless ``--keep-home``). ``--home DIR`` builds
+the installation in ``DIR`` instead and keeps it (its per-run copy goes beside it, ``DIR-run``);
+a later run with the same ``DIR`` and ``--rows`` reuses it and skips the setup, so the code can
+change between runs while the data stays the same (SQLite only). Email and phone are
 stored the way ingestion stores them (normalised, E.164); the tricky raw inputs are covered by
 the tests.
 """
