@@ -20,9 +20,12 @@ once (the database is not copied).
 Memory: the RSS of the export's process at its start, during the export and at its peak; the
 export streams in chunks, so the growth does not depend on ``--rows`` (run two sizes to see it).
 
-Run: ``python bench/export.py [--rows 100000] [--naive-rows 20000] [--repeat 3] [--keep-home]``
-(1,000,000 rows takes a few minutes of setup; the export itself is what is timed; the temporary
-installation is removed at the end unless ``--keep-home``). Email and phone are
+Run: ``python bench/export.py [--rows 100000] [--naive-rows 20000] [--repeat 3] [--keep-home]
+[--home DIR]`` (1,000,000 rows takes a few minutes of setup; the export itself is what is timed;
+the temporary installation is removed at the end unless ``--keep-home``). ``--home DIR`` builds
+the installation in ``DIR`` instead and keeps it (its per-run copy goes beside it, ``DIR-run``);
+a later run with the same ``DIR`` and ``--rows`` reuses it and skips the setup, so the code can
+change between runs while the data stays the same (SQLite only). Email and phone are
 stored the way ingestion stores them (normalised, E.164); the tricky raw inputs are covered by
 the tests.
 """
@@ -150,6 +153,26 @@ def setup(rows: int, batch: int = 5000) -> None:
         rt.vault.forget_cached()
         print(f"\r  setup {start + len(ids):,}/{rows:,}", end="", file=sys.stderr)
     print(file=sys.stderr)
+
+
+def build(rows: int, home: Path) -> None:
+    """Create the installation in ``home``: subjects, the segment, the destinations, a principal."""
+    initialize(get_settings())
+    reset_runtime()
+    rt = get_runtime()
+    print(f"backend: {rt.data_engine.dialect.name}; rows: {rows:,}; home: {home}")
+    t0 = time.perf_counter()
+    setup(rows)
+    print(f"setup: {time.perf_counter() - t0:.1f} s; peak RSS after setup {rss_mb():.0f} MB")
+    create_segment(runtime=rt, data=SegmentIn(
+        name="everyone", rule={"not": {"trait": {"name": "orders", "op": "lt", "value": 0}}}),
+        actor="bench")  # fmt: skip
+    for name, fields in (("meta-contact", ("email", "phone")), ("meta-all", FIELDS)):
+        create_destination(runtime=rt, spec=DestinationSpec(
+            name=name, kind="meta", purpose="ad_audiences", fields=list(fields), min_audience=1),
+            created_by="bench")  # fmt: skip
+    p = create_principal(runtime=rt, name="bench", roles=["marketer"]).principal
+    (home / "bench-principal.txt").write_text(f"{p.id}\n{p.name}\n")
 
 
 def naive(limit: int, out: Path) -> tuple[int, float]:
@@ -292,40 +315,46 @@ def main() -> None:
         action="store_true",
         help="keep the installation (and its copy) in the temporary directory afterwards",
     )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="build the installation in DIR and keep it; if DIR already holds one this bench "
+        "built (with the same --rows), reuse it and skip the setup",
+    )
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--destination", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.destination)))
         return
-    workdir = Path(tempfile.mkdtemp(prefix="cdp-bench-export-"))
-    if not args.keep_home:  # the installation and its copy: ~2.6 GB at 1,000,000 rows
-        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    home = workdir / "home"
-    home.mkdir()
+    if args.home is not None:
+        if args.database_url:
+            raise SystemExit("--home keeps a SQLite installation; not with --database-url")
+        home = args.home.resolve()
+        if home.exists() and not (home / "bench-rows.txt").exists() and any(home.iterdir()):
+            raise SystemExit(f"{home} holds something other than a finished bench installation")
+        home.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="cdp-bench-export-"))
+        if not args.keep_home:  # the installation and its copy: ~2.6 GB at 1,000,000 rows
+            atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        home = workdir / "home"
+        home.mkdir()
     os.environ["CDP_HOME"] = str(home)
     os.environ["CDP_LOG_LEVEL"] = "warning"
     if args.database_url:
         os.environ["CDP_DATABASE_URL"] = args.database_url
         os.environ["CDP_KEYSTORE_URL"] = args.keystore_url or ""
     reset_settings()
-    initialize(get_settings())
-    reset_runtime()
-    rt = get_runtime()
-    print(f"backend: {rt.data_engine.dialect.name}; rows: {args.rows:,}; home: {home}")
-    t0 = time.perf_counter()
-    setup(args.rows)
-    print(f"setup: {time.perf_counter() - t0:.1f} s; peak RSS after setup {rss_mb():.0f} MB")
-
-    create_segment(runtime=rt, data=SegmentIn(
-        name="everyone", rule={"not": {"trait": {"name": "orders", "op": "lt", "value": 0}}}),
-        actor="bench")  # fmt: skip
-    for name, fields in (("meta-contact", ("email", "phone")), ("meta-all", FIELDS)):
-        create_destination(runtime=rt, spec=DestinationSpec(
-            name=name, kind="meta", purpose="ad_audiences", fields=list(fields), min_audience=1),
-            created_by="bench")  # fmt: skip
-    p = create_principal(runtime=rt, name="bench", roles=["marketer"]).principal
-    (home / "bench-principal.txt").write_text(f"{p.id}\n{p.name}\n")
+    built = home / "bench-rows.txt"
+    if built.exists():
+        if int(built.read_text()) != args.rows:
+            raise SystemExit(f"{home} was built with --rows {built.read_text().strip()}")
+        print(f"reusing the installation in {home} ({args.rows:,} rows)")
+    else:
+        build(args.rows, home)
+        built.write_text(f"{args.rows}\n")
     names = [args.only] if args.only else ["meta-contact", "meta-all"]
     # PostgreSQL: the database cannot be copied per run, and a second run of the same export
     # would be incremental (nothing to send): one run each.
@@ -341,7 +370,6 @@ def main() -> None:
     for name in names:
         last_rate = report(name, runs[name], args.rows)
 
-    rt = get_runtime()
     n = min(args.naive_rows, args.rows)
     cpu0 = time.process_time()
     done, secs = naive(n, home / "naive.csv")

@@ -125,6 +125,8 @@ def decrypt_records(
     fields is simply absent."""
     names = {FIELD_NUMBER[f]: (f, f.encode()) for f in wanted if f in FIELD_NUMBER}
     last = max(names, default=-1)
+    # by field number (a byte): the wanted field's name and its encoded name, else None
+    table = tuple(names.get(number) for number in range(256))
     entry = _ENTRY.unpack_from
     out: dict[str, dict[str, str]] = {}
     failed: list[str] = []
@@ -132,6 +134,7 @@ def decrypt_records(
     # (``aad_prefix`` is ``start + subject id + end``), built once instead of once a subject
     parts: dict[int, tuple[bytes, bytes, bytes]] = {}
     get = keys.get
+    head_end, body_at, shortest = 5, HEADER_BYTES, MIN_BLOB
     for sid, sealed in records:
         key = get(sid)
         if key is None:
@@ -144,6 +147,7 @@ def decrypt_records(
             known = parts[version] = (header_for(version), around[0], around[1])
         header, start_, end_ = known
         prefix = start_ + sid.encode() + end_
+        decrypt = aead.decrypt
         values: dict[str, str] = {}
         try:
             if not sealed or sealed[0] != RECORD_FORMAT:
@@ -153,15 +157,15 @@ def decrypt_records(
                 number, length = entry(sealed, pos)
                 start = pos + 5
                 pos = start + length
-                if number not in names:
+                named = table[number]
+                if named is None:
                     continue
-                if pos > size or length < MIN_BLOB or sealed[start : start + 5] != header:
+                nonce = start + head_end
+                body = start + body_at
+                if pos > size or length < shortest or sealed[start:nonce] != header:
                     raise _UnreadableError
-                name, encoded = names[number]
-                values[name] = aead.decrypt(
-                    sealed[start + 5 : start + HEADER_BYTES],
-                    sealed[start + HEADER_BYTES : pos],
-                    prefix + encoded,
+                values[named[0]] = decrypt(
+                    sealed[nonce:body], sealed[body:pos], prefix + named[1]
                 ).decode()
                 if number == last:
                     break

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from cdp.exports import run as run_mod
 from cdp.exports.audience_formats import PROFILE_FIELDS, available_formats, get_format
 from cdp.exports.decrypt import decrypt_chunk
-from cdp.exports.formats.base import remember
+from cdp.exports.formats.base import CellMemo, remember
 from cdp.exports.ledger import recipients_of
 from cdp.exports.rows import AudienceRows, PlainRows
 from cdp.exports.run import run_export
@@ -156,6 +156,28 @@ def test_memo_stays_bounded_and_keeps_the_newest_entries(keys: list[int], limit:
         assert memo[key] == n  # what was just stored is there
     # eviction drops the oldest first: the survivors are the last ones stored, in order
     assert list(memo) == stored[len(stored) - len(memo) :]
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.integers(0, 40), max_size=200), limit=st.integers(1, 16))
+def test_cell_memo_answers_like_its_maker_and_stays_bounded(keys: list[int], limit: int) -> None:
+    made: list[int] = []
+
+    def make(key: int) -> str:
+        made.append(key)
+        return f"cell-{key}"
+
+    memo = CellMemo(make, limit)
+    stored: list[int] = []
+    for key in keys:
+        missed = key not in memo
+        assert memo[key] == f"cell-{key}"
+        if missed:
+            stored.append(key)
+        assert len(memo) <= limit
+    assert made == stored  # the maker runs once per miss, never on a hit
+    assert list(memo) == stored[len(stored) - len(memo) :]  # oldest dropped first
+    assert "cell-" not in repr(memo)  # a repr shows no cells
 
 
 DIGESTS = st.one_of(st.just(""), st.binary(max_size=8).map(lambda b: hashlib.sha256(b).hexdigest()))

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cdp.exports.formats.fields import region_for
 from cdp.exports.formats.hashing import prehashed, sha256_hex
@@ -242,67 +242,86 @@ def memoised(make: CellMaker, limit: int = MEMO_LIMIT) -> CellMaker:
     return cell
 
 
+_V = TypeVar("_V")
+
+
+class CellMemo(dict[Any, _V]):
+    """One memoised column's cells for a row function's life, by key (the value, or the value
+    and region of a regional column): a repeated key costs one subscript; a new one calls
+    ``make(key)`` and is stored, bounded like :func:`remember`."""
+
+    __slots__ = ("limit", "make")
+
+    def __init__(self, make: Callable[[Any], _V], limit: int = MEMO_LIMIT) -> None:
+        super().__init__()
+        self.make = make
+        self.limit = limit
+
+    def __missing__(self, key: Any) -> _V:
+        cell = self.make(key)
+        remember(self, key, cell, self.limit)
+        return cell
+
+    def __repr__(self) -> str:  # never the values it holds
+        return f"CellMemo(size={len(self)})"
+
+
 def columns_function(
     columns: Sequence[Column],
     *,
     regional: Collection[str],
     default_region: str,
     memo: frozenset[str] = frozenset(),
-    tail: Callable[[Profile, list[str]], list[str]] | None = None,
+    tail: Callable[[Profile], Sequence[str]] | None = None,
 ) -> RowFunction:
     """A row function over ``columns``: the profile's region (its country, else the default)
     is worked out only when one of the columns is ``regional`` (its cell depends on the
     region); the cells of the ``memo`` columns are remembered for the row function's life,
-    keyed by the value (and the region, for a regional column), bounded (:func:`remember`);
-    ``tail`` appends further cells (made from the profile and the drops list)."""
+    keyed by the value (and the region, for a regional column), bounded (:class:`CellMemo`);
+    ``tail`` appends further cells (made from the profile). The row function returns cells
+    only, so which present values were unusable is not tracked here (``row_with_drops`` does)."""
     fallback = check_region(default_region)
     needs_region = any(head in regional for head, _, _, _ in columns)
-    chosen: tuple[
-        tuple[str, str, Normaliser, CellMaker, dict[object, tuple[str, bool]] | None, bool], ...
-    ] = tuple(
+
+    def value_memo(head: str, norm: Normaliser, make: CellMaker) -> CellMemo[str]:
+        # not regional: the cell does not depend on the region, so the fallback stands in
+        return CellMemo(lambda value: make(value, norm, fallback, head, []))
+
+    def regional_memo(head: str, norm: Normaliser, make: CellMaker) -> CellMemo[str]:
+        return CellMemo(lambda key: make(key[0], norm, key[1], head, []))
+
+    # per column: (field, memo or None, keyed by region too, cell maker, normaliser, header)
+    chosen: tuple[tuple[str, CellMemo[str] | None, bool, CellMaker, Normaliser, str], ...] = tuple(
         (
-            head,
             field,
-            norm,
-            make,
-            {} if head in memo else None,  # this column's memo: value -> (cell, dropped)
+            None
+            if head not in memo
+            else (regional_memo if head in regional else value_memo)(head, norm, make),
             head in regional,
+            make,
+            norm,
+            head,
         )
         for head, field, norm, make in columns
     )
-
-    regions: dict[object, str] = {}  # country value -> region (a few hundred at most)
-
-    def region_of(country: object) -> str:
-        region = regions.get(country)
-        if region is None:
-            region = region_for(as_text(country), fallback)
-            if len(regions) < 1024:
-                regions[country] = region
-        return region
+    # country value -> region (a few hundred at most; bounded all the same)
+    regions = CellMemo(lambda country: region_for(as_text(country), fallback), 1024)
 
     def row(profile: Profile) -> list[str]:
         get = profile.get
-        region = region_of(get("country")) if needs_region else fallback
-        drops: list[str] = []
+        region = regions[get("country")] if needs_region else fallback
+        drops: list[str] = []  # required by the cell makers; not reported by a row function
         cells: list[str] = []
         append = cells.append
-        for head, field, norm, make, remembered, by_region in chosen:
-            value = get(field)
+        for field, remembered, by_region, make, norm, head in chosen:
             if remembered is None:
-                append(make(value, norm, region, head, drops))
-                continue
-            key = (value, region) if by_region else value
-            known = remembered.get(key)
-            if known is None:
-                dropped: list[str] = []
-                known = (make(value, norm, region, head, dropped), bool(dropped))
-                remember(remembered, key, known)
-            if known[1]:
-                drops.append(head)
-            append(known[0])
+                append(make(get(field), norm, region, head, drops))
+            elif by_region:
+                append(remembered[get(field), region])
+            else:
+                append(remembered[get(field)])
         if tail is not None:
-            cells.extend(tail(profile, drops))
+            cells.extend(tail(profile))
         return cells
 
     return row

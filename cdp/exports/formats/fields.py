@@ -142,18 +142,34 @@ def _possible_length(code: int, national: str) -> bool:
     return known
 
 
+#: The first three digits of an E.164 number -> how many of them are its calling code and that
+#: code's trunk rules, or None (no calling code): the split depends on those digits only.
+_LEADS: dict[str, tuple[int, _Trunk] | None] = {}
+
+
+def _lead(lead: str) -> tuple[int, _Trunk] | None:
+    """Where the calling code of a number starting with ``lead`` ends, and its trunk rules."""
+    for split in (1, 2, 3):
+        calling = lead[:split]
+        if calling in _CALLING_CODES:
+            trunk = _TRUNKS.get(calling)
+            if trunk is None:
+                trunk = _TRUNKS[calling] = _Trunk(_CALLING_CODES[calling])
+            return split, trunk
+    return None
+
+
 def _e164_fast(digits: str) -> str | None:
     """Check an already-E.164 number without a full parse; None when a full parse is needed."""
-    for split in (1, 2, 3):
-        calling = digits[:split]
-        if calling in _CALLING_CODES:
-            national = digits[split:]
-            break
-    else:
+    lead = digits[:3]
+    if lead in _LEADS:
+        known = _LEADS[lead]
+    else:  # at most 900 leads (the first digit is 1 to 9)
+        known = _LEADS[lead] = _lead(lead)
+    if known is None:
         return ""
-    trunk = _TRUNKS.get(calling)
-    if trunk is None:
-        trunk = _TRUNKS[calling] = _Trunk(_CALLING_CODES[calling])
+    split, trunk = known
+    national = digits[split:]
     if national[0] == "0" or trunk.may_strip(national):
         return None  # a trunk prefix may need stripping: leave it to the full parser
     return "+" + digits if _possible_length(trunk.code, national) else None

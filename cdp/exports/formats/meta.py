@@ -12,6 +12,7 @@ from datetime import date
 from types import MappingProxyType
 
 from cdp.exports.formats.base import (
+    CellMemo,
     Column,
     Profile,
     RowFunction,
@@ -19,7 +20,6 @@ from cdp.exports.formats.base import (
     column_cells,
     columns_function,
     hashed_cell,
-    remember,
     selected_columns,
     small_hash,
     small_hashed_cell,
@@ -107,19 +107,15 @@ class MetaCustomAudience(RowMixin):
         births = tuple(i for i, header in enumerate(_BIRTH_HEADERS) if header in set(headers))
         birth_cells = self._birth_cells
         every = len(births) == len(_BIRTH_HEADERS)
-        memo: dict[object, tuple[tuple[str, ...], bool]] = {}  # value -> (wanted cells, dropped)
 
-        def birth(profile: Profile, drops: list[str]) -> list[str]:
-            value = profile.get("birthday")
-            known = memo.get(value)
-            if known is None:
-                dropped: list[str] = []
-                cells = birth_cells(value, dropped)
-                known = (cells if every else tuple([cells[i] for i in births]), bool(dropped))
-                remember(memo, value, known, BIRTH_MEMO_LIMIT)
-            if known[1]:
-                drops.extend(_BIRTH_HEADERS)
-            return list(known[0])
+        def wanted(value: object) -> tuple[str, ...]:
+            cells = birth_cells(value, [])
+            return cells if every else tuple([cells[i] for i in births])
+
+        memo = CellMemo(wanted, BIRTH_MEMO_LIMIT)  # birth date -> its wanted cells
+
+        def birth(profile: Profile) -> tuple[str, ...]:
+            return memo[profile.get("birthday")]
 
         return columns_function(
             columns,
