@@ -74,6 +74,14 @@ class Settings(BaseSettings):
             "Default: the repository's policies/ directory."
         ),
     )
+    policy_reload_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How often (seconds, at most) a process looks at the policy files and, when they "
+            "changed, loads them; 0 never does (restart to apply a change)."
+        ),
+    )
     auth_cache_seconds: float = Field(
         default=2.0,
         ge=0,

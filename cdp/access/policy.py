@@ -287,6 +287,7 @@ class PolicyEngine:
         self._policy_path = Path(policy_path)
         self._cache_size = cache_size
         self._reload_lock = threading.Lock()
+        self._stamp = self._file_stamp()
         self._snapshot = self._load()
 
     @property
@@ -323,9 +324,32 @@ class PolicyEngine:
         Raises ``PolicyError`` and keeps the policy in force if the files are invalid.
         """
         with self._reload_lock:
+            stamp = self._file_stamp()
             snapshot = self._load()
-            self._snapshot = snapshot
+            self._snapshot, self._stamp = snapshot, stamp
         return snapshot.version
+
+    def _file_stamp(self) -> tuple[tuple[int, int], ...]:
+        """Size and modification time (ns) of both files; ``(-1, -1)`` for one that cannot be
+        read."""
+        stamps = []
+        for path in (self._model_path, self._policy_path):
+            try:
+                st = path.stat()
+                stamps.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                stamps.append((-1, -1))
+        return tuple(stamps)
+
+    def files_changed(self) -> bool:
+        """Whether the files differ (size or modification time) from those last loaded or last
+        found not to load (:meth:`keep_failed`)."""
+        return self._file_stamp() != self._stamp
+
+    def keep_failed(self) -> None:
+        """Remember the files as they are now, after they failed to load: they are not tried
+        again until they change once more."""
+        self._stamp = self._file_stamp()
 
     def decide(self, roles: Sequence[str], resource: str, action: str, purpose: str) -> Decision:
         """Decide whether a principal holding ``roles`` may do ``action`` on ``resource`` for
