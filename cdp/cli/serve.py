@@ -122,6 +122,17 @@ class _Supervisor(Multiprocess):
         super().terminate_all()
 
 
+def _hangup(_signum: int, _frame: FrameType | None) -> None:
+    """SIGHUP to a one-worker server: logged and otherwise ignored (its default action ended
+    the process at once). The policy files are loaded by themselves when they change
+    (``CDP_POLICY_RELOAD_SECONDS``); other settings take a restart. With several workers,
+    uvicorn's supervisor restarts the workers on SIGHUP, one by one."""
+    log.info(
+        "SIGHUP ignored: the policy reloads by itself when its files change; "
+        "restart cdp serve to apply other settings"
+    )
+
+
 def give_up(event: str, **fields: object) -> None:
     """Log ``event`` and end the process at once with status 1 (what still runs ends with it)."""
     log.error(event, **fields)
@@ -204,6 +215,7 @@ def serve(
                 supervisor.should_exit.set()
             supervisor.run()
         else:
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _hangup)
             server = _Server(config, shutdown)
             shutdown.server = server
             server.should_exit = bool(shutdown.signals)
