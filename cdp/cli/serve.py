@@ -204,13 +204,16 @@ def serve(
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         **UVICORN_OPTIONS,  # h11 with a 16 KiB bound on a request's head (cdp.api.http_server)
     )
+    # Bound before the jobs start: a port already taken ends the command here (exit 3), before
+    # a retention run or a scheduled export could start in a server that never serves.
+    sock = config.bind_socket()
     previous = {sig: signal.signal(sig, shutdown.on_signal) for sig in SIGNALS}
     for thread in threads:
         thread.start()
     console.print(f"cdp API on http://{host}:{port} ({workers} worker(s))")
     try:
         if config.workers > 1:
-            supervisor = _Supervisor(config, [config.bind_socket()], shutdown)
+            supervisor = _Supervisor(config, [sock], shutdown)
             if shutdown.signals:  # (before its own handlers were in place)
                 supervisor.should_exit.set()
             supervisor.run()
@@ -219,7 +222,7 @@ def serve(
             server = _Server(config, shutdown)
             shutdown.server = server
             server.should_exit = bool(shutdown.signals)
-            server.run()
+            server.run(sockets=[sock])
             if not server.started:
                 raise SystemExit(STARTUP_FAILURE)
     finally:

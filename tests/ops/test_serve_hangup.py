@@ -30,3 +30,29 @@ def test_sighup_leaves_a_one_worker_server_running(cdp_env: CdpEnv, tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
     assert "SIGHUP ignored" in log.read_text()
+
+
+def test_a_port_already_taken_stops_cdp_serve_before_its_jobs_run(
+    cdp_env: CdpEnv, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    from tests.crash.helpers import CLI
+
+    first, base = start_server(tmp_path / "first.log", workers=1)
+    try:
+        port = base.rsplit(":", 1)[1]
+        done = subprocess.run(
+            [*CLI, "serve", "--port", port],
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "retention run" not in done.stderr and "scheduler started" not in done.stderr
