@@ -32,6 +32,7 @@ from cdp.ingest.batch import Reject
 from cdp.ingest.batch_commit import Writer, converter_for, run_batch
 from cdp.ingest.collector import collector_paused
 from cdp.ingest.consents import write_consents
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
 from cdp.ingest.fast_customer import fast_customer
@@ -45,7 +46,7 @@ from cdp.ingest.readers import (
     printable_path,
     read_records,
 )
-from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
+from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
 from cdp.ingest.rejects_file import RejectsFile
 from cdp.logging import get_logger
 from cdp.observability import count_ingest
