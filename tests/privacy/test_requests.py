@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from cdp.access.context import AccessContext
 from cdp.audit.models import AuditLogRow
 from cdp.clock import FrozenClock
+from cdp.consent import ledger_state
 from cdp.consent import service as consent
 from cdp.consent.purposes import MARKETING_PURPOSES
 from cdp.crypto.normalize import IdentityKind
@@ -360,7 +361,7 @@ def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
 
     subjects = Subject.__table__  # type: ignore[attr-defined]
     audience = sa.select(subjects.c.id).where(
-        consent.eligible_condition("email_marketing", subjects.c.id)
+        ledger_state.eligible_condition("email_marketing", subjects.c.id)
     )
     with rt.data_engine.connect() as conn:
         computed = set(conn.execute(audience).scalars())  # "the segment was computed"
@@ -409,7 +410,7 @@ def test_objection_withdraws_every_marketing_purpose_through_the_ledger(cdp_env:
     )
     request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
-    state = consent.current_state(runtime=rt, subject_id=sid)
+    state = ledger_state.current_state(runtime=rt, subject_id=sid)
     for purpose in MARKETING_PURPOSES:
         assert state[purpose].status == "withdrawn"
         assert state[purpose].mechanism == "request"
