@@ -24,8 +24,9 @@ if "CDP_HOME" not in os.environ:
     os.environ["CDP_HOME"] = tempfile.mkdtemp(prefix="cdp-bench-consent-")
 
 from cdp.bootstrap import initialize
+from cdp.consent.ledger_state import granted_subjects
 from cdp.consent.models import ConsentEvent
-from cdp.consent.service import dedupe_key, granted_subjects
+from cdp.consent.service import dedupe_key
 from cdp.db.models import Subject, new_subject_id
 from cdp.runtime import get_runtime
 from cdp.settings import get_settings

@@ -21,7 +21,7 @@ from cdp.consent.purposes import PURPOSE_NAMES
 from cdp.consent.recording import record_choice
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import NotFoundError
-from cdp.privacy.requests import find_subject
+from cdp.privacy.request_filing import find_subject
 from cdp.validation import IsoDateTime
 
 router = APIRouter(prefix="/v1/consent", tags=["consent"])

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.errors import InvalidInputError
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, request_list, requests, runner
 from cdp.privacy.requests import RequestView
 
 router = APIRouter(prefix="/v1/privacy-requests", tags=["privacy"])
@@ -116,7 +116,7 @@ def create(body: RequestIn, ctx: Create, runtime: RuntimeDep) -> RequestOut:
         raise InvalidInputError("give exactly one of email, phone, customer_id", field="identity")
     kind, value = given[0]
     return _out(
-        requests.create(
+        request_filing.create(
             runtime=runtime,
             type=body.type,
             identity_kind=kind,
@@ -137,18 +137,18 @@ def list_requests(
         int | None,
         Query(
             ge=1,
-            le=requests.MAX_PAGE_SIZE,
-            description=f"Page size (default {requests.DEFAULT_PAGE_SIZE}, at most "
-            f"{requests.MAX_PAGE_SIZE}).",
+            le=request_list.MAX_PAGE_SIZE,
+            description=f"Page size (default {request_list.DEFAULT_PAGE_SIZE}, at most "
+            f"{request_list.MAX_PAGE_SIZE}).",
         ),
     ] = None,
     cursor: Annotated[
         str | None,
-        Query(pattern=requests.CURSOR_PATTERN, description="next_cursor of the previous page."),
+        Query(pattern=request_list.CURSOR_PATTERN, description="next_cursor of the previous page."),
     ] = None,
 ) -> RequestList:
     """Requests, most urgent deadline first, a page at a time (``next_cursor``)."""
-    page = requests.list_requests(
+    page = request_list.list_requests(
         runtime=runtime,
         status=None if status is None else status.value,
         overdue_only=overdue,
@@ -168,7 +168,7 @@ def get(request_id: RequestId, ctx: Read, runtime: RuntimeDep) -> RequestOut:
 def verify(request_id: RequestId, body: NoteIn, ctx: Write, runtime: RuntimeDep) -> RequestOut:
     """Record that the requester's identity was verified."""
     return _out(
-        requests.verify(
+        request_lifecycle.verify(
             runtime=runtime, request_id=request_id, actor=ctx.principal_name, note=body.note
         )
     )
@@ -178,7 +178,7 @@ def verify(request_id: RequestId, body: NoteIn, ctx: Write, runtime: RuntimeDep)
 def reject(request_id: RequestId, body: RejectIn, ctx: Write, runtime: RuntimeDep) -> RequestOut:
     """Refuse the request, with the reason kept."""
     return _out(
-        requests.reject(
+        request_lifecycle.reject(
             runtime=runtime, request_id=request_id, actor=ctx.principal_name, reason=body.reason
         )
     )
@@ -188,7 +188,7 @@ def reject(request_id: RequestId, body: RejectIn, ctx: Write, runtime: RuntimeDe
 def extend(request_id: RequestId, body: ExtendIn, ctx: Write, runtime: RuntimeDep) -> RequestOut:
     """Extend the deadline once by one or two months, with a reason."""
     return _out(
-        requests.extend(
+        request_lifecycle.extend(
             runtime=runtime,
             request_id=request_id,
             actor=ctx.principal_name,

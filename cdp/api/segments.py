@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
-from cdp.segments import service
+from cdp.segments import membership, service
 from cdp.segments.views import MembersPage, SegmentIn, SegmentUpdate, SegmentView
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
@@ -56,4 +56,4 @@ def list_members(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9A-Za-z_-]{1,64}$")] = None,
 ) -> MembersPage:
     """Pseudonymous subject ids of the last computation, by id; audited."""
-    return service.members(runtime=runtime, ctx=ctx, name=name, page_size=limit, cursor=cursor)
+    return membership.members(runtime=runtime, ctx=ctx, name=name, page_size=limit, cursor=cursor)

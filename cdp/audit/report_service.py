@@ -12,7 +12,7 @@ from datetime import datetime
 
 from cdp.access.context import AccessContext
 from cdp.access.principals import valid_name
-from cdp.audit import reports
+from cdp.audit import activity_reports, anomaly_report, processing_report, reports
 from cdp.audit.render import FORMATS, render
 from cdp.audit.service import record_access
 from cdp.audit.writer import SUBJECT_ID
@@ -45,7 +45,7 @@ def build_report(
     if kind == "subject-access":
         if subject_id is None or not SUBJECT_ID.match(subject_id):
             raise InvalidInputError("a subject access report needs a subject id", field="subject")
-        return reports.subject_access(
+        return activity_reports.subject_access(
             runtime=runtime, subject_id=subject_id, since=since, until=until, clock=clock
         )
     if kind == "principal-activity":
@@ -58,13 +58,15 @@ def build_report(
                 "a principal name is 1-64 letters, digits, '_', '.', '@' or '-'",
                 field="principal",
             )
-        return reports.principal_activity(
+        return activity_reports.principal_activity(
             runtime=runtime, principal=principal, since=since, until=until, clock=clock
         )
     if kind == "denied-anomalies":
-        return reports.denied_anomalies(runtime=runtime, since=since, until=until, clock=clock)
+        return anomaly_report.denied_anomalies(
+            runtime=runtime, since=since, until=until, clock=clock
+        )
     if kind == "processing":
-        return reports.processing(runtime=runtime, clock=clock)
+        return processing_report.processing(runtime=runtime, clock=clock)
     raise InvalidInputError(f"report kind must be one of {', '.join(reports.KINDS)}", field="kind")
 
 

@@ -21,7 +21,7 @@ from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.paths import output_file, writable
 from cdp.cli.root import app, console, err_console
 from cdp.clock import utcnow
-from cdp.consent import export, service
+from cdp.consent import export, ledger_state
 from cdp.consent.purposes import Mechanism
 from cdp.consent.recording import record_choice
 from cdp.errors import InvalidInputError
@@ -66,7 +66,7 @@ def show(subject_id: SubjectArg, token: TokenOption = None, purpose: PurposeOpti
         action="read",
         subject_ids=[subject_id],
     )
-    proof = service.consent_proof(runtime=rt, subject_id=subject_id)
+    proof = ledger_state.consent_proof(runtime=rt, subject_id=subject_id)
     record_access(
         runtime=rt,
         ctx=ctx,

@@ -18,7 +18,7 @@ from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.paths import writable, write_file
 from cdp.cli.root import app, console, styled
 from cdp.errors import InvalidInputError
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, request_list, requests, runner
 from cdp.privacy.requests import RequestView
 from cdp.runtime import get_runtime
 
@@ -80,7 +80,7 @@ def request(
         if not sep:
             raise InvalidInputError("--correct takes field=value", field="--correct")
         corrections[field.strip()] = value
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         type=kind,
         identity_kind=given[0][0],
@@ -98,9 +98,12 @@ def list_cmd(
     limit: Annotated[
         int,
         typer.Option(
-            "--limit", min=1, max=requests.MAX_PAGE_SIZE, help="Requests per page (at most 500)."
+            "--limit",
+            min=1,
+            max=request_list.MAX_PAGE_SIZE,
+            help="Requests per page (at most 500).",
         ),
-    ] = requests.DEFAULT_PAGE_SIZE,
+    ] = request_list.DEFAULT_PAGE_SIZE,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="Where the previous page ended.")
     ] = None,
@@ -110,7 +113,7 @@ def list_cmd(
     """Requests, most urgent first, a page at a time (the end of a page says how to get the
     next one)."""
     _ctx("read", token, purpose)
-    page = requests.list_requests(
+    page = request_list.list_requests(
         runtime=get_runtime(), status=status, overdue_only=overdue, limit=limit, cursor=cursor
     )
     table = Table("id", "type", "status", "received", "deadline", "subject")
@@ -149,7 +152,11 @@ def verify(
     """Record that the requester's identity was verified."""
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="write")
-    _show(requests.verify(runtime=rt, request_id=request_id, actor=ctx.principal_name, note=note))
+    _show(
+        request_lifecycle.verify(
+            runtime=rt, request_id=request_id, actor=ctx.principal_name, note=note
+        )
+    )
 
 
 @privacy_app.command("reject")
@@ -163,7 +170,9 @@ def reject(
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="write")
     _show(
-        requests.reject(runtime=rt, request_id=request_id, actor=ctx.principal_name, reason=reason)
+        request_lifecycle.reject(
+            runtime=rt, request_id=request_id, actor=ctx.principal_name, reason=reason
+        )
     )
 
 
@@ -179,7 +188,7 @@ def extend(
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="write")
     _show(
-        requests.extend(
+        request_lifecycle.extend(
             runtime=rt,
             request_id=request_id,
             actor=ctx.principal_name,

@@ -20,7 +20,7 @@ from cdp.cli.root import app, console, err_console
 from cdp.errors import CdpError, InvalidInputError
 from cdp.jsonio import MAX_DEPTH, too_deep
 from cdp.runtime import get_runtime
-from cdp.segments import service
+from cdp.segments import membership, service
 from cdp.segments.rules import INT_MAX
 from cdp.segments.views import ComputationView, SegmentIn
 from cdp.validation import safe_location
@@ -146,13 +146,13 @@ def compute(
     if all_ == (name is not None):
         raise InvalidInputError("give a segment name or --all", field="name")
     if not all_:
-        _print_computation(str(name), service.compute_segment(runtime=rt, name=str(name)))
+        _print_computation(str(name), membership.compute_segment(runtime=rt, name=str(name)))
         return
     failed = 0
     names = [s.name for s in service.list_segments(runtime=rt)]
     for n in names:  # one segment that cannot be computed does not hold back the others
         try:
-            c = service.compute_segment(runtime=rt, name=n)
+            c = membership.compute_segment(runtime=rt, name=n)
         except CdpError as exc:
             failed += 1
             # plain parts, no markup: the message names clauses such as rule.all[1]
@@ -188,7 +188,7 @@ def diff(
     """Who joined and who left (pseudonymous ids; audited)."""
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource="segments", action="read")
-    d = service.diff_segment(
+    d = membership.diff_segment(
         runtime=rt, ctx=ctx, name=name, from_id=from_id, to_id=to_id, limit=limit
     )
     console.print_json(d.model_dump_json())
@@ -205,5 +205,5 @@ def members(
     """One page of the last snapshot's members (pseudonymous ids; audited)."""
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource="segments", action="read")
-    page = service.members(runtime=rt, ctx=ctx, name=name, page_size=page_size, cursor=cursor)
+    page = membership.members(runtime=rt, ctx=ctx, name=name, page_size=page_size, cursor=cursor)
     console.print_json(page.model_dump_json())

@@ -17,9 +17,9 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from cdp.audit.chain import format_at
+from cdp.consent.ledger_state import ConsentRecord, state_from
 from cdp.consent.models import ConsentEvent
 from cdp.consent.purposes import PURPOSE_NAMES, get_purpose
-from cdp.consent.service import ConsentRecord, state_from
 from cdp.db.models import Subject
 from cdp.runtime import Runtime
 

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from cdp.access.context import AccessContext
 from cdp.audit.service import record_access
-from cdp.consent import service
-from cdp.consent.service import ConsentState
+from cdp.consent import ledger_state, service
+from cdp.consent.ledger_state import ConsentState
 from cdp.runtime import Runtime
 
 
@@ -46,4 +46,4 @@ def record_choice(
         subject_ids=[subject_id],
         fields=["consent"],
     )
-    return recorded, service.current_state(runtime=runtime, subject_id=subject_id)[purpose]
+    return recorded, ledger_state.current_state(runtime=runtime, subject_id=subject_id)[purpose]

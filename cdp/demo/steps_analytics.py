@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from cdp.clock import utcnow
 from cdp.demo.pipeline import DemoContext, DemoStep
 from cdp.runtime import get_runtime
-from cdp.segments import service as segments
+from cdp.segments import membership
 from cdp.traits.compute import compute_traits
 from cdp.traits.metrics import shop_metrics
 from cdp.traits.models import SubjectTraits
@@ -75,7 +75,7 @@ def _segments(ctx: DemoContext) -> None:
     rt = get_runtime()
     counts: dict[str, int] = {}
     for name in BUILTIN_SEGMENTS:
-        computation = segments.compute_segment(runtime=rt, name=name)
+        computation = membership.compute_segment(runtime=rt, name=name)
         counts[name] = computation.member_count
         ctx.say(
             f"{name}: {computation.member_count:,} members "

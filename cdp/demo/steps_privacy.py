@@ -20,7 +20,7 @@ from cdp.crypto.normalize import IdentityKind
 from cdp.demo.pipeline import DemoContext, DemoStep
 from cdp.demo.steps_access import act_as
 from cdp.errors import PermissionDeniedError
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, runner
 from cdp.profiles.reads import find_profiles, get_profile
 from cdp.runtime import get_runtime
 
@@ -112,7 +112,7 @@ def _erasure(ctx: DemoContext) -> None:
     row, email, sid = found
     purpose = "privacy_request"
     dpo = act_as(ctx, "dpo", purpose=purpose, resource="privacy_requests", action="create")
-    filed = requests.create(
+    filed = request_filing.create(
         runtime=rt,
         type="erasure",
         identity_kind=IdentityKind.EMAIL.value,
@@ -121,7 +121,7 @@ def _erasure(ctx: DemoContext) -> None:
     )
     ctx.say(f"erasure request {filed.id} filed for the customer in row {row} of customers.csv")
     dpo = act_as(ctx, "dpo", purpose=purpose, resource="privacy_requests", action="write")
-    requests.verify(
+    request_lifecycle.verify(
         runtime=rt, request_id=filed.id, actor=dpo.principal_name, note="identity verified (demo)"
     )
     dpo = act_as(ctx, "dpo", purpose=purpose, resource="privacy_requests", action="run")

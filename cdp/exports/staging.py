@@ -12,8 +12,8 @@ One ``INSERT ... SELECT`` writes every member of the freshly computed segment in
 and its *action*: ``add`` (send it), ``keep`` (already there: incremental sync), ``remove``
 (was sent before and is no longer eligible), ``none``. Subjects the sync state holds that left the
 segment are added with state ``left`` and action ``remove``. Consent and restriction are the
-services' own SQL conditions (:mod:`cdp.consent.service`, :mod:`cdp.privacy.restriction`), so the
-check is the same one every other part of cdp applies, evaluated at send time. Python only ever
+services' own SQL conditions (:mod:`cdp.consent.ledger_state`, :mod:`cdp.privacy.restriction`), so
+the check is the same one every other part of cdp applies, evaluated at send time. Python only ever
 sees the ids it has to decrypt, in chunks.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cdp.consent.service import granted_condition
+from cdp.consent.ledger_state import granted_condition
 from cdp.exports.models import ExportStaging, SyncMember
 from cdp.privacy.restriction import not_restricted_condition
 from cdp.profiles.pii_records import has_any_field

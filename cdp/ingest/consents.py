@@ -13,8 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cdp.consent.ledger_state import precedence
 from cdp.consent.models import ConsentEvent
-from cdp.consent.service import ledger_time, precedence
+from cdp.consent.service import ledger_time
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import ConsentRecord

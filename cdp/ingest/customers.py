@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from cdp.db.models import Subject
 from cdp.ingest.batch import IN_CHUNK, BatchContext, Outcome, Reject, claim_of
 from cdp.ingest.bulk import update_rows
-from cdp.ingest.records import CUSTOM_TRAITS_FIELD, CustomerRecord
+from cdp.ingest.customer_record import CUSTOM_TRAITS_FIELD, CustomerRecord
 from cdp.profiles.pii_records import read_sealed, write_sealed
 from cdp.profiles.resolve import resolve
 

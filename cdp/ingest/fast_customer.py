@@ -1,14 +1,14 @@
 """A fast path for plain customer rows (a shop's CSV export), in front of the pydantic model.
 
-Validating a customer through :class:`~cdp.ingest.records.CustomerRecord` runs its ``before``
-validator (blank cells, flat address columns, custom traits), a dozen field validators and the
-nested address model: ~60 µs a row before any normalisation. Most rows of a CSV export are plain:
-every cell a string, already trimmed, ISO dates. :func:`fast_customer` checks exactly that shape
-with the same rules and builds the record directly; anything else — a non-string cell (JSON
-input), a cell with surrounding spaces, an unusual date, any rule that fails — returns ``None``
-and the row goes through the model as before. Every rejection and its reason therefore still come
-from the model, and a record accepted here equals the model's (tests/ingest/test_fast_customer.py
-checks both on generated rows and on the demo shop).
+Validating a customer through :class:`~cdp.ingest.customer_record.CustomerRecord` runs its
+``before`` validator (blank cells, flat address columns, custom traits), a dozen field validators
+and the nested address model: ~60 µs a row before any normalisation. Most rows of a CSV export are
+plain: every cell a string, already trimmed, ISO dates. :func:`fast_customer` checks exactly that
+shape with the same rules and builds the record directly; anything else — a non-string cell (JSON
+input), a cell with surrounding spaces, an unusual date, any rule that fails — returns ``None`` and
+the row goes through the model as before. Every rejection and its reason therefore still come from
+the model, and a record accepted here equals the model's (tests/ingest/test_fast_customer.py checks
+both on generated rows and on the demo shop).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+from cdp.ingest.customer_record import ADDRESS_FIELDS, Address, CustomerRecord
 from cdp.ingest.fastpath import _build, _FallbackError, _text, _time, identities
-from cdp.ingest.records import ADDRESS_FIELDS, Address, CustomerRecord
 
 _ADDRESS_LIMITS = {"street": 256, "city": 128, "postal_code": 32, "state": 128, "country": 64}
 """Address's max_length per field (a test checks them against the model)."""

@@ -23,7 +23,7 @@ from typing import Any, Final
 from cdp.clock import Clock
 from cdp.db.per_engine import PerEngine
 from cdp.ingest.batch import BatchContext, Outcome
-from cdp.ingest.pipeline import Writer, converter_for, run_batch
+from cdp.ingest.batch_commit import Writer, converter_for, run_batch
 from cdp.runtime import Runtime
 
 MAX_GROUP: Final = 64

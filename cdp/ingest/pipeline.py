@@ -8,34 +8,31 @@ creates no duplicates. Data keys are created just before their batch's transacti
 batch never committed protects nothing and is harmless.
 
 Rejected records go to a JSON Lines file next to the input (``<input>.rejects.jsonl``): line
-number, reason code, field names and a message — never the rejected values.
+number, reason code, field names and a message — never the rejected values
+(:mod:`cdp.ingest.rejects_file`). Each batch is committed by :mod:`cdp.ingest.batch_commit`.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import os
-import random
-import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cdp.clock import Clock, utcnow
 from cdp.consent.service import CLOCK_SKEW
-from cdp.errors import InvalidInputError, WriteContentionError
-from cdp.ingest.batch import BatchContext, Outcome, Reject
+from cdp.errors import InvalidInputError
+from cdp.ingest.batch import Reject
+from cdp.ingest.batch_commit import Writer, converter_for, run_batch
 from cdp.ingest.collector import collector_paused
 from cdp.ingest.consents import write_consents
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
 from cdp.ingest.fast_customer import fast_customer
@@ -49,10 +46,10 @@ from cdp.ingest.readers import (
     printable_path,
     read_records,
 )
-from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
+from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
+from cdp.ingest.rejects_file import RejectsFile
 from cdp.logging import get_logger
 from cdp.observability import count_ingest
-from cdp.profiles.merge import SubjectGoneError
 from cdp.runtime import Runtime
 from cdp.validation import safe_location
 
@@ -66,7 +63,6 @@ class RecordKind(StrEnum):
     EVENTS = "events"
 
 
-Writer = Callable[[BatchContext, Sequence[tuple[int, Any]]], Outcome]
 MODELS: dict[RecordKind, type[BaseModel]] = {
     RecordKind.CUSTOMERS: CustomerRecord,
     RecordKind.ORDERS: OrderRecord,
@@ -84,9 +80,6 @@ FAST: dict[type[BaseModel], Callable[[dict[str, Any], dict[str, Any]], BaseModel
     CustomerRecord: fast_customer,
 }
 """Plain-shape validators in front of a model (None: let the model decide); see fastpath."""
-_RETRIES = 5
-SQLITE_CACHE_KIB = 32_768
-"""Page cache of the SQLite connection that writes a batch (32 MB; the default is 2 MB)."""
 
 
 @dataclass
@@ -142,178 +135,6 @@ def validation_rejects(position: int, exc: ValidationError) -> Reject:
     messages = "; ".join(f"{at}: {e['msg']}" for at, e in zip(where, errors, strict=True))
     reason = "missing_id" if "missing id" in messages else "invalid"
     return Reject(position, reason, fields, messages[:500])
-
-
-def run_batch(
-    runtime: Runtime,
-    writer: Writer,
-    items: Sequence[tuple[int, Any]],
-    *,
-    source: str,
-    converter: Converter,
-    clock: Clock,
-    recorded_by: str,
-) -> Outcome:
-    """Write one batch in one transaction; retried when a concurrent writer took a token first."""
-    for attempt in range(_RETRIES):
-        try:
-            with runtime.data_engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    # A batch touches index pages all over the B-trees (random subject ids and
-                    # tokens); SQLite's default 2 MB page cache spills and re-reads them per row.
-                    conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-                ctx = BatchContext(
-                    runtime=runtime,
-                    conn=conn,
-                    now=clock(),
-                    source=source,
-                    converter=converter,
-                    recorded_by=recorded_by,
-                )
-                outcome = writer(ctx, items)
-        except (IntegrityError, OperationalError, SubjectGoneError) as exc:
-            if attempt == _RETRIES - 1:
-                if isinstance(exc, OperationalError):
-                    raise  # the database itself (locked, gone): reported as such
-                raise WriteContentionError(
-                    "concurrent writers kept taking the same identities or ids; nothing of "
-                    "this write was stored, send it again"
-                ) from exc
-            log.warning("ingest batch conflicted with a concurrent writer; retrying")
-            # Writers that collided once collide again if they retry in step: spread them out.
-            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # noqa: S311 - jitter only
-            continue
-        for res in outcome.resolutions:
-            res.finish(runtime)
-        return outcome
-    raise AssertionError("unreachable")
-
-
-class RejectsFile:
-    """The reject file. It is prepared before anything is read or stored — a path that cannot be
-    written, that is not a regular file, or that is the input itself fails the run before its
-    first batch.
-
-    Rejects are written to a new file cdp creates beside the target (``O_EXCL | O_NOFOLLOW``,
-    mode 0600), which replaces the target (by rename: a link's target is never written) only when
-    something was rejected; otherwise that file is removed, and so is a stale reject file of an
-    earlier run at the target — a regular file holding cdp's reject lines, nothing else. A
-    symbolic link, device, pipe or directory at the target is refused, never followed, written or
-    removed."""
-
-    def __init__(self, path: Path, *, source: Path) -> None:
-        if _same_file(path, source):
-            raise InvalidInputError(
-                f"the reject file would overwrite the input {printable_path(source)}; "
-                "choose another path",
-                field="rejects",
-            )
-        self.path = path
-        self._used = False
-        kind = _not_regular(path)
-        if kind is not None:
-            raise InvalidInputError(
-                f"cannot write the reject file {printable_path(path)}: it is {kind}, not a "
-                "regular file (cdp neither follows nor replaces it); choose another path",
-                field="rejects",
-            )
-        try:
-            fd, temp = tempfile.mkstemp(  # O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600
-                prefix=".cdp-rejects-", suffix=".tmp", dir=path.parent
-            )
-        except OSError as exc:
-            raise InvalidInputError(
-                f"cannot write the reject file {printable_path(path)}: "
-                f"{exc.strerror or type(exc).__name__}",
-                field="rejects",
-            ) from None
-        self._temp = Path(temp)
-        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
-
-    def write(self, reject: Reject) -> None:
-        self._used = True
-        row = {
-            "line": reject.position,
-            "reason": reject.reason,
-            "fields": list(reject.fields),
-            "message": reject.message,
-        }
-        self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    def close(self) -> None:
-        """Put the rejects in place (or remove the file cdp created, and a stale reject file)."""
-        self._fh.close()
-        if not self._used:
-            self._temp.unlink(missing_ok=True)
-            if _stale_rejects(self.path):
-                self.path.unlink(missing_ok=True)
-            return
-        try:
-            self._temp.replace(self.path)  # replaces a name, never writes through a link
-        except OSError as exc:
-            raise InvalidInputError(
-                f"cannot write the reject file {printable_path(self.path)} "
-                f"({exc.strerror or type(exc).__name__}); the rejects are in "
-                f"{printable_path(self._temp)}",
-                field="rejects",
-            ) from None
-
-    @property
-    def used(self) -> bool:
-        return self._used
-
-
-_REJECT_KEYS = ("line", "reason", "fields", "message")
-
-
-def _not_regular(path: Path) -> str | None:
-    """What ``path`` is when it exists and is not a regular file (a link is not followed)."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return None  # e.g. a parent that is not a directory: creating the file says why
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    return "a device, pipe or socket"
-
-
-def _stale_rejects(path: Path) -> bool:
-    """Whether ``path`` is a regular file (not a link) that a run of cdp wrote: its first line is
-    a reject row (a JSON object with a line number and no key a reject row lacks). Anything else
-    at the path is someone else's file, and stays."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            return False
-        first = fh.readline(4096)
-    try:
-        row = json.loads(first)
-    except ValueError:
-        return False
-    return (
-        isinstance(row, dict)
-        and isinstance(row.get("line"), int)
-        and set(row).issubset(_REJECT_KEYS)
-    )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file (symbolic and hard links included)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.samefile(b)
-    except OSError:  # one of them does not exist (yet)
-        return False
 
 
 def _batches(
@@ -383,10 +204,6 @@ def file_source(path: Path) -> str:
     """``file:<name>``, the source stored with a file's records (64 characters at most; a name
     that is not UTF-8 or holds unprintable characters has them escaped: see printable_path)."""
     return f"file:{printable_path(path.name)}"[:64]
-
-
-def converter_for(runtime: Runtime) -> Converter:
-    return Converter(runtime.settings.fx_rates, runtime.settings.base_currency)
 
 
 def ingest_file(

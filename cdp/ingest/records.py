@@ -3,254 +3,31 @@
 The batch files and the Segment API both end here, so one set of rules decides what is valid.
 Fields we define are strict (types, bounds, known currencies and purposes); customer fields we do
 not know are kept as custom traits. Validation messages name the rule, never the value, so that a
-reject file or an HTTP error body cannot leak what was sent.
+reject file or an HTTP error body cannot leak what was sent. The customer record is
+:mod:`cdp.ingest.customer_record`; the rules the records share are :mod:`cdp.ingest.record_rules`.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cdp.consent.purposes import PURPOSES
-from cdp.crypto.normalize import normalize_email, normalize_phone
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.money import finer_than_minor_unit, whole_minor_units
-from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_future
-from cdp.validation import (
-    CONTROL_MESSAGE,
-    FORMULA_START,
-    has_control,
-    not_epoch,
-    plain_text,
-)
-
-ADDRESS_FIELDS = ("street", "city", "postal_code", "state", "country")
-PII_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "gender", *ADDRESS_FIELDS)
-"""Customer fields stored encrypted in the PII vault (sealed together: one ``pii_records`` row
-a subject)."""
-CUSTOM_TRAITS_FIELD = "custom_traits"
-"""The vault field holding a customer's custom traits as one JSON object."""
+from cdp.ingest.record_rules import Record, SubjectRecord, blank_to_none, safe_id
+from cdp.ingest.times import aware, not_future
+from cdp.validation import not_epoch, plain_text
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 ShortText = Annotated[str, Field(min_length=1, max_length=64)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6, allow_inf_nan=False)]
 
 
-def _blank_to_none(data: Any) -> Any:
-    """Empty or blank strings (CSV's empty cells) are absent values."""
-    if isinstance(data, dict):
-        for v in data.values():
-            if v.__class__ is str and (not v or v.isspace()):
-                break
-        else:
-            return data  # the common case (JSON input): no copy
-        return {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in data.items()}
-    return data
-
-
-def _object_copy(value: Any) -> Any:
-    """A copy of a JSON object, an empty one for null, else the value itself."""
-    if value is None:
-        return {}
-    return dict(value) if isinstance(value, dict) else value
-
-
-def _safe_id(value: str | None) -> str | None:
-    """Identifiers are printable, trimmed and never start like a spreadsheet formula."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if not value.isprintable():
-        raise ValueError(CONTROL_MESSAGE)
-    if value.startswith(FORMULA_START):
-        raise ValueError("starts with a spreadsheet formula character")
-    return value
-
-
-def _phone(value: str | None, region: str | None, info: ValidationInfo) -> str | None:
-    """E.164, reading national numbers in ``region`` (the address country) or the default."""
-    if value is None:
-        return None
-    default = (info.context or {}).get("default_region") or "US"
-    try:
-        return normalize_phone(value, default_region=region or default)
-    except Exception:
-        raise ValueError("not a valid phone number") from None
-
-
-def _email(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return normalize_email(value)
-    except Exception:
-        raise ValueError("not a valid email address") from None
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", str_strip_whitespace=True, frozen=False, hide_input_in_errors=True
-    )
-
-    def __repr__(self) -> str:  # values may be personal data: name the type only
-        return f"{type(self).__name__}(...)"
-
-    __str__ = __repr__
-
-
-class Address(_Record):
-    street: str | None = Field(default=None, max_length=256)
-    city: str | None = Field(default=None, max_length=128)
-    postal_code: str | None = Field(default=None, max_length=32)
-    state: str | None = Field(default=None, max_length=128)
-    country: str | None = Field(default=None, max_length=64)
-
-    @field_validator(*ADDRESS_FIELDS)
-    @classmethod
-    def _text(cls, value: str | None) -> str | None:
-        return plain_text(value)
-
-
-class CustomerRecord(_Record):
-    """A customer as a shop or CRM exports it (or as a Segment ``identify`` describes it)."""
-
-    customer_id: str | None = Field(default=None, max_length=256)
-    anonymous_id: str | None = Field(default=None, max_length=256)
-    address: Address | None = None  # before phone: its country is the phone's region
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=64)
-    first_name: str | None = Field(default=None, max_length=256)
-    last_name: str | None = Field(default=None, max_length=256)
-    birthday: date | None = None
-    gender: str | None = Field(default=None, max_length=32)
-    created_at: datetime | None = None
-    traits: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shape(cls, data: Any) -> Any:
-        """Flat address columns nest under ``address``; unknown columns become custom traits."""
-        data = _blank_to_none(data)
-        if not isinstance(data, dict):
-            return data
-        known = set(cls.model_fields)
-        out: dict[str, Any] = {}
-        # null is absent; anything else but an object (a number, a list, false) is left as it
-        # is, for the field's type to reject
-        address = _object_copy(data.get("address"))
-        traits = _object_copy(data.get("traits"))
-        for key, value in data.items():
-            if key in ("address", "traits"):
-                continue
-            if key in ADDRESS_FIELDS:
-                if value is not None and isinstance(address, dict):
-                    address[key] = value
-            elif key in known:
-                out[key] = value
-            elif value is not None and isinstance(traits, dict):
-                traits[str(key)[:64]] = value
-        if address or not isinstance(address, dict):
-            out["address"] = address
-        if traits or not isinstance(traits, dict):
-            out["traits"] = traits
-        return out
-
-    @field_validator("customer_id", "anonymous_id")
-    @classmethod
-    def _id(cls, value: str | None) -> str | None:
-        return _safe_id(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return _email(value)
-
-    @field_validator("first_name", "last_name", "gender")
-    @classmethod
-    def _text(cls, value: str | None) -> str | None:
-        return plain_text(value)
-
-    @field_validator("birthday")
-    @classmethod
-    def _birthday(cls, value: date | None) -> date | None:
-        if value is not None and not (MIN_DATE <= value < MAX_DATE):
-            raise ValueError(RANGE_MESSAGE)
-        return value
-
-    @field_validator("birthday", "created_at", mode="before")
-    @classmethod
-    def _not_epoch(cls, value: Any) -> Any:
-        return not_epoch(value)
-
-    @field_validator("created_at")
-    @classmethod
-    def _created(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        return None if value is None else not_future(aware(value), info.context)
-
-    @field_validator("traits")
-    @classmethod
-    def _traits(
-        cls, value: dict[str, str | int | float | bool | None]
-    ) -> dict[str, str | int | float | bool | None]:
-        if len(value) > 100:
-            raise ValueError("more than 100 custom traits")
-        for v in value.values():
-            if isinstance(v, str):
-                if len(v) > 1024:
-                    raise ValueError("a custom trait is longer than 1024 characters")
-                if has_control(v):
-                    raise ValueError(f"a custom trait {CONTROL_MESSAGE}")
-        return value
-
-    @field_validator("phone")
-    @classmethod
-    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        address = info.data.get("address")
-        country = address.country if isinstance(address, Address) else None
-        region = country.upper() if country and len(country) == 2 else None
-        return _phone(value, region, info)
-
-    @model_validator(mode="after")
-    def _has_identity(self) -> CustomerRecord:
-        if not (self.customer_id or self.email or self.phone or self.anonymous_id):
-            raise ValueError("missing id: needs customer_id, email, phone or anonymous_id")
-        return self
-
-    @property
-    def region(self) -> str | None:
-        """The address country as a two-letter region, for reading national phone numbers."""
-        country = self.address.country if self.address else None
-        return country.upper() if country and len(country) == 2 else None
-
-    def pii(self) -> dict[str, str]:
-        """The vault fields this record sets (email and phone normalised)."""
-        out: dict[str, str] = {}
-        for name in ("email", "phone", "first_name", "last_name", "gender"):
-            v = getattr(self, name)
-            if v is not None:
-                out[name] = v
-        if self.birthday is not None:
-            out["birthday"] = self.birthday.isoformat()
-        if self.address is not None:
-            for name in ADDRESS_FIELDS:
-                v = getattr(self.address, name)
-                if v is not None:
-                    out[name] = v
-        return out
-
-
-class LineItem(_Record):
+class LineItem(Record):
     product_id: str | None = Field(default=None, max_length=128)
     sku: str | None = Field(default=None, max_length=128)
     category: str | None = Field(default=None, max_length=128)
@@ -261,12 +38,12 @@ class LineItem(_Record):
     @model_validator(mode="before")
     @classmethod
     def _blank(cls, data: Any) -> Any:
-        return _blank_to_none(data)
+        return blank_to_none(data)
 
     @field_validator("product_id", "sku")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
-        return _safe_id(value)
+        return safe_id(value)
 
     @field_validator("category", "name")
     @classmethod
@@ -281,42 +58,7 @@ class LineItem(_Record):
         return 1 if value is None else value
 
 
-class _SubjectRecord(_Record):
-    """Rules shared by the records that name their subject (orders, consent, events): blank
-    cells are absent, ids are safe, the email and phone are normalised, times are UTC."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank(cls, data: Any) -> Any:
-        return _blank_to_none(data)
-
-    @field_validator("customer_id", "anonymous_id", check_fields=False)
-    @classmethod
-    def _subject_ids(cls, value: str | None) -> str | None:
-        return _safe_id(value)
-
-    @field_validator("email", check_fields=False)
-    @classmethod
-    def _subject_email(cls, value: str | None) -> str | None:
-        return _email(value)
-
-    @field_validator("phone", check_fields=False)
-    @classmethod
-    def _subject_phone(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _phone(value, None, info)
-
-    @field_validator("ordered_at", "occurred_at", "timestamp", mode="before", check_fields=False)
-    @classmethod
-    def _not_epoch(cls, value: Any) -> Any:
-        return not_epoch(value)
-
-    @field_validator("ordered_at", "occurred_at", "timestamp", check_fields=False)
-    @classmethod
-    def _utc(cls, value: datetime, info: ValidationInfo) -> datetime:
-        return not_future(aware(value), info.context)
-
-
-class OrderRecord(_SubjectRecord):
+class OrderRecord(SubjectRecord):
     """An order; the customer is named by customer_id, email or phone."""
 
     order_id: str = Field(min_length=1, max_length=128)
@@ -361,7 +103,7 @@ class OrderRecord(_SubjectRecord):
     @field_validator("order_id", "coupon")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
-        return _safe_id(value)
+        return safe_id(value)
 
     @field_validator("currency")
     @classmethod
@@ -397,7 +139,7 @@ class OrderRecord(_SubjectRecord):
         return self
 
 
-class ConsentRecord(_SubjectRecord):
+class ConsentRecord(SubjectRecord):
     """One grant or withdrawal of a purpose, for the consent ledger."""
 
     customer_id: str | None = Field(default=None, max_length=256)
@@ -432,7 +174,7 @@ class ConsentRecord(_SubjectRecord):
         return self
 
 
-class EventRecord(_SubjectRecord):
+class EventRecord(SubjectRecord):
     """A behaviour event (Segment ``track``/``page``/``screen``)."""
 
     message_id: str | None = Field(default=None, max_length=128)
@@ -447,7 +189,7 @@ class EventRecord(_SubjectRecord):
     @field_validator("message_id")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
-        return _safe_id(value)
+        return safe_id(value)
 
     @field_validator("event")
     @classmethod

@@ -29,14 +29,16 @@ from pydantic import BaseModel, ValidationError
 
 from cdp.clock import Clock, utcnow
 from cdp.ingest.batch import BatchContext, Outcome
+from cdp.ingest.batch_commit import converter_for
 from cdp.ingest.consents import write_consents
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
 from cdp.ingest.group_commit import committer_for
 from cdp.ingest.models import SeenMessage
 from cdp.ingest.orders import write_orders
-from cdp.ingest.pipeline import converter_for, record_context
-from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
+from cdp.ingest.pipeline import record_context
+from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
 from cdp.ingest.segment_models import (
     ORDER_COMPLETED,
     SegmentMessage,

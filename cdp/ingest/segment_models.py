@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdp.ingest.money import exponent
-from cdp.ingest.records import _safe_id
+from cdp.ingest.record_rules import safe_id
 from cdp.validation import CONTROL_MESSAGE, not_epoch, plain_text
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
@@ -124,7 +124,7 @@ class SegmentMessage(BaseModel):
     def _ids(cls, value: str | None) -> str | None:
         """The identifier rules of every record (printable, trimmed, no formula start), checked
         here so that a message that builds no record (``group``) is held to them too."""
-        return _safe_id(value)
+        return safe_id(value)
 
     @field_validator("message_id")
     @classmethod

@@ -32,7 +32,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection
 
 from cdp.audit.chain import format_at
-from cdp.consent import service as consent
+from cdp.consent import ledger_state
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
 from cdp.privacy.models import PrivacyRequest, Restriction
@@ -131,7 +131,7 @@ def _events(runtime: Runtime, conn: Connection, subject_id: str) -> list[dict[st
 
 
 def _consent(conn: Connection, subject_id: str) -> dict[str, Any]:
-    proof = consent.consent_proof(conn=conn, subject_id=subject_id)
+    proof = ledger_state.consent_proof(conn=conn, subject_id=subject_id)
     return {
         "current": [
             {

@@ -73,8 +73,8 @@ class PrivacyRequest(SQLModel, table=True):
     claim_token: str | None = Field(
         default=None,
         max_length=32,
-        description="Set while a run holds the request (cdp.privacy.requests.claim); cleared when "
-        "the run ends, either way.",
+        description="Set while a run holds the request (cdp.privacy.request_lifecycle.claim); "
+        "cleared when the run ends, either way.",
     )
     claimed_at: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
 

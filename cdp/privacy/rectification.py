@@ -25,7 +25,7 @@ from cdp.access.categories import PII_FIELDS
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity, Tombstone
 from cdp.errors import ConflictError, InvalidInputError
-from cdp.ingest.records import CustomerRecord
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.profiles.pii_records import read_one, write_sealed
 from cdp.runtime import Runtime
 from cdp.validation import safe_location

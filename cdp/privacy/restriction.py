@@ -8,8 +8,8 @@ Other modules check it in one of two ways:
 
 - :func:`is_restricted` for one subject (a single send, a single trait computation);
 - :func:`not_restricted_condition` inside SQL, correlated on the outer query's subject-id column
-  (exports and trait jobs filter many subjects in one query). :func:`cdp.consent.service.
-  eligible_condition` already combines it with the consent check.
+  (exports and trait jobs filter many subjects in one query).
+  :func:`cdp.consent.ledger_state.eligible_condition` already combines it with the consent check.
 """
 
 from __future__ import annotations

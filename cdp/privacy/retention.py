@@ -6,8 +6,8 @@ the same function daily):
 1. **Per-purpose windows.** A registry entry with a ``time_column`` and ``retention`` purposes
    (events: ``analytics``, ``personalization``; orders: ``support``) keeps a row while it is younger
    than the window of at least one of those purposes *for which the subject has a basis now*
-   (:func:`cdp.consent.service.granted_condition`: consent granted, legitimate interest not
-   objected to, contract always). Older rows get the entry's erasure treatment: events are
+   (:func:`cdp.consent.ledger_state.granted_condition`: consent granted, legitimate interest
+   not objected to, contract always). Older rows get the entry's erasure treatment: events are
    deleted, orders lose their personal link (they stay, anonymous, for the accounts).
 2. **Access packages** produced for requests are deleted after ``CDP_PRIVACY_PACKAGE_DAYS``.
 3. **Inactive subjects.** A subject with no order, event, consent change or profile update for
@@ -37,9 +37,9 @@ from sqlalchemy.engine import Connection
 from cdp.access.context import AccessContext
 from cdp.audit.service import record_access
 from cdp.clock import Clock, utcnow
+from cdp.consent.ledger_state import granted_condition
 from cdp.consent.models import ConsentEvent
 from cdp.consent.purposes import get_purpose
-from cdp.consent.service import granted_condition
 from cdp.db.all_models import metadata
 from cdp.db.models import Subject
 from cdp.privacy.erasure import clear_wals, erase_subjects, live_entries

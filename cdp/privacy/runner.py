@@ -23,7 +23,7 @@ from cdp.clock import Clock, utcnow
 from cdp.db.models import Identity
 from cdp.errors import CdpError, ConflictError, NotFoundError
 from cdp.logging import get_logger
-from cdp.privacy import access_package, requests
+from cdp.privacy import access_package, request_filing, request_lifecycle, requests
 from cdp.privacy.erasure import erase_subject
 from cdp.privacy.models import PrivacyPayload, PrivacyRequest, payload_field, payload_owner
 from cdp.privacy.objection import object_to_marketing
@@ -59,9 +59,9 @@ def _subject_of(
                 ident.c.kind == view.identity_kind, ident.c.token == token
             )
         ).scalar()
-        requests.record_lookup(runtime, ctx, conn, view.identity_kind, sid)
-        if sid is not None and requests.link_subject(conn, view.id, sid):
-            requests.record_note(
+        request_filing.record_lookup(runtime, ctx, conn, view.identity_kind, sid)
+        if sid is not None and request_lifecycle.link_subject(conn, view.id, sid):
+            request_lifecycle.record_note(
                 conn, view.id, actor=ctx.principal_name, now=now, note="subject found: linked"
             )
     return sid
@@ -161,7 +161,7 @@ def _rectify(
         conn.execute(
             sa.delete(_PAY).where(_PAY.c.request_id == view.id, _PAY.c.kind == "corrections")
         )
-        requests.record_note(
+        request_lifecycle.record_note(
             conn, view.id, actor=ctx.principal_name, now=now, note=APPLIED + ",".join(fields)
         )
         record_access(
@@ -233,34 +233,36 @@ def run(
 ) -> RequestView:
     """Carry out a verified request and complete it.
 
-    The run first claims the request (:func:`cdp.privacy.requests.claim`): a second run, a
-    rejection or an extension meanwhile is refused with 409, so a request can no longer end
+    The run first claims the request (:func:`cdp.privacy.request_lifecycle.claim`): a second
+    run, a rejection or an extension meanwhile is refused with 409, so a request can no longer end
     ``rejected`` after its erasure was carried out. A failure releases the claim and leaves the
     request ``in_progress`` with the error's code in its steps; running it again resumes (every
     handler is idempotent)."""
     require(runtime=runtime, ctx=ctx, resource=RESOURCE, action="run")
     with runtime.data_engine.begin() as conn:
-        token = requests.claim(conn, request_id, actor=ctx.principal_name, now=clock())
+        token = request_lifecycle.claim(conn, request_id, actor=ctx.principal_name, now=clock())
     try:
         view = requests.get(runtime=runtime, request_id=request_id)
         now = clock()
         sid = _subject_of(runtime, ctx, view, now)
         if sid is None:
             with runtime.data_engine.begin() as conn:
-                requests.discard_payloads(runtime=runtime, conn=conn, request_id=request_id)
+                request_lifecycle.discard_payloads(
+                    runtime=runtime, conn=conn, request_id=request_id
+                )
             runtime.vault.shred([request_id])
             outcome: dict[str, Any] = {"subject_found": False}
         else:
             outcome = {"subject_found": True, **HANDLERS[view.type](runtime, ctx, view, sid, now)}
         with runtime.data_engine.begin() as conn:
-            requests.complete(
+            request_lifecycle.complete(
                 conn, request_id, token, actor=ctx.principal_name, now=clock(), outcome=outcome
             )
     except Exception as exc:
         code = exc.code if isinstance(exc, CdpError) else "internal_error"
         try:
             with runtime.data_engine.begin() as conn:
-                requests.release(
+                request_lifecycle.release(
                     conn, request_id, token, actor=ctx.principal_name, now=clock(),
                     note=f"failed: {code}",
                 )  # fmt: skip
@@ -321,7 +323,7 @@ def download_package(
     if row.created_at < now - timedelta(days=days):
         with runtime.data_engine.begin() as conn:
             if conn.execute(sa.delete(_PAY).where(expired)).rowcount:
-                requests.record_note(
+                request_lifecycle.record_note(
                     conn,
                     request_id,
                     actor=ctx.principal_name,
@@ -373,7 +375,9 @@ def lift_restriction(
                 "already, or the request found nobody); a restriction opened by another request "
                 "is lifted through that request"
             )
-        requests.record_note(conn, request_id, actor=ctx.principal_name, now=now, note="lifted")
+        request_lifecycle.record_note(
+            conn, request_id, actor=ctx.principal_name, now=now, note="lifted"
+        )
         record_access(
             runtime=runtime,
             ctx=ctx,

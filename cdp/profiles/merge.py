@@ -44,8 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from cdp.consent.ledger_state import ConsentState, current_state
 from cdp.consent.models import ConsentEvent
-from cdp.consent.service import ConsentState, current_state
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
 from cdp.exports.merge import move_export_rows

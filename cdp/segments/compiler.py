@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from cdp.consent.service import granted_condition
+from cdp.consent.ledger_state import granted_condition
 from cdp.db.models import Subject
 from cdp.profiles.models import Order, OrderItem
 from cdp.segments.rules import (

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from cdp.consent.service import granted_condition
+from cdp.consent.ledger_state import granted_condition
 from cdp.privacy.restriction import not_restricted_condition
 
 PROFILING_PURPOSE = "analytics"

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cdp.api.app import create_app
-from cdp.audit import reports
+from cdp.audit import activity_reports, anomaly_report, processing_report
 from cdp.audit.render import csv_cell, render
 from cdp.audit.service import record_access
 from cdp.audit.writer import LOG
@@ -70,7 +70,7 @@ def _seed(env: CdpEnv) -> None:
 
 def test_subject_access_report(cdp_env: CdpEnv) -> None:
     _seed(cdp_env)
-    r = reports.subject_access(
+    r = activity_reports.subject_access(
         runtime=cdp_env.runtime, subject_id=SID, since=T0, until=T0 + timedelta(days=10)
     )
     assert r.total == 7
@@ -84,7 +84,7 @@ def test_subject_access_report(cdp_env: CdpEnv) -> None:
 
 def test_principal_activity_and_csv(cdp_env: CdpEnv) -> None:
     _seed(cdp_env)
-    r = reports.principal_activity(
+    r = activity_reports.principal_activity(
         runtime=cdp_env.runtime, principal="sam", since=T0, until=T0 + timedelta(days=10)
     )
     assert r.total == 7
@@ -96,7 +96,7 @@ def test_principal_activity_and_csv(cdp_env: CdpEnv) -> None:
 def test_denied_and_anomalies(cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(cdp_env)
     rt = cdp_env.runtime
-    monkeypatch.setattr(reports, "BURST_THRESHOLD", 5)
+    monkeypatch.setattr(anomaly_report, "BURST_THRESHOLD", 5)
     clock = FrozenClock(T0 + timedelta(days=5))
     bulk = make_ctx(["support"], purpose="support", name="bulk", principal_id="1111222233334444")
     for i in range(8):
@@ -115,7 +115,7 @@ def test_denied_and_anomalies(cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch) 
     record_access(
         runtime=rt, ctx=odd, action="read", resource="profile", outcome="denied", clock=clock
     )
-    r = reports.denied_anomalies(runtime=rt, since=T0, until=T0 + timedelta(days=10))
+    r = anomaly_report.denied_anomalies(runtime=rt, since=T0, until=T0 + timedelta(days=10))
     assert [a.outcome for a in r.accesses] == ["denied", "denied"]
     kinds = {(a["kind"], a["principal"]) for a in r.anomalies}
     assert ("burst", "bulk") in kinds and ("burst", "sam") not in kinds
@@ -130,7 +130,7 @@ def test_denied_and_anomalies(cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_processing_summary(cdp_env: CdpEnv) -> None:
-    r = reports.processing(runtime=cdp_env.runtime)
+    r = processing_report.processing(runtime=cdp_env.runtime)
     by_purpose = {p["purpose"]: p for p in r.processing}
     support = {c["category"]: c["roles"] for c in by_purpose["support"]["categories"]}
     assert support == {"contact": "support"}

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cdp.access.categories import CATEGORIES, resource_for
 from cdp.access.engine import get_policy_engine
-from cdp.audit import reports
+from cdp.audit import activity_reports, anomaly_report, reports
 from cdp.audit.render import render
 from cdp.audit.reports import Access, Report
 from cdp.audit.writer import LOG, SUBJECTS, AuditEntry, append
@@ -77,19 +77,19 @@ def _bursts(rows: list[Access]) -> list[dict[str, str]]:
         left = 0
         flagged_until: datetime | None = None
         for right, a in enumerate(items):
-            while a.at - items[left].at > reports.BURST_WINDOW:
+            while a.at - items[left].at > anomaly_report.BURST_WINDOW:
                 left += 1
-            if right - left + 1 > reports.BURST_THRESHOLD and (
+            if right - left + 1 > anomaly_report.BURST_THRESHOLD and (
                 flagged_until is None or a.at > flagged_until
             ):
-                flagged_until = items[left].at + reports.BURST_WINDOW
+                flagged_until = items[left].at + anomaly_report.BURST_WINDOW
                 found.append(
                     {
                         "kind": "burst",
                         "principal": name,
                         "at": items[left].at.isoformat(timespec="seconds"),
-                        "detail": f"more than {reports.BURST_THRESHOLD} reads within "
-                        f"{int(reports.BURST_WINDOW.total_seconds() // 60)} minutes",
+                        "detail": f"more than {anomaly_report.BURST_THRESHOLD} reads within "
+                        f"{int(anomaly_report.BURST_WINDOW.total_seconds() // 60)} minutes",
                     }
                 )
     return found
@@ -112,7 +112,9 @@ def _unusual_purposes(rows: list[Access]) -> list[dict[str, str]]:
                 )
                 or engine.decide(role_tuple, "profile", "read", purpose).allowed
             )
-            rare = total >= reports.RARE_MIN_RECORDS and n / total < reports.RARE_SHARE
+            rare = (
+                total >= anomaly_report.RARE_MIN_RECORDS and n / total < anomaly_report.RARE_SHARE
+            )
             if not granted or rare:
                 why = (
                     "no data access for this purpose in the policy"
@@ -195,16 +197,16 @@ def _streamed(env: CdpEnv, kind: str, param: str, start: datetime, end: datetime
     clock = FrozenClock(T0)
     rt = env.runtime
     if kind == "subject-access":
-        report = reports.subject_access(
+        report = activity_reports.subject_access(
             runtime=rt, subject_id=param, since=start, until=end, clock=clock
         )
         report.recipients = None  # the exports' ledger: not part of the reference
     elif kind == "principal-activity":
-        report = reports.principal_activity(
+        report = activity_reports.principal_activity(
             runtime=rt, principal=param, since=start, until=end, clock=clock
         )
     else:
-        report = reports.denied_anomalies(runtime=rt, since=start, until=end, clock=clock)
+        report = anomaly_report.denied_anomalies(runtime=rt, since=start, until=end, clock=clock)
     report.params = {}
     return report
 
@@ -260,8 +262,8 @@ def _clear(env: CdpEnv) -> None:
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small thresholds, so a small log has bursts, long bursts and truncated listings."""
     monkeypatch.setattr(reports, "LISTED_MAX", 5)
-    monkeypatch.setattr(reports, "BURST_THRESHOLD", 4)
-    monkeypatch.setattr(reports, "RARE_MIN_RECORDS", 6)
+    monkeypatch.setattr(anomaly_report, "BURST_THRESHOLD", 4)
+    monkeypatch.setattr(anomaly_report, "RARE_MIN_RECORDS", 6)
 
 
 def test_reports_are_those_of_the_reference_on_a_fixed_log(cdp_env: CdpEnv, small: None) -> None:
@@ -293,7 +295,7 @@ def test_reports_are_those_of_the_reference_on_a_fixed_log(cdp_env: CdpEnv, smal
     add(0, "allowed", timedelta(minutes=1), (), purpose="marketing")  # no data access for it
     add(1, "denied", timedelta(minutes=1), (), resource="segments", purpose="support")
     _write(cdp_env, entries, times)
-    report = reports.denied_anomalies(runtime=cdp_env.runtime, since=T0, until=at)
+    report = anomaly_report.denied_anomalies(runtime=cdp_env.runtime, since=T0, until=at)
     bursts = [(a["principal"], a["at"]) for a in report.anomalies if a["kind"] == "burst"]
     assert [p for p, _ in bursts].count("sam") >= 2 and report.truncated
     assert any(a["kind"] == "unusual purpose" for a in report.anomalies)
@@ -350,7 +352,9 @@ def test_a_report_reads_its_rows_in_batches(cdp_env: CdpEnv) -> None:
         options.append(dict(conn.get_execution_options()))
 
     try:
-        reports.denied_anomalies(runtime=cdp_env.runtime, since=T0, until=T0 + timedelta(days=1))
+        anomaly_report.denied_anomalies(
+            runtime=cdp_env.runtime, since=T0, until=T0 + timedelta(days=1)
+        )
     finally:
         sa.event.remove(engine, "before_cursor_execute", seen)
     assert any(o.get("stream_results") and o.get("yield_per") for o in options)
@@ -359,7 +363,7 @@ def test_a_report_reads_its_rows_in_batches(cdp_env: CdpEnv) -> None:
 def test_distinct_subjects_counts_each_subject_once(cdp_env: CdpEnv) -> None:
     entries = [_entry(n, 3, "allowed", SUBJECTS_POOL[n : n + 3], action="export") for n in range(5)]
     _write(cdp_env, entries, [T0 + timedelta(minutes=n) for n in range(5)])
-    report = reports.principal_activity(
+    report = activity_reports.principal_activity(
         runtime=cdp_env.runtime, principal="mia", since=T0, until=T0 + timedelta(hours=1)
     )
     assert report.counts["subjects"] == [("distinct subjects", 7)]
@@ -375,7 +379,7 @@ def test_a_reports_memory_does_not_grow_with_its_period(
     import tracemalloc
 
     monkeypatch.setattr(reports, "LISTED_MAX", 100)
-    monkeypatch.setattr(reports, "BURSTS_LISTED_MAX", 100)
+    monkeypatch.setattr(anomaly_report, "BURSTS_LISTED_MAX", 100)
     sid = SUBJECTS_POOL[0]
     step = timedelta(seconds=1)
     for chunk in range(4):
@@ -389,13 +393,15 @@ def test_a_reports_memory_does_not_grow_with_its_period(
         tracemalloc.start()
         try:
             if kind == "denied-anomalies":
-                report = reports.denied_anomalies(runtime=cdp_env.runtime, since=T0, until=until)
+                report = anomaly_report.denied_anomalies(
+                    runtime=cdp_env.runtime, since=T0, until=until
+                )
             elif kind == "principal-activity":
-                report = reports.principal_activity(
+                report = activity_reports.principal_activity(
                     runtime=cdp_env.runtime, principal="sam", since=T0, until=until
                 )
             else:
-                report = reports.subject_access(
+                report = activity_reports.subject_access(
                     runtime=cdp_env.runtime, subject_id=sid, since=T0, until=until
                 )
             peaks.append(tracemalloc.get_traced_memory()[1])
@@ -410,15 +416,15 @@ def test_bursts_past_the_cap_are_counted_in_a_note(
 ) -> None:
     """A principal reading without a pause is flagged again each time the window of its last
     burst has passed: a report lists the first bursts and counts the others."""
-    monkeypatch.setattr(reports, "BURST_THRESHOLD", 3)
-    monkeypatch.setattr(reports, "BURSTS_LISTED_MAX", 4)
+    monkeypatch.setattr(anomaly_report, "BURST_THRESHOLD", 3)
+    monkeypatch.setattr(anomaly_report, "BURSTS_LISTED_MAX", 4)
     entries = [_entry(n, 0, "allowed", ()) for n in range(30)]
     _write(cdp_env, entries, [T0 + timedelta(minutes=2 * n) for n in range(30)])
     until = T0 + timedelta(days=1)
     old = _reference(cdp_env, "denied-anomalies", "", T0, until)
     everything = [a for a in old.anomalies if a["kind"] == "burst"]
     assert len(everything) > 4
-    new = reports.denied_anomalies(runtime=cdp_env.runtime, since=T0, until=until)
+    new = anomaly_report.denied_anomalies(runtime=cdp_env.runtime, since=T0, until=until)
     assert [a for a in new.anomalies if a["kind"] == "burst"] == everything[:4]
     note = f"{len(everything) - 4} more bursts were found and are not listed (the first 4 are)."
     assert new.notes == [note]

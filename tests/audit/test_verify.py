@@ -166,7 +166,7 @@ def test_checkpoint_of_the_empty_log_verifies_then_and_later(
 def test_deleting_a_subjects_index_rows_is_found(cdp_env: CdpEnv) -> None:
     """Deleting a subject's ``audit_subjects`` rows hid its reads from the subject access report
     while verify said OK: verify names the first record whose index rows are gone."""
-    from cdp.audit import reports
+    from cdp.audit import activity_reports
 
     rt = cdp_env.runtime
     ctx = make_ctx()
@@ -180,10 +180,10 @@ def test_deleting_a_subjects_index_rows_is_found(cdp_env: CdpEnv) -> None:
             outcome="allowed",
             subject_ids=[other] if i < 2 else [victim, other],
         )
-    assert reports.subject_access(runtime=rt, subject_id=victim).total == 4
+    assert activity_reports.subject_access(runtime=rt, subject_id=victim).total == 4
     with _tamper(cdp_env) as conn:
         conn.execute(sa.text("DELETE FROM audit_subjects WHERE subject_id = :s"), {"s": victim})
-    assert reports.subject_access(runtime=rt, subject_id=victim).total == 0
+    assert activity_reports.subject_access(runtime=rt, subject_id=victim).total == 0
     result = verify_chain(runtime=rt)
     assert (result.ok, result.first_bad_seq) == (False, 3)
     assert "subject index leaves out" in (result.problem or "")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cdp.audit.writer import LOG
 from cdp.cli import app
-from cdp.consent import export, service
+from cdp.consent import export, ledger_state, service
 from cdp.consent.purposes import PURPOSE_NAMES
 from cdp.errors import InvalidInputError
 from tests.audit.factories import make_principal
@@ -40,7 +40,7 @@ def test_withdraw_takes_the_same_arguments_as_grant(cdp_env: CdpEnv) -> None:
     withdrawn = runner.invoke(app, ["consent", "withdraw", *later, *auth])
     assert withdrawn.exit_code == 0, withdrawn.output
     assert "current state: withdrawn" in withdrawn.output
-    history = service.history(runtime=rt, subject_id=sid)
+    history = ledger_state.history(runtime=rt, subject_id=sid)
     assert [(h.status, h.mechanism, h.notice_version) for h in history] == [
         ("granted", "cli", "v7"),
         ("withdrawn", "cli", "v7"),
@@ -56,7 +56,7 @@ def test_consent_commands_need_a_permitted_principal(cdp_env: CdpEnv) -> None:
         app, ["consent", "grant", sid, "analytics", "--token", analyst, "--purpose", "analytics"]
     )
     assert result.exit_code != 0
-    assert service.history(runtime=cdp_env.runtime, subject_id=sid) == []
+    assert ledger_state.history(runtime=cdp_env.runtime, subject_id=sid) == []
 
 
 def test_bulk_export_csv_and_json_with_an_audit_record_per_batch(
@@ -149,4 +149,4 @@ def test_a_choice_dated_before_1900_is_refused(cdp_env: CdpEnv, at: str) -> None
             mechanism="api",
             recorded_by="test",
         )
-    assert service.history(runtime=rt, subject_id=sid) == []
+    assert ledger_state.history(runtime=rt, subject_id=sid) == []

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from cdp.api.app import create_app
 from cdp.clock import FrozenClock
-from cdp.consent import service
+from cdp.consent import ledger_state, service
 from cdp.crypto.normalize import IdentityKind
 from cdp.ingest.pipeline import ingest_file
 from cdp.ingest.sources import create_source
@@ -43,7 +43,7 @@ def test_a_withdrawal_minutes_after_a_fast_clock_s_grant_wins(cdp_env: CdpEnv) -
     sid = make_subject(rt)
     now = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
     assert _grant(rt, sid, now + AHEAD, FrozenClock(now))
-    [entry] = service.history(runtime=rt, subject_id=sid)
+    [entry] = ledger_state.history(runtime=rt, subject_id=sid)
     assert entry.occurred_at == entry.recorded_at == now
     assert not _grant(rt, sid, now + AHEAD, FrozenClock(now + timedelta(minutes=1)))  # a replay
     service.record_consent(
@@ -57,7 +57,7 @@ def test_a_withdrawal_minutes_after_a_fast_clock_s_grant_wins(cdp_env: CdpEnv) -
         recorded_by="tester",
         clock=FrozenClock(now + timedelta(minutes=1)),
     )
-    assert service.current_state(runtime=rt, subject_id=sid)["push_marketing"].status == (
+    assert ledger_state.current_state(runtime=rt, subject_id=sid)["push_marketing"].status == (
         "withdrawn"
     )
 
@@ -87,7 +87,7 @@ def test_the_api_s_undated_withdrawal_beats_a_grant_dated_ahead(cdp_env: CdpEnv)
                 headers=headers,
             )
             assert r.status_code in (200, 201), r.text
-    assert not service.has_consent(runtime=rt, subject_id=sid, purpose="push_marketing")
+    assert not ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="push_marketing")
 
 
 def test_gpc_beats_a_file_s_grant_dated_ahead(cdp_env: CdpEnv, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_gpc_beats_a_file_s_grant_dated_ahead(cdp_env: CdpEnv, tmp_path: Path) -
         f"skew-1,ad_audiences,granted,{ahead},cmp,v1,banner\n"
     )
     assert ingest_file(runtime=rt, kind="consents", path=grants).inserted == 1
-    assert service.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
+    assert ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
     key = create_source(runtime=rt, name="shop-web").write_key
     message = {
         "type": "track",
@@ -121,5 +121,5 @@ def test_gpc_beats_a_file_s_grant_dated_ahead(cdp_env: CdpEnv, tmp_path: Path) -
             },
         )
         assert r.status_code == 200, r.text
-    assert not service.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
+    assert not ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
     assert ingest_file(runtime=rt, kind="consents", path=grants).duplicates == 1  # a replay

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cdp.api.app import create_app
-from cdp.consent import service
+from cdp.consent import ledger_state
 from tests.audit.factories import make_principal
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
@@ -50,7 +50,9 @@ def test_control_characters_and_lone_surrogates_are_a_422(
     assert count(rt, "consent_events") == 0
     good = json.dumps({**body, field: "web\tform"}).encode()
     assert client.post("/v1/consent", content=good, headers=headers).status_code == 200
-    assert [getattr(h, field) for h in service.history(runtime=rt, subject_id=sid)] == ["web\tform"]
+    assert [getattr(h, field) for h in ledger_state.history(runtime=rt, subject_id=sid)] == [
+        "web\tform"
+    ]
 
 
 @pytest.mark.parametrize("when", [1700000000, "1700000000", 1.7e9, "20240115"])

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cdp.api.app import create_app
-from cdp.consent import service
+from cdp.consent import ledger_state, service
 from cdp.crypto.normalize import IdentityKind
 from cdp.ingest.sources import create_source
 from tests.conftest import CdpEnv
@@ -41,7 +41,7 @@ def test_gpc_withdraws_ad_audiences_over_an_earlier_grant(
         mechanism="banner",
         recorded_by="cmp",
     )
-    assert service.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
+    assert ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
     key = create_source(runtime=rt, name="shop-web").write_key
     message = {
         "type": "track",
@@ -58,10 +58,13 @@ def test_gpc_withdraws_ad_audiences_over_an_earlier_grant(
         headers={"Content-Type": "application/json", "Content-Encoding": "gzip", "Sec-GPC": "1"},
     )
     assert r.status_code == 200, r.text
-    state = service.current_state(runtime=rt, subject_id=sid)["ad_audiences"]
+    state = ledger_state.current_state(runtime=rt, subject_id=sid)["ad_audiences"]
     assert (state.status, state.mechanism) == ("withdrawn", "gpc")
-    assert not service.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
+    assert not ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
     with rt.data_engine.connect() as conn:
-        assert sid not in set(conn.execute(service.granted_subjects("ad_audiences")).scalars())
+        assert sid not in set(conn.execute(ledger_state.granted_subjects("ad_audiences")).scalars())
     # the grant stays in the history: the ledger shows both choices
-    assert [h.mechanism for h in service.history(runtime=rt, subject_id=sid)] == ["banner", "gpc"]
+    assert [h.mechanism for h in ledger_state.history(runtime=rt, subject_id=sid)] == [
+        "banner",
+        "gpc",
+    ]

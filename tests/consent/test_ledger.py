@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from cdp.consent import service
+from cdp.consent import ledger_state, service
 from cdp.consent.models import ConsentEvent
 from cdp.consent.purposes import MARKETING_PURPOSES, PURPOSES
 from cdp.consent.triggers import ledger_unlocked
@@ -50,7 +50,7 @@ def test_history_shows_every_change_with_who_when_source_version_mechanism(
         recorded_by="svc-crm",
         notice_version="v2",
     )
-    proof = service.consent_proof(runtime=rt, subject_id=sid)
+    proof = ledger_state.consent_proof(runtime=rt, subject_id=sid)
     assert [
         (r.status, r.source, r.mechanism, r.recorded_by, r.notice_version) for r in proof.history
     ] == [
@@ -67,18 +67,18 @@ def test_replay_adds_nothing(cdp_env: CdpEnv) -> None:
     sid = make_subject(rt)
     assert _record(rt, sid, "sms_marketing", "granted", T0) is True
     assert _record(rt, sid, "sms_marketing", "granted", T0) is False
-    assert len(service.history(runtime=rt, subject_id=sid)) == 1
+    assert len(ledger_state.history(runtime=rt, subject_id=sid)) == 1
 
 
 def test_defaults_follow_the_lawful_basis(cdp_env: CdpEnv) -> None:
     rt = cdp_env.runtime
     sid = make_subject(rt)
-    state = service.current_state(runtime=rt, subject_id=sid)
+    state = ledger_state.current_state(runtime=rt, subject_id=sid)
     assert state["email_marketing"].status == "withdrawn" and state["email_marketing"].is_default
     assert state["analytics"].status == "granted" and state["analytics"].is_default
-    assert not service.has_consent(runtime=rt, subject_id=sid, purpose="email_marketing")
-    assert service.has_consent(runtime=rt, subject_id=sid, purpose="analytics")
-    assert service.has_consent(runtime=rt, subject_id=sid, purpose="support")
+    assert not ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="email_marketing")
+    assert ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="analytics")
+    assert ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="support")
 
 
 def test_latest_occurrence_wins_and_a_tie_is_a_withdrawal(cdp_env: CdpEnv) -> None:
@@ -90,10 +90,10 @@ def test_latest_occurrence_wins_and_a_tie_is_a_withdrawal(cdp_env: CdpEnv) -> No
     _record(rt, tie, "ad_audiences", "granted", T0)
     _record(rt, tie, "ad_audiences", "withdrawn", T0, source="other")
     for sid in (late, tie):
-        assert service.current_state(runtime=rt, subject_id=sid)["ad_audiences"].status == (
+        assert ledger_state.current_state(runtime=rt, subject_id=sid)["ad_audiences"].status == (
             "withdrawn"
         )
-        assert not service.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
+        assert not ledger_state.has_consent(runtime=rt, subject_id=sid, purpose="ad_audiences")
 
 
 def test_invalid_entries_are_refused_without_echoing_values(cdp_env: CdpEnv) -> None:
@@ -129,15 +129,17 @@ def test_sql_condition_matches_the_python_state(cdp_env: CdpEnv) -> None:
                 _record(rt, sid, purpose, status, T0 + timedelta(hours=hours))
     for purpose in ("email_marketing", "analytics", "support"):
         with rt.data_engine.connect() as conn:
-            in_sql = set(conn.execute(service.granted_subjects(purpose)).scalars())
+            in_sql = set(conn.execute(ledger_state.granted_subjects(purpose)).scalars())
         in_py = {
-            s for s in subjects if service.has_consent(runtime=rt, subject_id=s, purpose=purpose)
+            s
+            for s in subjects
+            if ledger_state.has_consent(runtime=rt, subject_id=s, purpose=purpose)
         }
         assert in_sql == in_py
     assert {
         s
         for s in subjects
-        if service.has_consent(runtime=rt, subject_id=s, purpose="email_marketing")
+        if ledger_state.has_consent(runtime=rt, subject_id=s, purpose="email_marketing")
     } == {subjects[1], subjects[3]}
 
 
@@ -176,7 +178,7 @@ def test_update_and_delete_are_rejected_by_the_database(cdp_env: CdpEnv) -> None
     _reject(rt, sa.delete(CE))
     # deleting the subject would cascade into the ledger: rejected too
     _reject(rt, sa.delete(SUBJECTS).where(SUBJECTS.c.id == sid))
-    assert [r.status for r in service.history(runtime=rt, subject_id=sid)] == ["granted"]
+    assert [r.status for r in ledger_state.history(runtime=rt, subject_id=sid)] == ["granted"]
 
 
 def test_moving_rows_to_a_merge_survivor_is_the_one_update_allowed(cdp_env: CdpEnv) -> None:
@@ -198,7 +200,7 @@ def test_moving_rows_to_a_merge_survivor_is_the_one_update_allowed(cdp_env: CdpE
     )
     with rt.data_engine.begin() as conn:
         conn.execute(sa.update(CE).where(CE.c.subject_id == merged).values(subject_id=survivor))
-    assert len(service.history(runtime=rt, subject_id=survivor)) == 1
+    assert len(ledger_state.history(runtime=rt, subject_id=survivor)) == 1
 
 
 def test_unlock_is_scoped_to_one_transaction(cdp_env: CdpEnv) -> None:
@@ -213,7 +215,9 @@ def test_unlock_is_scoped_to_one_transaction(cdp_env: CdpEnv) -> None:
         with pytest.raises((DBAPIError, IntegrityError)), conn.begin_nested():
             conn.execute(sa.delete(CE))
     _reject(rt, sa.delete(CE))
-    assert [r.purpose for r in service.history(runtime=rt, subject_id=sid)] == ["sms_marketing"]
+    assert [r.purpose for r in ledger_state.history(runtime=rt, subject_id=sid)] == [
+        "sms_marketing"
+    ]
 
 
 HISTORY = st.lists(
@@ -241,7 +245,7 @@ def test_sql_condition_equals_the_ledger_state_over_any_history(
                 _record(rt, sid, purpose, status, T0 + timedelta(hours=hours), source=f"s{n}")
     for purpose in PURPOSES:
         with rt.data_engine.connect() as conn:
-            in_sql = set(conn.execute(service.granted_subjects(purpose)).scalars())
+            in_sql = set(conn.execute(ledger_state.granted_subjects(purpose)).scalars())
         for sid in subjects:
-            state = service.current_state(runtime=rt, subject_id=sid)[purpose].status
+            state = ledger_state.current_state(runtime=rt, subject_id=sid)[purpose].status
             assert (sid in in_sql) == (state == "granted"), (purpose, state)

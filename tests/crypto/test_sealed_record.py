@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from cdp.access.categories import PII_FIELDS
 from cdp.crypto.sealed_record import VAULT_FIELDS, fields_of, mask, pack, unpack
 from cdp.errors import DecryptionError
-from cdp.ingest.records import CUSTOM_TRAITS_FIELD
+from cdp.ingest.customer_record import CUSTOM_TRAITS_FIELD
 from tests.conftest import CdpEnv
 from tests.factories import make_subject, read_pii
 

@@ -18,7 +18,7 @@ from cdp.errors import AudienceTooSmallError, InvalidInputError, PermissionDenie
 from cdp.exports.records import get_export
 from cdp.exports.run import run_export
 from cdp.privacy.restriction import restrict
-from cdp.segments.service import compute_segment
+from cdp.segments.membership import compute_segment
 from tests.exports.conftest import World
 
 

@@ -136,7 +136,7 @@ def test_erasure_lists_destinations_from_the_ledger_and_clears_export_rows(world
 def test_subject_access_report_lists_the_exports_that_included_the_person(world: World) -> None:
     from datetime import timedelta
 
-    from cdp.audit import reports
+    from cdp.audit import activity_reports
     from cdp.audit.render import render
 
     rt = world.rt
@@ -146,14 +146,14 @@ def test_subject_access_report_lists_the_exports_that_included_the_person(world:
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
     result = world.export_email()
     now = world.clock()
-    report = reports.subject_access(
+    report = activity_reports.subject_access(
         runtime=rt, subject_id=sid, since=now - timedelta(days=1), until=now + timedelta(days=1)
     )
     assert [(r.recipient, r.purpose, r.fields, r.reference) for r in report.recipients or []] == [
         ("mail (csv)", "email_marketing", ("email",), result.export_id)
     ]
     assert result.export_id in render(report, "html")
-    empty = reports.subject_access(
+    empty = activity_reports.subject_access(
         runtime=rt, subject_id=outsider, since=now - timedelta(days=1), until=now
     )
     assert empty.recipients == []
@@ -165,7 +165,7 @@ def test_subject_access_csv_lists_who_received_the_data(world: World) -> None:
     import io
     from datetime import datetime, timedelta
 
-    from cdp.audit import reports
+    from cdp.audit import activity_reports
     from cdp.audit.render import render
 
     rt = world.rt
@@ -173,7 +173,7 @@ def test_subject_access_csv_lists_who_received_the_data(world: World) -> None:
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
     result = world.export_email()
     now = world.clock()
-    report = reports.subject_access(
+    report = activity_reports.subject_access(
         runtime=rt, subject_id=sid, since=now - timedelta(days=1), until=now + timedelta(days=1)
     )
     rows = list(csv.reader(io.StringIO(render(report, "csv"))))
@@ -187,7 +187,7 @@ def test_subject_access_csv_lists_who_received_the_data(world: World) -> None:
         ["mail (csv)", "email_marketing", "email", result.export_id]
     ]
     assert datetime.fromisoformat(received[2][0]) == report.recipients[0].at  # type: ignore[index]
-    nobody = reports.subject_access(
+    nobody = activity_reports.subject_access(
         runtime=rt, subject_id="ef" * 16, since=now - timedelta(days=1), until=now
     )
     rows = list(csv.reader(io.StringIO(render(nobody, "csv"))))

@@ -13,8 +13,8 @@ from cdp.clock import utcnow
 from cdp.db.models import Identity, Subject, new_subject_id
 from cdp.errors import WriteContentionError
 from cdp.ingest.batch import BatchContext, Outcome
+from cdp.ingest.batch_commit import _RETRIES, converter_for, run_batch
 from cdp.ingest.bulk import insert_rows
-from cdp.ingest.pipeline import _RETRIES, converter_for, run_batch
 from tests.conftest import CdpEnv
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.pipeline import ingest_file
-from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
+from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
 from tests.ingest.helpers import CUSTOMER_HEADER, count, customer, order, write_csv, write_jsonl

@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cdp.api.app import create_app
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.pipeline import ingest_file
-from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
+from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
 from cdp.ingest.sources import create_source
 from cdp.ingest.times import MAX_DATE, MIN_DATE, aware
 from tests.conftest import CdpEnv

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from cdp.consent.service import CLOCK_SKEW
 from cdp.demo import generate_shop
+from cdp.ingest.customer_record import ADDRESS_FIELDS, Address, CustomerRecord
 from cdp.ingest.fast_customer import _ADDRESS_LIMITS, fast_customer
-from cdp.ingest.records import ADDRESS_FIELDS, Address, CustomerRecord
 from tests.ingest.helpers import UNUSUAL_TEXT, fast_matches_model
 
 CONTEXT: dict[str, Any] = {"default_region": "US", "latest_time": datetime.now(UTC) + CLOCK_SKEW}

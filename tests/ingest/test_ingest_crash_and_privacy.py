@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from cdp.demo import generate_shop
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.pipeline import ingest_file
-from cdp.ingest.records import CustomerRecord
 from tests.conftest import CdpEnv
 from tests.factories import checkpoint_sqlite
 from tests.ingest.helpers import count

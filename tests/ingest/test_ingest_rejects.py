@@ -81,7 +81,7 @@ def test_a_digit_only_time_is_rejected_and_nothing_is_stored_in_1970(
 def test_a_consent_grant_dated_in_the_future_is_rejected_so_a_withdrawal_holds(
     cdp_env: CdpEnv, tmp_path: Path
 ) -> None:
-    from cdp.consent.service import consent_proof
+    from cdp.consent.ledger_state import consent_proof
 
     rt = cdp_env.runtime
     write_jsonl(tmp_path / "customers.jsonl", [{"customer_id": "C1"}])

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cdp.clock import FrozenClock
+from cdp.consent.ledger_state import ConsentState, current_state
 from cdp.consent.purposes import PURPOSE_NAMES
-from cdp.consent.service import ConsentState, current_state
 from cdp.crypto.normalize import IdentityKind
 from cdp.ingest.pipeline import ingest_file
 from cdp.runtime import Runtime

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from cdp.consent.service import CLOCK_SKEW
+from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
-from cdp.ingest.records import ConsentRecord, CustomerRecord, EventRecord, OrderRecord
+from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
 from cdp.ingest.segment_models import SegmentMessage
 from tests.ingest.helpers import customer, fast_matches_model, order
 

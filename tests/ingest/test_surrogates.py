@@ -14,16 +14,11 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from cdp.consent.service import CLOCK_SKEW
+from cdp.ingest.customer_record import ADDRESS_FIELDS, CustomerRecord
 from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.pipeline import ingest_file
-from cdp.ingest.records import (
-    ADDRESS_FIELDS,
-    ConsentRecord,
-    CustomerRecord,
-    EventRecord,
-    OrderRecord,
-)
+from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import count, customer, order
 

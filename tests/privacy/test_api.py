@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from cdp.api.app import create_app
 from cdp.audit.writer import LOG
-from cdp.consent import service as consent
+from cdp.consent import ledger_state
 from cdp.ingest.sources import create_source
 from cdp.privacy import access_package
 from tests.audit.factories import make_principal
@@ -52,7 +52,7 @@ def test_withdrawing_is_the_same_request_as_granting(cdp_env: CdpEnv, client: Te
     withdraw = {**grant, "status": "withdrawn", "occurred_at": "2026-05-02T10:00:00Z"}
     r = client.post("/v1/consent", json=withdraw, headers=headers)
     assert r.status_code == 200 and r.json()["state"]["status"] == "withdrawn"
-    history = consent.history(runtime=rt, subject_id=sid)
+    history = ledger_state.history(runtime=rt, subject_id=sid)
     assert [(h.status, h.recorded_by != "", h.notice_version) for h in history] == [
         ("granted", True, "2026-04"),
         ("withdrawn", True, "2026-04"),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from cdp.clock import FrozenClock
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import ConflictError, InvalidInputError
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, request_list, requests, runner
 from cdp.privacy.models import PrivacyRequest
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
@@ -22,7 +22,7 @@ from tests.privacy.test_requests import ctx
 
 def _file(env: CdpEnv, kind: str = "access", clock: FrozenClock | None = None) -> str:
     extra = {"clock": clock} if clock is not None else {}
-    return requests.create(
+    return request_filing.create(
         runtime=env.runtime,
         ctx=ctx(),
         type=kind,
@@ -37,18 +37,22 @@ def test_an_extension_is_refused_once_the_original_deadline_has_passed(cdp_env: 
     clock = FrozenClock(datetime(2027, 1, 31, 9, 0, tzinfo=UTC))
     late, in_time = _file(cdp_env, clock=clock), _file(cdp_env, clock=clock)
     clock.advance(days=28)  # 2027-02-28 09:00: the due date itself is still in time
-    done = requests.extend(runtime=rt, request_id=in_time, actor="dpo-1", reason="x", clock=clock)
+    done = request_lifecycle.extend(
+        runtime=rt, request_id=in_time, actor="dpo-1", reason="x", clock=clock
+    )
     assert done.deadline == datetime(2027, 4, 28, 9, 0, tzinfo=UTC)
     clock.advance(seconds=1)
     with pytest.raises(ConflictError) as caught:
-        requests.extend(runtime=rt, request_id=late, actor="dpo-1", reason="volume", clock=clock)
+        request_lifecycle.extend(
+            runtime=rt, request_id=late, actor="dpo-1", reason="volume", clock=clock
+        )
     assert "2027-02-28" in str(caught.value) and "12(3)" in str(caught.value)
     view = requests.get(runtime=rt, request_id=late)
     assert view.extended_until is None and [s.status for s in view.steps] == ["received"]
 
 
 def _verified(env: CdpEnv, kind: str, email: str, **kw: object) -> str:
-    rid = requests.create(
+    rid = request_filing.create(
         runtime=env.runtime,
         ctx=ctx(),
         type=kind,
@@ -56,7 +60,7 @@ def _verified(env: CdpEnv, kind: str, email: str, **kw: object) -> str:
         identity_value=email,
         **kw,  # type: ignore[arg-type]
     ).id
-    requests.verify(runtime=env.runtime, request_id=rid, actor="dpo-1")
+    request_lifecycle.verify(runtime=env.runtime, request_id=rid, actor="dpo-1")
     return rid
 
 
@@ -71,8 +75,12 @@ def test_a_running_request_cannot_be_rejected_extended_or_run_twice(
 
     def meanwhile(*args: Any) -> dict[str, Any]:
         for attempt in (
-            lambda: requests.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="no"),
-            lambda: requests.extend(runtime=rt, request_id=rid, actor="dpo-2", reason="slow"),
+            lambda: request_lifecycle.reject(
+                runtime=rt, request_id=rid, actor="dpo-2", reason="no"
+            ),
+            lambda: request_lifecycle.extend(
+                runtime=rt, request_id=rid, actor="dpo-2", reason="slow"
+            ),
             lambda: runner.run(runtime=rt, ctx=ctx(), request_id=rid),
         ):
             with pytest.raises(ConflictError) as caught:
@@ -88,7 +96,7 @@ def test_a_running_request_cannot_be_rejected_extended_or_run_twice(
     assert done.extended_until is None
     assert [s.status for s in done.steps] == ["received", "verified", "in_progress", "completed"]
     with pytest.raises(ConflictError):
-        requests.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="late")
+        request_lifecycle.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="late")
 
 
 def test_runs_and_a_rejection_at_once_never_reject_a_carried_out_erasure(cdp_env: CdpEnv) -> None:
@@ -104,7 +112,7 @@ def test_runs_and_a_rejection_at_once_never_reject_a_carried_out_erasure(cdp_env
             if kind == "run":
                 runner.run(runtime=rt, ctx=ctx(), request_id=rid)
             else:
-                requests.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="no")
+                request_lifecycle.reject(runtime=rt, request_id=rid, actor="dpo-2", reason="no")
             results[kind].append("ok")
         except ConflictError:
             results[kind].append("conflict")
@@ -149,9 +157,13 @@ def test_a_failed_run_releases_the_request(
         view = requests.get(runtime=rt, request_id=rid)
         assert view.status == "in_progress" and view.steps[-1].note == "failed: conflict"
     with pytest.raises(ConflictError) as caught:
-        requests.reject(runtime=rt, request_id=erasure, actor="dpo-1", reason="changed mind")
+        request_lifecycle.reject(
+            runtime=rt, request_id=erasure, actor="dpo-1", reason="changed mind"
+        )
     assert "run it again" in str(caught.value)
-    rejected = requests.reject(runtime=rt, request_id=rectification, actor="dpo-1", reason="x")
+    rejected = request_lifecycle.reject(
+        runtime=rt, request_id=rectification, actor="dpo-1", reason="x"
+    )
     assert rejected.status == "rejected"
     monkeypatch.undo()
     done = runner.run(runtime=rt, ctx=ctx(), request_id=erasure)  # resumes
@@ -164,10 +176,10 @@ def test_a_claim_left_by_a_killed_run_lapses(cdp_env: CdpEnv) -> None:
     rid = _verified(cdp_env, "restriction", "killed@example.org")
     clock = FrozenClock(datetime.now(UTC))
     with rt.data_engine.begin() as conn:  # a run took it, then its process died
-        requests.claim(conn, rid, actor="dpo-1", now=clock())
+        request_lifecycle.claim(conn, rid, actor="dpo-1", now=clock())
     with pytest.raises(ConflictError):
         runner.run(runtime=rt, ctx=ctx(), request_id=rid, clock=clock)
-    clock.advance(seconds=requests.CLAIM_LEASE.total_seconds() + 1)
+    clock.advance(seconds=request_lifecycle.CLAIM_LEASE.total_seconds() + 1)
     done = runner.run(runtime=rt, ctx=ctx(), request_id=rid, clock=clock)
     assert done.status == "completed"
 
@@ -197,14 +209,16 @@ def test_overdue_requests_are_found_past_any_number_of_closed_ones(cdp_env: CdpE
     late = _bulk(cdp_env, 3, "received", datetime(2026, 6, 1, tzinfo=UTC))
     _bulk(cdp_env, 2, "verified", datetime(2026, 8, 1, tzinfo=UTC))  # not due yet
     now = FrozenClock(datetime(2026, 7, 1, tzinfo=UTC))
-    overdue = requests.list_requests(runtime=rt, overdue_only=True, clock=now)
+    overdue = request_list.list_requests(runtime=rt, overdue_only=True, clock=now)
     assert sorted(v.id for v in overdue.items) == sorted(late) and overdue.next_cursor is None
-    first = requests.list_requests(runtime=rt)
-    assert len(first.items) == requests.DEFAULT_PAGE_SIZE and first.next_cursor is not None
+    first = request_list.list_requests(runtime=rt)
+    assert len(first.items) == request_list.DEFAULT_PAGE_SIZE and first.next_cursor is not None
     seen: list[requests.RequestView] = []
     cursor = None
     while True:
-        page = requests.list_requests(runtime=rt, limit=requests.MAX_PAGE_SIZE, cursor=cursor)
+        page = request_list.list_requests(
+            runtime=rt, limit=request_list.MAX_PAGE_SIZE, cursor=cursor
+        )
         seen.extend(page.items)
         cursor = page.next_cursor
         if cursor is None:
@@ -213,9 +227,9 @@ def test_overdue_requests_are_found_past_any_number_of_closed_ones(cdp_env: CdpE
     assert set(closed) <= {v.id for v in seen}
     keys = [(v.deadline, v.id) for v in seen]
     assert keys == sorted(keys)
-    for bad in ({"limit": 0}, {"limit": requests.MAX_PAGE_SIZE + 1}, {"cursor": "x"}):
+    for bad in ({"limit": 0}, {"limit": request_list.MAX_PAGE_SIZE + 1}, {"cursor": "x"}):
         with pytest.raises(InvalidInputError):
-            requests.list_requests(runtime=rt, **bad)  # type: ignore[arg-type]
+            request_list.list_requests(runtime=rt, **bad)  # type: ignore[arg-type]
 
 
 def test_the_list_pages_over_http_and_on_the_command_line(cdp_env: CdpEnv) -> None:

@@ -12,7 +12,7 @@ from cdp.audit.models import AuditLogRow
 from cdp.clock import FrozenClock
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Subject
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, requests, runner
 from cdp.privacy.models import PrivacyPayload, PrivacyRequest
 from cdp.privacy.restriction import is_restricted
 from cdp.privacy.retention import run_retention
@@ -26,7 +26,7 @@ REQUESTS = PrivacyRequest.__table__  # type: ignore[attr-defined]
 
 
 def _file(rt: Runtime, kind: str, email: str, **kw: object) -> str:
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         ctx=ctx(),
         type=kind,
@@ -39,7 +39,7 @@ def _file(rt: Runtime, kind: str, email: str, **kw: object) -> str:
 
 
 def _run(rt: Runtime, rid: str) -> requests.RequestView:
-    requests.verify(runtime=rt, request_id=rid, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=rid, actor="dpo-1")
     return runner.run(runtime=rt, ctx=ctx(), request_id=rid)
 
 
@@ -77,7 +77,7 @@ def test_corrections_for_someone_never_found_are_discarded(cdp_env: CdpEnv) -> N
     nobody = _file(rt, "rectification", "never@example.org", corrections={"city": "Braga"})
     refused = _file(rt, "rectification", "refused@example.org", corrections={"city": "Faro"})
     assert _run(rt, nobody).outcome == {"subject_found": False}
-    requests.reject(runtime=rt, request_id=refused, actor="dpo-1", reason="not the person")
+    request_lifecycle.reject(runtime=rt, request_id=refused, actor="dpo-1", reason="not the person")
     assert _payload_kinds(rt) == []
     assert not rt.vault.has_key(nobody) and not rt.vault.has_key(refused)
 
@@ -133,7 +133,7 @@ def test_a_rectification_run_again_after_its_corrections_were_applied_completes(
     completing the request finds that step when run again, and completes."""
     rt = cdp_env.runtime
     sid = make_subject(rt, pii={"city": "Porto"}, identities={IdentityKind.EMAIL: "re@example.org"})
-    rid = requests.create(
+    rid = request_filing.create(
         runtime=rt,
         ctx=ctx(),
         type="rectification",
@@ -141,12 +141,12 @@ def test_a_rectification_run_again_after_its_corrections_were_applied_completes(
         identity_value="re@example.org",
         corrections={"city": "Braga"},
     ).id
-    requests.verify(runtime=rt, request_id=rid, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=rid, actor="dpo-1")
 
     def lost(*args: object, **kw: object) -> None:
         raise RuntimeError("connection lost")
 
-    monkeypatch.setattr(requests, "complete", lost)
+    monkeypatch.setattr(request_lifecycle, "complete", lost)
     with pytest.raises(RuntimeError):
         runner.run(runtime=rt, ctx=ctx(), request_id=rid)
     monkeypatch.undo()

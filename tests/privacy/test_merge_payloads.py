@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from cdp.clock import FrozenClock
 from cdp.crypto.normalize import IdentityKind
 from cdp.ingest.pipeline import ingest_file
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, runner
 from cdp.privacy.models import PrivacyPayload
 from tests.conftest import CdpEnv
 from tests.factories import read_pii
@@ -23,7 +23,9 @@ PAYLOADS = PrivacyPayload.__table__  # type: ignore[attr-defined]
 
 def _subject(env: CdpEnv, customer_id: str) -> str:
     with env.runtime.data_engine.connect() as conn:
-        sid, _ = requests.find_subject(env.runtime, conn, IdentityKind.CUSTOMER_ID, customer_id)
+        sid, _ = request_filing.find_subject(
+            env.runtime, conn, IdentityKind.CUSTOMER_ID, customer_id
+        )
     assert sid is not None
     return sid
 
@@ -44,7 +46,7 @@ def test_the_absorbed_subjects_package_and_corrections_survive_a_merge(
     older, absorbed = _subject(cdp_env, "C00001"), _subject(cdp_env, "C00002")
 
     def filed(kind: str, **kw: object) -> str:
-        rid = requests.create(
+        rid = request_filing.create(
             runtime=rt,
             ctx=ctx(),
             type=kind,
@@ -52,7 +54,7 @@ def test_the_absorbed_subjects_package_and_corrections_survive_a_merge(
             identity_value="C00002",
             **kw,  # type: ignore[arg-type]
         ).id
-        requests.verify(runtime=rt, request_id=rid, actor="dpo-1")
+        request_lifecycle.verify(runtime=rt, request_id=rid, actor="dpo-1")
         return rid
 
     access = filed("access")

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from cdp.crypto.normalize import IdentityKind
 from cdp.db import migrate
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, runner
 from tests.conftest import CdpEnv
 from tests.factories import make_subject
 from tests.privacy.test_requests import ctx
@@ -30,16 +30,16 @@ def test_the_privacy_migrations_round_trip_keeping_every_row(cdp_env: CdpEnv) ->
     make_subject(
         rt, pii={"email": "mig@example.org"}, identities={IdentityKind.EMAIL: "mig@example.org"}
     )
-    served = requests.create(
+    served = request_filing.create(
         runtime=rt,
         ctx=ctx(),
         type="access",
         identity_kind="email",
         identity_value="mig@example.org",
     )
-    requests.verify(runtime=rt, request_id=served.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=served.id, actor="dpo-1")
     runner.run(runtime=rt, ctx=ctx(), request_id=served.id)
-    requests.create(
+    request_filing.create(
         runtime=rt,
         ctx=ctx(),
         type="rectification",

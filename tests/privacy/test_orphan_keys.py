@@ -20,7 +20,7 @@ from cdp.clock import utcnow
 from cdp.crypto.keystore_tables import data_keys
 from cdp.db.models import new_subject_id
 from cdp.errors import ConflictError
-from cdp.privacy import requests
+from cdp.privacy import request_filing
 from cdp.privacy.erasure import erase_subject
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
@@ -62,7 +62,7 @@ def test_the_keys_of_people_erased_since_a_key_store_backup_are_found_and_destro
     rt = cdp_env.runtime
     kept = make_subject(rt, {"email": "kept@example.org"})
     erased = make_subject(rt, {"email": "gone@example.org"})
-    early = requests.create(  # corrections under the request's own key: a live key
+    early = request_filing.create(  # corrections under the request's own key: a live key
         runtime=rt,
         ctx=ctx(),
         type="rectification",

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity
 from cdp.errors import ConflictError
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, requests, runner
 from cdp.privacy.erasure import erase_subject
 from tests.conftest import CdpEnv
 from tests.factories import make_subject, read_pii
@@ -41,7 +41,7 @@ def test_a_correction_never_gives_a_live_customer_an_erased_persons_identity(
         rt, pii={"city": "Porto"}, identities={IdentityKind.EMAIL: "live@example.org"}
     )
     before_pii, before_ids = read_pii(rt, live), _identities(cdp_env, live)
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         type="rectification",
         identity_kind="email",
@@ -49,7 +49,7 @@ def test_a_correction_never_gives_a_live_customer_an_erased_persons_identity(
         ctx=ctx(),
         corrections={field: given, "city": "Braga"},
     )
-    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     with pytest.raises(ConflictError) as caught:
         runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
     assert "erased" in str(caught.value)
@@ -57,6 +57,6 @@ def test_a_correction_never_gives_a_live_customer_an_erased_persons_identity(
     # nothing changed: neither the identity nor the other corrected field
     assert read_pii(rt, live) == before_pii and _identities(cdp_env, live) == before_ids
     with rt.data_engine.connect() as conn:
-        assert requests.find_subject(rt, conn, IdentityKind(field), erased_value)[0] is None
+        assert request_filing.find_subject(rt, conn, IdentityKind(field), erased_value)[0] is None
     after = requests.get(runtime=rt, request_id=view.id)
     assert after.status == "in_progress" and after.steps[-1].note == "failed: conflict"

@@ -12,11 +12,19 @@ import sqlalchemy as sa
 from cdp.access.context import AccessContext
 from cdp.audit.models import AuditLogRow
 from cdp.clock import FrozenClock
+from cdp.consent import ledger_state
 from cdp.consent import service as consent
 from cdp.consent.purposes import MARKETING_PURPOSES
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from cdp.privacy import access_package, requests, runner
+from cdp.privacy import (
+    access_package,
+    request_filing,
+    request_lifecycle,
+    request_list,
+    requests,
+    runner,
+)
 from cdp.privacy.models import PrivacyPayload, PrivacyRequest
 from cdp.privacy.restriction import is_restricted
 from cdp.runtime import Runtime
@@ -43,7 +51,7 @@ def _audit(rt: Runtime) -> list[dict[str, object]]:
 
 
 def _served(rt: Runtime, kind: str, email: str, **kw: object) -> requests.RequestView:
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         type=kind,
         identity_kind="email",
@@ -51,14 +59,14 @@ def _served(rt: Runtime, kind: str, email: str, **kw: object) -> requests.Reques
         ctx=ctx(),
         **kw,  # type: ignore[arg-type]
     )
-    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     return runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
 
 
 def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv) -> None:
     rt = cdp_env.runtime
     clock = FrozenClock(datetime(2027, 1, 31, 9, 0, tzinfo=UTC))
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         type="access",
         identity_kind="email",
@@ -68,15 +76,15 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
     )
     assert view.status == "received" and view.subject_id is None
     assert view.due_at == datetime(2027, 2, 28, 9, 0, tzinfo=UTC)
-    extended = requests.extend(
+    extended = request_lifecycle.extend(
         runtime=rt, request_id=view.id, actor="dpo-1", reason="complex", clock=clock
     )
     assert extended.deadline == datetime(2027, 4, 28, 9, 0, tzinfo=UTC)
     assert extended.extension_reason == "complex"
     with pytest.raises(ConflictError):
-        requests.extend(runtime=rt, request_id=view.id, actor="dpo-1", reason="again")
+        request_lifecycle.extend(runtime=rt, request_id=view.id, actor="dpo-1", reason="again")
     with pytest.raises(InvalidInputError):
-        requests.create(
+        request_filing.create(
             runtime=rt,
             type="teleport",
             identity_kind="email",
@@ -84,16 +92,16 @@ def test_due_one_calendar_month_after_receipt_and_one_extension(cdp_env: CdpEnv)
             ctx=ctx(),
         )
     clock.advance(days=60)
-    assert requests.list_requests(runtime=rt, overdue_only=True, clock=clock).items == []
+    assert request_list.list_requests(runtime=rt, overdue_only=True, clock=clock).items == []
     clock.advance(days=30)
-    overdue = requests.list_requests(runtime=rt, overdue_only=True, clock=clock).items
+    overdue = request_list.list_requests(runtime=rt, overdue_only=True, clock=clock).items
     assert [v.id for v in overdue] == [view.id]
 
 
 def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) -> None:
     rt = cdp_env.runtime
     make_subject(rt, identities={IdentityKind.EMAIL: "life@example.org"})
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         type="restriction",
         identity_kind="email",
@@ -103,7 +111,7 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
     assert view.subject_id is not None
     with pytest.raises(ConflictError):  # not verified yet
         runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
-    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     done = runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
     assert [s.status for s in done.steps] == ["received", "verified", "in_progress", "completed"]
     assert done.completed_at is not None and done.outcome == {
@@ -112,28 +120,30 @@ def test_lifecycle_order_is_enforced_and_every_step_recorded(cdp_env: CdpEnv) ->
         "already_restricted": False,
     }
     with pytest.raises(ConflictError):
-        requests.reject(runtime=rt, request_id=view.id, actor="dpo-1", reason="late")
-    other = requests.create(
+        request_lifecycle.reject(runtime=rt, request_id=view.id, actor="dpo-1", reason="late")
+    other = request_filing.create(
         runtime=rt,
         type="erasure",
         identity_kind="email",
         identity_value="life@example.org",
         ctx=ctx(),
     )
-    rejected = requests.reject(runtime=rt, request_id=other.id, actor="dpo-1", reason="unverified")
+    rejected = request_lifecycle.reject(
+        runtime=rt, request_id=other.id, actor="dpo-1", reason="unverified"
+    )
     assert rejected.status == "rejected" and rejected.steps[-1].note == "unverified"
 
 
 def test_only_a_role_allowed_by_policy_runs_requests(cdp_env: CdpEnv) -> None:
     rt = cdp_env.runtime
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         type="access",
         identity_kind="email",
         identity_value="x@example.org",
         ctx=ctx(),
     )
-    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     with pytest.raises(PermissionDeniedError):
         runner.run(runtime=rt, ctx=ctx("analyst", "analytics"), request_id=view.id)
     with pytest.raises(PermissionDeniedError):
@@ -252,12 +262,16 @@ def test_rectification_reencrypts_and_moves_the_identity(cdp_env: CdpEnv) -> Non
     values = rt.vault.decrypt_fields(sid, read_pii(rt, sid))
     assert values == {"email": "new@example.org", "city": "Newtown"}
     with rt.data_engine.connect() as conn:
-        assert requests.find_subject(rt, conn, IdentityKind.EMAIL, "new@example.org")[0] == sid
-        assert requests.find_subject(rt, conn, IdentityKind.EMAIL, "old@example.org")[0] is None
+        assert (
+            request_filing.find_subject(rt, conn, IdentityKind.EMAIL, "new@example.org")[0] == sid
+        )
+        assert (
+            request_filing.find_subject(rt, conn, IdentityKind.EMAIL, "old@example.org")[0] is None
+        )
     writes = [r for r in _audit(rt) if r["action"] == "write"]
     assert len(writes) == 1 and json.loads(str(writes[0]["fields"])) == ["city", "email"]
     with pytest.raises(InvalidInputError):
-        requests.create(
+        request_filing.create(
             runtime=rt,
             type="rectification",
             identity_kind="email",
@@ -285,7 +299,7 @@ def test_a_bad_correction_is_refused_when_filed_without_echoing_it(
     rt = cdp_env.runtime
     make_subject(rt, identities={IdentityKind.EMAIL: "fix@example.org"})
     with pytest.raises(InvalidInputError) as caught:
-        requests.create(
+        request_filing.create(
             runtime=rt,
             type="rectification",
             identity_kind="email",
@@ -298,7 +312,7 @@ def test_a_bad_correction_is_refused_when_filed_without_echoing_it(
     for name, value in corrections.items():
         assert value.strip() == "" or value not in message
         assert "@" not in name or name not in message
-    assert requests.list_requests(runtime=rt).items == []  # nothing filed
+    assert request_list.list_requests(runtime=rt).items == []  # nothing filed
 
 
 def test_corrections_are_stored_as_ingestion_would_store_them(cdp_env: CdpEnv) -> None:
@@ -321,7 +335,7 @@ def test_corrections_are_stored_as_ingestion_would_store_them(cdp_env: CdpEnv) -
     values = rt.vault.decrypt_fields(sid, read_pii(rt, sid))
     assert values == {"phone": "+442079460958", "country": "GB", "email": "new@example.org"}
     with rt.data_engine.connect() as conn:
-        assert requests.find_subject(rt, conn, IdentityKind.PHONE, "+442079460958")[0] == sid
+        assert request_filing.find_subject(rt, conn, IdentityKind.PHONE, "+442079460958")[0] == sid
 
 
 def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
@@ -347,7 +361,7 @@ def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
 
     subjects = Subject.__table__  # type: ignore[attr-defined]
     audience = sa.select(subjects.c.id).where(
-        consent.eligible_condition("email_marketing", subjects.c.id)
+        ledger_state.eligible_condition("email_marketing", subjects.c.id)
     )
     with rt.data_engine.connect() as conn:
         computed = set(conn.execute(audience).scalars())  # "the segment was computed"
@@ -367,7 +381,7 @@ def test_restriction_and_withdrawal_keep_a_subject_out_of_the_next_export(
         assert set(conn.execute(audience).scalars()) == {kept}
     assert is_restricted(runtime=rt, subject_id=restricted)
     # lifting the restriction lets the subject back in
-    req = next(v for v in requests.list_requests(runtime=rt).items if v.type == "restriction")
+    req = next(v for v in request_list.list_requests(runtime=rt).items if v.type == "restriction")
     assert runner.lift_restriction(runtime=rt, ctx=ctx(), request_id=req.id) == 1
     with rt.data_engine.connect() as conn:
         assert set(conn.execute(audience).scalars()) == {kept, restricted}
@@ -387,16 +401,16 @@ def test_objection_withdraws_every_marketing_purpose_through_the_ledger(cdp_env:
             mechanism="checkbox",
             recorded_by="app",
         )
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         type="objection",
         identity_kind="phone",
         identity_value="(415) 555-0123",
         ctx=ctx(),
     )
-    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     runner.run(runtime=rt, ctx=ctx(), request_id=view.id)
-    state = consent.current_state(runtime=rt, subject_id=sid)
+    state = ledger_state.current_state(runtime=rt, subject_id=sid)
     for purpose in MARKETING_PURPOSES:
         assert state[purpose].status == "withdrawn"
         assert state[purpose].mechanism == "request"
@@ -457,14 +471,14 @@ def test_an_expired_package_is_refused_and_deleted_at_download(cdp_env: CdpEnv) 
     rt = cdp_env.runtime
     make_subject(rt, pii={"email": "old@example.org"}, identities={"email": "old@example.org"})
     clock = FrozenClock(datetime.now(UTC))
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt,
         ctx=ctx(),
         type="access",
         identity_kind="email",
         identity_value="old@example.org",
     )
-    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     runner.run(runtime=rt, ctx=ctx(), request_id=view.id, clock=clock)
     days = rt.settings.privacy_package_days
     clock.advance(days=days)  # the last day it is kept

@@ -6,7 +6,7 @@ import pytest
 
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import ConflictError
-from cdp.privacy import requests, runner
+from cdp.privacy import request_filing, request_lifecycle, requests, runner
 from cdp.privacy.restriction import is_restricted
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
@@ -15,10 +15,10 @@ from tests.privacy.test_requests import ctx
 
 
 def _filed(rt: Runtime, kind: str, email: str) -> str:
-    view = requests.create(
+    view = request_filing.create(
         runtime=rt, ctx=ctx(), type=kind, identity_kind="email", identity_value=email
     )
-    requests.verify(runtime=rt, request_id=view.id, actor="dpo-1")
+    request_lifecycle.verify(runtime=rt, request_id=view.id, actor="dpo-1")
     return view.id
 
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from cdp.api.app import create_app
 from cdp.clock import FrozenClock
 from cdp.errors import InvalidInputError
-from cdp.segments import service
+from cdp.segments import membership, service
 from cdp.segments.models import SegmentVersion
 from cdp.segments.rules import INT_MAX, INT_MIN, MAX_CLAUSES, canonical_json, parse_rule
 from cdp.segments.views import SegmentIn
@@ -105,7 +105,7 @@ def test_the_edges_of_the_range_are_accepted_and_compute(cdp_env: CdpEnv) -> Non
         ]
     }
     service.create_segment(runtime=rt, data=SegmentIn(name="edges", rule=rule), actor="t")
-    done = service.compute_segment(runtime=rt, name="edges", clock=clock)
+    done = membership.compute_segment(runtime=rt, name="edges", clock=clock)
     assert done.member_count == 1  # a; b has no average order value
 
 
@@ -190,7 +190,7 @@ def test_a_rule_stored_before_the_checks_is_reported_when_computed(
 ) -> None:
     _store_rule_as_before(cdp_env, "old", text)
     with pytest.raises(InvalidInputError) as err:
-        service.compute_segment(runtime=cdp_env.runtime, name="old", clock=FrozenClock(NOW))
+        membership.compute_segment(runtime=cdp_env.runtime, name="old", clock=FrozenClock(NOW))
     assert "stored rule" in str(err.value) and "update the segment" in str(err.value)
     assert str(HUGE) not in str(err.value)
 
@@ -285,25 +285,25 @@ def test_diff_to_a_computation_compares_with_the_one_before_it(cdp_env: CdpEnv) 
     compute_traits(runtime=rt, clock=clock, with_clv=False)
     rule = {"trait": {"name": "total_value", "op": "ge", "value": 100}}
     service.create_segment(runtime=rt, data=SegmentIn(name="big", rule=rule), actor="t")
-    first = service.compute_segment(runtime=rt, name="big", clock=clock)
+    first = membership.compute_segment(runtime=rt, name="big", clock=clock)
     with rt.data_engine.begin() as conn:
         add_order(conn, b, NOW - timedelta(days=1), 500.0)
     clock.advance(days=1)
     compute_traits(runtime=rt, clock=clock, with_clv=False)
-    second = service.compute_segment(runtime=rt, name="big", clock=clock)
+    second = membership.compute_segment(runtime=rt, name="big", clock=clock)
     with rt.data_engine.begin() as conn:
         add_order(conn, c, NOW, 700.0)
     clock.advance(days=1)
     compute_traits(runtime=rt, clock=clock, with_clv=False)
-    service.compute_segment(runtime=rt, name="big", clock=clock)
+    membership.compute_segment(runtime=rt, name="big", clock=clock)
 
     ctx = make_ctx(("marketer",), purpose="email_marketing")
-    d = service.diff_segment(runtime=rt, ctx=ctx, name="big", to_id=second.id)
+    d = membership.diff_segment(runtime=rt, ctx=ctx, name="big", to_id=second.id)
     assert (d.from_computation, d.to_computation) == (first.id, second.id)
     assert (d.added, d.removed, d.added_count) == ([b], [], 1)
-    d = service.diff_segment(runtime=rt, ctx=ctx, name="big", to_id=first.id)
+    d = membership.diff_segment(runtime=rt, ctx=ctx, name="big", to_id=first.id)
     assert d.from_computation is None and d.added == [a]  # the first: everyone joined
-    explicit = service.diff_segment(runtime=rt, ctx=ctx, name="big", from_id=first.id)
+    explicit = membership.diff_segment(runtime=rt, ctx=ctx, name="big", from_id=first.id)
     assert explicit.added == sorted([b, c])
 
 
@@ -327,7 +327,7 @@ def test_a_value_keeps_its_own_type_against_an_integer_column(cdp_env: CdpEnv) -
     got = {}
     for name, rule in rules.items():
         service.create_segment(runtime=rt, data=SegmentIn(name=name, rule=rule), actor="t")
-        got[name] = service.compute_segment(runtime=rt, name=name, clock=FrozenClock(NOW))
+        got[name] = membership.compute_segment(runtime=rt, name=name, clock=FrozenClock(NOW))
     assert {n: c.member_count for n, c in got.items()} == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}
 
 

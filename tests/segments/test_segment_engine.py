@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cdp.clock import FrozenClock
 from cdp.errors import ConflictError, InvalidInputError
 from cdp.privacy.restriction import restrict
-from cdp.segments import service
+from cdp.segments import membership, service
 from cdp.segments.compiler import compile_rule
 from cdp.segments.rules import TRAITS, parse_rule
 from cdp.segments.views import SegmentIn
@@ -228,7 +228,7 @@ def test_versions_snapshots_adds_and_removes(cdp_env: CdpEnv) -> None:
     assert made.version == 1 and not made.builtin
     with pytest.raises(ConflictError):
         service.create_segment(runtime=rt, data=SegmentIn(name="big", rule=rule), actor="t")
-    first = service.compute_segment(runtime=rt, name="big", clock=clock)
+    first = membership.compute_segment(runtime=rt, name="big", clock=clock)
     assert (first.member_count, first.added_count, first.removed_count) == (1, 1, 0)
 
     with rt.data_engine.begin() as conn:  # b and c spend more, a's order is refunded
@@ -237,10 +237,10 @@ def test_versions_snapshots_adds_and_removes(cdp_env: CdpEnv) -> None:
         conn.execute(sa.text("UPDATE orders SET status = 'refunded' WHERE value_base = 150.0"))
     clock.advance(days=1)
     compute_traits(runtime=rt, clock=clock, with_clv=False)
-    second = service.compute_segment(runtime=rt, name="big", clock=clock)
+    second = membership.compute_segment(runtime=rt, name="big", clock=clock)
     assert (second.member_count, second.added_count, second.removed_count) == (2, 2, 1)
     ctx = make_ctx(("marketer",), purpose="email_marketing")
-    diff = service.diff_segment(runtime=rt, ctx=ctx, name="big")
+    diff = membership.diff_segment(runtime=rt, ctx=ctx, name="big")
     assert diff.added == sorted([b, c]) and diff.removed == [a]
     assert diff.from_computation == first.id and diff.to_computation == second.id
 
@@ -252,13 +252,13 @@ def test_versions_snapshots_adds_and_removes(cdp_env: CdpEnv) -> None:
     shown = service.get_segment(runtime=rt, name="big")
     assert [v.version for v in shown.versions or []] == [1, 2]
     assert shown.rule == parse_and_dump(rule2)
-    third = service.compute_segment(runtime=rt, name="big", clock=clock)
+    third = membership.compute_segment(runtime=rt, name="big", clock=clock)
     assert third.version == 2 and third.member_count == 1 and third.removed_count == 1
 
-    page1 = service.members(runtime=rt, ctx=ctx, name="big", page_size=1)
+    page1 = membership.members(runtime=rt, ctx=ctx, name="big", page_size=1)
     assert page1.subject_ids == [c] and page1.next_cursor is None
     with pytest.raises(InvalidInputError):
-        service.members(runtime=rt, ctx=ctx, name="big", page_size=100_000)
+        membership.members(runtime=rt, ctx=ctx, name="big", page_size=100_000)
 
 
 def parse_and_dump(rule: dict[str, Any]) -> dict[str, Any]:
@@ -275,12 +275,12 @@ def test_members_paginate_by_cursor(cdp_env: CdpEnv) -> None:
     compute_traits(runtime=rt, clock=FrozenClock(NOW), with_clv=False)
     rule = {"lifecycle_stage": ["prospect"]}
     service.create_segment(runtime=rt, data=SegmentIn(name="prospects", rule=rule), actor="t")
-    service.compute_segment(runtime=rt, name="prospects", clock=FrozenClock(NOW))
+    membership.compute_segment(runtime=rt, name="prospects", clock=FrozenClock(NOW))
     ctx = make_ctx(("marketer",), purpose="email_marketing")
     seen: list[str] = []
     cursor = None
     while True:
-        page = service.members(runtime=rt, ctx=ctx, name="prospects", page_size=3, cursor=cursor)
+        page = membership.members(runtime=rt, ctx=ctx, name="prospects", page_size=3, cursor=cursor)
         seen.extend(page.subject_ids)
         cursor = page.next_cursor
         if cursor is None:
@@ -318,8 +318,8 @@ def test_builtin_segments_and_restriction(cdp_env: CdpEnv) -> None:
     ctx = make_ctx(("marketer",), purpose="email_marketing")
 
     def members(name: str) -> set[str]:
-        service.compute_segment(runtime=rt, name=name, clock=clock)
-        return set(service.members(runtime=rt, ctx=ctx, name=name, page_size=100).subject_ids)
+        membership.compute_segment(runtime=rt, name=name, clock=clock)
+        return set(membership.members(runtime=rt, ctx=ctx, name=name, page_size=100).subject_ids)
 
     assert members("win_back") == {dormant_ok}
     assert members("vip") == {champion}

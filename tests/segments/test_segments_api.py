@@ -63,9 +63,9 @@ def test_segments_over_http(cdp_env: CdpEnv) -> None:
     assert client.get("/v1/segments/nope", headers=h).status_code == 404
     assert client.get("/v1/segments/spenders/members", headers=h).status_code == 404  # not computed
 
-    from cdp.segments import service
+    from cdp.segments import membership
 
-    service.compute_segment(runtime=rt, name="spenders")
+    membership.compute_segment(runtime=rt, name="spenders")
     before = len(_audit(cdp_env))
     r = client.get("/v1/segments/spenders/members", params={"limit": 2}, headers=h)
     assert r.status_code == 200

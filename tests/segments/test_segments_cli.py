@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from cdp.cli import app
 from cdp.clock import FrozenClock
 from cdp.jsonio import MAX_DEPTH
-from cdp.segments import service
+from cdp.segments import membership, service
 from cdp.segments.models import SegmentVersion
 from cdp.segments.views import SegmentIn
 from cdp.traits.compute import compute_traits
@@ -94,12 +94,12 @@ def test_diff_to_compares_with_the_computation_before(cdp_env: CdpEnv) -> None:
     compute_traits(runtime=rt, clock=FrozenClock(now), with_clv=False)
     rule = json.dumps({"trait": {"name": "total_value", "op": "ge", "value": 100}})
     _ok(["segments", "create", "big", "--rule", rule])
-    first = service.compute_segment(runtime=rt, name="big")
+    first = membership.compute_segment(runtime=rt, name="big")
     with rt.data_engine.begin() as conn:
         add_order(conn, b, now - timedelta(days=1), 500.0)
     compute_traits(runtime=rt, clock=FrozenClock(now), with_clv=False)
-    second = service.compute_segment(runtime=rt, name="big")
-    service.compute_segment(runtime=rt, name="big")
+    second = membership.compute_segment(runtime=rt, name="big")
+    membership.compute_segment(runtime=rt, name="big")
     token = make_principal(rt, ["marketer"]).token
     auth = ["--token", token, "--purpose", "email_marketing"]
     d = json.loads(_ok(["segments", "diff", "big", "--to", str(second.id), *auth]))

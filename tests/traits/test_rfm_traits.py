@@ -217,7 +217,7 @@ def test_matches_pandas_reference_on_generated_shop(cdp_env: CdpEnv) -> None:
 def test_subjects_who_objected_to_analytics_are_not_profiled(cdp_env: CdpEnv) -> None:
     """An upheld objection to profiling is recorded as ``analytics`` withdrawn: no traits, no
     segments, until analytics is granted again."""
-    from cdp.segments import service
+    from cdp.segments import membership, service
     from cdp.segments.views import SegmentIn
     from tests.audit.factories import make_ctx
     from tests.traits.factories import add_consents
@@ -240,9 +240,9 @@ def test_subjects_who_objected_to_analytics_are_not_profiled(cdp_env: CdpEnv) ->
         actor="t",
         data=SegmentIn(name="buyers", rule={"trait": {"name": "orders", "op": "ge", "value": 1}}),
     )
-    service.compute_segment(runtime=rt, name="buyers", clock=clock)
+    membership.compute_segment(runtime=rt, name="buyers", clock=clock)
     ctx = make_ctx(("analyst",), purpose="analytics")
-    page = service.members(runtime=rt, ctx=ctx, name="buyers", page_size=100)
+    page = membership.members(runtime=rt, ctx=ctx, name="buyers", page_size=100)
     assert set(page.subject_ids) == {x}
     with rt.data_engine.begin() as conn:
         add_consents(conn, [(y, "analytics", "granted", _ago(1))])

@@ -1,0 +1,79 @@
+"""Committing one batch of records: one transaction, retried when a concurrent writer took a
+token or an id first.
+
+The file connector (:mod:`cdp.ingest.pipeline`) and the HTTP channel's group commit
+(:mod:`cdp.ingest.group_commit`) write through :func:`run_batch`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from cdp.clock import Clock
+from cdp.errors import WriteContentionError
+from cdp.ingest.batch import BatchContext, Outcome
+from cdp.ingest.money import Converter
+from cdp.logging import get_logger
+from cdp.profiles.merge import SubjectGoneError
+from cdp.runtime import Runtime
+
+log = get_logger("cdp.ingest")
+
+Writer = Callable[[BatchContext, Sequence[tuple[int, Any]]], Outcome]
+_RETRIES = 5
+SQLITE_CACHE_KIB = 32_768
+"""Page cache of the SQLite connection that writes a batch (32 MB; the default is 2 MB)."""
+
+
+def run_batch(
+    runtime: Runtime,
+    writer: Writer,
+    items: Sequence[tuple[int, Any]],
+    *,
+    source: str,
+    converter: Converter,
+    clock: Clock,
+    recorded_by: str,
+) -> Outcome:
+    """Write one batch in one transaction; retried when a concurrent writer took a token first."""
+    for attempt in range(_RETRIES):
+        try:
+            with runtime.data_engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    # A batch touches index pages all over the B-trees (random subject ids and
+                    # tokens); SQLite's default 2 MB page cache spills and re-reads them per row.
+                    conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+                ctx = BatchContext(
+                    runtime=runtime,
+                    conn=conn,
+                    now=clock(),
+                    source=source,
+                    converter=converter,
+                    recorded_by=recorded_by,
+                )
+                outcome = writer(ctx, items)
+        except (IntegrityError, OperationalError, SubjectGoneError) as exc:
+            if attempt == _RETRIES - 1:
+                if isinstance(exc, OperationalError):
+                    raise  # the database itself (locked, gone): reported as such
+                raise WriteContentionError(
+                    "concurrent writers kept taking the same identities or ids; nothing of "
+                    "this write was stored, send it again"
+                ) from exc
+            log.warning("ingest batch conflicted with a concurrent writer; retrying")
+            # Writers that collided once collide again if they retry in step: spread them out.
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # noqa: S311 - jitter only
+            continue
+        for res in outcome.resolutions:
+            res.finish(runtime)
+        return outcome
+    raise AssertionError("unreachable")
+
+
+def converter_for(runtime: Runtime) -> Converter:
+    return Converter(runtime.settings.fx_rates, runtime.settings.base_currency)
