@@ -37,9 +37,14 @@ class DecryptionError(CdpError):
 
 
 class KeyShreddedError(DecryptionError):
-    """The subject's data key was destroyed: its values are erased."""
+    """The subject's data key was destroyed: its values are erased. ``subject_id`` names the
+    subject (a pseudonymous id) when the key store raised it."""
 
     code = "key_shredded"
+
+    def __init__(self, message: str, *, subject_id: str | None = None) -> None:
+        super().__init__(message)
+        self.subject_id = subject_id
 
 
 class NormalizationError(CdpError):
