@@ -104,6 +104,12 @@ class WriteContentionError(CdpError):
     public_message = True
 
 
+class ErasureContentionError(WriteContentionError):
+    """Concurrent writers kept merging an erasure's subjects, or kept deadlocking with it (on
+    PostgreSQL), past its retries. Its data keys are destroyed and no row was deleted: running
+    the erasure again finishes it."""
+
+
 class AuditWriteError(CdpError):
     """The audit record could not be written, so the read it covers must fail."""
 

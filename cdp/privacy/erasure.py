@@ -33,6 +33,8 @@ Erasure is idempotent: erasing an erased subject changes nothing and reports zer
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from cdp.clock import Clock, utcnow
 from cdp.consent.triggers import ledger_unlocked
@@ -49,7 +52,7 @@ from cdp.crypto.scrub import clear_wal
 from cdp.db.all_models import metadata
 from cdp.db.id_lists import rewrite_id_lists
 from cdp.db.models import Identity, Subject, Tombstone
-from cdp.errors import WriteContentionError
+from cdp.errors import ErasureContentionError
 from cdp.logging import get_logger
 from cdp.privacy.erasure_lock import erasure_guard
 from cdp.privacy.registry import SubjectTable, Treatment, present_entries
@@ -246,16 +249,15 @@ def erase_subjects(
     return outcome
 
 
-class ErasureContentionError(WriteContentionError):
-    """Concurrent writers kept merging the person's subjects, or kept deadlocking with the
-    erasure, past its retries. The data keys are destroyed, no row was deleted: running the
-    erasure again finishes it."""
-
-    public_message = True
-
-
 ATTEMPTS = 5
 """Data transactions an erasure batch tries before it gives up (:class:`ErasureContentionError`)."""
+
+_RETRIED = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock detected, serialization failure
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure: the transaction was rolled back; run it again."""
+    return getattr(exc.orig, "sqlstate", None) in _RETRIED
 
 
 class _MovedError(Exception):
@@ -320,6 +322,14 @@ def _erase_batch(
                         _apply(conn, entry, batch, done)
         except _MovedError:
             log.warning("erasure raced a merge; resolving the subjects again", attempt=attempt + 1)
+            continue
+        except DBAPIError as exc:
+            if not _retryable(exc):
+                raise
+            log.warning(
+                "erasure deadlocked with a concurrent writer; retrying", attempt=attempt + 1
+            )
+            time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))  # noqa: S311 - jitter only
             continue
         outcome.tombstones += done.tombstones
         outcome.identities.extend(done.identities)
