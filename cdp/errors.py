@@ -37,9 +37,14 @@ class DecryptionError(CdpError):
 
 
 class KeyShreddedError(DecryptionError):
-    """The subject's data key was destroyed: its values are erased."""
+    """The subject's data key was destroyed: its values are erased. ``subject_id`` names the
+    subject (a pseudonymous id) when the key store raised it."""
 
     code = "key_shredded"
+
+    def __init__(self, message: str, *, subject_id: str | None = None) -> None:
+        super().__init__(message)
+        self.subject_id = subject_id
 
 
 class NormalizationError(CdpError):
@@ -97,6 +102,12 @@ class WriteContentionError(CdpError):
     retry_after = 1
     #: The message is fixed text (no data), and tells the caller what to do: shown as is.
     public_message = True
+
+
+class ErasureContentionError(WriteContentionError):
+    """Concurrent writers kept merging an erasure's subjects, or kept deadlocking with it (on
+    PostgreSQL), past its retries. Its data keys are destroyed and no row was deleted: running
+    the erasure again finishes it."""
 
 
 class AuditWriteError(CdpError):

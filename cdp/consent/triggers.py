@@ -103,6 +103,13 @@ def remove_statements(dialect: str) -> tuple[str, ...]:
     return POSTGRES_DOWN if dialect == "postgresql" else SQLITE_DOWN
 
 
+def _aborted(conn: Connection) -> bool:
+    """Whether the connection's PostgreSQL transaction failed (psycopg: ``INERROR``)."""
+    raw = conn.connection.dbapi_connection
+    status = getattr(getattr(raw, "info", None), "transaction_status", None)
+    return getattr(status, "name", None) == "INERROR"
+
+
 @contextmanager
 def ledger_unlocked(conn: Connection, *, reason: str) -> Iterator[None]:
     """Allow UPDATE/DELETE of consent rows inside the caller's open transaction, then lock again.
@@ -114,7 +121,10 @@ def ledger_unlocked(conn: Connection, *, reason: str) -> Iterator[None]:
         try:
             yield
         finally:
-            conn.exec_driver_sql("SET LOCAL cdp.ledger_unlock = 'off'")
+            # after a failed statement (a deadlock, say) the transaction can only roll back, which
+            # undoes SET LOCAL: resetting it would fail and mask the error being raised
+            if not _aborted(conn):
+                conn.exec_driver_sql("SET LOCAL cdp.ledger_unlock = 'off'")
         return
     table = LedgerUnlock.__table__  # type: ignore[attr-defined]
     unlock_id = conn.execute(

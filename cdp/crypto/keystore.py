@@ -217,7 +217,9 @@ class KeyStore:
     def get(self, subject_id: str) -> DataKey:
         found = self.load([subject_id]).get(subject_id)
         if found is None:
-            raise KeyShreddedError(f"subject {subject_id} has no data key (erased or unknown)")
+            raise KeyShreddedError(
+                f"subject {subject_id} has no data key (erased or unknown)", subject_id=subject_id
+            )
         return found
 
     # -- shred ---------------------------------------------------------------------------

@@ -74,6 +74,10 @@ class BatchContext:
     source: str
     converter: Converter
     recorded_by: str = "ingest"
+    keyless: frozenset[str] = frozenset()
+    """Subjects that still have rows but no data key (an erasure that stopped half-way, or a key
+    store restored from before an erasure): their records are refused as ``erased`` (see
+    :func:`cdp.ingest.batch_commit.run_batch`)."""
 
 
 def claim_of(

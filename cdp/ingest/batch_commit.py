@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cdp.clock import Clock
-from cdp.errors import WriteContentionError
+from cdp.errors import KeyShreddedError, WriteContentionError
 from cdp.ingest.batch import BatchContext, Outcome
 from cdp.ingest.money import Converter
 from cdp.logging import get_logger
@@ -40,8 +40,18 @@ def run_batch(
     clock: Clock,
     recorded_by: str,
 ) -> Outcome:
-    """Write one batch in one transaction; retried when a concurrent writer took a token first."""
-    for attempt in range(_RETRIES):
+    """Write one batch in one transaction; retried when a concurrent writer took a token first.
+
+    A subject whose data key is gone while its rows are still there (an erasure between its shred
+    and its commit, or a merge's absorbed subject read before the merge committed) rolls the batch
+    back too: resolved again, the record is refused by the erasure's tombstones (or follows the
+    merge). A subject found so a second time has no key for good (an erasure stopped half-way, a
+    key store restored from before an erasure): its records are refused as ``erased``, the rest
+    of the batch is written."""
+    keyless: set[str] = set()
+    waited: set[str] = set()
+    attempt = 0
+    while True:
         try:
             with runtime.data_engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
@@ -55,10 +65,24 @@ def run_batch(
                     source=source,
                     converter=converter,
                     recorded_by=recorded_by,
+                    keyless=frozenset(keyless),
                 )
                 outcome = writer(ctx, items)
+        except KeyShreddedError as exc:
+            sid = exc.subject_id
+            if sid is None or sid in keyless:
+                raise
+            if sid in waited:
+                keyless.add(sid)
+                log.warning("ingest batch met a subject without a data key; refusing its records")
+            else:
+                waited.add(sid)
+                log.warning("ingest batch met a subject being erased; retrying")
+                backoff(len(waited))
+            continue
         except (IntegrityError, OperationalError, SubjectGoneError) as exc:
-            if attempt == _RETRIES - 1:
+            attempt += 1
+            if attempt == _RETRIES:
                 if isinstance(exc, OperationalError):
                     raise  # the database itself (locked, gone): reported as such
                 raise WriteContentionError(
@@ -66,13 +90,17 @@ def run_batch(
                     "this write was stored, send it again"
                 ) from exc
             log.warning("ingest batch conflicted with a concurrent writer; retrying")
-            # Writers that collided once collide again if they retry in step: spread them out.
-            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # noqa: S311 - jitter only
+            backoff(attempt)
             continue
         for res in outcome.resolutions:
             res.finish(runtime)
         return outcome
-    raise AssertionError("unreachable")
+
+
+def backoff(attempt: int) -> None:
+    """Wait before retrying a batch: writers that collided once collide again if they retry in
+    step, so they are spread out."""
+    time.sleep(random.uniform(0.005, 0.05) * attempt)  # noqa: S311 - jitter only
 
 
 def converter_for(runtime: Runtime) -> Converter:

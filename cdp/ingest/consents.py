@@ -101,6 +101,7 @@ def write_consents(
                 for _, r, _ in fresh
             ],
             now=ctx.now,
+            keyless=ctx.keyless,
         )
     )
     rows: list[dict[str, Any]] = []

@@ -61,6 +61,7 @@ def write_customers(
                 for r in records
             ],
             now=ctx.now,
+            keyless=ctx.keyless,
             signed_up=times,
             profile_as_of=times,
         )

@@ -55,6 +55,7 @@ def write_events(ctx: BatchContext, items: Sequence[tuple[int, EventRecord]]) ->
                 for _, r, _ in fresh
             ],
             now=ctx.now,
+            keyless=ctx.keyless,
         )
     )
     vault = ctx.runtime.vault

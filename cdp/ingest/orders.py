@@ -219,6 +219,7 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
                 for _, r in fresh
             ],
             now=ctx.now,
+            keyless=ctx.keyless,
         )
     )
     rows = []

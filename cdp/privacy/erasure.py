@@ -2,7 +2,8 @@
 
 Steps, per batch of subjects:
 
-1. Add every id the subjects absorbed in merges (:mod:`cdp.profiles.former_ids`: a row written
+1. Follow every id asked for that a merge absorbed to the subject holding it now (one person),
+   and add every id the subjects absorbed in merges (:mod:`cdp.profiles.former_ids`: a row written
    under such an id after its merge, e.g. an export's ledger row, could not move with it). Read
    what must survive the rows: the identity tokens (for the tombstones) and the destinations
    that received each subject (the recipients ledger, if the exports tables exist), so they can be
@@ -10,8 +11,10 @@ Steps, per batch of subjects:
 2. Destroy the data keys (crypto-shredding). From here on every ciphertext of the subjects, in
    this database, in a replica or in any backup taken earlier, is unreadable. Doing this first
    means a crash later leaves rows nobody can read, and running the erasure again finishes it.
-3. In one data transaction: write tombstones (identity tokens only, so a late or replayed record
-   cannot recreate the person), then apply every registry entry (:mod:`cdp.privacy.registry`):
+3. In one data transaction: lock the subject rows and check that no merge moved an id since
+   step 1 (if one did, roll back and start again from step 1, a few times at most); write
+   tombstones (identity tokens only, so a late or replayed record cannot recreate the person),
+   then apply every registry entry (:mod:`cdp.privacy.registry`):
    delete, unlink or scrub; the consent ledger is opened for this transaction only
    (:func:`cdp.consent.triggers.ledger_unlocked`). The audit log is retained (pseudonymous ids,
    hash-chained: it still verifies).
@@ -30,6 +33,8 @@ Erasure is idempotent: erasing an erased subject changes nothing and reports zer
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from cdp.clock import Clock, utcnow
 from cdp.consent.triggers import ledger_unlocked
@@ -45,11 +51,12 @@ from cdp.crypto.normalize import IdentityKind
 from cdp.crypto.scrub import clear_wal
 from cdp.db.all_models import metadata
 from cdp.db.id_lists import rewrite_id_lists
-from cdp.db.models import Identity, Tombstone
+from cdp.db.models import Identity, Subject, Tombstone
+from cdp.errors import ErasureContentionError
 from cdp.logging import get_logger
 from cdp.privacy.erasure_lock import erasure_guard
 from cdp.privacy.registry import SubjectTable, Treatment, present_entries
-from cdp.profiles.former_ids import absorbed_ids
+from cdp.profiles.former_ids import absorbed_ids, current_ids
 from cdp.runtime import Runtime
 
 BATCH = 500
@@ -72,6 +79,9 @@ class ErasureOutcome:
     wal_cleared: dict[str, bool] = field(default_factory=dict)
     """Per SQLite database (``key_store``, ``data_database``): whether its WAL was checkpointed
     and truncated after the deletes (empty on PostgreSQL)."""
+    identities: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    """(kind, token) of every identity tombstoned (not reported: the runner clears the requests
+    filed with one of them)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -239,6 +249,106 @@ def erase_subjects(
     return outcome
 
 
+ATTEMPTS = 5
+"""Data transactions an erasure batch tries before it gives up (:class:`ErasureContentionError`)."""
+
+_RETRIED = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock detected, serialization failure
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure: the transaction was rolled back; run it again."""
+    return getattr(exc.orig, "sqlstate", None) in _RETRIED
+
+
+class _MovedError(Exception):
+    """A subject of the batch was merged (or absorbed another) after the batch resolved it."""
+
+
+def _person(conn: Connection, requested: list[str]) -> tuple[list[str], list[str]]:
+    """The subjects that hold ``requested`` now (an id absorbed by a merge: its survivor, the same
+    person) and, after them, every id those absorbed, transitively (rows a merge could not move,
+    e.g. a ledger row an export wrote under an id the person had after the merge, go with the
+    person, and its destinations are told too)."""
+    current = list(dict.fromkeys(current_ids(conn, requested).values()))
+    return current, current + [i for i in absorbed_ids(conn, current) if i not in current]
+
+
+def _lock_subjects(conn: Connection, subject_ids: list[str]) -> None:
+    """Lock the subject rows (PostgreSQL: ``FOR UPDATE``, in id order like a merge's
+    :func:`cdp.profiles.merge._lock_pair`, so no merge of them runs until the erasure commits;
+    SQLite: the erasure's ``BEGIN IMMEDIATE`` holds the writer lock already)."""
+    subjects = Subject.__table__  # type: ignore[attr-defined]
+    for start in range(0, len(subject_ids), BATCH):
+        conn.execute(
+            sa.select(subjects.c.id)
+            .where(subjects.c.id.in_(sorted(subject_ids)[start : start + BATCH]))
+            .order_by(subjects.c.id)
+            .with_for_update()
+        ).all()
+
+
+def _erase_batch(
+    runtime: Runtime,
+    requested: list[str],
+    entries: list[SubjectTable],
+    *,
+    tombstone: bool,
+    reason: str,
+    clock: Clock,
+    outcome: ErasureOutcome,
+) -> None:
+    """Erase one batch: resolve, shred, then the data transaction, which locks the subjects and
+    checks that no merge moved them since they were resolved; if one did (or the transaction
+    deadlocked), it is rolled back and the batch resolved again, :data:`ATTEMPTS` times at most.
+    A key destroyed by an attempt that is rolled back belongs to the person all the same (an id
+    it had): the next attempt erases its rows."""
+    for attempt in range(ATTEMPTS):
+        with runtime.data_engine.connect() as conn:
+            current, batch = _person(conn, requested)
+            destinations = recipients_of(conn, batch)
+        outcome.keys_shredded += runtime.vault.shred(batch)
+        done = ErasureOutcome()
+        try:
+            with runtime.data_engine.begin() as conn, _secure_delete(conn):
+                _lock_subjects(conn, current)
+                if _person(conn, requested) != (current, batch):
+                    raise _MovedError
+                if tombstone:
+                    rows = _tombstone_rows(conn, batch, clock())
+                    done.tombstones = _insert_tombstones(conn, rows)
+                    done.identities = [(r["kind"], r["token"]) for r in rows]
+                with ledger_unlocked(conn, reason=reason):
+                    for entry in entries:
+                        _apply(conn, entry, batch, done)
+        except _MovedError:
+            log.warning("erasure raced a merge; resolving the subjects again", attempt=attempt + 1)
+            continue
+        except DBAPIError as exc:
+            if not _retryable(exc):
+                raise
+            log.warning(
+                "erasure deadlocked with a concurrent writer; retrying", attempt=attempt + 1
+            )
+            time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))  # noqa: S311 - jitter only
+            continue
+        outcome.tombstones += done.tombstones
+        outcome.identities.extend(done.identities)
+        outcome.destinations.extend(destinations)
+        outcome.retained.extend(done.retained)
+        for mine, theirs in (
+            (outcome.deleted, done.deleted),
+            (outcome.unlinked, done.unlinked),
+            (outcome.scrubbed, done.scrubbed),
+        ):
+            for table, n in theirs.items():
+                _add(mine, table, n)
+        return
+    raise ErasureContentionError(
+        "concurrent merges or writes kept conflicting with this erasure; its data keys are "
+        "destroyed and no row was deleted: run it again to finish it"
+    )
+
+
 def _erase(
     runtime: Runtime,
     subject_ids: Sequence[str],
@@ -250,21 +360,16 @@ def _erase(
     outcome = ErasureOutcome(subjects=len(subject_ids))
     entries = live_entries(runtime)
     for start in range(0, len(subject_ids), BATCH):
-        batch = list(dict.fromkeys(subject_ids[start : start + BATCH]))
-        with runtime.data_engine.connect() as conn:
-            # rows a merge could not move (a ledger row an export wrote under an id the person
-            # had, after the merge) go with the person, and its destinations are told too
-            batch += [i for i in absorbed_ids(conn, batch) if i not in batch]
-            outcome.destinations.extend(recipients_of(conn, batch))
-        outcome.keys_shredded += runtime.vault.shred(batch)
-        with runtime.data_engine.begin() as conn, _secure_delete(conn):
-            if tombstone:
-                outcome.tombstones += _insert_tombstones(
-                    conn, _tombstone_rows(conn, batch, clock())
-                )
-            with ledger_unlocked(conn, reason=reason):
-                for entry in entries:
-                    _apply(conn, entry, batch, outcome)
+        requested = list(dict.fromkeys(subject_ids[start : start + BATCH]))
+        _erase_batch(
+            runtime,
+            requested,
+            entries,
+            tombstone=tombstone,
+            reason=reason,
+            clock=clock,
+            outcome=outcome,
+        )
     return outcome
 
 

@@ -30,6 +30,7 @@ from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.rectification import rectify
 from cdp.privacy.requests import RequestStatus, RequestType, RequestView
 from cdp.privacy.restriction import is_restricted, lift_request, restrict
+from cdp.profiles.former_ids import current_ids
 from cdp.runtime import Runtime
 
 RESOURCE = "privacy_requests"
@@ -48,7 +49,9 @@ def _subject_of(
     request — erasure, retention, the access package and lifting a restriction find a request by
     its subject — and the lookup is audited like the one made when the request was filed."""
     if view.subject_id is not None:
-        return view.subject_id
+        # a subject merged since is the same person: serve the one that absorbed it
+        with runtime.data_engine.connect() as conn:
+            return current_ids(conn, [view.subject_id])[view.subject_id]
     ident = Identity.__table__  # type: ignore[attr-defined]
     with runtime.data_engine.begin() as conn:
         token = conn.execute(sa.select(_PR.c.identity_token).where(_PR.c.id == view.id)).scalar()
@@ -109,16 +112,12 @@ def _erase(
         outcome="allowed",
         subject_ids=[sid],
     )
-    ident = Identity.__table__  # type: ignore[attr-defined]
-    with runtime.data_engine.connect() as conn:
-        held = conn.execute(
-            sa.select(ident.c.kind, ident.c.token).where(ident.c.subject_id == sid)
-        ).all()
-    outcome = erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now).as_dict()
+    erased = erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now)
+    outcome = erased.as_dict()
     # the erasure clears the identity token of the requests linked to the person; requests filed
     # with one of its identities and never linked (found nobody then) lose theirs here
     with runtime.data_engine.begin() as conn:
-        for kind, token in held:
+        for kind, token in erased.identities:
             conn.execute(
                 sa.update(_PR)
                 .where(

@@ -78,3 +78,31 @@ def absorbed_ids(conn: Connection, subject_ids: list[str]) -> list[str]:
 def person_ids(conn: Connection, subject_id: str) -> list[str]:
     """``subject_id`` first, then every id it absorbed (:func:`former_ids`)."""
     return [subject_id, *(f.subject_id for f in former_ids(conn, subject_id))]
+
+
+def current_ids(conn: Connection, subject_ids: list[str]) -> dict[str, str]:
+    """Each of ``subject_ids`` mapped to the subject that holds it now: itself, or the survivor
+    that absorbed it (followed transitively, a cycle left by a broken writer stops the walk).
+    An erased survivor's merge rows are gone with it: its absorbed ids map to themselves."""
+    out = {s: s for s in subject_ids}
+    pending = set(subject_ids)
+    seen: dict[str, set[str]] = {s: {s} for s in subject_ids}
+    while pending:
+        heads = sorted({out[s] for s in pending})
+        moved: dict[str, str] = {}
+        for start in range(0, len(heads), _CHUNK):
+            rows = conn.execute(
+                sa.select(MERGES.c.merged_id, MERGES.c.survivor_id).where(
+                    MERGES.c.merged_id.in_(heads[start : start + _CHUNK])
+                )
+            )
+            moved.update({merged: survivor for merged, survivor in rows})
+        step = set()
+        for s in pending:
+            nxt = moved.get(out[s])
+            if nxt is not None and nxt not in seen[s]:
+                seen[s].add(nxt)
+                out[s] = nxt
+                step.add(s)
+        pending = step
+    return out

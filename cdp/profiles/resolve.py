@@ -14,7 +14,7 @@ keys are destroyed by :meth:`Resolution.finish` once the data transaction has co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
@@ -106,11 +106,14 @@ def resolve(
     now: datetime,
     signed_up: Sequence[datetime | None] | None = None,
     profile_as_of: Sequence[datetime | None] | None = None,
+    keyless: Collection[str] = (),
 ) -> Resolution:
     """Resolve every claim of a batch to a subject, creating and merging as needed.
 
     A new subject's row gets the earliest of its records' ``signed_up`` times and the latest of
-    their ``profile_as_of`` times (per claim; None: not known)."""
+    their ``profile_as_of`` times (per claim; None: not known). A claim naming one of the
+    ``keyless`` subjects (rows left, data key destroyed: an erasure under way or stopped half-way)
+    is refused like a tombstoned one."""
     tokenizer = runtime.tokenizer
     versions = tokenizer.versions
     current = tokenizer.current
@@ -150,6 +153,8 @@ def resolve(
                 subject = known.get((kind, t))
                 if subject is not None and (kind, cur) not in holder:
                     holder[(kind, cur)] = subject
+                    if subject in keyless:
+                        dead.add((kind, cur))
 
     n = len(claims)
     erased = [False] * n
