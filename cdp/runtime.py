@@ -16,7 +16,7 @@ from cdp.crypto.provider import LocalKeyProvider
 from cdp.crypto.tokens import Tokenizer
 from cdp.crypto.vault import Vault
 from cdp.db.engine import dispose_engines, get_engine
-from cdp.errors import ConfigurationError
+from cdp.errors import ConfigurationError, KeyFileMissingError, KeyMaterialError
 from cdp.settings import Settings, get_settings
 
 
@@ -50,12 +50,28 @@ def check_separation(settings: Settings) -> None:
         )
 
 
+def _missing_key_file(key_file: KeyFile, data_engine: Engine, key_engine: Engine) -> Exception:
+    """The error for a missing key file: `cdp init` only where there is no data yet."""
+    from cdp.crypto.inventory import holds_data_keys, holds_subjects
+
+    if holds_data_keys(key_engine) or holds_subjects(data_engine):
+        return KeyMaterialError(
+            f"the key file {key_file.path} does not exist, but the databases hold data that only "
+            "it can read: restore it from its backup (do not run `cdp init`; see 'Lost key file "
+            "or key store' in docs/operations.md)"
+        )
+    return KeyMaterialError(f"the key file {key_file.path} does not exist; run `cdp init`")
+
+
 def open_runtime(settings: Settings) -> Runtime:
     check_separation(settings)
     key_file = key_file_for(settings)
-    provider = LocalKeyProvider(key_file)
     data_engine = get_engine(settings.data_url)
     key_engine = get_engine(settings.keys_url)
+    try:
+        provider = LocalKeyProvider(key_file)
+    except KeyFileMissingError:
+        raise _missing_key_file(key_file, data_engine, key_engine) from None
     keystore = KeyStore(key_engine, provider, max_wraps=settings.kek_max_wraps)
     material = provider.material
     tokenizer = Tokenizer(

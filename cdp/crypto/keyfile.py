@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cdp.clock import utcnow
-from cdp.errors import KeyMaterialError
+from cdp.errors import KeyFileMissingError, KeyMaterialError
 
 FORMAT = 1
 KEY_BYTES = 32
@@ -170,7 +170,10 @@ class KeyFile:
             try:
                 raw = self.path.read_text()
             except FileNotFoundError:
-                raise KeyMaterialError("the key file does not exist; run `cdp init`") from None
+                raise KeyFileMissingError(
+                    f"the key file {self.path} does not exist: restore it from its backup (only "
+                    "an installation that holds no data yet creates one, with `cdp init`)"
+                ) from None
         try:
             return KeyMaterial(json.loads(raw))
         except json.JSONDecodeError:
