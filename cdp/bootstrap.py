@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from cdp.crypto.inventory import holds_data_keys, holds_subjects
+from cdp.crypto.key_checks import forget_key_records
 from cdp.crypto.keyfile import KeyFile
 from cdp.db import migrate
 from cdp.db.engine import get_engine
 from cdp.errors import KeyMaterialError
-from cdp.runtime import check_separation, key_file_for
+from cdp.runtime import check_key_material, check_separation, key_file_for
 from cdp.settings import Settings
 
 RECOVERY = "see 'Lost key file or key store' in docs/operations.md"
@@ -63,9 +64,12 @@ def initialize(settings: Settings) -> InitReport:
     key_engine = get_engine(settings.keys_url)
     refuse_new_keys_beside_data(key_file, data_engine, key_engine)
     created = key_file.create()
-    key_file.load()  # fail fast on unusable material
+    material = key_file.load()  # fail fast on unusable material
     migrate.upgrade(data_engine, "data")
     migrate.upgrade(key_engine, "keystore")
+    if created:  # no data (checked above): what the key store knew of older material is moot
+        forget_key_records(key_engine)
+    check_key_material(data_engine, key_engine, material)  # records a new installation's
     return InitReport(
         key_file_created=created,
         key_file="CDP_MASTER_KEYS" if key_file.read_only else str(key_file.path),

@@ -26,9 +26,15 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("status")
 def status() -> None:
     """Show each KEK version, whether it is current or retired, and how many DEKs it wraps."""
+    from cdp.crypto.key_checks import mismatches, secrets_in_use_for
     from cdp.exports.secret_rotation import secrets_per_version
+    from cdp.runtime import open_runtime
+    from cdp.settings import get_settings
 
-    rt = get_runtime()
+    rt = open_runtime(get_settings(), check_keys=False)  # show a mismatch rather than fail on it
+    problems = mismatches(
+        rt.key_engine, rt.provider.material, secrets_in_use=secrets_in_use_for(rt.data_engine)
+    )
     secrets = secrets_per_version(rt)
     table = Table("version", "state", "created", "data keys", "webhook secrets", "wraps used")
     lost = []
@@ -46,15 +52,24 @@ def status() -> None:
     console.print(f"usage bound per version: {rt.settings.kek_max_wraps} wraps")
     for line in lost:  # only a release before this check could store them: they cannot unwrap
         console.print(f"warning: {line} and cannot be unwrapped")
+    for line in problems:
+        console.print(f"error: {line}")
+    if problems:
+        console.print(
+            "error: the key file does not belong to this key store: restore the newest key file "
+            "(see 'Lost key file or key store' in docs/operations.md)"
+        )
+        raise typer.Exit(1)
 
 
 @keys_app.command("rotate")
 def rotate() -> None:
     """Add a new KEK version and make it current (old data keys stay readable)."""
     from cdp.cli.access import record_cli_operation
+    from cdp.crypto.key_checks import rotate_kek
 
     rt = get_runtime()
-    version = rt.provider.rotate()
+    version = rotate_kek(rt.key_engine, rt.provider)
     record_cli_operation(rt, action="rotate", resource="keys")
     console.print(f"KEK version {version} is now current; run `cdp keys rewrap` to move old keys")
 
