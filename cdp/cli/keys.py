@@ -85,9 +85,19 @@ def rewrap(
     from cdp.exports.secret_rotation import rewrap_secrets
 
     rt = get_runtime()
-    done = rt.keystore.rewrap(batch_size=batch_size)
-    secrets = rewrap_secrets(rt)
-    record_cli_operation(rt, action="rewrap", resource="keys")
+    rt.provider.reload()
+    target = f"kek_version:{rt.provider.current_version()}"
+    # recorded before any key moves (a run killed part-way is on record), and its outcome after
+    record_cli_operation(rt, action="rewrap", resource="keys", fields=("stage:started", target))
+    try:
+        done = rt.keystore.rewrap(batch_size=batch_size)
+        secrets = rewrap_secrets(rt)
+    except Exception as exc:
+        failed = ("stage:failed", target, f"error:{type(exc).__name__}")
+        record_cli_operation(rt, action="rewrap", resource="keys", fields=failed)
+        raise
+    completed = ("stage:completed", target, f"data_keys:{done}", f"webhook_secrets:{secrets}")
+    record_cli_operation(rt, action="rewrap", resource="keys", fields=completed)
     console.print(
         f"re-wrapped {done} data keys and {secrets} webhook signing secrets under KEK version "
         f"{rt.provider.current_version()}"
