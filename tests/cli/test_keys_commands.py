@@ -1,4 +1,5 @@
-"""`cdp keys rewrap` is on record before it moves a key, and its outcome after."""
+"""`cdp keys rewrap` is on record before it moves a key, and its outcome after; `cdp keys retire`
+of the current version says to rotate first."""
 
 from __future__ import annotations
 
@@ -50,3 +51,17 @@ def test_a_failing_rewrap_is_on_record(cdp_env: CdpEnv, monkeypatch: pytest.Monk
         ["stage:started", "kek_version:2"],
         ["stage:failed", "kek_version:2", "error:OSError"],
     ]
+
+
+def test_retiring_the_current_version_says_rotate_first(cdp_env: CdpEnv) -> None:
+    """Even with a webhook secret under it: rewrapping would not make it retirable."""
+    from cdp.exports.destinations import DestinationSpec, create_destination
+
+    spec = DestinationSpec(
+        name="hook", kind="webhook", purpose="email_marketing", fields=["email"],
+        url="https://hooks.example.com/in",
+    )  # fmt: skip
+    create_destination(runtime=cdp_env.runtime, spec=spec, created_by="admin")
+    refused = runner.invoke(app, ["keys", "retire", "1"])
+    assert refused.exit_code != 0
+    assert "is current; rotate first" in str(refused.exception)
