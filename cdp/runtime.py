@@ -96,6 +96,9 @@ def open_runtime(settings: Settings, *, check_keys: bool = True) -> Runtime:
     material = provider.material
     if check_keys:
         check_key_material(data_engine, key_engine, material)
+    shared = key_file.shared_mode()
+    if shared is not None:
+        log.warning("key file readable by other users; chmod 600 it", mode=f"{shared:o}")
     tokenizer = Tokenizer(
         material.live_keys("pseudonym"),
         current=material.current("pseudonym"),

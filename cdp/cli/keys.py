@@ -52,6 +52,12 @@ def status() -> None:
     console.print(f"usage bound per version: {rt.settings.kek_max_wraps} wraps")
     for line in lost:  # only a release before this check could store them: they cannot unwrap
         console.print(f"warning: {line} and cannot be unwrapped")
+    shared = rt.key_file.shared_mode()
+    if shared is not None:
+        console.print(
+            f"warning: the key file {rt.key_file.path} is mode {shared:o}: other users may read "
+            "it; run `chmod 600` on it"
+        )
     for line in problems:
         console.print(f"error: {line}")
     if problems:

@@ -150,6 +150,17 @@ class KeyFile:
     def exists(self) -> bool:
         return self._inline is not None or (self.path is not None and self.path.exists())
 
+    def shared_mode(self) -> int | None:
+        """The file's permission bits when group or others may read or write it (it should be
+        0600), else None."""
+        if self._inline is not None or self.path is None:
+            return None
+        try:
+            mode = self.path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            return None
+        return mode if mode & 0o077 else None
+
     def stamp(self) -> tuple[int, int, int] | None:
         """What changes whenever the file is rewritten: inode, modification time and size (a
         rewrite renames a new file into place, so the inode alone already differs). ``None``
