@@ -24,6 +24,10 @@ class KeyMaterialError(CdpError):
     code = "key_error"
 
 
+class KeyFileMissingError(KeyMaterialError):
+    """The key file does not exist (what to do depends on whether data already exists)."""
+
+
 class KeyUsageExhaustedError(KeyMaterialError):
     """A key-encryption key reached its usage bound: rotate to a new version."""
 

@@ -2,8 +2,9 @@
 
 Each check answers only yes or no (a probe is public; reasons go to the log, never the answer):
 both databases answer, both schemas are at the migration heads this code expects, and the master
-key material loads. Engines are the process's shared ones (no new pools per probe); on SQLite the
-checks read without taking the write lock, so a long ingestion never stalls a probe.
+key material loads and matches the key store's key-check values (:mod:`cdp.crypto.key_checks`).
+Engines are the process's shared ones (no new pools per probe); on SQLite the checks read
+without taking the write lock, so a long ingestion never stalls a probe.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Final
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
+from cdp.crypto.key_checks import mismatch_error, mismatches, secrets_in_use_for
 from cdp.db import migrate
 from cdp.db.engine import get_engine
 from cdp.logging import get_logger
@@ -49,7 +51,13 @@ def readiness(*, settings: Settings) -> dict[str, bool]:
             at_head = False
     result["migrations"] = at_head and result["data_database"] and result["key_store"]
     try:
-        key_file_for(settings).load()
+        material = key_file_for(settings).load()
+        data_engine = get_engine(settings.data_url)
+        problems = mismatches(
+            get_engine(settings.keys_url), material, secrets_in_use=secrets_in_use_for(data_engine)
+        )
+        if problems:
+            raise mismatch_error(problems)
         result["key_file"] = True
     except Exception as exc:
         log.warning("readiness check failed", check="key_file", error_type=type(exc).__name__)

@@ -9,15 +9,19 @@ import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from cdp.crypto.keyfile import KeyFile
+from cdp.crypto.keyfile import KeyFile, KeyMaterial
 from cdp.crypto.keystore import KeyStore
 from cdp.crypto.provider import LocalKeyProvider
 from cdp.crypto.tokens import Tokenizer
 from cdp.crypto.vault import Vault
 from cdp.db.engine import dispose_engines, get_engine
-from cdp.errors import ConfigurationError
+from cdp.errors import ConfigurationError, KeyFileMissingError, KeyMaterialError
+from cdp.logging import get_logger
 from cdp.settings import Settings, get_settings
+
+log = get_logger("cdp.runtime")
 
 
 @dataclass
@@ -50,14 +54,51 @@ def check_separation(settings: Settings) -> None:
         )
 
 
-def open_runtime(settings: Settings) -> Runtime:
+def _missing_key_file(key_file: KeyFile, data_engine: Engine, key_engine: Engine) -> Exception:
+    """The error for a missing key file: `cdp init` only where there is no data yet."""
+    from cdp.crypto.inventory import holds_data_keys, holds_subjects
+
+    if holds_data_keys(key_engine) or holds_subjects(data_engine):
+        return KeyMaterialError(
+            f"the key file {key_file.path} does not exist, but the databases hold data that only "
+            "it can read: restore it from its backup (do not run `cdp init`; see 'Lost key file "
+            "or key store' in docs/operations.md)"
+        )
+    return KeyMaterialError(f"the key file {key_file.path} does not exist; run `cdp init`")
+
+
+def check_key_material(data_engine: Engine, key_engine: Engine, material: KeyMaterial) -> None:
+    """Refuse key material that disagrees with the key store's key-check values, and record the
+    values of versions it has none of yet (:mod:`cdp.crypto.key_checks`). A key store whose
+    schema is behind (no ``key_checks`` yet) is not checked: ``cdp init`` upgrades it, and
+    ``/readyz`` answers 503 meanwhile."""
+    from cdp.crypto.key_checks import secrets_in_use_for, verify_and_record
+
+    try:
+        verify_and_record(key_engine, material, secrets_in_use=secrets_in_use_for(data_engine))
+    except (OperationalError, ProgrammingError) as exc:
+        log.warning("key-check values not compared", error_type=type(exc).__name__)
+
+
+def open_runtime(settings: Settings, *, check_keys: bool = True) -> Runtime:
+    """The services for ``settings``. ``check_keys``: compare the key file with the key
+    store's key-check values first (off only for ``cdp keys status``, which shows the
+    mismatches instead of failing on them)."""
     check_separation(settings)
     key_file = key_file_for(settings)
-    provider = LocalKeyProvider(key_file)
     data_engine = get_engine(settings.data_url)
     key_engine = get_engine(settings.keys_url)
+    try:
+        provider = LocalKeyProvider(key_file)
+    except KeyFileMissingError:
+        raise _missing_key_file(key_file, data_engine, key_engine) from None
     keystore = KeyStore(key_engine, provider, max_wraps=settings.kek_max_wraps)
     material = provider.material
+    if check_keys:
+        check_key_material(data_engine, key_engine, material)
+    shared = key_file.shared_mode()
+    if shared is not None:
+        log.warning("key file readable by other users; chmod 600 it", mode=f"{shared:o}")
     tokenizer = Tokenizer(
         material.live_keys("pseudonym"),
         current=material.current("pseudonym"),

@@ -26,9 +26,15 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("status")
 def status() -> None:
     """Show each KEK version, whether it is current or retired, and how many DEKs it wraps."""
+    from cdp.crypto.key_checks import mismatches, secrets_in_use_for
     from cdp.exports.secret_rotation import secrets_per_version
+    from cdp.runtime import open_runtime
+    from cdp.settings import get_settings
 
-    rt = get_runtime()
+    rt = open_runtime(get_settings(), check_keys=False)  # show a mismatch rather than fail on it
+    problems = mismatches(
+        rt.key_engine, rt.provider.material, secrets_in_use=secrets_in_use_for(rt.data_engine)
+    )
     secrets = secrets_per_version(rt)
     table = Table("version", "state", "created", "data keys", "webhook secrets", "wraps used")
     lost = []
@@ -46,15 +52,30 @@ def status() -> None:
     console.print(f"usage bound per version: {rt.settings.kek_max_wraps} wraps")
     for line in lost:  # only a release before this check could store them: they cannot unwrap
         console.print(f"warning: {line} and cannot be unwrapped")
+    shared = rt.key_file.shared_mode()
+    if shared is not None:
+        console.print(
+            f"warning: the key file {rt.key_file.path} is mode {shared:o}: other users may read "
+            "it; run `chmod 600` on it"
+        )
+    for line in problems:
+        console.print(f"error: {line}")
+    if problems:
+        console.print(
+            "error: the key file does not belong to this key store: restore the newest key file "
+            "(see 'Lost key file or key store' in docs/operations.md)"
+        )
+        raise typer.Exit(1)
 
 
 @keys_app.command("rotate")
 def rotate() -> None:
     """Add a new KEK version and make it current (old data keys stay readable)."""
     from cdp.cli.access import record_cli_operation
+    from cdp.crypto.key_checks import rotate_kek
 
     rt = get_runtime()
-    version = rt.provider.rotate()
+    version = rotate_kek(rt.key_engine, rt.provider)
     record_cli_operation(rt, action="rotate", resource="keys")
     console.print(f"KEK version {version} is now current; run `cdp keys rewrap` to move old keys")
 
@@ -70,9 +91,19 @@ def rewrap(
     from cdp.exports.secret_rotation import rewrap_secrets
 
     rt = get_runtime()
-    done = rt.keystore.rewrap(batch_size=batch_size)
-    secrets = rewrap_secrets(rt)
-    record_cli_operation(rt, action="rewrap", resource="keys")
+    rt.provider.reload()
+    target = f"kek_version:{rt.provider.current_version()}"
+    # recorded before any key moves (a run killed part-way is on record), and its outcome after
+    record_cli_operation(rt, action="rewrap", resource="keys", fields=("stage:started", target))
+    try:
+        done = rt.keystore.rewrap(batch_size=batch_size)
+        secrets = rewrap_secrets(rt)
+    except Exception as exc:
+        failed = ("stage:failed", target, f"error:{type(exc).__name__}")
+        record_cli_operation(rt, action="rewrap", resource="keys", fields=failed)
+        raise
+    completed = ("stage:completed", target, f"data_keys:{done}", f"webhook_secrets:{secrets}")
+    record_cli_operation(rt, action="rewrap", resource="keys", fields=completed)
     console.print(
         f"re-wrapped {done} data keys and {secrets} webhook signing secrets under KEK version "
         f"{rt.provider.current_version()}"
@@ -85,10 +116,13 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
 
     The key store refuses new data keys under the version from then on, in every process."""
     from cdp.cli.access import record_cli_operation
-    from cdp.errors import ConflictError
+    from cdp.errors import ConflictError, KeyMaterialError
     from cdp.exports.secret_rotation import secrets_per_version
 
     rt = get_runtime()
+    rt.provider.reload()
+    if version == rt.provider.current_version():  # before the counts: rewrapping would not help
+        raise KeyMaterialError(f"key-encryption key version {version} is current; rotate first")
     held = secrets_per_version(rt).get(version, 0)
     if held:
         raise ConflictError(

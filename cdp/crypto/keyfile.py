@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cdp.clock import utcnow
-from cdp.errors import KeyMaterialError
+from cdp.errors import KeyFileMissingError, KeyMaterialError
 
 FORMAT = 1
 KEY_BYTES = 32
@@ -150,6 +150,17 @@ class KeyFile:
     def exists(self) -> bool:
         return self._inline is not None or (self.path is not None and self.path.exists())
 
+    def shared_mode(self) -> int | None:
+        """The file's permission bits when group or others may read or write it (it should be
+        0600), else None."""
+        if self._inline is not None or self.path is None:
+            return None
+        try:
+            mode = self.path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            return None
+        return mode if mode & 0o077 else None
+
     def stamp(self) -> tuple[int, int, int] | None:
         """What changes whenever the file is rewritten: inode, modification time and size (a
         rewrite renames a new file into place, so the inode alone already differs). ``None``
@@ -170,7 +181,10 @@ class KeyFile:
             try:
                 raw = self.path.read_text()
             except FileNotFoundError:
-                raise KeyMaterialError("the key file does not exist; run `cdp init`") from None
+                raise KeyFileMissingError(
+                    f"the key file {self.path} does not exist: restore it from its backup (only "
+                    "an installation that holds no data yet creates one, with `cdp init`)"
+                ) from None
         try:
             return KeyMaterial(json.loads(raw))
         except json.JSONDecodeError:

@@ -8,8 +8,9 @@ reads and writes are in :mod:`cdp.crypto.keystore_tables`.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -159,6 +160,27 @@ class KeyStore:
                     self._count_wraps(conn, version, len(rows))
                     insert_keys(conn, rows)
                 return keys
+            except _VersionClosedError as closed:
+                self.provider.reload()
+                if self.provider.current_version() == version:
+                    raise self._stale(closed) from None
+        raise KeyMaterialError("the current key-encryption key kept changing; try again")
+
+    @contextlib.contextmanager
+    def wrapping(self, items: Sequence[tuple[bytes, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
+        """Wrap ``(secret, context)`` pairs stored outside the key store (webhook signing
+        secrets), under the same guard as :meth:`create`: the wraps are counted, and a
+        superseded or retired version refused (reloading the key material, as ``create``
+        does), in a key-store transaction that stays open while the caller stores them and
+        commits *its* transaction inside the ``with``. So ``retire``, which marks the version
+        under the same row lock and then counts what is stored, sees them."""
+        for _ in range(WRAP_ATTEMPTS):
+            version, blobs = self.provider.wrap_many(items)
+            try:
+                with self.engine.connect() as conn, conn.begin():  # rolled back on any error
+                    self._count_wraps(conn, version, len(blobs))
+                    yield version, blobs
+                    return
             except _VersionClosedError as closed:
                 self.provider.reload()
                 if self.provider.current_version() == version:

@@ -51,6 +51,17 @@ kek_usage = Table(
     Column("retired_at", UtcDateTime, nullable=True),
 )
 
+key_checks = Table(
+    "key_checks",
+    keystore_metadata,
+    # One key-check value per ring ("kek", "pseudonym") and version (migration k0004; see
+    # :mod:`cdp.crypto.key_checks`): HMAC of a fixed label under the key, never the key.
+    Column("ring", String(16), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("check_value", String(64), nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+)
+
 SQLITE_CACHE_KIB = 16_384
 """Page cache of the key-store connection that inserts a batch of keys, on SQLite (16 MB; with
 the default 2 MB the subject-id index's pages spill and are re-read once the store holds tens of

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -89,8 +89,9 @@ class KeyProvider(ABC):
         ]
 
     @abstractmethod
-    def rotate(self) -> int:
-        """Add a new KEK version and make it current; return it."""
+    def rotate(self, *, before_save: Callable[[int], None] | None = None) -> int:
+        """Add a new KEK version and make it current; return it. ``before_save(version)`` may
+        refuse the new version number (raise) before anything is written."""
 
     @abstractmethod
     def retire(self, version: int) -> None:
@@ -206,9 +207,11 @@ class LocalKeyProvider(KeyProvider):
             raise DecryptionError("a wrapped data key failed authentication") from None
         return out
 
-    def rotate(self) -> int:
+    def rotate(self, *, before_save: Callable[[int], None] | None = None) -> int:
         with self._file.locked():
             material, new = self._file.load().with_new_version("kek", utcnow())
+            if before_save is not None:
+                before_save(new)
             self._file.save(material)
         self.reload()
         return new

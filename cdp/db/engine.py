@@ -6,6 +6,7 @@ busy timeout and a WAL size limit, set on every connection. PostgreSQL goes thro
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -54,6 +55,18 @@ def _sqlite_begin(conn: Any) -> None:
         ) from exc
 
 
+def make_private(database: Path) -> None:
+    """Take group and world access away from the SQLite file ``database`` and its ``-wal`` and
+    ``-shm`` files, if they have it. Called on every new connection before WAL mode is set, so
+    a file the connection just created is 0600 before it holds a byte, and SQLite creates the
+    ``-wal``/``-shm`` files with the database file's mode: the data and the wrapped keys are
+    private whatever the directory's mode or the umask."""
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to change
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+
+
 def build_engine(url: str) -> Engine:
     """A new engine for ``url`` with cdp's connection settings; ``ConfigurationError`` (naming
     neither the URL nor its password) when the URL or its driver cannot be used."""
@@ -86,6 +99,9 @@ def _build_engine(url: URL) -> Engine:
             pool_pre_ping=False,
             hide_parameters=True,  # errors never carry bound values (tokens, ciphertexts, …)
         )
+        if parsed.database and parsed.database != ":memory:":
+            database = Path(parsed.database)
+            event.listen(engine, "connect", lambda *_: make_private(database))
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine

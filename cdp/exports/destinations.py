@@ -9,6 +9,7 @@ shown once, and stored wrapped under the key-encryption key (:mod:`cdp.exports.s
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -20,17 +21,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from cdp.access.categories import CONSENT_PURPOSES
 from cdp.clock import Clock, utcnow
-from cdp.crypto.provider import KeyProvider, WrappedKey
+from cdp.crypto.provider import WrappedKey
 from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.exports.audience_formats import PROFILE_FIELDS, get_format
 from cdp.exports.models import DESTINATION_ID_PREFIX as ID_PREFIX
 from cdp.exports.models import Destination, new_destination_id
-from cdp.exports.secrets import new_signing_secret, unwrap_secret, wrap_secret
+from cdp.exports.secrets import new_signing_secret, unwrap_secret, wrapped_secret
 from cdp.runtime import Runtime
 
 DESTINATIONS = cast(sa.Table, Destination.__table__)  # type: ignore[attr-defined]
@@ -266,9 +266,8 @@ def create_destination(
     kind, fields, url = _validate(spec)
     dest_id = new_destination_id()
     secret = new_signing_secret() if kind is DestinationKind.WEBHOOK else None
-    wrapped = wrap_secret(runtime.provider, dest_id, secret) if secret else None
     now = clock()
-    values = {
+    values: dict[str, Any] = {
         "id": dest_id,
         "name": spec.name,
         "kind": kind.value,
@@ -276,8 +275,8 @@ def create_destination(
         "fields": ",".join(fields),
         "min_audience": spec.min_audience,
         "url": url,
-        "secret_ct": wrapped.blob if wrapped else None,
-        "secret_kek_version": wrapped.kek_version if wrapped else None,
+        "secret_ct": None,
+        "secret_kek_version": None,
         "batch_size": spec.batch_size,
         "max_attempts": spec.max_attempts,
         "timeout_seconds": spec.timeout_seconds,
@@ -288,15 +287,25 @@ def create_destination(
     }
     with (
         taken_name_is_conflict(f"a destination named {spec.name!r} already exists"),
-        runtime.data_engine.begin() as conn,
+        runtime.data_engine.connect() as conn,
     ):
+        txn = conn.begin()
         taken = conn.execute(
             sa.select(DESTINATIONS.c.id).where(DESTINATIONS.c.name == spec.name)
         ).first()
         if taken is not None:
             raise ConflictError(f"a destination named {spec.name!r} already exists")
-        conn.execute(sa.insert(DESTINATIONS).values(**values))
-        row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.id == dest_id)).one()
+        wrapping: contextlib.AbstractContextManager[WrappedKey | None] = (
+            wrapped_secret(runtime.keystore, dest_id, secret)
+            if secret is not None
+            else contextlib.nullcontext()
+        )
+        with wrapping as wrapped:
+            if wrapped is not None:
+                values.update(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
+            conn.execute(sa.insert(DESTINATIONS).values(**values))
+            row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.id == dest_id)).one()
+            txn.commit()  # before the key store's: `retire` then sees the secret
     return CreatedDestination(_info(row), secret)
 
 
@@ -333,37 +342,29 @@ def signing_secret(*, runtime: Runtime, destination: DestinationInfo) -> str:
         raise NotFoundError(f"destination {destination.name!r} has no signing secret")
     secret = unwrap_secret(runtime.provider, destination.id, WrappedKey(int(row[1]), bytes(row[0])))
     if int(row[1]) != runtime.provider.current_version():
-        _store_secret(runtime, destination.id, secret, replacing=bytes(row[0]))
+        write_secret(runtime, destination.id, secret, replacing=bytes(row[0]))
     return secret
 
 
-def _store_secret(
-    runtime: Runtime, destination_id: str, secret: str, *, replacing: bytes | None = None
-) -> None:
-    with runtime.data_engine.begin() as conn:
-        write_secret(conn, runtime.provider, destination_id, secret, replacing=replacing)
-
-
 def write_secret(
-    conn: Connection,
-    provider: KeyProvider,
-    destination_id: str,
-    secret: str,
-    *,
-    replacing: bytes | None = None,
+    runtime: Runtime, destination_id: str, secret: str, *, replacing: bytes | None = None
 ) -> int:
-    """Store ``secret`` wrapped under the current KEK; return whether it was written (0 or 1).
+    """Store ``secret`` wrapped under the current KEK (checked and counted by the key store:
+    :func:`~cdp.exports.secrets.wrapped_secret`); return whether it was written (0 or 1).
     ``replacing``: only if the stored value is still that one (a re-wrap must not bring back a
     secret rotated meanwhile)."""
-    wrapped = wrap_secret(provider, destination_id, secret)
     where = [DESTINATIONS.c.id == destination_id]
     if replacing is not None:
         where.append(DESTINATIONS.c.secret_ct == replacing)
-    changed = conn.execute(
-        sa.update(DESTINATIONS)
-        .where(*where)
-        .values(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
-    )
+    with runtime.data_engine.connect() as conn:
+        txn = conn.begin()
+        with wrapped_secret(runtime.keystore, destination_id, secret) as wrapped:
+            changed = conn.execute(
+                sa.update(DESTINATIONS)
+                .where(*where)
+                .values(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
+            )
+            txn.commit()  # before the key store's: `retire` then sees the secret
     return int(changed.rowcount or 0)
 
 
@@ -373,7 +374,7 @@ def rotate_secret(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> str:
     if dest.kind != DestinationKind.WEBHOOK:
         raise ConflictError("only webhook destinations have a signing secret")
     secret = new_signing_secret()
-    _store_secret(runtime, dest.id, secret)
+    write_secret(runtime, dest.id, secret)
     with runtime.data_engine.begin() as conn:
         conn.execute(
             sa.update(DESTINATIONS).where(DESTINATIONS.c.id == dest.id).values(updated_at=clock())

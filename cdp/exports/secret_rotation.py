@@ -15,9 +15,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cdp.crypto.provider import WrappedKey
+from cdp.errors import DecryptionError, KeyMaterialError
 from cdp.exports.destinations import DESTINATIONS, write_secret
 from cdp.exports.secrets import unwrap_secret
+from cdp.logging import get_logger
 from cdp.runtime import Runtime
+
+log = get_logger("cdp.exports.secret_rotation")
 
 
 def secrets_per_version(runtime: Runtime) -> dict[int, int]:
@@ -34,23 +38,44 @@ def secrets_per_version(runtime: Runtime) -> dict[int, int]:
 def rewrap_secrets(runtime: Runtime) -> int:
     """Re-wrap every signing secret not under the current KEK version; return how many.
 
-    Each secret is re-wrapped in the transaction that reads it, and only if it is still the
-    value read (a concurrent ``rotate-secret`` wins), so a run can be repeated at any time."""
+    Each secret is re-wrapped in its own transaction, and only if it is still the value read (a
+    concurrent ``rotate-secret`` wins), so a run can be repeated at any time. A secret that
+    cannot be read (wrapped under a version whose key is gone) does not stop the others: they
+    are all re-wrapped first, then ``KeyMaterialError`` names, by name, each destination that
+    needs ``cdp destinations rotate-secret``."""
     runtime.provider.reload()
     target = runtime.provider.current_version()
-    done = 0
-    with runtime.data_engine.begin() as conn:
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         rows = conn.execute(
             sa.select(
-                DESTINATIONS.c.id, DESTINATIONS.c.secret_ct, DESTINATIONS.c.secret_kek_version
+                DESTINATIONS.c.id,
+                DESTINATIONS.c.name,
+                DESTINATIONS.c.secret_ct,
+                DESTINATIONS.c.secret_kek_version,
             )
             .where(
                 DESTINATIONS.c.secret_ct.is_not(None),
                 DESTINATIONS.c.secret_kek_version != target,
             )
-            .order_by(DESTINATIONS.c.id)
+            .order_by(DESTINATIONS.c.name)
         ).all()
-        for dest_id, blob, version in rows:
+    done = 0
+    unreadable: list[str] = []
+    for dest_id, name, blob, version in rows:
+        try:
             secret = unwrap_secret(runtime.provider, dest_id, WrappedKey(int(version), bytes(blob)))
-            done += write_secret(conn, runtime.provider, dest_id, secret, replacing=bytes(blob))
+        except (DecryptionError, KeyMaterialError) as exc:
+            log.warning(
+                "webhook secret not readable", destination=name, kek_version=int(version),
+                error_type=type(exc).__name__,
+            )  # fmt: skip
+            unreadable.append(f"{name!r} (KEK version {int(version)})")
+            continue
+        done += write_secret(runtime, dest_id, secret, replacing=bytes(blob))
+    if unreadable:
+        raise KeyMaterialError(
+            f"re-wrapped {done} webhook signing secret(s); {len(unreadable)} cannot be read and "
+            f"were left as they are: destinations {', '.join(unreadable)}. Run `cdp destinations "
+            "rotate-secret NAME` for each (and give its receiver the new secret)"
+        )
     return done

@@ -13,8 +13,11 @@ rotate-secret`` has run).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Iterator
 
+from cdp.crypto.keystore import KeyStore
 from cdp.crypto.provider import KeyProvider, WrappedKey
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a label, not a secret)
@@ -29,9 +32,15 @@ def _context(destination_id: str) -> bytes:
     return b"cdp-webhook-secret|" + destination_id.encode()
 
 
-def wrap_secret(provider: KeyProvider, destination_id: str, secret: str) -> WrappedKey:
-    """The secret wrapped under the current KEK, bound to its destination."""
-    return provider.wrap(secret.encode(), context=_context(destination_id))
+@contextlib.contextmanager
+def wrapped_secret(keystore: KeyStore, destination_id: str, secret: str) -> Iterator[WrappedKey]:
+    """The secret wrapped under the current KEK, bound to its destination, checked and counted
+    like a data key (:meth:`KeyStore.wrapping`): a version the key store has superseded or
+    retired is refused (a process with stale key material fails instead of storing a secret
+    that ``rewrap`` cannot read), and its wraps count towards the version's usage bound. Store
+    it, and commit that, inside the ``with``."""
+    with keystore.wrapping([(secret.encode(), _context(destination_id))]) as (version, blobs):
+        yield WrappedKey(version, blobs[0])
 
 
 def unwrap_secret(provider: KeyProvider, destination_id: str, wrapped: WrappedKey) -> str:

@@ -1,0 +1,187 @@
+"""Key-check values: does this key file hold the keys the key store's data was made with?
+
+For each KEK version and each pseudonym-key version the key store records a key-check value,
+HMAC-SHA256 of a fixed label under the key, truncated to 128 bits (it reveals nothing of the key),
+when the version is created (``cdp keys rotate``) or first seen by a process (installations from
+before migration k0004, and ``cdp init``). Every process compares its key file with the record at
+start, and ``/readyz`` does too; a mismatch is a ``key_error`` naming the ring and version, never
+a silent start. What this catches: a key file restored from an older backup (it lacks the versions
+the data is now wrapped under, and rotating it would mint a second, different "version 4"), and a
+key file from another installation (same version numbers, other keys: old profiles would not
+decrypt and every person would get a new pseudonym).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from cdp.clock import utcnow
+from cdp.crypto.keyfile import KeyMaterial
+from cdp.crypto.keystore_tables import data_keys, kek_usage, key_checks
+from cdp.crypto.provider import LocalKeyProvider
+from cdp.errors import KeyMaterialError
+
+RINGS: Final = ("kek", "pseudonym")
+_LABEL: Final = b"cdp-key-check-v1"
+
+SecretsInUse = Callable[[int], bool]
+"""Whether any webhook signing secret (in the data database) is wrapped under a KEK version."""
+
+
+def check_value(key: bytes, ring: str, version: int) -> str:
+    """The key-check value of ``key`` as ``ring`` version ``version`` (32 hex digits)."""
+    message = b"%s|%s|%d" % (_LABEL, ring.encode(), version)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _recorded(conn: Connection) -> dict[tuple[str, int], str]:
+    c = key_checks.c
+    rows = conn.execute(sa.select(c.ring, c.version, c.check_value))
+    return {(str(r), int(v)): str(c) for r, v, c in rows}
+
+
+def known_kek_versions(conn: Connection) -> set[int]:
+    """Every KEK version the key store knows: checked, counted or marked."""
+    checked = conn.execute(sa.select(key_checks.c.version).where(key_checks.c.ring == "kek"))
+    counted = conn.execute(sa.select(kek_usage.c.kek_version))
+    return {int(v) for (v,) in checked} | {int(v) for (v,) in counted}
+
+
+def _problems(
+    conn: Connection, material: KeyMaterial, secrets_in_use: SecretsInUse | None
+) -> tuple[list[str], dict[tuple[str, int], str]]:
+    """What is wrong, and the live versions of the file the store has no record of yet."""
+    recorded = _recorded(conn)
+    problems: list[str] = []
+    missing: dict[tuple[str, int], str] = {}
+    for ring in RINGS:
+        live = material.live_keys(ring)
+        for version, key in sorted(live.items()):
+            value = check_value(key, ring, version)
+            known = recorded.get((ring, version))
+            if known is None:
+                missing[(ring, version)] = value
+            elif not hmac.compare_digest(known, value):
+                problems.append(
+                    f"{ring} version {version} of the key file is not the key the key store "
+                    "recorded for that version"
+                )
+        listed = set(material.versions(ring))
+        known_versions = {v for (r, v) in recorded if r == ring}
+        if ring == "kek":
+            known_versions |= known_kek_versions(conn)
+        for version in sorted(known_versions - listed):
+            if ring == "pseudonym":
+                problems.append(
+                    f"the key store knows pseudonym version {version}, which the key file lacks"
+                )
+            elif _kek_in_use(conn, version, secrets_in_use):
+                problems.append(
+                    f"data is wrapped under KEK version {version}, which the key file lacks"
+                )
+    return problems, missing
+
+
+def _kek_in_use(conn: Connection, version: int, secrets_in_use: SecretsInUse | None) -> bool:
+    found = conn.execute(
+        sa.select(sa.literal(1)).where(data_keys.c.kek_version == version).limit(1)
+    ).first()
+    return found is not None or (secrets_in_use is not None and secrets_in_use(version))
+
+
+def mismatches(
+    key_engine: Engine, material: KeyMaterial, *, secrets_in_use: SecretsInUse | None = None
+) -> list[str]:
+    """Every way ``material`` disagrees with the key store's record (read only)."""
+    with key_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        return _problems(conn, material, secrets_in_use)[0]
+
+
+def verify_and_record(
+    key_engine: Engine, material: KeyMaterial, *, secrets_in_use: SecretsInUse | None = None
+) -> None:
+    """Raise ``KeyMaterialError`` if ``material`` disagrees with the key store; otherwise
+    record the values of its versions the key store has none of yet."""
+    with key_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        problems, missing = _problems(conn, material, secrets_in_use)
+    if problems:
+        raise mismatch_error(problems)
+    if missing:
+        with key_engine.begin() as conn:
+            record(conn, missing)
+
+
+def record(conn: Connection, values: dict[tuple[str, int], str]) -> None:
+    """Store key-check values (a version recorded meanwhile by another process is kept)."""
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(key_checks)
+    now = utcnow()
+    for (ring, version), value in sorted(values.items()):
+        conn.execute(
+            ins.values(
+                ring=ring, version=version, check_value=value, recorded_at=now
+            ).on_conflict_do_nothing()
+        )
+
+
+def mismatch_error(problems: list[str]) -> KeyMaterialError:
+    return KeyMaterialError(
+        "the key file does not belong to this key store: "
+        + "; ".join(problems)
+        + ". Restore the key file that goes with this key store (the newest backup); see "
+        "'Lost key file or key store' in docs/operations.md"
+    )
+
+
+def refuse_known_kek_version(key_engine: Engine, version: int) -> None:
+    """Raise if the key store already knows KEK ``version`` (before a rotation mints it)."""
+    with key_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        known = known_kek_versions(conn)
+    if version in known:
+        raise KeyMaterialError(
+            f"the key store already knows KEK version {version}, which this key file lacks: it "
+            "is older than the key store. Restore the newest key file instead of rotating; "
+            "nothing was changed"
+        )
+
+
+def rotate_kek(key_engine: Engine, provider: LocalKeyProvider) -> int:
+    """Add a KEK version and make it current, as ``cdp keys rotate`` does: refused when the key
+    store already knows the version number (an older key file), recorded once written."""
+    version = provider.rotate(before_save=lambda v: refuse_known_kek_version(key_engine, v))
+    value = check_value(provider.material.key("kek", version), "kek", version)
+    with key_engine.begin() as conn:
+        record(conn, {("kek", version): value})
+    return version
+
+
+def secrets_in_use_for(data_engine: Engine) -> SecretsInUse:
+    """Whether a webhook signing secret in the data database is wrapped under a KEK version (a
+    lookup in a small table, asked only for versions the key file lacks)."""
+
+    def in_use(version: int) -> bool:
+        with data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+            found = conn.execute(
+                sa.text("SELECT 1 FROM export_destinations WHERE secret_kek_version = :v LIMIT 1"),
+                {"v": version},
+            ).first()
+        return found is not None
+
+    return in_use
+
+
+def forget_key_records(key_engine: Engine) -> None:
+    """Drop the key-check values and usage counts of earlier key material: only for a key store
+    that holds no data key, when ``cdp init`` has just created a new key file."""
+    with key_engine.begin() as conn:
+        if conn.execute(sa.select(sa.literal(1)).select_from(data_keys).limit(1)).first():
+            raise KeyMaterialError("the key store holds data keys; its key records are kept")
+        conn.execute(sa.delete(key_checks))
+        conn.execute(sa.delete(kek_usage))
