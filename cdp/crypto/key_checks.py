@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from cdp.clock import utcnow
 from cdp.crypto.keyfile import KeyMaterial
 from cdp.crypto.keystore_tables import data_keys, kek_usage, key_checks
-from cdp.crypto.provider import LocalKeyProvider
+from cdp.crypto.provider import LocalKeyProvider, kek_opens
 from cdp.errors import KeyMaterialError
 
 RINGS: Final = ("kek", "pseudonym")
@@ -62,6 +62,7 @@ def _problems(
     recorded = _recorded(conn)
     problems: list[str] = []
     missing: dict[tuple[str, int], str] = {}
+    proven = False  # a KEK version of the file matches its record or opens a stored data key
     for ring in RINGS:
         live = material.live_keys(ring)
         for version, key in sorted(live.items()):
@@ -69,11 +70,21 @@ def _problems(
             known = recorded.get((ring, version))
             if known is None:
                 missing[(ring, version)] = value
+                if ring == "kek":
+                    opens = _opens_a_data_key(conn, key, version)
+                    if opens is False:
+                        problems.append(
+                            f"kek version {version} of the key file does not open the data keys "
+                            "the key store holds under that version"
+                        )
+                    proven = proven or opens is True
             elif not hmac.compare_digest(known, value):
                 problems.append(
                     f"{ring} version {version} of the key file is not the key the key store "
                     "recorded for that version"
                 )
+            elif ring == "kek":
+                proven = True
         listed = set(material.versions(ring))
         known_versions = {v for (r, v) in recorded if r == ring}
         if ring == "kek":
@@ -87,7 +98,31 @@ def _problems(
                 problems.append(
                     f"data is wrapped under KEK version {version}, which the key file lacks"
                 )
+    if missing and not proven and not problems and _holds_data_keys(conn):
+        # Nothing recorded or opened proves the file: recording its values now would lock the
+        # right key file out once it is restored.
+        problems.append(
+            "no KEK version of the key file opens a data key the key store holds, so its "
+            "key-check values cannot be recorded"
+        )
     return problems, missing
+
+
+def _opens_a_data_key(conn: Connection, key: bytes, version: int) -> bool | None:
+    """Whether ``key`` unwraps a data key stored under KEK ``version`` (``None``: none is)."""
+    row = conn.execute(
+        sa.select(data_keys.c.subject_id, data_keys.c.wrapped)
+        .where(data_keys.c.kek_version == version)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return kek_opens(key, version, str(row[0]), bytes(row[1]))
+
+
+def _holds_data_keys(conn: Connection) -> bool:
+    found = conn.execute(sa.select(sa.literal(1)).select_from(data_keys).limit(1)).first()
+    return found is not None
 
 
 def _kek_in_use(conn: Connection, version: int, secrets_in_use: SecretsInUse | None) -> bool:

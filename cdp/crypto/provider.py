@@ -102,6 +102,16 @@ def _wrap_aad(context: bytes, version: int) -> bytes:
     return b"cdp-dek|%s|%d" % (context, version)
 
 
+def kek_opens(key: bytes, version: int, subject_id: str, wrapped: bytes) -> bool:
+    """Whether ``key``, as KEK ``version``, unwraps ``subject_id``'s wrapped data key (the
+    key-check values' proof that a key file is this key store's, :mod:`cdp.crypto.key_checks`)."""
+    try:
+        AESGCM(key).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(subject_id.encode(), version))
+    except InvalidTag:
+        return False
+    return True
+
+
 class LocalKeyProvider(KeyProvider):
     """KEKs from the local key file, AES-256-GCM key wrapping."""
 

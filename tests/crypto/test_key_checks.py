@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from cdp.cli import app
 from cdp.crypto.keyfile import KeyMaterial, new_key_material
 from cdp.crypto.keystore_tables import key_checks
+from cdp.db.engine import get_engine
 from cdp.errors import KeyMaterialError
 from cdp.health import readiness
 from cdp.runtime import reset_runtime
@@ -99,3 +100,26 @@ def test_versions_are_recorded_on_first_use_and_never_the_key(cdp_env: CdpEnv) -
                 key_checks.c.ring == "kek", key_checks.c.version == version
             )
         ).first()
+
+
+def test_an_unrecorded_store_does_not_take_another_installation_s_key_file(
+    cdp_env: CdpEnv,
+) -> None:
+    """A key store from before the key checks, given another installation's key file: its
+    values must not be recorded (the right file would then be locked out once restored)."""
+    key_file = cdp_env.settings.resolved_key_file
+    sid = make_subject(cdp_env.runtime, PII)
+    with cdp_env.runtime.key_engine.begin() as conn:
+        conn.execute(sa.delete(key_checks))
+    right = key_file.read_bytes()
+    key_file.write_text(KeyMaterial(new_key_material()).to_json())
+    reset_runtime()
+    message = _fails_to_start(cdp_env)
+    assert "kek version 1 of the key file does not open the data keys" in message
+    with get_engine(cdp_env.settings.keys_url).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(key_checks)).scalar_one() == 0
+    key_file.write_bytes(right)  # the right file is taken, and recorded
+    rt = cdp_env.reopen()
+    assert rt.vault.decrypt(sid, "email", read_pii(rt, sid)["email"]) == PII["email"]
+    with rt.key_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(key_checks)).scalar_one() == 2
