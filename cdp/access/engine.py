@@ -72,7 +72,6 @@ def _look(engine: PolicyEngine) -> None:
             version = engine.reload()
         except PolicyError as exc:
             log.error("policy files do not load; the policy in force stays", reason=str(exc))
-            engine.keep_failed()
             return
         log.info("policy reloaded", policy_version=version)
     finally:

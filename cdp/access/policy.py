@@ -324,8 +324,12 @@ class PolicyEngine:
         Raises ``PolicyError`` and keeps the policy in force if the files are invalid.
         """
         with self._reload_lock:
-            stamp = self._file_stamp()
-            snapshot = self._load()
+            stamp = self._file_stamp()  # taken first: a write finishing during the load is seen
+            try:
+                snapshot = self._load()
+            except PolicyError:
+                self._stamp = stamp  # these files do not load: not tried again until they change
+                raise
             self._snapshot, self._stamp = snapshot, stamp
         return snapshot.version
 
@@ -343,13 +347,8 @@ class PolicyEngine:
 
     def files_changed(self) -> bool:
         """Whether the files differ (size or modification time) from those last loaded or last
-        found not to load (:meth:`keep_failed`)."""
+        found not to load (:meth:`reload`)."""
         return self._file_stamp() != self._stamp
-
-    def keep_failed(self) -> None:
-        """Remember the files as they are now, after they failed to load: they are not tried
-        again until they change once more."""
-        self._stamp = self._file_stamp()
 
     def decide(self, roles: Sequence[str], resource: str, action: str, purpose: str) -> Decision:
         """Decide whether a principal holding ``roles`` may do ``action`` on ``resource`` for

@@ -83,3 +83,31 @@ def test_the_api_answers_by_the_changed_policy(cdp_env: CdpEnv, policy_dir: Path
         policy.write_text(policy.read_text() + DENY_SUPPORT)
         _after_the_interval()
         assert client.get(url, headers=headers).status_code == 403
+
+
+def test_a_file_finished_while_a_torn_one_failed_to_load_is_loaded_next(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-atomic write caught half-way fails to load; the write finishing during that load
+    must still be seen as a change (the files' stamp is the one taken before the load)."""
+    from cdp.access.policy import PolicyEngine
+
+    assert _allowed()
+    policy = policy_dir / "policy.csv"
+    final = policy.read_text() + DENY_SUPPORT
+    policy.write_text(final[: len(final) // 2] + "\np, torn")  # caught half-way
+    load = PolicyEngine._load
+
+    def load_while_the_write_finishes(self: PolicyEngine) -> object:
+        try:
+            return load(self)
+        finally:
+            time.sleep(0.02)  # a later modification time than the torn file's
+            policy.write_text(final)
+
+    monkeypatch.setattr(PolicyEngine, "_load", load_while_the_write_finishes)
+    _after_the_interval()
+    _allowed()  # looks: the torn file fails to load, the write finishes meanwhile
+    monkeypatch.setattr(PolicyEngine, "_load", load)
+    _after_the_interval()
+    assert not _allowed()  # the finished file was seen as a change and loaded
