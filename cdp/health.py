@@ -14,6 +14,7 @@ from typing import Final
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
+from cdp.access.engine import get_policy_engine
 from cdp.crypto.key_checks import mismatch_error, mismatches, secrets_in_use_for
 from cdp.db import migrate
 from cdp.db.engine import get_engine
@@ -21,7 +22,7 @@ from cdp.logging import get_logger
 from cdp.runtime import key_file_for
 from cdp.settings import Settings
 
-CHECKS: Final = ("data_database", "key_store", "migrations", "key_file")
+CHECKS: Final = ("data_database", "key_store", "migrations", "key_file", "policy")
 _VERSION_TABLES: Final = {"data": "alembic_version", "keystore": "alembic_version_keystore"}
 
 log = get_logger("cdp.health")
@@ -61,4 +62,9 @@ def readiness(*, settings: Settings) -> dict[str, bool]:
         result["key_file"] = True
     except Exception as exc:
         log.warning("readiness check failed", check="key_file", error_type=type(exc).__name__)
+    try:  # a policy in force (a process whose files went bad since keeps the one it loaded)
+        get_policy_engine()
+        result["policy"] = True
+    except Exception as exc:
+        log.warning("readiness check failed", check="policy", error_type=type(exc).__name__)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -38,7 +39,13 @@ def test_readyz_passes_every_check(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == {
         "status": "ok",
-        "checks": {"data_database": "ok", "key_store": "ok", "migrations": "ok", "key_file": "ok"},
+        "checks": {
+            "data_database": "ok",
+            "key_store": "ok",
+            "migrations": "ok",
+            "key_file": "ok",
+            "policy": "ok",
+        },
     }
 
 
@@ -51,6 +58,31 @@ def test_readyz_fails_without_the_key_file(cdp_env: CdpEnv, client: TestClient) 
     finally:
         key_file.write_bytes(saved)
     assert body["error"]["details"] == [{"loc": "key_file", "msg": "fail"}]
+
+
+def test_readyz_fails_when_the_process_has_no_policy(
+    cdp_env: CdpEnv, client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started after the policy files went bad has no policy in force: every
+    authorised request would fail, so it is not ready (a process that loaded a policy before
+    keeps it, and stays ready)."""
+    from cdp.access.engine import reset_policy_engine
+
+    broken = tmp_path / "policies"
+    broken.mkdir()
+    (broken / "model.conf").write_text("not a model")
+    (broken / "policy.csv").write_text("p, nobody\n")
+    monkeypatch.setenv("CDP_POLICY_DIR", str(broken))
+    reset_settings()
+    reset_policy_engine()
+    try:
+        body = assert_error(client.get("/readyz"), 503, "not_ready")
+    finally:
+        monkeypatch.delenv("CDP_POLICY_DIR")
+        reset_settings()
+        reset_policy_engine()
+    assert body["error"]["details"] == [{"loc": "policy", "msg": "fail"}]
+    assert client.get("/readyz").status_code == 200
 
 
 def test_readyz_fails_when_the_schema_is_behind(cdp_env: CdpEnv, client: TestClient) -> None:
