@@ -216,7 +216,7 @@ def forget_key_records(key_engine: Engine) -> None:
     """Drop the key-check values and usage counts of earlier key material: only for a key store
     that holds no data key, when ``cdp init`` has just created a new key file."""
     with key_engine.begin() as conn:
-        if conn.execute(sa.select(sa.literal(1)).select_from(data_keys).limit(1)).first():
+        if _holds_data_keys(conn):
             raise KeyMaterialError("the key store holds data keys; its key records are kept")
         conn.execute(sa.delete(key_checks))
         conn.execute(sa.delete(kek_usage))

@@ -329,12 +329,6 @@ class KeyStore:
         with self.engine.connect() as conn:
             return wraps_by_version(conn)
 
-    def retired_in_store(self) -> set[int]:
-        """The versions the key store records as retired (the key file may not yet say so, e.g.
-        with ``CDP_MASTER_KEYS``, which cdp cannot change)."""
-        with self.engine.connect() as conn:
-            return retired_versions(conn)
-
     def status(self) -> list[KekStatus]:
         self.provider.reload()
         with self.engine.connect() as conn:  # one connection, one snapshot of the three counts

@@ -145,12 +145,6 @@ class CustomerRecord(Record):
             raise ValueError("missing id: needs customer_id, email, phone or anonymous_id")
         return self
 
-    @property
-    def region(self) -> str | None:
-        """The address country as a two-letter region, for reading national phone numbers."""
-        country = self.address.country if self.address else None
-        return country.upper() if country and len(country) == 2 else None
-
     def pii(self) -> dict[str, str]:
         """The vault fields this record sets (email and phone normalised)."""
         out: dict[str, str] = {}
