@@ -94,13 +94,14 @@ def method_label(method: str) -> str:
 
 def observe_request(*, method: str, route: str, status: int, seconds: float) -> None:
     """One answered HTTP request (``route`` is the matched template or ``unmatched``; ``method``
-    a standard one or ``other``, :func:`method_label`)."""
-    key = (method_label(method), route, status)
+    as :func:`method_label` gives it, which the request middleware applies once for this and
+    its log line)."""
+    key = (method, route, status)
     series = _REQUEST_SERIES.get(key)
     if series is None:
         series = _REQUEST_SERIES[key] = (
-            HTTP_REQUESTS.labels(key[0], route, str(status)),
-            HTTP_LATENCY.labels(key[0], route),
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_LATENCY.labels(method, route),
         )
     series[0].inc()
     series[1].observe(seconds)
