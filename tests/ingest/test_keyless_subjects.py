@@ -104,3 +104,5 @@ def test_a_segment_call_naming_a_subject_without_a_key_is_not_a_500(cdp_env: Cdp
         answer = _post_batch(c, key, [identify("u5"), identify("u3"), identify("u6")])
     assert answer.status_code == 200, answer.text
     assert subject_of(rt, "u5") and subject_of(rt, "u6")
+    assert subject_of(rt, "u3") == u3  # refused, not taken over by a new subject with a new key
+    assert rt.keystore.load([u3]) == {}
