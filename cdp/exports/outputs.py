@@ -19,6 +19,7 @@ from cdp.exports.destinations import (
     DestinationKind,
     signing_secret,
 )
+from cdp.exports.interrupt import check_stop
 from cdp.exports.manifest import OutputFile
 from cdp.exports.rows import AudienceRows, PlainRows, RowMaker
 from cdp.exports.webhook import RetryPolicy, WebhookSender
@@ -66,6 +67,11 @@ class Outputs:
 
     def __repr__(self) -> str:
         return f"Outputs(export_id={self._export_id}, kind={self._kind.value})"
+
+    def raise_if_stopped(self) -> None:
+        """``ExportInterruptedError`` once the export was asked to stop (the ``stop`` event its
+        sinks check too; :mod:`cdp.exports.interrupt`)."""
+        check_stop(self._stop, self._export_id)
 
     def sink(self, op: str, *, hold_until: int = 0) -> FileSink | WebhookSink:
         """A new sink for ``op`` (``add`` or ``remove``); a webhook sends nothing before

@@ -44,7 +44,6 @@ from cdp.exports.audience import AudienceResolver, segment_audience
 from cdp.exports.collector import chunk_collection
 from cdp.exports.decrypt import decrypt_chunk, is_dense, stored_subjects
 from cdp.exports.destinations import DestinationInfo, get_destination
-from cdp.exports.interrupt import check_stop
 from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
 from cdp.exports.models import new_export_id
@@ -169,9 +168,7 @@ def _run(
         runtime=runtime, dest=dest, export_id=export_id, clock=clock, retry=retry, stop=stop
     )
     try:
-        refused = _pipeline(
-            runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress, stop
-        )
+        refused = _pipeline(runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress)
     except BaseException as exc:
         unsent = outputs.unsent_ids()  # before abort: the webhook batches sent stay recorded
         outputs.abort()
@@ -197,11 +194,10 @@ def _pipeline(
     full: bool,
     clock: Clock,
     progress: Progress | None,
-    stop: threading.Event | None,
 ) -> AudienceTooSmallError | None:
     """Run the export; return the refusal to raise once the run is closed, if any."""
     export_id = manifest.export_id
-    check_stop(stop, export_id)
+    outputs.raise_if_stopped()
     audience = resolver(runtime, manifest.segment, clock)
     manifest.rule_version = audience.rule_version
     with runtime.data_engine.begin() as conn:
@@ -224,7 +220,7 @@ def _pipeline(
     counts.unchanged = staged.unchanged
     left = staged.eligible
     if not below_minimum(dest, left):
-        left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock, stop)
+        left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock)
     refused = below_minimum(dest, left)
     if refused:
         _refuse_adds(runtime, export_id, counts)
@@ -236,7 +232,7 @@ def _pipeline(
     if staged.to_remove:  # always sent: the minimum audience never holds back a withdrawal
         rm_sink = outputs.sink("remove")
         lost, rm_failed = _send(
-            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock, stop
+            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock
         )
         _mark(runtime, export_id, lost, "lost")
         _mark(runtime, export_id, rm_failed, "failed")
@@ -265,14 +261,13 @@ def _adds(
     counts: ExportCounts,
     progress: Progress | None,
     clock: Clock,
-    stop: threading.Event | None,
 ) -> int:
     """Send the adds; return the audience left once decrypted (eligible less the unusable). When
     that is below the minimum the adds file is dropped (a webhook held its rows back)."""
     export_id = ctx.request_id
     add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
     skipped, failed = _send(
-        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock, stop
+        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock
     )
     counts.excluded_no_data += len(skipped)
     counts.failed_delivery = len(failed)
@@ -302,7 +297,6 @@ def _send(
     total: int,
     progress: Progress | None,
     clock: Clock,
-    stop: threading.Event | None,
 ) -> tuple[list[str], list[str]]:
     """Decrypt, audit and write every staged subject with ``action``; return (ids without
     usable data, ids whose delivery failed)."""
@@ -317,7 +311,7 @@ def _send(
     stored = stored_subjects(runtime) if total >= CHUNK else 0
     with chunk_collection() as after_chunk:
         for ids in chunks:
-            check_stop(stop, ctx.request_id)
+            outputs.raise_if_stopped()
             dense = stored > 0 and is_dense(ids, stored)
             profiles = decrypt_chunk(runtime, ids, needs, dense=dense)
             out_ids, rows, unusable = maker.make_chunk(ids, profiles)
