@@ -16,12 +16,13 @@ from pydantic import BaseModel, Field, model_validator
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
+from cdp.audit.service import require
 from cdp.clock import utcnow
 from cdp.consent.purposes import PURPOSE_NAMES
 from cdp.consent.recording import record_choice
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import NotFoundError
-from cdp.privacy.request_filing import find_subject
+from cdp.privacy.request_filing import CONTACT_KINDS, find_subject, record_lookup
 from cdp.validation import IsoDateTime
 
 router = APIRouter(prefix="/v1/consent", tags=["consent"])
@@ -84,8 +85,11 @@ def record(body: ConsentIn, ctx: ConsentWrite, runtime: RuntimeDep) -> ConsentOu
     sid = body.subject_id
     if sid is None:
         kind = next(k for k in IdentityKind if getattr(body, k.value, None))
-        with runtime.data_engine.connect() as conn:
+        if kind in CONTACT_KINDS:  # who holds this email or phone is a read of contact data
+            require(runtime=runtime, ctx=ctx, resource="pii:contact", action="read")
+        with runtime.data_engine.begin() as conn:
             sid, _ = find_subject(runtime, conn, kind, str(getattr(body, kind.value)))
+            record_lookup(runtime, ctx, conn, kind.value, sid)  # found or not, as filing does
         if sid is None:
             raise NotFoundError("no subject has that identity")
     recorded, state = record_choice(

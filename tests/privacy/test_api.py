@@ -238,3 +238,21 @@ def test_filing_a_request_audits_the_identity_lookup_like_a_profile_lookup(
     unknown = {"type": "access", "identity": {"phone": "+14155550199"}}
     assert client.post("/v1/privacy-requests", json=unknown, headers=dpo).status_code == 201
     assert records()[2:] == [("lookup:phone", "profile", [], "privacy_request", "allowed")]
+
+
+def test_consent_by_email_records_its_lookup_found_or_not(
+    cdp_env: CdpEnv, client: TestClient
+) -> None:
+    """Naming the person by email tells the caller whether someone holds it: the lookup is a
+    read of contact data, audited as ``lookup:email`` whether or not anyone was found."""
+    rt = cdp_env.runtime
+    sid = make_subject(rt, identities={"email": "lookup.me@example.org"})
+    headers = _headers(cdp_env, "dpo", "privacy_request")
+    for email, status in (("lookup.me@example.org", 200), ("nobody@example.org", 404)):
+        body = {"email": email, "purpose": "sms_marketing", "status": "withdrawn"}
+        assert client.post("/v1/consent", json=body, headers=headers).status_code == status
+    with rt.data_engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(LOG.c.action, LOG.c.subject_ids).where(LOG.c.action == "lookup:email")
+        ).all()
+    assert [(a, json.loads(s)) for a, s in rows] == [("lookup:email", [sid]), ("lookup:email", [])]
