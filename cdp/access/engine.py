@@ -43,7 +43,7 @@ def get_policy_engine() -> PolicyEngine:
 
 
 def _build() -> PolicyEngine:
-    global _engine, _next_look
+    global _engine
     with _lock:
         if _engine is None:
             # Casbin logs the whole model and policy at INFO on every load; that is noise here.
@@ -80,7 +80,7 @@ def _look(engine: PolicyEngine) -> None:
 
 def reload_policy_engine() -> str:
     """Re-read the policy files into the process-wide engine; return the new policy version."""
-    return get_policy_engine().reload()
+    return (_engine or _build()).reload()  # not through get_policy_engine: it may load too
 
 
 def reset_policy_engine() -> None:
