@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from cdp.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -280,8 +282,12 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment; ``ConfigurationError``
+    naming what cannot be used (:func:`settings_problem`)."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise ConfigurationError(settings_problem(exc)) from None
 
 
 def reset_settings() -> None:

@@ -86,14 +86,11 @@ def main() -> None:
     """Entry point: domain errors become a one-line message and exit status 2, an unreachable
     database exit status 3; anything else is logged through the redacting logger (traceback
     without locals) and exits 1. No raw traceback reaches the terminal."""
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     from cdp.cli.root import app, err_console, styled
     from cdp.errors import CdpError
     from cdp.logging import configure_fallback_logging, get_logger, redact_text
-    from cdp.settings import settings_problem
 
     configure_fallback_logging()  # until the root callback configures it from the settings
     command = command_of(sys.argv[1:])
@@ -105,10 +102,6 @@ def main() -> None:
         code = app(standalone_mode=False)
     except CdpError as exc:
         err_console.print(styled(("error", "red"), f" ({exc.code}): {exc}"))
-        sys.exit(2)
-    except (ValidationError, SettingsError) as exc:  # a CDP_* setting cdp cannot use
-        problem = settings_problem(exc)
-        err_console.print(styled(("error", "red"), f" (configuration_error): {problem}"))
         sys.exit(2)
     except (OperationalError, InterfaceError) as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
