@@ -116,13 +116,11 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
 
     The key store refuses new data keys under the version from then on, in every process."""
     from cdp.cli.access import record_cli_operation
-    from cdp.errors import ConflictError, KeyMaterialError
+    from cdp.errors import ConflictError
     from cdp.exports.secret_rotation import secrets_per_version
 
     rt = get_runtime()
-    rt.provider.reload()
-    if version == rt.provider.current_version():  # before the counts: rewrapping would not help
-        raise KeyMaterialError(f"key-encryption key version {version} is current; rotate first")
+    rt.keystore.check_retirable(version)  # before the counts: rewrapping would not help
     held = secrets_per_version(rt).get(version, 0)
     if held:
         raise ConflictError(

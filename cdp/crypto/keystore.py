@@ -348,6 +348,16 @@ class KeyStore:
             for v in self.provider.versions()
         ]
 
+    def check_retirable(self, version: int) -> None:
+        """Raise :class:`KeyMaterialError` unless ``version`` is a KEK version of the key
+        material (read again first) other than the current one. The data keys still wrapped
+        under it are counted by :meth:`retire` itself, under the version's lock."""
+        self.provider.reload()
+        if version not in {v.version for v in self.provider.versions()}:
+            raise KeyMaterialError(f"no key-encryption key of version {version}")
+        if version == self.provider.current_version():
+            raise KeyMaterialError(f"key-encryption key version {version} is current; rotate first")
+
     def retire(self, version: int) -> bool:
         """Retire KEK ``version``; refused while any DEK is still wrapped under it.
 
@@ -360,11 +370,7 @@ class KeyStore:
         outside cdp (``CDP_MASTER_KEYS``): the key store refuses the version from now on, and
         its key is to be removed from that JSON on every process.
         """
-        self.provider.reload()
-        if version not in {v.version for v in self.provider.versions()}:
-            raise KeyMaterialError(f"no key-encryption key of version {version}")
-        if version == self.provider.current_version():
-            raise KeyMaterialError(f"key-encryption key version {version} is current; rotate first")
+        self.check_retirable(version)
         now = utcnow()
         with self.engine.begin() as conn:
             self._ensure_rows(conn, [version])
