@@ -18,6 +18,7 @@ from cdp.api.deps import RuntimeDep
 from cdp.errors import InvalidInputError
 from cdp.privacy import request_filing, request_lifecycle, request_list, requests, runner
 from cdp.privacy.requests import RequestView
+from cdp.profiles.reads import one_identity
 
 router = APIRouter(prefix="/v1/privacy-requests", tags=["privacy"])
 
@@ -111,10 +112,11 @@ def _out(view: RequestView) -> RequestOut:
 @router.post("", response_model=RequestOut, status_code=201)
 def create(body: RequestIn, ctx: Create, runtime: RuntimeDep) -> RequestOut:
     """File a request; it is due one calendar month from now."""
-    given = [(k, v) for k, v in body.identity.model_dump().items() if v]
-    if len(given) != 1:
+    ident = body.identity  # an empty value is refused by the model (min_length 1)
+    chosen = one_identity(email=ident.email, phone=ident.phone, customer_id=ident.customer_id)
+    if chosen is None:
         raise InvalidInputError("give exactly one of email, phone, customer_id", field="identity")
-    kind, value = given[0]
+    kind, value = chosen
     return _out(
         request_filing.create(
             runtime=runtime,

@@ -20,6 +20,7 @@ from cdp.cli.root import app, console, styled
 from cdp.errors import InvalidInputError
 from cdp.privacy import request_filing, request_lifecycle, request_list, requests, runner
 from cdp.privacy.requests import RequestView
+from cdp.profiles.reads import one_identity
 from cdp.runtime import get_runtime
 
 privacy_app = typer.Typer(help="Data-subject requests: access, erasure, rectification, ...")
@@ -69,10 +70,9 @@ def request(
     """File a request for the person with this identity."""
     rt = get_runtime()
     ctx = cli_access(runtime=rt, token=token, purpose=purpose, resource=RESOURCE, action="create")
-    given = [
-        (k, v) for k, v in (("email", email), ("phone", phone), ("customer_id", customer_id)) if v
-    ]
-    if len(given) != 1:
+    # an empty option (--email "") names nobody: not given
+    chosen = one_identity(email=email or None, phone=phone or None, customer_id=customer_id or None)
+    if chosen is None:
         raise InvalidInputError("give exactly one of --email, --phone, --customer-id")
     corrections = {}
     for item in correct or []:
@@ -83,8 +83,8 @@ def request(
     view = request_filing.create(
         runtime=rt,
         type=kind,
-        identity_kind=given[0][0],
-        identity_value=given[0][1],
+        identity_kind=chosen[0],
+        identity_value=chosen[1],
         ctx=ctx,
         corrections=corrections or None,
     )

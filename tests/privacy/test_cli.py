@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cdp.audit.writer import LOG
 from cdp.cli import app
+from cdp.errors import InvalidInputError
 from cdp.privacy import access_package, requests
 from tests.audit.factories import make_principal
 from tests.conftest import CdpEnv
@@ -77,3 +78,17 @@ def test_filing_from_the_cli_audits_the_identity_lookup(cdp_env: CdpEnv) -> None
     assert [(r.action, r.resource, json.loads(r.subject_ids)) for r in rows] == [
         ("lookup:email", "profile", [sid])
     ]
+
+
+def test_filing_names_exactly_one_identity_and_an_empty_option_is_not_one(cdp_env: CdpEnv) -> None:
+    rt = cdp_env.runtime
+    make_subject(rt, pii={"email": "one@example.org"}, identities={"email": "one@example.org"})
+    auth = ["--token", make_principal(rt, ["dpo"]).token, "--purpose", "privacy_request"]
+    request = ["privacy", "request", "access"]
+    # an empty --phone names nobody, so the email alone is the identity
+    made = runner.invoke(app, [*request, "--email", "one@example.org", "--phone", "", *auth])
+    assert made.exit_code == 0, made.output
+    for given in ([], ["--email", "one@example.org", "--customer-id", "c-1"], ["--email", ""]):
+        refused = runner.invoke(app, [*request, *given, *auth])
+        assert isinstance(refused.exception, InvalidInputError)
+        assert "exactly one of --email, --phone, --customer-id" in str(refused.exception)
