@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from cdp.audit.reports import Listing, Report, day, every_day, scalar, stream, window
 from cdp.audit.writer import LOG, SUBJECTS
 from cdp.clock import Clock, utcnow
+from cdp.profiles.former_ids import person_ids
 from cdp.runtime import Runtime
 
 
@@ -25,7 +26,6 @@ def subject_access(
 ) -> Report:
     """Who read ``subject_id``'s data (under any id it had) in the period, and who received it."""
     start, end = window(since, until, clock)
-    from cdp.profiles.former_ids import person_ids
 
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         ids = person_ids(conn, subject_id)
