@@ -96,6 +96,8 @@ def open_runtime(settings: Settings, *, check_keys: bool = True) -> Runtime:
     material = provider.material
     if check_keys:
         check_key_material(data_engine, key_engine, material)
+        # a key file changed under the running process is checked the same way before use
+        provider.guard_reloads(lambda new: check_key_material(data_engine, key_engine, new))
     shared = key_file.shared_mode()
     if shared is not None:
         log.warning("key file readable by other users; chmod 600 it", mode=f"{shared:o}")

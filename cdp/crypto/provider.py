@@ -20,6 +20,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cdp.clock import utcnow
 from cdp.crypto.keyfile import KeyFile, KeyMaterial, KeyVersion
 from cdp.errors import DecryptionError, KeyMaterialError
+from cdp.logging import get_logger
+
+log = get_logger("cdp.keys")
 
 KEY_FILE_RECHECK_SECONDS = 1.0
 """How often, at most, a process looks at the key file (one ``stat``) when it asks for the
@@ -119,7 +122,17 @@ class LocalKeyProvider(KeyProvider):
 
     def __init__(self, key_file: KeyFile) -> None:
         self._file = key_file
+        self._guard: Callable[[KeyMaterial], None] | None = None
         self.reload()
+
+    def guard_reloads(self, check: Callable[[KeyMaterial], None]) -> None:
+        """Have every later :meth:`reload` pass the key file's new contents to ``check`` before
+        using them. ``check`` raises :class:`KeyMaterialError` for material that does not belong
+        to this installation (the key store's key-check values: a key file swapped under the
+        running process, e.g. restored from an older backup or taken from another host); the
+        material loaded before then stays in use — it is the one the key store agreed with —
+        and the refusal is logged once per change of the file."""
+        self._guard = check
 
     def __repr__(self) -> str:
         return f"LocalKeyProvider(current={self._material.current('kek')})"
@@ -135,6 +148,19 @@ class LocalKeyProvider(KeyProvider):
     def reload(self) -> None:
         stamp = self._file.stamp()  # taken first: a rewrite after the read below is seen next time
         material = self._file.load()
+        if self._guard is not None:
+            try:
+                self._guard(material)
+            except KeyMaterialError as exc:
+                # not the hot path's problem: the material in use still matches the key store
+                self._stamp = stamp  # checked again when the file next changes, not every second
+                self._recheck_at = time.monotonic() + KEY_FILE_RECHECK_SECONDS
+                log.error(
+                    "the key file changed and does not belong to this key store; the key "
+                    "material loaded before stays in use (restore the right key file)",
+                    reason=str(exc),
+                )
+                return
         self._aeads = {v: AESGCM(k) for v, k in material.live_keys("kek").items()}
         self._material = material
         self._stamp = stamp

@@ -3,10 +3,13 @@ refused at start, by /readyz and by `cdp keys rotate`, and `cdp keys status` sho
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from cdp.cli import app
+from cdp.crypto import provider as provider_module
 from cdp.crypto.keyfile import KeyMaterial, new_key_material
 from cdp.crypto.keystore_tables import key_checks
 from cdp.db.engine import get_engine
@@ -123,3 +126,38 @@ def test_an_unrecorded_store_does_not_take_another_installation_s_key_file(
     assert rt.vault.decrypt(sid, "email", read_pii(rt, sid)["email"]) == PII["email"]
     with rt.key_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(key_checks)).scalar_one() == 2
+
+
+def test_a_key_file_swapped_under_a_running_process_is_not_used(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process looks at the key file again before wrapping (rotations are picked up without
+    a restart); a file that does not belong to this key store must not be taken up: the data
+    keys of people created after the swap would be wrapped under another installation's
+    "version 1" and unreadable once the right file is back."""
+    monkeypatch.setattr(provider_module, "KEY_FILE_RECHECK_SECONDS", 0.0)
+    rt = cdp_env.runtime
+    key_file = cdp_env.settings.resolved_key_file
+    right = key_file.read_bytes()
+    key_file.write_text(KeyMaterial(new_key_material()).to_json())
+    with capture_logs() as logs:
+        sid = make_subject(rt, PII)  # its data key is wrapped after the swap
+    refused = [e for e in logs if e["event"].startswith("the key file changed")]
+    assert refused and "does not belong to this key store" in refused[0]["reason"]
+    assert len(refused) == 1  # once per change of the file, not once a wrap
+    assert make_subject(rt, {"email": "li.na@example.cn"})
+    key_file.write_bytes(right)
+    rt = cdp_env.reopen()  # the right file again, a fresh process: the key unwraps
+    assert rt.vault.decrypt(sid, "email", read_pii(rt, sid)["email"]) == PII["email"]
+
+
+def test_a_rotation_under_a_running_process_is_still_taken_up(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provider_module, "KEY_FILE_RECHECK_SECONDS", 0.0)
+    rt = cdp_env.runtime
+    assert runner.invoke(app, ["keys", "rotate"]).exit_code == 0
+    sid = make_subject(rt, PII)
+    assert rt.provider.current_version() == 2
+    assert rt.keystore.deks_per_version() == {2: 1}
+    assert rt.vault.decrypt(sid, "email", read_pii(rt, sid)["email"]) == PII["email"]
