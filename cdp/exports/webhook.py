@@ -19,7 +19,9 @@ and every try has a connection of its own.
 Each try has a hard wall-clock deadline, the destination's ``timeout_seconds``, over connecting,
 sending the batch and receiving the status line and headers. httpx's own timeouts bound each
 socket operation, not a request, so a receiver answering a byte at a time would never be cut
-off; :class:`_Deadline` enforces the whole. A try past its deadline counts as a timeout.
+off; :class:`_Deadline` enforces the whole. Opening the connection (the host-name lookup and
+each of the host's addresses) runs within what remains of it too
+(:mod:`cdp.exports.webhook_connect`). A try past its deadline counts as a timeout.
 
 Retries: connection errors, timeouts, other transport or protocol errors, 5xx, 408 and 429 are
 retried (429 and 408 are the two 4xx that mean "try later"); any other 4xx, any 3xx (redirects
@@ -43,8 +45,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.request import getproxies
 
 import httpx
+
+from cdp.exports.webhook_connect import DeadlineTransport
 
 SIGNATURE_HEADER: Final = "X-CDP-Signature"
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -127,16 +132,19 @@ class _Deadline:
     try fails (:attr:`expired` tells it was the deadline). The connection is learnt from the
     ``connect_tcp.complete`` event of httpx's documented ``trace`` request extension; the
     deadline keeps a duplicate of its socket, which reaches the same connection after TLS has
-    wrapped (and detached) the original, and closes it in :meth:`stop`. A connection made after
-    the deadline is shut down at once (opening it, bounded by httpx's connect timeout, is the one
-    stage this cannot interrupt). Every try opens a connection of its own (the sender keeps none
-    alive), so there is always one to learn."""
+    wrapped (and detached) the original, and closes it in :meth:`stop`. Opening the connection
+    is not interrupted but bounded: the try's connect timeout is set to :meth:`remaining`, which
+    :class:`~cdp.exports.webhook_connect.DeadlineBackend` spends on the lookup and the addresses
+    all told; a connection made just after the deadline is shut down at once. Every try opens a
+    connection of its own (the sender keeps none alive), so there is always one to learn."""
 
     def __init__(self, seconds: float) -> None:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._expired = False
         self._stopped = False
+        self._seconds = seconds
+        self._ends: float | None = None
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
@@ -146,7 +154,14 @@ class _Deadline:
             return self._expired
 
     def start(self) -> None:
+        self._ends = time.monotonic() + self._seconds
         self._timer.start()
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (all of them before :meth:`start`; never < 0)."""
+        if self._ends is None:
+            return self._seconds
+        return max(0.0, self._ends - time.monotonic())
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         """The ``trace`` extension's callback: keep each new TCP connection of the try."""
@@ -185,8 +200,19 @@ class _Deadline:
             self._sockets.clear()
 
 
+def _env_proxied() -> bool:
+    """Whether httpx would send through a proxy named in the environment (``HTTP_PROXY``,
+    ``HTTPS_PROXY``, ``ALL_PROXY``): it does so only with its own transport, so such a sender
+    keeps it, and the lookup and connect stages are the proxy's."""
+    return any(scheme in getproxies() for scheme in ("http", "https", "all"))
+
+
 class WebhookSender:
-    """Posts signed batches to one URL (never following redirects), retrying as documented."""
+    """Posts signed batches to one URL (never following redirects), retrying as documented.
+
+    Without a ``transport`` it connects through
+    :class:`~cdp.exports.webhook_connect.DeadlineTransport`, unless the environment names a
+    proxy (then httpx's own transport, which uses it, as before)."""
 
     def __init__(
         self,
@@ -205,6 +231,8 @@ class WebhookSender:
         self._timeout_seconds = timeout_seconds
         self._retry = retry
         self._wall_clock = wall_clock
+        if transport is None and not _env_proxied():
+            transport = DeadlineTransport()
         self._client = httpx.Client(
             timeout=timeout_seconds,
             follow_redirects=False,
@@ -238,6 +266,9 @@ class WebhookSender:
         """One try: the answer's status code. The body is not read: closing the answer unread
         closes its connection."""
         deadline.start()
+        # the connect timeout bounds opening the connection as a whole (DeadlineBackend)
+        timeouts = request.extensions.get("timeout", {})
+        request.extensions["timeout"] = {**timeouts, "connect": deadline.remaining()}
         try:
             response = self._client.send(request, stream=True)
             try:
