@@ -7,7 +7,8 @@ Steps, per batch of subjects:
    under such an id after its merge, e.g. an export's ledger row, could not move with it). Read
    what must survive the rows: the identity tokens (for the tombstones) and the destinations
    that received each subject (the recipients ledger, if the exports tables exist), so they can be
-   told to delete it too.
+   told to delete it too. The caller's ``record`` (its audit record) is given these ids, the
+   subjects erased first, then the ids they absorbed, and commits before anything is destroyed.
 2. Destroy the data keys (crypto-shredding). From here on every ciphertext of the subjects, in
    this database, in a replica or in any backup taken earlier, is unreadable. Doing this first
    means a crash later leaves rows nobody can read, and running the erasure again finishes it.
@@ -35,13 +36,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -51,11 +51,12 @@ from cdp.crypto.normalize import IdentityKind
 from cdp.crypto.scrub import clear_wal
 from cdp.db.all_models import metadata
 from cdp.db.id_lists import rewrite_id_lists
-from cdp.db.models import Identity, Subject, Tombstone
+from cdp.db.models import Subject, Tombstone
 from cdp.errors import ErasureContentionError
 from cdp.logging import get_logger
 from cdp.privacy.erasure_lock import erasure_guard
 from cdp.privacy.registry import SubjectTable, Treatment, present_entries
+from cdp.privacy.tombstones import insert_tombstones, tombstone_rows
 from cdp.profiles.former_ids import absorbed_ids, current_ids
 from cdp.runtime import Runtime
 
@@ -69,6 +70,8 @@ class ErasureOutcome:
     """What an erasure did, per table; never names the subject."""
 
     subjects: int = 0
+    absorbed_ids: int = 0
+    """Ids the erased subjects had absorbed in merges, erased with them."""
     keys_shredded: int = 0
     tombstones: int = 0
     deleted: dict[str, int] = field(default_factory=dict)
@@ -86,6 +89,7 @@ class ErasureOutcome:
     def as_dict(self) -> dict[str, Any]:
         return {
             "subjects": self.subjects,
+            "absorbed_ids": self.absorbed_ids,
             "keys_shredded": self.keys_shredded,
             "tombstones": self.tombstones,
             "deleted": dict(sorted(self.deleted.items())),
@@ -130,43 +134,6 @@ def live_entries(runtime: Runtime) -> list[SubjectTable]:
     """Registry entries whose table is both modelled and migrated in this database."""
     with runtime.data_engine.connect() as conn:
         return present_entries(metadata, sa.inspect(conn).get_table_names())
-
-
-def _tombstone_rows(conn: Connection, subject_ids: Sequence[str], now: Any) -> list[dict[str, Any]]:
-    ident = Identity.__table__  # type: ignore[attr-defined]
-    rows = conn.execute(
-        sa.select(ident.c.kind, ident.c.token, ident.c.key_version).where(
-            ident.c.subject_id.in_(subject_ids)
-        )
-    ).all()
-    return [
-        {"kind": r.kind, "token": r.token, "key_version": r.key_version, "erased_at": now}
-        for r in rows
-    ]
-
-
-def _insert_tombstones(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert the tombstones not already there; return how many were new (executemany row
-    counts are not reliable across drivers, so the new ones are found first)."""
-    if not rows:
-        return 0
-    table = Tombstone.__table__  # type: ignore[attr-defined]
-    have = {
-        (r.kind, r.token)
-        for r in conn.execute(
-            sa.select(table.c.kind, table.c.token).where(
-                table.c.token.in_([r["token"] for r in rows])
-            )
-        )
-    }
-    new = list(
-        {(r["kind"], r["token"]): r for r in rows if (r["kind"], r["token"]) not in have}.values()
-    )
-    if new:
-        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["kind", "token"])
-        conn.execute(stmt, new)
-    return len(new)
 
 
 def _scrub(conn: Connection, table: sa.Table, column: str, subject_ids: Sequence[str]) -> int:
@@ -229,6 +196,12 @@ def clear_wals(runtime: Runtime) -> dict[str, bool]:
     return cleared
 
 
+Recorder = Callable[[list[str]], object]
+"""Writes and commits the caller's audit record of an erasure, given the ids about to be erased:
+the subjects that hold the ids asked for now, then every id they absorbed. Called before the keys
+of these ids are destroyed, once per batch, and again if a merge changed them meanwhile."""
+
+
 def erase_subjects(
     *,
     runtime: Runtime,
@@ -237,13 +210,17 @@ def erase_subjects(
     reason: str = "erasure",
     clock: Clock = utcnow,
     clear_wal: bool = True,
+    record: Recorder | None = None,
 ) -> ErasureOutcome:
     """Erase ``subject_ids`` everywhere (see the module doc); return what was done.
 
     ``clear_wal=False``: leave the SQLite WALs to the caller, which erases in several calls and
-    clears them once at the end (:func:`clear_wals`; retention does)."""
+    clears them once at the end (:func:`clear_wals`; retention does). ``record``: see
+    :data:`Recorder` (an error it raises stops the erasure before the keys of its ids go)."""
     with erasure_guard(runtime):
-        outcome = _erase(runtime, subject_ids, tombstone=tombstone, reason=reason, clock=clock)
+        outcome = _erase(
+            runtime, subject_ids, tombstone=tombstone, reason=reason, clock=clock, record=record
+        )
         if clear_wal:
             outcome.wal_cleared = clear_wals(runtime)
     return outcome
@@ -296,16 +273,22 @@ def _erase_batch(
     reason: str,
     clock: Clock,
     outcome: ErasureOutcome,
+    record: Recorder | None,
 ) -> None:
     """Erase one batch: resolve, shred, then the data transaction, which locks the subjects and
     checks that no merge moved them since they were resolved; if one did (or the transaction
     deadlocked), it is rolled back and the batch resolved again, :data:`ATTEMPTS` times at most.
     A key destroyed by an attempt that is rolled back belongs to the person all the same (an id
-    it had): the next attempt erases its rows."""
+    it had): the next attempt erases its rows. ``record`` is called before each shred of ids
+    it was not given yet."""
+    recorded: list[str] | None = None
     for attempt in range(ATTEMPTS):
         with runtime.data_engine.connect() as conn:
             current, batch = _person(conn, requested)
             destinations = recipients_of(conn, batch)
+        if record is not None and batch != recorded:
+            record(batch)
+            recorded = batch
         outcome.keys_shredded += runtime.vault.shred(batch)
         done = ErasureOutcome()
         try:
@@ -314,8 +297,8 @@ def _erase_batch(
                 if _person(conn, requested) != (current, batch):
                     raise _MovedError
                 if tombstone:
-                    rows = _tombstone_rows(conn, batch, clock())
-                    done.tombstones = _insert_tombstones(conn, rows)
+                    rows = tombstone_rows(conn, batch, clock())
+                    done.tombstones = insert_tombstones(conn, rows)
                     done.identities = [(r["kind"], r["token"]) for r in rows]
                 with ledger_unlocked(conn, reason=reason):
                     for entry in entries:
@@ -331,6 +314,7 @@ def _erase_batch(
             )
             time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))  # noqa: S311 - jitter only
             continue
+        outcome.absorbed_ids += len(batch) - len(current)
         outcome.tombstones += done.tombstones
         outcome.identities.extend(done.identities)
         outcome.destinations.extend(destinations)
@@ -356,6 +340,7 @@ def _erase(
     tombstone: bool,
     reason: str,
     clock: Clock,
+    record: Recorder | None,
 ) -> ErasureOutcome:
     outcome = ErasureOutcome(subjects=len(subject_ids))
     entries = live_entries(runtime)
@@ -369,16 +354,22 @@ def _erase(
             reason=reason,
             clock=clock,
             outcome=outcome,
+            record=record,
         )
     return outcome
 
 
 def erase_subject(
-    *, runtime: Runtime, subject_id: str, tombstone: bool = True, clock: Clock = utcnow
+    *,
+    runtime: Runtime,
+    subject_id: str,
+    tombstone: bool = True,
+    clock: Clock = utcnow,
+    record: Recorder | None = None,
 ) -> ErasureOutcome:
     """Erase one subject (a data-subject request)."""
     return erase_subjects(
-        runtime=runtime, subject_ids=[subject_id], tombstone=tombstone, clock=clock
+        runtime=runtime, subject_ids=[subject_id], tombstone=tombstone, clock=clock, record=record
     )
 
 

@@ -104,15 +104,19 @@ def _package(
 def _erase(
     runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
 ) -> dict[str, Any]:
-    record_access(
-        runtime=runtime,
-        ctx=ctx,
-        action="delete",
-        resource="profile",
-        outcome="allowed",
-        subject_ids=[sid],
-    )
-    erased = erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now)
+    def record(ids: list[str]) -> None:
+        # the ids the erasure resolved (a merge since ``sid`` was resolved is followed: the
+        # survivor first, then every id it absorbed), committed before their keys are destroyed
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action="delete",
+            resource="profile",
+            outcome="allowed",
+            subject_ids=ids,
+        )
+
+    erased = erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now, record=record)
     outcome = erased.as_dict()
     # the erasure clears the identity token of the requests linked to the person; requests filed
     # with one of its identities and never linked (found nobody then) lose theirs here

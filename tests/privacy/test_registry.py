@@ -49,3 +49,22 @@ def test_entries_name_real_columns_and_keep_subjects_last() -> None:
     # a recipients ledger is read before anything else is deleted
     first_delete = next(i for i, e in enumerate(ENTRIES) if e.treatment is Treatment.DELETE)
     assert all(i <= first_delete for i, e in enumerate(ENTRIES) if e.destination_column)
+
+
+def test_no_erasure_delete_cascades_into_rows_it_does_not_count() -> None:
+    """The outcome counts the rows its own statements remove; a foreign key ``ON DELETE
+    CASCADE`` into a table erasure deletes from would remove rows it never counted. Every such
+    child is a registered delete of its own, on that key, applied before its parent."""
+    order = [(e.table, e.column) for e in ENTRIES]
+    deleted = {e.table for e in ENTRIES if e.treatment is Treatment.DELETE}
+    for table in metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            parent = fk.column.table.name
+            if parent not in deleted or (fk.ondelete or "").upper() != "CASCADE":
+                continue
+            key = (table.name, fk.parent.name)
+            assert key in order, f"{key} cascades from {parent} uncounted"
+            entry = ENTRIES[order.index(key)]
+            assert entry.treatment is Treatment.DELETE, key
+            first_parent = min(i for i, (t, _c) in enumerate(order) if t == parent)
+            assert order.index(key) < first_parent, f"{key} is applied after {parent}"
