@@ -70,6 +70,7 @@ class ErasureOutcome:
     """What an erasure did, per table; never names the subject."""
 
     subjects: int = 0
+    """Subjects erased: those holding the ids asked for (ids of one person count once)."""
     absorbed_ids: int = 0
     """Ids the erased subjects had absorbed in merges, erased with them."""
     keys_shredded: int = 0
@@ -211,19 +212,32 @@ def erase_subjects(
     clock: Clock = utcnow,
     clear_wal: bool = True,
     record: Recorder | None = None,
+    follow_merges: bool = True,
 ) -> ErasureOutcome:
     """Erase ``subject_ids`` everywhere (see the module doc); return what was done.
 
     ``clear_wal=False``: leave the SQLite WALs to the caller, which erases in several calls and
     clears them once at the end (:func:`clear_wals`; retention does). ``record``: see
-    :data:`Recorder` (an error it raises stops the erasure before the keys of its ids go)."""
+    :data:`Recorder` (an error it raises stops the erasure before the keys of its ids go).
+    ``follow_merges=False``: an id a merge has absorbed is skipped, not followed to the subject
+    holding it now (retention erases the subjects it judged inactive, never their survivors)."""
+    how = _How(tombstone, reason, clock, record, follow_merges)
     with erasure_guard(runtime):
-        outcome = _erase(
-            runtime, subject_ids, tombstone=tombstone, reason=reason, clock=clock, record=record
-        )
+        outcome = _erase(runtime, subject_ids, how)
         if clear_wal:
             outcome.wal_cleared = clear_wals(runtime)
     return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class _How:
+    """How one :func:`erase_subjects` call erases (its options, passed down as one)."""
+
+    tombstone: bool
+    reason: str
+    clock: Clock
+    record: Recorder | None
+    follow_merges: bool
 
 
 ATTEMPTS = 5
@@ -241,12 +255,19 @@ class _MovedError(Exception):
     """A subject of the batch was merged (or absorbed another) after the batch resolved it."""
 
 
-def _person(conn: Connection, requested: list[str]) -> tuple[list[str], list[str]]:
+def _person(
+    conn: Connection, requested: list[str], follow_merges: bool = True
+) -> tuple[list[str], list[str]]:
     """The subjects that hold ``requested`` now (an id absorbed by a merge: its survivor, the same
     person) and, after them, every id those absorbed, transitively (rows a merge could not move,
     e.g. a ledger row an export wrote under an id the person had after the merge, go with the
-    person, and its destinations are told too)."""
-    current = list(dict.fromkeys(current_ids(conn, requested).values()))
+    person, and its destinations are told too). ``follow_merges=False``: an id absorbed by a
+    merge is left out instead of followed to its survivor (retention: the survivor is someone
+    whose activity was never judged)."""
+    held = current_ids(conn, requested)
+    if not follow_merges:
+        held = {s: c for s, c in held.items() if c == s}
+    current = list(dict.fromkeys(held.values()))
     return current, current + [i for i in absorbed_ids(conn, current) if i not in current]
 
 
@@ -268,12 +289,8 @@ def _erase_batch(
     runtime: Runtime,
     requested: list[str],
     entries: list[SubjectTable],
-    *,
-    tombstone: bool,
-    reason: str,
-    clock: Clock,
+    how: _How,
     outcome: ErasureOutcome,
-    record: Recorder | None,
 ) -> None:
     """Erase one batch: resolve, shred, then the data transaction, which locks the subjects and
     checks that no merge moved them since they were resolved; if one did (or the transaction
@@ -284,23 +301,25 @@ def _erase_batch(
     recorded: list[str] | None = None
     for attempt in range(ATTEMPTS):
         with runtime.data_engine.connect() as conn:
-            current, batch = _person(conn, requested)
+            current, batch = _person(conn, requested, how.follow_merges)
+            if not batch:  # every id merged away, and not followed
+                return
             destinations = recipients_of(conn, batch)
-        if record is not None and batch != recorded:
-            record(batch)
+        if how.record is not None and batch != recorded:
+            how.record(batch)
             recorded = batch
         outcome.keys_shredded += runtime.vault.shred(batch)
         done = ErasureOutcome()
         try:
             with runtime.data_engine.begin() as conn, _secure_delete(conn):
                 _lock_subjects(conn, current)
-                if _person(conn, requested) != (current, batch):
+                if _person(conn, requested, how.follow_merges) != (current, batch):
                     raise _MovedError
-                if tombstone:
-                    rows = tombstone_rows(conn, batch, clock())
+                if how.tombstone:
+                    rows = tombstone_rows(conn, batch, how.clock())
                     done.tombstones = insert_tombstones(conn, rows)
                     done.identities = [(r["kind"], r["token"]) for r in rows]
-                with ledger_unlocked(conn, reason=reason):
+                with ledger_unlocked(conn, reason=how.reason):
                     for entry in entries:
                         _apply(conn, entry, batch, done)
         except _MovedError:
@@ -314,6 +333,7 @@ def _erase_batch(
             )
             time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))  # noqa: S311 - jitter only
             continue
+        outcome.subjects += len(current)
         outcome.absorbed_ids += len(batch) - len(current)
         outcome.tombstones += done.tombstones
         outcome.identities.extend(done.identities)
@@ -336,26 +356,13 @@ def _erase_batch(
 def _erase(
     runtime: Runtime,
     subject_ids: Sequence[str],
-    *,
-    tombstone: bool,
-    reason: str,
-    clock: Clock,
-    record: Recorder | None,
+    how: _How,
 ) -> ErasureOutcome:
-    outcome = ErasureOutcome(subjects=len(subject_ids))
+    outcome = ErasureOutcome()
     entries = live_entries(runtime)
     for start in range(0, len(subject_ids), BATCH):
         requested = list(dict.fromkeys(subject_ids[start : start + BATCH]))
-        _erase_batch(
-            runtime,
-            requested,
-            entries,
-            tombstone=tombstone,
-            reason=reason,
-            clock=clock,
-            outcome=outcome,
-            record=record,
-        )
+        _erase_batch(runtime, requested, entries, how, outcome)
     return outcome
 
 

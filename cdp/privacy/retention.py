@@ -17,11 +17,14 @@ Subjects under an open restriction are skipped by every rule (restriction means 
 keep": art. 18(1)(c) is exactly a request not to delete), and so are subjects with an open privacy
 request. ``dry_run`` computes the same counts from the same conditions and changes nothing.
 
-Rules 1 and 2 commit together; the inactive subjects are then audited and erased
-:data:`AUDIT_BATCH` at a time, each slice's audit record before its erasure. Given a ``stop``
-event (``cdp serve`` shutting down), a run stops between two of these steps once it is set
-(``stopped`` in the report): every step it took is complete, and the next run finds what is left
-by the same conditions.
+Rules 1 and 2 commit together; the inactive subjects are then erased :data:`AUDIT_BATCH` at a
+time. Each slice is judged again just before it goes (a subject active, restricted or merged into
+someone else since the list was made is kept), and its audit record names the ids the erasure is
+about to destroy, committed before their keys go. The erasure does not follow an id merged away
+to its survivor (``follow_merges=False``): the survivor is a subject nobody judged inactive.
+Given a ``stop`` event (``cdp serve`` shutting down), a run stops between two of these steps once
+it is set (``stopped`` in the report): every step it took is complete, and the next run finds
+what is left by the same conditions.
 """
 
 from __future__ import annotations
@@ -118,8 +121,11 @@ def _apply_window(conn: Connection, entry: SubjectTable, now: datetime, dry_run:
     raise ValueError(f"retention cannot apply {entry.treatment} to {entry.table}")
 
 
-def inactive_subjects(conn: Connection, cutoff: datetime) -> list[str]:
-    """Ids of subjects with no activity since ``cutoff`` (and not protected)."""
+def inactive_subjects(
+    conn: Connection, cutoff: datetime, among: list[str] | None = None
+) -> list[str]:
+    """Ids of subjects with no activity since ``cutoff`` (and not protected); only those of
+    ``among`` when given (a subject merged away since is no longer one)."""
     subjects = Subject.__table__  # type: ignore[attr-defined]
     orders = Order.__table__  # type: ignore[attr-defined]
     events = Event.__table__  # type: ignore[attr-defined]
@@ -141,6 +147,8 @@ def inactive_subjects(conn: Connection, cutoff: datetime) -> list[str]:
         ~recent(ledger, "occurred_at"),
         ~_protected(subjects.c.id),
     )
+    if among is not None:
+        query = query.where(subjects.c.id.in_(among))
     return list(conn.execute(query.order_by(subjects.c.id)).scalars())
 
 
@@ -188,29 +196,41 @@ def run_retention(
     if dry_run:
         report.inactive_subjects = len(inactive)
         return report
-    for start in range(0, len(inactive), AUDIT_BATCH):
-        if stop is not None and stop.is_set():
-            report.stopped = True
-            break
-        part = inactive[start : start + AUDIT_BATCH]
+
+    def record(ids: list[str]) -> None:  # the ids about to go, before their keys are destroyed
         record_access(
             runtime=runtime,
             ctx=SYSTEM_CONTEXT,
             action="delete",
             resource="profile",
             outcome="allowed",
-            subject_ids=part,
+            subject_ids=ids,
             clock=clock,
         )
-        erase_subjects(
+
+    for start in range(0, len(inactive), AUDIT_BATCH):
+        if stop is not None and stop.is_set():
+            report.stopped = True
+            break
+        # Judged again just before erasing: a subject that ordered, was merged into someone
+        # else or came under restriction since the list was made is kept. The erasure does not
+        # follow a merge committed after this either (its survivor was never judged).
+        with runtime.data_engine.connect() as conn:
+            part = inactive_subjects(conn, cutoff, inactive[start : start + AUDIT_BATCH])
+        if not part:
+            continue
+
+        erased = erase_subjects(
             runtime=runtime,
             subject_ids=part,
             tombstone=False,
             reason="retention",
             clock=clock,
             clear_wal=False,  # once for the whole run, below
+            record=record,
+            follow_merges=False,
         )
-        report.inactive_subjects += len(part)
+        report.inactive_subjects += erased.subjects
     if report.inactive_subjects:
         clear_wals(runtime)
     return report

@@ -19,6 +19,7 @@ from cdp.privacy.erasure import is_tombstoned
 from cdp.privacy.models import PrivacyPayload
 from cdp.privacy.restriction import restrict
 from cdp.privacy.retention import run_retention
+from cdp.profiles.merge import merge_subjects
 from cdp.profiles.models import Event, Order
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
@@ -281,3 +282,78 @@ def test_a_stopped_run_ends_between_two_steps_and_the_next_one_finishes(
     rest = run_retention(runtime=rt, clock=FrozenClock(NOW), stop=threading.Event())
     assert (rest.stopped, rest.inactive_subjects) == (False, 2)
     assert sorted(_retention_deletes(rt)) == idle
+
+
+def _left(rt: Runtime) -> set[str]:
+    with rt.data_engine.connect() as conn:
+        return set(conn.execute(sa.select(SUBJECTS.c.id)).scalars())
+
+
+def test_a_subject_active_since_the_list_was_made_is_kept(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inactive list is made first and erased slice by slice (a large run takes minutes):
+    an order that arrives meanwhile makes its customer active, and they stay."""
+    rt = cdp_env.runtime
+    buyer, idle = make_subject(rt, {"email": "ordered.late@example.com"}), make_subject(rt)
+    for sid in (buyer, idle):
+        _age(rt, sid, NOW - 2000 * DAY)
+    listed = retention.inactive_subjects
+
+    def list_then_order(conn: sa.Connection, cutoff: datetime, among: object = None) -> object:
+        found = listed(conn, cutoff, among)  # type: ignore[arg-type]
+        if among is None:  # the run's list: both are inactive now; then the buyer orders
+            assert set(found) == {buyer, idle}
+            conn.execute(
+                sa.insert(ORDERS).values(
+                    order_ref="late",
+                    subject_id=buyer,
+                    ordered_at=NOW - DAY,
+                    status="completed",
+                    currency="EUR",
+                    total_minor=100,
+                    discount_minor=0,
+                    value_base=1.0,
+                    source="shop",
+                )
+            )
+        return found
+
+    monkeypatch.setattr(retention, "inactive_subjects", list_then_order)
+    report = run_retention(runtime=rt, clock=FrozenClock(NOW))
+    assert report.inactive_subjects == 1
+    assert _left(rt) == {buyer}
+
+
+def test_an_inactive_subject_merged_into_an_active_one_does_not_take_it_along(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure follows an id merged away to the subject holding it now (a request names the
+    person); retention must not: the survivor is a customer nobody judged inactive."""
+    rt = cdp_env.runtime
+    active = make_subject(rt, {"email": "still.buying@example.com"})
+    idle = make_subject(rt, {"email": "old.account@example.com"})
+    _age(rt, idle, NOW - 2000 * DAY)
+    _order(rt, active, NOW - 10 * DAY)
+    erase = retention.erase_subjects
+
+    def merge_then_erase(**kwargs: object) -> object:
+        # the idle account is linked to the active customer (same email, say) just now
+        with rt.data_engine.begin() as conn:
+            merge_subjects(
+                runtime=rt, conn=conn, survivor=active, absorbed=idle, linked_by="email", now=NOW
+            )
+        return erase(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retention, "erase_subjects", merge_then_erase)
+    run_retention(runtime=rt, clock=FrozenClock(NOW))
+    assert _left(rt) == {active}
+    view = rt.vault.cipher(active)  # the survivor's key is intact
+    assert view.subject_id == active
+    with rt.data_engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(ORDERS).where(ORDERS.c.subject_id == active)
+            ).scalar_one()
+            == 1
+        )
