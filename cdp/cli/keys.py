@@ -152,7 +152,7 @@ def scrub(
     truncate the WAL of the key store and of the data database, as every erasure does."""
     from cdp.cli.access import record_cli_operation
     from cdp.crypto.scrub import vacuum
-    from cdp.privacy.erasure import clear_wals
+    from cdp.privacy.erasure_steps import clear_wals
 
     rt = get_runtime()
     if rebuild:

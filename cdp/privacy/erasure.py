@@ -28,7 +28,9 @@ Steps, per batch of subjects:
    say so; the keys are destroyed all the same, and the next erasure (or ``cdp keys scrub``)
    clears the WAL.
 
-Retention uses the same path without tombstones (an inactive customer who comes back is welcome).
+Retention uses the same path without tombstones (an inactive customer who comes back is welcome)
+as a *judged* erasure (``still``): the subjects are judged again, resolved without following
+merges and recorded inside the data transaction of step 3, and step 2 comes after it commits.
 Erasure is idempotent: erasing an erased subject changes nothing and reports zero rows.
 """
 
@@ -36,8 +38,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,14 +49,19 @@ from sqlalchemy.exc import DBAPIError
 from cdp.clock import Clock, utcnow
 from cdp.consent.triggers import ledger_unlocked
 from cdp.crypto.normalize import IdentityKind
-from cdp.crypto.scrub import clear_wal
-from cdp.db.all_models import metadata
-from cdp.db.id_lists import rewrite_id_lists
 from cdp.db.models import Subject, Tombstone
 from cdp.errors import ErasureContentionError
 from cdp.logging import get_logger
 from cdp.privacy.erasure_lock import erasure_guard
-from cdp.privacy.registry import SubjectTable, Treatment, present_entries
+from cdp.privacy.erasure_steps import (
+    add_count,
+    apply_entry,
+    clear_wals,
+    live_entries,
+    recipients_of,
+    secure_delete,
+)
+from cdp.privacy.registry import SubjectTable
 from cdp.privacy.tombstones import insert_tombstones, tombstone_rows
 from cdp.profiles.former_ids import absorbed_ids, current_ids
 from cdp.runtime import Runtime
@@ -102,105 +108,16 @@ class ErasureOutcome:
         }
 
 
-def _add(counter: dict[str, int], table: str, n: int) -> None:
-    if n:
-        counter[table] = counter.get(table, 0) + n
+Recorder = Callable[[list[str], Connection | None], object]
+"""Writes the caller's audit record of an erasure, given the ids about to be erased: the
+subjects that hold the ids asked for now, then every id they absorbed. Without a connection it
+commits the record itself (a request's erasure: before the keys are destroyed, once per batch,
+and again if a merge changed the ids meanwhile); with one it writes into that transaction, the
+one that deletes the rows (a judged erasure, below)."""
 
-
-def recipients_of(conn: Connection, subject_ids: Sequence[str]) -> list[dict[str, str]]:
-    """Destinations that received any of ``subject_ids`` (from every registered recipients
-    ledger; empty until the exports tables exist)."""
-    found: dict[str, dict[str, str]] = {}
-    for entry in present_entries(metadata, sa.inspect(conn).get_table_names()):
-        if entry.destination_column is None:
-            continue
-        table = metadata.tables[entry.table]
-        dest = table.c[entry.destination_column]
-        for (dest_id,) in conn.execute(
-            sa.select(dest).where(table.c[entry.column].in_(subject_ids)).distinct()
-        ):
-            found[str(dest_id)] = {"destination_id": str(dest_id)}
-    destinations = metadata.tables.get("export_destinations")
-    if destinations is not None and found and sa.inspect(conn).has_table(destinations.name):
-        for row in conn.execute(
-            sa.select(destinations.c.id, destinations.c.name, destinations.c.kind).where(
-                destinations.c.id.in_(list(found))
-            )
-        ):
-            found[row.id].update(name=row.name, kind=row.kind)
-    return [found[k] for k in sorted(found)]
-
-
-def live_entries(runtime: Runtime) -> list[SubjectTable]:
-    """Registry entries whose table is both modelled and migrated in this database."""
-    with runtime.data_engine.connect() as conn:
-        return present_entries(metadata, sa.inspect(conn).get_table_names())
-
-
-def _scrub(conn: Connection, table: sa.Table, column: str, subject_ids: Sequence[str]) -> int:
-    wanted = set(subject_ids)
-    return rewrite_id_lists(
-        conn, table, column, subject_ids, lambda ids: [s for s in ids if s not in wanted]
-    )
-
-
-def _apply(
-    conn: Connection, entry: SubjectTable, subject_ids: Sequence[str], outcome: ErasureOutcome
-) -> None:
-    table = metadata.tables[entry.table]
-    col = table.c[entry.column]
-    if entry.treatment is Treatment.RETAIN:
-        outcome.retained.append(entry.table)
-    elif entry.treatment is Treatment.DELETE:
-        n = conn.execute(sa.delete(table).where(col.in_(subject_ids))).rowcount
-        _add(outcome.deleted, entry.table, int(n or 0))
-    elif entry.treatment is Treatment.UNLINK:
-        values = {entry.column: None, **{c: None for c in entry.also_null}}
-        n = conn.execute(sa.update(table).where(col.in_(subject_ids)).values(values)).rowcount
-        _add(outcome.unlinked, entry.table, int(n or 0))
-    else:
-        _add(outcome.scrubbed, entry.table, _scrub(conn, table, entry.column, subject_ids))
-
-
-@contextmanager
-def _secure_delete(conn: Connection) -> Iterator[None]:
-    """On SQLite, overwrite deleted content with zeros (so that freed pages of the database file
-    do not keep the erased ids and tokens); PostgreSQL's dead tuples go with VACUUM."""
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    before = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
-    conn.exec_driver_sql("PRAGMA secure_delete = ON")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql(f"PRAGMA secure_delete = {int(before or 0)}")
-
-
-def clear_wals(runtime: Runtime) -> dict[str, bool]:
-    """Checkpoint and truncate the WAL of the key store, then of the data database, where they
-    are SQLite; return which were cleared. One not cleared is logged (never with an id): its WAL
-    keeps old page copies until the next successful clear."""
-    cleared: dict[str, bool] = {}
-    for name, engine in (("key_store", runtime.key_engine), ("data_database", runtime.data_engine)):
-        done = clear_wal(engine)
-        if done is None:
-            continue
-        cleared[name] = done
-        if not done:
-            log.warning(
-                "sqlite wal not cleared after erasure",
-                database=name,
-                reason="a reader held an older snapshot",
-                retry="the next erasure, or `cdp keys scrub`",
-            )
-    return cleared
-
-
-Recorder = Callable[[list[str]], object]
-"""Writes and commits the caller's audit record of an erasure, given the ids about to be erased:
-the subjects that hold the ids asked for now, then every id they absorbed. Called before the keys
-of these ids are destroyed, once per batch, and again if a merge changed them meanwhile."""
+Judge = Callable[[Connection, list[str]], list[str]]
+"""Which of the given subjects are still to be erased, decided in the erasure's data transaction
+with their rows locked (retention: those still inactive and unprotected)."""
 
 
 def erase_subjects(
@@ -212,16 +129,21 @@ def erase_subjects(
     clock: Clock = utcnow,
     clear_wal: bool = True,
     record: Recorder | None = None,
-    follow_merges: bool = True,
+    still: Judge | None = None,
 ) -> ErasureOutcome:
     """Erase ``subject_ids`` everywhere (see the module doc); return what was done.
 
     ``clear_wal=False``: leave the SQLite WALs to the caller, which erases in several calls and
     clears them once at the end (:func:`clear_wals`; retention does). ``record``: see
     :data:`Recorder` (an error it raises stops the erasure before the keys of its ids go).
-    ``follow_merges=False``: an id a merge has absorbed is skipped, not followed to the subject
-    holding it now (retention erases the subjects it judged inactive, never their survivors)."""
-    how = _How(tombstone, reason, clock, record, follow_merges)
+
+    ``still``: a *judged* erasure (retention). The subjects are judged again by ``still`` in the
+    data transaction, with their rows locked, so nothing that commits before the erasure can
+    change the decision after it was taken: an order, a restriction, a privacy request or a
+    merge bringing in someone active. An id merged away is not followed to its survivor (a
+    subject nobody judged). The keys are destroyed once the rows are gone (a crash in between
+    leaves orphaned keys, which ``cdp keys orphans --destroy`` finds)."""
+    how = _How(tombstone, reason, clock, record, still)
     with erasure_guard(runtime):
         outcome = _erase(runtime, subject_ids, how)
         if clear_wal:
@@ -237,7 +159,7 @@ class _How:
     reason: str
     clock: Clock
     record: Recorder | None
-    follow_merges: bool
+    still: Judge | None
 
 
 ATTEMPTS = 5
@@ -262,8 +184,7 @@ def _person(
     person) and, after them, every id those absorbed, transitively (rows a merge could not move,
     e.g. a ledger row an export wrote under an id the person had after the merge, go with the
     person, and its destinations are told too). ``follow_merges=False``: an id absorbed by a
-    merge is left out instead of followed to its survivor (retention: the survivor is someone
-    whose activity was never judged)."""
+    merge is left out instead of followed to its survivor."""
     held = current_ids(conn, requested)
     if not follow_merges:
         held = {s: c for s, c in held.items() if c == s}
@@ -273,8 +194,9 @@ def _person(
 
 def _lock_subjects(conn: Connection, subject_ids: list[str]) -> None:
     """Lock the subject rows (PostgreSQL: ``FOR UPDATE``, in id order like a merge's
-    :func:`cdp.profiles.merge._lock_pair`, so no merge of them runs until the erasure commits;
-    SQLite: the erasure's ``BEGIN IMMEDIATE`` holds the writer lock already)."""
+    :func:`cdp.profiles.merge._lock_pair`, so no merge of them runs until the erasure commits,
+    and rows that reference them wait on their foreign-key check; SQLite: the erasure's
+    ``BEGIN IMMEDIATE`` holds the writer lock already)."""
     subjects = Subject.__table__  # type: ignore[attr-defined]
     for start in range(0, len(subject_ids), BATCH):
         conn.execute(
@@ -297,31 +219,41 @@ def _erase_batch(
     deadlocked), it is rolled back and the batch resolved again, :data:`ATTEMPTS` times at most.
     A key destroyed by an attempt that is rolled back belongs to the person all the same (an id
     it had): the next attempt erases its rows. ``record`` is called before each shred of ids
-    it was not given yet."""
+    it was not given yet. A judged erasure (``how.still``) resolves, judges and records inside
+    the data transaction and destroys the keys after it commits."""
+    follow = how.still is None
     recorded: list[str] | None = None
     for attempt in range(ATTEMPTS):
-        with runtime.data_engine.connect() as conn:
-            current, batch = _person(conn, requested, how.follow_merges)
-            if not batch:  # every id merged away, and not followed
-                return
-            destinations = recipients_of(conn, batch)
-        if how.record is not None and batch != recorded:
-            how.record(batch)
-            recorded = batch
-        outcome.keys_shredded += runtime.vault.shred(batch)
+        if follow:
+            with runtime.data_engine.connect() as conn:
+                current, batch = _person(conn, requested)
+                destinations = recipients_of(conn, batch)
+            if how.record is not None and batch != recorded:
+                how.record(batch, None)
+                recorded = batch
+            outcome.keys_shredded += runtime.vault.shred(batch)
         done = ErasureOutcome()
         try:
-            with runtime.data_engine.begin() as conn, _secure_delete(conn):
+            with runtime.data_engine.begin() as conn, secure_delete(conn):
+                if not follow:
+                    current, batch = _person(conn, requested, follow_merges=False)
                 _lock_subjects(conn, current)
-                if _person(conn, requested, how.follow_merges) != (current, batch):
+                if _person(conn, requested, follow) != (current, batch):
                     raise _MovedError
+                if how.still is not None:
+                    current, batch = _person(conn, how.still(conn, current), follow_merges=False)
+                    if not batch:
+                        return
+                    destinations = recipients_of(conn, batch)
+                    if how.record is not None:
+                        how.record(batch, conn)
                 if how.tombstone:
                     rows = tombstone_rows(conn, batch, how.clock())
                     done.tombstones = insert_tombstones(conn, rows)
                     done.identities = [(r["kind"], r["token"]) for r in rows]
                 with ledger_unlocked(conn, reason=how.reason):
                     for entry in entries:
-                        _apply(conn, entry, batch, done)
+                        apply_entry(conn, entry, batch, done)
         except _MovedError:
             log.warning("erasure raced a merge; resolving the subjects again", attempt=attempt + 1)
             continue
@@ -333,6 +265,8 @@ def _erase_batch(
             )
             time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))  # noqa: S311 - jitter only
             continue
+        if not follow:
+            outcome.keys_shredded += runtime.vault.shred(batch)
         outcome.subjects += len(current)
         outcome.absorbed_ids += len(batch) - len(current)
         outcome.tombstones += done.tombstones
@@ -345,7 +279,7 @@ def _erase_batch(
             (outcome.scrubbed, done.scrubbed),
         ):
             for table, n in theirs.items():
-                _add(mine, table, n)
+                add_count(mine, table, n)
         return
     raise ErasureContentionError(
         "concurrent merges or writes kept conflicting with this erasure; its data keys are "

@@ -31,7 +31,7 @@ from cdp.db.models import Subject
 from cdp.errors import ConflictError
 from cdp.ingest.bulk import select_in
 from cdp.logging import get_logger
-from cdp.privacy.erasure import clear_wals
+from cdp.privacy.erasure_steps import clear_wals
 from cdp.privacy.models import PrivacyPayload
 from cdp.runtime import Runtime
 

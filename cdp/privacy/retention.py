@@ -18,10 +18,11 @@ keep": art. 18(1)(c) is exactly a request not to delete), and so are subjects wi
 request. ``dry_run`` computes the same counts from the same conditions and changes nothing.
 
 Rules 1 and 2 commit together; the inactive subjects are then erased :data:`AUDIT_BATCH` at a
-time. Each slice is judged again just before it goes (a subject active, restricted or merged into
-someone else since the list was made is kept), and its audit record names the ids the erasure is
-about to destroy, committed before their keys go. The erasure does not follow an id merged away
-to its survivor (``follow_merges=False``): the survivor is a subject nobody judged inactive.
+time by a *judged* erasure (:func:`cdp.privacy.erasure.erase_subjects` with ``still``): each
+subject is judged again in the erasure's data transaction with its row locked, so a subject that
+ordered, came under restriction or a privacy request, or absorbed someone active in a merge since
+the list was made is kept; the audit record names the ids erased and commits with their rows;
+an id merged away is not followed to its survivor (a subject nobody judged inactive).
 Given a ``stop`` event (``cdp serve`` shutting down), a run stops between two of these steps once
 it is set (``stopped`` in the report): every step it took is complete, and the next run finds
 what is left by the same conditions.
@@ -45,7 +46,8 @@ from cdp.consent.models import ConsentEvent
 from cdp.consent.purposes import get_purpose
 from cdp.db.all_models import metadata
 from cdp.db.models import Subject
-from cdp.privacy.erasure import clear_wals, erase_subjects, live_entries
+from cdp.privacy.erasure import erase_subjects
+from cdp.privacy.erasure_steps import clear_wals, live_entries
 from cdp.privacy.models import PrivacyPayload
 from cdp.privacy.registry import SubjectTable, Treatment
 from cdp.privacy.requests import open_request_condition
@@ -197,7 +199,8 @@ def run_retention(
         report.inactive_subjects = len(inactive)
         return report
 
-    def record(ids: list[str]) -> None:  # the ids about to go, before their keys are destroyed
+    def record(ids: list[str], conn: Connection | None) -> None:
+        # in the transaction that deletes their rows: the record commits with the erasure
         record_access(
             runtime=runtime,
             ctx=SYSTEM_CONTEXT,
@@ -205,30 +208,28 @@ def run_retention(
             resource="profile",
             outcome="allowed",
             subject_ids=ids,
+            conn=conn,
             clock=clock,
         )
+
+    def still_inactive(conn: Connection, ids: list[str]) -> list[str]:
+        return inactive_subjects(conn, cutoff, ids)
 
     for start in range(0, len(inactive), AUDIT_BATCH):
         if stop is not None and stop.is_set():
             report.stopped = True
             break
-        # Judged again just before erasing: a subject that ordered, was merged into someone
-        # else or came under restriction since the list was made is kept. The erasure does not
-        # follow a merge committed after this either (its survivor was never judged).
-        with runtime.data_engine.connect() as conn:
-            part = inactive_subjects(conn, cutoff, inactive[start : start + AUDIT_BATCH])
-        if not part:
-            continue
-
+        # Judged again by the erasure, with the rows locked: a subject that ordered, came under
+        # restriction or a request, or absorbed someone active since the list was made is kept.
         erased = erase_subjects(
             runtime=runtime,
-            subject_ids=part,
+            subject_ids=inactive[start : start + AUDIT_BATCH],
             tombstone=False,
             reason="retention",
             clock=clock,
             clear_wal=False,  # once for the whole run, below
             record=record,
-            follow_merges=False,
+            still=still_inactive,
         )
         report.inactive_subjects += erased.subjects
     if report.inactive_subjects:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from cdp.access.context import AccessContext
 from cdp.audit.service import record_access, require
@@ -104,7 +105,7 @@ def _package(
 def _erase(
     runtime: Runtime, ctx: AccessContext, view: RequestView, sid: str, now: datetime
 ) -> dict[str, Any]:
-    def record(ids: list[str]) -> None:
+    def record(ids: list[str], conn: Connection | None) -> None:
         # the ids the erasure resolved (a merge since ``sid`` was resolved is followed: the
         # survivor first, then every id it absorbed), committed before their keys are destroyed
         record_access(
@@ -114,6 +115,7 @@ def _erase(
             resource="profile",
             outcome="allowed",
             subject_ids=ids,
+            conn=conn,
         )
 
     erased = erase_subject(runtime=runtime, subject_id=sid, clock=lambda: now, record=record)

@@ -42,7 +42,7 @@ def _deadlock(conn: Connection) -> None:
 def deadlocking(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
     """Make the first ``times`` erasure data transactions deadlock at their first registry entry
     (after the subject rows are locked); return the hits."""
-    lock, apply = erasure._lock_subjects, erasure._apply
+    lock, apply = erasure._lock_subjects, erasure.apply_entry
     hits: list[int] = []
     fresh: list[bool] = []
 
@@ -58,7 +58,7 @@ def deadlocking(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
         apply(conn, *args)
 
     monkeypatch.setattr(erasure, "_lock_subjects", lock_then_mark)
-    monkeypatch.setattr(erasure, "_apply", apply_or_deadlock)
+    monkeypatch.setattr(erasure, "apply_entry", apply_or_deadlock)
     return hits
 
 

@@ -23,7 +23,8 @@ from structlog.testing import capture_logs
 
 from cdp.crypto.keystore_tables import data_keys
 from cdp.db.models import new_subject_id
-from cdp.privacy.erasure import clear_wals, erase_subject, erase_subjects
+from cdp.privacy.erasure import erase_subject, erase_subjects
+from cdp.privacy.erasure_steps import clear_wals
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
 from tests.crash.helpers import CLI
