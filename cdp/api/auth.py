@@ -22,17 +22,13 @@ token not in the cache, a denial to record) runs :func:`resolve_access` in a wor
 
 from __future__ import annotations
 
-import copy
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any, Final
 
 import anyio.to_thread
-import fastapi.routing
 from fastapi import Depends, Request
-from fastapi.dependencies.models import Dependant
-from starlette.routing import BaseRoute
 from starlette.types import Scope
 
 from cdp.access.context import AccessContext, check_purpose
@@ -47,13 +43,12 @@ __all__ = [
     "AccessContext",
     "authorize",
     "credentials",
-    "document_security",
     "resolve_access",
 ]
 
 AUTHORIZE_MARKER: Final = "__cdp_authorize__"
 """Attribute set on every dependency :func:`authorize` builds: ``(resource, action)``. The route
-audit test looks for it."""
+audit test looks for it, and the OpenAPI document declares it as the operation's permission."""
 
 PURPOSE_HEADER: Final = "X-Purpose"
 
@@ -171,7 +166,9 @@ def authorize(resource: str, action: str) -> Callable[..., Any]:
 
     One dependency with no sub-dependencies: the token and the purpose are read from the raw
     headers here (FastAPI solving a bearer scheme and a header parameter per request cost more
-    than the decision). :func:`document_security` puts both back into the OpenAPI document."""
+    than the decision). :mod:`cdp.api.openapi_access` puts both back into the OpenAPI document,
+    with the permission (``resource``, ``action``) the dependency carries as
+    :data:`AUTHORIZE_MARKER`."""
 
     async def dependency(request: Request) -> AccessContext:
         token, purpose = credentials(request.scope)
@@ -194,56 +191,7 @@ def authorize(resource: str, action: str) -> Callable[..., Any]:
 
 
 BEARER_SCHEME: Final = "HTTPBearer"
-_PURPOSE_PARAMETER: Final[dict[str, Any]] = {
-    "name": PURPOSE_HEADER,
-    "in": "header",
-    "required": False,
-    "schema": {
-        "anyOf": [{"type": "string"}, {"type": "null"}],
-        "description": "Purpose of use, e.g. support, analytics.",
-        "title": PURPOSE_HEADER,
-    },
-    "description": "Purpose of use, e.g. support, analytics.",
-}
-
-
-def document_security(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str, Any]:
-    """Rewrite ``schema`` in place: every operation whose route depends on :func:`authorize`
-    declares the bearer scheme and the ``X-Purpose`` header."""
-    guarded: set[tuple[str, str]] = set()
-    for route in _route_contexts(routes):
-        dependant = getattr(route, "dependant", None)
-        if dependant is not None and _authorised(dependant):
-            path = str(getattr(route, "path_format", getattr(route, "path", "")))
-            guarded.update((path, m.lower()) for m in getattr(route, "methods", None) or ())
-    for path, item in schema.get("paths", {}).items():
-        for method, operation in item.items():
-            if (path, method) not in guarded:
-                continue
-            operation["security"] = [{BEARER_SCHEME: []}]
-            operation.setdefault("parameters", []).append(copy.deepcopy(_PURPOSE_PARAMETER))
-            # a missing or unknown purpose is a 422 (document_errors gives it the error body)
-            operation.setdefault("responses", {}).setdefault("422", {})
-    if guarded:
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes[BEARER_SCHEME] = {
-            "type": "http",
-            "description": "A cdp principal's token.",
-            "scheme": "bearer",
-        }
-    return schema
-
-
-def _route_contexts(routes: Iterable[BaseRoute]) -> Iterable[Any]:
-    """Every route with its effective dependant (FastAPI >= 0.16x wraps included routers)."""
-    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
-    return list(routes) if iterate is None else iterate(list(routes))
-
-
-def _authorised(dependant: Dependant) -> bool:
-    return any(
-        hasattr(dep.call, AUTHORIZE_MARKER) or _authorised(dep) for dep in dependant.dependencies
-    )
+"""The bearer scheme's name in the OpenAPI document (:mod:`cdp.api.openapi_access`)."""
 
 
 def authorized(resource: str, action: str) -> Any:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
+from cdp.api.openapi_access import error_responses
 from cdp.audit.service import require
 from cdp.clock import utcnow
 from cdp.consent.purposes import PURPOSE_NAMES
@@ -79,7 +80,7 @@ class ConsentOut(BaseModel):
     state: ConsentStateOut
 
 
-@router.post("", response_model=ConsentOut)
+@router.post("", response_model=ConsentOut, responses=error_responses(404))
 def record(body: ConsentIn, ctx: ConsentWrite, runtime: RuntimeDep) -> ConsentOut:
     """Record a grant or withdrawal (idempotent: a replay records nothing new)."""
     sid = body.subject_id

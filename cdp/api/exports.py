@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, JsonValue
 from cdp.access.categories import CONSENT_PURPOSES
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
+from cdp.api.openapi_access import error_responses
 from cdp.exports.destinations import (
     EXPORTABLE_FIELDS,
     DestinationInfo,
@@ -165,7 +166,9 @@ def _dest_out(info: DestinationInfo) -> DestinationOut:
     )
 
 
-@router.post("/v1/exports", response_model=ExportOut, status_code=201)
+@router.post(
+    "/v1/exports", response_model=ExportOut, status_code=201, responses=error_responses(404, 409)
+)
 def post_export(body: ExportIn, ctx: ExportsRun, runtime: RuntimeDep) -> ExportOut:
     """Run an export now: membership recomputed, consent and restriction checked at send time,
     only the destination's fields decrypted, audited, manifest returned."""
@@ -191,7 +194,12 @@ def read_exports(ctx: ExportsRead, runtime: RuntimeDep) -> ExportList:
     return ExportList(items=[_export_out(v) for v in list_exports(runtime=runtime)])
 
 
-@router.post("/v1/destinations", response_model=CreatedDestinationOut, status_code=201)
+@router.post(
+    "/v1/destinations",
+    response_model=CreatedDestinationOut,
+    status_code=201,
+    responses=error_responses(409),
+)
 def post_destination(
     body: DestinationIn, ctx: DestinationsCreate, runtime: RuntimeDep
 ) -> CreatedDestinationOut:
@@ -217,7 +225,11 @@ def read_destination(
     return _dest_out(get_destination(runtime=runtime, name=name))
 
 
-@router.post("/v1/destinations/{name}/rotate-secret", response_model=SecretOut)
+@router.post(
+    "/v1/destinations/{name}/rotate-secret",
+    response_model=SecretOut,
+    responses=error_responses(409),
+)
 def post_rotate_secret(
     name: DestinationName, ctx: DestinationsWrite, runtime: RuntimeDep
 ) -> SecretOut:

@@ -26,16 +26,34 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-@router.get("")
+PERIOD_RULE = (
+    "`from` must be before `to` (the period is [from, to), at least one day); a period that "
+    "does not start before it ends is refused with 422 (detail `from`)."
+)
+"""What JSON Schema cannot say about the two parameters (it cannot compare two values)."""
+
+
+@router.get("", description=f"The period defaults to the 365 days before today. {PERIOD_RULE}")
 def get_metrics(
     ctx: MetricsRead,
     runtime: RuntimeDep,
     start: Annotated[
-        date | None, Query(alias="from", description="First day (UTC).", ge=FIRST_DAY, le=LAST_DAY)
+        date | None,
+        Query(
+            alias="from",
+            description="First day (UTC); before `to`. Default: 365 days before `to`.",
+            ge=FIRST_DAY,
+            le=LAST_DAY,
+        ),
     ] = None,
     end: Annotated[
         date | None,
-        Query(alias="to", description="Day after the period.", ge=FIRST_DAY, le=LAST_DAY),
+        Query(
+            alias="to",
+            description="Day after the period (UTC); after `from`. Default: today.",
+            ge=FIRST_DAY,
+            le=LAST_DAY,
+        ),
     ] = None,
 ) -> dict[str, Any]:
     """The period defaults to the 365 days before today."""

@@ -1,14 +1,16 @@
 """The OpenAPI document tells the truth about errors.
 
 FastAPI documents only the success answer and a 422 in its own ``{"detail": [...]}`` shape, which
-cdp never sends. This replaces that 422 with cdp's error body (:mod:`cdp.api.errors`,
-``docs/api-errors.md``) and adds a ``default`` response with the same schema to every operation:
-any route may answer 401, 403, 404, 409, 410, 413, 429, 500, 503 or 504, always in that shape.
-Clients (and the schema-driven fuzz tests) can then validate every answer against the document.
+cdp never sends. This gives every error status an operation declares (the 422, and those
+:mod:`cdp.api.openapi_access` derives from the route or the route declares) cdp's error body
+(:mod:`cdp.api.errors`, ``docs/api-errors.md``), and adds a ``default`` response with the same
+schema to every operation. Clients (and the schema-driven fuzz tests) can then validate every
+answer against the document.
 
-It also declares the bearer scheme and the ``X-Purpose`` header on every authorised operation
-(:func:`cdp.api.auth.document_security`: the authorisation dependency reads both from the raw
-headers, so FastAPI no longer sees them).
+:mod:`cdp.api.openapi_access` declares who may call each operation: the security scheme (bearer,
+or HTTP Basic with a write key), the ``X-Purpose`` header and ``x-cdp-permission``, read from the
+route's own authorisation dependency and the policy in force. The document is built once and
+again whenever the policy in force changes.
 
 It also keeps 405 answers true: Starlette's router names in ``Allow`` only the methods of the
 first route whose path matched, so ``OPTIONS /v1/principals`` said ``Allow: GET`` though POST is
@@ -24,7 +26,8 @@ from fastapi.openapi.utils import get_openapi
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cdp.api.auth import document_security
+from cdp.access.engine import get_policy_engine
+from cdp.api.openapi_access import ERROR_DESCRIPTIONS, document_access
 
 ERROR_SCHEMA: Final[dict[str, Any]] = {
     "title": "ErrorBody",
@@ -62,15 +65,20 @@ def _error_response(description: str) -> dict[str, Any]:
 
 
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite ``schema`` in place: cdp's error body for 422 and as every operation's default."""
+    """Rewrite ``schema`` in place: cdp's error body for every error status an operation
+    declares and as every operation's default."""
     for item in schema.get("paths", {}).values():
         for method, operation in item.items():
             if method not in _METHODS:
                 continue
             responses = operation.setdefault("responses", {})
-            if "422" in responses:
-                responses["422"] = _error_response("Validation failed")
+            for key in list(responses):
+                if key.isdigit() and int(key) >= 400:
+                    default = ERROR_DESCRIPTIONS.get(int(key), "Error")
+                    text = responses[key].get("description") if key != "422" else None
+                    responses[key] = _error_response(text or default)
             responses["default"] = _error_response("Error (see docs/api-errors.md)")
+            operation["responses"] = dict(sorted(responses.items()))
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
@@ -79,11 +87,13 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Serve the rewritten document from ``/openapi.json`` (built once, then cached) and keep
-    405 answers' ``Allow`` header true."""
+    """Serve the rewritten document from ``/openapi.json`` (built once per policy version, then
+    cached) and keep 405 answers' ``Allow`` header true."""
+    built_for: list[str] = []
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        engine = get_policy_engine()
+        if app.openapi_schema is None or built_for != [engine.policy_version]:
             schema = get_openapi(
                 title=app.title,
                 version=app.version,
@@ -91,7 +101,8 @@ def install_openapi(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = document_errors(document_security(schema, app.routes))
+            app.openapi_schema = document_errors(document_access(schema, app.routes, engine))
+            built_for[:] = [engine.policy_version]
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

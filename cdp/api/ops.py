@@ -21,6 +21,7 @@ from starlette.requests import Request
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.errors import error_body
+from cdp.api.openapi_access import error_responses
 from cdp.health import readiness
 from cdp.observability import render
 from cdp.settings import get_settings
@@ -51,7 +52,7 @@ def healthz() -> Health:
     return Health()
 
 
-@router.get("/readyz", response_model=Readiness)
+@router.get("/readyz", response_model=Readiness, responses=error_responses(503))
 def readyz(request: Request) -> Readiness | JSONResponse:
     """Readiness probe: 200 when every check passes, else 503 (error body, one detail per
     failed check)."""

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from cdp.access import principals as service
-from cdp.access.principals import MAX_TOKEN_LIFETIME, PrincipalInfo
+from cdp.access.principals import KINDS, MAX_TOKEN_LIFETIME, PrincipalInfo
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
+from cdp.api.openapi_access import error_responses
 from cdp.audit.operations import credential_fields
 from cdp.audit.service import record_access
 from cdp.clock import utcnow
@@ -60,7 +61,7 @@ class PrincipalCreate(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
     roles: list[str] = Field(min_length=1, max_length=16)
-    kind: str = "person"
+    kind: str = Field("person", json_schema_extra={"enum": list(KINDS)})
     expires_in_seconds: int | None = Field(
         default=None, ge=60, le=int(MAX_TOKEN_LIFETIME.total_seconds())
     )
@@ -79,7 +80,7 @@ def list_principals(ctx: PrincipalsRead, runtime: RuntimeDep) -> list[PrincipalO
     return [PrincipalOut.of(p) for p in service.list_principals(runtime=runtime)]
 
 
-@router.post("", response_model=PrincipalCreated, status_code=201)
+@router.post("", response_model=PrincipalCreated, status_code=201, responses=error_responses(409))
 def create_principal(
     body: PrincipalCreate, ctx: PrincipalsCreate, runtime: RuntimeDep
 ) -> PrincipalCreated:

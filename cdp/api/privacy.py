@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
+from cdp.api.openapi_access import error_responses
 from cdp.errors import InvalidInputError
 from cdp.privacy import request_filing, request_lifecycle, request_list, requests, runner
 from cdp.privacy.requests import RequestView
@@ -166,7 +167,7 @@ def get(request_id: RequestId, ctx: Read, runtime: RuntimeDep) -> RequestOut:
     return _out(requests.get(runtime=runtime, request_id=request_id))
 
 
-@router.post("/{request_id}/verify", response_model=RequestOut)
+@router.post("/{request_id}/verify", response_model=RequestOut, responses=error_responses(409))
 def verify(request_id: RequestId, body: NoteIn, ctx: Write, runtime: RuntimeDep) -> RequestOut:
     """Record that the requester's identity was verified."""
     return _out(
@@ -176,7 +177,7 @@ def verify(request_id: RequestId, body: NoteIn, ctx: Write, runtime: RuntimeDep)
     )
 
 
-@router.post("/{request_id}/reject", response_model=RequestOut)
+@router.post("/{request_id}/reject", response_model=RequestOut, responses=error_responses(409))
 def reject(request_id: RequestId, body: RejectIn, ctx: Write, runtime: RuntimeDep) -> RequestOut:
     """Refuse the request, with the reason kept."""
     return _out(
@@ -186,7 +187,7 @@ def reject(request_id: RequestId, body: RejectIn, ctx: Write, runtime: RuntimeDe
     )
 
 
-@router.post("/{request_id}/extend", response_model=RequestOut)
+@router.post("/{request_id}/extend", response_model=RequestOut, responses=error_responses(409))
 def extend(request_id: RequestId, body: ExtendIn, ctx: Write, runtime: RuntimeDep) -> RequestOut:
     """Extend the deadline once by one or two months, with a reason."""
     return _out(
@@ -200,13 +201,13 @@ def extend(request_id: RequestId, body: ExtendIn, ctx: Write, runtime: RuntimeDe
     )
 
 
-@router.post("/{request_id}/run", response_model=RequestOut)
+@router.post("/{request_id}/run", response_model=RequestOut, responses=error_responses(409))
 def run(request_id: RequestId, ctx: Run, runtime: RuntimeDep) -> RequestOut:
     """Carry out a verified request (audited) and complete it."""
     return _out(runner.run(runtime=runtime, ctx=ctx, request_id=request_id))
 
 
-@router.post("/{request_id}/lift", response_model=RequestOut)
+@router.post("/{request_id}/lift", response_model=RequestOut, responses=error_responses(409))
 def lift(request_id: RequestId, ctx: Write, runtime: RuntimeDep) -> RequestOut:
     """Lift the restriction a completed restriction request opened."""
     runner.lift_restriction(runtime=runtime, ctx=ctx, request_id=request_id)

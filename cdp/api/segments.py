@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
+from cdp.api.openapi_access import error_responses
 from cdp.segments import membership, service
 from cdp.segments.views import MembersPage, SegmentIn, SegmentUpdate, SegmentView
 
@@ -18,7 +19,12 @@ SegmentsRead = Annotated[AccessContext, Depends(authorize("segments", "read"))]
 HARD_MAX_PAGE = 1000
 
 
-@router.post("", response_model=SegmentView, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=SegmentView,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(409),
+)
 def create_segment(body: SegmentIn, ctx: SegmentsCreate, runtime: RuntimeDep) -> SegmentView:
     """A new segment at version 1 (409 if the name exists; 422 names a malformed clause)."""
     return service.create_segment(runtime=runtime, data=body, actor=ctx.principal_id)

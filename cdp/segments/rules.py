@@ -298,3 +298,38 @@ def dump_rule(clause: Clause) -> dict[str, Any]:
 
 def canonical_json(clause: Clause) -> str:
     return json.dumps(dump_rule(clause), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _names(values: tuple[str, ...] | None) -> dict[str, Any]:
+    items: dict[str, Any] = {"type": "string"} if values is None else {"enum": list(values)}
+    return {"type": "array", "minItems": 1, "maxItems": MAX_LIST, "items": items}
+
+
+_CLAUSE_SHAPE: Final[dict[str, Any]] = {"type": "object", "minProperties": 1, "maxProperties": 1}
+RULE_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "additionalProperties": False,
+    "description": (
+        "One clause: an object with exactly one key naming its kind (docs/segments.md); an empty "
+        f"or unknown clause is refused with 422 naming its path. Lists hold 1 to {MAX_LIST} "
+        f"items; rules nest at most {MAX_DEPTH} levels and hold at most {MAX_CLAUSES} clauses."
+    ),
+    "properties": {
+        "all": {**_names(None), "items": _CLAUSE_SHAPE},
+        "any": {**_names(None), "items": _CLAUSE_SHAPE},
+        "not": _CLAUSE_SHAPE,
+        "trait": {"type": "object", "required": ["name", "op", "value"]},
+        "orders_in_last_days": {"type": "object", "required": ["days"]},
+        "bought_category": {"type": "object", "required": ["category"]},
+        "clv_quantile": {"type": "object"},
+        "rfm_segment": _names(_ENUMS["rfm_segment"]),
+        "lifecycle_stage": _names(_ENUMS["lifecycle_stage"]),
+        "value_layer": _names(_ENUMS["value_layer"]),
+        "tier": _names(None),
+        "consent": {"type": "string", "enum": list(PURPOSE_NAMES)},
+    },
+}
+"""The rule's JSON Schema in the OpenAPI document: what :func:`parse_rule` refuses, as far as a
+schema without references says it (inner clauses are checked for their shape only)."""

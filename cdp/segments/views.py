@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from cdp.errors import InvalidInputError
+from cdp.segments.rules import RULE_SCHEMA
 from cdp.validation import text_problem
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -15,7 +16,7 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 class _RuleBody(BaseModel):
     description: str | None = Field(None, max_length=512)
-    rule: dict[str, Any]
+    rule: dict[str, Any] = Field(json_schema_extra=RULE_SCHEMA)
 
     @field_validator("description")
     @classmethod
