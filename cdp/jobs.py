@@ -15,10 +15,10 @@ recompute traits that are still fresh, and a recompute made meanwhile by ``cdp t
 or another host counts. ``cdp serve`` runs it at the start of every pass of the export
 scheduler's thread (:func:`cdp.exports.schedule.scheduler_loop`), so it never overlaps a
 scheduled export and runs before the exports due with it (``cdp serve --no-scheduler`` runs
-neither). Two hosts recomputing at once is harmless: the recompute's
-writes are serialised (:mod:`cdp.traits.recompute_lock`) and the later one rewrites the same
-rows. A run is not cut short by ``stop``: its steps are transactions of their own, and one still
-running at the end of the shutdown grace period is rolled back with the process.
+neither). Two hosts recomputing at once is harmless: the recompute's writes are serialised
+(:mod:`cdp.traits.recompute_lock`) and the later one rewrites the same rows. A run is not cut
+short by ``stop``: its steps are transactions of their own, and one still running at the end of
+the shutdown grace period is rolled back with the process.
 """
 
 from __future__ import annotations
