@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from cdp.durations import parse_every
 from cdp.errors import ConfigurationError
+from cdp.intervals import parse_every
 
 
 class Settings(BaseSettings):

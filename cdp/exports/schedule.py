@@ -32,8 +32,6 @@ from cdp.access.context import AccessContext
 from cdp.access.principals import get_by_name
 from cdp.clock import Clock, utcnow
 from cdp.db.conflicts import taken_name_is_conflict
-from cdp.durations import MAX_EVERY_SECONDS, MIN_EVERY_SECONDS
-from cdp.durations import parse_every as parse_duration
 from cdp.errors import (
     AudienceTooSmallError,
     CdpError,
@@ -48,6 +46,8 @@ from cdp.exports.models import ExportSchedule
 from cdp.exports.recovery import recover_interrupted
 from cdp.exports.run import run_export
 from cdp.exports.webhook import RetryPolicy
+from cdp.intervals import MAX_EVERY_SECONDS, MIN_EVERY_SECONDS
+from cdp.intervals import parse_every as parse_duration
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
 from cdp.segments.service import get_segment
