@@ -7,6 +7,7 @@ and :func:`reset_settings` in tests after changing the environment.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from cdp.errors import ConfigurationError
+from cdp.intervals import parse_every
 
 
 class Settings(BaseSettings):
@@ -179,6 +181,15 @@ class Settings(BaseSettings):
             "them one after another. SQLite always runs them one after another."
         ),
     )
+    traits_interval: timedelta | None = Field(
+        default=timedelta(days=1),
+        description=(
+            "How often `cdp serve` recomputes every subject's traits (its traits job), written "
+            "like a schedule's --every: 30m, 6h, 1d (one minute to 366 days); 0 or off: never "
+            "(run `cdp traits compute` yourself). At start it runs when the stored traits are "
+            "older than this or were never computed."
+        ),
+    )
     audit_verify_workers: int = Field(
         default=0,
         ge=0,
@@ -251,6 +262,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_currency(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("traits_interval", mode="before")
+    @classmethod
+    def _parse_interval(cls, value: object) -> timedelta | None:
+        if value is None or isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        if text in ("0", "off"):
+            return None
+        return timedelta(seconds=parse_every(text))  # ValueError: the rule broken, not the text
 
     @field_validator("fx_rates")
     @classmethod

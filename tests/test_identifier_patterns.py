@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from cdp import intervals
 from cdp.access import principals
 from cdp.api import middleware
 from cdp.audit import writer
@@ -28,7 +29,7 @@ PATTERNS: list[tuple[str, re.Pattern[str], str]] = [
     ("domain label", normalize._DOMAIN_LABEL, "example"),
     ("destination name", destinations._NAME, "crm"),
     ("schedule name", schedule._NAME, "daily"),
-    ("schedule interval", schedule._EVERY, "1d"),
+    ("interval (schedules, CDP_TRAITS_INTERVAL)", intervals._EVERY, "1d"),
     ("source name", sources._NAME, "web"),
 ]
 

@@ -1,5 +1,9 @@
 """``cdp serve``: the HTTP API under uvicorn, plus the scheduled-exports and retention threads.
 
+The scheduled-exports thread also runs the traits job (:class:`cdp.jobs.TraitsJob`, every
+``CDP_TRAITS_INTERVAL``) at the start of each of its passes, so that traits are recomputed
+before, never during, the exports that read them.
+
 The API app is built by ``cdp.api.app:create_app`` in each worker. The export scheduler runs in
 this (the parent) process only, in one background thread, so that however many workers serve
 requests, scheduled exports run one at a time (and several ``cdp serve`` hosts never run one
@@ -11,7 +15,7 @@ Stopping (SIGTERM, or SIGINT / Ctrl+C, sent to this process):
   running after its client got its 504 included (:mod:`cdp.api.limits`); at the same moment the
   background jobs are told to stop: a scheduled export stops before its next chunk or webhook
   batch and closes its run as ``failed`` / ``interrupted`` (its occurrence stays due), retention
-  stops between two of its steps;
+  stops between two of its steps, a traits recompute in progress runs to its end (none starts);
 - all of it within ``CDP_SHUTDOWN_GRACE_SECONDS`` of the signal: requests still running then are
   cancelled and jobs left behind, and they end with the process (the next start closes such an
   export's run through :mod:`cdp.exports.recovery` and makes its schedule due again; retention
@@ -46,7 +50,7 @@ from uvicorn.supervisors import Multiprocess
 from cdp.api.http_server import UVICORN_OPTIONS
 from cdp.cli.root import app, console
 from cdp.exports.schedule import scheduler_loop
-from cdp.jobs import retention_loop
+from cdp.jobs import TraitsJob, retention_loop
 from cdp.logging import get_logger
 from cdp.runtime import get_runtime
 from cdp.settings import get_settings
@@ -160,9 +164,17 @@ def serve(
     retention: Annotated[
         bool, typer.Option(help="Run retention once a day in this process.")
     ] = True,
+    traits: Annotated[
+        bool,
+        typer.Option(
+            help="Recompute traits every CDP_TRAITS_INTERVAL, before due scheduled exports "
+            "(in the scheduler's thread: --no-scheduler stops it too)."
+        ),
+    ] = True,
 ) -> None:
-    """Serve the API; run scheduled exports (every CDP_EXPORT_SCHEDULE_POLL_SECONDS) and the
-    daily retention job. SIGTERM stops it within CDP_SHUTDOWN_GRACE_SECONDS."""
+    """Serve the API; run scheduled exports (every CDP_EXPORT_SCHEDULE_POLL_SECONDS), the traits
+    job (every CDP_TRAITS_INTERVAL) and the daily retention job. SIGTERM stops it within
+    CDP_SHUTDOWN_GRACE_SECONDS."""
     settings = get_settings()
     stop = threading.Event()
     shutdown = Shutdown(stop, settings.shutdown_grace_seconds)
@@ -177,6 +189,9 @@ def serve(
             )
         )
     if scheduler:
+        job = None
+        if traits and settings.traits_interval is not None:
+            job = TraitsJob(runtime=get_runtime(), interval=settings.traits_interval)
         threads.append(
             threading.Thread(
                 target=scheduler_loop,
@@ -184,6 +199,7 @@ def serve(
                     "runtime": get_runtime(),
                     "stop": stop,
                     "poll_seconds": settings.export_schedule_poll_seconds,
+                    "before_exports": job.run_if_due if job is not None else None,
                 },
                 name="cdp-export-scheduler",
                 daemon=True,

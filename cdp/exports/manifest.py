@@ -10,7 +10,10 @@ It is stored on the export's row (``export_runs.manifest``) and written beside t
 ``adds_refused`` are eligible subjects not sent because the audience was below the destination's
 minimum (the run's status is then ``refused`` or ``removes_only``); ``removed`` (subjects
 withdrawn from the destination) is counted apart, since most of them are not members any more.
-No personal data is in a manifest: ids, names, counts and digests only.
+``traits_computed_at`` is when the traits the segment was evaluated on were computed (read in
+the transaction that stages the members; null when they never were, see
+:mod:`cdp.traits.freshness`). No personal data is in a manifest: ids, names, counts and digests
+only.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class Manifest:
     counts: ExportCounts
     outputs: list[OutputFile] = field(default_factory=list)
     minimum_audience: int = 0
+    traits_computed_at: datetime | None = None
 
     @property
     def output_sha256(self) -> str | None:
@@ -118,6 +122,7 @@ class Manifest:
             "policy_version": self.policy_version,
             "mode": self.mode,
             "consent_snapshot_at": at(self.consent_snapshot_at),
+            "traits_computed_at": at(self.traits_computed_at),
             "counts": self.counts.as_dict(),
             "outputs": [asdict(o) for o in self.outputs],
             "output_sha256": self.output_sha256,

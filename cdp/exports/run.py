@@ -5,7 +5,8 @@ Steps (each a short transaction, so SQLite's write lock is never held for the wh
 1. authorise: the principal's roles may ``run`` ``exports`` for the destination's purpose
    (default deny; a denial is audited); write the export's audit record;
 2. recompute membership and stage it in SQL with consent, restriction and data availability at
-   this moment (the consent snapshot time), and the adds/removes against the sync state;
+   this moment (the consent snapshot time), and the adds/removes against the sync state (the
+   manifest records when the traits it read were computed);
 3. refuse the adds, with the counts, when fewer eligible subjects remain than the destination's
    minimum (:mod:`cdp.exports.minimum`; the removes are still sent);
 4. for adds, then removes, chunk by chunk: decrypt only the fields the destination may receive,
@@ -55,6 +56,7 @@ from cdp.logging import get_logger
 from cdp.observability import count_export
 from cdp.privacy.erasure_lock import export_guard
 from cdp.runtime import Runtime
+from cdp.traits.freshness import traits_computed_at
 
 log = get_logger("cdp.exports")
 
@@ -202,6 +204,7 @@ def _pipeline(
     manifest.rule_version = audience.rule_version
     with runtime.data_engine.begin() as conn:
         manifest.consent_snapshot_at = clock()
+        manifest.traits_computed_at = traits_computed_at(conn)
         staged = staging.stage(
             conn,
             export_id=export_id,

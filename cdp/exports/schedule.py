@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -45,6 +46,8 @@ from cdp.exports.models import ExportSchedule
 from cdp.exports.recovery import recover_interrupted
 from cdp.exports.run import run_export
 from cdp.exports.webhook import RetryPolicy
+from cdp.intervals import MAX_EVERY_SECONDS, MIN_EVERY_SECONDS
+from cdp.intervals import parse_every as parse_duration
 from cdp.logging import get_logger
 from cdp.runtime import Runtime
 from cdp.segments.service import get_segment
@@ -52,12 +55,6 @@ from cdp.segments.service import get_segment
 SCHEDULES = cast(sa.Table, ExportSchedule.__table__)  # type: ignore[attr-defined]
 log = get_logger("cdp.exports.schedule")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
-_EVERY = re.compile(r"^(\d+)([smhd])\Z")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MIN_EVERY_SECONDS = 60
-MAX_EVERY_SECONDS = 366 * 86_400
-"""At most once a year: the interval is stored as a 32-bit integer on PostgreSQL, and next-run
-times must stay within the calendar."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +84,11 @@ class ScheduledRun:
 
 
 def parse_every(text: str) -> int:
-    """``"30m"``, ``"6h"``, ``"1d"`` -> seconds (at least one minute)."""
-    match = _EVERY.match(text.strip())
-    if match is None:
-        raise InvalidInputError("every must look like 30m, 6h or 1d", field="every")
-    digits = match.group(1)
-    if len(digits) > 12:
-        raise InvalidInputError("a schedule runs at least once a year", field="every")
-    seconds = int(digits) * _UNITS[match.group(2)]
-    if seconds < MIN_EVERY_SECONDS:
-        raise InvalidInputError("a schedule runs at most once a minute", field="every")
-    if seconds > MAX_EVERY_SECONDS:
-        raise InvalidInputError("a schedule runs at least once a year", field="every")
-    return seconds
+    """``"30m"``, ``"6h"``, ``"1d"`` -> seconds (at least one minute, at most 366 days)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"every {exc}", field="every") from None
 
 
 def _info(row: Any) -> ScheduleInfo:
@@ -314,11 +303,22 @@ def scheduler_loop(
     stop: threading.Event,
     poll_seconds: float,
     clock: Clock = utcnow,
+    before_exports: Callable[[], object] | None = None,
 ) -> None:
     """Run due exports every ``poll_seconds`` until ``stop`` is set (``cdp serve``'s thread);
-    setting it also stops the export running (see :func:`run_due_exports`)."""
-    log.info("export scheduler started", poll_seconds=poll_seconds)
+    setting it also stops the export running (see :func:`run_due_exports`).
+
+    ``before_exports`` (``cdp serve``'s traits job, :class:`cdp.jobs.TraitsJob`) runs first in
+    every pass, in this thread: a traits recompute that is due runs before the exports due with
+    it, and no scheduled export runs while it does."""
+    log.info(
+        "export scheduler started", poll_seconds=poll_seconds, traits_job=before_exports is not None
+    )
     while not stop.is_set():
+        if before_exports is not None:
+            before_exports()  # (logs its own failures)
+        if stop.is_set():
+            break
         try:
             recover_interrupted(runtime, clock=clock)  # runs a dead process left (cheap: no wait)
             run_due_exports(runtime=runtime, clock=clock, stop=stop)

@@ -21,6 +21,8 @@ SECRET = "s3kr1t-pw"
         ({"CDP_LOG_LEVEL": "loud"}, "CDP_LOG_LEVEL"),
         ({"CDP_FX_RATES": "garbage"}, "CDP_FX_RATES"),
         ({"CDP_AUTH_CACHE_SECONDS": "-5"}, "CDP_AUTH_CACHE_SECONDS"),
+        ({"CDP_TRAITS_INTERVAL": "garbage"}, "CDP_TRAITS_INTERVAL: Value error, must look like"),
+        ({"CDP_TRAITS_INTERVAL": "10s"}, "CDP_TRAITS_INTERVAL: Value error, must be at least"),
         (
             {"CDP_DATABASE_URL": f"postgresql+psycopg://u:{SECRET}@h:notaport/db"},
             "cannot be parsed",
