@@ -69,7 +69,9 @@ def test_the_last_fields_parameter_wins(cdp_env: CdpEnv, client: TestClient) -> 
     assert r.status_code == 200 and "phone" in r.json()
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(alphabet="0123456789abcdefABCDEF-_xz", min_size=1, max_size=40))
 def test_only_32_lowercase_hex_is_an_id(cdp_env: CdpEnv, client: TestClient, raw: str) -> None:
     status = client.get(f"/v1/profiles/{raw}", headers=_headers(cdp_env)).status_code
