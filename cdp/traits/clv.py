@@ -146,23 +146,31 @@ def predict(
     s = summary(conn, calibration_end=today - timedelta(days=1), from_facts=from_facts)
     # Orders of today are not complete yet: the summary runs to the end of yesterday.
     x, tx, big_t = s.frequency, s.recency, s.age
-    expected = cm.bgnbd_conditional_expected_purchases(
-        bg, t=horizon, frequency=x, recency=tx, age=big_t
-    )
-    p_alive = cm.bgnbd_probability_alive(bg, frequency=x, recency=tx, age=big_t)
-    clv: FloatArray = np.full(s.frequency.shape, np.nan)
-    if f.p is not None and f.q is not None and f.gamma is not None and f.q > 1:
-        gg = cm.GammaGammaParams(p=f.p, q=f.q, gamma=f.gamma)
-        clv = cm.customer_lifetime_value(
-            bg,
-            gg,
-            frequency=x,
-            recency=tx,
-            age=big_t,
-            mean_spend=s.mean_spend,
-            horizon_weeks=horizon,
-            annual_discount_rate=cfg.annual_discount_rate,
+    try:
+        expected = cm.bgnbd_conditional_expected_purchases(
+            bg, t=horizon, frequency=x, recency=tx, age=big_t
         )
+        p_alive = cm.bgnbd_probability_alive(bg, frequency=x, recency=tx, age=big_t)
+        clv: FloatArray = np.full(s.frequency.shape, np.nan)
+        if f.p is not None and f.q is not None and f.gamma is not None and f.q > 1:
+            gg = cm.GammaGammaParams(p=f.p, q=f.q, gamma=f.gamma)
+            clv = cm.customer_lifetime_value(
+                bg,
+                gg,
+                frequency=x,
+                recency=tx,
+                age=big_t,
+                mean_spend=s.mean_spend,
+                horizon_weeks=horizon,
+                annual_discount_rate=cfg.annual_discount_rate,
+            )
+    except ValueError as exc:  # a fit at the edge of the parameter space (too few repeat buyers)
+        raise InvalidInputError(
+            f"CLV cannot be predicted from the latest fit ({exc}; fit {f.id}: "
+            f"{f.n_repeat_customers} repeat buyers of {f.n_customers}); more repeat purchases "
+            "make a usable fit",
+            field="orders",
+        ) from exc
     quint = quantiles(clv)
     churn = 1.0 - p_alive
     rows = zip(
