@@ -12,8 +12,9 @@ ones of the same request are still stored (Segment drops bad messages and keeps 
 order (the event happened), and the order's problems are reported.
 
 Replays add nothing: events by ``messageId`` (``events.message_id``), orders by ``order_id``,
-identify/alias by ``seen_messages``, consent by the ledger's dedupe key and because only changes
-of state are recorded from the API.
+identify/alias by ``seen_messages``, consent by the ledger's dedupe key and because the API
+records changes of state and at most one repetition per purpose and day
+(:func:`cdp.ingest.consents.change_only_records`).
 """
 
 from __future__ import annotations
