@@ -16,6 +16,7 @@ from cdp.exports.recheck import Marks, take_marks
 from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.restriction import restrict
 from tests.exports.conftest import World
+from tests.exports.receiver import Receiver, running
 
 
 def _sent(result: export_run.ExportResult, op: str = "add") -> set[str]:
@@ -224,3 +225,36 @@ def test_the_marks_wait_for_a_withdrawal_still_being_written(world: World) -> No
     with engine.connect() as c:
         top = c.execute(sa.text("SELECT max(id) FROM consent_events")).scalar_one()
     assert got["marks"].consent == top
+
+
+def test_a_webhook_posts_no_batch_with_a_subject_who_withdrew_after_staging(
+    world: World, monkeypatch: Any
+) -> None:
+    """A webhook's batches of a chunk go after the chunk's check: the withdrawn subject is in
+    none of them, and the run counts it as a late exclusion."""
+    real = export_run.below_minimum
+    calls: list[int] = []
+    with running(Receiver()) as rx:
+        ids = [world.person({"email": f"w{i}@example.com"}) for i in range(4)]
+        created = world.destination(
+            "hook", "webhook", "email_marketing", ["email"], min_audience=1, url=rx.url,
+            batch_size=2,
+        )  # fmt: skip
+        rx.secret = created.signing_secret or ""
+
+        def withdraw_after_staging(dest: Any, n: int) -> Any:
+            if not calls:
+                world.consent(ids[1], ["email_marketing"], "withdrawn")
+            calls.append(n)
+            return real(dest, n)
+
+        monkeypatch.setattr(export_run, "below_minimum", withdraw_after_staging)
+        result = world.export_email("hook")
+    assert sorted(r["email"] for r in rx.rows) == [
+        "w0@example.com",
+        "w2@example.com",
+        "w3@example.com",
+    ]
+    c = result.counts
+    assert (c.sent, c.excluded_consent_late) == (3, 1) and c.adds_up()
+    assert ids[1] not in _ledger(world, result.export_id)
