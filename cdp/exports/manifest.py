@@ -4,8 +4,12 @@ It is stored on the export's row (``export_runs.manifest``) and written beside t
 ``<export id>.manifest.json``. Its counts add up::
 
     members = excluded_consent + excluded_restriction + excluded_no_data
+              + excluded_consent_late + excluded_restriction_late
               + unchanged + sent + failed_delivery + adds_refused
 
+``excluded_consent_late`` and ``excluded_restriction_late`` were eligible when staged but their
+consent was withdrawn, or a restriction opened, before their chunk was sent
+(:mod:`cdp.exports.recheck`): nothing of theirs was sent.
 ``unchanged`` are eligible subjects the destination already holds (incremental sync);
 ``adds_refused`` are eligible subjects not sent because the audience was below the destination's
 minimum (the run's status is then ``refused`` or ``removes_only``); ``removed`` (subjects
@@ -31,6 +35,8 @@ class ExportCounts:
     excluded_consent: int = 0
     excluded_restriction: int = 0
     excluded_no_data: int = 0
+    excluded_consent_late: int = 0
+    excluded_restriction_late: int = 0
     unchanged: int = 0
     sent: int = 0
     failed_delivery: int = 0
@@ -45,6 +51,8 @@ class ExportCounts:
             self.excluded_consent
             + self.excluded_restriction
             + self.excluded_no_data
+            + self.excluded_consent_late
+            + self.excluded_restriction_late
             + self.unchanged
             + self.sent
             + self.failed_delivery

@@ -70,8 +70,10 @@ def finish_run(conn: Connection, manifest: Manifest, *, error: str | None) -> No
             consent_snapshot_at=manifest.consent_snapshot_at,
             finished_at=manifest.finished_at,
             members=c.members,
-            excluded_consent=c.excluded_consent,
-            excluded_restriction=c.excluded_restriction,
+            # the run's columns count every exclusion; the manifest tells staging's from the
+            # send-time check's (``*_late``)
+            excluded_consent=c.excluded_consent + c.excluded_consent_late,
+            excluded_restriction=c.excluded_restriction + c.excluded_restriction_late,
             skipped_no_data=c.excluded_no_data,
             unchanged=c.unchanged,
             sent=c.sent,

@@ -9,7 +9,9 @@ Steps (each a short transaction, so SQLite's write lock is never held for the wh
    manifest records when the traits it read were computed);
 3. refuse the adds, with the counts, when fewer eligible subjects remain than the destination's
    minimum (:mod:`cdp.exports.minimum`; the removes are still sent);
-4. for adds, then removes, chunk by chunk: decrypt only the fields the destination may receive,
+4. for adds, then removes, chunk by chunk: for adds, drop the subjects whose consent or
+   restriction changed since staging (:mod:`cdp.exports.recheck`, before decrypting and again
+   in the chunk's audit transaction); decrypt only the fields the destination may receive,
    write one audit record naming the chunk's subjects and fields (committed before any row is
    written out), build the rows (hashing for ad platforms) and hand them to the sink (file or
    signed webhook batches); the adds are refused after all if too few had usable data;
@@ -49,6 +51,7 @@ from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
 from cdp.exports.models import new_export_id
 from cdp.exports.outputs import Outputs
+from cdp.exports.recheck import LATE_CONSENT, Recheck, take_marks, without
 from cdp.exports.records import RUNS, finish_run, start_run
 from cdp.exports.recovery import recover_interrupted
 from cdp.exports.webhook import RetryPolicy
@@ -202,6 +205,8 @@ def _pipeline(
     outputs.raise_if_stopped()
     audience = resolver(runtime, manifest.segment, clock)
     manifest.rule_version = audience.rule_version
+    with runtime.data_engine.begin() as conn:  # every entry staging cannot see lies above these
+        recheck = Recheck(export_id=export_id, purpose=dest.purpose, marks=take_marks(conn))
     with runtime.data_engine.begin() as conn:
         manifest.consent_snapshot_at = clock()
         manifest.traits_computed_at = traits_computed_at(conn)
@@ -223,7 +228,7 @@ def _pipeline(
     counts.unchanged = staged.unchanged
     left = staged.eligible
     if not below_minimum(dest, left):
-        left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock)
+        left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock, recheck)
     refused = below_minimum(dest, left)
     if refused:
         _refuse_adds(runtime, export_id, counts)
@@ -234,7 +239,7 @@ def _pipeline(
 
     if staged.to_remove:  # always sent: the minimum audience never holds back a withdrawal
         rm_sink = outputs.sink("remove")
-        lost, rm_failed = _send(
+        lost, rm_failed, _ = _send(
             runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock
         )
         _mark(runtime, export_id, lost, "lost")
@@ -264,20 +269,24 @@ def _adds(
     counts: ExportCounts,
     progress: Progress | None,
     clock: Clock,
+    recheck: Recheck,
 ) -> int:
-    """Send the adds; return the audience left once decrypted (eligible less the unusable). When
-    that is below the minimum the adds file is dropped (a webhook held its rows back)."""
+    """Send the adds; return the audience left once decrypted (eligible less the unusable and
+    those found no longer eligible at send time). When that is below the minimum the adds file
+    is dropped (a webhook held its rows back)."""
     export_id = ctx.request_id
     add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
-    skipped, failed = _send(
-        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock
+    skipped, failed, late = _send(
+        runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock, recheck
     )
     counts.excluded_no_data += len(skipped)
     counts.failed_delivery = len(failed)
-    counts.sent = staged.to_add - len(skipped) - len(failed)
+    counts.excluded_consent_late = sum(1 for s in late.values() if s == LATE_CONSENT)
+    counts.excluded_restriction_late = len(late) - counts.excluded_consent_late
+    counts.sent = staged.to_add - len(skipped) - len(failed) - len(late)
     _mark(runtime, export_id, skipped, "skip")
     _mark(runtime, export_id, failed, "failed")
-    audience = staged.eligible - len(skipped)
+    audience = staged.eligible - len(skipped) - len(late)
     if below_minimum(dest, audience):
         outputs.discard(add_sink)
     return audience
@@ -300,13 +309,15 @@ def _send(
     total: int,
     progress: Progress | None,
     clock: Clock,
-) -> tuple[list[str], list[str]]:
+    recheck: Recheck | None = None,
+) -> tuple[list[str], list[str], dict[str, str]]:
     """Decrypt, audit and write every staged subject with ``action``; return (ids without
-    usable data, ids whose delivery failed)."""
+    usable data, ids whose delivery failed, ids found no longer eligible by ``recheck``)."""
     maker = outputs.maker
     needs = maker.needs
     fields = ",".join(dest.fields)
     skipped: list[str] = []
+    late: dict[str, str] = {}
     done = 0
     chunks = staging.iter_ids(
         runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
@@ -315,41 +326,52 @@ def _send(
     with chunk_collection() as after_chunk:
         for ids in chunks:
             outputs.raise_if_stopped()
-            dense = stored > 0 and is_dense(ids, stored)
-            profiles = decrypt_chunk(runtime, ids, needs, dense=dense)
-            out_ids, rows, unusable = maker.make_chunk(ids, profiles)
-            skipped.extend(unusable)
+            kept = ids if recheck is None else recheck.drop(runtime.data_engine, ids, late)
+            dense = stored > 0 and is_dense(kept, stored)
+            profiles = decrypt_chunk(runtime, kept, needs, dense=dense) if kept else {}
+            out_ids, rows, unusable = maker.make_chunk(kept, profiles)
             if profiles:
                 # The audit record and the recipients ledger rows commit together, before any
                 # row leaves: an erasure that starts now finds this destination in the ledger.
                 with runtime.data_engine.begin() as conn:
+                    decrypted = list(profiles)  # audited as decrypted, whatever happens next
+                    if recheck is not None:  # again: what committed while the chunk decrypted
+                        now_late = recheck.late(conn, kept)
+                        recheck.mark(conn, now_late)
+                        if now_late:
+                            late.update(now_late)
+                            out_ids, rows, unusable, profiles = without(
+                                now_late, out_ids, rows, unusable, profiles
+                            )
                     record_access(
                         runtime=runtime,
                         ctx=ctx,
                         action="decrypt",
                         resource="exports",
                         outcome="allowed",
-                        subject_ids=list(profiles),
+                        subject_ids=decrypted,
                         fields=needs,
                         conn=conn,
                     )
-                    sync.record_recipients(
-                        conn,
-                        export_id=ctx.request_id,
-                        destination_id=dest.id,
-                        chunk=ids,
-                        skipped=unusable,
-                        op=action,
-                        fields=fields,
-                        at=clock(),
-                    )
+                    if profiles:  # not every subject dropped just now
+                        sync.record_recipients(
+                            conn,
+                            export_id=ctx.request_id,
+                            destination_id=dest.id,
+                            chunk=ids,
+                            skipped=unusable,
+                            op=action,
+                            fields=fields,
+                            at=clock(),
+                        )
+            skipped.extend(unusable)
             sink.write(out_ids, rows)
             del profiles, out_ids, rows
             after_chunk()
             done += len(ids)
             if progress is not None:
                 progress(action, done, total)
-    return skipped, outputs.finish(sink)
+    return skipped, outputs.finish(sink), late
 
 
 def _mark(runtime: Runtime, export_id: str, ids: list[str], action: str) -> None:

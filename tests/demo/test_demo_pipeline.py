@@ -120,6 +120,8 @@ def test_demo_walks_the_whole_product(cdp_env: CdpEnv, capfd: pytest.CaptureFixt
             counts["excluded_consent"]
             + counts["excluded_restriction"]
             + counts["excluded_no_data"]
+            + counts["excluded_consent_late"]
+            + counts["excluded_restriction_late"]
             + counts["unchanged"]
             + counts["sent"]
             + counts["failed_delivery"]
