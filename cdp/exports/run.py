@@ -28,7 +28,6 @@ ledger keeps what left cdp, a webhook's batches already sent, and nothing of a f
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,16 +43,15 @@ from cdp.errors import (
 )
 from cdp.exports import staging, sync
 from cdp.exports.audience import AudienceResolver, segment_audience
-from cdp.exports.collector import chunk_collection
-from cdp.exports.decrypt import decrypt_chunk, is_dense, stored_subjects
 from cdp.exports.destinations import DestinationInfo, get_destination
 from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
 from cdp.exports.models import new_export_id
 from cdp.exports.outputs import Outputs
-from cdp.exports.recheck import LATE_CONSENT, Recheck, take_marks, without
+from cdp.exports.recheck import LATE_CONSENT, Recheck, take_marks
 from cdp.exports.records import RUNS, finish_run, start_run
 from cdp.exports.recovery import recover_interrupted
+from cdp.exports.send import Progress, send_staged
 from cdp.exports.webhook import RetryPolicy
 from cdp.logging import get_logger
 from cdp.observability import count_export
@@ -64,9 +62,6 @@ from cdp.traits.freshness import traits_computed_at
 log = get_logger("cdp.exports")
 
 #: ``progress(phase, done, total)``; phases: ``add``, ``remove``.
-Progress = Callable[[str, int, int], None]
-
-CHUNK = 5_000
 
 
 @dataclass(frozen=True)
@@ -239,7 +234,7 @@ def _pipeline(
 
     if staged.to_remove:  # always sent: the minimum audience never holds back a withdrawal
         rm_sink = outputs.sink("remove")
-        lost, rm_failed, _ = _send(
+        lost, rm_failed, _ = send_staged(
             runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock
         )
         _mark(runtime, export_id, lost, "lost")
@@ -276,7 +271,7 @@ def _adds(
     is dropped (a webhook held its rows back)."""
     export_id = ctx.request_id
     add_sink = outputs.sink("add", hold_until=dest.min_audience - staged.unchanged)
-    skipped, failed, late = _send(
+    skipped, failed, late = send_staged(
         runtime, ctx, dest, outputs, add_sink, "add", staged.to_add, progress, clock, recheck
     )
     counts.excluded_no_data += len(skipped)
@@ -297,81 +292,6 @@ def _refuse_adds(runtime: Runtime, export_id: str, counts: ExportCounts) -> None
     with runtime.data_engine.begin() as conn:
         counts.adds_refused = staging.refuse_adds(conn, export_id=export_id)
     counts.sent = 0
-
-
-def _send(
-    runtime: Runtime,
-    ctx: AccessContext,
-    dest: DestinationInfo,
-    outputs: Outputs,
-    sink: Any,
-    action: str,
-    total: int,
-    progress: Progress | None,
-    clock: Clock,
-    recheck: Recheck | None = None,
-) -> tuple[list[str], list[str], dict[str, str]]:
-    """Decrypt, audit and write every staged subject with ``action``; return (ids without
-    usable data, ids whose delivery failed, ids found no longer eligible by ``recheck``)."""
-    maker = outputs.maker
-    needs = maker.needs
-    fields = ",".join(dest.fields)
-    skipped: list[str] = []
-    late: dict[str, str] = {}
-    done = 0
-    chunks = staging.iter_ids(
-        runtime.data_engine, export_id=ctx.request_id, action=action, chunk=CHUNK
-    )
-    stored = stored_subjects(runtime) if total >= CHUNK else 0
-    with chunk_collection() as after_chunk:
-        for ids in chunks:
-            outputs.raise_if_stopped()
-            kept = ids if recheck is None else recheck.drop(runtime.data_engine, ids, late)
-            dense = stored > 0 and is_dense(kept, stored)
-            profiles = decrypt_chunk(runtime, kept, needs, dense=dense) if kept else {}
-            out_ids, rows, unusable = maker.make_chunk(kept, profiles)
-            if profiles:
-                # The audit record and the recipients ledger rows commit together, before any
-                # row leaves: an erasure that starts now finds this destination in the ledger.
-                with runtime.data_engine.begin() as conn:
-                    decrypted = list(profiles)  # audited as decrypted, whatever happens next
-                    if recheck is not None:  # again: what committed while the chunk decrypted
-                        now_late = recheck.late(conn, kept)
-                        recheck.mark(conn, now_late)
-                        if now_late:
-                            late.update(now_late)
-                            out_ids, rows, unusable, profiles = without(
-                                now_late, out_ids, rows, unusable, profiles
-                            )
-                    record_access(
-                        runtime=runtime,
-                        ctx=ctx,
-                        action="decrypt",
-                        resource="exports",
-                        outcome="allowed",
-                        subject_ids=decrypted,
-                        fields=needs,
-                        conn=conn,
-                    )
-                    if profiles:  # not every subject dropped just now
-                        sync.record_recipients(
-                            conn,
-                            export_id=ctx.request_id,
-                            destination_id=dest.id,
-                            chunk=ids,
-                            skipped=unusable,
-                            op=action,
-                            fields=fields,
-                            at=clock(),
-                        )
-            skipped.extend(unusable)
-            sink.write(out_ids, rows)
-            del profiles, out_ids, rows
-            after_chunk()
-            done += len(ids)
-            if progress is not None:
-                progress(action, done, total)
-    return skipped, outputs.finish(sink), late
 
 
 def _mark(runtime: Runtime, export_id: str, ids: list[str], action: str) -> None:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp.exports import run as run_mod
+from cdp.exports import send as send_mod
 from cdp.exports.audience_formats import PROFILE_FIELDS, available_formats, get_format
 from cdp.exports.decrypt import decrypt_chunk
 from cdp.exports.formats.base import CellMemo, remember
@@ -92,7 +92,7 @@ def test_bulk_ciphers_match_the_vault_and_leave_the_cache_alone(world: World) ->
 def test_ledger_names_exactly_the_subjects_sent_across_chunks(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(run_mod, "CHUNK", 3)
+    monkeypatch.setattr(send_mod, "CHUNK", 3)
     sent = [world.person({"email": f"s{i}@example.com"}) for i in range(7)]
     unusable = [world.person({"email": "not an email"}) for _ in range(3)]
     world.destination("meta", "meta", "ad_audiences", ["email"], min_audience=1)

@@ -150,9 +150,9 @@ def _audit(rt) -> list[AuditLogRow]:  # type: ignore[no-untyped-def]
 
 
 def test_export_writes_its_audit_records(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cdp.exports.run as run_mod
+    import cdp.exports.send as send_mod
 
-    monkeypatch.setattr(run_mod, "CHUNK", 3)  # several chunks, several decrypt records
+    monkeypatch.setattr(send_mod, "CHUNK", 3)  # several chunks, several decrypt records
     rt = world.rt
     ids = [world.person({"email": f"s{i}@example.com", "first_name": "X"}) for i in range(7)]
     world.consent(ids[6], ["email_marketing"], "withdrawn")

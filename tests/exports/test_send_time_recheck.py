@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from cdp.consent.service import ConsentInput, record_consents
 from cdp.exports import run as export_run
+from cdp.exports import send as export_send
 from cdp.exports.recheck import Marks, take_marks
 from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.restriction import restrict
@@ -66,7 +67,7 @@ def test_withdrawal_and_restriction_while_the_chunk_decrypts_are_not_sent(
     rt = world.rt
     ids = _people(world, 4)
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
-    real = export_run.decrypt_chunk
+    real = export_send.decrypt_chunk
     done: list[int] = []
 
     def later(runtime: Any, chunk: Any, needs: Any, dense: bool = False) -> Any:
@@ -77,7 +78,7 @@ def test_withdrawal_and_restriction_while_the_chunk_decrypts_are_not_sent(
                 restrict(conn=conn, subject_id=ids[1], request_id=None, clock=world.clock)
         return real(runtime, chunk, needs, dense=dense)
 
-    monkeypatch.setattr(export_run, "decrypt_chunk", later)
+    monkeypatch.setattr(export_send, "decrypt_chunk", later)
     result = world.export_email()
     assert _sent(result) == {"p2@example.com", "p3@example.com"}
     c = result.counts
@@ -109,7 +110,7 @@ def test_objection_after_staging_is_not_decrypted_nor_sent(world: World, monkeyp
     world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
     real_minimum = export_run.below_minimum
     decrypted: list[str] = []
-    real_decrypt = export_run.decrypt_chunk
+    real_decrypt = export_send.decrypt_chunk
 
     def staged_then_objection(dest: Any, n: int) -> Any:
         if not decrypted and n == 3:  # the first call: right after staging
@@ -124,7 +125,7 @@ def test_objection_after_staging_is_not_decrypted_nor_sent(world: World, monkeyp
         return real_decrypt(runtime, chunk, needs, dense=dense)
 
     monkeypatch.setattr(export_run, "below_minimum", staged_then_objection)
-    monkeypatch.setattr(export_run, "decrypt_chunk", spy)
+    monkeypatch.setattr(export_send, "decrypt_chunk", spy)
     result = world.export_email()
     assert "p0@example.com" not in _sent(result)
     assert ids[0] not in decrypted
