@@ -80,6 +80,12 @@ def check_key_material(data_engine: Engine, key_engine: Engine, material: KeyMat
         log.warning("key-check values not compared", error_type=type(exc).__name__)
 
 
+def _verify_changed_file(data_engine: Engine, key_engine: Engine, material: KeyMaterial) -> None:
+    from cdp.crypto.key_checks import secrets_in_use_for, verify_and_record
+
+    verify_and_record(key_engine, material, secrets_in_use=secrets_in_use_for(data_engine))
+
+
 def open_runtime(settings: Settings, *, check_keys: bool = True) -> Runtime:
     """The services for ``settings``. ``check_keys``: compare the key file with the key
     store's key-check values first (off only for ``cdp keys status``, which shows the
@@ -96,8 +102,9 @@ def open_runtime(settings: Settings, *, check_keys: bool = True) -> Runtime:
     material = provider.material
     if check_keys:
         check_key_material(data_engine, key_engine, material)
-        # a key file changed under the running process is checked the same way before use
-        provider.guard_reloads(lambda new: check_key_material(data_engine, key_engine, new))
+        # a key file changed under the running process is checked before use, strictly: a
+        # comparison that cannot be made (a database error) fails the reload, it does not pass
+        provider.guard_reloads(lambda new: _verify_changed_file(data_engine, key_engine, new))
     shared = key_file.shared_mode()
     if shared is not None:
         log.warning("key file readable by other users; chmod 600 it", mode=f"{shared:o}")

@@ -131,7 +131,9 @@ class LocalKeyProvider(KeyProvider):
         to this installation (the key store's key-check values: a key file swapped under the
         running process, e.g. restored from an older backup or taken from another host); the
         material loaded before then stays in use — it is the one the key store agreed with —
-        and the refusal is logged once per change of the file."""
+        and the refusal is logged once per change of the file. Any other error ``check`` raises
+        (the key store unreachable) propagates: nothing is taken up, and the next look at the
+        file tries again."""
         self._guard = check
 
     def __repr__(self) -> str:

@@ -161,3 +161,28 @@ def test_a_rotation_under_a_running_process_is_still_taken_up(
     assert rt.provider.current_version() == 2
     assert rt.keystore.deks_per_version() == {2: 1}
     assert rt.vault.decrypt(sid, "email", read_pii(rt, sid)["email"]) == PII["email"]
+
+
+def test_a_changed_key_file_is_not_taken_up_when_it_cannot_be_compared(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start a key store whose schema is behind is not compared (``cdp init`` upgrades it);
+    a file changed under a running process is: if the key store cannot answer, the reload
+    fails and the material in use stays, instead of the new file passing unchecked."""
+    from sqlalchemy.exc import OperationalError
+
+    from cdp.crypto import key_checks
+
+    monkeypatch.setattr(provider_module, "KEY_FILE_RECHECK_SECONDS", 0.0)
+    rt = cdp_env.runtime
+    before = rt.provider.material
+    key_file = cdp_env.settings.resolved_key_file
+    key_file.write_text(KeyMaterial(new_key_material()).to_json())
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT key_checks", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(key_checks, "verify_and_record", unreachable)
+    with pytest.raises(OperationalError):
+        rt.provider.current_version()
+    assert rt.provider.material is before
