@@ -73,19 +73,16 @@ class Recheck:
     def __init__(self, *, export_id: str, purpose: str, marks: Marks) -> None:
         self.export_id = export_id
         self.marks = marks
-        self._withdrawable = get_purpose(purpose).withdrawable
-        self._touched = (
+        withdrawable = get_purpose(purpose).withdrawable
+        restricted = sa.select(RESTRICTIONS.c.subject_id).where(
+            RESTRICTIONS.c.id > marks.restriction, RESTRICTIONS.c.lifted_at.is_(None)
+        )
+        self._touched: sa.Select[Any] | sa.CompoundSelect[Any] = (
             sa.select(CONSENT.c.subject_id)
             .where(CONSENT.c.id > marks.consent, CONSENT.c.purpose == purpose)
-            .union(
-                sa.select(RESTRICTIONS.c.subject_id).where(
-                    RESTRICTIONS.c.id > marks.restriction, RESTRICTIONS.c.lifted_at.is_(None)
-                )
-            )
-            if self._withdrawable
-            else sa.select(RESTRICTIONS.c.subject_id).where(
-                RESTRICTIONS.c.id > marks.restriction, RESTRICTIONS.c.lifted_at.is_(None)
-            )
+            .union(restricted)
+            if withdrawable
+            else restricted
         )
         sid = STAGING.c.subject_id
         self._state = sa.case(
