@@ -65,6 +65,22 @@ def link(rt: Runtime, tmp_path: Path) -> None:
     assert ingest(rt, tmp_path / "link.csv", ("K2", "alice@example.org", "Alice")).merges == 1
 
 
+def merge_after_resolving(
+    monkeypatch: pytest.MonkeyPatch, rt: Runtime, tmp_path: Path, alice: str
+) -> None:
+    """Have the request runner's resolution of the person (Alice) followed at once by a real
+    ingestion that merges Alice into Bob (the older subject survives)."""
+    resolve = runner._subject_of
+
+    def merged_right_after(*args: Any) -> str | None:
+        sid = resolve(*args)
+        assert sid == alice
+        link(rt, tmp_path)
+        return sid
+
+    monkeypatch.setattr(runner, "_subject_of", merged_right_after)
+
+
 def assert_person_gone(rt: Runtime, *subjects: str) -> None:
     for kind, value in (
         (IdentityKind.EMAIL, "alice@example.org"),
@@ -86,15 +102,7 @@ def test_an_erasure_follows_a_merge_committed_after_the_runner_resolved_the_subj
     rt = cdp_env.runtime
     bob, alice = bob_and_alice(rt, tmp_path)
     rid = verified_erasure(rt, "alice@example.org")
-    resolve = runner._subject_of
-
-    def merged_right_after(*args: Any) -> str | None:
-        sid = resolve(*args)
-        assert sid == alice
-        link(rt, tmp_path)
-        return sid
-
-    monkeypatch.setattr(runner, "_subject_of", merged_right_after)
+    merge_after_resolving(monkeypatch, rt, tmp_path, alice)
     done = runner.run(runtime=rt, ctx=ctx(), request_id=rid)
     assert done.status == "completed"
     assert done.outcome is not None

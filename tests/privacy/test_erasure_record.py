@@ -22,7 +22,12 @@ from cdp.profiles.merge import merge_subjects
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
 from tests.privacy.seed import seed_person
-from tests.privacy.test_erasure_races import bob_and_alice, link, verified_erasure
+from tests.privacy.test_erasure_races import (
+    bob_and_alice,
+    link,
+    merge_after_resolving,
+    verified_erasure,
+)
 from tests.privacy.test_requests import ctx
 
 LOG = AuditLogRow.__table__  # type: ignore[attr-defined]
@@ -120,15 +125,7 @@ def test_the_audit_record_names_the_survivor_when_a_merge_commits_after_resoluti
     rt = cdp_env.runtime
     bob, alice = bob_and_alice(rt, tmp_path)
     rid = verified_erasure(rt, "alice@example.org")
-    resolve = runner._subject_of
-
-    def merged_right_after(*args: Any) -> str | None:
-        sid = resolve(*args)
-        assert sid == alice
-        link(rt, tmp_path)
-        return sid
-
-    monkeypatch.setattr(runner, "_subject_of", merged_right_after)
+    merge_after_resolving(monkeypatch, rt, tmp_path, alice)
     done = runner.run(runtime=rt, ctx=ctx(), request_id=rid)
     assert done.status == "completed" and done.outcome is not None
     assert _erasure_records(rt) == [[bob, alice]]
