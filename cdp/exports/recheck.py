@@ -11,10 +11,12 @@ eligibility join on every chunk would cost about what staging costs; instead:
   transactions inserting into them and so no id below the mark can commit later; on SQLite,
   writers are serialised anyway). Every entry staging could not see has an id above the mark;
 - per chunk, :meth:`Recheck.late` reads the entries above the marks (the destination's purpose
-  only; by the primary key, usually none) and re-judges only those of the chunk's subjects they
-  name, with the same SQL conditions staging used. The subjects no longer eligible are marked in
-  staging (state ``no_consent`` or ``restricted``, action ``none``): they are neither sent, nor
-  in the recipients ledger, nor in the sync state, and the manifest counts them apart
+  and ``analytics``, whose withdrawal — an upheld objection to profiling — takes the subject out
+  of every segment; by the primary key, usually none) and re-judges only those of the chunk's
+  subjects they name, with the same SQL conditions staging used. The subjects no longer
+  eligible are marked in staging (state ``no_consent`` or ``restricted``, action ``none``): they
+  are neither sent, nor in the recipients ledger, nor in the sync state, and the manifest counts
+  them apart
   (``excluded_consent_late``, ``excluded_restriction_late``).
 
 The pipeline asks twice a chunk: before decrypting it (nothing of a subject found then is
@@ -39,6 +41,7 @@ from cdp.consent.purposes import get_purpose
 from cdp.exports.staging import STAGING
 from cdp.privacy.models import Restriction
 from cdp.privacy.restriction import not_restricted_condition
+from cdp.traits.eligibility import PROFILING_PURPOSE, profiling_allowed
 
 CONSENT = cast(sa.Table, ConsentEvent.__table__)  # type: ignore[attr-defined]
 RESTRICTIONS = cast(sa.Table, Restriction.__table__)  # type: ignore[attr-defined]
@@ -73,20 +76,25 @@ class Recheck:
     def __init__(self, *, export_id: str, purpose: str, marks: Marks) -> None:
         self.export_id = export_id
         self.marks = marks
-        withdrawable = get_purpose(purpose).withdrawable
+        # the destination's purpose (when a withdrawal stops it) and profiling (an upheld
+        # objection takes the subject out of every segment), as staging judges them
+        purposes = [PROFILING_PURPOSE]
+        if purpose != PROFILING_PURPOSE and get_purpose(purpose).withdrawable:
+            purposes.append(purpose)
         restricted = sa.select(RESTRICTIONS.c.subject_id).where(
             RESTRICTIONS.c.id > marks.restriction, RESTRICTIONS.c.lifted_at.is_(None)
         )
-        self._touched: sa.Select[Any] | sa.CompoundSelect[Any] = (
+        self._touched: sa.CompoundSelect[Any] = (
             sa.select(CONSENT.c.subject_id)
-            .where(CONSENT.c.id > marks.consent, CONSENT.c.purpose == purpose)
+            .where(CONSENT.c.id > marks.consent, CONSENT.c.purpose.in_(purposes))
             .union(restricted)
-            if withdrawable
-            else restricted
         )
         sid = STAGING.c.subject_id
         self._state = sa.case(
-            (~granted_condition(purpose, sid), sa.literal(LATE_CONSENT)),
+            (
+                ~sa.and_(granted_condition(purpose, sid), profiling_allowed(sid)),
+                sa.literal(LATE_CONSENT),
+            ),
             (~not_restricted_condition(sid), sa.literal(LATE_RESTRICTION)),
             else_=sa.literal("eligible"),
         )

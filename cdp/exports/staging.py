@@ -4,7 +4,9 @@ destination.
 One ``INSERT ... SELECT`` writes every member of the freshly computed segment into
 ``export_staging`` with its *state*:
 
-- ``no_consent``: the current consent state for the destination's purpose is not granted;
+- ``no_consent``: the current consent state for the destination's purpose is not granted, or
+  the subject's ``analytics`` purpose is withdrawn (an upheld objection to profiling: such a
+  subject is in no segment, :mod:`cdp.traits.eligibility`);
 - ``restricted``: consent granted, but processing is restricted (GDPR art. 18);
 - ``no_data``: eligible, but none of the destination's fields is stored for the subject;
 - ``eligible``: will be at the destination after this run.
@@ -30,6 +32,7 @@ from cdp.consent.ledger_state import granted_condition
 from cdp.exports.models import ExportStaging, SyncMember
 from cdp.privacy.restriction import not_restricted_condition
 from cdp.profiles.pii_records import has_any_field
+from cdp.traits.eligibility import profiling_allowed
 
 STAGING = cast(sa.Table, ExportStaging.__table__)  # type: ignore[attr-defined]
 SYNC = cast(sa.Table, SyncMember.__table__)  # type: ignore[attr-defined]
@@ -65,7 +68,10 @@ def stage(
     sid = m.c[0]
     has_data = has_any_field(sid, fields)
     state = sa.case(
-        (~granted_condition(purpose, sid), sa.literal("no_consent")),
+        (
+            ~sa.and_(granted_condition(purpose, sid), profiling_allowed(sid)),
+            sa.literal("no_consent"),
+        ),
         (~not_restricted_condition(sid), sa.literal("restricted")),
         (~has_data, sa.literal("no_data")),
         else_=sa.literal("eligible"),

@@ -29,6 +29,10 @@ PROFILING_PURPOSE = "analytics"
 
 def marketing_allowed(subject_id: ColumnElement[Any]) -> ColumnElement[bool]:
     """A SQL condition, correlated on ``subject_id``: the subject may be profiled."""
-    return sa.and_(
-        not_restricted_condition(subject_id), granted_condition(PROFILING_PURPOSE, subject_id)
-    )
+    return sa.and_(not_restricted_condition(subject_id), profiling_allowed(subject_id))
+
+
+def profiling_allowed(subject_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    """The consent half of :func:`marketing_allowed`: ``analytics`` is not withdrawn (no upheld
+    objection to profiling). Exports check it apart from the restriction, to count each."""
+    return granted_condition(PROFILING_PURPOSE, subject_id)

@@ -191,3 +191,28 @@ def test_policy_and_purpose_are_enforced(world: World) -> None:
         )
     denied = [r for r in _audit(world.rt) if r.outcome == "denied"]
     assert denied and denied[-1].principal_id == analyst.principal_id
+
+
+def test_an_objection_to_profiling_keeps_a_subject_out_of_every_export(world: World) -> None:
+    """``analytics`` withdrawn (an upheld objection to profiling, art. 21(1)): the subject is in
+    no segment, so no export sends it — whatever the destination's own purpose — and one that
+    had sent it before sends a remove; the manifest counts it as excluded for consent."""
+    ids = [world.person({"email": f"o{i}@example.com"}) for i in range(3)]
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    first = world.export_email()
+    assert _emails(first.manifest["outputs"][0]["path"]) == {f"o{i}@example.com" for i in range(3)}
+
+    world.consent(ids[0], ["analytics"], "withdrawn")
+    computed = compute_segment(runtime=world.rt, name="everyone", clock=world.clock)
+    assert computed.member_count == 2  # the segments service leaves the objector out
+    again = world.export_email()
+    c = again.counts
+    assert (c.members, c.excluded_consent, c.sent, c.unchanged, c.removed) == (3, 1, 0, 2, 1)
+    assert c.adds_up()
+    removes = next(o for o in again.manifest["outputs"] if o["op"] == "remove")
+    assert _emails(removes["path"]) == {"o0@example.com"}
+    # a full export (no incremental state) to a fresh destination does not send it either
+    world.destination("mail2", "csv", "email_marketing", ["email"], min_audience=1)
+    fresh = world.export_email("mail2", full=True)
+    assert _emails(fresh.manifest["outputs"][0]["path"]) == {"o1@example.com", "o2@example.com"}
+    assert (fresh.counts.excluded_consent, fresh.counts.sent) == (1, 2)

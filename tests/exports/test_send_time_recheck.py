@@ -259,3 +259,29 @@ def test_a_webhook_posts_no_batch_with_a_subject_who_withdrew_after_staging(
     c = result.counts
     assert (c.sent, c.excluded_consent_late) == (3, 1) and c.adds_up()
     assert ids[1] not in _ledger(world, result.export_id)
+
+
+def test_an_objection_to_profiling_while_the_chunk_decrypts_is_not_sent(
+    world: World, monkeypatch: Any
+) -> None:
+    """``analytics`` withdrawn (an upheld objection to profiling) after staging: the subject
+    leaves every segment, so the chunk's check drops it even though the destination's own
+    purpose (email marketing) is still granted."""
+    ids = _people(world, 3)
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    real = export_send.decrypt_chunk
+    done: list[int] = []
+
+    def later(runtime: Any, chunk: Any, needs: Any, dense: bool = False) -> Any:
+        if not done:
+            done.append(1)
+            world.consent(ids[0], ["analytics"], "withdrawn")
+        return real(runtime, chunk, needs, dense=dense)
+
+    monkeypatch.setattr(export_send, "decrypt_chunk", later)
+    result = world.export_email()
+    assert _sent(result) == {"p1@example.com", "p2@example.com"}
+    c = result.counts
+    assert (c.sent, c.excluded_consent_late, c.excluded_restriction_late) == (2, 1, 0)
+    assert c.adds_up()
+    assert ids[0] not in _ledger(world, result.export_id) and ids[0] not in _synced(world)
