@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -127,6 +127,27 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _value_refused(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value the request carried (PostgreSQL: a NUL character in text, a
+    number out of a column's range) that validation let through: 422, as SQLite's answer to the
+    same request would be a plain miss or store. Logged by type only: a driver's message can
+    quote the value."""
+    assert isinstance(exc, DataError)
+    log.warning(
+        "database refused a request value",
+        error_type=type(exc).__name__,
+        driver_error=type(exc.orig).__name__,
+    )
+    return JSONResponse(
+        error_body(
+            request,
+            "validation_failed",
+            "a value in the request cannot be stored or compared (for example a NUL character)",
+        ),
+        status_code=422,
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # answered (and logged) outside the middleware that adds X-Request-ID to every other answer
     # and binds the request id to its log lines
@@ -146,4 +167,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for unavailable in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(unavailable, _database_unavailable)
+    app.add_exception_handler(DataError, _value_refused)
     app.add_exception_handler(Exception, _unexpected)

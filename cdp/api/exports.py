@@ -30,6 +30,7 @@ from cdp.exports.destinations import (
 )
 from cdp.exports.records import ExportView, get_export, list_exports
 from cdp.exports.run import run_export
+from cdp.segments.views import NAME_PATTERN as SEGMENT_NAME_PATTERN
 
 router = APIRouter(tags=["exports"])
 
@@ -39,14 +40,15 @@ DestinationsCreate = Annotated[AccessContext, Depends(authorize("destinations", 
 DestinationsWrite = Annotated[AccessContext, Depends(authorize("destinations", "write"))]
 DestinationsRead = Annotated[AccessContext, Depends(authorize("destinations", "read"))]
 ExportId = Annotated[str, Path(pattern=r"^exp_[0-9a-f]{24}$", description="An export id.")]
-DestinationName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+DESTINATION_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+DestinationName = Annotated[str, Path(pattern=DESTINATION_NAME_PATTERN)]
 
 
 class ExportIn(BaseModel):
     """Run ``segment`` to ``destination`` now (send ``X-Purpose`` = the destination's purpose)."""
 
-    segment: str = Field(min_length=1, max_length=64)
-    destination: str = Field(min_length=1, max_length=64)
+    segment: str = Field(pattern=SEGMENT_NAME_PATTERN)
+    destination: str = Field(pattern=DESTINATION_NAME_PATTERN)
     full: bool = Field(False, description="Resend every eligible subject, not only changes.")
 
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.api.openapi_access import error_responses
 from cdp.segments import membership, service
-from cdp.segments.views import MembersPage, SegmentIn, SegmentUpdate, SegmentView
+from cdp.segments.views import NAME_PATTERN, MembersPage, SegmentIn, SegmentUpdate, SegmentView
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
 SegmentsCreate = Annotated[AccessContext, Depends(authorize("segments", "create"))]
 SegmentsRead = Annotated[AccessContext, Depends(authorize("segments", "read"))]
 HARD_MAX_PAGE = 1000
+#: A segment's name in a path: a name no segment can have is refused (422) before any query.
+SegmentName = Annotated[str, Path(pattern=NAME_PATTERN, description="A segment's name.")]
 
 
 @router.post(
@@ -32,7 +34,7 @@ def create_segment(body: SegmentIn, ctx: SegmentsCreate, runtime: RuntimeDep) ->
 
 @router.put("/{name}", response_model=SegmentView)
 def update_segment(
-    name: str, body: SegmentUpdate, ctx: SegmentsCreate, runtime: RuntimeDep
+    name: SegmentName, body: SegmentUpdate, ctx: SegmentsCreate, runtime: RuntimeDep
 ) -> SegmentView:
     """A new version of the segment's rule (nothing when the rule is unchanged). The body's
     ``name`` may be left out; if given it must be the path's (422 otherwise)."""
@@ -48,14 +50,14 @@ def list_segments(ctx: SegmentsRead, runtime: RuntimeDep) -> list[SegmentView]:
 
 
 @router.get("/{name}", response_model=SegmentView)
-def get_segment(name: str, ctx: SegmentsRead, runtime: RuntimeDep) -> SegmentView:
+def get_segment(name: SegmentName, ctx: SegmentsRead, runtime: RuntimeDep) -> SegmentView:
     del ctx
     return service.get_segment(runtime=runtime, name=name)
 
 
 @router.get("/{name}/members", response_model=MembersPage)
 def list_members(
-    name: str,
+    name: SegmentName,
     ctx: SegmentsRead,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=HARD_MAX_PAGE)] = 100,

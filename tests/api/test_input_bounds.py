@@ -75,3 +75,48 @@ def test_unknown_fields_are_counted_not_echoed(cdp_env: CdpEnv, client: TestClie
     )
     assert r.status_code == 422
     assert "bob.secret" not in r.text and "1 unknown" in r.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/segments/a%00b", None),
+        ("GET", "/v1/segments/a%00b/members", None),
+        ("PUT", "/v1/segments/a%00b", {"rule": {"lifecycle_stage": ["new"]}}),
+        ("POST", "/v1/exports", {"segment": "win_back", "destination": "a\u0000b"}),
+        ("POST", "/v1/exports", {"segment": "a\u0000b", "destination": "mail"}),
+    ],
+)
+def test_a_nul_character_in_a_name_is_422_on_every_backend(
+    cdp_env: CdpEnv, client: TestClient, method: str, path: str, body: object
+) -> None:
+    """PostgreSQL refuses NUL in text (``DataError``): a name no segment or destination can
+    have is refused before any query, the same on both backends."""
+    role, purpose = ("marketer", "email_marketing")
+    r = client.request(method, path, json=body, headers=_headers(cdp_env, role, purpose))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "validation_failed"
+
+
+def test_a_value_the_database_refuses_is_422_and_not_quoted(cdp_env: CdpEnv) -> None:
+    """The safety net behind validation: a value the database refuses (on PostgreSQL, NUL in
+    text) is a 422 naming no value, never a 500, whatever route it slips through."""
+    import sqlalchemy as sa
+    from fastapi import FastAPI
+
+    app: FastAPI = create_app()
+
+    @app.get("/test-only/compare")
+    def compare(value: str) -> dict[str, int]:
+        rt = cdp_env.runtime
+        with rt.data_engine.connect() as conn:
+            if conn.dialect.name != "postgresql":  # SQLite takes NUL: raise what psycopg would
+                raise sa.exc.DataError("SELECT :v", {"v": value}, ValueError("NUL in text"))
+            n = conn.execute(sa.text("SELECT count(*) FROM subjects WHERE id = :v"), {"v": value})
+            return {"n": int(n.scalar_one())}
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/test-only/compare", params={"value": "secret-value\x00x"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "validation_failed"
+    assert "secret-value" not in r.text

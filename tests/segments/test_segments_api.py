@@ -153,9 +153,10 @@ def test_put_takes_the_name_from_the_path(cdp_env: CdpEnv) -> None:
         shown = client.get(f"/v1/segments/{name}", headers=h).json()
         assert max(v["version"] for v in shown["versions"]) == version
 
-    # repeating the path's name is fine; an unknown or malformed path name is 404, never 500
+    # repeating the path's name is fine; an unknown path name is 404, a name no segment can
+    # have is 422 (as for destinations and principals), never 500
     same = {"name": "buyers", "rule": {"consent": "sms_marketing"}}
     assert client.put("/v1/segments/buyers", json=same, headers=h).json()["version"] == 3
-    for path in ("/v1/segments/nope", "/v1/segments/Not%20A%20Name"):
+    for path, status in (("/v1/segments/nope", 404), ("/v1/segments/Not%20A%20Name", 422)):
         r = client.put(path, json={"rule": {"consent": "analytics"}}, headers=h)
-        assert r.status_code == 404
+        assert r.status_code == status
