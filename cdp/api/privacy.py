@@ -1,7 +1,8 @@
 """``/v1/privacy-requests``: file, follow and serve data-subject requests (the DPO's API).
 
 Every route is authorised for ``privacy_requests`` (the ``dpo`` role, purpose
-``privacy_request``); running a request and downloading its package are audited by the service.
+``privacy_request``); reading requests, running one and downloading its package are audited by
+the service.
 """
 
 from __future__ import annotations
@@ -150,9 +151,11 @@ def list_requests(
         Query(pattern=request_list.CURSOR_PATTERN, description="next_cursor of the previous page."),
     ] = None,
 ) -> RequestList:
-    """Requests, most urgent deadline first, a page at a time (``next_cursor``)."""
-    page = request_list.list_requests(
+    """Requests, most urgent deadline first, a page at a time (``next_cursor``); the read is
+    audited with the subjects the page names."""
+    page = request_list.read_page(
         runtime=runtime,
+        ctx=ctx,
         status=None if status is None else status.value,
         overdue_only=overdue,
         limit=limit,
@@ -163,8 +166,8 @@ def list_requests(
 
 @router.get("/{request_id}", response_model=RequestOut)
 def get(request_id: RequestId, ctx: Read, runtime: RuntimeDep) -> RequestOut:
-    """One request, its deadline, outcome and every step."""
-    return _out(requests.get(runtime=runtime, request_id=request_id))
+    """One request, its deadline, outcome and every step (the read is audited)."""
+    return _out(request_list.read_one(runtime=runtime, ctx=ctx, request_id=request_id))
 
 
 @router.post("/{request_id}/verify", response_model=RequestOut, responses=error_responses(409))

@@ -18,7 +18,7 @@ from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.paths import writable, write_file
 from cdp.cli.root import app, console, styled
 from cdp.errors import InvalidInputError
-from cdp.privacy import request_filing, request_lifecycle, request_list, requests, runner
+from cdp.privacy import request_filing, request_lifecycle, request_list, runner
 from cdp.privacy.requests import RequestView
 from cdp.profiles.reads import one_identity
 from cdp.runtime import get_runtime
@@ -112,9 +112,14 @@ def list_cmd(
 ) -> None:
     """Requests, most urgent first, a page at a time (the end of a page says how to get the
     next one)."""
-    _ctx("read", token, purpose)
-    page = request_list.list_requests(
-        runtime=get_runtime(), status=status, overdue_only=overdue, limit=limit, cursor=cursor
+    ctx = _ctx("read", token, purpose)
+    page = request_list.read_page(
+        runtime=get_runtime(),
+        ctx=ctx,
+        status=status,
+        overdue_only=overdue,
+        limit=limit,
+        cursor=cursor,
     )
     table = Table("id", "type", "status", "received", "deadline", "subject")
     table.columns[0].min_width = 27  # ids are copied into other commands: never cut
@@ -138,8 +143,8 @@ def list_cmd(
 @privacy_app.command("show")
 def show(request_id: IdArg, token: TokenOption = None, purpose: PurposeOption = None) -> None:
     """One request: deadline, outcome, every step."""
-    _ctx("read", token, purpose)
-    _show(requests.get(runtime=get_runtime(), request_id=request_id))
+    ctx = _ctx("read", token, purpose)
+    _show(request_list.read_one(runtime=get_runtime(), ctx=ctx, request_id=request_id))
 
 
 @privacy_app.command("verify")

@@ -9,10 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cdp.access.context import AccessContext
+from cdp.audit.service import record_access
 from cdp.clock import Clock, utcnow
 from cdp.errors import InvalidInputError
 from cdp.privacy.models import PrivacyRequest, PrivacyRequestEvent
-from cdp.privacy.requests import OPEN_STATUSES, RequestStatus, RequestView, view
+from cdp.privacy.requests import OPEN_STATUSES, RequestStatus, RequestView, get, view
 from cdp.runtime import Runtime
 
 _PR = PrivacyRequest.__table__  # type: ignore[attr-defined]
@@ -101,3 +103,44 @@ def list_requests(
         views = [view(conn, r, steps[r.id]) for r in rows[:size]]
     more = len(rows) > size
     return RequestPage(items=views, next_cursor=_cursor_of(views[-1]) if more else None)
+
+
+#: The audit resource of reading privacy requests (the policy's resource of the same name).
+READ_RESOURCE = "privacy_requests"
+
+
+def read_page(
+    *,
+    runtime: Runtime,
+    ctx: AccessContext,
+    status: str | None = None,
+    overdue_only: bool = False,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> RequestPage:
+    """:func:`list_requests` for a principal: the page is returned only once the read is in the
+    audit log with the subjects it names (a request says who exercised which right)."""
+    page = list_requests(
+        runtime=runtime, status=status, overdue_only=overdue_only, limit=limit, cursor=cursor
+    )
+    _record(runtime, ctx, "list", page.items)
+    return page
+
+
+def read_one(*, runtime: Runtime, ctx: AccessContext, request_id: str) -> RequestView:
+    """One request for a principal, audited like :func:`read_page`."""
+    found = get(runtime=runtime, request_id=request_id)
+    _record(runtime, ctx, "read", [found])
+    return found
+
+
+def _record(runtime: Runtime, ctx: AccessContext, action: str, items: list[RequestView]) -> None:
+    named = dict.fromkeys(v.subject_id for v in items if v.subject_id is not None)
+    record_access(
+        runtime=runtime,
+        ctx=ctx,
+        action=action,
+        resource=READ_RESOURCE,
+        outcome="allowed",
+        subject_ids=list(named),
+    )

@@ -154,7 +154,11 @@ def test_privacy_request_lifecycle_over_http(cdp_env: CdpEnv, client: TestClient
     assert client.get(f"/v1/privacy-requests/{rid}/package", headers=support).status_code == 403
     with rt.data_engine.connect() as conn:
         rows = conn.execute(sa.select(LOG).order_by(LOG.c.seq)).all()
-    downloads = [r for r in rows if r.resource == "privacy_requests" and r.outcome == "allowed"]
+    downloads = [
+        r
+        for r in rows
+        if r.resource == "privacy_requests" and r.outcome == "allowed" and json.loads(r.fields)
+    ]
     assert len(downloads) == 2
     assert all(
         json.loads(r.subject_ids) == [sid] and r.purpose == "privacy_request" for r in downloads
@@ -256,3 +260,41 @@ def test_consent_by_email_records_its_lookup_found_or_not(
             sa.select(LOG.c.action, LOG.c.subject_ids).where(LOG.c.action == "lookup:email")
         ).all()
     assert [(a, json.loads(s)) for a, s in rows] == [("lookup:email", [sid]), ("lookup:email", [])]
+
+
+def test_reading_privacy_requests_is_audited_with_the_subjects_named(
+    cdp_env: CdpEnv, client: TestClient
+) -> None:
+    """A request says who exercised which right: listing or showing requests is a read of
+    personal data, recorded with the subjects the answer names (API and CLI alike)."""
+    from typer.testing import CliRunner
+
+    from cdp.cli import app as cli_app
+
+    rt = cdp_env.runtime
+    sids = [make_subject(rt, identities={"email": f"rq{i}@example.org"}) for i in range(2)]
+    made = make_principal(rt, ["dpo"])
+    dpo = {"Authorization": f"Bearer {made.token}", "X-Purpose": "privacy_request"}
+    ids = []
+    for i in range(2):
+        body = {"type": "access", "identity": {"email": f"rq{i}@example.org"}}
+        ids.append(client.post("/v1/privacy-requests", json=body, headers=dpo).json()["id"])
+
+    def reads() -> list[tuple[str, list[str]]]:
+        with rt.data_engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(LOG).where(LOG.c.resource == "privacy_requests").order_by(LOG.c.seq)
+            ).all()
+        return [(r.action, sorted(json.loads(r.subject_ids))) for r in rows]
+
+    assert client.get("/v1/privacy-requests", headers=dpo).status_code == 200
+    assert client.get(f"/v1/privacy-requests/{ids[0]}", headers=dpo).status_code == 200
+    auth = ["--token", made.token, "--purpose", "privacy_request"]
+    assert CliRunner().invoke(cli_app, ["privacy", "list", *auth]).exit_code == 0
+    assert CliRunner().invoke(cli_app, ["privacy", "show", ids[1], *auth]).exit_code == 0
+    assert reads() == [
+        ("list", sorted(sids)),
+        ("read", [sids[0]]),
+        ("list", sorted(sids)),
+        ("read", [sids[1]]),
+    ]
