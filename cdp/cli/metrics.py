@@ -55,7 +55,7 @@ def metrics(
         writable(chart, "--chart")
     m = shop_metrics(runtime=get_runtime(), start=frm, end=to)
     if chart is not None:
-        write_file(chart, metrics_html(m), "--chart")
+        write_file(chart, metrics_html(m), "--chart", private=False)  # aggregates only
     if as_json:
         console.print_json(json.dumps(m.to_dict()))
     else:

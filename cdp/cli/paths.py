@@ -40,10 +40,11 @@ def writable(path: Path, option: str) -> Path:
 
 
 @contextlib.contextmanager
-def output_file(path: Path, option: str, *, private: bool = False) -> Iterator[IO[bytes]]:
+def output_file(path: Path, option: str, *, private: bool = True) -> Iterator[IO[bytes]]:
     """A binary handle on a new temporary file beside ``path``, renamed over ``path`` when the
-    block ends without an error (removed otherwise); ``private``: mode 0600 from the start,
-    else the mode a new file gets under the umask."""
+    block ends without an error (removed otherwise); ``private`` (the default: a file the CLI
+    writes may hold personal data or name subjects): mode 0600 from the start, else the mode a
+    new file gets under the umask (aggregate outputs only, such as a metrics chart)."""
     writable(path, option)
     tmp: Path | None = None
     try:
@@ -69,7 +70,7 @@ def output_file(path: Path, option: str, *, private: bool = False) -> Iterator[I
                 tmp.unlink()
 
 
-def write_file(path: Path, data: str | bytes, option: str, *, private: bool = False) -> None:
+def write_file(path: Path, data: str | bytes, option: str, *, private: bool = True) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` (see :func:`output_file`)."""
     with output_file(path, option, private=private) as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from cdp import __version__
@@ -18,8 +18,29 @@ app = typer.Typer(
 # Markup off: text the CLI prints (names, descriptions, sources, error messages) may come from
 # users or input files, and ``[/x]`` in it must print as it is, not raise or restyle the output.
 # Styled output is built with :func:`styled` instead.
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+UNBOUNDED_WIDTH = 100_000
+"""The width the consoles assume when they do not write to a terminal."""
+
+
+class _Console(Console):
+    """A console that, writing to a file, a pipe or a log rather than a terminal, never cuts a
+    table cell with an ellipsis nor wraps a line: a saved proof of consent keeps its timestamps,
+    and an error stays one ``error (code): reason`` line. On a terminal, Rich's own sizing."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        measured = super().size
+        if self.is_terminal:
+            return measured
+        return ConsoleDimensions(UNBOUNDED_WIDTH, measured.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = _Console(markup=False)
+err_console = _Console(stderr=True, markup=False)
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:

@@ -185,6 +185,11 @@ class KeyFile:
                     f"the key file {self.path} does not exist: restore it from its backup (only "
                     "an installation that holds no data yet creates one, with `cdp init`)"
                 ) from None
+            except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise KeyMaterialError(
+                    f"the key file {self.path} cannot be read ({reason})"
+                ) from None
         try:
             return KeyMaterial(json.loads(raw))
         except json.JSONDecodeError:

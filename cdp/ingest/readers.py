@@ -99,6 +99,10 @@ def open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
+MAX_MAPPING_BYTES = 1024 * 1024
+"""The largest column mapping file read (a mapping names columns: a few KiB)."""
+
+
 def load_mapping(path: Path | None) -> dict[str, str]:
     """A column mapping file: ``{"columns": {"Source Column": "our_field", ...}}`` (JSON/TOML).
 
@@ -106,7 +110,18 @@ def load_mapping(path: Path | None) -> dict[str, str]:
     """
     if path is None:
         return {}
-    text = path.read_bytes()
+    try:
+        with path.open("rb") as handle:
+            text = handle.read(MAX_MAPPING_BYTES + 1)  # bounded: /dev/zero would never end
+    except OSError as exc:
+        raise InvalidInputError(
+            f"the mapping file cannot be read ({exc.strerror or type(exc).__name__})",
+            field="mapping",
+        ) from None
+    if len(text) > MAX_MAPPING_BYTES:
+        raise InvalidInputError(
+            f"the mapping file is larger than {MAX_MAPPING_BYTES // 1024} KiB", field="mapping"
+        )
     try:
         raw = tomllib.loads(text.decode()) if path.suffix.lower() == ".toml" else json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
