@@ -75,7 +75,10 @@ class ConsentStateOut(BaseModel):
 
 
 class ConsentOut(BaseModel):
-    subject_id: str
+    subject_id: str = Field(
+        description="The subject the choice was recorded for: the one named, or the subject "
+        "that absorbed it in a merge."
+    )
     recorded: bool = Field(description="False when the same choice was already recorded.")
     state: ConsentStateOut
 
@@ -93,7 +96,7 @@ def record(body: ConsentIn, ctx: ConsentWrite, runtime: RuntimeDep) -> ConsentOu
             record_lookup(runtime, ctx, conn, kind.value, sid)  # found or not, as filing does
         if sid is None:
             raise NotFoundError("no subject has that identity")
-    recorded, state = record_choice(
+    done = record_choice(
         runtime=runtime,
         ctx=ctx,
         subject_id=sid,
@@ -104,9 +107,10 @@ def record(body: ConsentIn, ctx: ConsentWrite, runtime: RuntimeDep) -> ConsentOu
         mechanism=body.mechanism,
         notice_version=body.notice_version,
     )
+    state = done.state
     return ConsentOut(
-        subject_id=sid,
-        recorded=recorded,
+        subject_id=done.subject_id,
+        recorded=done.recorded,
         state=ConsentStateOut(
             purpose=state.purpose,
             status=state.status,

@@ -73,9 +73,11 @@ def show(subject_id: SubjectArg, token: TokenOption = None, purpose: PurposeOpti
         action="read",
         resource="data:consent",
         outcome="allowed",
-        subject_ids=[subject_id],
+        subject_ids=[proof.subject_id],
         fields=["consent"],
     )
+    if proof.subject_id != subject_id:
+        console.print(f"subject {proof.subject_id} (it absorbed {subject_id} in a merge)")
     state = Table("purpose", "status", "since", "source", "mechanism", "notice", title="Now")
     for s in proof.states.values():
         since = s.occurred_at.isoformat() if s.occurred_at else "(default)"
@@ -128,7 +130,7 @@ def _record(
         action="write",
         subject_ids=[subject_id],
     )
-    new, now = record_choice(
+    done = record_choice(
         runtime=rt,
         ctx=ctx,
         subject_id=subject_id,
@@ -139,8 +141,10 @@ def _record(
         mechanism=mechanism,
         notice_version=notice,
     )
-    note = "recorded" if new else "already recorded"
-    console.print(f"{consent_purpose}: {status} {note}; current state: {now.status}")
+    note = "recorded" if done.recorded else "already recorded"
+    if done.subject_id != subject_id:
+        note += f" for {done.subject_id} (it absorbed {subject_id} in a merge)"
+    console.print(f"{consent_purpose}: {status} {note}; current state: {done.state.status}")
 
 
 @consent_app.command("grant")

@@ -97,6 +97,11 @@ def summary_table(summaries: list[Summary]) -> Table:
 
 def _print_summary(summary: Summary) -> None:
     console.print(summary_table([summary]))
+    if summary.erased_named:
+        console.print(
+            f"{summary.erased_named} withdrawal(s) named an erased identity: recorded for the "
+            "live subjects their other identities name only"
+        )
     if summary.rejects_path is not None:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
         console.print(

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from cdp.consent.models import ConsentEvent
 from cdp.consent.purposes import PURPOSE_NAMES, ConsentStatus, get_purpose
-from cdp.consent.service import connection, require_subject
+from cdp.consent.service import connection, current_subject
 
 if TYPE_CHECKING:
     from cdp.runtime import Runtime
@@ -150,11 +150,12 @@ def consent_proof(
 ) -> ConsentProof:
     """State and full history of a subject: what they agreed to, when, how, under which notice.
 
-    Raises :class:`NotFoundError` when the subject does not exist."""
+    An id a merge absorbed is followed to the survivor (the proof names it); raises
+    :class:`NotFoundError` when there is no such subject (never stored, or erased)."""
     with connection(conn, runtime) as c:
-        require_subject(c, subject_id)
-        records = history(conn=c, subject_id=subject_id)
-    return ConsentProof(subject_id=subject_id, states=state_from(records), history=records)
+        held = current_subject(c, subject_id)
+        records = history(conn=c, subject_id=held)
+    return ConsentProof(subject_id=held, states=state_from(records), history=records)
 
 
 def has_consent(

@@ -11,6 +11,9 @@ For other modules:
   ``Sec-GPC: 1`` it records ``ad_audiences`` / ``withdrawn`` / mechanism ``gpc`` *first*.
   Replays are free: each row carries a ``dedupe_key`` (hash of subject, purpose, status,
   occurred_at, source) and duplicates are skipped by ``ON CONFLICT DO NOTHING``.
+- A subject id given to :func:`record_consent` (and to the consent doors, through
+  :func:`current_subject`) that a merge absorbed is followed to the subject that holds it now;
+  an erased id is refused (``NotFoundError``).
 - Merging subjects: record the merge in ``subject_merges`` first, then UPDATE only
   ``subject_id`` of the merged subject's ledger rows; the database triggers
   (:mod:`cdp.consent.triggers`) let exactly that through and reject every other UPDATE/DELETE.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -210,8 +213,8 @@ def record_consent(
         notice_version=notice_version,
     )
     with connection(conn, runtime) as c:
-        require_subject(c, subject_id)
-        return record_consents(conn=c, items=[item], clock=clock) == 1
+        held = current_subject(c, subject_id)
+        return record_consents(conn=c, items=[replace(item, subject_id=held)], clock=clock) == 1
 
 
 def require_subject(conn: Connection, subject_id: str) -> None:
@@ -224,3 +227,19 @@ def require_subject(conn: Connection, subject_id: str) -> None:
     ).first()
     if found is None:
         raise NotFoundError(f"subject {subject_id} not found")
+
+
+def current_subject(conn: Connection, subject_id: str) -> str:
+    """The subject that holds ``subject_id`` now: itself, or the survivor that absorbed it in a
+    merge (followed through ``subject_merges``, transitively: a merged-away id is the same
+    person). Raises :class:`NotFoundError`, naming the id asked for, when there is none: an id
+    never stored, or erased (its subject row and merge rows are gone, so an id absorbed by an
+    erased subject is refused too)."""
+    from cdp.profiles.former_ids import current_ids
+
+    held = current_ids(conn, [subject_id])[subject_id]
+    try:
+        require_subject(conn, held)
+    except NotFoundError:
+        raise NotFoundError(f"subject {subject_id} not found") from None
+    return held

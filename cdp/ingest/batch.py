@@ -44,6 +44,9 @@ class Outcome:
     rejects: list[Reject] = field(default_factory=list)
     merges: int = 0
     subjects_created: int = 0
+    erased_named: int = 0
+    """Consent records that named an erased identity and whose withdrawal was recorded for the
+    live subjects their other identities name (their entries count as inserted or duplicates)."""
     resolutions: list[Resolution] = field(default_factory=list)
     """Resolutions to finish (absorbed data keys to destroy) once the batch committed."""
 
@@ -60,6 +63,7 @@ class Outcome:
         self.duplicates += other.duplicates
         self.merges += other.merges
         self.subjects_created += other.subjects_created
+        self.erased_named += other.erased_named
         self.rejects.extend(other.rejects)
         self.resolutions.extend(other.resolutions)
 

@@ -4,6 +4,14 @@ The dedupe key hashes the record's strongest identity token (not the subject id,
 can change), purpose, status, time and source, so a replayed file adds nothing, before or after
 a merge.
 
+A record that names an erased identity (a tombstoned token, or a subject whose data key is gone)
+is refused as ``erased`` — unless it is a withdrawal and its other identities name live subjects:
+the withdrawal is then recorded for each of them (a GPC signal, or a banner's "no", sent with an
+erased shop account's ``userId`` and a live device's ``anonymousId``, still reaches the device's
+subject), and nothing else is done with the record: the erased person is linked to no one, nothing
+is created, and a grant is never recorded through such a record. Counts are per ledger entry
+(``inserted``, ``duplicates``); ``Outcome.erased_named`` counts those records.
+
 Change-only mode (the Segment API: every message repeats the visitor's preferences, and a
 ``Sec-GPC: 1`` header comes with every request) records an entry when it changes the subject's
 current state for the purpose, and also a *repetition* of the current state dated on a later
@@ -24,11 +32,12 @@ import sqlalchemy as sa
 
 from cdp.consent.ledger_state import precedence
 from cdp.consent.models import ConsentEvent
+from cdp.consent.purposes import ConsentStatus
 from cdp.consent.service import ledger_time
 from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import ConsentRecord
-from cdp.profiles.resolve import resolve
+from cdp.profiles.resolve import Claim, Resolution, resolve
 
 
 def dedupe_key(ctx: BatchContext, claim_kind: str, normalized: str, r: ConsentRecord) -> str:
@@ -104,6 +113,55 @@ def change_only_records(latest: Latest | None, status: str, at: datetime) -> boo
     return at.astimezone(UTC).date() > latest[0][0].astimezone(UTC).date()
 
 
+Entry = tuple[int, int, ConsentRecord, str, str]
+"""One ledger entry to write: (index in the batch, position, record, subject id, dedupe key)."""
+
+
+def _entries(
+    ctx: BatchContext,
+    fresh: Sequence[tuple[int, ConsentRecord, str]],
+    claims: Sequence[Claim],
+    res: Resolution,
+    out: Outcome,
+) -> list[Entry]:
+    """The entries the batch's records imply, in record order; refusals go to ``out``.
+
+    A record resolved to a subject is one entry under its own dedupe key. A record naming an
+    erased identity is refused (``erased``), unless it is a withdrawal and its other identities
+    name live subjects: then it is one withdrawal per such subject (the erased person is not
+    linked to them, nothing is created), each keyed as if the record had named only the identity
+    that names that subject, so a replay, or the same withdrawal sent without the erased
+    identity, adds nothing. Such a record is counted in ``out.erased_named``."""
+    entries: list[Entry] = []
+    extra: list[Entry] = []
+    for i, (position, r, key) in enumerate(fresh):
+        sid = res.subjects[i]
+        if sid is not None:
+            entries.append((i, position, r, sid, key))
+            continue
+        holders = res.live_holders.get(i) if r.status == ConsentStatus.WITHDRAWN.value else None
+        if not holders:
+            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
+            continue
+        out.erased_named += 1
+        for holder, at in holders:
+            kind, normalized = claims[i][at]
+            extra.append((i, position, r, holder, dedupe_key(ctx, kind.value, normalized, r)))
+    if not extra:
+        return entries
+    ct = ConsentEvent.__table__  # type: ignore[attr-defined]
+    stored = existing(ctx.conn, ct.c.dedupe_key, (e[4] for e in extra))
+    seen = {e[4] for e in entries}
+    for entry in extra:
+        if entry[4] in stored or entry[4] in seen:
+            out.duplicates += 1
+            continue
+        seen.add(entry[4])
+        entries.append(entry)
+    entries.sort(key=lambda e: e[0])
+    return entries
+
+
 def write_consents(
     ctx: BatchContext,
     items: Sequence[tuple[int, ConsentRecord]],
@@ -114,45 +172,45 @@ def write_consents(
 
     ``only_changes`` (the Segment API, where every message repeats the visitor's preferences)
     records an entry only when it changes the subject's current state for the purpose, or
-    repeats it on a later day than the latest entry (:func:`change_only_records`).
+    repeats it on a later day than the latest entry (:func:`change_only_records`). A record
+    naming an erased identity records a withdrawal only, for the live subjects its other
+    identities name (:func:`_entries`).
     """
     out = Outcome()
     fresh, out.duplicates = consent_rows(ctx, items)
     if not fresh:
         return out
+    claims = [
+        claim_of(
+            customer_id=r.customer_id,
+            email=r.email,
+            phone=r.phone,
+            anonymous_id=r.anonymous_id,
+        )
+        for _, r, _ in fresh
+    ]
     res = out.resolved(
         resolve(
             runtime=ctx.runtime,
             conn=ctx.conn,
-            claims=[
-                claim_of(
-                    customer_id=r.customer_id,
-                    email=r.email,
-                    phone=r.phone,
-                    anonymous_id=r.anonymous_id,
-                )
-                for _, r, _ in fresh
-            ],
+            claims=claims,
             now=ctx.now,
             keyless=ctx.keyless,
         )
     )
+    entries = _entries(ctx, fresh, claims, res, out)
     rows: list[dict[str, Any]] = []
     state: dict[tuple[str, str], Latest] = {}
     if only_changes:
-        state = current_states(ctx, [s for s in res.subjects if s is not None])
-    for i, (position, r, key) in enumerate(fresh):
-        sid = res.subjects[i]
-        if sid is None:
-            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
-            continue
+        state = current_states(ctx, [e[3] for e in entries])
+    for n, (_i, _position, r, sid, key) in enumerate(entries):
         at = ledger_time(r.occurred_at, ctx.now)
         if only_changes:
             latest = state.get((sid, r.purpose))
             if not change_only_records(latest, r.status, at):
                 out.duplicates += 1
                 continue
-            rank = precedence(at, r.status, PENDING + i)
+            rank = precedence(at, r.status, PENDING + n)
             if latest is None or rank > latest[0]:
                 state[(sid, r.purpose)] = (rank, r.status)
         rows.append(

@@ -94,6 +94,10 @@ class Summary:
     rejected: int = 0
     merges: int = 0
     subjects_created: int = 0
+    erased_named: int = 0
+    """Consent records that named an erased identity and whose withdrawal was recorded for the
+    live subjects their other identities name (not rejects: their ledger entries are counted in
+    ``inserted``, or ``duplicates``)."""
     seconds: float = 0.0
     rejects_path: Path | None = None
     reasons: dict[str, int] = field(default_factory=dict)
@@ -112,6 +116,7 @@ class Summary:
             "rejected": self.rejected,
             "merges": self.merges,
             "subjects_created": self.subjects_created,
+            "erased_named": self.erased_named,
             "seconds": round(self.seconds, 3),
             "rejects_file": printable_path(self.rejects_path) if self.rejects_path else None,
             "reasons": dict(sorted(self.reasons.items())),
@@ -260,6 +265,7 @@ def ingest_file(
                     summary.rejected += len(outcome.rejects)
                     summary.merges += outcome.merges
                     summary.subjects_created += outcome.subjects_created
+                    summary.erased_named += outcome.erased_named
                     count_ingest(
                         channel="file",
                         kind=kind.value,

@@ -25,6 +25,7 @@ from cdp.crypto.normalize import IdentityKind
 from cdp.crypto.sealed_record import unpack
 from cdp.db.models import Identity, Subject
 from cdp.errors import InvalidInputError, NotFoundError
+from cdp.profiles.former_ids import current_ids
 from cdp.profiles.models import Order
 from cdp.profiles.pii_records import PII_RECORDS
 from cdp.profiles.prepared import Prepared
@@ -109,8 +110,10 @@ class OrderPage(BaseModel):
 
 
 class ConsentPage(BaseModel):
-    """A page of consent ledger entries, oldest first."""
+    """A page of consent ledger entries, oldest first, of ``subject_id``: the subject asked for,
+    or the one that absorbed it in a merge."""
 
+    subject_id: str
     items: list[ConsentOut]
     next_cursor: int | None
 
@@ -346,19 +349,14 @@ def list_consent(
     limit: int | None = None,
     cursor: int | None = None,
 ) -> ConsentPage:
-    """A page of the subject's consent ledger, oldest first (the ledger rows as recorded)."""
+    """A page of the subject's consent ledger, oldest first (the ledger rows as recorded); an id
+    a merge absorbed reads the survivor's (the person's choices moved there)."""
+    with runtime.data_engine.connect() as conn:
+        held = current_ids(conn, [subject_id])[subject_id]
     items, nxt = _subject_page(
-        runtime,
-        ctx,
-        ConsentOut,
-        CONSENT,
-        CONSENT_FIELDS,
-        "profile.consent",
-        subject_id,
-        limit,
-        cursor,
+        runtime, ctx, ConsentOut, CONSENT, CONSENT_FIELDS, "profile.consent", held, limit, cursor
     )
-    return ConsentPage(items=items, next_cursor=nxt)
+    return ConsentPage(subject_id=held, items=items, next_cursor=nxt)
 
 
 _Item = TypeVar("_Item", bound=BaseModel)

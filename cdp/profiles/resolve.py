@@ -8,7 +8,10 @@ against the unique ``(kind, token)`` index: no scans. Tombstoned tokens make the
 stored subjects; each group ends as one subject: the oldest stored one (``created_at``, then id),
 or a new one. New subjects get their data keys in one key-store transaction, then their rows and
 identities are written in the caller's transaction, so a subject never exists without its
-identities. Absorbed subjects are merged into the survivor (:mod:`cdp.profiles.merge`); their data
+identities. An erased record is neither linked to nor merged with anything, and creates nothing;
+the live subjects its other identities name are reported (:attr:`Resolution.live_holders`) for
+the one thing such a record may still do, record a withdrawal (:mod:`cdp.ingest.consents`).
+Absorbed subjects are merged into the survivor (:mod:`cdp.profiles.merge`); their data
 keys are destroyed by :meth:`Resolution.finish` once the data transaction has committed.
 """
 
@@ -31,6 +34,9 @@ from cdp.runtime import Runtime
 Claim = Sequence[tuple[IdentityKind, str]]
 """A record's identities: (kind, normalised value) pairs, strongest first."""
 
+LiveHolder = tuple[str, int]
+"""(subject id, position in the claim of the identity that names it)."""
+
 IN_CHUNK = 5_000
 SUBJECTS = cast(sa.Table, Subject.__table__)  # type: ignore[attr-defined]
 IDENTITIES = cast(sa.Table, Identity.__table__)  # type: ignore[attr-defined]
@@ -49,6 +55,12 @@ class Resolution:
     """New subject -> index of the first record that created it."""
     merges: list[tuple[str, str, str]] = field(default_factory=list)
     """(survivor, absorbed, linked_by) pairs merged in this batch."""
+    live_holders: dict[int, list[LiveHolder]] = field(default_factory=dict)
+    """Per erased record (by index) whose other identities name live subjects: each such
+    subject once, as it stands after this batch (a stored subject, the survivor of a merge of
+    this batch, or a subject another record of the batch created), with the position in the
+    record's claim of the first identity naming it. The erased record is linked to none of them;
+    only a withdrawal may be recorded for them."""
 
     def finish(self, runtime: Runtime) -> None:
         """After commit: destroy the data keys of absorbed subjects (their data moved)."""
@@ -98,6 +110,41 @@ def lookup(
     return found
 
 
+def _live_holders(
+    tokenised: list[list[tuple[str, str, list[str]]]],
+    erased: list[bool],
+    dead: set[tuple[str, str]],
+    holder: dict[tuple[str, str], str],
+    new_token_node: dict[tuple[str, str], str],
+    uf: _UnionFind,
+    subject_of_root: dict[str, str],
+) -> dict[int, list[LiveHolder]]:
+    """Per erased record: the live subjects its identities that are not erased name, after this
+    batch's merges and creations (see :attr:`Resolution.live_holders`)."""
+    out: dict[int, list[LiveHolder]] = {}
+    for i, row in enumerate(tokenised):
+        if not erased[i]:
+            continue
+        found: dict[str, int] = {}
+        for position, (kind, cur, _toks) in enumerate(row):
+            if (kind, cur) in dead:
+                continue
+            stored = holder.get((kind, cur))
+            if stored is not None:
+                node: str | None = "S" + stored
+                # a stored subject no live record names is in no group: it stays itself
+                sid = subject_of_root[uf.find(node)] if node in uf.parent else stored
+            else:
+                node = new_token_node.get((kind, cur))
+                if node is None:
+                    continue  # nobody holds it: an erased record creates nothing
+                sid = subject_of_root[uf.find(node)]
+            found.setdefault(sid, position)
+        if found:
+            out[i] = list(found.items())
+    return out
+
+
 def resolve(
     *,
     runtime: Runtime,
@@ -113,7 +160,8 @@ def resolve(
     A new subject's row gets the earliest of its records' ``signed_up`` times and the latest of
     their ``profile_as_of`` times (per claim; None: not known). A claim naming one of the
     ``keyless`` subjects (rows left, data key destroyed: an erasure under way or stopped half-way)
-    is refused like a tombstoned one."""
+    is refused like a tombstoned one. A refused claim's other identities are not stored, linked
+    or merged; the live subjects they name are in :attr:`Resolution.live_holders`."""
     tokenizer = runtime.tokenizer
     versions = tokenizer.versions
     current = tokenizer.current
@@ -221,6 +269,10 @@ def resolve(
             result.merges.extend((sid, other, via.get(other, "identity")) for other in olds[1:])
         subject_of_root[root] = sid
 
+    if dead:
+        result.live_holders = _live_holders(
+            tokenised, erased, dead, holder, new_token_node, uf, subject_of_root
+        )
     created, creator, subjects = result.created, result.creator, result.subjects
     first_signup: dict[str, datetime] = {}
     last_as_of: dict[str, datetime] = {}
