@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from cdp.consent.ledger_state import precedence
 from cdp.consent.models import ConsentEvent
 from cdp.consent.service import ledger_time
-from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.batch import BatchContext, Outcome, claim_of, existing, refusal
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import ConsentRecord
 from cdp.profiles.resolve import resolve
@@ -144,7 +144,7 @@ def write_consents(
     for i, (position, r, key) in enumerate(fresh):
         sid = res.subjects[i]
         if sid is None:
-            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
+            out.rejects.append(refusal(position, res.refused[i]))
             continue
         at = ledger_time(r.occurred_at, ctx.now)
         if only_changes:
