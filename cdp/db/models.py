@@ -92,3 +92,18 @@ class Tombstone(SQLModel, table=True):
     token: str = Field(primary_key=True, max_length=64)
     key_version: int
     erased_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
+
+
+class RectifiedIdentity(SQLModel, table=True):
+    """An identity token a rectification corrected away from a person (the value declared wrong).
+
+    Like a tombstone it names no subject; records that carry it are refused (``rectified``), so a
+    late record with the old value neither gives it back to the person nor starts a new person
+    with default consent. A later rectification that sets the value (for anyone) removes it."""
+
+    __tablename__ = "rectified_identities"
+
+    kind: str = Field(primary_key=True, max_length=32)
+    token: str = Field(primary_key=True, max_length=64)
+    key_version: int
+    rectified_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)

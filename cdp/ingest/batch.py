@@ -34,6 +34,19 @@ class Reject:
     message: str = ""
 
 
+REFUSALS = {
+    "erased": "matches an erased subject",
+    "rectified": "carries an email or phone number a rectification corrected away from a person",
+}
+"""The message of each reason identity resolution refuses a record for (no values named)."""
+
+
+def refusal(position: int, reason: str | None) -> Reject:
+    """The reject of a record that identity resolution refused (``Resolution.refused``)."""
+    why = reason or "erased"
+    return Reject(position, why, (), REFUSALS[why])
+
+
 @dataclass
 class Outcome:
     """Counts of one batch (or a whole run when added up)."""

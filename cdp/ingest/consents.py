@@ -34,7 +34,7 @@ from cdp.consent.ledger_state import precedence
 from cdp.consent.models import ConsentEvent
 from cdp.consent.purposes import ConsentStatus
 from cdp.consent.service import ledger_time
-from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.batch import BatchContext, Outcome, claim_of, existing, refusal
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import ConsentRecord
 from cdp.profiles.resolve import Claim, Resolution, resolve
@@ -141,7 +141,7 @@ def _entries(
             continue
         holders = res.live_holders.get(i) if r.status == ConsentStatus.WITHDRAWN.value else None
         if not holders:
-            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
+            out.rejects.append(refusal(position, res.refused[i]))
             continue
         out.erased_named += 1
         for holder, at in holders:

@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from cdp.db.models import Subject
-from cdp.ingest.batch import IN_CHUNK, BatchContext, Outcome, Reject, claim_of
+from cdp.ingest.batch import IN_CHUNK, BatchContext, Outcome, claim_of, refusal
 from cdp.ingest.bulk import update_rows
 from cdp.ingest.customer_record import CUSTOM_TRAITS_FIELD, CustomerRecord
 from cdp.profiles.pii_records import read_sealed, write_sealed
@@ -103,7 +103,7 @@ def write_customers(
     for i, (position, record) in enumerate(items):
         sid = res.subjects[i]
         if sid is None:
-            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
+            out.rejects.append(refusal(position, res.refused[i]))
             continue
         state = final.setdefault(sid, dict(stored.get(sid, {})))
         at = record.created_at

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.batch import BatchContext, Outcome, claim_of, existing, refusal
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import EventRecord
 from cdp.profiles.merge import event_field
@@ -63,7 +63,7 @@ def write_events(ctx: BatchContext, items: Sequence[tuple[int, EventRecord]]) ->
     for i, (p, r, mid) in enumerate(fresh):
         sid = res.subjects[i]
         if sid is None:
-            out.rejects.append(Reject(p, "erased", (), "matches an erased subject"))
+            out.rejects.append(refusal(p, res.refused[i]))
             continue
         props = None
         if r.properties:

@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdp.db.types import UtcDateTime
-from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing
+from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing, refusal
 from cdp.ingest.bulk import insert_tuples
 from cdp.ingest.money import to_minor
 from cdp.ingest.records import OrderRecord
@@ -228,7 +228,7 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
     for i, (position, r) in enumerate(fresh):
         sid = res.subjects[i]
         if sid is None:
-            out.rejects.append(Reject(position, "erased", (), "matches an erased subject"))
+            out.rejects.append(refusal(position, res.refused[i]))
             continue
         rows.append(_order_row(ctx, r, sid, minor))
         kept.append(r)

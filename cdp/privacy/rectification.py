@@ -4,12 +4,15 @@ Corrected values pass the rules a customer record passes at ingestion (an email 
 phone number is stored in E.164, a birthday is a date of 1900-2099, lengths are bounded), checked
 when the request is filed, so a bad correction is refused then and never fails the request's run;
 they are encrypted under the subject's data key like any other. A corrected email or phone also
-replaces the identity token of that kind, so the person is recognised by the new value and no
-longer by the old one. A new value that already identifies another subject is refused
-(:class:`ConflictError`): merging two people is ingestion's decision, not a correction's. So is a
-new value that identified an erased person (a tombstone): ingestion refuses it as ``erased``, and a
-correction must not hand it to a live customer either. Both are checked under every pseudonym-key
-version, and a refusal changes nothing.
+replaces the identity token of the value it corrects, so the person is recognised by the new value
+and no longer by the old one; the person's other identities of that kind (an account's email
+merged in) stay theirs, and the old value's token is kept aside so that a later record carrying it
+is refused (``rectified``) instead of re-linked or made a new person with default consent. A new
+value that already identifies another subject is refused (:class:`ConflictError`): merging two
+people is ingestion's decision, not a correction's. So is a new value that identified an erased
+person (a tombstone): ingestion refuses it as ``erased``, and a correction must not hand it to a
+live customer either. Both are checked under every pseudonym-key version, and a refusal changes
+nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from cdp.access.categories import PII_FIELDS
 from cdp.crypto.normalize import IdentityKind
-from cdp.db.models import Identity, Tombstone
-from cdp.errors import ConflictError, InvalidInputError
+from cdp.db.models import Identity, RectifiedIdentity, Tombstone
+from cdp.errors import ConflictError, InvalidInputError, NormalizationError
 from cdp.ingest.customer_record import CustomerRecord
 from cdp.profiles.pii_records import read_one, write_sealed
 from cdp.runtime import Runtime
@@ -69,13 +73,35 @@ def checked_corrections(
     return {name: values[name] for name in corrections}
 
 
+def _tokens(runtime: Runtime, kind: IdentityKind, raw: str) -> list[str]:
+    """The tokens of ``raw`` under every pseudonym-key version (none if it is not an identity)."""
+    try:
+        return [t.value for t in runtime.tokenizer.lookup_tokens(kind, raw)]
+    except NormalizationError:
+        return []
+
+
 def _retoken(
-    runtime: Runtime, conn: Connection, subject_id: str, kind: IdentityKind, raw: str, now: datetime
+    runtime: Runtime,
+    conn: Connection,
+    subject_id: str,
+    kind: IdentityKind,
+    corrected: tuple[str | None, str],
+    now: datetime,
 ) -> None:
+    """Make the new value of ``corrected`` (old, new) an identity of the subject in place of the
+    old one, the stored value the correction declares wrong (None: none stored).
+
+    Only the old value's tokens leave the subject: its other identities of the kind (the email of
+    an account merged into it, say) are not corrected and still identify it. The old value's token
+    is kept in ``rectified_identities``, so a later record carrying it is refused (``rectified``)
+    rather than given back to the person or made a new one with default consent; the new value,
+    declared right, is taken out of there."""
     ident = Identity.__table__  # type: ignore[attr-defined]
     tombs = Tombstone.__table__  # type: ignore[attr-defined]
-    token = runtime.tokenizer.token(kind, raw)
-    every = [t.value for t in runtime.tokenizer.lookup_tokens(kind, raw)]
+    retired = RectifiedIdentity.__table__  # type: ignore[attr-defined]
+    old, new = corrected
+    every = _tokens(runtime, kind, new)
     erased = conn.execute(
         sa.select(sa.literal(1)).where(tombs.c.kind == kind.value, tombs.c.token.in_(every))
     ).first()
@@ -92,11 +118,31 @@ def _retoken(
     )
     if owners - {subject_id}:
         raise ConflictError(f"the corrected {kind.value} identifies another subject")
+    wrong = [] if old is None else _tokens(runtime, kind, old)
+    if old is not None and wrong and not set(wrong) & set(every):
+        conn.execute(
+            sa.delete(ident).where(
+                ident.c.subject_id == subject_id,
+                ident.c.kind == kind.value,
+                ident.c.token.in_(wrong),
+            )
+        )
+        held = conn.execute(
+            sa.select(sa.literal(1)).where(ident.c.kind == kind.value, ident.c.token.in_(wrong))
+        ).first()
+        if held is None:  # the old value identifies nobody now (never another: that would merge)
+            token = runtime.tokenizer.token(kind, old)
+            row = {"kind": kind.value, "token": token.value, "key_version": token.key_version}
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            conn.execute(
+                insert(retired)
+                .values(**row, rectified_at=now)
+                .on_conflict_do_nothing(index_elements=["kind", "token"])
+            )
+    conn.execute(sa.delete(retired).where(retired.c.kind == kind.value, retired.c.token.in_(every)))
     if owners:
         return
-    conn.execute(
-        sa.delete(ident).where(ident.c.subject_id == subject_id, ident.c.kind == kind.value)
-    )
+    token = runtime.tokenizer.token(kind, new)
     conn.execute(
         sa.insert(ident).values(
             subject_id=subject_id,
@@ -124,7 +170,9 @@ def rectify(
     sealed = read_one(conn, subject_id, lock=True)
     for field, value in sorted(corrections.items()):
         if field in IDENTITY_FIELDS:
-            _retoken(runtime, conn, subject_id, IDENTITY_FIELDS[field], value, now)
+            blob = sealed.get(field)
+            old = None if blob is None else runtime.vault.decrypt(subject_id, field, blob)
+            _retoken(runtime, conn, subject_id, IDENTITY_FIELDS[field], (old, value), now)
     record = {**sealed, **runtime.vault.encrypt_fields(subject_id, dict(corrections))}
     write_sealed(conn, {subject_id: record}, existing={subject_id} if sealed else (), now=now)
     return sorted(corrections)

@@ -4,8 +4,9 @@ that a record shows to be one person.
 Per batch, every identity is tokenised once (under every live pseudonym-key version, so subjects
 tokenised before a key rotation are still found), then looked up with one ``IN`` query per kind
 against the unique ``(kind, token)`` index: no scans. Tombstoned tokens make their record
-``erased``. A union-find over the batch groups records that share a token with each other or with
-stored subjects; each group ends as one subject: the oldest stored one (``created_at``, then id),
+``erased``; tokens a rectification corrected away from a person make it ``rectified``. A
+union-find over the batch groups records that share a token with each other or with stored
+subjects; each group ends as one subject: the oldest stored one (``created_at``, then id),
 or a new one. New subjects get their data keys in one key-store transaction, then their rows and
 identities are written in the caller's transaction, so a subject never exists without its
 identities. An erased record is neither linked to nor merged with anything, and creates nothing;
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cdp.crypto.normalize import IdentityKind
-from cdp.db.models import Identity, Subject, Tombstone, new_subject_id
+from cdp.db.models import Identity, RectifiedIdentity, Subject, Tombstone, new_subject_id
 from cdp.ingest.bulk import insert_tuples, select_in
 from cdp.profiles.merge import merge_subjects
 from cdp.runtime import Runtime
@@ -47,8 +48,9 @@ class Resolution:
     """Where each record of a batch belongs."""
 
     subjects: list[str | None]
-    """Per record: its subject id, or None when the record is refused (erased)."""
-    erased: list[bool]
+    """Per record: its subject id, or None when the record is refused."""
+    refused: list[str | None]
+    """Per record: why it is refused (``erased``, ``rectified``), or None."""
     created: set[str] = field(default_factory=set)
     """Subjects created by this batch."""
     creator: dict[str, int] = field(default_factory=dict)
@@ -95,10 +97,12 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def lookup(
-    conn: Connection, table: type[Identity] | type[Tombstone], tokens: dict[str, set[str]]
+    conn: Connection,
+    table: type[Identity] | type[Tombstone] | type[RectifiedIdentity],
+    tokens: dict[str, set[str]],
 ) -> dict[tuple[str, str], str]:
-    """(kind, token) -> subject id (identities) or kind (tombstones), one IN query per kind,
-    through the unique (kind, token) index."""
+    """(kind, token) -> subject id (identities) or kind (tombstones, rectified identities), one
+    IN query per kind, through the unique (kind, token) index."""
     t = sa.inspect(table).local_table
     found: dict[tuple[str, str], str] = {}
     other = "subject_id" if table is Identity else "kind"
@@ -160,8 +164,10 @@ def resolve(
     A new subject's row gets the earliest of its records' ``signed_up`` times and the latest of
     their ``profile_as_of`` times (per claim; None: not known). A claim naming one of the
     ``keyless`` subjects (rows left, data key destroyed: an erasure under way or stopped half-way)
-    is refused like a tombstoned one. A refused claim's other identities are not stored, linked
-    or merged; the live subjects they name are in :attr:`Resolution.live_holders`."""
+    is refused like a tombstoned one (``erased``); a claim carrying a token a rectification
+    corrected away is refused as ``rectified`` (:class:`~cdp.db.models.RectifiedIdentity`). A
+    refused claim's other identities are not stored, linked or merged; the live subjects they
+    name are in :attr:`Resolution.live_holders`."""
     tokenizer = runtime.tokenizer
     versions = tokenizer.versions
     current = tokenizer.current
@@ -188,16 +194,20 @@ def resolve(
         tokenised.append(row)
 
     tombstoned = lookup(conn, Tombstone, wanted)
+    corrected = lookup(conn, RectifiedIdentity, wanted)
     known = lookup(conn, Identity, wanted)
     # per identity (by its current token): the stored subject it names (the first key version
-    # that finds one), and whether it is tombstoned
+    # that finds one), and whether it is tombstoned or corrected away
     holder: dict[tuple[str, str], str] = {}
     dead: set[tuple[str, str]] = set()
-    if known or tombstoned:
+    retired: set[tuple[str, str]] = set()
+    if known or tombstoned or corrected:
         for kind, cur, toks in memo.values():
             for t in toks:
                 if (kind, t) in tombstoned:
                     dead.add((kind, cur))
+                if (kind, t) in corrected:
+                    retired.add((kind, cur))
                 subject = known.get((kind, t))
                 if subject is not None and (kind, cur) not in holder:
                     holder[(kind, cur)] = subject
@@ -205,7 +215,7 @@ def resolve(
                         dead.add((kind, cur))
 
     n = len(claims)
-    erased = [False] * n
+    refused: list[str | None] = [None] * n
     uf = _UnionFind()
     new_token_node: dict[tuple[str, str], str] = {}
     record_node: list[str | None] = [None] * n
@@ -213,7 +223,10 @@ def resolve(
     pending = 0
     for i, row in enumerate(tokenised):
         if dead and any((kind, cur) in dead for kind, cur, _ in row):
-            erased[i] = True
+            refused[i] = "erased"
+            continue
+        if retired and any((kind, cur) in retired for kind, cur, _ in row):
+            refused[i] = "rectified"
             continue
         nodes: list[str] = []
         for kind, cur, _toks in row:
@@ -252,7 +265,7 @@ def resolve(
             ):
                 created_at[sid] = (at, sid)
 
-    result = Resolution(subjects=[None] * n, erased=erased)
+    result = Resolution(subjects=[None] * n, refused=refused)
     subject_of_root: dict[str, str] = {}
     new_ids: list[str] = []
     for root, ms in members.items():
@@ -269,9 +282,15 @@ def resolve(
             result.merges.extend((sid, other, via.get(other, "identity")) for other in olds[1:])
         subject_of_root[root] = sid
 
-    if dead:
+    if dead or retired:
         result.live_holders = _live_holders(
-            tokenised, erased, dead, holder, new_token_node, uf, subject_of_root
+            tokenised,
+            [why is not None for why in refused],
+            dead | retired,
+            holder,
+            new_token_node,
+            uf,
+            subject_of_root,
         )
     created, creator, subjects = result.created, result.creator, result.subjects
     first_signup: dict[str, datetime] = {}
