@@ -1,7 +1,8 @@
 """Background jobs that ``cdp serve`` runs besides the API: retention and the traits job.
 
 Each job runs in a thread of the serving (parent) process, whatever the number of API workers.
-A failed run is logged (redacted, no locals) and tried again at the next interval.
+A failed run is logged (redacted, no locals); retention tries again at the next interval, the
+traits job sooner (below).
 
 Retention runs now and then once a day. It is idempotent, so two hosts running it on the same
 day do no harm. Setting ``stop`` (``cdp serve`` shutting down) also stops a run in progress
@@ -18,7 +19,10 @@ scheduled export and runs before the exports due with it (``cdp serve --no-sched
 neither). Two hosts recomputing at once is harmless: the recompute's writes are serialised
 (:mod:`cdp.traits.recompute_lock`) and the later one rewrites the same rows. A run is not cut
 short by ``stop``: its steps are transactions of their own, and one still running at the end of
-the shutdown grace period is rolled back with the process.
+the shutdown grace period is rolled back with the process. A failed run is tried again sooner
+than an interval later (:data:`FIRST_RETRY`, doubling after each failure in a row, at most
+``CDP_TRAITS_INTERVAL``), and in full even if its first steps committed (they made the traits
+look fresh).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from cdp.traits.freshness import traits_computed_at
 
 log = get_logger("cdp.jobs")
 DAY = timedelta(days=1)
+FIRST_RETRY = timedelta(minutes=1)
+"""How long the traits job waits after a failed run; doubled after each further failure."""
 
 
 def retention_loop(
@@ -64,27 +70,47 @@ class TraitsJob:
         self.clock = clock
         self.next_check: datetime | None = None
         """Before this time the traits are known to be fresh (or the last run failed)."""
+        self.failures = 0
+        """Failed runs in a row (0 after a run that succeeded)."""
+
+    def retry_delay(self) -> timedelta:
+        """The wait after the current run of failures: :data:`FIRST_RETRY`, doubled after
+        each further failure, at most the interval."""
+        doublings = min(self.failures - 1, 32)  # 2**32 minutes is past any interval
+        delay: timedelta = FIRST_RETRY * (1 << max(doublings, 0))
+        return min(delay, self.interval)
 
     def run_if_due(self) -> ComputeReport | None:
-        """Recompute the traits if they are due; the report of the run, or None when the
-        traits were fresh or the run failed (logged with the error's type only: its message
-        could quote a database row; the next try is one interval later)."""
+        """Recompute the traits if they are due, or if the last run failed; the report of the
+        run, or None when the traits were fresh or the run failed (logged with the error's
+        type only: its message could quote a database row; the next try comes after
+        :meth:`retry_delay`)."""
         now = self.clock()
         if self.next_check is not None and now < self.next_check:
             return None
+        last = None
         try:
             with self.runtime.data_engine.connect().execution_options(
                 sqlite_begin="DEFERRED"
             ) as conn:
                 last = traits_computed_at(conn)
-            if last is not None and now - last < self.interval:
+            # After a failure the steps that committed made the traits look fresh: run in full.
+            if not self.failures and last is not None and now - last < self.interval:
                 self.next_check = last + self.interval
                 return None
             report = compute_traits(runtime=self.runtime, clock=self.clock)
-        except Exception as exc:  # keep serving; the next interval tries again
-            self.next_check = now + self.interval
-            log.error("traits run failed", error_type=type(exc).__name__)
+        except Exception as exc:  # keep serving; try again after a short wait
+            self.failures += 1
+            delay = self.retry_delay()
+            self.next_check = now + delay
+            log.error(
+                "traits run failed",
+                error_type=type(exc).__name__,
+                failures=self.failures,
+                retry_in_seconds=int(delay.total_seconds()),
+            )
             return None
+        self.failures = 0
         self.next_check = now + self.interval
         log.info(
             "traits run",

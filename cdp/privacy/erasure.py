@@ -12,10 +12,11 @@ Steps, per batch of subjects:
 2. Destroy the data keys (crypto-shredding). From here on every ciphertext of the subjects, in
    this database, in a replica or in any backup taken earlier, is unreadable. Doing this first
    means a crash later leaves rows nobody can read, and running the erasure again finishes it.
-3. In one data transaction: lock the subject rows and check that no merge moved an id since
-   step 1 (if one did, roll back and start again from step 1, a few times at most); write
-   tombstones (identity tokens only, so a late or replayed record cannot recreate the person),
-   then apply every registry entry (:mod:`cdp.privacy.registry`):
+3. In one data transaction: wait for the trait recompute steps in progress and hold new ones
+   off (:func:`cdp.traits.recompute_lock.exclude_recomputes`), lock the subject rows and check
+   that no merge moved an id since step 1 (if one did, roll back and start again from step 1, a
+   few times at most); write tombstones (identity tokens only, so a late or replayed record
+   cannot recreate the person), then apply every registry entry (:mod:`cdp.privacy.registry`):
    delete, unlink or scrub; the consent ledger is opened for this transaction only
    (:func:`cdp.consent.triggers.ledger_unlocked`). The audit log is retained (pseudonymous ids,
    hash-chained: it still verifies).
@@ -65,6 +66,7 @@ from cdp.privacy.registry import SubjectTable
 from cdp.privacy.tombstones import insert_tombstones, tombstone_rows
 from cdp.profiles.former_ids import absorbed_ids, current_ids
 from cdp.runtime import Runtime
+from cdp.traits.recompute_lock import exclude_recomputes
 
 BATCH = 500
 
@@ -237,6 +239,7 @@ def _erase_batch(
             with runtime.data_engine.begin() as conn, secure_delete(conn):
                 if not follow:
                     current, batch = _person(conn, requested, follow_merges=False)
+                exclude_recomputes(conn)  # before any subject row (cdp.traits.recompute_lock)
                 _lock_subjects(conn, current)
                 if _person(conn, requested, follow) != (current, batch):
                     raise _MovedError

@@ -17,12 +17,15 @@ Subjects under an open restriction are skipped by every rule (restriction means 
 keep": art. 18(1)(c) is exactly a request not to delete), and so are subjects with an open privacy
 request. ``dry_run`` computes the same counts from the same conditions and changes nothing.
 
-Rules 1 and 2 commit together; the inactive subjects are then erased :data:`AUDIT_BATCH` at a
-time by a *judged* erasure (:func:`cdp.privacy.erasure.erase_subjects` with ``still``): each
-subject is judged again in the erasure's data transaction with its row locked, so a subject that
-ordered, came under restriction or a privacy request, or absorbed someone active in a merge since
-the list was made is kept; the audit record names the ids erased and commits with their rows;
-an id merged away is not followed to its survivor (a subject nobody judged inactive).
+Rules 1 and 2 commit together, in a transaction that first waits for the trait recompute steps
+in progress and holds new ones off (:func:`cdp.traits.recompute_lock.exclude_recomputes`: the
+points ledger refers to the events it deletes); the inactive subjects are then erased
+:data:`AUDIT_BATCH` at a time by a *judged* erasure (:func:`cdp.privacy.erasure.erase_subjects`
+with ``still``): each subject is judged again in the erasure's data transaction with its row
+locked, so a subject that ordered, came under restriction or a privacy request, or absorbed
+someone active in a merge since the list was made is kept; the audit record names the ids erased
+and commits with their rows; an id merged away is not followed to its survivor (a subject nobody
+judged inactive).
 Given a ``stop`` event (``cdp serve`` shutting down), a run stops between two of these steps once
 it is set (``stopped`` in the report): every step it took is complete, and the next run finds
 what is left by the same conditions.
@@ -54,6 +57,7 @@ from cdp.privacy.requests import open_request_condition
 from cdp.privacy.restriction import not_restricted_condition
 from cdp.profiles.models import Event, Order
 from cdp.runtime import Runtime
+from cdp.traits.recompute_lock import exclude_recomputes
 
 AUDIT_BATCH = 1000
 SYSTEM_CONTEXT = AccessContext(
@@ -181,6 +185,10 @@ def run_retention(
         # orders, which are still activity within the inactivity period (an event 500 days old
         # is past the analytics window but keeps its person), and the dry run must find the same.
         inactive = inactive_subjects(conn, cutoff)
+        if not dry_run:
+            # Deleting events: a points step's earn lines refer to them (its foreign-key check
+            # would wait for this transaction, which would wait for the step's lock).
+            exclude_recomputes(conn)
         for entry in entries:
             if entry.time_column is None or not entry.retention:
                 continue

@@ -18,8 +18,10 @@ Tables of other capabilities that reference ``subjects.id``, and the recomputed 
 (which name their subject without a foreign key, :mod:`cdp.traits.recompute_lock`), are moved
 over too when they can be (each in a savepoint); rows that would collide with the survivor's own
 (e.g. one computed trait row per subject) are deleted, as the cascade would, and get recomputed.
-The trait tables are always written by a statement, which is what keeps a merge from committing
-in the middle of a trait recompute's writes.
+Before it locks the two subjects, a merge waits for the trait recompute steps in progress and
+holds new ones off until it commits (:func:`cdp.traits.recompute_lock.exclude_recomputes`): a
+step sees the merge whole or not at all, never the survivor without the orders it just took over
+nor a points line for the absorbed subject it is deleting.
 
 The privacy payloads of the absorbed subject (stored access packages, the corrections of a
 rectification not run yet) are re-encrypted under the survivor's key like the PII (their AAD binds
@@ -53,7 +55,7 @@ from cdp.privacy.models import PrivacyPayload, payload_field
 from cdp.profiles.models import Event, Order, SubjectMerge
 from cdp.profiles.pii_records import delete_records, read_sealed, write_sealed
 from cdp.runtime import Runtime
-from cdp.traits.recompute_lock import RECOMPUTED
+from cdp.traits.recompute_lock import RECOMPUTED, exclude_recomputes
 
 CUSTOM_TRAITS_FIELD = "custom_traits"
 _HANDLED = {
@@ -244,6 +246,7 @@ def merge_subjects(
 ) -> None:
     """Move everything of ``absorbed`` to ``survivor``; delete ``absorbed`` (one transaction).
     Raises :class:`SubjectGoneError` if either is gone (a concurrent merge took it first)."""
+    exclude_recomputes(conn)
     _lock_pair(conn, survivor, absorbed)
     subjects = Subject.__table__  # type: ignore[attr-defined]
     ident = Identity.__table__  # type: ignore[attr-defined]

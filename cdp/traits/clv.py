@@ -7,6 +7,7 @@ that ``cdp traits compute`` has just stored (``from_facts``). The maths lives in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from cdp.traits.clv_summary import day_end as day_end
 from cdp.traits.clv_summary import summary as summary
 from cdp.traits.config import ClvConfig
 from cdp.traits.models import ClvFit, ClvPrediction
-from cdp.traits.recompute_lock import drop_orphans, write_phase
+from cdp.traits.recompute_lock import drop_orphans, step_lock
 
 fits_t = ClvFit.__table__  # type: ignore[attr-defined]
 predictions_t = ClvPrediction.__table__  # type: ignore[attr-defined]
@@ -134,17 +135,39 @@ def predict(
 ) -> int:
     """Store expected purchases, P(alive), churn and CLV of every buyer, from the latest fit,
     on the summaries up to the end of yesterday (``now``'s day; ``from_facts`` as for
-    :func:`fit`). Returns the number of subjects stored."""
+    :func:`fit`). Returns the number of subjects stored. The summaries are read under the
+    step's lock (:mod:`cdp.traits.recompute_lock`), so no merge or erasure falls between them
+    and the write."""
     horizon = cfg.horizon_weeks if horizon_weeks is None else horizon_weeks
     if not 0 < horizon <= MAX_HORIZON_WEEKS:
         raise InvalidInputError(
             f"horizon must be more than 0 and at most {MAX_HORIZON_WEEKS} weeks", field="horizon"
         )
     f = latest_fit(conn)
-    bg = cm.BgNbdParams(r=f.r, alpha=f.alpha, a=f.a, b=f.b)
     today = now.astimezone(UTC).date()
-    s = summary(conn, calibration_end=today - timedelta(days=1), from_facts=from_facts)
-    # Orders of today are not complete yet: the summary runs to the end of yesterday.
+    with step_lock(conn, predictions_t):
+        # Orders of today are not complete yet: the summary runs to the end of yesterday.
+        s = summary(conn, calibration_end=today - timedelta(days=1), from_facts=from_facts)
+        rows = _predictions(f, s, cfg, horizon)
+        conn.execute(sa.delete(predictions_t))
+        bulk_insert(
+            conn,
+            predictions_t,
+            PREDICTION_COLUMNS,
+            rows,
+            constants={"fit_id": f.id, "computed_at": now, "horizon_weeks": float(horizon)},
+        )
+        # none expected (the summary was read under the lock): a guard for the rows copied in
+        drop_orphans(conn, predictions_t)
+    return len(s.subject_ids)
+
+
+def _predictions(
+    f: sa.Row[Any], s: Summary, cfg: ClvConfig, horizon: float
+) -> Iterator[tuple[Any, ...]]:
+    """The prediction rows (:data:`PREDICTION_COLUMNS`) of the summaries ``s`` under fit
+    ``f``."""
+    bg = cm.BgNbdParams(r=f.r, alpha=f.alpha, a=f.a, b=f.b)
     x, tx, big_t = s.frequency, s.recency, s.age
     try:
         expected = cm.bgnbd_conditional_expected_purchases(
@@ -183,15 +206,4 @@ def predict(
         quint.tolist(),
         strict=True,
     )
-    with write_phase(conn, predictions_t):
-        conn.execute(sa.delete(predictions_t))
-        bulk_insert(
-            conn,
-            predictions_t,
-            PREDICTION_COLUMNS,
-            ((sid, e, p, c, f, None if v != v else v, q or None) for sid, e, p, c, f, v, q in rows),
-            constants={"fit_id": f.id, "computed_at": now, "horizon_weeks": float(horizon)},
-        )
-        # the summary was read before the lock: drop the rows of subjects deleted since
-        drop_orphans(conn, predictions_t)
-    return len(s.subject_ids)
+    return ((sid, e, p, c, f, None if v != v else v, q or None) for sid, e, p, c, f, v, q in rows)

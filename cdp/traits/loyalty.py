@@ -33,7 +33,7 @@ from cdp.traits.config import LoyaltyConfig
 from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import completed_orders_before, day_rows, new_day
 from cdp.traits.models import LoyaltyStatus, LoyaltyTierChange
-from cdp.traits.recompute_lock import subject_exists, write_phase
+from cdp.traits.recompute_lock import step_lock, subject_exists
 from cdp.traits.sqlfuncs import date_key, no_index
 
 subjects_t = Subject.__table__  # type: ignore[attr-defined]
@@ -142,9 +142,12 @@ def _staged_columns() -> list[sa.Column[Any]]:
 
 
 def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) -> int:
-    """Apply the tier rules at ``now``; returns the number of tier changes written."""
+    """Apply the tier rules at ``now``; returns the number of tier changes written. The whole
+    evaluation runs under the step's lock (:mod:`cdp.traits.recompute_lock`), taken before the
+    orders are read."""
     with (
         bulk_session(conn),
+        step_lock(conn, status_t, changes_t),
         temp_table(
             conn,
             "tier_window",
@@ -155,10 +158,7 @@ def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) ->
     ):
         ev = evaluation(cfg, now, window).subquery("ev")
         changed = sa.select(*ev.c).where(ev.c.new_rank.is_distinct_from(ev.c.current_rank))
-        with (
-            temp_table(conn, "tier_changes", _staged_columns(), changed) as staged,
-            write_phase(conn, status_t, changes_t),
-        ):
+        with temp_table(conn, "tier_changes", _staged_columns(), changed) as staged:
             # Restricted subjects lose their tier (the evaluation left them out).
             conn.execute(sa.delete(status_t).where(~marketing_allowed(status_t.c.subject_id)))
             written = _apply(conn, cfg=cfg, now=now, staged=staged)

@@ -27,7 +27,7 @@ from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import subject_facts
 from cdp.traits.lifecycle import lifecycle_stage, value_layer
 from cdp.traits.models import SubjectTraits
-from cdp.traits.recompute_lock import subject_exists, write_phase
+from cdp.traits.recompute_lock import step_lock, subject_exists
 from cdp.traits.rfm import fm_score, lower_rank, monetary_key, score_from_lower, segment_name
 from cdp.traits.sqlfuncs import python_day
 
@@ -195,12 +195,14 @@ def order_traits_select(
 
 
 def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetime) -> int:
-    """Replace every subject's order traits: the buyers' facts and ranks into temporary
-    tables, then, in the write phase (:mod:`cdp.traits.recompute_lock`), the old rows deleted
-    and two INSERT ... SELECT (the buyers that still exist, then the prospects among the other
-    subjects)."""
+    """Replace every subject's order traits. Under the step's lock
+    (:mod:`cdp.traits.recompute_lock`, taken before the orders are read, so that a merge or
+    erasure is either seen whole or waits for the commit): the buyers' facts and ranks into
+    temporary tables, the old rows deleted and two INSERT ... SELECT (the buyers, then the
+    prospects among the other subjects)."""
     with (
         bulk_session(conn),
+        step_lock(conn, traits_t),
         temp_table(
             conn,
             "facts",
@@ -218,9 +220,8 @@ def compute_order_traits(conn: sa.Connection, *, cfg: TraitsConfig, now: datetim
     ):
         buyers = conn.execute(sa.select(sa.func.count()).select_from(facts)).scalar_one()
         select = order_traits_select(cfg, now, facts, ranks, int(buyers))
-        with write_phase(conn, traits_t):
-            conn.execute(sa.delete(traits_t))
-            buyers_now = select.where(subject_exists(select.selected_columns[0]))
-            conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), buyers_now))
-            conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), _prospects(now)))
+        conn.execute(sa.delete(traits_t))
+        buyers_now = select.where(subject_exists(select.selected_columns[0]))
+        conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), buyers_now))
+        conn.execute(sa.insert(traits_t).from_select(list(COLUMNS), _prospects(now)))
     return int(conn.execute(sa.select(sa.func.count()).select_from(traits_t)).scalar_one())

@@ -27,6 +27,7 @@ from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import PointsConfig
 from cdp.traits.facts import COMPLETED, completed_orders_before
 from cdp.traits.models import PointsEntry
+from cdp.traits.recompute_lock import step_lock
 from cdp.traits.sqlfuncs import floor_int, no_index, subtract_months
 
 ledger_t = PointsEntry.__table__  # type: ignore[attr-defined]
@@ -269,8 +270,12 @@ def redeem(
 
 
 def update_ledger(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -> dict[str, int]:
-    """Earn, reverse and expire at ``now``; returns the lines written by kind."""
-    with bulk_session(conn):
+    """Earn, reverse and expire at ``now``; returns the lines written by kind. All under the
+    step's lock (:mod:`cdp.traits.recompute_lock`), taken before the orders and events are
+    read: a merge or erasure is either seen whole or waits for the commit, so no line is
+    written for a subject, order or event that one of them deletes meanwhile (its foreign-key
+    check would fail the step)."""
+    with bulk_session(conn), step_lock(conn, ledger_t):
         return {
             "earn_orders": earn_from_orders(conn, cfg=cfg, now=now),
             "earn_events": earn_from_events(conn, cfg=cfg, now=now),

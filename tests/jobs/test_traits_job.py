@@ -1,6 +1,6 @@
 """``cdp serve``'s traits job: recomputes traits when the stored ones are an interval old (or
-were never computed), skips them while fresh, and keeps going after a failed run (its place in
-``cdp serve``: tests/exports/test_traits_freshness.py)."""
+were never computed), skips them while fresh, and tries a failed run again after a short, growing
+wait (its place in ``cdp serve``: tests/exports/test_traits_freshness.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from cdp.clock import FrozenClock
 from cdp.jobs import TraitsJob
+from cdp.traits import points
 from cdp.traits.compute import compute_traits
 from cdp.traits.freshness import traits_computed_at
 from tests.conftest import CdpEnv
@@ -106,7 +107,11 @@ def test_a_recompute_made_elsewhere_postpones_the_next_run(cdp_env: CdpEnv) -> N
     assert _computed_at(cdp_env) == NOW + timedelta(hours=44)
 
 
-def test_a_failed_run_is_logged_by_type_and_tried_again_one_interval_later(
+def _failed(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [e for e in logs if e["event"] == "traits run failed"]
+
+
+def test_a_failed_run_is_logged_by_type_and_tried_again_after_a_growing_wait(
     cdp_env: CdpEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _shop(cdp_env)
@@ -115,19 +120,60 @@ def test_a_failed_run_is_logged_by_type_and_tried_again_one_interval_later(
     monkeypatch.setenv("CDP_TRAITS_CONFIG", str(bad))
     runtime = cdp_env.reopen()
     clock = FrozenClock(NOW)
-    job = TraitsJob(runtime=runtime, interval=timedelta(hours=6), clock=clock)
+    interval = timedelta(minutes=5)
+    job = TraitsJob(runtime=runtime, interval=interval, clock=clock)
     with capture_logs() as logs:
         assert job.run_if_due() is None
-        clock.advance(hours=5)
-        assert job.run_if_due() is None  # not before the next interval
-    failed = [e for e in logs if e["event"] == "traits run failed"]
-    assert len(failed) == 1 and failed[0]["log_level"] == "error"
-    assert set(failed[0]) == {"event", "log_level", "error_type"}  # no message, no traceback
+        for wait in (1, 2, 4, 5, 5):  # minutes: from one, doubling, at most the interval
+            clock.advance(minutes=wait, seconds=-1)
+            tries = len(_failed(logs))
+            assert job.run_if_due() is None and len(_failed(logs)) == tries  # not yet
+            clock.advance(seconds=1)
+            assert job.run_if_due() is None and len(_failed(logs)) == tries + 1
+    failed = _failed(logs)
+    assert [e["retry_in_seconds"] for e in failed] == [60, 120, 240, 300, 300, 300]
+    assert [e["failures"] for e in failed] == [1, 2, 3, 4, 5, 6]
+    assert all(e["log_level"] == "error" for e in failed)
+    # no message, no traceback
+    assert set(failed[0]) == {"event", "log_level", "error_type", "failures", "retry_in_seconds"}
     assert "customer-secret" not in repr(logs)
     assert _computed_at(cdp_env) is None
 
     bad.write_text("[lifecycle]\nnew_days = 30\n")  # fixed
-    clock.advance(hours=1)
+    clock.advance(minutes=5)
     with capture_logs() as logs:
         assert job.run_if_due() is not None
-    assert _runs(logs) and _computed_at(cdp_env) == NOW + timedelta(hours=6)
+        clock.advance(minutes=1)
+        assert job.run_if_due() is None  # fresh again: the next run is one interval later
+    assert _runs(logs) and _computed_at(cdp_env) == clock() - timedelta(minutes=1)
+    assert job.failures == 0 and job.next_check == _computed_at(cdp_env) + interval
+
+
+def test_a_run_that_failed_after_the_order_traits_committed_is_retried_in_full(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order traits committed, so the traits look fresh; the points step failed (e.g. a
+    deadlock with a concurrent writer): a minute later the whole run is tried again, not a
+    day later."""
+    _shop(cdp_env)
+    real = points.update_ledger
+    calls: list[int] = []
+
+    def failing_once(conn: sa.Connection, **kw: Any) -> dict[str, int]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("UPDATE points_ledger", {}, Exception("deadlock"))
+        return real(conn, **kw)
+
+    monkeypatch.setattr(points, "update_ledger", failing_once)
+    clock = FrozenClock(NOW)
+    job = TraitsJob(runtime=cdp_env.runtime, interval=DAY, clock=clock)
+    with capture_logs() as logs:
+        assert job.run_if_due() is None
+        assert _computed_at(cdp_env) == NOW  # the order traits committed
+        clock.advance(minutes=1)
+        report = job.run_if_due()
+    assert [e["error_type"] for e in _failed(logs)] == ["OperationalError"]
+    assert report is not None and report.points_lines["earn_orders"] == 3
+    assert _computed_at(cdp_env) == NOW + timedelta(minutes=1)
+    assert job.next_check == NOW + timedelta(minutes=1) + DAY

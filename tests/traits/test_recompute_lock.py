@@ -1,7 +1,7 @@
 """The recomputed trait tables stay consistent with ``subjects`` without foreign keys: a
-recompute writes no row for a subject deleted before its writes, an erasure that comes during
-them waits and then removes what they wrote (PostgreSQL), and a merge moves or drops the
-absorbed subject's rows."""
+recompute step writes no row for a subject deleted before its lock, an erasure that comes during
+a step waits and then removes what it wrote (PostgreSQL), and a merge moves or drops the
+absorbed subject's rows (merges and erasures during a step: test_recompute_merge_race.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from cdp.privacy.erasure import erase_subject
 from cdp.traits import clv, loyalty, order_traits
 from cdp.traits.config import TraitsConfig
 from cdp.traits.models import ClvFit, ClvPrediction, SubjectTraits
-from cdp.traits.recompute_lock import RECOMPUTED, drop_orphans, write_phase
+from cdp.traits.recompute_lock import RECOMPUTED, drop_orphans, step_lock
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import CUSTOMER_HEADER, customer, order, write_csv, write_jsonl
 from tests.traits.factories import OrderSpec, add_orders, generate_shop, make_subjects, subject_ids
@@ -87,22 +87,22 @@ def _delete_subject(conn: sa.Connection, subject_id: str) -> None:
 
 
 def _deleting_before(monkeypatch: pytest.MonkeyPatch, module: Any, subject_id: str) -> list[int]:
-    """Make ``module``'s write phase start by deleting ``subject_id``, as if an erasure had
-    committed after the recompute read the orders and before it took its lock."""
+    """Make ``module``'s step start by deleting ``subject_id``, as if an erasure had committed
+    just before the step took its lock."""
     calls: list[int] = []
 
     @contextmanager
     def deleting(conn: sa.Connection, *tables: sa.Table) -> Iterator[None]:
         calls.append(1)
         _delete_subject(conn, subject_id)
-        with write_phase(conn, *tables):
+        with step_lock(conn, *tables):
             yield
 
-    monkeypatch.setattr(module, "write_phase", deleting)
+    monkeypatch.setattr(module, "step_lock", deleting)
     return calls
 
 
-def test_order_traits_and_tiers_skip_a_subject_deleted_before_their_writes(
+def test_order_traits_and_tiers_skip_a_subject_deleted_before_their_step(
     cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = cdp_env.runtime.data_engine
@@ -125,7 +125,7 @@ def test_order_traits_and_tiers_skip_a_subject_deleted_before_their_writes(
         assert _orphans(conn) == dict.fromkeys(RECOMPUTED, 0)
 
 
-def test_clv_predictions_of_a_subject_deleted_before_their_write_are_dropped(
+def test_clv_predictions_leave_out_a_subject_deleted_before_their_step(
     cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = cdp_env.runtime.data_engine
@@ -145,11 +145,11 @@ def test_clv_predictions_of_a_subject_deleted_before_their_write_are_dropped(
     with engine.connect() as conn:
         stored = set(conn.execute(sa.select(pred_t.c.subject_id)).scalars())
         assert _orphans(conn) == dict.fromkeys(RECOMPUTED, 0)
-    # the summary, read before the write phase, still had it: exactly its row was dropped
-    assert calls and n == len(stored) + 1 and gone not in stored
+    # the summary, read under the lock, no longer has it
+    assert calls and n == len(stored) and gone not in stored
 
 
-def test_drop_orphans_and_write_phase_reject_other_tables(cdp_env: CdpEnv) -> None:
+def test_drop_orphans_and_step_lock_reject_other_tables(cdp_env: CdpEnv) -> None:
     engine = cdp_env.runtime.data_engine
     ids = subject_ids(2, prefix=0xC3)
     row = {"computed_at": NOW, "orders": 0, "occasions": 0, "total_value": 0.0,
@@ -161,7 +161,7 @@ def test_drop_orphans_and_write_phase_reject_other_tables(cdp_env: CdpEnv) -> No
         assert list(conn.execute(sa.select(traits_t.c.subject_id)).scalars()) == ids[:1]
         with (
             pytest.raises(ValueError, match="not a recomputed table"),
-            write_phase(conn, subjects_t),
+            step_lock(conn, subjects_t),
         ):
             pass
 
@@ -178,7 +178,7 @@ def _waiting_on(conn: sa.Connection, table: str) -> int:
     )
 
 
-def test_an_erasure_waits_for_a_recompute_write_phase_then_removes_its_rows(
+def test_an_erasure_waits_for_a_recompute_step_then_removes_its_rows(
     cdp_env: CdpEnv,
 ) -> None:
     """PostgreSQL: the lock holds the erasure off until the recompute commits (SQLite has one
@@ -197,7 +197,7 @@ def test_an_erasure_waits_for_a_recompute_write_phase_then_removes_its_rows(
             errors.append(exc)
 
     eraser = threading.Thread(target=erase)
-    with engine.begin() as conn, write_phase(conn, traits_t):
+    with engine.begin() as conn, step_lock(conn, traits_t):
         conn.execute(sa.delete(traits_t))
         conn.execute(
             sa.insert(traits_t),
