@@ -31,12 +31,16 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from cdp.access.context import AccessContext
 from cdp.access.engine import get_policy_engine
 from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
 from cdp.errors import (
     AudienceTooSmallError,
+    CdpError,
     ConflictError,
     ExportInterruptedError,
     InvalidInputError,
@@ -172,8 +176,7 @@ def _run(
     except BaseException as exc:
         unsent = outputs.unsent_ids()  # before abort: the webhook batches sent stay recorded
         outputs.abort()
-        code = getattr(exc, "code", type(exc).__name__)
-        _close(runtime, manifest, "failed", clock, error=str(code)[:64], unsent=unsent)
+        _close(runtime, manifest, "failed", clock, error=_error_code(exc), unsent=unsent)
         if isinstance(exc, ExportInterruptedError):
             log.warning("export interrupted", export_id=export_id)
         else:
@@ -182,6 +185,18 @@ def _run(
     if refused is not None:
         raise refused
     return ExportResult(export_id, manifest.status, manifest.counts, manifest.to_document())
+
+
+def _error_code(exc: BaseException) -> str:
+    """The code stored on a failed run: a domain error's own, else a cdp code (never a
+    library's: SQLAlchemy errors carry a ``code`` of their own, such as ``gkpj``)."""
+    if isinstance(exc, CdpError):
+        return exc.code[:64]
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return ExportInterruptedError.code
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return "database_unavailable"
+    return "internal_error"
 
 
 def _pipeline(
