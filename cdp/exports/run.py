@@ -327,7 +327,9 @@ def _close(
 ) -> None:
     """Close the run in one transaction. Without ``apply_sync`` (refused or failed) the ledger
     keeps only what left cdp: nothing (``unsent`` None: the files were removed), or every
-    subject but ``unsent`` (a webhook's batches sent before the failure)."""
+    subject but ``unsent`` (a webhook's batches sent before the failure); every subject it
+    keeps enters the sync state as possibly held (:func:`cdp.exports.sync.hold_unconfirmed`),
+    so the next run sends it again or withdraws it."""
     manifest.status = status
     manifest.finished_at = clock()
     with runtime.data_engine.begin() as conn:
@@ -343,6 +345,12 @@ def _close(
             )
         else:
             sync.forget_recipients(conn, export_id=manifest.export_id, subject_ids=unsent)
+            sync.hold_unconfirmed(
+                conn,
+                export_id=manifest.export_id,
+                destination_id=manifest.destination_id,
+                segment=manifest.segment,
+            )
         finish_run(conn, manifest, error=error)
         staging.clear(conn, export_id=manifest.export_id)
     count_export(outcome=status, rows=manifest.counts.sent if apply_sync else 0)
