@@ -52,6 +52,7 @@ from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
 from cdp.exports.models import new_export_id
 from cdp.exports.outputs import Outputs
+from cdp.exports.pair_lock import pair_lock
 from cdp.exports.recheck import LATE_CONSENT, Recheck, take_marks
 from cdp.exports.records import RUNS, finish_run, start_run
 from cdp.exports.recovery import recover_interrupted
@@ -115,7 +116,9 @@ def run_export(
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
     recover_interrupted(runtime, clock=clock)  # close runs a dead process left (never waits)
-    with export_guard(runtime):  # no erasure commits while this export runs
+    # no erasure commits while this export runs; no other export of this segment to this
+    # destination runs beside it (refused at once: ExportRunningError)
+    with export_guard(runtime), pair_lock(runtime, dest, segment):
         return _run(
             runtime, ctx, dest, segment, full, clock, progress, retry, resolver, schedule_id, stop
         )

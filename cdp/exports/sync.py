@@ -22,7 +22,9 @@ keeps enter the sync state unconfirmed (:func:`hold_unconfirmed`, also used by
 (``INSERT ... SELECT`` / ``DELETE ... WHERE IN (SELECT ...)`` from the staging or ledger rows) in
 the closing transaction, which first locks the export's ledger and staging rows in erasure's
 order (no deadlock with it). Its inserts are upserts: a row already there for the key (a
-subject moved in by a merge, a failed run's row) is updated.
+subject moved in by a merge, a failed run's row) is updated. Two exports of one destination and
+segment never close at once (:mod:`cdp.exports.pair_lock`); if they did, the second would wait
+for the first's rows and update them instead of failing its close after its data was sent.
 """
 
 from __future__ import annotations
