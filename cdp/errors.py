@@ -138,6 +138,22 @@ class ExportInterruptedError(CdpError):
         self.export_id = export_id
 
 
+class ExportRunningError(ConflictError):
+    """Another export of the same segment to the same destination is running now: this one was
+    refused at once (nothing staged, decrypted or sent, no run stored), since both would stage
+    against the same sync state and send every add twice. Run it again once the other ended."""
+
+    code = "export_running"
+
+    def __init__(self, *, destination: str, segment: str) -> None:
+        super().__init__(
+            f"an export of segment {segment!r} to destination {destination!r} is already "
+            "running; try again once it has finished"
+        )
+        self.destination = destination
+        self.segment = segment
+
+
 class AudienceTooSmallError(ConflictError):
     """An export would leave fewer subjects than its destination's minimum audience size; no
     subject is added. Its removes (withdrawals) are still sent: ``status`` is the run's status,

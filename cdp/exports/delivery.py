@@ -7,10 +7,10 @@ Rows are grouped into batches of the destination's ``batch_size``; each batch is
 
 with the idempotency key ``<export id>.<op>.<seq>``. Every batch leaves one
 ``webhook_deliveries`` row: ``delivered``, or ``dead_letter`` after its last try. A dead letter
-keeps the batch's subject ids (never its body, which holds personal data), so that the next run
-sends those subjects again under the consent in force then; the pipeline leaves them out of the
-sync state but keeps them in the recipients ledger: the body was sent, and a receiver that timed
-out or answered an error may still have kept it.
+keeps the batch's subject ids (never its body, which holds personal data). The pipeline keeps
+them in the recipients ledger and puts them in the sync state *unconfirmed*: the body was sent,
+and a receiver that timed out or answered an error may still have kept it, so the next run sends
+them again under the consent in force then, or a remove once they are no longer eligible.
 
 Given a ``stop`` event, the sink sends no new batch once it is set: it raises
 ``ExportInterruptedError`` instead (the rows still buffered never left cdp). A batch whose retry

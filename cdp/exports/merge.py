@@ -10,7 +10,8 @@ the merge's transaction:
 
 - sync state: a destination/segment the survivor is not synced to takes the absorbed row; where
   both are, the survivor's row is kept (the destination holds the person; the next run compares
-  the survivor's current state against it) and the absorbed one dropped;
+  the survivor's current state against it) and the absorbed one dropped — unconfirmed if either
+  was (the destination may hold what it may not have received: the next run sends it again);
 - ledger: every row moves; where both subjects were in the same export (the key is export and
   subject) one row is kept, ``add`` if either was added, since that records the disclosure an
   access request and an erasure notice must show;
@@ -60,6 +61,22 @@ def _move_sync(conn: Connection, survivor: str, absorbed: str) -> None:
             mine.c.segment == SYNC.c.segment,
         )
         .exists()
+    )
+    theirs = SYNC.alias("theirs")
+    theirs_unconfirmed = (
+        sa.select(sa.literal(1))
+        .where(
+            theirs.c.subject_id == absorbed,
+            theirs.c.destination_id == SYNC.c.destination_id,
+            theirs.c.segment == SYNC.c.segment,
+            theirs.c.confirmed.is_(False),
+        )
+        .exists()
+    )
+    conn.execute(
+        sa.update(SYNC)
+        .where(SYNC.c.subject_id == survivor, SYNC.c.confirmed.is_(True), theirs_unconfirmed)
+        .values(confirmed=False)
     )
     conn.execute(sa.delete(SYNC).where(SYNC.c.subject_id == absorbed, both))
     conn.execute(sa.update(SYNC).where(SYNC.c.subject_id == absorbed).values(subject_id=survivor))

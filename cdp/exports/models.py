@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, LargeBinary, String, Text, true
 from sqlmodel import Field, SQLModel
 
 from cdp.clock import utcnow
@@ -148,7 +148,8 @@ class ExportRecipient(SQLModel, table=True):
 
 
 class SyncMember(SQLModel, table=True):
-    """Incremental sync state: the subjects the destination holds for this segment."""
+    """Incremental sync state: the subjects the destination holds, or may hold (``confirmed``
+    false), for this segment (see :mod:`cdp.exports.sync`)."""
 
     __tablename__ = "export_sync_members"
     __table_args__ = (
@@ -160,6 +161,12 @@ class SyncMember(SQLModel, table=True):
     segment: str = Field(primary_key=True, max_length=64)
     subject_id: str = Field(primary_key=True, max_length=32)
     export_id: str = Field(max_length=32, description="The export that sent it.")
+    confirmed: bool = Field(
+        default=True,
+        sa_column=Column(Boolean, nullable=False, server_default=true()),
+        description="False: a dead-lettered batch or a failed run may have left it there; the "
+        "next run sends it again while eligible, a remove once not.",
+    )
 
 
 class WebhookDelivery(SQLModel, table=True):

@@ -6,12 +6,16 @@ would have gone. Such runs are found while no export can be running: every expor
 erasure lock shared for its whole run, so whoever holds it exclusively knows that each run still
 marked ``running`` has lost its process. :func:`recover_interrupted` then, per run:
 
-- marks it ``failed`` with the error ``interrupted`` (its sync state is not applied: the next
-  run sends its subjects again);
+- marks it ``failed`` with the error ``interrupted`` (its staging is not applied to the sync
+  state);
 - deletes its ``.part`` files and its staging rows;
 - keeps its recipients-ledger rows where data may have left — a webhook's (batches may have
   been delivered) or a file destination's whose output file was already moved into place — and
   drops them otherwise (a file export that never committed its file sent nothing);
+- puts every subject the ledger keeps into the sync state *unconfirmed*, in the same
+  transaction (:func:`cdp.exports.sync.hold_unconfirmed`): the destination may hold it, so the
+  next run sends it again while it is eligible and withdraws it once it is not (before, a
+  consent withdrawal after a killed run never became a remove for it);
 - when a schedule ran it (``schedule_id``), makes that schedule due again: its ``next_run_at``,
   which the claim had moved a whole interval on, goes back to the occurrence the run was for
   (the last one at or before the run's start), unless a later run of the schedule has finished
@@ -97,12 +101,14 @@ def recover_interrupted(runtime: Runtime, *, clock: Clock = utcnow) -> int:
                     DESTINATIONS.c.kind,
                     RUNS.c.schedule_id,
                     RUNS.c.started_at,
+                    RUNS.c.destination_id,
+                    RUNS.c.segment,
                 )
                 .join(DESTINATIONS, DESTINATIONS.c.id == RUNS.c.destination_id)
                 .where(RUNS.c.status == "running")
                 .order_by(RUNS.c.id)
             ).all()
-        for export_id, destination, kind, schedule_id, started_at in stale:
+        for export_id, destination, kind, schedule_id, started_at, dest_id, segment in stale:
             parts, committed = _outputs(runtime, destination, export_id)
             for part in parts:
                 part.unlink(missing_ok=True)
@@ -111,6 +117,9 @@ def recover_interrupted(runtime: Runtime, *, clock: Clock = utcnow) -> int:
                 sync.lock_rows(conn, export_id=export_id)
                 if not sent_something:
                     sync.forget_recipients(conn, export_id=export_id)
+                sync.hold_unconfirmed(
+                    conn, export_id=export_id, destination_id=dest_id, segment=segment
+                )
                 closed = conn.execute(
                     sa.update(RUNS)
                     .where(RUNS.c.id == export_id, RUNS.c.status == "running")

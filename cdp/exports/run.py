@@ -31,12 +31,16 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from cdp.access.context import AccessContext
 from cdp.access.engine import get_policy_engine
 from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
 from cdp.errors import (
     AudienceTooSmallError,
+    CdpError,
     ConflictError,
     ExportInterruptedError,
     InvalidInputError,
@@ -48,6 +52,7 @@ from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
 from cdp.exports.models import new_export_id
 from cdp.exports.outputs import Outputs
+from cdp.exports.pair_lock import pair_lock
 from cdp.exports.recheck import LATE_CONSENT, Recheck, take_marks
 from cdp.exports.records import RUNS, finish_run, start_run
 from cdp.exports.recovery import recover_interrupted
@@ -111,7 +116,9 @@ def run_export(
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
     recover_interrupted(runtime, clock=clock)  # close runs a dead process left (never waits)
-    with export_guard(runtime):  # no erasure commits while this export runs
+    # no erasure commits while this export runs; no other export of this segment to this
+    # destination runs beside it (refused at once: ExportRunningError)
+    with export_guard(runtime), pair_lock(runtime, dest, segment):
         return _run(
             runtime, ctx, dest, segment, full, clock, progress, retry, resolver, schedule_id, stop
         )
@@ -172,8 +179,7 @@ def _run(
     except BaseException as exc:
         unsent = outputs.unsent_ids()  # before abort: the webhook batches sent stay recorded
         outputs.abort()
-        code = getattr(exc, "code", type(exc).__name__)
-        _close(runtime, manifest, "failed", clock, error=str(code)[:64], unsent=unsent)
+        _close(runtime, manifest, "failed", clock, error=_error_code(exc), unsent=unsent)
         if isinstance(exc, ExportInterruptedError):
             log.warning("export interrupted", export_id=export_id)
         else:
@@ -182,6 +188,18 @@ def _run(
     if refused is not None:
         raise refused
     return ExportResult(export_id, manifest.status, manifest.counts, manifest.to_document())
+
+
+def _error_code(exc: BaseException) -> str:
+    """The code stored on a failed run: a domain error's own, else a cdp code (never a
+    library's: SQLAlchemy errors carry a ``code`` of their own, such as ``gkpj``)."""
+    if isinstance(exc, CdpError):
+        return exc.code[:64]
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return ExportInterruptedError.code
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return "database_unavailable"
+    return "internal_error"
 
 
 def _pipeline(
@@ -312,7 +330,9 @@ def _close(
 ) -> None:
     """Close the run in one transaction. Without ``apply_sync`` (refused or failed) the ledger
     keeps only what left cdp: nothing (``unsent`` None: the files were removed), or every
-    subject but ``unsent`` (a webhook's batches sent before the failure)."""
+    subject but ``unsent`` (a webhook's batches sent before the failure); every subject it
+    keeps enters the sync state as possibly held (:func:`cdp.exports.sync.hold_unconfirmed`),
+    so the next run sends it again or withdraws it."""
     manifest.status = status
     manifest.finished_at = clock()
     with runtime.data_engine.begin() as conn:
@@ -328,6 +348,12 @@ def _close(
             )
         else:
             sync.forget_recipients(conn, export_id=manifest.export_id, subject_ids=unsent)
+            sync.hold_unconfirmed(
+                conn,
+                export_id=manifest.export_id,
+                destination_id=manifest.destination_id,
+                segment=manifest.segment,
+            )
         finish_run(conn, manifest, error=error)
         staging.clear(conn, export_id=manifest.export_id)
     count_export(outcome=status, rows=manifest.counts.sent if apply_sync else 0)

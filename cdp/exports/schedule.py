@@ -9,6 +9,11 @@ two ``cdp serve`` processes never run the same occurrence. Missed occurrences (t
 down) are not replayed: the next run is the first occurrence after now. Every run is logged
 (schedule, export id, status, counts) and recorded on the schedule (last run, export, status).
 
+An occurrence whose export is refused because the same segment is being exported to the same
+destination right now (a manual ``cdp export run``; :mod:`cdp.exports.pair_lock`) is skipped
+and stays due: its claim is undone, the schedule records ``export_running`` and the next poll
+tries again.
+
 An occurrence that did not complete is run again: when ``cdp serve`` stops (``stop`` is set)
 the running export stops between two chunks or batches and is closed as ``interrupted``, and
 the claim is undone (``next_run_at`` back to the occurrence, if nobody moved it since), so the
@@ -37,6 +42,7 @@ from cdp.errors import (
     CdpError,
     ConflictError,
     ExportInterruptedError,
+    ExportRunningError,
     InvalidInputError,
     NotFoundError,
 )
@@ -275,6 +281,13 @@ def run_due_exports(
         except ExportInterruptedError as exc:  # cdp serve is stopping: this occurrence stays due
             export_id, status, undo = exc.export_id, exc.code, True
             log.warning("scheduled export interrupted", schedule=info.name, export_id=export_id)
+        except ExportRunningError as exc:  # the same export runs (manually): due again later
+            status, undo = exc.code, True
+            log.warning(
+                "scheduled export skipped: the same export is running; it stays due",
+                schedule=info.name,
+                code=exc.code,
+            )
         except CdpError as exc:
             status = exc.code
             log.warning("scheduled export did not run", schedule=info.name, code=exc.code)

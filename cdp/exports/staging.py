@@ -11,12 +11,13 @@ One ``INSERT ... SELECT`` writes every member of the freshly computed segment in
 - ``no_data``: eligible, but none of the destination's fields is stored for the subject;
 - ``eligible``: will be at the destination after this run.
 
-and its *action*: ``add`` (send it), ``keep`` (already there: incremental sync), ``remove``
-(was sent before and is no longer eligible), ``none``. Subjects the sync state holds that left the
-segment are added with state ``left`` and action ``remove``. Consent and restriction are the
-services' own SQL conditions (:mod:`cdp.consent.ledger_state`, :mod:`cdp.privacy.restriction`), so
-the check is the same one every other part of cdp applies, evaluated at send time. Python only ever
-sees the ids it has to decrypt, in chunks.
+and its *action*: ``add`` (send it: not in the sync state, or there unconfirmed — a batch
+that may not have arrived), ``keep`` (confirmed there: incremental sync), ``remove`` (in the
+sync state, confirmed or not, and no longer eligible), ``none``. Subjects the sync state holds
+that left the segment are added with state ``left`` and action ``remove``. Consent and
+restriction are the services' own SQL conditions (:mod:`cdp.consent.ledger_state`,
+:mod:`cdp.privacy.restriction`), so the check is the same one every other part of cdp applies,
+evaluated at send time. Python only ever sees the ids it has to decrypt, in chunks.
 """
 
 from __future__ import annotations
@@ -76,25 +77,26 @@ def stage(
         (~has_data, sa.literal("no_data")),
         else_=sa.literal("eligible"),
     )
-    in_sync = (
-        sa.select(sa.literal(1))
+    # the subject's sync row: NULL (not there), confirmed or not (the destination may hold it)
+    synced = (
+        sa.select(SYNC.c.confirmed)
         .where(
             SYNC.c.destination_id == destination_id,
             SYNC.c.segment == segment,
             SYNC.c.subject_id == sid,
         )
-        .exists()
+        .scalar_subquery()
     )
     # state and action in one pass (no UPDATE rewriting every staged row and its index entry)
-    states = sa.select(
-        sid.label("subject_id"), state.label("state"), in_sync.label("in_sync")
-    ).distinct()
-    st = states.subquery("st")
+    states = sa.select(sid.label("subject_id"), state.label("state"), synced.label("synced"))
+    st = states.distinct().subquery("st")
     eligible = st.c.state == "eligible"
+    held = st.c.synced.is_not(None)
+    kept = sa.false() if full else st.c.synced.is_(True)
     action = sa.case(
-        (sa.and_(eligible, sa.true() if full else ~st.c.in_sync), sa.literal("add")),
-        (eligible, sa.literal("keep")),
-        (st.c.in_sync, sa.literal("remove")),
+        (sa.and_(eligible, kept), sa.literal("keep")),
+        (eligible, sa.literal("add")),  # not there, not confirmed, or a full run
+        (held, sa.literal("remove")),  # confirmed or not: withdrawn all the same
         else_=sa.literal("none"),
     )
     select = sa.select(sa.literal(export_id), st.c.subject_id, st.c.state, action)

@@ -1,28 +1,41 @@
 """Incremental sync state and the recipients ledger, updated when an export ends.
 
 The sync state (``export_sync_members``) is, per destination and segment, the set of subjects
-the destination holds: the next run sends only the eligible subjects not in it (adds) and
-withdraws the ones in it that are no longer eligible (removes) — a consent withdrawal or a
-restriction turns into a remove. ``--full`` resends every eligible subject. Subjects in a
-dead-lettered webhook batch are left out of both tables, so the next run tries them again.
+the destination holds or may hold. A row is *confirmed* (``confirmed`` true) when a run that
+succeeded sent the subject's add (its file committed, its webhook batch acknowledged), and
+*unconfirmed* when the destination may hold the subject without cdp knowing it does: a webhook
+batch that was dead-lettered (a receiver that timed out or answered an error may have kept it),
+a run that failed or died after some of its data left. The next run keeps the confirmed
+eligible subjects, sends the unconfirmed eligible ones again (adds) as well as the eligible
+subjects not in it, and withdraws every subject in it, confirmed or not, that is no longer
+eligible (removes) — a consent withdrawal or a restriction turns into a remove. ``--full``
+resends every eligible subject.
 
 Ledger rows are written per chunk, in the same transaction as the chunk's audit record and
 before any of its rows leaves cdp: an erasure that starts while the export runs finds the
 destination in the ledger (erasure reads the ledger first). When the export closes, the ledger
-rows of undelivered webhook batches and of adds refused for the minimum audience are deleted,
-and a refused or failed export deletes all of its rows (its files were removed). The
-sync-state update is set-based (``INSERT ... SELECT`` / ``DELETE ... WHERE IN (SELECT ...)``
-from the staging rows) in the closing transaction, which first locks the export's ledger and
-staging rows in erasure's order (no deadlock with it).
+rows of adds refused for the minimum audience are deleted; a refused export deletes all of its
+rows (nothing left), a failed one those of subjects none of whose data left (all of them for a
+file export, whose files were removed; the rows still buffered for a webhook), and the rows it
+keeps enter the sync state unconfirmed (:func:`hold_unconfirmed`, also used by
+:mod:`cdp.exports.recovery` for runs whose process died). The sync-state update is set-based
+(``INSERT ... SELECT`` / ``DELETE ... WHERE IN (SELECT ...)`` from the staging or ledger rows) in
+the closing transaction, which first locks the export's ledger and staging rows in erasure's
+order (no deadlock with it). Its inserts are upserts: a row already there for the key (a
+subject moved in by a merge, a failed run's row) is updated. Two exports of one destination and
+segment never close at once (:mod:`cdp.exports.pair_lock`); if they did, the second would wait
+for the first's rows and update them instead of failing its close after its data was sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from cdp.exports.models import ExportRecipient
@@ -112,10 +125,12 @@ def apply(
     segment: str,
     changed: int | None = None,
 ) -> None:
-    """Move the sync state from the staging rows; drop the ledger rows of refused adds
-    (decrypted, but the minimum audience kept them from leaving). Subjects of dead-lettered
-    webhook batches (``failed``) stay in the ledger: their batch was sent, and the receiver may
-    have kept it although it did not acknowledge it.
+    """Move the sync state from the staging rows of a run that ended normally: the subjects
+    added become confirmed, those removed or lost leave it, and those of dead-lettered webhook
+    batches (``failed``, adds or removes) stay in it or enter it unconfirmed (their batch was
+    sent; the receiver may have kept it although it did not acknowledge it). Drop the ledger
+    rows of refused adds (decrypted, but the minimum audience kept them from leaving). Subjects
+    of dead-lettered batches stay in the ledger.
 
     ``changed``, when known, is how many staged subjects were added, removed or lost: the old
     sync rows of those subjects are then found from whichever side is smaller, the staged
@@ -141,12 +156,15 @@ def apply(
             .scalar_subquery()
         )
         conn.execute(sa.delete(SYNC).where(in_sync, SYNC.c.subject_id.in_(staged)))
-    adds = sa.select(
-        sa.literal(destination_id), sa.literal(segment), STAGING.c.subject_id, sa.literal(export_id)
-    ).where(STAGING.c.export_id == export_id, STAGING.c.action == "add")
-    conn.execute(
-        sa.insert(SYNC).from_select(["destination_id", "segment", "subject_id", "export_id"], adds)
-    )
+    for action, confirmed in (("add", True), ("failed", False)):
+        rows = sa.select(
+            sa.literal(destination_id),
+            sa.literal(segment),
+            STAGING.c.subject_id,
+            sa.literal(export_id),
+            sa.literal(confirmed, sa.Boolean),
+        ).where(STAGING.c.export_id == export_id, STAGING.c.action == action)
+        _upsert(conn, rows)
     refused = (
         sa.select(STAGING.c.subject_id)
         .where(STAGING.c.export_id == export_id, STAGING.c.action == "refused")
@@ -157,6 +175,41 @@ def apply(
             RECIPIENTS.c.export_id == export_id, RECIPIENTS.c.subject_id.in_(refused)
         )
     )
+
+
+def hold_unconfirmed(
+    conn: Connection, *, export_id: str, destination_id: str, segment: str
+) -> None:
+    """A run that did not end normally (failed, interrupted, its process dead): every subject
+    its ledger still names (after :func:`forget_recipients`) may be held by the destination —
+    an add's batch was posted, a remove's may have been applied — so it enters the sync state
+    unconfirmed (or its row becomes unconfirmed): the next run sends it again while it is
+    eligible, and withdraws it once it is not. Without this a withdrawal after a failed run
+    never became a remove for a subject whose data the destination had acknowledged."""
+    rows = sa.select(
+        sa.literal(destination_id),
+        sa.literal(segment),
+        RECIPIENTS.c.subject_id,
+        sa.literal(export_id),
+        sa.literal(False, sa.Boolean),
+    ).where(RECIPIENTS.c.export_id == export_id)
+    _upsert(conn, rows)
+
+
+_SYNC_COLUMNS = ["destination_id", "segment", "subject_id", "export_id", "confirmed"]
+_SYNC_KEY = ["destination_id", "segment", "subject_id"]
+
+
+def _upsert(conn: Connection, rows: sa.Select[Any]) -> None:
+    """``INSERT ... SELECT`` into the sync state; a row already there for the key takes the
+    new export id and confirmation (``ON CONFLICT DO UPDATE``, on SQLite as on PostgreSQL)."""
+    insert: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(SYNC).from_select(_SYNC_COLUMNS, rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=_SYNC_KEY,
+        set_={"export_id": stmt.excluded.export_id, "confirmed": stmt.excluded.confirmed},
+    )
+    conn.execute(stmt)
 
 
 def _holds_at_most(conn: Connection, where: sa.ColumnElement[bool], n: int) -> bool:

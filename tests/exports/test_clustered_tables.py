@@ -22,11 +22,18 @@ def _sql_of(engine: sa.Engine, table: str) -> str:
         )
 
 
+# the columns of revision 0010 (a later one added export_sync_members.confirmed)
+COLUMNS = {
+    "export_recipients": "export_id, subject_id, destination_id, op, fields, at",
+    "export_sync_members": "destination_id, segment, subject_id, export_id",
+}
+
+
 def _rows(world: World) -> dict[str, list[tuple[object, ...]]]:
     with world.rt.data_engine.connect() as conn:
         return {
-            t: sorted(tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t}"))
-            for t in ("export_recipients", "export_sync_members")
+            t: sorted(tuple(r) for r in conn.exec_driver_sql(f"SELECT {cols} FROM {t}"))
+            for t, cols in COLUMNS.items()
         }
 
 
