@@ -176,7 +176,8 @@ def test_a_withdrawal_carrying_a_corrected_away_value_reaches_the_person(
     rows = [
         {"customer_id": "C1", "email": KEPT, "purpose": "email_marketing", "status": status,
          "occurred_at": at, "source": "newsletter-footer"}
-        for status, at in (("withdrawn", "2026-03-02T10:00:00Z"), ("granted", "2026-03-03T10:00:00Z"))
+        for status, at in (("withdrawn", "2026-03-02T10:00:00Z"),
+                           ("granted", "2026-03-03T10:00:00Z"))
     ]  # fmt: skip
     summary = ingest_file(runtime=rt, kind="consents",
                           path=write_csv(tmp_path / "c.csv", rows, header),

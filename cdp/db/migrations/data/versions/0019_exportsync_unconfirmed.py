@@ -1,7 +1,7 @@
 """exports: the sync state tells confirmed rows from rows the destination may hold
 
-Revision ID: 0018_exportsync
-Revises: 0017s
+Revision ID: 0019_exportsync
+Revises: 0018_rectify
 Create Date: 2026-11-24
 
 ``export_sync_members.confirmed``: true (every existing row) when a run that ended normally
@@ -16,8 +16,8 @@ table takes ``ADD COLUMN`` like any other).
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_exportsync"
-down_revision = "0017s"
+revision = "0019_exportsync"
+down_revision = "0018_rectify"
 branch_labels = None
 depends_on = None
 
