@@ -185,20 +185,17 @@ def _regular_expectation(
     return np.asarray((1.0 - w_hi) * lo + w_hi * hi, dtype=np.float64)
 
 
-def _hyp2f1(
-    a: float | FloatArray, b: float | FloatArray, c: FloatArray, z: FloatArray
-) -> FloatArray:
+def _hyp2f1(a: float, b: float, c: FloatArray, z: FloatArray) -> FloatArray:
     """scipy's 2F1, except where c - a - b is an exact integer: there scipy's connection
     formula for z > 0.9 breaks (inf, NaN or a wrong sign) while values 1e-14 away are right.
     2F1 is smooth in c, so those points take the mean of c -+ 1e-7 c (error ~1e-14)."""
-    a, b, c, z = np.broadcast_arrays(a, b, c, z)
+    c, z = np.broadcast_arrays(c, z)
     out = np.array(hyp2f1(a, b, c, z), dtype=np.float64)
     excess = c - a - b
     bad = (excess == np.round(excess)) | ~np.isfinite(out)
     if bad.any():
         step = 1e-7 * np.maximum(np.abs(c[bad]), 1.0)
-        a, b, z = a[bad], b[bad], z[bad]
-        below, above = hyp2f1(a, b, c[bad] - step, z), hyp2f1(a, b, c[bad] + step, z)
+        below, above = hyp2f1(a, b, c[bad] - step, z[bad]), hyp2f1(a, b, c[bad] + step, z[bad])
         out[bad] = 0.5 * (below + above)
     return out
 
@@ -216,18 +213,6 @@ def _conditional_expectation(
         bracket = np.where(
             positive, -np.expm1(exponent), 1.0 - np.exp((p.a - 1) * log_one_minus_z) * hyp
         )
-    unusable = ~np.isfinite(bracket)
-    if unusable.any():
-        # Large a: 2F1 overflows near z = 1 while (1-z)^(a-1) underflows. Euler's transformation
-        # (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z) = (1-z)^(r+x) 2F1(r+x, b+x; c; z), c = a+b+x-1,
-        # keeps both factors in range there.
-        bracket = np.array(bracket, dtype=np.float64)
-        c, zz, xx, lz = np.broadcast_arrays(p.a + p.b + x - 1, z, x, log_one_minus_z)
-        euler = _hyp2f1(p.r + xx[unusable], p.b + xx[unusable], c[unusable], zz[unusable])
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            bracket[unusable] = -np.expm1(
-                (p.r + xx[unusable]) * lz[unusable] + np.log(np.where(euler > 0, euler, np.nan))
-            )
     alive_mean = (p.a + p.b + x - 1) / (p.a - 1) * bracket
     result = _p_alive(p, x, tx, big_t) * np.where(t > 0, alive_mean, 0.0)
     if not np.isfinite(result).all():
