@@ -217,6 +217,16 @@ def record_consent(
         return record_consents(conn=c, items=[replace(item, subject_id=held)], clock=clock) == 1
 
 
+def _not_found(subject_id: str) -> NotFoundError:
+    """The error for an unknown subject id; text that is not shaped like a subject id (an email
+    typed where an id belongs, say) is not echoed."""
+    from cdp.audit.writer import SUBJECT_ID
+
+    if SUBJECT_ID.match(subject_id):
+        return NotFoundError(f"subject {subject_id} not found")
+    return NotFoundError("no such subject (a subject id is 32 hexadecimal digits)")
+
+
 def require_subject(conn: Connection, subject_id: str) -> None:
     from cdp.db.models import Subject
 
@@ -226,7 +236,7 @@ def require_subject(conn: Connection, subject_id: str) -> None:
         )
     ).first()
     if found is None:
-        raise NotFoundError(f"subject {subject_id} not found")
+        raise _not_found(subject_id)
 
 
 def current_subject(conn: Connection, subject_id: str) -> str:
@@ -241,5 +251,5 @@ def current_subject(conn: Connection, subject_id: str) -> str:
     try:
         require_subject(conn, held)
     except NotFoundError:
-        raise NotFoundError(f"subject {subject_id} not found") from None
+        raise _not_found(subject_id) from None
     return held

@@ -116,3 +116,16 @@ def test_a_mapping_or_key_file_that_cannot_be_read_is_a_usage_error(
     assert done.returncode == 2, done.stderr
     assert "error (key_error)" in done.stderr and "cannot be read" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_text_typed_where_a_subject_id_belongs_is_not_echoed(cdp_env: CdpEnv) -> None:
+    dpo = make_principal(cdp_env.runtime, ["dpo"]).token
+    auth = ["--token", dpo, "--purpose", "privacy_request"]
+    for typed in ("jane.synthetic@example.com", "+14155550199"):
+        for args in (["consent", "show", typed], ["consent", "withdraw", typed, "email_marketing"]):
+            done = _cdp(*args, *auth)
+            assert done.returncode == 2, done.stderr
+            assert "error (not_found)" in done.stderr and typed not in done.stderr
+    unknown = "0" * 32  # shaped like an id: named, as it is the caller's own id
+    done = _cdp("consent", "show", unknown, *auth)
+    assert done.returncode == 2 and unknown in done.stderr
