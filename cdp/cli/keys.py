@@ -179,7 +179,7 @@ def orphans(
         "24h",
         "--older-than",
         help="Only keys created longer ago than this (3600s, 90m, 12h, 30d, 2w): a younger key "
-        "may belong to a batch still being written.",
+        "may belong to a batch still being written. At least 1h with --destroy.",
     ),
     allow_majority: bool = typer.Option(
         False,
