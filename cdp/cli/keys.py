@@ -116,18 +116,14 @@ def retire(version: int = typer.Argument(..., help="The KEK version to destroy."
 
     The key store refuses new data keys under the version from then on, in every process."""
     from cdp.cli.access import record_cli_operation
-    from cdp.errors import ConflictError
     from cdp.exports.secret_rotation import secrets_per_version
 
     rt = get_runtime()
-    rt.keystore.check_retirable(version)  # before the counts: rewrapping would not help
-    held = secrets_per_version(rt).get(version, 0)
-    if held:
-        raise ConflictError(
-            f"{held} webhook signing secret(s) are wrapped under KEK version {version}: run "
-            "`cdp keys rewrap` first. Nothing was retired"
-        )
-    destroyed = rt.keystore.retire(version)
+    # the secrets are counted under the version's lock, after the key store has marked it
+    # retired: a secret wrapped meanwhile is either counted or re-wrapped under the current one
+    destroyed = rt.keystore.retire(
+        version, secrets_in_use=lambda v: secrets_per_version(rt).get(v, 0)
+    )
     record_cli_operation(rt, action="retire", resource="keys")
     if destroyed:
         console.print(f"KEK version {version} retired and its key material destroyed")
@@ -183,7 +179,7 @@ def orphans(
         "24h",
         "--older-than",
         help="Only keys created longer ago than this (3600s, 90m, 12h, 30d, 2w): a younger key "
-        "may belong to a batch still being written.",
+        "may belong to a batch still being written. At least 1h with --destroy.",
     ),
     allow_majority: bool = typer.Option(
         False,

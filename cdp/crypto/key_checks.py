@@ -2,7 +2,8 @@
 
 For each KEK version and each pseudonym-key version the key store records a key-check value,
 HMAC-SHA256 of a fixed label under the key, truncated to 128 bits (it reveals nothing of the key),
-when the version is created (``cdp keys rotate``) or first seen by a process (installations from
+when the version is created (``cdp keys rotate`` reserves the number with it before the key file
+is written) or first seen by a process (installations from
 before migration k0004, and ``cdp init``). Every process compares its key file with the record at
 start, and ``/readyz`` does too; a mismatch is a ``key_error`` naming the ring and version, never
 a silent start. What this catches: a key file restored from an older backup (it lacks the versions
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from cdp.clock import utcnow
 from cdp.crypto.keyfile import KeyMaterial
@@ -144,14 +146,29 @@ def verify_and_record(
     key_engine: Engine, material: KeyMaterial, *, secrets_in_use: SecretsInUse | None = None
 ) -> None:
     """Raise ``KeyMaterialError`` if ``material`` disagrees with the key store; otherwise
-    record the values of its versions the key store has none of yet."""
+    record the values of its versions the key store has none of yet.
+
+    The values are inserted (a version recorded meanwhile by another process is kept) and then
+    read back and compared in the same transaction: a process never takes up a version whose
+    recorded value is another key file's, however its check interleaves with a rotation's
+    reservation (:func:`reserve_kek_version`) or another process's check."""
     with key_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         problems, missing = _problems(conn, material, secrets_in_use)
     if problems:
         raise mismatch_error(problems)
-    if missing:
-        with key_engine.begin() as conn:
-            record(conn, missing)
+    if not missing:
+        return
+    with key_engine.begin() as conn:  # rolled back on a mismatch: nothing of this file is kept
+        record(conn, missing)
+        recorded = _recorded(conn)
+        lost = [
+            f"{ring} version {version} of the key file is not the key the key store recorded "
+            "for that version"
+            for (ring, version), value in sorted(missing.items())
+            if not hmac.compare_digest(recorded[(ring, version)], value)
+        ]
+        if lost:
+            raise mismatch_error(lost)
 
 
 def record(conn: Connection, values: dict[tuple[str, int], str]) -> None:
@@ -175,26 +192,58 @@ def mismatch_error(problems: list[str]) -> KeyMaterialError:
     )
 
 
-def refuse_known_kek_version(key_engine: Engine, version: int) -> None:
-    """Raise if the key store already knows KEK ``version`` (before a rotation mints it)."""
-    with key_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-        known = known_kek_versions(conn)
-    if version in known:
-        raise KeyMaterialError(
-            f"the key store already knows KEK version {version}, which this key file lacks: it "
-            "is older than the key store. Restore the newest key file instead of rotating; "
-            "nothing was changed"
-        )
+def reserve_kek_version(key_engine: Engine, version: int, value: str) -> None:
+    """Reserve KEK ``version`` for the key whose check value is ``value``, before a rotation
+    writes it into the key file: one insert, in one key-store transaction, that only one key can
+    win. Raise ``KeyMaterialError`` if the key store already knows the version with another key
+    (another copy of the key file was rotated to it) or as used (this key file is older than
+    the key store). The same value recorded already is this key's own reservation, by a
+    rotation interrupted before it saved the key file: it stands."""
+    c = key_checks.c
+    try:
+        with key_engine.begin() as conn:
+            known = conn.execute(
+                sa.select(c.check_value).where(c.ring == "kek", c.version == version)
+            ).scalar_one_or_none()
+            if known is not None:
+                if hmac.compare_digest(str(known), value):
+                    return
+                raise _minted_elsewhere(version)
+            if version in known_kek_versions(conn):
+                raise KeyMaterialError(
+                    f"the key store already knows KEK version {version}, which this key file "
+                    "lacks: it is older than the key store. Restore the newest key file instead "
+                    "of rotating; nothing was changed"
+                )
+            conn.execute(
+                sa.insert(key_checks).values(
+                    ring="kek", version=version, check_value=value, recorded_at=utcnow()
+                )
+            )
+    except IntegrityError:  # another rotation reserved it between the read and the insert
+        raise _minted_elsewhere(version) from None
+
+
+def _minted_elsewhere(version: int) -> KeyMaterialError:
+    return KeyMaterialError(
+        f"the key store already knows KEK version {version}, made by a rotation of another copy "
+        "of the key file (another host's, or a newer backup): this one is out of date. Copy the "
+        f"key file of the host that rotated (`cdp keys status` there lists version {version}) to "
+        "this host instead of rotating here. If no host's key file has that version, a rotation "
+        "was interrupted: run `cdp keys rotate` again on the host where it ran, which finishes it. "
+        "Nothing was changed"
+    )
 
 
 def rotate_kek(key_engine: Engine, provider: LocalKeyProvider) -> int:
-    """Add a KEK version and make it current, as ``cdp keys rotate`` does: refused when the key
-    store already knows the version number (an older key file), recorded once written."""
-    version = provider.rotate(before_save=lambda v: refuse_known_kek_version(key_engine, v))
-    value = check_value(provider.material.key("kek", version), "kek", version)
-    with key_engine.begin() as conn:
-        record(conn, {("kek", version): value})
-    return version
+    """Add a KEK version and make it current, as ``cdp keys rotate`` does: its number is
+    reserved in the key store (:func:`reserve_kek_version`) before the key file is written, so
+    two hosts rotating copies of one key file cannot both make a version of that number."""
+    return provider.rotate(
+        reserve=lambda version, key: reserve_kek_version(
+            key_engine, version, check_value(key, "kek", version)
+        )
+    )
 
 
 def secrets_in_use_for(data_engine: Engine) -> SecretsInUse:

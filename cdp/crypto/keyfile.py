@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,24 @@ def new_key_material(now: datetime | None = None) -> dict[str, Any]:
         "pseudonym": {"current": 1, "versions": {"1": _new_version_entry(at)}},
         "audit_signing": _new_version_entry(at),
     }
+
+
+@dataclass(frozen=True)
+class PendingVersion:
+    """A new key version a rotation has minted and not yet written into the key file. Its repr
+    names the version only."""
+
+    ring: str
+    version: int
+    entry: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def new(cls, ring: str, version: int, now: datetime) -> PendingVersion:
+        return cls(ring, version, _new_version_entry(now))
+
+    @property
+    def key(self) -> bytes:
+        return base64.b64decode(self.entry["key"])
 
 
 class KeyMaterial:
@@ -112,12 +130,18 @@ class KeyMaterial:
     def signing_key(self) -> bytes:
         return base64.b64decode(self._data["audit_signing"]["key"])
 
-    def with_new_version(self, ring: str, now: datetime) -> tuple[KeyMaterial, int]:
+    def next_version(self, ring: str) -> int:
+        """The number a rotation of ``ring`` gives its new version."""
+        return max(self.versions(ring)) + 1
+
+    def with_version(self, pending: PendingVersion) -> KeyMaterial:
+        """This material with ``pending`` added as its ring's current version (the next one)."""
+        if pending.version != self.next_version(pending.ring):
+            raise KeyMaterialError(f"{pending.ring} version {pending.version} is not the next one")
         data = json.loads(json.dumps(self._data))
-        new = max(int(v) for v in data[ring]["versions"]) + 1
-        data[ring]["versions"][str(new)] = _new_version_entry(now)
-        data[ring]["current"] = new
-        return KeyMaterial(data), new
+        data[pending.ring]["versions"][str(pending.version)] = dict(pending.entry)
+        data[pending.ring]["current"] = pending.version
+        return KeyMaterial(data)
 
     def with_retired(self, ring: str, version: int, now: datetime) -> KeyMaterial:
         data = json.loads(json.dumps(self._data))
@@ -229,19 +253,61 @@ class KeyFile:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    # -- a rotation's new version, before the key file holds it ----------------------------
+    def _pending_path(self) -> Path:
+        assert self.path is not None
+        return self.path.with_suffix(".pending")
+
+    def save_pending(self, pending: PendingVersion) -> None:
+        """Keep a new version beside the key file (same mode, written the same way) while the
+        key store reserves its number: a rotation interrupted before it saves the key file
+        finds it there and finishes with the same key (the one the key store recorded)."""
+        if self._inline is not None:
+            raise KeyMaterialError(
+                "keys given through CDP_MASTER_KEYS are managed outside cdp; change them there"
+            )
+        body = {"format": FORMAT, "ring": pending.ring, "version": pending.version}
+        self._write_atomically(
+            self._pending_path(), json.dumps({**body, "entry": pending.entry}).encode()
+        )
+
+    def load_pending(self) -> PendingVersion | None:
+        """The version an interrupted rotation left beside the key file, if any (an unreadable
+        one is ignored: it was never reserved, the reservation follows a complete write)."""
+        if self._inline is not None or self.path is None:
+            return None
+        try:
+            data = json.loads(self._pending_path().read_text())
+            pending = PendingVersion(str(data["ring"]), int(data["version"]), dict(data["entry"]))
+            if len(pending.key) != KEY_BYTES or data["format"] != FORMAT:
+                return None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return pending
+
+    def drop_pending(self) -> None:
+        if self._inline is None and self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._pending_path().unlink()
+
     def _write(self, material: KeyMaterial) -> None:
         assert self.path is not None
-        tmp = self.path.with_suffix(".tmp")
+        self._write_atomically(self.path, material.to_json().encode())
+
+    def _write_atomically(self, path: Path, body: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
-            os.write(fd, material.to_json().encode())
+            os.write(fd, body)
             os.fsync(fd)
         finally:
             os.close(fd)
-        tmp.replace(self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        tmp.replace(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,38 +22,32 @@ from sqlalchemy.engine import Connection
 from cdp.clock import utcnow
 from cdp.crypto.keystore_tables import (
     LOAD_BATCH,
+    KekStatus,
     data_keys,
     deks_by_version,
     fetch_wrapped,
     fetch_wrapped_between,
     insert_keys,
+    kek_statuses,
     kek_usage,
-    retired_versions,
     wraps_by_version,
 )
 from cdp.crypto.provider import KeyProvider, WrappedKey
 from cdp.crypto.scrub import zero_deleted_content
 from cdp.db.dense import read_dense
 from cdp.db.types import UtcDateTime
-from cdp.errors import KeyMaterialError, KeyShreddedError, KeyUsageExhaustedError
+from cdp.errors import (
+    ConflictError,
+    KeyMaterialError,
+    KeyShreddedError,
+    KeyUsageExhaustedError,
+)
 
 DEK_BYTES = 32
 
 WRAP_ATTEMPTS = 3
 """Tries of :meth:`KeyStore.create` when the key store refuses the version it wrapped under
 (the process's key material was older than the key store's record), reloading in between."""
-
-
-@dataclass(frozen=True)
-class KekStatus:
-    """One KEK version as ``cdp keys status`` shows it."""
-
-    version: int
-    current: bool
-    retired: bool
-    created_at: str
-    deks: int
-    wraps: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,16 +289,24 @@ class KeyStore:
                         raise KeyMaterialError("the current KEK version changed during rewrap")
                     updates.append((row.subject_id, new.blob))
                 try:
-                    self._count_wraps(conn, target, len(updates))
+                    # the version's row lock first (runs of rewrap queue here, not on keys),
+                    # then the count of the keys moved: one erased since the read is not
+                    self._count_wraps(conn, target, 0)
                 except _VersionClosedError as closed:
                     raise self._stale(closed) from None
-                for subject_id, blob in updates:
-                    conn.execute(
-                        update(data_keys)
-                        .where(data_keys.c.subject_id == subject_id)
-                        .values(kek_version=target, wrapped=blob, rewrapped_at=now)
+                moved = sum(
+                    int(
+                        conn.execute(
+                            update(data_keys)
+                            .where(data_keys.c.subject_id == subject_id)
+                            .values(kek_version=target, wrapped=blob, rewrapped_at=now)
+                        ).rowcount
+                        or 0
                     )
-                done += len(updates)
+                    for subject_id, blob in updates
+                )
+                self._count_wraps(conn, target, moved)  # under the lock: not closed since
+                done += moved
 
     def supersede_below(self, version: int) -> None:
         """Record in the key store that every KEK version older than ``version`` is superseded:
@@ -332,21 +334,7 @@ class KeyStore:
     def status(self) -> list[KekStatus]:
         self.provider.reload()
         with self.engine.connect() as conn:  # one connection, one snapshot of the three counts
-            deks = deks_by_version(conn)
-            wraps = wraps_by_version(conn)
-            retired = retired_versions(conn)
-        current = self.provider.current_version()
-        return [
-            KekStatus(
-                version=v.version,
-                current=v.version == current,
-                retired=v.retired_at is not None or v.version in retired,
-                created_at=v.created_at,
-                deks=deks.get(v.version, 0),
-                wraps=wraps.get(v.version, 0),
-            )
-            for v in self.provider.versions()
-        ]
+            return kek_statuses(conn, self.provider.versions(), self.provider.current_version())
 
     def check_retirable(self, version: int) -> None:
         """Raise :class:`KeyMaterialError` unless ``version`` is a KEK version of the key
@@ -358,17 +346,18 @@ class KeyStore:
         if version == self.provider.current_version():
             raise KeyMaterialError(f"key-encryption key version {version} is current; rotate first")
 
-    def retire(self, version: int) -> bool:
-        """Retire KEK ``version``; refused while any DEK is still wrapped under it.
+    def retire(self, version: int, *, secrets_in_use: Callable[[int], int] | None = None) -> bool:
+        """Retire KEK ``version``; refused while any DEK, or any of the ``secrets_in_use(version)``
+        secrets stored elsewhere (webhook signing secrets), is still wrapped under it.
 
-        In one key-store transaction the version is marked retired (and superseded) and its
-        DEKs counted; the mark is rolled back if there are any. It is taken before the count,
-        under the version's row lock, so a concurrent :meth:`create` either committed its keys
-        before (they are counted: refused) or meets the mark (its wrap is refused and done again
-        under the current version): no DEK can be stored under a retired version. Only then is
-        the key material destroyed in the key file. Returns False when the material is managed
-        outside cdp (``CDP_MASTER_KEYS``): the key store refuses the version from now on, and
-        its key is to be removed from that JSON on every process.
+        In one key-store transaction the version is marked retired (and superseded), then its
+        DEKs and secrets counted; the mark is rolled back if there are any. It is taken before
+        the counts, under the version's row lock, so a concurrent :meth:`create` or
+        :meth:`wrapping` either committed before (counted: refused) or meets the mark (its wrap
+        is refused and done again under the current version): nothing can be stored under a
+        retired version. Only then is the key material destroyed in the key file. Returns False
+        when the material is managed outside cdp (``CDP_MASTER_KEYS``): the key store refuses
+        the version from now on, and its key is to be removed from that JSON on every process.
         """
         self.check_retirable(version)
         now = utcnow()
@@ -393,6 +382,12 @@ class KeyStore:
                 raise KeyMaterialError(
                     f"key-encryption key version {version} still wraps {in_use} data keys; "
                     "run `cdp keys rewrap` first"
+                )
+            held = secrets_in_use(version) if secrets_in_use is not None else 0
+            if held:
+                raise ConflictError(
+                    f"{held} webhook signing secret(s) are wrapped under KEK version {version}: "
+                    "run `cdp keys rewrap` first. Nothing was retired"
                 )
         if self.provider.read_only:
             return False

@@ -5,6 +5,7 @@ database. :class:`cdp.crypto.keystore.KeyStore` is what uses them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from cdp.crypto.keyfile import KeyVersion
 from cdp.db.types import UtcDateTime
 
 keystore_metadata = MetaData()
@@ -186,3 +188,33 @@ def wraps_by_version(conn: Connection) -> dict[int, int]:
 def retired_versions(conn: Connection) -> set[int]:
     rows = conn.execute(select(kek_usage.c.kek_version).where(kek_usage.c.retired_at.is_not(None)))
     return {int(v) for (v,) in rows}
+
+
+@dataclass(frozen=True)
+class KekStatus:
+    """One KEK version as ``cdp keys status`` shows it."""
+
+    version: int
+    current: bool
+    retired: bool
+    created_at: str
+    deks: int
+    wraps: int
+
+
+def kek_statuses(conn: Connection, versions: list[KeyVersion], current: int) -> list[KekStatus]:
+    """The key file's ``versions`` with the key store's counts and marks (one snapshot)."""
+    deks = deks_by_version(conn)
+    wraps = wraps_by_version(conn)
+    retired = retired_versions(conn)
+    return [
+        KekStatus(
+            version=v.version,
+            current=v.version == current,
+            retired=v.retired_at is not None or v.version in retired,
+            created_at=v.created_at,
+            deks=deks.get(v.version, 0),
+            wraps=wraps.get(v.version, 0),
+        )
+        for v in versions
+    ]

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cdp.clock import utcnow
-from cdp.crypto.keyfile import KeyFile, KeyMaterial, KeyVersion
+from cdp.crypto.keyfile import KeyFile, KeyMaterial, KeyVersion, PendingVersion
 from cdp.errors import DecryptionError, KeyMaterialError
 from cdp.logging import get_logger
 
@@ -92,9 +92,10 @@ class KeyProvider(ABC):
         ]
 
     @abstractmethod
-    def rotate(self, *, before_save: Callable[[int], None] | None = None) -> int:
-        """Add a new KEK version and make it current; return it. ``before_save(version)`` may
-        refuse the new version number (raise) before anything is written."""
+    def rotate(self, *, reserve: Callable[[int, bytes], None] | None = None) -> int:
+        """Add a new KEK version and make it current; return it. ``reserve(version, key)`` is
+        called before the key material is written, and may refuse the new version (raise
+        :class:`KeyMaterialError`): nothing is written then."""
 
     @abstractmethod
     def retire(self, version: int) -> None:
@@ -245,12 +246,27 @@ class LocalKeyProvider(KeyProvider):
             raise DecryptionError("a wrapped data key failed authentication") from None
         return out
 
-    def rotate(self, *, before_save: Callable[[int], None] | None = None) -> int:
+    def rotate(self, *, reserve: Callable[[int, bytes], None] | None = None) -> int:
+        """As :meth:`KeyProvider.rotate`. The new version is first kept beside the key file
+        (:meth:`KeyFile.save_pending`), then reserved, then written into the key file: a rotation
+        interrupted after the reservation is finished by the next one, with the same key. A
+        refusal drops it; any other error (the key store unreachable: the reservation may have
+        been made) keeps it for the next rotation."""
         with self._file.locked():
-            material, new = self._file.load().with_new_version("kek", utcnow())
-            if before_save is not None:
-                before_save(new)
-            self._file.save(material)
+            material = self._file.load()
+            new = material.next_version("kek")
+            pending = self._file.load_pending()
+            if pending is None or (pending.ring, pending.version) != ("kek", new):
+                pending = PendingVersion.new("kek", new, utcnow())
+                self._file.save_pending(pending)
+            if reserve is not None:
+                try:
+                    reserve(new, pending.key)
+                except KeyMaterialError:
+                    self._file.drop_pending()
+                    raise
+            self._file.save(material.with_version(pending))
+            self._file.drop_pending()
         self.reload()
         return new
 

@@ -12,7 +12,9 @@ them.
 
 Keys younger than ``older_than`` are never destroyed, whatever the data says: ingestion and
 request filing create a key in the key store before the data transaction that stores its owner
-commits, so a young key without an owner may be one whose owner is about to appear. A run that
+commits, so a young key without an owner may be one whose owner is about to appear. The grace of
+a run that destroys is at least :data:`MIN_DESTROY_AGE` (an hour: far longer than any batch
+takes to commit), so no run can destroy the key of a batch still being written. A run that
 would destroy more than half of the store's keys is refused unless ``allow_majority`` is given:
 that is what pointing cdp at the wrong (or an empty) data database looks like, and destroying
 keys cannot be undone.
@@ -28,7 +30,7 @@ import sqlalchemy as sa
 
 from cdp.audit.operations import record_key_operation
 from cdp.db.models import Subject
-from cdp.errors import ConflictError
+from cdp.errors import ConflictError, InvalidInputError
 from cdp.ingest.bulk import select_in
 from cdp.logging import get_logger
 from cdp.privacy.erasure_steps import clear_wals
@@ -38,6 +40,8 @@ from cdp.runtime import Runtime
 log = get_logger("cdp.privacy")
 
 PAGE = 5_000
+MIN_DESTROY_AGE = timedelta(hours=1)
+"""The shortest ``older_than`` a run that destroys accepts (counting accepts any)."""
 REQUEST_KEY_PREFIX = "pr_"
 SUBJECTS = Subject.__table__  # type: ignore[attr-defined]
 PAYLOADS = PrivacyPayload.__table__  # type: ignore[attr-defined]
@@ -121,7 +125,14 @@ def destroy_orphans(
 
     The audit records of the destruction (``client``: where it runs) are committed first: if
     they cannot be written, nothing is destroyed. Raises ``ConflictError`` (nothing destroyed)
-    when more than half of the keys would go and ``allow_majority`` is not set."""
+    when more than half of the keys would go and ``allow_majority`` is not set, and
+    ``InvalidInputError`` when destroying with ``older_than`` under :data:`MIN_DESTROY_AGE`."""
+    if not dry_run and older_than < MIN_DESTROY_AGE:
+        raise InvalidInputError(
+            "destroying takes a grace of at least 1h: a younger key may belong to a batch still "
+            "writing its owner",
+            field="older_than",
+        )
     report = find_orphans(runtime, now=now, older_than=older_than)
     report.dry_run = dry_run
     if dry_run or not report.orphan_ids:

@@ -19,7 +19,7 @@ from cdp.cli import app as cli_app
 from cdp.clock import utcnow
 from cdp.crypto.keystore_tables import data_keys
 from cdp.db.models import new_subject_id
-from cdp.errors import ConflictError
+from cdp.errors import ConflictError, InvalidInputError
 from cdp.privacy import request_filing
 from cdp.privacy.erasure import erase_subject
 from cdp.runtime import Runtime
@@ -37,6 +37,16 @@ def _restore(rt: Runtime, row: dict[str, Any], *, age: timedelta) -> None:
     """Put a key back as an old key-store backup would (created ``age`` ago)."""
     with rt.key_engine.begin() as conn:
         conn.execute(sa.insert(data_keys).values({**row, "created_at": utcnow() - age}))
+
+
+def _age(rt: Runtime, ids: list[str], age: timedelta) -> None:
+    """Make keys look created ``age`` ago."""
+    with rt.key_engine.begin() as conn:
+        conn.execute(
+            sa.update(data_keys)
+            .where(data_keys.c.subject_id.in_(ids))
+            .values(created_at=utcnow() - age)
+        )
 
 
 def _orphans(*args: str) -> dict[str, Any]:
@@ -99,10 +109,30 @@ def test_the_keys_of_people_erased_since_a_key_store_backup_are_found_and_destro
     assert json.loads(record["subject_ids"]) == [erased]
     assert record["principal_id"] == "system:operator"
 
-    # a grace of zero takes the young key too; a second run finds nothing
-    assert _orphans("--destroy", "--older-than", "0s")["destroyed"] == 1
-    assert _orphans("--destroy", "--older-than", "0s")["orphaned"] == 0
+    # the shortest grace a destroying run takes is an hour; a second run finds nothing
+    _age(rt, [young], timedelta(minutes=61))
+    assert _orphans("--destroy", "--older-than", "1h")["destroyed"] == 1
+    assert _orphans("--destroy", "--older-than", "1h")["orphaned"] == 0
     assert set(_key_rows(rt)) == {kept, early}
+
+
+@pytest.mark.parametrize("grace", ["0s", "59m", "3599s"])
+def test_a_destroying_run_keeps_keys_younger_than_an_hour_whatever_the_grace(
+    cdp_env: CdpEnv, grace: str
+) -> None:
+    """A key is stored just before its owner's rows commit: a grace under an hour could
+    destroy the key of an ingestion still in flight."""
+    rt = cdp_env.runtime
+    make_subject(rt, {"email": "one@example.org"})
+    in_flight = new_subject_id()
+    rt.vault.create_keys([in_flight])  # its subject row is not committed yet
+    _age(rt, [in_flight], timedelta(minutes=2))
+    result = CliRunner().invoke(
+        cli_app, ["keys", "orphans", "--destroy", "--older-than", grace, "--allow-majority"]
+    )
+    assert isinstance(result.exception, InvalidInputError), result.output
+    assert in_flight in _key_rows(rt) and _key_records(rt) == []
+    assert _orphans("--older-than", "0s")["orphaned"] == 1  # counting takes any grace
 
 
 def test_a_run_that_would_destroy_most_keys_is_refused(cdp_env: CdpEnv) -> None:
@@ -110,13 +140,14 @@ def test_a_run_that_would_destroy_most_keys_is_refused(cdp_env: CdpEnv) -> None:
     make_subject(rt, {"email": "one@example.org"})
     strays = [new_subject_id() for _ in range(3)]
     rt.vault.create_keys(strays)  # as if CDP_DATABASE_URL named the wrong database
+    _age(rt, strays, timedelta(hours=2))
 
-    result = CliRunner().invoke(cli_app, ["keys", "orphans", "--destroy", "--older-than", "0s"])
+    result = CliRunner().invoke(cli_app, ["keys", "orphans", "--destroy", "--older-than", "1h"])
     assert isinstance(result.exception, ConflictError), result.output
     assert "3 of the 4" in str(result.exception) and "--allow-majority" in str(result.exception)
     assert len(_key_rows(rt)) == 4 and _key_records(rt) == []
 
-    done = _orphans("--destroy", "--older-than", "0s", "--allow-majority")
+    done = _orphans("--destroy", "--older-than", "1h", "--allow-majority")
     assert done["destroyed"] == 3 and len(_key_rows(rt)) == 1
 
 
