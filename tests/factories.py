@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -55,3 +57,18 @@ def checkpoint_sqlite(path: str) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
+
+
+def in_thread(name: str, fn: Callable[[], Any], out: dict[str, Any]) -> threading.Thread:
+    """Start ``fn`` in a thread named ``name``; its result, or the exception it raised, lands
+    in ``out[name]`` for the test to look at."""
+
+    def body() -> None:
+        try:
+            out[name] = fn()
+        except Exception as exc:  # the test looks at it
+            out[name] = exc
+
+    thread = threading.Thread(target=body, name=name)
+    thread.start()
+    return thread

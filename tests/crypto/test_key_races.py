@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from cdp.errors import KeyMaterialError
 from cdp.runtime import Runtime
 from tests.conftest import CdpEnv
 from tests.crash.helpers import CLI
+from tests.factories import in_thread
 
 MINTED_ELSEWHERE = "Copy the key file of the host that rotated"
 
@@ -74,18 +75,6 @@ def pause_save(
         go.set()
 
 
-def _in_thread(name: str, fn: Callable[[], Any], out: dict[str, Any]) -> threading.Thread:
-    def body() -> None:
-        try:
-            out[name] = fn()
-        except Exception as exc:  # the test looks at it
-            out[name] = exc
-
-    thread = threading.Thread(target=body, name=name)
-    thread.start()
-    return thread
-
-
 def test_two_hosts_rotating_copies_of_the_key_file_cannot_both_make_version_2(
     cdp_env: CdpEnv, tmp_path: Path, pause_save: tuple[threading.Event, threading.Event]
 ) -> None:
@@ -93,7 +82,7 @@ def test_two_hosts_rotating_copies_of_the_key_file_cannot_both_make_version_2(
     a, b = _host_copies(cdp_env, tmp_path)
     reached, go = pause_save
     out: dict[str, Any] = {}
-    host_a = _in_thread(
+    host_a = in_thread(
         "host-a", lambda: rotate_kek(rt.key_engine, LocalKeyProvider(KeyFile(a))), out
     )
     assert reached.wait(30)  # A has reserved version 2 and not yet written its key file
@@ -163,9 +152,7 @@ def test_a_process_never_takes_up_a_version_recorded_meanwhile_with_another_key(
 
     monkeypatch.setattr(key_checks, "_problems", compared_then_pause)
     out: dict[str, Any] = {}
-    server = _in_thread(
-        "server-b", lambda: verify_and_record(rt.key_engine, KeyFile(b).load()), out
-    )
+    server = in_thread("server-b", lambda: verify_and_record(rt.key_engine, KeyFile(b).load()), out)
     try:
         assert reached.wait(30)  # compared: version 2 unknown, about to record it
         with rt.key_engine.begin() as conn:

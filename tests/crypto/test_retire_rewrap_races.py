@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,18 +22,7 @@ from cdp.exports.destinations import DestinationSpec, create_destination, signin
 from cdp.runtime import open_runtime
 from cdp.settings import get_settings
 from tests.conftest import CdpEnv
-
-
-def _in_thread(name: str, fn: Callable[[], Any], out: dict[str, Any]) -> threading.Thread:
-    def body() -> None:
-        try:
-            out[name] = fn()
-        except Exception as exc:  # the test looks at it
-            out[name] = exc
-
-    thread = threading.Thread(target=body, name=name)
-    thread.start()
-    return thread
+from tests.factories import in_thread
 
 
 def test_retire_counts_a_webhook_secret_committed_while_it_waited(
@@ -62,12 +51,12 @@ def test_retire_counts_a_webhook_secret_committed_while_it_waited(
         url="https://hooks.example.com/in",
     )  # fmt: skip
     out: dict[str, Any] = {}
-    maker = _in_thread(
+    maker = in_thread(
         "server", lambda: create_destination(runtime=server, spec=spec, created_by="admin"), out
     )
     try:
         assert inside.wait(30)
-        retire = _in_thread("retire", lambda: keys_cli.retire(version=1), out)
+        retire = in_thread("retire", lambda: keys_cli.retire(version=1), out)
         time.sleep(1.5)  # the retirement reaches the version's lock and waits
     finally:
         release.set()
@@ -97,10 +86,10 @@ def test_rewrap_counts_only_the_keys_it_moved(cdp_env: CdpEnv) -> None:
 
     rewrapper.provider.unwrap = slow_unwrap  # type: ignore[method-assign]
     out: dict[str, Any] = {}
-    rewrap = _in_thread("rewrap", lambda: rewrapper.keystore.rewrap(batch_size=100), out)
+    rewrap = in_thread("rewrap", lambda: rewrapper.keystore.rewrap(batch_size=100), out)
     try:
         assert reading.wait(30)  # the batch is read
-        shred = _in_thread("shred", lambda: eraser.vault.shred([ids[0]]), out)
+        shred = in_thread("shred", lambda: eraser.vault.shred([ids[0]]), out)
         shred.join(2)
         erased_first = not shred.is_alive()
     finally:
