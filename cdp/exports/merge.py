@@ -52,27 +52,21 @@ def _move_dead_letters(conn: Connection, survivor: str, absorbed: str) -> None:
 
 
 def _move_sync(conn: Connection, survivor: str, absorbed: str) -> None:
-    mine = SYNC.alias("mine")
-    both = (
-        sa.select(sa.literal(1))
-        .where(
-            mine.c.subject_id == survivor,
-            mine.c.destination_id == SYNC.c.destination_id,
-            mine.c.segment == SYNC.c.segment,
-        )
-        .exists()
-    )
-    theirs = SYNC.alias("theirs")
-    theirs_unconfirmed = (
-        sa.select(sa.literal(1))
-        .where(
-            theirs.c.subject_id == absorbed,
-            theirs.c.destination_id == SYNC.c.destination_id,
-            theirs.c.segment == SYNC.c.segment,
-            theirs.c.confirmed.is_(False),
-        )
-        .exists()
-    )
+    def row_of(subject: str, name: str, *, unconfirmed: bool = False) -> sa.Exists:
+        """SQL: ``subject`` has a sync row (``unconfirmed``: an unconfirmed one) for the same
+        destination and segment as the row being changed."""
+        other = SYNC.alias(name)
+        where = [
+            other.c.subject_id == subject,
+            other.c.destination_id == SYNC.c.destination_id,
+            other.c.segment == SYNC.c.segment,
+        ]
+        if unconfirmed:
+            where.append(other.c.confirmed.is_(False))
+        return sa.select(sa.literal(1)).where(*where).exists()
+
+    both = row_of(survivor, "mine")
+    theirs_unconfirmed = row_of(absorbed, "theirs", unconfirmed=True)
     conn.execute(
         sa.update(SYNC)
         .where(SYNC.c.subject_id == survivor, SYNC.c.confirmed.is_(True), theirs_unconfirmed)
