@@ -72,10 +72,8 @@ def check_key_material(data_engine: Engine, key_engine: Engine, material: KeyMat
     values of versions it has none of yet (:mod:`cdp.crypto.key_checks`). A key store whose
     schema is behind (no ``key_checks`` yet) is not checked: ``cdp init`` upgrades it, and
     ``/readyz`` answers 503 meanwhile."""
-    from cdp.crypto.key_checks import secrets_in_use_for, verify_and_record
-
     try:
-        verify_and_record(key_engine, material, secrets_in_use=secrets_in_use_for(data_engine))
+        _verify_changed_file(data_engine, key_engine, material)
     except (OperationalError, ProgrammingError) as exc:
         log.warning("key-check values not compared", error_type=type(exc).__name__)
 

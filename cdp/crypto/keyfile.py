@@ -281,9 +281,7 @@ class KeyFile:
             pending = PendingVersion(str(data["ring"]), int(data["version"]), dict(data["entry"]))
             if len(pending.key) != KEY_BYTES or data["format"] != FORMAT:
                 return None
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):  # missing, or not what we write
             return None
         return pending
 

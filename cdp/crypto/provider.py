@@ -124,6 +124,7 @@ class LocalKeyProvider(KeyProvider):
     def __init__(self, key_file: KeyFile) -> None:
         self._file = key_file
         self._guard: Callable[[KeyMaterial], None] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self.reload()
 
     def guard_reloads(self, check: Callable[[KeyMaterial], None]) -> None:
@@ -150,6 +151,8 @@ class LocalKeyProvider(KeyProvider):
 
     def reload(self) -> None:
         stamp = self._file.stamp()  # taken first: a rewrite after the read below is seen next time
+        if self._guard is not None and stamp is not None and stamp == self._stamp:
+            return  # unchanged since it was taken up, or since it was refused: nothing to check
         material = self._file.load()
         if self._guard is not None:
             try:
