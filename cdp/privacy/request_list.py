@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from cdp.access.context import AccessContext
-from cdp.audit.service import record_access
+from cdp.audit.service import audited_read
 from cdp.clock import Clock, utcnow
 from cdp.errors import InvalidInputError
 from cdp.privacy.models import PrivacyRequest, PrivacyRequestEvent
@@ -67,6 +68,7 @@ def list_requests(
     clock: Clock = utcnow,
     limit: int | None = None,
     cursor: str | None = None,
+    conn: Connection | None = None,
 ) -> RequestPage:
     """A page of requests, most urgent deadline first (then by id); optionally only one status,
     or only the overdue ones (open, deadline passed: filtered in SQL, before the page is cut).
@@ -90,17 +92,24 @@ def list_requests(
         )
     if cursor is not None:
         query = query.where(_after(cursor))
-    with runtime.data_engine.connect() as conn:
-        rows = conn.execute(query.limit(size + 1)).all()
-        steps: dict[str, list[Any]] = {r.id: [] for r in rows[:size]}
-        if steps:
-            for step in conn.execute(
-                sa.select(_EV.c.request_id, _EV.c.at, _EV.c.status, _EV.c.actor, _EV.c.note)
-                .where(_EV.c.request_id.in_(list(steps)))
-                .order_by(_EV.c.id)
-            ):
-                steps[step.request_id].append(step)
-        views = [view(conn, r, steps[r.id]) for r in rows[:size]]
+    if conn is None:
+        with runtime.data_engine.connect() as own:
+            return _page(own, query, size)
+    return _page(conn, query, size)
+
+
+def _page(conn: Connection, query: sa.Select[Any], size: int) -> RequestPage:
+    """One page of ``query`` (``size`` rows), with each request's steps."""
+    rows = conn.execute(query.limit(size + 1)).all()
+    steps: dict[str, list[Any]] = {r.id: [] for r in rows[:size]}
+    if steps:
+        for step in conn.execute(
+            sa.select(_EV.c.request_id, _EV.c.at, _EV.c.status, _EV.c.actor, _EV.c.note)
+            .where(_EV.c.request_id.in_(list(steps)))
+            .order_by(_EV.c.id)
+        ):
+            steps[step.request_id].append(step)
+    views = [view(conn, r, steps[r.id]) for r in rows[:size]]
     more = len(rows) > size
     return RequestPage(items=views, next_cursor=_cursor_of(views[-1]) if more else None)
 
@@ -118,29 +127,29 @@ def read_page(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> RequestPage:
-    """:func:`list_requests` for a principal: the page is returned only once the read is in the
-    audit log with the subjects it names (a request says who exercised which right)."""
-    page = list_requests(
-        runtime=runtime, status=status, overdue_only=overdue_only, limit=limit, cursor=cursor
-    )
-    _record(runtime, ctx, "list", page.items)
+    """:func:`list_requests` for a principal, as an audited read (:func:`audited_read`): the
+    page is returned only once the read is in the audit log with the subjects it names (a
+    request says who exercised which right); a read that fails is recorded too."""
+    with audited_read(runtime=runtime, ctx=ctx, action="list", resource=READ_RESOURCE) as scope:
+        page = list_requests(
+            runtime=runtime,
+            status=status,
+            overdue_only=overdue_only,
+            limit=limit,
+            cursor=cursor,
+            conn=scope.conn,
+        )
+        scope.returned(subject_ids=_subjects(page.items))
     return page
 
 
 def read_one(*, runtime: Runtime, ctx: AccessContext, request_id: str) -> RequestView:
     """One request for a principal, audited like :func:`read_page`."""
-    found = get(runtime=runtime, request_id=request_id)
-    _record(runtime, ctx, "read", [found])
+    with audited_read(runtime=runtime, ctx=ctx, action="read", resource=READ_RESOURCE) as scope:
+        found = get(runtime=runtime, request_id=request_id, conn=scope.conn)
+        scope.returned(subject_ids=_subjects([found]))
     return found
 
 
-def _record(runtime: Runtime, ctx: AccessContext, action: str, items: list[RequestView]) -> None:
-    named = dict.fromkeys(v.subject_id for v in items if v.subject_id is not None)
-    record_access(
-        runtime=runtime,
-        ctx=ctx,
-        action=action,
-        resource=READ_RESOURCE,
-        outcome="allowed",
-        subject_ids=list(named),
-    )
+def _subjects(items: list[RequestView]) -> list[str]:
+    return list(dict.fromkeys(v.subject_id for v in items if v.subject_id is not None))
