@@ -103,8 +103,10 @@ class ConsentOut(BaseModel):
 
 
 class OrderPage(BaseModel):
-    """A page of orders, oldest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+    """A page of orders, oldest first, of ``subject_id``: the subject asked for, or the one that
+    absorbed it in a merge; pass ``next_cursor`` back as ``cursor`` for the next."""
 
+    subject_id: str
     items: list[OrderOut]
     next_cursor: int | None
 
@@ -205,7 +207,13 @@ def _profile_body(
     def body(scope: AuditScope) -> ProfileView:
         data = _load(scope.conn, subject_id, visible)
         if data is None:
-            raise NotFoundError("no such subject")
+            # Not a live subject: an id a merge absorbed is the same person, read at the survivor
+            # (named in the record beside the id asked for); looked up only on this miss.
+            held = current_ids(scope.conn, [subject_id])[subject_id]
+            data = _load(scope.conn, held, visible) if held != subject_id else None
+            if data is None:
+                raise NotFoundError("no such subject")
+            scope.returned(subject_ids=[held])
         view = build_view(data, visible, runtime.vault)
         scope.returned(fields=view.shown())
         return view
@@ -334,11 +342,14 @@ def list_orders(
     limit: int | None = None,
     cursor: int | None = None,
 ) -> OrderPage:
-    """A page of the subject's orders, oldest first (keyset pagination on the order id)."""
+    """A page of the subject's orders, oldest first (keyset pagination on the order id); an id a
+    merge absorbed reads the survivor's (its orders moved there)."""
+    with runtime.data_engine.connect() as conn:
+        held = current_ids(conn, [subject_id])[subject_id]
     items, nxt = _subject_page(
-        runtime, ctx, OrderOut, ORDERS, ORDER_FIELDS, "profile.orders", subject_id, limit, cursor
+        runtime, ctx, OrderOut, ORDERS, ORDER_FIELDS, "profile.orders", held, limit, cursor
     )
-    return OrderPage(items=items, next_cursor=nxt)
+    return OrderPage(subject_id=held, items=items, next_cursor=nxt)
 
 
 def list_consent(

@@ -12,6 +12,7 @@ from cdp.access.context import AccessContext
 from cdp.audit.service import audited_read
 from cdp.db.models import Subject
 from cdp.errors import NotFoundError
+from cdp.profiles.former_ids import current_ids
 from cdp.runtime import Runtime
 from cdp.traits.models import ClvPrediction, LoyaltyStatus, SubjectTraits
 from cdp.traits.points import balance
@@ -93,11 +94,19 @@ def read_traits(conn: sa.Connection, *, subject_id: str) -> SubjectTraitsView:
 
 def get_traits(*, runtime: Runtime, ctx: AccessContext, subject_id: str) -> SubjectTraitsView:
     """A subject's traits, read and audited in one transaction (the caller was authorised for
-    ``data:traits`` read)."""
+    ``data:traits`` read). An id a merge absorbed reads the survivor's traits, named in the view
+    and in the record."""
     with audited_read(
         runtime=runtime, ctx=ctx, action="read", resource="data:traits", subject_ids=[subject_id]
     ) as scope:
-        view = read_traits(scope.conn, subject_id=subject_id)
+        try:
+            view = read_traits(scope.conn, subject_id=subject_id)
+        except NotFoundError:
+            held = current_ids(scope.conn, [subject_id])[subject_id]
+            if held == subject_id:
+                raise
+            view = read_traits(scope.conn, subject_id=held)
+            scope.returned(subject_ids=[held])
         scope.returned(
             fields=[f"traits.{k}" for k in ("order", "loyalty", "clv") if getattr(view, k)]
         )
