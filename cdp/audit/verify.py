@@ -259,6 +259,12 @@ def verify_chain(
     head = _head(runtime)
     if head is not None and head[0] > last:
         return result(last + 1, f"the chain head says {head[0]} records but the log ends at {last}")
+    if head is not None and head[0] == last and head[1] != prev_hex:
+        return result(
+            last,
+            f"the chain head's hash differs from record {last}'s: the log was rewritten "
+            "(records altered and hashed again)",
+        )
     for part in parts:  # in sequence order: the first record whose index rows are wrong
         if part.index_bad_seq is not None:
             return result(part.index_bad_seq, part.index_problem)

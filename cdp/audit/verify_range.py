@@ -21,7 +21,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from cdp.audit.chain import ENCODING_VERSION, _dumps, format_at
@@ -34,11 +33,18 @@ COLUMNS: Final = (
 )
 # SQLite builds the canonical array itself: json_array() is a compact JSON encoder (UTF-8 kept,
 # same escapes as Python's json for the characters records may hold), so Python only hashes.
+# The stored time is SQLAlchemy's 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC, naive): its every character
+# is covered, the separator too (any other text is NULL in the array, which no record hashed).
 _SQLITE_CANONICAL: Final = (
-    "seq, json_array(1, seq, substr(at, 1, 10) || 'T' || substr(at, 12) || 'Z', principal_id, "
+    "seq, json_array(1, seq, CASE WHEN length(at) = 26 AND substr(at, 11, 1) = ' ' "
+    "THEN substr(at, 1, 10) || 'T' || substr(at, 12) || 'Z' END, principal_id, "
     "principal_name, roles, action, resource, subject_ids, fields, purpose, outcome, request_id, "
     "client), prev_hash, hash"
 )
+_TEXT: Final = (str, type(None))
+_WRONG_TYPE: Final = "\x00"
+"""The canonical text of a record holding a value no writer stores (a BLOB, on SQLite): it never
+matches the record's hash, so the record is reported as altered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +96,35 @@ class Source:
     target: str
 
 
-def _sqlite_at(value: Any) -> str:
-    # SQLAlchemy stores SQLite datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC, naive).
-    if isinstance(value, str) and len(value) == 26:
-        return value[:10] + "T" + value[11:] + "Z"
-    if isinstance(value, datetime):
-        return format_at(value)
-    return format_at(datetime.fromisoformat(str(value)).replace(tzinfo=UTC))
+def _sqlite_canonical(row: tuple[Any, ...]) -> str:
+    """A SQLite record's canonical text, built in Python (as ``_SQLITE_CANONICAL`` builds it in
+    SQL), for records SQLite's ``json_array`` refuses: a BLOB gives :data:`_WRONG_TYPE`."""
+    seq, at, *rest = row
+    if not isinstance(at, str) or len(at) != 26 or at[10] != " ":
+        return _WRONG_TYPE
+    if not all(isinstance(v, _TEXT) for v in rest):
+        return _WRONG_TYPE
+    return _dumps([ENCODING_VERSION, seq, at[:10] + "T" + at[11:] + "Z", *rest])
+
+
+def _sqlite_batches(driver: Any, rng: SeqRange) -> Iterator[list[tuple[Any, str, str, str]]]:
+    """SQLite's canonical rows of ``rng``, built by SQLite; from a batch ``json_array`` refuses (a
+    value stored as a BLOB, which no writer stores) on, built in Python record by record."""
+    last: int | None = None
+    try:
+        for batch in batches(
+            driver,
+            "sqlite",
+            f"SELECT {_SQLITE_CANONICAL} FROM audit_log{rng.where()} ORDER BY seq",  # noqa: S608
+        ):
+            yield batch
+            last = batch[-1][0]
+    except sqlite3.OperationalError:
+        rest = SeqRange(after=last if last is not None else rng.after, upto=rng.upto)
+        columns = COLUMNS.rsplit(", prev_hash", 1)[0]
+        sql = f"SELECT {columns}, prev_hash, hash FROM audit_log{rest.where()} ORDER BY seq"  # noqa: S608
+        for raw in batches(driver, "sqlite", sql):
+            yield [(r[0], _sqlite_canonical(r[:-2]), r[-2], r[-1]) for r in raw]
 
 
 def batches(driver: Any, dialect: str, sql: str) -> Iterator[list[tuple[Any, ...]]]:
@@ -123,11 +151,7 @@ def _canonical_batches(
     """(seq, canonical text, prev_hash, hash) per record of ``rng``, in sequence order."""
     where = rng.where()
     if dialect == "sqlite":
-        yield from batches(
-            driver,
-            dialect,
-            f"SELECT {_SQLITE_CANONICAL} FROM audit_log{where} ORDER BY seq",  # noqa: S608
-        )
+        yield from _sqlite_batches(driver, rng)
         return
     fmt: Callable[[Any], str] = format_at
     dumps = _dumps

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from typer.testing import CliRunner
 
-from cdp.audit.chain import canonical, chain_hash
+from cdp.audit.chain import canonical, chain_hash, format_at
 from cdp.audit.checkpoint import read_checkpoint, write_checkpoint
 from cdp.audit.service import record_access
 from cdp.audit.verify import verify_chain
@@ -388,3 +389,75 @@ def test_the_cdp_command_exits_1_on_a_broken_chain(cdp_env: CdpEnv, tmp_path: Pa
     assert broken.returncode == 1 and "record 5" in broken.stdout + broken.stderr
     refused = cdp("audit", "checkpoint", "--out", str(tmp_path / "other.json"))
     assert refused.returncode == 1
+
+
+def test_an_edit_of_any_character_of_the_time_is_found(cdp_env: CdpEnv) -> None:
+    """Every character of the stored time is covered by the hash, on SQLite the date-time
+    separator too (it was rebuilt there rather than read, so an edit of it verified and moved the
+    record out of the reports' time ranges)."""
+    _fill(cdp_env)
+    edit = (
+        "substr(at, 1, 10) || '~' || substr(at, 12)"
+        if cdp_env.backend == "sqlite"
+        else "at + interval '1 microsecond'"
+    )
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql(f"UPDATE audit_log SET at = {edit} WHERE seq = 4")
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert (result.ok, result.first_bad_seq) == (False, 4)
+    assert "altered" in (result.problem or "")
+
+
+def test_a_value_of_the_wrong_type_is_found_not_a_crash(cdp_env: CdpEnv) -> None:
+    """A value stored as a BLOB (SQLite's json_array refuses it) names its record as altered;
+    the records before it are verified as usual."""
+    if cdp_env.backend != "sqlite":
+        pytest.skip("PostgreSQL's text columns cannot hold a BLOB")
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("UPDATE audit_log SET client = X'41' WHERE seq = 4")
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert (result.ok, result.first_bad_seq, result.records) == (False, 4, 3)
+    assert "altered" in (result.problem or "")
+
+
+def test_a_rewritten_log_is_found_by_its_head(cdp_env: CdpEnv) -> None:
+    """Records altered and every hash after them recomputed: each link holds, but the chain head
+    still holds the hash the last record had."""
+    _fill(cdp_env)
+    with _tamper(cdp_env) as conn:
+        conn.exec_driver_sql("UPDATE audit_log SET principal_name = 'someone-else' WHERE seq = 4")
+        prev = conn.exec_driver_sql("SELECT hash FROM audit_log WHERE seq = 3").scalar()
+        rows = conn.execute(
+            sa.text(
+                "SELECT seq, at, principal_id, principal_name, roles, action, resource, "
+                "subject_ids, fields, purpose, outcome, request_id, client FROM audit_log "
+                "WHERE seq >= 4 ORDER BY seq"
+            )
+        ).all()
+        for row in rows:
+            when = datetime.fromisoformat(row.at) if isinstance(row.at, str) else row.at
+            canon = canonical(
+                row.seq,
+                format_at(when if when.tzinfo else when.replace(tzinfo=UTC)),
+                row.principal_id,
+                row.principal_name,
+                row.roles,
+                row.action,
+                row.resource,
+                row.subject_ids,
+                row.fields,
+                row.purpose,
+                row.outcome,
+                row.request_id,
+                row.client,
+            )
+            digest = chain_hash(prev, canon)
+            conn.execute(
+                sa.text("UPDATE audit_log SET prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"p": prev, "h": digest, "s": row.seq},
+            )
+            prev = digest
+    result = verify_chain(runtime=cdp_env.runtime)
+    assert (result.ok, result.first_bad_seq) == (False, N)
+    assert "head" in (result.problem or "")
