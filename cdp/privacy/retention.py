@@ -17,18 +17,20 @@ Subjects under an open restriction are skipped by every rule (restriction means 
 keep": art. 18(1)(c) is exactly a request not to delete), and so are subjects with an open privacy
 request. ``dry_run`` computes the same counts from the same conditions and changes nothing.
 
-Rules 1 and 2 commit together, in a transaction that first waits for the trait recompute steps
-in progress and holds new ones off (:func:`cdp.traits.recompute_lock.exclude_recomputes`: the
-points ledger refers to the events it deletes); the inactive subjects are then erased
+Rule 1 treats :data:`WINDOW_BATCH` rows per transaction (the lowest ids still expired), each
+transaction first waiting for the trait recompute steps in progress and holding new ones off
+(:func:`cdp.traits.recompute_lock.exclude_recomputes`: the points ledger refers to the events it
+deletes, through an index on ``points_ledger.event_id``, so a delete does not scan the ledger);
+rule 2 is one transaction; the inactive subjects are then erased
 :data:`AUDIT_BATCH` at a time by a *judged* erasure (:func:`cdp.privacy.erasure.erase_subjects`
 with ``still``): each subject is judged again in the erasure's data transaction with its row
 locked, so a subject that ordered, came under restriction or a privacy request, or absorbed
 someone active in a merge since the list was made is kept; the audit record names the ids erased
 and commits with their rows; an id merged away is not followed to its survivor (a subject nobody
 judged inactive).
-Given a ``stop`` event (``cdp serve`` shutting down), a run stops between two of these steps once
-it is set (``stopped`` in the report): every step it took is complete, and the next run finds
-what is left by the same conditions.
+Given a ``stop`` event (``cdp serve`` shutting down), a run stops between two of these steps, or
+two batches of a window, once it is set (``stopped`` in the report): every step it took is
+complete, and the next run finds what is left by the same conditions.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ from cdp.runtime import Runtime
 from cdp.traits.recompute_lock import exclude_recomputes
 
 AUDIT_BATCH = 1000
+WINDOW_BATCH = 5000
+"""Rows a retention window treats in one transaction (a short hold of the write lock, so reads
+and their audit records go on meanwhile, and a stop is taken between two batches)."""
 SYSTEM_CONTEXT = AccessContext(
     principal_id="system:retention",
     principal_name="system:retention",  # no principal can take it (names hold no ":")
@@ -112,18 +117,33 @@ def expired_condition(entry: SubjectTable, table: sa.Table, now: datetime) -> An
     return sa.and_(subject_col.is_not(None), ~sa.or_(*kept_by), ~_protected(subject_col))
 
 
-def _apply_window(conn: Connection, entry: SubjectTable, now: datetime, dry_run: bool) -> int:
+def _count_window(conn: Connection, entry: SubjectTable, now: datetime) -> int:
+    """How many rows of ``entry`` are past every window that still has a basis (the dry run)."""
     table = metadata.tables[entry.table]
     where = expired_condition(entry, table, now)
-    if dry_run:
-        return int(
-            conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
-        )
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+    )
+
+
+def _apply_window_batch(conn: Connection, entry: SubjectTable, now: datetime) -> int:
+    """Apply ``entry``'s treatment to at most :data:`WINDOW_BATCH` of its expired rows (the
+    lowest ids); the number of rows treated. A treated row no longer matches (deleted, or its
+    subject link is null), so repeating this until it treats fewer than a batch covers them all."""
+    table = metadata.tables[entry.table]
+    batch = (
+        sa.select(table.c.id)
+        .where(expired_condition(entry, table, now))
+        .order_by(table.c.id)
+        .limit(WINDOW_BATCH)
+        .scalar_subquery()
+    )
     if entry.treatment is Treatment.DELETE:
-        return int(conn.execute(sa.delete(table).where(where)).rowcount or 0)
+        return int(conn.execute(sa.delete(table).where(table.c.id.in_(batch))).rowcount or 0)
     if entry.treatment is Treatment.UNLINK:
         values = {entry.column: None, **{c: None for c in entry.also_null}}
-        return int(conn.execute(sa.update(table).where(where).values(values)).rowcount or 0)
+        update = sa.update(table).where(table.c.id.in_(batch)).values(values)
+        return int(conn.execute(update).rowcount or 0)
     raise ValueError(f"retention cannot apply {entry.treatment} to {entry.table}")
 
 
@@ -180,28 +200,37 @@ def run_retention(
     )
     entries = live_entries(runtime)
     cutoff = now - timedelta(days=settings.retention_inactive_days)
-    with runtime.data_engine.begin() as conn:
+    windows = [e for e in entries if e.time_column is not None and e.retention]
+    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         # Who is inactive is decided first: the windows below delete old events and unlink old
         # orders, which are still activity within the inactivity period (an event 500 days old
         # is past the analytics window but keeps its person), and the dry run must find the same.
         inactive = inactive_subjects(conn, cutoff)
-        if not dry_run:
-            # Deleting events: a points step's earn lines refer to them (its foreign-key check
-            # would wait for this transaction, which would wait for the step's lock).
-            exclude_recomputes(conn)
-        for entry in entries:
-            if entry.time_column is None or not entry.retention:
-                continue
-            n = _apply_window(conn, entry, now, dry_run)
-            if n:
-                report.rows[entry.table] = report.rows.get(entry.table, 0) + n
         if dry_run:
+            for entry in windows:
+                if n := _count_window(conn, entry, now):
+                    report.rows[entry.table] = n
             report.packages = int(
                 conn.execute(
                     sa.select(sa.func.count()).select_from(payloads).where(stale)
                 ).scalar_one()
             )
-        else:
+    if not dry_run:
+        for entry in windows:
+            while True:
+                if stop is not None and stop.is_set():
+                    report.stopped = True
+                    return report
+                with runtime.data_engine.begin() as conn:
+                    # Deleting events: a points step's earn lines refer to them (its foreign-key
+                    # check would wait for this transaction, which would wait for the step's lock).
+                    exclude_recomputes(conn)
+                    n = _apply_window_batch(conn, entry, now)
+                if n:
+                    report.rows[entry.table] = report.rows.get(entry.table, 0) + n
+                if n < WINDOW_BATCH:
+                    break
+        with runtime.data_engine.begin() as conn:
             report.packages = int(conn.execute(sa.delete(payloads).where(stale)).rowcount or 0)
     if dry_run:
         report.inactive_subjects = len(inactive)

@@ -130,6 +130,10 @@ class PointsEntry(SQLModel, table=True):
         UniqueConstraint("kind", "order_id", name="uq_points_kind_order"),
         UniqueConstraint("kind", "event_id", name="uq_points_kind_event"),
         Index("ix_points_subject_time", "subject_id", "occurred_at"),
+        # Deleting an order or an event sets its lines' link to null: without these the database
+        # scans the whole ledger for each row deleted (the unique keys lead with ``kind``).
+        Index("ix_points_order", "order_id"),
+        Index("ix_points_event", "event_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

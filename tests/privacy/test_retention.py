@@ -304,19 +304,20 @@ def test_a_subject_active_since_the_list_was_made_is_kept(
         found = listed(conn, cutoff, among)  # type: ignore[arg-type]
         if among is None:  # the run's list: both are inactive now; then the buyer orders
             assert set(found) == {buyer, idle}
-            conn.execute(
-                sa.insert(ORDERS).values(
-                    order_ref="late",
-                    subject_id=buyer,
-                    ordered_at=NOW - DAY,
-                    status="completed",
-                    currency="EUR",
-                    total_minor=100,
-                    discount_minor=0,
-                    value_base=1.0,
-                    source="shop",
+            with rt.data_engine.begin() as other:  # another door, while the run goes on
+                other.execute(
+                    sa.insert(ORDERS).values(
+                        order_ref="late",
+                        subject_id=buyer,
+                        ordered_at=NOW - DAY,
+                        status="completed",
+                        currency="EUR",
+                        total_minor=100,
+                        discount_minor=0,
+                        value_base=1.0,
+                        source="shop",
+                    )
                 )
-            )
         return found
 
     monkeypatch.setattr(retention, "inactive_subjects", list_then_order)
@@ -357,3 +358,51 @@ def test_an_inactive_subject_merged_into_an_active_one_does_not_take_it_along(
             ).scalar_one()
             == 1
         )
+
+
+class _StopOnceAnEventIsGone(threading.Event):
+    """A stop event that reads as set once fewer than ``count`` events are left: the signal
+    arriving just after the first batch of a window."""
+
+    def __init__(self, rt: Runtime, count: int) -> None:
+        super().__init__()
+        self._rt = rt
+        self._count = count
+
+    def is_set(self) -> bool:
+        with self._rt.data_engine.connect() as conn:
+            left = conn.execute(sa.select(sa.func.count()).select_from(EVENTS)).scalar_one()
+        return bool(left < self._count)
+
+
+def test_a_window_is_treated_in_batches_and_a_stop_between_two_is_taken(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window longer than a batch is treated whole over several transactions (lowest ids
+    first); a stop between two batches ends the run with the finished batches counted, and the
+    next run treats the rest."""
+    rt = cdp_env.runtime
+    sid = make_subject(rt)
+    _order(rt, sid, NOW - 10 * DAY)  # active: only its old events go
+    old = [_event(rt, sid, NOW - 500 * DAY) for _ in range(5)]
+    recent = _event(rt, sid, NOW - 10 * DAY)
+    monkeypatch.setattr(retention, "WINDOW_BATCH", 2)
+
+    def left() -> set[str]:
+        with rt.data_engine.connect() as conn:
+            return set(conn.execute(sa.select(EVENTS.c.message_id)).scalars())
+
+    first = run_retention(runtime=rt, clock=FrozenClock(NOW), stop=_StopOnceAnEventIsGone(rt, 6))
+    assert (first.stopped, first.rows) == (True, {"events": 2})
+    assert len(left() & set(old)) == 3
+    rest = run_retention(runtime=rt, clock=FrozenClock(NOW), stop=threading.Event())
+    assert (rest.stopped, rest.rows) == (False, {"events": 3})
+    assert left() == {recent}
+
+
+def test_the_points_ledger_links_are_indexed(cdp_env: CdpEnv) -> None:
+    """Deleting an order or an event nulls the ledger lines that refer to it: each link has an
+    index led by it, so a delete probes the ledger instead of scanning it."""
+    indexes = sa.inspect(cdp_env.runtime.data_engine).get_indexes("points_ledger")
+    leading = {ix["column_names"][0] for ix in indexes}
+    assert {"order_id", "event_id"} <= leading
