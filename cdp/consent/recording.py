@@ -39,7 +39,8 @@ def record_choice(
     mechanism: str,
     notice_version: str | None = None,
 ) -> RecordedChoice:
-    """Record the choice under ``ctx``'s principal, audit the write, and return the subject it
+    """Record the choice under ``ctx``'s principal and audit the write in one transaction (the
+    choice and its audit record commit together, or neither does), and return the subject it
     was recorded for, whether it was new and the purpose's current state after it.
 
     A subject id that a merge absorbed reaches the subject that absorbed it (the same person);
@@ -57,14 +58,16 @@ def record_choice(
             recorded_by=ctx.principal_name,
             notice_version=notice_version,
         )
-    record_access(
-        runtime=runtime,
-        ctx=ctx,
-        action="write",
-        resource="data:consent",
-        outcome="allowed",
-        subject_ids=[held],
-        fields=["consent"],
-    )
+        # in the same transaction: a choice the audit log cannot record is not kept either
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action="write",
+            resource="data:consent",
+            outcome="allowed",
+            subject_ids=[held],
+            fields=["consent"],
+            conn=conn,
+        )
     state = ledger_state.current_state(runtime=runtime, subject_id=held)[purpose]
     return RecordedChoice(subject_id=held, recorded=recorded, state=state)
