@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cdp.audit.service import record_access
+from cdp.audit.service import audited_read, record_access
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
 from cdp.cli.paths import output_file, writable
 from cdp.cli.root import app, console, err_console
@@ -66,16 +66,13 @@ def show(subject_id: SubjectArg, token: TokenOption = None, purpose: PurposeOpti
         action="read",
         subject_ids=[subject_id],
     )
-    proof = ledger_state.consent_proof(runtime=rt, subject_id=subject_id)
-    record_access(
-        runtime=rt,
-        ctx=ctx,
-        action="read",
-        resource="data:consent",
-        outcome="allowed",
-        subject_ids=[proof.subject_id],
-        fields=["consent"],
-    )
+    # one read transaction; its record commits before anything is shown, and a failed read
+    # (an unknown or erased id) is recorded too
+    with audited_read(
+        runtime=rt, ctx=ctx, action="read", resource="data:consent", subject_ids=[subject_id]
+    ) as scope:
+        proof = ledger_state.consent_proof(conn=scope.conn, subject_id=subject_id)
+        scope.returned(subject_ids=[proof.subject_id], fields=["consent"])
     if proof.subject_id != subject_id:
         console.print(f"subject {proof.subject_id} (it absorbed {subject_id} in a merge)")
     state = Table("purpose", "status", "since", "source", "mechanism", "notice", title="Now")

@@ -150,3 +150,16 @@ def test_a_choice_dated_before_1900_is_refused(cdp_env: CdpEnv, at: str) -> None
             recorded_by="test",
         )
     assert ledger_state.history(runtime=rt, subject_id=sid) == []
+
+
+def test_a_failed_consent_show_is_recorded(cdp_env: CdpEnv) -> None:
+    """``cdp consent show`` for an id that names nobody fails, and the attempt is in the audit
+    log as an ``error`` naming the id asked for, as the API's reads record theirs."""
+    unknown = "0" * 32
+    shown = runner.invoke(app, ["consent", "show", unknown, *_dpo(cdp_env)])
+    assert shown.exit_code != 0
+    with cdp_env.runtime.data_engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(LOG.c.outcome, LOG.c.subject_ids).where(LOG.c.resource == "data:consent")
+        ).all()
+    assert [(r.outcome, json.loads(r.subject_ids)) for r in rows] == [("error", [unknown])]
