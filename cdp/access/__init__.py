@@ -19,20 +19,22 @@ from cdp.access.categories import (
     resource_for,
 )
 from cdp.access.policy import (
+    Decision,
+    PolicyEngine,
+    PolicyError,
+    Rule,
+    default_policy_dir,
+    parse_policy,
+    policy_version,
+)
+from cdp.access.vocabulary import (
     ACTIONS,
     ANY_PURPOSE,
     CATEGORY_RESOURCES,
     RESOURCES,
     Action,
-    Decision,
     Effect,
-    PolicyEngine,
-    PolicyError,
     Resource,
-    Rule,
-    default_policy_dir,
-    parse_policy,
-    policy_version,
 )
 
 __all__ = [

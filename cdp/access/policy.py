@@ -18,70 +18,22 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
 import casbin
 from casbin.persist import Adapter, load_policy_line
 
-from cdp.access.categories import CATEGORIES, PURPOSES, resource_for
+from cdp.access.categories import CATEGORIES, PURPOSES
+from cdp.access.vocabulary import (
+    ACTIONS,
+    ANY_PURPOSE,
+    CATEGORY_RESOURCES,
+    RESOURCES,
+    Action,
+    Effect,
+)
 from cdp.errors import ConfigurationError
-
-
-class Resource(StrEnum):
-    """What a request addresses: a data category, the pseudonymous profile, or a function."""
-
-    PII_CONTACT = "pii:contact"
-    PII_IDENTITY = "pii:identity"
-    PII_ADDRESS = "pii:address"
-    DATA_BEHAVIOUR = "data:behaviour"
-    DATA_TRAITS = "data:traits"
-    DATA_CONSENT = "data:consent"
-    PROFILE = "profile"
-    PRINCIPALS = "principals"
-    KEYS = "keys"
-    SOURCES = "sources"
-    DESTINATIONS = "destinations"
-    SEGMENTS = "segments"
-    EXPORTS = "exports"
-    METRICS = "metrics"
-    AUDIT_LOG = "audit_log"
-    AUDIT_REPORTS = "audit_reports"
-    PRIVACY_REQUESTS = "privacy_requests"
-    INGEST = "ingest"
-    OPS = "ops"
-
-
-class Action(StrEnum):
-    """What a request does to its resource."""
-
-    READ = "read"
-    WRITE = "write"
-    CREATE = "create"
-    RUN = "run"
-    DELETE = "delete"
-    ADMIN = "admin"
-
-
-class Effect(StrEnum):
-    """The effect of a policy row."""
-
-    ALLOW = "allow"
-    DENY = "deny"
-
-
-RESOURCES: tuple[str, ...] = tuple(r.value for r in Resource)
-"""Every resource name the policy may use."""
-
-ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
-"""Every action name the policy may use."""
-
-CATEGORY_RESOURCES: tuple[str, ...] = tuple(resource_for(c) for c in CATEGORIES)
-"""The resources that address data categories (``pii:*`` and ``data:*``), in category order."""
-
-ANY_PURPOSE: Final = "*"
-"""Purpose wildcard in policy rows: any purpose cdp knows. Only deny rows may use it."""
 
 DEFAULT_CACHE_SIZE: Final = 65_536
 """Decision cache entries kept per snapshot before the cache is emptied and refilled."""
@@ -217,6 +169,8 @@ class _Snapshot:
     version: str
     roles: frozenset[str]
     cache_size: int
+    allowed_pairs: frozenset[tuple[str, str]] = frozenset()
+    """(resource, action) of every allow row: what :meth:`PolicyEngine.allows_purpose` asks."""
     decisions: dict[tuple[tuple[str, ...], str, str, str], Decision] = field(default_factory=dict)
     categories: dict[tuple[tuple[str, ...], str], frozenset[str]] = field(default_factory=dict)
 
@@ -244,7 +198,8 @@ def _build_snapshot(model_bytes: bytes, policy_bytes: bytes, cache_size: int) ->
     except Exception as exc:
         raise PolicyError(f"policy does not load: {exc}") from None
     roles = frozenset(r[1] for r in rows) | frozenset(r[2] for r in rows if r[0] == "g")
-    return _Snapshot(enforcer, policy_version(model_bytes, policy_bytes), roles, cache_size)
+    pairs = frozenset((r[2], r[3]) for r in rows if r[0] == "p" and r[5] == Effect.ALLOW)
+    return _Snapshot(enforcer, policy_version(model_bytes, policy_bytes), roles, cache_size, pairs)
 
 
 def _evaluate(snap: _Snapshot, roles: tuple[str, ...], res: str, act: str, purp: str) -> Decision:
@@ -375,6 +330,16 @@ class PolicyEngine:
         if purpose in _PURPOSE_SET:
             _store(snap.categories, key, found, snap.cache_size)
         return found
+
+    def allows_purpose(self, roles: Sequence[str], purpose: str) -> bool:
+        """Whether ``roles`` may do anything at all (any resource, any action) for ``purpose``,
+        deny rows and inheritance applied as in :meth:`decide`."""
+        snap = self._snapshot
+        role_tuple = _role_tuple(roles)
+        return any(
+            self._decide(snap, role_tuple, resource, action, purpose).allowed
+            for resource, action in sorted(snap.allowed_pairs)
+        )
 
     @staticmethod
     def _decide(

@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdp.access.categories import CATEGORIES, resource_for
 from cdp.access.engine import get_policy_engine
+from cdp.access.vocabulary import ACTIONS, RESOURCES
 from cdp.audit import activity_reports, anomaly_report, reports
 from cdp.audit.render import render
 from cdp.audit.reports import Access, Report
 from cdp.audit.writer import LOG, SUBJECTS, AuditEntry, append
 from cdp.clock import FrozenClock
-from tests.audit.factories import guards_off
+from tests.audit.factories import guards_off, make_entry
 from tests.conftest import CdpEnv
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -105,19 +105,17 @@ def _unusual_purposes(rows: list[Access]) -> list[dict[str, str]]:
         role_tuple = tuple(r for r in roles.split(",") if r)
         total = sum(purposes.values())
         for purpose, n in sorted(purposes.items()):
-            granted = (
-                any(
-                    engine.decide(role_tuple, resource, "read", purpose).allowed
-                    for resource in (resource_for(c) for c in CATEGORIES)
-                )
-                or engine.decide(role_tuple, "profile", "read", purpose).allowed
+            granted = any(
+                engine.decide(role_tuple, resource, action, purpose).allowed
+                for resource in RESOURCES
+                for action in ACTIONS
             )
             rare = (
                 total >= anomaly_report.RARE_MIN_RECORDS and n / total < anomaly_report.RARE_SHARE
             )
             if not granted or rare:
                 why = (
-                    "no data access for this purpose in the policy"
+                    "the policy allows this role nothing for this purpose"
                     if not granted
                     else (f"{n} of {total} records ({n / total:.1%})")
                 )
@@ -429,3 +427,28 @@ def test_bursts_past_the_cap_are_counted_in_a_note(
     note = f"{len(everything) - 4} more bursts were found and are not listed (the first 4 are)."
     assert new.notes == [note]
     assert f"> {note}" in render(new, "md") and note in render(new, "html")
+
+
+def test_a_purpose_the_role_uses_outside_personal_data_is_not_unusual(cdp_env: CdpEnv) -> None:
+    """An auditor reads the log for ``audit`` and a marketer exports for ``email_marketing``:
+    the policy allows both, though neither is a read of personal data. Only a purpose the
+    policy allows the role nothing for is flagged."""
+    usual = [
+        make_entry(roles=("auditor",), resource="audit", fields=(), purpose="audit"),
+        make_entry(
+            roles=("marketer",), action="export", resource="segments", purpose="email_marketing"
+        ),
+        make_entry(
+            roles=("marketer",), action="export", resource="segments", purpose="ad_audiences"
+        ),
+    ]
+    odd = make_entry(roles=("auditor",), resource="audit", fields=(), purpose="email_marketing")
+    entries = [*usual, odd]
+    _write(cdp_env, entries, [T0 + timedelta(seconds=i) for i in range(len(entries))])
+    report = anomaly_report.denied_anomalies(
+        runtime=cdp_env.runtime, since=T0, until=T0 + timedelta(days=1)
+    )
+    unusual = [
+        (a["principal"], a["at"]) for a in report.anomalies if a["kind"] == "unusual purpose"
+    ]
+    assert unusual == [("role auditor", "email_marketing")]
