@@ -115,6 +115,11 @@ def run_export(
     dest = get_destination(runtime=runtime, name=destination)
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
+    # an unknown segment is the caller's mistake, answered (404) before a run is stored; it was
+    # stored and logged as a failed run
+    from cdp.segments.service import get_segment
+
+    get_segment(runtime=runtime, name=segment, clock=clock)
     recover_interrupted(runtime, clock=clock)  # close runs a dead process left (never waits)
     # no erasure commits while this export runs; no other export of this segment to this
     # destination runs beside it (refused at once: ExportRunningError)

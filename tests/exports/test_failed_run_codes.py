@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import cdp.exports.sync as sync
+from cdp.errors import NotFoundError
 from cdp.exports.run import run_export
 from tests.exports.conftest import World
 
@@ -44,3 +45,18 @@ def test_a_failed_run_stores_a_cdp_error_code(
         _export(world)
     [(_, status, stored)] = world.runs()
     assert (status, stored) == ("failed", code)
+
+
+def test_an_unknown_segment_is_refused_before_a_run_is_stored(world: World) -> None:
+    """Exporting a segment nobody defined is the caller's mistake (404 through the API): no run
+    is stored for it, so the runs list and the error log hold no failed run."""
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    with pytest.raises(NotFoundError):
+        run_export(
+            runtime=world.rt,
+            ctx=world.ctx("email_marketing"),
+            segment="no-such-segment",
+            destination="mail",
+            clock=world.clock,
+        )
+    assert world.runs() == []
