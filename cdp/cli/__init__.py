@@ -84,8 +84,17 @@ def _aborts() -> tuple[type[Exception], ...]:
 
 def main() -> None:
     """Entry point: domain errors become a one-line message and exit status 2, an unreachable
-    database exit status 3; anything else is logged through the redacting logger (traceback
-    without locals) and exits 1. No raw traceback reaches the terminal."""
+    database exit status 3, an interruption (Ctrl+C, even while the commands are loading) 130;
+    anything else is logged through the redacting logger (traceback without locals) and exits
+    1. No raw traceback reaches the terminal."""
+    try:
+        _main()
+    except KeyboardInterrupt:  # before click runs (imports, registering the commands)
+        sys.stderr.write("\nAborted!\n")
+        sys.exit(130)
+
+
+def _main() -> None:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     from cdp.cli.root import app, err_console, styled

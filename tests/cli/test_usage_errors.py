@@ -45,3 +45,27 @@ def test_an_error_message_holding_markup_like_text_prints_as_it_is(cdp_env: CdpE
     assert done.returncode == 2, done.stderr
     assert "no principal named '[/x]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_while_the_commands_load_exits_130_without_a_traceback(
+    cdp_env: CdpEnv,
+) -> None:
+    """A SIGINT that lands while the commands are still being imported and registered (before
+    click runs, which turns it into ``Aborted!`` itself) exits 130 with one line, as one during
+    a command does; it printed a traceback."""
+    script = (
+        "import cdp.cli as c\n"
+        "def interrupted(*_a, **_k):\n"
+        "    raise KeyboardInterrupt\n"
+        "c.register = interrupted\n"
+        "c.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "profiles", "show", "x"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "Aborted!" in done.stderr
