@@ -15,13 +15,13 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, cast
 
 import sqlalchemy as sa
-from sqlalchemy import RowMapping
+from sqlalchemy import Connection, RowMapping
 
 from cdp.access.engine import get_policy_engine
 from cdp.access.models import Principal, new_principal_id
@@ -121,8 +121,12 @@ def create(
     kind: str = "person",
     expires_in: timedelta | None = None,
     clock: Clock = utcnow,
+    audit: Callable[[Connection, PrincipalInfo], object] | None = None,
 ) -> CreatedPrincipal:
     """Create a principal holding ``roles`` (each known to the policy); return it with its token.
+
+    ``audit`` is called with the transaction and the new principal before it commits: the
+    principal and its audit record are kept together, or neither is.
 
     Raises ``ConflictError`` if the name is taken, ``InvalidInputError`` for a bad name, kind,
     role or expiry.
@@ -158,15 +162,17 @@ def create(
         if taken is not None:
             raise ConflictError(f"a principal named {name!r} already exists")
         conn.execute(sa.insert(PRINCIPALS).values(**values))
-    info = PrincipalInfo(
-        id=str(values["id"]),
-        name=name,
-        kind=kind,
-        roles=role_tuple,
-        created_at=now,
-        expires_at=cast(datetime | None, values["expires_at"]),
-        revoked_at=None,
-    )
+        info = PrincipalInfo(
+            id=str(values["id"]),
+            name=name,
+            kind=kind,
+            roles=role_tuple,
+            created_at=now,
+            expires_at=cast(datetime | None, values["expires_at"]),
+            revoked_at=None,
+        )
+        if audit is not None:
+            audit(conn, info)
     return CreatedPrincipal(principal=info, token=token)
 
 
@@ -280,8 +286,15 @@ def get_by_name(*, runtime: Runtime, name: str) -> PrincipalInfo:
     return _info(row._mapping)
 
 
-def revoke(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> PrincipalInfo:
-    """Revoke ``name``'s token now (idempotent: an already revoked principal keeps its time)."""
+def revoke(
+    *,
+    runtime: Runtime,
+    name: str,
+    clock: Clock = utcnow,
+    audit: Callable[[Connection, PrincipalInfo], object] | None = None,
+) -> PrincipalInfo:
+    """Revoke ``name``'s token now (idempotent: an already revoked principal keeps its time);
+    ``audit`` as for :func:`create`, in the same transaction."""
     with runtime.data_engine.begin() as conn:
         row = conn.execute(sa.select(PRINCIPALS).where(PRINCIPALS.c.name == name)).first()
         if row is None:
@@ -291,6 +304,8 @@ def revoke(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> PrincipalIn
                 sa.update(PRINCIPALS).where(PRINCIPALS.c.name == name).values(revoked_at=clock())
             )
         row = conn.execute(sa.select(PRINCIPALS).where(PRINCIPALS.c.name == name)).one()
-    info = _info(row._mapping)
+        info = _info(row._mapping)
+        if audit is not None:
+            audit(conn, info)
     _auth_cache.drop(info.id)
     return info

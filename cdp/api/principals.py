@@ -5,11 +5,13 @@ Tokens are returned once, by ``POST``; listing never shows them (only their hash
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
 
 from cdp.access import principals as service
 from cdp.access.principals import KINDS, MAX_TOKEN_LIFETIME, PrincipalInfo
@@ -19,6 +21,7 @@ from cdp.api.openapi_access import error_responses
 from cdp.audit.operations import credential_fields
 from cdp.audit.service import record_access
 from cdp.clock import utcnow
+from cdp.runtime import Runtime
 
 router = APIRouter(prefix="/v1/principals", tags=["principals"])
 
@@ -91,31 +94,34 @@ def create_principal(
         roles=body.roles,
         kind=body.kind,
         expires_in=timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None,
+        audit=_recorder(runtime, ctx, "create"),
     )
-    p = made.principal
-    # which principal, with which roles: the chained log must show who was given what (the
-    # principals table is not chained); the token is returned only once this is recorded
-    record_access(
-        runtime=runtime,
-        ctx=ctx,
-        action="create",
-        resource="principals",
-        outcome="allowed",
-        fields=credential_fields("principal", p.id, p.roles),
-    )
-    return PrincipalCreated(principal=PrincipalOut.of(p), token=made.token)
+    return PrincipalCreated(principal=PrincipalOut.of(made.principal), token=made.token)
 
 
 @router.delete("/{name}", response_model=PrincipalOut)
 def revoke_principal(name: Name, ctx: PrincipalsDelete, runtime: RuntimeDep) -> PrincipalOut:
     """Revoke a principal's token now."""
-    revoked = service.revoke(runtime=runtime, name=name)
-    record_access(
-        runtime=runtime,
-        ctx=ctx,
-        action="delete",
-        resource="principals",
-        outcome="allowed",
-        fields=credential_fields("principal", revoked.id, revoked.roles),
-    )
+    revoked = service.revoke(runtime=runtime, name=name, audit=_recorder(runtime, ctx, "delete"))
     return PrincipalOut.of(revoked)
+
+
+def _recorder(
+    runtime: Runtime, ctx: AccessContext, action: str
+) -> Callable[[Connection, PrincipalInfo], object]:
+    """The audit record of a principal's creation or revocation, written in the transaction that
+    makes the change: which principal, with which roles (the principals table is not chained,
+    the log must show who was given what); a change the log cannot record is not made."""
+
+    def record(conn: Connection, p: PrincipalInfo) -> None:
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action=action,
+            resource="principals",
+            outcome="allowed",
+            fields=credential_fields("principal", p.id, p.roles),
+            conn=conn,
+        )
+
+    return record

@@ -18,6 +18,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
+from sqlalchemy import Connection
+
 from cdp.access.context import AccessContext
 from cdp.audit.service import record_access
 from cdp.audit.writer import SUBJECT_ID
@@ -53,8 +55,10 @@ def record_operator_action(
     client: str,
     fields: Sequence[str] = (),
     subject_ids: Sequence[str] = (),
+    conn: Connection | None = None,
 ) -> None:
-    """Record ``action`` on ``resource`` (committed before this returns); with ``subject_ids``,
+    """Record ``action`` on ``resource`` (committed before this returns, or with ``conn``'s
+    transaction when given: the change and its record commit together); with ``subject_ids``,
     one record per :data:`SUBJECTS_PER_RECORD` of them. Ids that are not subject ids (a privacy
     request's own key) are left out of the records: the log names subjects only."""
     ctx = operator(client)
@@ -71,6 +75,7 @@ def record_operator_action(
             outcome="allowed",
             subject_ids=batch,
             fields=fields,
+            conn=conn,
         )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Annotated, Final
 
 import typer
+from sqlalchemy import Connection
 
 from cdp.access.context import AccessContext, check_purpose
 from cdp.access.engine import get_policy_engine
@@ -57,12 +58,23 @@ def cli_client(hostname: str | None = None) -> str:
 
 
 def record_cli_operation(
-    runtime: Runtime, *, action: str, resource: str, fields: tuple[str, ...] = ()
+    runtime: Runtime,
+    *,
+    action: str,
+    resource: str,
+    fields: tuple[str, ...] = (),
+    conn: Connection | None = None,
 ) -> None:
     """Audit an installation-access command (``cdp keys``, ``principals``, ``sources``) under
-    ``system:operator``, naming this host as the client (:mod:`cdp.audit.operations`)."""
+    ``system:operator``, naming this host as the client (:mod:`cdp.audit.operations`); with
+    ``conn``, in that transaction."""
     record_operator_action(
-        runtime=runtime, action=action, resource=resource, client=cli_client(), fields=fields
+        runtime=runtime,
+        action=action,
+        resource=resource,
+        client=cli_client(),
+        fields=fields,
+        conn=conn,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -15,11 +16,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from sqlalchemy import Connection
 
 from cdp.cli.root import app, console, styled
 from cdp.ingest.pipeline import IncompleteFileError, RecordKind, Summary, ingest_file
 from cdp.ingest.readers import printable_path
-from cdp.ingest.sources import create_source, list_sources, revoke_source
+from cdp.ingest.sources import SourceInfo, create_source, list_sources, revoke_source
 from cdp.runtime import Runtime, get_runtime
 
 ingest_app = typer.Typer(help="Batch connectors: load customers, orders, consents, events.")
@@ -145,14 +147,18 @@ for _kind in RecordKind:
     _command(_kind)
 
 
-def _audited_source(rt: Runtime, action: str, source_id: int) -> None:
+def _audited_source(rt: Runtime, action: str) -> Callable[[Connection, SourceInfo], None]:
     """A write key is a credential: its creation and revocation go into the audit log (under
-    ``system:operator``, naming the source by id) before the key is shown."""
+    ``system:operator``, naming the source by id) in the transaction that makes the change,
+    before the key is shown."""
     from cdp.audit.operations import credential_fields
     from cdp.cli.access import record_cli_operation
 
-    fields = credential_fields("source", str(source_id))
-    record_cli_operation(rt, action=action, resource="sources", fields=fields)
+    def record(conn: Connection, source: SourceInfo) -> None:
+        fields = credential_fields("source", str(source.id))
+        record_cli_operation(rt, action=action, resource="sources", fields=fields, conn=conn)
+
+    return record
 
 
 @sources_app.command("create")
@@ -161,8 +167,7 @@ def sources_create(
 ) -> None:
     """Create a source and print its write key (shown once: store it in the sender's config)."""
     rt = get_runtime()
-    new = create_source(runtime=rt, name=name)
-    _audited_source(rt, "create", new.info.id)
+    new = create_source(runtime=rt, name=name, audit=_audited_source(rt, "create"))
     console.print(styled("source ", (new.info.name, "bold"), " created; write key (shown once):"))
     console.print(new.write_key, soft_wrap=True, highlight=False)
 
@@ -181,6 +186,5 @@ def sources_list() -> None:
 def sources_revoke(name: str = typer.Argument(..., help="The source to revoke.")) -> None:
     """Revoke a source's write key (audited)."""
     rt = get_runtime()
-    revoked = revoke_source(runtime=rt, name=name)
-    _audited_source(rt, "delete", revoked.id)
+    revoke_source(runtime=rt, name=name, audit=_audited_source(rt, "delete"))
     console.print(f"source {name} revoked")

@@ -6,19 +6,22 @@ installation (its database and key file). That is also how the first admin is cr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy import Connection
 
 from cdp.access import principals as service
+from cdp.access.principals import PrincipalInfo
 from cdp.audit.operations import credential_fields
 from cdp.cli.access import record_cli_operation
 from cdp.cli.durations import parse_duration
 from cdp.cli.root import app, console, err_console, styled
 from cdp.clock import utcnow
-from cdp.runtime import get_runtime
+from cdp.runtime import Runtime, get_runtime
 
 principals_app = typer.Typer(help="People and services that call cdp: create, list, revoke.")
 app.add_typer(principals_app, name="principals")
@@ -52,14 +55,9 @@ def create(
             if expires_in
             else None
         ),
+        audit=principal_recorder(rt, "create"),
     )
     p = made.principal
-    record_cli_operation(
-        rt,
-        action="create",
-        resource="principals",
-        fields=credential_fields("principal", p.id, p.roles),
-    )
     expiry = p.expires_at.isoformat() if p.expires_at else "never"
     err_console.print(
         styled(
@@ -94,11 +92,20 @@ def list_() -> None:
 def revoke(name: Annotated[str, typer.Argument(help="The principal to revoke.")]) -> None:
     """Revoke a principal's token now; later requests with it get 401 (audited)."""
     rt = get_runtime()
-    p = service.revoke(runtime=rt, name=name)
-    record_cli_operation(
-        rt,
-        action="delete",
-        resource="principals",
-        fields=credential_fields("principal", p.id, p.roles),
-    )
+    p = service.revoke(runtime=rt, name=name, audit=principal_recorder(rt, "delete"))
     console.print(f"revoked {p.name} at {p.revoked_at.isoformat() if p.revoked_at else '?'}")
+
+
+def principal_recorder(rt: Runtime, action: str) -> Callable[[Connection, PrincipalInfo], None]:
+    """The change's audit record under ``system:operator``, in the transaction that makes it."""
+
+    def record(conn: Connection, p: PrincipalInfo) -> None:
+        record_cli_operation(
+            rt,
+            action=action,
+            resource="principals",
+            fields=credential_fields("principal", p.id, p.roles),
+            conn=conn,
+        )
+
+    return record

@@ -27,10 +27,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from sqlalchemy import Connection
+
 from cdp.access import principals
 from cdp.access.context import AccessContext
+from cdp.clock import utcnow
 from cdp.demo.pipeline import DemoContext, DemoStep
-from cdp.errors import AuthenticationError
+from cdp.errors import AuthenticationError, NotFoundError
 from cdp.runtime import get_runtime
 
 DEMO_ROLES: Final = ("admin", "marketer", "support", "analyst", "dpo", "auditor")
@@ -82,6 +85,32 @@ def _still_valid(role: str, entry: dict[str, str]) -> bool:
     return info.name == entry["name"] and role in info.roles
 
 
+def _why_replaced(role: str, entry: dict[str, str] | None) -> str:
+    """Why the file's token for ``role`` could not be reused (said when a new principal is made
+    for it): the cause the principal's own record shows."""
+    if entry is None:
+        return "no token for it in the file"
+    try:
+        info = principals.get_by_name(runtime=get_runtime(), name=entry.get("name", ""))
+    except NotFoundError:
+        return f"{entry.get('name')} no longer exists"
+    if info.revoked_at is not None:
+        return f"{info.name} was revoked"
+    if info.expires_at is not None and info.expires_at <= utcnow():
+        return f"{info.name}'s token expired"
+    if role not in info.roles:
+        return f"{info.name} no longer holds the role"
+    return f"the file's token for {info.name} does not match it"
+
+
+def _recorded(conn: Connection, p: principals.PrincipalInfo) -> None:
+    """The creation's audit record, as ``cdp principals create`` writes it (under
+    ``system:operator``, in the creating transaction)."""
+    from cdp.cli.principals import principal_recorder
+
+    principal_recorder(get_runtime(), "create")(conn, p)
+
+
 def _free_name(role: str, taken: set[str]) -> str:
     base = f"demo-{role}"
     if base not in taken:
@@ -100,15 +129,23 @@ def _principals(ctx: DemoContext) -> None:
     tokens: dict[str, dict[str, str]] = {}
     reused: list[str] = []
     created: list[str] = []
+    replaced: list[str] = []
     for role in DEMO_ROLES:
         entry = known.get(role)
         if entry is not None and _still_valid(role, entry):
             tokens[role] = entry
             reused.append(entry["name"])
             continue
+        if known:  # a re-run: say why this role gets a new principal
+            replaced.append(f"{role}: {_why_replaced(role, entry)}")
         name = _free_name(role, taken)
         made = principals.create(
-            runtime=rt, name=name, roles=[role], kind="person", expires_in=TOKEN_LIFETIME
+            runtime=rt,
+            name=name,
+            roles=[role],
+            kind="person",
+            expires_in=TOKEN_LIFETIME,
+            audit=_recorded,
         )
         taken.add(name)
         tokens[role] = {"name": name, "token": made.token}
@@ -125,11 +162,12 @@ def _principals(ctx: DemoContext) -> None:
     ctx.results["tokens_path"] = path
     if created:
         renamed = [n for n in created if n not in {f"demo-{r}" for r in DEMO_ROLES}]
-        why = (
-            " (new names: the tokens of the earlier demo principals are not in the file)"
-            if renamed
-            else ""
-        )
+        if replaced:
+            why = f" ({'; '.join(replaced)})"
+        elif renamed:  # no tokens file (lost or deleted), but the earlier principals exist
+            why = " (new names: the tokens of the earlier demo principals are not in the file)"
+        else:
+            why = ""
         ctx.say("created " + ", ".join(created) + why)
     if reused:
         ctx.say("reused " + ", ".join(reused) + f" (tokens from {path})")

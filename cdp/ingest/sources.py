@@ -12,11 +12,13 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 
 from cdp.clock import Clock, utcnow
 from cdp.db.conflicts import taken_name_is_conflict
@@ -61,8 +63,16 @@ def _info(row: Any) -> SourceInfo:
     return SourceInfo(id=row[0], name=row[1], created_at=row[2], revoked_at=row[3])
 
 
-def create_source(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> NewSource:
-    """Create a source; return its write key (printed once, stored hashed)."""
+def create_source(
+    *,
+    runtime: Runtime,
+    name: str,
+    clock: Clock = utcnow,
+    audit: Callable[[Connection, SourceInfo], object] | None = None,
+) -> NewSource:
+    """Create a source; return its write key (printed once, stored hashed). ``audit`` is
+    called with the transaction and the new source before it commits (kept together or not
+    at all)."""
     if not _NAME.match(name):
         raise InvalidInputError(
             "source name: letters, digits, '.', '_' or '-', at most 64", field="name"
@@ -81,7 +91,10 @@ def create_source(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> NewS
             .values(name=name, write_key_hash=key_digest(key), created_at=now, revoked_at=None)
             .returning(t.c.id)
         ).scalar_one()
-    return NewSource(SourceInfo(int(new_id), name, now, None), key)
+        info = SourceInfo(int(new_id), name, now, None)
+        if audit is not None:
+            audit(conn, info)
+    return NewSource(info, key)
 
 
 def list_sources(*, runtime: Runtime) -> list[SourceInfo]:
@@ -93,8 +106,15 @@ def list_sources(*, runtime: Runtime) -> list[SourceInfo]:
         return [_info(r) for r in rows]
 
 
-def revoke_source(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> SourceInfo:
-    """Revoke a source's write key (requests with it get 401 from then on)."""
+def revoke_source(
+    *,
+    runtime: Runtime,
+    name: str,
+    clock: Clock = utcnow,
+    audit: Callable[[Connection, SourceInfo], object] | None = None,
+) -> SourceInfo:
+    """Revoke a source's write key (requests with it get 401 from then on); ``audit`` as for
+    :func:`create_source`."""
     t = _table()
     with runtime.data_engine.begin() as conn:
         row = conn.execute(
@@ -102,9 +122,14 @@ def revoke_source(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> Sour
         ).first()
         if row is None:
             raise NotFoundError(f"no source named {name!r}")
-        if row[3] is None:
-            conn.execute(sa.update(t).where(t.c.id == row[0]).values(revoked_at=clock()))
-    return SourceInfo(row[0], row[1], row[2], row[3] or clock())
+        revoked_at = row[3]
+        if revoked_at is None:
+            revoked_at = clock()
+            conn.execute(sa.update(t).where(t.c.id == row[0]).values(revoked_at=revoked_at))
+        info = SourceInfo(row[0], row[1], row[2], revoked_at)
+        if audit is not None:
+            audit(conn, info)
+    return info
 
 
 def authenticate_source(*, runtime: Runtime, write_key: str) -> SourceInfo:

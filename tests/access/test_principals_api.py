@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -94,3 +95,46 @@ def test_the_log_says_who_was_given_which_roles(cdp_env: CdpEnv) -> None:
         ("system:operator", "delete", "sources"),
     ]
     assert records[4][3] == records[5][3] and records[4][3][0].startswith("source:")
+
+
+def test_a_credential_change_the_log_cannot_record_is_not_made(
+    cdp_env: CdpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating or revoking a principal (API, CLI) or a source's write key, when the audit log
+    cannot be written: the change is not made either (it was committed first and recorded after,
+    so a revocation or a new credential could go unrecorded)."""
+    from typer.testing import CliRunner
+
+    import cdp.audit.service as audit_service
+    from cdp.access.principals import authenticate, get_by_name
+    from cdp.cli import app as cli_app
+    from cdp.errors import NotFoundError
+    from cdp.ingest.sources import list_sources
+
+    rt = cdp_env.runtime
+    admin = make_principal(rt, ["admin"], name="root")
+    kept = make_principal(rt, ["support"], name="kept")
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["sources", "create", "web"]).exit_code == 0
+    ops = {"Authorization": f"Bearer {admin.token}", "X-Purpose": "operations"}
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        authenticate(runtime=rt, token=admin.token)  # the admin's token is cached: no write
+
+        def broken(*_a: object, **_k: object) -> None:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
+
+        monkeypatch.setattr(audit_service, "append", broken)
+        made = client.post("/v1/principals", json={"name": "ghost", "roles": ["dpo"]}, headers=ops)
+        assert made.status_code >= 500 and "token" not in made.text
+        assert client.delete("/v1/principals/kept", headers=ops).status_code >= 500
+        assert runner.invoke(cli_app, ["principals", "create", "ghost2", "--role", "dpo"]).exit_code
+        assert runner.invoke(cli_app, ["principals", "revoke", "kept"]).exit_code
+        assert runner.invoke(cli_app, ["sources", "create", "app"]).exit_code
+        assert runner.invoke(cli_app, ["sources", "revoke", "web"]).exit_code
+        monkeypatch.undo()
+    for name in ("ghost", "ghost2"):
+        with pytest.raises(NotFoundError):
+            get_by_name(runtime=rt, name=name)
+    assert get_by_name(runtime=rt, name="kept").revoked_at is None
+    assert authenticate(runtime=rt, token=kept.token).name == "kept"
+    assert [(s.name, s.revoked_at) for s in list_sources(runtime=rt)] == [("web", None)]

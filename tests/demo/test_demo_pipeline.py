@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from cdp.access import principals
 from cdp.audit.checkpoint import read_checkpoint
 from cdp.audit.verify import verify_chain
 from cdp.crypto.normalize import IdentityKind
@@ -235,3 +236,15 @@ def test_a_lost_tokens_file_gets_new_principals(
     assert re.search(r"created demo-admin-2, .*demo-auditor-2 \(new names", again)
     tokens = json.loads((cdp_env.home / "demo" / "tokens.json").read_text())["principals"]
     assert tokens["dpo"]["name"] == "demo-dpo-2"
+
+
+def test_a_revoked_demo_token_is_named_as_the_cause_of_a_new_principal(
+    cdp_env: CdpEnv, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A re-run after someone revoked a demo principal says which one and why it made another
+    (it said the tokens were not in the file, which was not the cause)."""
+    _run_demo(120, 600, capfd)
+    principals.revoke(runtime=cdp_env.runtime, name="demo-marketer")
+    again = _run_demo(120, 600, capfd)
+    assert "created demo-marketer-2 (marketer: demo-marketer was revoked)" in again
+    assert "not in the file" not in again
