@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from cdp.errors import InvalidInputError
 from cdp.ingest.csv_records import csv_rows
@@ -90,13 +90,6 @@ def detect_format(path: Path, override: str | None = None) -> Format:
             "cannot tell the format from the file name; pass --format csv|jsonl", field="format"
         )
     return fmt
-
-
-def open_binary(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed when it ends in ``.gz``."""
-    if path.suffix.lower() == ".gz":
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # streams
-    return path.open("rb")
 
 
 MAX_MAPPING_BYTES = 1024 * 1024
@@ -274,15 +267,25 @@ def read_records(
     fmt: str | None = None,
     mapping: Mapping[str, str] | None = None,
     limit: int = 1_048_576,
+    handle: IO[bytes] | None = None,
 ) -> Iterator[RawRecord]:
-    """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip).
+    """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip), from ``handle`` (the
+    file open at its start, left open) when given.
 
     A gzip file that is not gzip, or is damaged or cut short, raises :class:`DamagedInputError`
-    where its data ends (the records before it have been yielded)."""
+    where its data ends (the records before it have been yielded): the batch connector checks a
+    gzip file whole first (:mod:`cdp.ingest.gzip_check`), so there this means the file changed
+    after its check."""
     kind = detect_format(path, fmt)
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     line = 0
-    with open_binary(path) as stream:
+    with contextlib.ExitStack() as closing:
+        if handle is None:
+            handle = closing.enter_context(path.open("rb"))
+        stream = handle
+        if path.suffix.lower() == ".gz":  # streams; closing it leaves ``handle`` open
+            unpacked = gzip.GzipFile(fileobj=handle, mode="rb")
+            stream = closing.enter_context(cast(IO[bytes], unpacked))
         if kind == "csv":
             records = read_csv(stream, mapping=mapping or {}, limit=limit, delimiter=delimiter)
         else:
