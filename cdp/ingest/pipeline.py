@@ -182,15 +182,23 @@ def _batches(
         raise damaged
 
 
+def record_fields(model: type[BaseModel]) -> frozenset[str] | None:
+    """The names a record's input may carry (fields and their aliases); None for customers, whose
+    other names become custom traits, by design."""
+    if model is CustomerRecord:
+        return None
+    return frozenset(model.model_fields) | {
+        f.alias for f in model.model_fields.values() if f.alias is not None
+    }
+
+
 def _check_targets(mapping: dict[str, str], model: type[BaseModel]) -> None:
     """Every field a mapping names must be one the records have (a customer's other names become
     custom traits, by design); a typo would otherwise reject every row, or store a name as a
     trait."""
-    if model is CustomerRecord:
+    known = record_fields(model)
+    if known is None:
         return
-    known = set(model.model_fields) | {
-        f.alias for f in model.model_fields.values() if f.alias is not None
-    }
     unknown = sorted({t for t in mapping.values() if t and t not in known})
     if unknown:
         raise InvalidInputError(
@@ -267,6 +275,7 @@ def ingest_file(
         mapping=mapping,
         limit=settings.ingest_max_record_bytes,
         handle=handle,
+        fields=record_fields(MODELS[kind]),
     )
     batches = _batches(raw, MODELS[kind], record_context(runtime, converter, clock()), size)
     damaged: DamagedInputError | None = None
