@@ -8,7 +8,14 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from cdp.ingest.record_rules import Record, blank_to_none, checked_email, checked_phone, safe_id
+from cdp.ingest.record_rules import (
+    Record,
+    blank_to_none,
+    checked_email,
+    checked_phone,
+    id_text,
+    safe_id,
+)
 from cdp.ingest.times import MAX_DATE, MIN_DATE, RANGE_MESSAGE, aware, not_future
 from cdp.validation import CONTROL_MESSAGE, has_control, not_epoch, plain_text
 
@@ -83,6 +90,11 @@ class CustomerRecord(Record):
         if traits or not isinstance(traits, dict):
             out["traits"] = traits
         return out
+
+    @field_validator("customer_id", "anonymous_id", mode="before")
+    @classmethod
+    def _integer_ids(cls, value: Any) -> Any:
+        return id_text(value)
 
     @field_validator("customer_id", "anonymous_id")
     @classmethod

@@ -37,6 +37,7 @@ _ZERO = Decimal(0)
 _M = TypeVar("_M", bound=BaseModel)
 _set = object.__setattr__
 _MAX_INT_MONEY = 10**12
+_MAX_INT_ID = 10**18  # 18 digits: shorter than every id field's limit
 
 
 def _build(
@@ -78,6 +79,8 @@ def _text(value: Any, limit: int) -> str | None:
 
 
 def _ident(value: Any, limit: int) -> str | None:
+    if value.__class__ is int and 0 <= value < _MAX_INT_ID:  # a JSON integer id: its text
+        return str(value)
     text = _text(value, limit)  # printable
     if text is not None and text.startswith(FORMULA_START):
         raise _FallbackError

@@ -2,10 +2,12 @@
 
 Each batch (``settings.ingest_batch_size`` records, 5,000 by default) is one transaction: tokens,
 resolution, new subjects with their identities and PII, orders, events, consent — all or nothing.
-A crash (even SIGKILL) loses at most the batch in flight; running the same file again skips what
-was stored (order ids, message ids, consent dedupe keys, identity tokens, unchanged PII), so it
-creates no duplicates. Data keys are created just before their batch's transaction; a key whose
-batch never committed protects nothing and is harmless.
+A gzip file is checked whole (CRC and length) before its first record is read, so a damaged one
+stores nothing (:mod:`cdp.ingest.gzip_check`). A crash (even SIGKILL) loses at most the batch in
+flight; running the same file again skips what was stored (order ids, message ids, consent dedupe
+keys, identity tokens, unchanged PII), so it creates no duplicates. Data keys are created just
+before their batch's transaction; a key whose batch never committed protects nothing and is
+harmless.
 
 Rejected records go to a JSON Lines file next to the input (``<input>.rejects.jsonl``): line
 number, reason code, field names and a message — never the rejected values
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,6 +39,7 @@ from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
 from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
+from cdp.ingest.gzip_check import is_gzip, verify_gzip
 from cdp.ingest.money import Converter
 from cdp.ingest.orders import write_orders
 from cdp.ingest.readers import (
@@ -124,8 +127,10 @@ class Summary:
 
 
 class IncompleteFileError(InvalidInputError):
-    """The input file ended early (a damaged or cut gzip file). Every record read before the
-    damage was ingested — stored, a duplicate or rejected —; ``summary`` says what was done."""
+    """The input file ended early: a gzip file that passed its check before the run
+    (:mod:`cdp.ingest.gzip_check`) and was damaged or cut while it was read (written in place
+    meanwhile). Every record read before the damage was ingested — stored, a duplicate or
+    rejected —; ``summary`` says what was done."""
 
     def __init__(self, message: str, *, summary: Summary) -> None:
         super().__init__(message, field="file")
@@ -177,15 +182,23 @@ def _batches(
         raise damaged
 
 
+def record_fields(model: type[BaseModel]) -> frozenset[str] | None:
+    """The names a record's input may carry (fields and their aliases); None for customers, whose
+    other names become custom traits, by design."""
+    if model is CustomerRecord:
+        return None
+    return frozenset(model.model_fields) | {
+        f.alias for f in model.model_fields.values() if f.alias is not None
+    }
+
+
 def _check_targets(mapping: dict[str, str], model: type[BaseModel]) -> None:
     """Every field a mapping names must be one the records have (a customer's other names become
     custom traits, by design); a typo would otherwise reject every row, or store a name as a
     trait."""
-    if model is CustomerRecord:
+    known = record_fields(model)
+    if known is None:
         return
-    known = set(model.model_fields) | {
-        f.alias for f in model.model_fields.values() if f.alias is not None
-    }
     unknown = sorted({t for t in mapping.values() if t and t not in known})
     if unknown:
         raise InvalidInputError(
@@ -209,6 +222,20 @@ def file_source(path: Path) -> str:
     """``file:<name>``, the source stored with a file's records (64 characters at most; a name
     that is not UTF-8 or holds unprintable characters has them escaped: see printable_path)."""
     return f"file:{printable_path(path.name)}"[:64]
+
+
+def checked_input(path: Path) -> IO[bytes]:
+    """``path`` open for reading, a gzip file checked whole first (:mod:`cdp.ingest.gzip_check`:
+    :class:`~cdp.ingest.gzip_check.DamagedGzipError` when it is not, before anything is read).
+    The run reads the file it checked through this one handle."""
+    handle = path.open("rb")
+    try:
+        if is_gzip(path):
+            verify_gzip(handle, path)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def ingest_file(
@@ -237,11 +264,23 @@ def ingest_file(
     summary = Summary(kind=kind.value)
     started = time.perf_counter()
     source = file_source(path)
-    raw = read_records(path, fmt=fmt, mapping=mapping, limit=settings.ingest_max_record_bytes)
+    try:
+        handle = checked_input(path)
+    except BaseException:
+        rejects.discard()  # nothing was read: the reject file's path is left as it was
+        raise
+    raw = read_records(
+        path,
+        fmt=fmt,
+        mapping=mapping,
+        limit=settings.ingest_max_record_bytes,
+        handle=handle,
+        fields=record_fields(MODELS[kind]),
+    )
     batches = _batches(raw, MODELS[kind], record_context(runtime, converter, clock()), size)
     damaged: DamagedInputError | None = None
     try:
-        with collector_paused():
+        with handle, collector_paused():
             try:
                 for items, bad, read in batches:
                     outcome = run_batch(
@@ -289,13 +328,17 @@ def ingest_file(
         summary.seconds = time.perf_counter() - started
     summary.rejects_path = rejects.path if rejects.used else None
     log.info("ingest finished", **{k: v for k, v in summary.as_dict().items() if k != "reasons"})
-    if damaged is not None:
+    if damaged is not None:  # it passed its check before the run: it changed while read
         if not damaged.line:
-            raise IncompleteFileError(f"{damaged}; nothing was ingested", summary=summary)
+            raise IncompleteFileError(
+                f"{damaged}, it changed after its gzip check; nothing was ingested",
+                summary=summary,
+            )
         raise IncompleteFileError(
-            f"{damaged}: every record read through line {damaged.line} was ingested (stored, a "
-            "duplicate or rejected; see the summary), nothing after it; ingest the complete "
-            "file again to add the rest (what is stored counts as duplicates)",
+            f"{damaged}, it changed after its gzip check (still being written?): every record "
+            f"read through line {damaged.line} was ingested (stored, a duplicate or rejected; "
+            "see the summary), nothing after it; ingest the complete file again to add the "
+            "rest (what is stored counts as duplicates)",
             summary=summary,
         )
     return summary

@@ -18,12 +18,13 @@ import json
 import os
 import tomllib
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from cdp.errors import InvalidInputError
+from cdp.ingest.csv_header import CsvHeader
 from cdp.ingest.csv_records import csv_rows
 from cdp.jsonio import MAX_DEPTH, NOT_STRICT, strict_loads, too_deep
 
@@ -90,13 +91,6 @@ def detect_format(path: Path, override: str | None = None) -> Format:
             "cannot tell the format from the file name; pass --format csv|jsonl", field="format"
         )
     return fmt
-
-
-def open_binary(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed when it ends in ``.gz``."""
-    if path.suffix.lower() == ".gz":
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # streams
-    return path.open("rb")
 
 
 MAX_MAPPING_BYTES = 1024 * 1024
@@ -179,23 +173,6 @@ def _remap(row: dict[str, Any], mapping: Mapping[str, str]) -> tuple[dict[str, A
     return out, clash
 
 
-def _mapped_header(header: list[str], mapping: Mapping[str, str]) -> list[str]:
-    """The CSV header's names after the mapping (``""`` for a dropped column); two columns that
-    would carry one name — two mapped to one field, or a mapped column and an unmapped column of
-    the target's name — are refused: one would silently overwrite the other."""
-    names = [mapping.get(h, h) for h in header]
-    kept = [n for n in names if n]
-    twice = sorted({n for n in kept if kept.count(n) > 1})
-    if twice:
-        raise InvalidInputError(
-            f"after the column mapping, several columns of the header are named "
-            f"{', '.join(twice)} (one would overwrite the other); map one of them to another "
-            'field or drop it with ""',
-            field="mapping",
-        )
-    return names
-
-
 def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> Iterator[RawRecord]:
     loads = json.loads
     for number, raw in _lines(stream, limit):
@@ -240,13 +217,18 @@ def read_jsonl(stream: IO[bytes], *, mapping: Mapping[str, str], limit: int) -> 
 
 
 def read_csv(
-    stream: IO[bytes], *, mapping: Mapping[str, str], limit: int, delimiter: str = ","
+    stream: IO[bytes],
+    *,
+    mapping: Mapping[str, str],
+    limit: int,
+    delimiter: str = ",",
+    fields: Collection[str] | None = None,
 ) -> Iterator[RawRecord]:
     """CSV with a header row; values are strings, empty cells are treated as absent. Each
-    record is parsed (or rejected) on its own: see :mod:`cdp.ingest.csv_records`."""
-    header: list[str] | None = None
-    names: list[str] = []
-    dropped = False
+    record is parsed (or rejected) on its own: see :mod:`cdp.ingest.csv_records`. The header is
+    settled first (:mod:`cdp.ingest.csv_header`: blank columns, a column naming none of
+    ``fields`` when given)."""
+    header: CsvHeader | None = None
     for number, row, reason, message in csv_rows(stream, limit=limit, delimiter=delimiter):
         if row is None:
             if header is None:
@@ -256,15 +238,12 @@ def read_csv(
             yield RawRecord(number, error=reason, message=message)
             continue
         if header is None:
-            header = [h.strip().lstrip("\ufeff") for h in row]
-            if len(set(header)) != len(header):
-                raise InvalidInputError("CSV header repeats a column name", field="header")
-            names = _mapped_header(header, mapping)
-            dropped = bool(mapping) and "" in names  # (unmapped, a blank name stays)
+            header = CsvHeader.read(row, mapping, fields)
             continue
-        data = dict(zip(names, row, strict=True))
-        if dropped:
-            del data[""]
+        data, why = header.record(row)
+        if data is None:
+            yield RawRecord(number, error="invalid_csv", message=why)
+            continue
         yield RawRecord(number, data=data)
 
 
@@ -274,17 +253,31 @@ def read_records(
     fmt: str | None = None,
     mapping: Mapping[str, str] | None = None,
     limit: int = 1_048_576,
+    handle: IO[bytes] | None = None,
+    fields: Collection[str] | None = None,
 ) -> Iterator[RawRecord]:
-    """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip).
+    """Stream the records of ``path`` (CSV or JSON Lines, plain or gzip), from ``handle`` (the
+    file open at its start, left open) when given. ``fields``: the names a CSV header's columns
+    may carry (None: any; see :mod:`cdp.ingest.csv_header`).
 
     A gzip file that is not gzip, or is damaged or cut short, raises :class:`DamagedInputError`
-    where its data ends (the records before it have been yielded)."""
+    where its data ends (the records before it have been yielded): the batch connector checks a
+    gzip file whole first (:mod:`cdp.ingest.gzip_check`), so there this means the file changed
+    after its check."""
     kind = detect_format(path, fmt)
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     line = 0
-    with open_binary(path) as stream:
+    with contextlib.ExitStack() as closing:
+        if handle is None:
+            handle = closing.enter_context(path.open("rb"))
+        stream = handle
+        if path.suffix.lower() == ".gz":  # streams; closing it leaves ``handle`` open
+            unpacked = gzip.GzipFile(fileobj=handle, mode="rb")
+            stream = closing.enter_context(cast(IO[bytes], unpacked))
         if kind == "csv":
-            records = read_csv(stream, mapping=mapping or {}, limit=limit, delimiter=delimiter)
+            records = read_csv(
+                stream, mapping=mapping or {}, limit=limit, delimiter=delimiter, fields=fields
+            )
         else:
             records = read_jsonl(stream, mapping=mapping or {}, limit=limit)
         try:

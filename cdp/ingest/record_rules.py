@@ -1,4 +1,5 @@
-"""The rules every ingested record shares: blank cells are absent, identifiers are safe, emails
+"""The rules every ingested record shares: blank cells are absent, identifiers are safe (and an
+integer id is its decimal text), emails
 and phone numbers are normalised, times are UTC and not in the future, and a record's repr names
 its type only (its values may be personal data).
 """
@@ -25,6 +26,37 @@ def blank_to_none(data: Any) -> Any:
             return data  # the common case (JSON input): no copy
         return {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in data.items()}
     return data
+
+
+_INT_ID_LIMIT = 10**256
+"""An integer id has fewer digits than this bound's (no id field holds more than 256 characters;
+a longer number is refused before it is turned into text)."""
+_EXACT_FLOAT = 2**53
+"""Integral floats below this are exactly the integer they print as."""
+
+
+def id_text(value: Any) -> Any:
+    """An identifier sent as a JSON number (shop exports write numeric customer, order and
+    product ids so) is its decimal text, so that ``12345`` in JSON Lines and the CSV cell
+    ``"12345"`` name the same subject or order. An integral float (``12345.0``, as a table tool
+    writes an integer column with gaps) is its integer's text, as the Segment API reads a number
+    id, while it is exact (below 2**53); a float with a fraction, a larger float (its digits are
+    no longer the sender's) and a bool are refused. Anything else goes on to the field's own
+    rules."""
+    cls = value.__class__
+    if cls is int:
+        if not -_INT_ID_LIMIT < value < _INT_ID_LIMIT:
+            raise ValueError("an integer of more than 256 digits is not an id")
+        return str(value)
+    if cls is float:
+        if value.is_integer() and abs(value) < _EXACT_FLOAT:
+            return str(int(value))
+        raise ValueError(
+            "a number with a fraction, or too large to be exact, is not an id (send it as text)"
+        )
+    if cls is bool:
+        raise ValueError("a boolean is not an id")
+    return value
 
 
 def safe_id(value: str | None) -> str | None:
@@ -80,6 +112,19 @@ class SubjectRecord(Record):
     @classmethod
     def _blank(cls, data: Any) -> Any:
         return blank_to_none(data)
+
+    @field_validator(
+        "customer_id",
+        "anonymous_id",
+        "order_id",
+        "coupon",
+        "message_id",
+        mode="before",
+        check_fields=False,
+    )
+    @classmethod
+    def _integer_ids(cls, value: Any) -> Any:
+        return id_text(value)
 
     @field_validator("customer_id", "anonymous_id", check_fields=False)
     @classmethod

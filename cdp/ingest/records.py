@@ -18,7 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from cdp.consent.purposes import PURPOSES
 from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.money import finer_than_minor_unit, whole_minor_units
-from cdp.ingest.record_rules import Record, SubjectRecord, blank_to_none, safe_id
+from cdp.ingest.record_rules import Record, SubjectRecord, blank_to_none, id_text, safe_id
 from cdp.ingest.times import aware, not_future
 from cdp.validation import not_epoch, plain_text
 
@@ -39,6 +39,11 @@ class LineItem(Record):
     @classmethod
     def _blank(cls, data: Any) -> Any:
         return blank_to_none(data)
+
+    @field_validator("product_id", "sku", mode="before")
+    @classmethod
+    def _integer_ids(cls, value: Any) -> Any:
+        return id_text(value)
 
     @field_validator("product_id", "sku")
     @classmethod

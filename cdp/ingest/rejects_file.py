@@ -85,6 +85,12 @@ class RejectsFile:
                 field="rejects",
             ) from None
 
+    def discard(self) -> None:
+        """Remove the file cdp created and leave the target as it is (the run stopped before it
+        read anything: an earlier run's rejects there still describe that run)."""
+        self._fh.close()
+        self._temp.unlink(missing_ok=True)
+
     @property
     def used(self) -> bool:
         return self._used

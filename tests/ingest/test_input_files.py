@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 
+import cdp.ingest.pipeline as pipeline
 from cdp.errors import InvalidInputError
 from cdp.ingest.pipeline import IncompleteFileError, file_source, ingest_file
 from cdp.ingest.readers import printable_path
@@ -31,7 +33,7 @@ def test_an_unreadable_header_stops_the_run_before_anything_is_stored(
     assert count(cdp_env.runtime, "subjects") == 0
 
 
-def test_a_truncated_gzip_file_says_so_after_storing_what_came_before(
+def test_a_truncated_gzip_file_stops_the_run_before_anything_is_stored(
     cdp_env: CdpEnv, tmp_path: Path
 ) -> None:
     plain = write_csv(
@@ -40,11 +42,11 @@ def test_a_truncated_gzip_file_says_so_after_storing_what_came_before(
     packed = gzip.compress(plain)
     path = tmp_path / "customers.csv.gz"
     path.write_bytes(packed[: len(packed) * 3 // 4])
-    with pytest.raises(InvalidInputError, match="not a complete gzip file") as caught:
+    with pytest.raises(InvalidInputError, match="is cut short") as caught:
         ingest_file(runtime=cdp_env.runtime, kind="customers", path=path, batch_size=50)
+    assert "nothing was ingested" in str(caught.value)
     assert "example.com" not in str(caught.value)
-    stored = count(cdp_env.runtime, "subjects")
-    assert 0 < stored < 400  # whole batches before the damage
+    assert count(cdp_env.runtime, "subjects") == 0  # the file is checked whole first
 
 
 def test_a_plain_file_named_gz_is_refused(cdp_env: CdpEnv, tmp_path: Path) -> None:
@@ -165,28 +167,49 @@ def test_the_cli_prints_such_a_name_on_a_strict_utf8_output(
 
 
 def _cut_orders(tmp_path: Path, n: int, bad_every: int) -> Path:
-    """``n`` orders as JSON Lines gzip, every ``bad_every``-th with an invalid total, cut in
-    half."""
+    """``n`` orders as JSON Lines gzip, every ``bad_every``-th with an invalid total (whole: see
+    :data:`CUT_AFTER_CHECK`)."""
     rows = [order(i, total="-1" if i % bad_every == 0 else "10.00") for i in range(1, n + 1)]
     plain = write_jsonl(tmp_path / "o.jsonl", rows).read_bytes()
-    packed = gzip.compress(plain, compresslevel=1)
     path = tmp_path / "orders.jsonl.gz"
-    path.write_bytes(packed[: len(packed) // 2])
+    path.write_bytes(gzip.compress(plain, compresslevel=1))
     return path
 
 
-def test_a_cut_gzip_file_ingests_every_record_read_and_writes_their_rejects(
-    cdp_env: CdpEnv, tmp_path: Path
+CUT_AFTER_CHECK = """
+import os
+import cdp.ingest.pipeline as pipeline
+checked = pipeline.verify_gzip
+def check_then_cut(handle, path):
+    checked(handle, path)
+    os.truncate(path, os.path.getsize(path) // 2)  # in place: the open file is cut too
+pipeline.verify_gzip = check_then_cut
+"""
+"""A gzip file cut in half in place after it passed its check (a file still being written, or
+overwritten, while it is ingested): the run finds the damage while it reads."""
+
+
+def test_a_file_cut_after_its_check_ingests_every_record_read_and_writes_their_rejects(
+    cdp_env: CdpEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The review's case: 3,000 orders cut in half, batches of 1,000. The records read after the
     last full batch were neither stored nor their rejects written, and the error said "the
-    records before that line were ingested"."""
+    records before that line were ingested". (A file damaged before the run is refused whole:
+    tests/ingest/test_damaged_gzip.py.)"""
     path = _cut_orders(tmp_path, 3000, bad_every=7)
+    checked = pipeline.verify_gzip
+
+    def check_then_cut(handle: IO[bytes], at: Path) -> None:  # as CUT_AFTER_CHECK does
+        checked(handle, at)
+        os.truncate(at, at.stat().st_size // 2)
+
+    monkeypatch.setattr(pipeline, "verify_gzip", check_then_cut)
     with pytest.raises(IncompleteFileError) as caught:
         ingest_file(runtime=cdp_env.runtime, kind="orders", path=path, batch_size=1000)
     summary = caught.value.summary
     last = summary.read  # one record a line, no blank lines: the last line read
     assert 1000 < last < 3000 and last % 1000 != 0  # a partial batch was pending
+    assert "changed after its gzip check" in str(caught.value)
     assert f"through line {last} was ingested" in str(caught.value)
     assert "example.com" not in str(caught.value)
     assert summary.rejected == last // 7 and summary.inserted == last - last // 7
@@ -204,12 +227,13 @@ def test_a_cut_gzip_file_ingests_every_record_read_and_writes_their_rejects(
     assert count(cdp_env.runtime, "orders") == 3000 - 3000 // 7
 
 
-def test_the_cli_prints_the_summary_of_a_cut_gzip_file_and_exits_2(
+def test_the_cli_prints_the_summary_of_a_file_cut_after_its_check_and_exits_2(
     cdp_env: CdpEnv, tmp_path: Path
 ) -> None:
     path = _cut_orders(tmp_path, 600, bad_every=50)
+    code = CUT_AFTER_CHECK + "from cdp.cli import main\nmain()\n"
     done = subprocess.run(
-        [*CLI, "ingest", "orders", str(path), "--batch-size", "100"],
+        [sys.executable, "-c", code, "ingest", "orders", str(path), "--batch-size", "100"],
         capture_output=True, text=True, env=os.environ.copy(), check=False, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -217,6 +241,7 @@ def test_the_cli_prints_the_summary_of_a_cut_gzip_file_and_exits_2(
     assert "not a complete gzip file" in said and "was ingested" in said
     assert "Traceback" not in done.stderr
     stored = count(cdp_env.runtime, "orders")
+    assert stored > 0
     assert f"{stored:,}" in done.stdout and "inserted" in done.stdout  # the summary table
     shown = "".join(done.stdout.split())  # (the console wraps long lines)
     assert "rejected(invalid:" in shown and "orders.jsonl.gz.rejects.jsonl" in shown
@@ -226,7 +251,8 @@ def test_the_cli_prints_the_summary_of_a_cut_gzip_file_and_exits_2(
 def test_a_file_that_is_not_gzip_at_all_ingests_nothing(cdp_env: CdpEnv, tmp_path: Path) -> None:
     path = tmp_path / "orders.jsonl.gz"
     path.write_bytes(b'{"order_id": "O1"}\n')
-    with pytest.raises(IncompleteFileError, match="nothing was ingested") as caught:
+    with pytest.raises(InvalidInputError, match="is not a gzip file") as caught:
         ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
-    assert caught.value.summary.read == 0
+    assert "nothing was ingested" in str(caught.value)
+    assert "order_id" not in str(caught.value)  # gzip's own message quotes the first bytes
     assert not (tmp_path / "orders.jsonl.gz.rejects.jsonl").exists()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from cdp.errors import InvalidInputError
 from cdp.ingest.pipeline import ingest_file
 from tests.conftest import CdpEnv
 
@@ -16,19 +19,22 @@ def _rejects(path: Path) -> str:
     return path.with_name(path.name + ".rejects.jsonl").read_text()
 
 
-def test_a_headerless_orders_file_leaves_no_value_in_the_rejects(
+def test_a_headerless_orders_file_leaves_no_value_in_its_error(
     cdp_env: CdpEnv, tmp_path: Path
 ) -> None:
+    """Its first row is read as the header, whose columns name no field of orders: the run stops
+    before anything is stored, naming the columns by position only (it rejected each row, naming
+    them ``(unknown field)``)."""
     path = tmp_path / "orders.csv"
     path.write_text(
         f"O1,{EMAIL},2024-01-15T10:00:00Z,10.00,USD\nO2,john@example.com,2024-01-16,5.00,USD\n"
     )
-    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
-    assert summary.rejected == 1
-    text = _rejects(path)
+    with pytest.raises(InvalidInputError) as caught:
+        ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
+    text = str(caught.value)
+    assert "columns 1, 2, 3, 4, 5" in text
     assert EMAIL not in text and "jane" not in text and "2024-01-15" not in text
-    reject = json.loads(text)
-    assert "(unknown field)" in reject["fields"]
+    assert not path.with_name(path.name + ".rejects.jsonl").exists()
 
 
 def test_an_unknown_json_key_is_not_named(cdp_env: CdpEnv, tmp_path: Path) -> None:
