@@ -75,6 +75,12 @@ def _tier_name(cfg: LoyaltyConfig, rank: Any) -> sa.ColumnElement[str]:
     return sa.case({i: t.name for i, t in enumerate(cfg.tiers)}, value=rank)
 
 
+def _rank_of(cfg: LoyaltyConfig, tier: Any, **missing: Any) -> sa.ColumnElement[int]:
+    """The place of the tier named ``tier`` in the configuration (``else_``: what a name the
+    configuration does not have gives; NULL by default)."""
+    return sa.case({t.name: i for i, t in enumerate(cfg.tiers)}, value=tier, **missing)
+
+
 def window_facts(cfg: LoyaltyConfig, now: datetime, dialect: str = "sqlite") -> Select[Any]:
     """Per subject with a completed order in the window: spend (an exact integer of
     ten-thousandths, :func:`cdp.traits.facts.money_units`) and purchase occasions (on
@@ -113,11 +119,17 @@ def _window_columns() -> list[sa.Column[Any]]:
 
 def evaluation(cfg: LoyaltyConfig, now: datetime, window: sa.FromClause) -> Select[Any]:
     """Per allowed subject: window spend and occasions (from ``window``, rows of
-    :func:`window_facts`), current rank and tier, new rank."""
+    :func:`window_facts`), whether it holds a tier, current rank and tier, new rank.
+
+    The current rank is the place of the held tier's *name* in the configuration, not the rank
+    stored with it: after a change of ``CDP_TRAITS_CONFIG`` the stored rank may point at another
+    tier (one removed or added below it). A held tier the configuration no longer has (renamed
+    or removed) has no current rank: the subject gets the qualifying tier, as a first
+    assignment, so no subject keeps a tier name that is not configured."""
     spend_units = sa.func.coalesce(window.c.spend_units, 0)
     occasions = sa.func.coalesce(window.c.occasions, 0)
     qualified = _qualifying_rank(cfg, spend_units, occasions)
-    current = status_t.c.tier_rank
+    current = _rank_of(cfg, status_t.c.tier)
     may_downgrade = status_t.c.since <= now - timedelta(days=cfg.retention_days)
     floor = current - cfg.downgrade_steps
     new_rank = sa.case(
@@ -134,6 +146,7 @@ def evaluation(cfg: LoyaltyConfig, now: datetime, window: sa.FromClause) -> Sele
             subjects_t.c.id.label("subject_id"),
             units_to_money(spend_units).label("spend"),
             occasions.label("occasions"),
+            status_t.c.subject_id.is_not(None).label("held"),
             current.label("current_rank"),
             status_t.c.tier.label("current_tier"),
             new_rank.label("new_rank"),
@@ -152,6 +165,7 @@ def _staged_columns() -> list[sa.Column[Any]]:
         sa.Column("subject_id", sa.String(32)),
         sa.Column("spend", sa.Float),
         sa.Column("occasions", sa.Integer),
+        sa.Column("held", sa.Boolean),
         sa.Column("current_rank", sa.Integer),
         sa.Column("current_tier", sa.String(32)),
         sa.Column("new_rank", sa.Integer),
@@ -181,11 +195,18 @@ def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) ->
             written = _apply(conn, cfg=cfg, now=now, staged=staged)
             # New and changed members were stamped above; stamp the others (skipping rows
             # that already carry ``now`` saves PostgreSQL a rewrite of every new member's
-            # row).
+            # row), and give a tier kept by name its place in the configuration (moved when
+            # a tier below it was added or removed).
+            place = _rank_of(cfg, status_t.c.tier, else_=status_t.c.tier_rank)
             conn.execute(
                 sa.update(status_t)
-                .where(status_t.c.evaluated_at.is_distinct_from(now))
-                .values(evaluated_at=now)
+                .where(
+                    sa.or_(
+                        status_t.c.evaluated_at.is_distinct_from(now),
+                        status_t.c.tier_rank != place,
+                    )
+                )
+                .values(evaluated_at=now, tier_rank=place)
             )
     return written
 
@@ -214,18 +235,18 @@ def _apply(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime, staged: sa
     ]
     insert = sa.insert(changes_t).from_select(cols, log)
     written = conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount
-    # No current rank means no status row yet (tier_rank is NOT NULL): a new member.
+    # No status row yet: a new member.
     conn.execute(
         sa.insert(status_t).from_select(
             ["subject_id", "tier", "tier_rank", "since", "evaluated_at"],
             sa.select(staged.c.subject_id, new_tier, staged.c.new_rank, stamp, stamp).where(
-                staged.c.current_rank.is_(None), subject_exists(staged.c.subject_id)
+                ~staged.c.held, subject_exists(staged.c.subject_id)
             ),
         )
     )
     upd = (
         sa.select(staged.c.subject_id, new_tier.label("to_tier"), staged.c.new_rank)
-        .where(staged.c.current_rank.is_not(None))
+        .where(staged.c.held)
         .subquery("upd")
     )
     conn.execute(
