@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql import Select
 
+from cdp.ingest.money import VALUE_BASE_PLACES
 from cdp.profiles.models import Order
 from cdp.traits.sqlfuncs import date_key, day_number, day_start, next_day_start
 
@@ -32,7 +33,7 @@ COMPLETED = "completed"
 IS_COMPLETED = orders_t.c.status == sa.literal_column(f"'{COMPLETED}'")
 
 
-MONEY_SCALE = 10_000
+MONEY_SCALE = 10**VALUE_BASE_PLACES
 """``value_base`` holds at most 4 decimals (:meth:`cdp.ingest.money.Converter.value_base` rounds
 to them): in ten-thousandths it is a whole number."""
 _SCALE = sa.literal_column(str(MONEY_SCALE), sa.BigInteger)
