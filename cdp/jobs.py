@@ -121,6 +121,7 @@ class TraitsJob:
             points_lines=report.points_lines,
             clv_subjects=report.clv_subjects,
             clv_skipped=report.clv_skipped is not None,
+            clv_removed=report.clv_removed,
             seconds=report.seconds,
         )
         return report

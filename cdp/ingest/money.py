@@ -13,6 +13,10 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from cdp.errors import ConfigurationError
 
+VALUE_BASE_PLACES = 4
+"""Decimal places ``value_base`` keeps (:meth:`Converter.value_base` rounds to them): analytics
+sum it exactly as whole ten-thousandths (:func:`cdp.traits.facts.money_sum`)."""
+
 #: ISO 4217 minor-unit exponents of the currencies cdp knows (others default to 2).
 EXPONENTS: Mapping[str, int] = {
     "CNY": 2,
@@ -82,4 +86,4 @@ class Converter:
 
     def value_base(self, minor: int, currency: str) -> float:
         """The amount in major units of the base currency (rounded to 4 decimals)."""
-        return round(float(minor * self._factor[currency]), 4)
+        return round(float(minor * self._factor[currency]), VALUE_BASE_PLACES)

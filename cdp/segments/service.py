@@ -2,6 +2,12 @@
 
 Computing a segment's membership, diffing snapshots and listing members is
 :mod:`cdp.segments.membership`.
+
+Writers at the same moment (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises them): the
+built-ins are inserted or left alone (``ON CONFLICT DO NOTHING`` on the name), so two first uses
+both succeed; a name taken by a create between the check and the insert is a
+:class:`~cdp.errors.ConflictError`, as a name taken before; an update locks the segment's row
+before it reads the current version, so two updates take turns (versions n + 1 and n + 2).
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from cdp.clock import Clock, utcnow
+from cdp.db.conflicts import taken_name_is_conflict
 from cdp.errors import ConflictError, NotFoundError
 from cdp.runtime import Runtime
 from cdp.segments.builtin import builtin_segments
@@ -53,19 +61,24 @@ def _insert(
     builtin: bool,
     actor: str,
     now: datetime,
+    if_absent: bool = False,
 ) -> None:
-    seg_id = conn.execute(
-        sa.insert(seg_t)
-        .values(
-            name=name,
-            description=description,
-            builtin=builtin,
-            current_version=1,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(seg_t.c.id)
-    ).scalar_one()
+    """Insert the segment at version 1 (``if_absent``: nothing when the name exists, also
+    when another transaction inserts it meanwhile)."""
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(seg_t)
+    values = insert.values(
+        name=name,
+        description=description,
+        builtin=builtin,
+        current_version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    if if_absent:
+        values = values.on_conflict_do_nothing(index_elements=["name"])
+    seg_id = conn.execute(values.returning(seg_t.c.id)).scalar()
+    if seg_id is None:  # the name exists: left alone
+        return
     conn.execute(
         sa.insert(ver_t).values(
             segment_id=seg_id, version=1, rule=rule, created_at=now, created_by=actor[:64]
@@ -74,7 +87,8 @@ def _insert(
 
 
 def ensure_builtins(conn: sa.Connection, *, cfg: TraitsConfig, now: datetime) -> None:
-    """Install the built-in segments that are missing (an edited one is left alone)."""
+    """Install the built-in segments that are missing (an edited one is left alone; one that
+    another transaction installs meanwhile too)."""
     present = set(conn.execute(sa.select(seg_t.c.name)).scalars())
     for name, (description, rule) in builtin_segments(cfg).items():
         if name not in present:
@@ -87,11 +101,15 @@ def ensure_builtins(conn: sa.Connection, *, cfg: TraitsConfig, now: datetime) ->
                 builtin=True,
                 actor="builtin",
                 now=now,
+                if_absent=True,
             )
 
 
-def segment_row(conn: sa.Connection, name: str) -> sa.Row[Any]:
-    row = conn.execute(sa.select(seg_t).where(seg_t.c.name == name)).first()
+def segment_row(conn: sa.Connection, name: str, *, lock: bool = False) -> sa.Row[Any]:
+    """The segment's row (``lock``: held ``FOR UPDATE`` to the end of the transaction, on
+    PostgreSQL; SQLite's writer holds the database already)."""
+    query = sa.select(seg_t).where(seg_t.c.name == name)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFoundError("segment not found")
     return row
@@ -165,17 +183,21 @@ def create_segment(
     now = clock()
     with runtime.data_engine.begin() as conn:
         ensure_builtins(conn, cfg=cfg, now=now)
+        taken = "a segment with this name exists; update it instead"
         if conn.execute(sa.select(seg_t.c.id).where(seg_t.c.name == data.name)).first():
-            raise ConflictError("a segment with this name exists; update it instead")
-        _insert(
-            conn,
-            name=data.name,
-            description=data.description or "",
-            rule=canon,
-            builtin=False,
-            actor=actor,
-            now=now,
-        )
+            raise ConflictError(taken)
+        # On PostgreSQL a create of the same name can pass the check at the same time; the
+        # name's unique index refuses the later insert.
+        with taken_name_is_conflict(taken):
+            _insert(
+                conn,
+                name=data.name,
+                description=data.description or "",
+                rule=canon,
+                builtin=False,
+                actor=actor,
+                now=now,
+            )
         return _view(conn, segment_row(conn, data.name))
 
 
@@ -194,7 +216,9 @@ def update_segment(
     now = clock()
     with runtime.data_engine.begin() as conn:
         ensure_builtins(conn, cfg=cfg, now=now)
-        row = segment_row(conn, data.name)
+        # Locked before the current version is read: a concurrent update waits for this one's
+        # commit, then reads the version it wrote (instead of both writing the same number).
+        row = segment_row(conn, data.name, lock=True)
         description = row.description if data.description is None else data.description
         current = rule_of(conn, row.id, row.current_version)
         if current != canon:

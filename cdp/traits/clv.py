@@ -23,6 +23,7 @@ from cdp.traits.clv_summary import Summary as Summary
 from cdp.traits.clv_summary import day_end as day_end
 from cdp.traits.clv_summary import summary as summary
 from cdp.traits.config import ClvConfig
+from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.models import ClvFit, ClvPrediction
 from cdp.traits.recompute_lock import drop_orphans, step_lock
 
@@ -160,6 +161,19 @@ def predict(
         # none expected (the summary was read under the lock): a guard for the rows copied in
         drop_orphans(conn, predictions_t)
     return len(s.subject_ids)
+
+
+def drop_ineligible(conn: sa.Connection) -> int:
+    """Delete the stored predictions of subjects who may not be profiled now (an open
+    restriction, or ``analytics`` withdrawn: :mod:`cdp.traits.eligibility`); returns how many.
+    :func:`predict` leaves them out of the rows it writes, but a run that stores no predictions
+    (``cdp traits compute --no-clv``, or CLV skipped because the data carry no fit) would
+    otherwise keep theirs from an earlier run, so every traits run calls this."""
+    with step_lock(conn, predictions_t):
+        gone = conn.execute(
+            sa.delete(predictions_t).where(~marketing_allowed(predictions_t.c.subject_id))
+        )
+    return int(gone.rowcount or 0)
 
 
 def _predictions(

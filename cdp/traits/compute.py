@@ -2,8 +2,10 @@
 
 Order traits (facts, RFM, lifecycle, value layer) and tiers are pure SQL; the points ledger is
 SQL; CLV fits on the data up to yesterday and stores predictions (skipped, with the reason,
-when the data cannot support a fit). Long reads on SQLite run under a deferred BEGIN only where
-nothing is written; the writing steps take the write lock as usual.
+when the data cannot support a fit). Every run, with CLV or without, deletes the stored
+predictions of subjects who may no longer be profiled (:func:`cdp.traits.clv.drop_ineligible`).
+Long reads on SQLite run under a deferred BEGIN only where nothing is written; the writing steps
+take the write lock as usual.
 
 The order traits, the tiers and the points ledger read the orders on their own and write
 tables of their own, so on PostgreSQL they run at the same time on separate connections
@@ -42,6 +44,8 @@ class ComputeReport:
     points_lines: dict[str, int] = field(default_factory=dict)
     clv_subjects: int | None = None
     clv_skipped: str | None = None
+    #: Stored CLV predictions deleted because their subject may no longer be profiled.
+    clv_removed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -67,6 +71,9 @@ def compute_traits(
             "order_traits": lambda c: order_traits.compute_order_traits(c, cfg=cfg, now=now),
             "loyalty": lambda c: loyalty.evaluate_tiers(c, cfg=cfg.loyalty, now=now),
             "points": lambda c: points.update_ledger(c, cfg=cfg.points, now=now),
+            # Every run, CLV or not: a run that stores no predictions (--no-clv, CLV skipped)
+            # must not leave those of restricted subjects or of an upheld objection in place.
+            "clv_eligibility": clv.drop_ineligible,
         },
         workers=runtime.settings.traits_workers,
         seconds=report.seconds,
@@ -74,6 +81,7 @@ def compute_traits(
     report.subjects = results["order_traits"]
     report.tier_changes = results["loyalty"]
     report.points_lines = results["points"]
+    report.clv_removed = results["clv_eligibility"]
     if with_clv:
         t = time.perf_counter()
         try:

@@ -8,11 +8,21 @@ Defaults suit a typical shop; a shop changes them in a TOML file named by ``CDP_
 from __future__ import annotations
 
 import tomllib
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cdp.errors import ConfigurationError
+from cdp.ingest.money import VALUE_BASE_PLACES
 from cdp.settings import Settings
 
 
@@ -100,6 +110,29 @@ class PointsConfig(_Section):
         description="Points per behaviour event, by event name.",
     )
     expiry_months: int = Field(12, ge=1, description="Points expire this many months after.")
+
+    @property
+    def rate(self) -> Fraction:
+        """``per_currency_unit`` as the exact fraction of the decimal as written (0.1 is 1/10,
+        not the binary float nearest it)."""
+        return _decimal_fraction(self.per_currency_unit)
+
+    @field_validator("per_currency_unit")
+    @classmethod
+    def _exactly_computable(cls, value: float) -> float:
+        # Points are floor(value in ten-thousandths * numerator / (denominator * 10^4)) in
+        # 64-bit integers (cdp.traits.points.earned_points): the rate's digits must fit.
+        f = _decimal_fraction(value)
+        if f.numerator * f.denominator * 10**VALUE_BASE_PLACES > 2**62:
+            raise ValueError(
+                "too many significant digits to compute points exactly (use fewer decimals)"
+            )
+        return value
+
+
+def _decimal_fraction(value: float) -> Fraction:
+    """The exact fraction of the shortest decimal that reads back as ``value``."""
+    return Fraction(Decimal(repr(value)))
 
 
 class ClvConfig(_Section):

@@ -1,7 +1,8 @@
 """Order facts per subject, as SQL: the building block of RFM, lifecycle, CLV and metrics.
 
 Rules (docs/traits.md): only ``completed`` orders count — refunded and cancelled orders are left
-out of every count and sum (net of refunds); money is ``value_base`` (the reporting currency);
+out of every count and sum (net of refunds); money is ``value_base`` (the reporting currency),
+summed exactly (:func:`money_sum`);
 a *purchase occasion* is a UTC calendar day with at least one completed order, so several
 orders on one day count once for frequency and the repurchase cycle; the repurchase cycle is
 the mean number of days between consecutive occasions, (last day - first day) / (occasions - 1).
@@ -21,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql import Select
 
+from cdp.ingest.money import VALUE_BASE_PLACES
 from cdp.profiles.models import Order
 from cdp.traits.sqlfuncs import date_key, day_number, day_start, next_day_start
 
@@ -29,6 +31,31 @@ orders_t = Order.__table__  # type: ignore[attr-defined]
 COMPLETED = "completed"
 # Inlined (not a bound parameter) so that the planners can use the partial index.
 IS_COMPLETED = orders_t.c.status == sa.literal_column(f"'{COMPLETED}'")
+
+
+MONEY_SCALE = 10**VALUE_BASE_PLACES
+"""``value_base`` holds at most 4 decimals (:meth:`cdp.ingest.money.Converter.value_base` rounds
+to them): in ten-thousandths it is a whole number."""
+_SCALE = sa.literal_column(str(MONEY_SCALE), sa.BigInteger)
+_SCALE_F = sa.literal_column(f"{MONEY_SCALE}.0", sa.Float)
+
+
+def money_units(value: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """A ``value_base`` in whole ten-thousandths (an exact integer: the float's error is far
+    below half a unit at any realistic amount)."""
+    return sa.cast(sa.func.round(value * _SCALE), sa.BigInteger)
+
+
+def units_to_money(units: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """Ten-thousandths back to major units: the float nearest the exact decimal."""
+    return sa.cast(units, sa.Float) / _SCALE_F
+
+
+def money_sum(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The sum of ``value_base`` values, exact: added as integers (ten-thousandths), then the
+    float nearest the exact total (246.04 + 10 + 43.96 is 300.0; float addition gives
+    299.99999999999994, which a 300 threshold or a cents bucket would misjudge)."""
+    return units_to_money(sa.func.sum(money_units(value)))
 
 
 def completed_orders_before(
@@ -78,14 +105,14 @@ def subject_facts(
         last_at.label("last_order_at"),
         day_number(first_at).label("first_day"),
         day_number(last_at).label("last_day"),
-        sa.func.sum(orders_t.c.value_base).label("total_value"),
+        money_sum(orders_t.c.value_base).label("total_value"),
     ]
     # The seeks are correlated on the group's subject and its first or last order (an
     # aggregate of the outer query, evaluated per group on both backends).
     o = orders_t.alias("o2")
     if first_value:
         cols.append(
-            sa.select(sa.func.sum(o.c.value_base))
+            sa.select(money_sum(o.c.value_base))
             .where(
                 o.c.subject_id == orders_t.c.subject_id,
                 *completed_orders_before(end, table=o)[:1],
@@ -152,11 +179,11 @@ def _windowed_facts(
         sa.func.max(rows.c.ordered_at).label("last_order_at"),
         sa.func.min(rows.c.day).label("first_day"),
         sa.func.max(rows.c.day).label("last_day"),
-        sa.func.sum(rows.c.value_base).label("total_value"),
+        money_sum(rows.c.value_base).label("total_value"),
     ]
     if first_value:
-        first = sa.func.sum(rows.c.value_base).filter(rows.c.day == rows.c.first_day)
-        cols.append(first.label("first_value"))
+        first = sa.func.sum(money_units(rows.c.value_base)).filter(rows.c.day == rows.c.first_day)
+        cols.append(units_to_money(first).label("first_value"))
     if last_gap:
         # The previous occasion's day is largest on the last occasion's first order.
         previous = sa.func.max(rows.c.prev_day).filter(starts)

@@ -21,6 +21,7 @@ The change log (a growing history) is only appended to, never scanned.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +32,14 @@ from cdp.profiles.models import Order
 from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import LoyaltyConfig
 from cdp.traits.eligibility import marketing_allowed
-from cdp.traits.facts import completed_orders_before, day_rows, new_day
+from cdp.traits.facts import (
+    MONEY_SCALE,
+    completed_orders_before,
+    day_rows,
+    money_units,
+    new_day,
+    units_to_money,
+)
 from cdp.traits.models import LoyaltyStatus, LoyaltyTierChange
 from cdp.traits.recompute_lock import step_lock, subject_exists
 from cdp.traits.sqlfuncs import date_key, no_index
@@ -42,11 +50,19 @@ status_t = LoyaltyStatus.__table__  # type: ignore[attr-defined]
 changes_t = LoyaltyTierChange.__table__  # type: ignore[attr-defined]
 
 
-def _qualifying_rank(cfg: LoyaltyConfig, spend: Any, occasions: Any) -> sa.ColumnElement[int]:
+def threshold_units(min_spend: float) -> int:
+    """The spend threshold in the ten-thousandths the window's spend is summed in: the least
+    whole number of them at or above the configured decimal (as written: ``300`` or
+    ``299.99``), so comparing the integer sum with it is exact."""
+    exact = Decimal(str(min_spend)) * MONEY_SCALE
+    return int(exact.to_integral_value(rounding=ROUND_CEILING))
+
+
+def _qualifying_rank(cfg: LoyaltyConfig, spend_units: Any, occasions: Any) -> sa.ColumnElement[int]:
     whens = []
     for rank in range(len(cfg.tiers) - 1, 0, -1):
         tier = cfg.tiers[rank]
-        spend_ok = spend >= tier.min_spend
+        spend_ok = spend_units >= sa.literal_column(str(threshold_units(tier.min_spend)))
         occ_ok = occasions >= tier.min_occasions
         both = sa.and_(spend_ok, occ_ok) if cfg.qualify_on == "both" else sa.or_(spend_ok, occ_ok)
         whens.append((both, sa.literal(rank)))
@@ -59,21 +75,28 @@ def _tier_name(cfg: LoyaltyConfig, rank: Any) -> sa.ColumnElement[str]:
     return sa.case({i: t.name for i, t in enumerate(cfg.tiers)}, value=rank)
 
 
+def _rank_of(cfg: LoyaltyConfig, tier: Any, **missing: Any) -> sa.ColumnElement[int]:
+    """The place of the tier named ``tier`` in the configuration (``else_``: what a name the
+    configuration does not have gives; NULL by default)."""
+    return sa.case({t.name: i for i, t in enumerate(cfg.tiers)}, value=tier, **missing)
+
+
 def window_facts(cfg: LoyaltyConfig, now: datetime, dialect: str = "sqlite") -> Select[Any]:
-    """Per subject with a completed order in the window: spend and purchase occasions (on
+    """Per subject with a completed order in the window: spend (an exact integer of
+    ten-thousandths, :func:`cdp.traits.facts.money_units`) and purchase occasions (on
     PostgreSQL counted from day marks, as in :func:`cdp.traits.facts.subject_facts`)."""
     since = now - timedelta(days=cfg.window_days)
     if dialect == "postgresql":
         rows = day_rows(now, orders_t.c.ordered_at >= since)
         return sa.select(
             rows.c.subject_id,
-            sa.func.sum(rows.c.value_base).label("spend"),
+            sa.func.sum(money_units(rows.c.value_base)).label("spend_units"),
             sa.func.count().filter(new_day(rows)).label("occasions"),
         ).group_by(rows.c.subject_id)
     return (
         sa.select(
             orders_t.c.subject_id,
-            sa.func.sum(orders_t.c.value_base).label("spend"),
+            sa.func.sum(money_units(orders_t.c.value_base)).label("spend_units"),
             sa.func.count(sa.distinct(date_key(orders_t.c.ordered_at))).label("occasions"),
         )
         .where(
@@ -89,18 +112,24 @@ def window_facts(cfg: LoyaltyConfig, now: datetime, dialect: str = "sqlite") -> 
 def _window_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("subject_id", sa.String(32)),
-        sa.Column("spend", sa.Float),
+        sa.Column("spend_units", sa.BigInteger),
         sa.Column("occasions", sa.Integer),
     ]
 
 
 def evaluation(cfg: LoyaltyConfig, now: datetime, window: sa.FromClause) -> Select[Any]:
     """Per allowed subject: window spend and occasions (from ``window``, rows of
-    :func:`window_facts`), current rank and tier, new rank."""
-    spend = sa.func.coalesce(window.c.spend, 0.0)
+    :func:`window_facts`), whether it holds a tier, current rank and tier, new rank.
+
+    The current rank is the place of the held tier's *name* in the configuration, not the rank
+    stored with it: after a change of ``CDP_TRAITS_CONFIG`` the stored rank may point at another
+    tier (one removed or added below it). A held tier the configuration no longer has (renamed
+    or removed) has no current rank: the subject gets the qualifying tier, as a first
+    assignment, so no subject keeps a tier name that is not configured."""
+    spend_units = sa.func.coalesce(window.c.spend_units, 0)
     occasions = sa.func.coalesce(window.c.occasions, 0)
-    qualified = _qualifying_rank(cfg, spend, occasions)
-    current = status_t.c.tier_rank
+    qualified = _qualifying_rank(cfg, spend_units, occasions)
+    current = _rank_of(cfg, status_t.c.tier)
     may_downgrade = status_t.c.since <= now - timedelta(days=cfg.retention_days)
     floor = current - cfg.downgrade_steps
     new_rank = sa.case(
@@ -115,8 +144,9 @@ def evaluation(cfg: LoyaltyConfig, now: datetime, window: sa.FromClause) -> Sele
     return (
         sa.select(
             subjects_t.c.id.label("subject_id"),
-            spend.label("spend"),
+            units_to_money(spend_units).label("spend"),
             occasions.label("occasions"),
+            status_t.c.subject_id.is_not(None).label("held"),
             current.label("current_rank"),
             status_t.c.tier.label("current_tier"),
             new_rank.label("new_rank"),
@@ -135,6 +165,7 @@ def _staged_columns() -> list[sa.Column[Any]]:
         sa.Column("subject_id", sa.String(32)),
         sa.Column("spend", sa.Float),
         sa.Column("occasions", sa.Integer),
+        sa.Column("held", sa.Boolean),
         sa.Column("current_rank", sa.Integer),
         sa.Column("current_tier", sa.String(32)),
         sa.Column("new_rank", sa.Integer),
@@ -164,11 +195,18 @@ def evaluate_tiers(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime) ->
             written = _apply(conn, cfg=cfg, now=now, staged=staged)
             # New and changed members were stamped above; stamp the others (skipping rows
             # that already carry ``now`` saves PostgreSQL a rewrite of every new member's
-            # row).
+            # row), and give a tier kept by name its place in the configuration (moved when
+            # a tier below it was added or removed).
+            place = _rank_of(cfg, status_t.c.tier, else_=status_t.c.tier_rank)
             conn.execute(
                 sa.update(status_t)
-                .where(status_t.c.evaluated_at.is_distinct_from(now))
-                .values(evaluated_at=now)
+                .where(
+                    sa.or_(
+                        status_t.c.evaluated_at.is_distinct_from(now),
+                        status_t.c.tier_rank != place,
+                    )
+                )
+                .values(evaluated_at=now, tier_rank=place)
             )
     return written
 
@@ -197,18 +235,18 @@ def _apply(conn: sa.Connection, *, cfg: LoyaltyConfig, now: datetime, staged: sa
     ]
     insert = sa.insert(changes_t).from_select(cols, log)
     written = conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount
-    # No current rank means no status row yet (tier_rank is NOT NULL): a new member.
+    # No status row yet: a new member.
     conn.execute(
         sa.insert(status_t).from_select(
             ["subject_id", "tier", "tier_rank", "since", "evaluated_at"],
             sa.select(staged.c.subject_id, new_tier, staged.c.new_rank, stamp, stamp).where(
-                staged.c.current_rank.is_(None), subject_exists(staged.c.subject_id)
+                ~staged.c.held, subject_exists(staged.c.subject_id)
             ),
         )
     )
     upd = (
         sa.select(staged.c.subject_id, new_tier.label("to_tier"), staged.c.new_rank)
-        .where(staged.c.current_rank.is_not(None))
+        .where(staged.c.held)
         .subquery("upd")
     )
     conn.execute(

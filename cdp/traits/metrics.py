@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from cdp.errors import InvalidInputError
 from cdp.profiles.models import Order
 from cdp.runtime import Runtime
-from cdp.traits.facts import COMPLETED, completed_orders_before
+from cdp.traits.facts import COMPLETED, MONEY_SCALE, completed_orders_before, money_units
 from cdp.traits.models import SubjectTraits
 from cdp.traits.rfm import fm_score
 from cdp.traits.sqlfuncs import date_key, month_label, month_number, python_month
@@ -96,7 +96,7 @@ def _period_summary(conn: sa.Connection, m: ShopMetrics) -> None:
             orders_t.c.subject_id,
             sa.func.count().label("n"),
             sa.func.count(sa.distinct(date_key(orders_t.c.ordered_at))).label("occ"),
-            sa.func.sum(orders_t.c.value_base).label("value"),
+            sa.func.sum(money_units(orders_t.c.value_base)).label("units"),
         )
         .where(*_completed(m.start, m.end))
         .group_by(orders_t.c.subject_id)
@@ -108,17 +108,19 @@ def _period_summary(conn: sa.Connection, m: ShopMetrics) -> None:
         sa.select(
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(per.c.n), 0),
-            sa.func.coalesce(sa.func.sum(per.c.value), 0.0),
+            sa.func.coalesce(sa.func.sum(per.c.units), 0),
             sa.func.coalesce(sa.func.sum(sa.case((per.c.occ >= 2, 1), else_=0)), 0),
             sa.func.coalesce(sa.func.sum(sa.case((is_new, 1), else_=0)), 0),
-            sa.func.coalesce(sa.func.sum(sa.case((is_new, per.c.value), else_=0.0)), 0.0),
+            sa.func.coalesce(sa.func.sum(sa.case((is_new, per.c.units), else_=0)), 0),
         ).select_from(per.join(first, first.c.subject_id == per.c.subject_id))
     ).one()
     active, orders, revenue, repeaters, new, new_revenue = row
-    m.active_customers, m.orders, m.revenue = int(active), int(orders), float(revenue)
-    m.new_customers, m.new_revenue = int(new), float(new_revenue)
+    # Revenue is summed in exact ten-thousandths (cdp.traits.facts.money_units), then turned
+    # into the float nearest each exact total.
+    m.active_customers, m.orders, m.revenue = int(active), int(orders), int(revenue) / MONEY_SCALE
+    m.new_customers, m.new_revenue = int(new), int(new_revenue) / MONEY_SCALE
     m.returning_customers = m.active_customers - m.new_customers
-    m.returning_revenue = m.revenue - m.new_revenue
+    m.returning_revenue = (int(revenue) - int(new_revenue)) / MONEY_SCALE
     if m.orders:
         m.aov = m.revenue / m.orders
     if m.active_customers:

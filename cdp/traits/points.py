@@ -1,8 +1,9 @@
 """The points ledger: earn, reverse, redeem, expire. A balance is the sum of a subject's lines.
 
-* Earn: ``floor(value_base * per_currency_unit)`` points per completed order, and the
-  configured points per behaviour event (e.g. ``Checked In``), each line dated at the purchase
-  or event. Written set-based (INSERT ... SELECT), idempotent per order and per event.
+* Earn: ``floor(value_base * per_currency_unit)`` points per completed order, in exact decimal
+  arithmetic (:func:`earned_points`), and the configured points per behaviour event (e.g.
+  ``Checked In``), each line dated at the purchase or event. Written set-based
+  (INSERT ... SELECT), idempotent per order and per event.
 * Reversal: an order that earned points and is no longer completed (refunded, cancelled) gets
   a negative line, dated like the earn line it cancels, for what is left of that lot: the lot's
   points less what consumption (first in, first out) already took from it. Points of the lot
@@ -18,6 +19,8 @@
 from __future__ import annotations
 
 from datetime import datetime
+from fractions import Fraction
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,10 +28,10 @@ from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.profiles.models import Event, Order
 from cdp.traits.bulk import bulk_session, temp_table
 from cdp.traits.config import PointsConfig
-from cdp.traits.facts import COMPLETED, completed_orders_before
+from cdp.traits.facts import COMPLETED, MONEY_SCALE, completed_orders_before, money_units
 from cdp.traits.models import PointsEntry
 from cdp.traits.recompute_lock import step_lock
-from cdp.traits.sqlfuncs import floor_int, no_index, subtract_months
+from cdp.traits.sqlfuncs import no_index, subtract_months
 
 ledger_t = PointsEntry.__table__  # type: ignore[attr-defined]
 orders_t = Order.__table__  # type: ignore[attr-defined]
@@ -53,9 +56,26 @@ def _now(now: datetime) -> sa.ColumnElement[datetime]:
     return sa.literal(now, type_=ledger_t.c.recorded_at.type)
 
 
+def _int(value: int) -> sa.ColumnElement[int]:
+    return sa.literal_column(str(value), sa.BigInteger)
+
+
+def earned_points(value: sa.ColumnElement[Any], rate: Fraction) -> sa.ColumnElement[int]:
+    """``floor(value * rate)`` for a non-negative ``value_base``, exact: the value in whole
+    ten-thousandths u (:func:`cdp.traits.facts.money_units`) and the rate as the fraction
+    n / d of its decimal give ``floor(u * n / D)`` with ``D = d * 10^4``, computed as
+    ``(u / D) * n + ((u % D) * n) / D`` in integers, so no product exceeds ``D * n`` (bounded by
+    :class:`~cdp.traits.config.PointsConfig`) whatever the order's value. The float product
+    floored 0.29 * 100 to 28."""
+    units = money_units(value)
+    whole = _int(rate.denominator * MONEY_SCALE)
+    n = _int(rate.numerator)
+    return (units // whole) * n + ((units % whole) * n) // whole
+
+
 def earn_from_orders(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -> int:
     """Earn lines for completed orders placed before ``now`` that have none yet."""
-    points = floor_int(orders_t.c.value_base * cfg.per_currency_unit)
+    points = earned_points(orders_t.c.value_base, cfg.rate)
     sel = sa.select(
         orders_t.c.subject_id,
         sa.literal(EARN),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer
+from sqlalchemy import Integer
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -65,25 +65,6 @@ def _month_pg(element: month_number, compiler: SQLCompiler, **kw: Any) -> str:
         f"(CAST(EXTRACT(YEAR FROM {utc}) AS INTEGER) * 12 "
         f"+ CAST(EXTRACT(MONTH FROM {utc}) AS INTEGER) - 1)"
     )
-
-
-class floor_int(FunctionElement[int]):  # noqa: N801
-    """The largest integer <= a non-negative number (SQLite's CAST truncates, PostgreSQL's
-    rounds, so PostgreSQL gets an explicit floor)."""
-
-    type = BigInteger()
-    inherit_cache = True
-    name = "floor_int"
-
-
-@compiles(floor_int, "sqlite")
-def _floor_sqlite(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST({_arg(element, compiler, **kw)} AS INTEGER)"
-
-
-@compiles(floor_int, "postgresql")
-def _floor_pg(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(floor({_arg(element, compiler, **kw)}) AS BIGINT)"
 
 
 class date_key(FunctionElement[str]):  # noqa: N801

@@ -44,7 +44,8 @@ def _simulated_shop(
     rng = np.random.default_rng(2026)
     ages = rng.integers(20 * 7, 80 * 7, size=N) / 7.0
     sim = simulate_bgnbd(N, *TRUE_BG, ages, rng, time_step=1 / 7)
-    spend = simulate_gamma_gamma(sim.frequency, *TRUE_GG, rng)
+    # value_base as ingestion stores it: at most 4 decimals (money sums count them exactly)
+    spend = np.round(simulate_gamma_gamma(sim.frequency, *TRUE_GG, rng), 4)
     end_day = (CAL_END - date(1970, 1, 1)).days
     ids = subject_ids(N, prefix=0x77)
     xs, txs, ts, ms = [], [], [], []

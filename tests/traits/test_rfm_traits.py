@@ -248,3 +248,27 @@ def test_subjects_who_objected_to_analytics_are_not_profiled(cdp_env: CdpEnv) ->
         add_consents(conn, [(y, "analytics", "granted", _ago(1))])
     compute_traits(runtime=rt, clock=clock, with_clv=False)
     assert set(_traits(cdp_env)) == {x, y}
+
+
+def test_a_single_buyer_or_buyers_all_tied_score_one(cdp_env: CdpEnv) -> None:
+    """The documented edge of the tie rule (docs/traits.md, "Tie rule"): with no buyer strictly
+    below, every score is 1, so a lone buyer, or buyers equal on everything, read as ``lost``
+    and ``low`` whatever they bought."""
+    rt = cdp_env.runtime
+    ids = subject_ids(4, prefix=0xE7)
+    with rt.data_engine.begin() as conn:
+        make_subjects(conn, ids)
+        add_order(conn, ids[0], _ago(1), 5000.0)  # the one buyer, yesterday, a lot
+    compute_traits(runtime=rt, clock=FrozenClock(NOW), with_clv=False)
+    lone = _traits(cdp_env)[ids[0]]
+    assert (lone["recency_score"], lone["frequency_score"], lone["monetary_score"]) == (1, 1, 1)
+    assert (lone["rfm_segment"], lone["value_layer"]) == ("lost", "low")
+    with rt.data_engine.begin() as conn:
+        for sid in ids[1:]:
+            add_order(conn, sid, _ago(1), 5000.0)  # the same day, the same total
+    compute_traits(runtime=rt, clock=FrozenClock(NOW), with_clv=False)
+    tied = _traits(cdp_env)
+    assert {
+        (t["recency_score"], t["frequency_score"], t["monetary_score"]) for t in tied.values()
+    } == {(1, 1, 1)}
+    assert {(t["rfm_segment"], t["value_layer"]) for t in tied.values()} == {("lost", "low")}
