@@ -7,9 +7,11 @@ consent from ``context.consent.categoryPreferences``, identify/alias identities 
 events.
 So a GPC signal is on the ledger before anything else from that request, and a request either
 lands whole or not at all. Invalid messages are reported by index and field (no values); the valid
-ones of the same request are still stored (Segment drops bad messages and keeps the rest). An
-``Order Completed`` track whose order part alone is invalid is stored as an event without its
-order (the event happened), and the order's problems are reported.
+ones of the same request are still stored (Segment drops bad messages and keeps the rest). Of an
+invalid message, its withdrawals are still recorded when a valid id names its subject (never its
+grants: :meth:`_Planner.withdrawals`). An ``Order Completed`` track whose order part alone is
+invalid is stored as an event without its order (the event happened), and the order's problems
+are reported.
 
 Replays add nothing: events by ``messageId`` (``events.message_id``), orders by ``order_id``,
 identify/alias by ``seen_messages``, consent by the ledger's dedupe key and because the API
@@ -23,6 +25,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,9 +43,8 @@ from cdp.ingest.models import SeenMessage
 from cdp.ingest.orders import write_orders
 from cdp.ingest.pipeline import record_context
 from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
+from cdp.ingest.segment_messages import ORDER_COMPLETED, MessageBasics, SegmentMessage, salvage
 from cdp.ingest.segment_models import (
-    ORDER_COMPLETED,
-    SegmentMessage,
     alias_data,
     consent_choices,
     customer_data,
@@ -126,16 +128,111 @@ def _amount_named(problem: Invalid, msg: SegmentMessage, data: dict[str, Any]) -
     return named
 
 
+Basics = SegmentMessage | MessageBasics
+"""A message, or the valid parts of an invalid one (:func:`salvage`)."""
+
+
+def _consent(
+    basics: Basics, purpose: str, status: str, at: datetime, mechanism: str, source: str
+) -> dict[str, Any]:
+    return {
+        "customer_id": basics.user_id,
+        "anonymous_id": basics.anonymous_id,
+        "purpose": purpose,
+        "status": status,
+        "occurred_at": at,
+        "source": source,
+        "mechanism": mechanism,
+    }
+
+
+@dataclass
+class _Planner:
+    """Turns the messages of one request into a :class:`_Plan` (nothing is written)."""
+
+    gpc: bool
+    source: str
+    now: datetime
+    ctx: dict[str, Any]
+    plan: _Plan = field(default_factory=_Plan)
+    gpc_subjects: set[tuple[str | None, str | None]] = field(default_factory=set)
+    """Subjects whose GPC withdrawal is planned: one a subject the request names."""
+
+    def dated(self, basics: Basics) -> datetime:
+        at = basics.when(self.now)
+        if at > self.ctx["latest_time"]:
+            # a device clock running fast (a ``timestamp`` ahead of the arrival): the message is
+            # kept, dated when it arrived, rather than dropped or dated in the future
+            return self.now
+        return at
+
+    def consents(
+        self, basics: Basics, i: int, at: datetime
+    ) -> tuple[list[tuple[str, Any]], list[Invalid]]:
+        """A valid message's consent records: its banner choices (a GPC signal overrides an
+        ``ad_audiences`` grant) and the request's GPC withdrawal for its subject."""
+        built: list[tuple[str, Any]] = []
+        errors: list[Invalid] = []
+        choices = consent_choices(basics)
+        if self.gpc:
+            choices.pop("ad_audiences", None)  # the GPC signal overrides a banner's grant
+        for purpose, status in choices.items():
+            data = _consent(basics, purpose, status, at, "sdk", self.source)
+            rec, errs = _record(ConsentRecord, data, self.ctx, i, "context.consent.")
+            built.append(("consent", rec))
+            errors += errs
+        if self.gpc and (basics.user_id, basics.anonymous_id) not in self.gpc_subjects:
+            # built like every other record, so that a problem with it is this message's 400
+            # detail, not the request's 500
+            data = _consent(basics, "ad_audiences", "withdrawn", self.now, "gpc", self.source)
+            rec, errs = _record(ConsentRecord, data, self.ctx, i, "")
+            built.append(("gpc", rec))
+            errors += errs
+        return built, errors
+
+    def withdrawals(self, basics: Basics, i: int) -> None:
+        """An invalid message's withdrawals (its banner's ``false`` choices, the request's GPC
+        signal), planned when a valid ``userId`` or ``anonymousId`` names its subject: a
+        withdrawal is never lost with the rest of a message. Its grants are not recorded. Each
+        is dated as the message (its time when valid, else its arrival; at its arrival too when
+        the record refuses the message's time)."""
+        if not (basics.user_id or basics.anonymous_id):
+            return
+        at = self.dated(basics)
+        wanted = [
+            ("consent", purpose, at, "sdk")
+            for purpose, status in consent_choices(basics).items()
+            if status == "withdrawn"
+        ]
+        if self.gpc and (basics.user_id, basics.anonymous_id) not in self.gpc_subjects:
+            wanted.insert(0, ("gpc", "ad_audiences", self.now, "gpc"))
+        for kind, purpose, when, mechanism in wanted:
+            for moment in dict.fromkeys((when, self.now)):
+                data = _consent(basics, purpose, "withdrawn", moment, mechanism, self.source)
+                rec, errs = _record(ConsentRecord, data, self.ctx, i, "")
+                if not errs:
+                    self.add(i, kind, rec, basics)
+                    break
+
+    def add(self, i: int, kind: str, rec: Any, basics: Basics) -> None:
+        if kind == "gpc":
+            self.plan.gpc.append((i, rec))
+            self.gpc_subjects.add((basics.user_id, basics.anonymous_id))
+        else:
+            self.plan.consents.append((i, rec))
+
+
 def plan_messages(
     runtime: Runtime, messages: Sequence[Any], *, gpc: bool, source: str, clock: Clock
 ) -> tuple[_Plan, list[Invalid], int]:
-    """Validate every message and turn the valid ones into records (nothing is written)."""
+    """Validate every message and turn the valid ones into records (nothing is written); of an
+    invalid message, only its withdrawals (:meth:`_Planner.withdrawals`)."""
     now = clock()
     converter = converter_for(runtime)
     ctx = record_context(runtime, converter, now)
-    plan = _Plan()
+    planner = _Planner(gpc=gpc, source=source, now=now, ctx=ctx)
+    plan = planner.plan
     invalid: list[Invalid] = []
-    subjects: dict[tuple[str | None, str | None], int] = {}
     ignored = 0
     for i, raw in enumerate(messages):
         if not isinstance(raw, dict):
@@ -145,16 +242,15 @@ def plan_messages(
             msg = SegmentMessage.model_validate(raw)
         except ValidationError as exc:
             invalid.extend(_errors(i, "", exc))
+            planner.withdrawals(salvage(raw), i)
             continue
+        basics: Basics = msg
         problems = [Invalid(i, f, m) for f, m in msg.checks()]
         if problems:
             invalid.extend(problems)
+            planner.withdrawals(basics, i)
             continue
-        at = msg.when(now)
-        if at > ctx["latest_time"]:
-            # a device clock running fast (a ``timestamp`` ahead of the arrival): the message is
-            # kept, dated when it arrived, rather than dropped or dated in the future
-            at = now
+        at = planner.dated(basics)
         key = message_key(raw)
         plan.keys[i] = key
         built: list[tuple[str, Any]] = []
@@ -179,50 +275,12 @@ def plan_messages(
             errors += errs
         else:
             ignored += 1  # group: accepted, nothing of it is stored yet
-        choices = consent_choices(msg)
-        if gpc:
-            choices.pop("ad_audiences", None)  # the GPC signal overrides a banner's grant
-        for purpose, status in choices.items():
-            rec, errs = _record(
-                ConsentRecord,
-                {
-                    "customer_id": msg.user_id,
-                    "anonymous_id": msg.anonymous_id,
-                    "purpose": purpose,
-                    "status": status,
-                    "occurred_at": at,
-                    "source": source,
-                    "mechanism": "sdk",
-                },
-                ctx,
-                i,
-                "context.consent.",
-            )
-            built.append(("consent", rec))
-            errors += errs
-        subject = (msg.user_id, msg.anonymous_id)
-        if gpc and subject not in subjects:
-            # one GPC withdrawal a subject the request names, built like every other record,
-            # so that a problem with it is this message's 400 detail, not the request's 500
-            rec, errs = _record(
-                ConsentRecord,
-                {
-                    "customer_id": msg.user_id,
-                    "anonymous_id": msg.anonymous_id,
-                    "purpose": "ad_audiences",
-                    "status": "withdrawn",
-                    "occurred_at": now,
-                    "source": source,
-                    "mechanism": "gpc",
-                },
-                ctx,
-                i,
-                "",
-            )
-            built.append(("gpc", rec))
-            errors += errs
+        consents, errs = planner.consents(basics, i, at)
+        built += consents
+        errors += errs
         if errors:
             invalid.extend(order_errors + errors)
+            planner.withdrawals(basics, i)
             continue
         # the event happened (Segment's meaning of a track): an Order Completed whose order part
         # is invalid is stored as an event, and its order's problems are reported
@@ -238,11 +296,8 @@ def plan_messages(
                 plan.orders.append((i, rec))
             elif kind == "event":
                 plan.events.append((i, rec))
-            elif kind == "gpc":
-                plan.gpc.append((i, rec))
             else:
-                plan.consents.append((i, rec))
-        subjects.setdefault(subject, i)
+                planner.add(i, kind, rec, basics)
     return plan, invalid, ignored
 
 
