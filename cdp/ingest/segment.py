@@ -43,6 +43,7 @@ from cdp.ingest.models import SeenMessage
 from cdp.ingest.orders import write_orders
 from cdp.ingest.pipeline import record_context
 from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
+from cdp.ingest.segment_alias import customer_claims
 from cdp.ingest.segment_messages import ORDER_COMPLETED, MessageBasics, SegmentMessage, salvage
 from cdp.ingest.segment_models import (
     alias_data,
@@ -88,7 +89,14 @@ class _Plan:
     events: list[tuple[int, EventRecord]] = field(default_factory=list)
     seen: dict[str, str] = field(default_factory=dict)
     """identify/alias message key -> type (recorded in seen_messages)."""
+    aliases: dict[int, str] = field(default_factory=dict)
+    """alias message index -> its ``previousId`` (:mod:`cdp.ingest.segment_alias`)."""
     keys: dict[int, str] = field(default_factory=dict)
+
+    def user_ids(self) -> set[str]:
+        """The customer ids (``userId``) the planned records carry."""
+        records = self.consents + self.gpc + self.customers + self.orders + self.events
+        return {r.customer_id for _, r in records if r.customer_id}
 
 
 def message_key(raw: dict[str, Any]) -> str:
@@ -292,6 +300,8 @@ def plan_messages(
             if kind == "customer":
                 plan.customers.append((i, rec))
                 plan.seen[key] = msg.type
+                if msg.type == "alias":
+                    plan.aliases[i] = rec.anonymous_id
             elif kind == "order":
                 plan.orders.append((i, rec))
             elif kind == "event":
@@ -316,7 +326,8 @@ def _write(plan: _Plan) -> Any:
         out.duplicates += len(plan.customers) - len(customers)
         out.add(write_consents(ctx, plan.gpc, only_changes=True))
         out.add(write_consents(ctx, plan.consents, only_changes=True))
-        out.add(write_customers(ctx, customers, live=True))
+        claims = customer_claims(ctx, customers, plan.aliases, plan.user_ids())
+        out.add(write_customers(ctx, customers, live=True, claims=claims))
         out.add(write_orders(ctx, plan.orders))
         out.add(write_events(ctx, plan.events))
         new_seen = [

@@ -6,7 +6,8 @@ or browser id (``anonymous_id``). Mapping:
 - ``identify`` → a customer record (reserved traits ``email``, ``phone``, ``firstName``,
   ``lastName``, ``birthday``, ``gender``, ``address{street, city, postalCode, state, country}``,
   ``createdAt``; other traits are custom traits);
-- ``alias`` → links ``previousId`` (read as an anonymous id) to ``userId``;
+- ``alias`` → links ``previousId`` (a former ``userId`` or an anonymous id:
+  :mod:`cdp.ingest.segment_alias`) to ``userId``;
 - ``track`` → an event; ``Order Completed`` is also an order (``order_id``, ``total`` or
   ``revenue``, ``currency`` — default the base currency —, ``discount``, ``coupon``,
   ``products[]``);
