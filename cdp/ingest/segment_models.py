@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from cdp.ingest.money import exponent
 from cdp.ingest.segment_messages import MessageBasics, SegmentMessage
+from cdp.validation import not_epoch
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
 CATEGORY_PURPOSES: dict[str, tuple[str, ...]] = {
@@ -77,6 +80,32 @@ def _scalar(value: Any) -> str | int | float | bool | None:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+_DATE_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def birthday_date(value: Any) -> Any:
+    """A ``birthday`` sent as a date-time, as the date it stands for; anything else as sent, for
+    the customer record to judge (a date, or a refusal naming the field).
+
+    analytics.js sends a JavaScript ``Date`` as ``toISOString()``: the instant in UTC. A date
+    picked in a form is a ``Date`` at local midnight (``1990-05-12`` in UTC+8 is
+    ``1990-05-11T16:00:00.000Z``) or at UTC midnight (``new Date("1990-05-12")``), so the UTC
+    date would be a day early for everyone east of UTC. The date taken is the one whose midnight
+    in UTC is nearest to the instant (the instant plus 12 hours, its UTC date): the picked day
+    for a local midnight anywhere from UTC-11 to UTC+12. A time without a zone is UTC."""
+    if not isinstance(value, str) or len(value.strip()) <= len("YYYY-MM-DD"):
+        return value
+    try:
+        moment = _DATE_TIME.validate_python(not_epoch(value))
+    except ValueError:  # ValidationError included: not a date-time, left to the record
+        return value
+    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return (moment + timedelta(hours=12)).date().isoformat()
+    except OverflowError:  # the last hours of year 9999: outside 1900-2099 either way
+        return moment.date().isoformat()
+
+
 def customer_data(msg: SegmentMessage) -> dict[str, Any]:
     """identify traits (and context.traits) as a customer record's input."""
     traits = {**(msg.context.get("traits") or {}), **msg.traits}
@@ -87,6 +116,8 @@ def customer_data(msg: SegmentMessage) -> dict[str, Any]:
             data[_TRAIT_NAMES[key]] = value
         elif key not in _SKIP_TRAITS:
             custom[key[:64]] = _scalar(value)
+    if "birthday" in data:
+        data["birthday"] = birthday_date(data["birthday"])
     name = traits.get("name")
     if isinstance(name, str) and name.strip() and "first_name" not in data:
         first, _, last = name.strip().partition(" ")
