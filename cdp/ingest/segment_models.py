@@ -119,11 +119,12 @@ def customer_data(msg: SegmentMessage) -> dict[str, Any]:
     if "birthday" in data:
         data["birthday"] = birthday_date(data["birthday"])
     name = traits.get("name")
-    if isinstance(name, str) and name.strip() and "first_name" not in data:
+    if isinstance(name, str) and name.strip():
+        # ``name`` only fills what the explicit firstName / lastName leave out (absent or null)
         first, _, last = name.strip().partition(" ")
-        data["first_name"] = first
-        if last:
-            data["last_name"] = last
+        for fld, part in (("first_name", first), ("last_name", last.strip())):
+            if part and data.get(fld) is None:
+                data[fld] = part
     address = traits.get("address")
     if isinstance(address, dict):
         data["address"] = {_ADDRESS_NAMES[k]: v for k, v in address.items() if k in _ADDRESS_NAMES}
