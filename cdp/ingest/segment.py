@@ -89,6 +89,8 @@ class _Plan:
     events: list[tuple[int, EventRecord]] = field(default_factory=list)
     seen: dict[str, str] = field(default_factory=dict)
     """identify/alias message key -> type (recorded in seen_messages)."""
+    duplicates: int = 0
+    """identify/alias messages whose key an earlier message of the request carries."""
     aliases: dict[int, str] = field(default_factory=dict)
     """alias message index -> its ``previousId`` (:mod:`cdp.ingest.segment_alias`)."""
     keys: dict[int, str] = field(default_factory=dict)
@@ -298,6 +300,9 @@ def plan_messages(
         )
         for kind, rec in built:
             if kind == "customer":
+                if key in plan.seen:  # a second copy in one request: a replay, as in two
+                    plan.duplicates += 1
+                    continue
                 plan.customers.append((i, rec))
                 plan.seen[key] = msg.type
                 if msg.type == "alias":
@@ -323,7 +328,7 @@ def _write(plan: _Plan) -> Any:
                 ).scalars()
             )
         customers = [(i, r) for i, r in plan.customers if plan.keys[i] not in seen]
-        out.duplicates += len(plan.customers) - len(customers)
+        out.duplicates += len(plan.customers) - len(customers) + plan.duplicates
         out.add(write_consents(ctx, plan.gpc, only_changes=True))
         out.add(write_consents(ctx, plan.consents, only_changes=True))
         claims = customer_claims(ctx, customers, plan.aliases, plan.user_ids())
