@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from cdp.clock import FrozenClock
 from cdp.consent import ledger_state
 from cdp.crypto.normalize import IdentityKind
-from cdp.ingest.segment import plan_messages
+from cdp.ingest.segment_plan import plan_messages
 from tests.api.test_segment_api import _consent, _post_batch, _subject
 from tests.conftest import CdpEnv
 
