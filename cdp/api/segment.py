@@ -23,6 +23,7 @@ from cdp.api.deps import RuntimeDep
 from cdp.api.errors import error_body
 from cdp.api.source_auth import SourceDep, require_source
 from cdp.ingest.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ingest_messages
+from cdp.ingest.segment_messages import batch_sent_at
 from cdp.jsonio import MAX_DEPTH, NOT_STRICT, compact_size, strict_loads, too_deep
 
 MAX_DETAILS = 100
@@ -123,18 +124,23 @@ def _size(message: Any) -> int:
 
 
 async def batch_messages(request: Request) -> list[Any]:
-    """``{"batch": [...], "context": {...}}``: each message at most 32 KB, 500 KB in all."""
+    """``{"batch": [...], "context": {...}, "sentAt": "..."}``: each message at most 32 KB, 500 KB
+    in all. The batch's ``context`` and ``sentAt`` apply to its messages that carry none (a
+    ``sentAt`` that is no valid time is not applied: :func:`batch_sent_at`)."""
     payload = _json(await _read(request, MAX_BATCH_BYTES))
     batch = payload.get("batch") if isinstance(payload, dict) else None
     if not isinstance(batch, list):
         raise HTTPException(400, "the body needs a batch array")
     shared = payload.get("context")
+    sent_at = batch_sent_at(payload.get("sentAt"))
     for message in batch:
         if isinstance(message, dict):
             if _size(message) > MAX_MESSAGE_BYTES:
                 raise _too_large("a message of the batch")
             if isinstance(shared, dict) and "context" not in message:
                 message["context"] = shared
+            if sent_at is not None and message.get("sentAt") is None:
+                message["sentAt"] = sent_at
     return batch
 
 

@@ -142,6 +142,20 @@ def salvage(raw: dict[str, Any]) -> MessageBasics:
     return MessageBasics.model_validate(kept)
 
 
+def batch_sent_at(value: Any) -> Any:
+    """A batch's ``sentAt`` when it is a valid time (the value as sent: each message reads it as
+    its own), else None. Segment's libraries set ``sentAt`` on the batch; it corrects the times
+    of the messages that carry none. An invalid one is not applied rather than making every
+    message of the batch invalid: it only corrects clock skew."""
+    if value is None:
+        return None
+    try:
+        MessageBasics.model_validate({"sentAt": value})
+    except ValidationError:
+        return None
+    return value
+
+
 class SegmentMessage(BaseModel):
     """One message of the Segment Spec (unknown fields such as ``integrations`` are ignored)."""
 
