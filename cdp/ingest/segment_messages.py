@@ -55,11 +55,16 @@ def event_time(
     sent_at: datetime | None,
     received_at: datetime,
 ) -> datetime:
-    """The event time, corrected for the sender's clock skew as Segment does."""
+    """The event time, corrected for the sender's clock skew as Segment does: the device's time
+    (``timestamp``, else ``originalTimestamp``) plus ``received_at - sentAt``. A ``timestamp``
+    beside an ``originalTimestamp`` is one Segment (or a relay) already corrected: taken as it
+    is. Without ``sentAt``, the device's time as it is."""
+    if timestamp is not None and original is not None:
+        return timestamp
     at = timestamp or original
     if at is None:
         return received_at
-    if sent_at is not None and timestamp is None:
+    if sent_at is not None:
         try:
             return at + (received_at - sent_at)
         except OverflowError:  # a sentAt centuries off: no correction; the time is then

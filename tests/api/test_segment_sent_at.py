@@ -90,3 +90,38 @@ def test_an_invalid_batch_sent_at_is_not_applied(
     response = _post(client, key, "/v1/batch", body)
     assert response.status_code == 200, response.text
     assert _near(_times(cdp_env)["kept"], device_now - AGO)
+
+
+def test_a_device_timestamp_is_corrected_by_its_sent_at(
+    client: TestClient, key: str, cdp_env: CdpEnv
+) -> None:
+    """analytics.js sends the device's ``timestamp`` and ``sentAt``: Segment reads the timestamp
+    as ``originalTimestamp`` and corrects it by ``receivedAt - sentAt``; so does cdp."""
+    device_now = datetime.now(UTC) - SKEW
+    message = {
+        "type": "track",
+        "userId": "s-2",
+        "event": "device",
+        "timestamp": (device_now - AGO).isoformat(),
+        "sentAt": device_now.isoformat(),
+    }
+    assert _post(client, key, "/v1/track", message).status_code == 200
+    assert _near(_times(cdp_env)["device"], datetime.now(UTC) - AGO), _times(cdp_env)
+
+
+def test_a_timestamp_beside_an_original_timestamp_is_already_corrected(
+    client: TestClient, key: str, cdp_env: CdpEnv
+) -> None:
+    """A message relayed from Segment carries its corrected ``timestamp`` beside the device's
+    ``originalTimestamp`` and ``sentAt``: that timestamp is taken as it is."""
+    at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    message = {
+        "type": "track",
+        "userId": "s-3",
+        "event": "relayed",
+        "timestamp": at.isoformat(),
+        "originalTimestamp": (at - SKEW).isoformat(),
+        "sentAt": (at - SKEW + timedelta(seconds=5)).isoformat(),
+    }
+    assert _post(client, key, "/v1/track", message).status_code == 200
+    assert _times(cdp_env)["relayed"] == at
