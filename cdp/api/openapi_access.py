@@ -74,7 +74,11 @@ _BEARER: Final[dict[str, Any]] = {
 _BASIC: Final[dict[str, Any]] = {
     "type": "http",
     "scheme": "basic",
-    "description": "A source's write key as the user name, the password empty (as Segment).",
+    "description": (
+        "A source's write key as the user name, the password empty (as Segment); without an"
+        " Authorization header, the write key may be the body's top-level writeKey instead"
+        " (as analytics.js sends it)."
+    ),
 }
 _PURPOSE_PARAMETER: Final[dict[str, Any]] = {
     "name": PURPOSE_HEADER,

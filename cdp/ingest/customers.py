@@ -20,7 +20,7 @@ from cdp.ingest.batch import IN_CHUNK, BatchContext, Outcome, claim_of, refusal
 from cdp.ingest.bulk import update_rows
 from cdp.ingest.customer_record import CUSTOM_TRAITS_FIELD, CustomerRecord
 from cdp.profiles.pii_records import read_sealed, write_sealed
-from cdp.profiles.resolve import resolve
+from cdp.profiles.resolve import Claim, resolve
 
 _traits_json = json.JSONEncoder(sort_keys=True, default=str).encode
 """``json.dumps(traits, sort_keys=True, default=str)`` without a new encoder a record."""
@@ -34,13 +34,19 @@ def _wanted(record: CustomerRecord) -> dict[str, str]:
 
 
 def write_customers(
-    ctx: BatchContext, items: Sequence[tuple[int, CustomerRecord]], *, live: bool = False
+    ctx: BatchContext,
+    items: Sequence[tuple[int, CustomerRecord]],
+    *,
+    live: bool = False,
+    claims: Sequence[Claim] | None = None,
 ) -> Outcome:
     """Ingest one batch of customer records in ``ctx.conn``'s transaction.
 
     ``live``: the records are current (Segment identify calls, sent as things happen), so one
     without ``created_at`` applies like the newest; in a file such a record is of unknown age and
-    only fills what the profile lacks once the profile holds a dated record."""
+    only fills what the profile lacks once the profile holds a dated record. ``claims``: the
+    identities each record claims, when not its own fields (a Segment alias whose ``previousId``
+    is a former ``userId``: :mod:`cdp.ingest.segment_alias`)."""
     out = Outcome()
     if not items:
         return out
@@ -51,7 +57,9 @@ def write_customers(
         resolve(
             runtime=ctx.runtime,
             conn=conn,
-            claims=[
+            claims=claims
+            if claims is not None
+            else [
                 claim_of(
                     customer_id=r.customer_id,
                     email=r.email,

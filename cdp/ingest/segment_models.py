@@ -1,13 +1,13 @@
-"""Segment Spec messages, and how each becomes cdp records.
+"""How each Segment Spec message (:mod:`cdp.ingest.segment_messages`) becomes cdp records.
 
-Field names are Segment's (``userId``, ``anonymousId``, ``messageId``, ``traits``, ``context`` …).
 ``userId`` is the shop's customer id (identity kind ``customer_id``); ``anonymousId`` is a device
 or browser id (``anonymous_id``). Mapping:
 
 - ``identify`` → a customer record (reserved traits ``email``, ``phone``, ``firstName``,
   ``lastName``, ``birthday``, ``gender``, ``address{street, city, postalCode, state, country}``,
   ``createdAt``; other traits are custom traits);
-- ``alias`` → links ``previousId`` (read as an anonymous id) to ``userId``;
+- ``alias`` → links ``previousId`` (a former ``userId`` or an anonymous id:
+  :mod:`cdp.ingest.segment_alias`) to ``userId``;
 - ``track`` → an event; ``Order Completed`` is also an order (``order_id``, ``total`` or
   ``revenue``, ``currency`` — default the base currency —, ``discount``, ``coupon``,
   ``products[]``);
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import TypeAdapter
 
 from cdp.ingest.money import exponent
-from cdp.ingest.record_rules import safe_id
-from cdp.validation import CONTROL_MESSAGE, not_epoch, plain_text
+from cdp.ingest.segment_messages import MessageBasics, SegmentMessage
+from cdp.validation import not_epoch
 
 #: Consent-manager category names (lower-cased) -> cdp purposes. Unknown categories are ignored.
 CATEGORY_PURPOSES: dict[str, tuple[str, ...]] = {
@@ -72,125 +72,38 @@ _ADDRESS_NAMES = {
     "country": "country",
 }
 _SKIP_TRAITS = {"id", "userId", "anonymousId", "address", "name"}
-ORDER_COMPLETED = "Order Completed"
-
-
-def number_id(value: Any) -> Any:
-    """A number sent as an id, as the string Segment's libraries make of it (JavaScript's
-    ``String(n)``): an integer, or an integral float, without a decimal point (``1`` and ``1.0``
-    are one id, "1"), other finite numbers in their shortest form. NaN and the infinities (JSON
-    extensions cdp reads, and ``1e400``) are refused: as "nan" or "inf" they would join unrelated
-    visitors into one subject."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    if value.is_integer() and abs(value) < 1e21:  # JavaScript writes 1e21 and up with an exponent
-        return str(int(value))
-    return repr(value)
-
-
-class SegmentMessage(BaseModel):
-    """One message of the Segment Spec (unknown fields such as ``integrations`` are ignored)."""
-
-    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, populate_by_name=True)
-
-    type: Literal["identify", "track", "page", "screen", "alias", "group"]
-    message_id: str | None = Field(default=None, alias="messageId", max_length=128)
-    user_id: str | None = Field(default=None, alias="userId", max_length=256)
-    anonymous_id: str | None = Field(default=None, alias="anonymousId", max_length=256)
-    previous_id: str | None = Field(default=None, alias="previousId", max_length=256)
-    timestamp: datetime | None = None
-    original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
-    sent_at: datetime | None = Field(default=None, alias="sentAt")
-    event: str | None = Field(default=None, max_length=256)
-    name: str | None = Field(default=None, max_length=256)
-    traits: dict[str, Any] = Field(default_factory=dict)
-    properties: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        return f"SegmentMessage(type={self.type!r})"
-
-    @field_validator("user_id", "anonymous_id", "previous_id", mode="before")
-    @classmethod
-    def _number_ids(cls, value: Any) -> Any:
-        return number_id(value)
-
-    @field_validator("user_id", "anonymous_id", "previous_id")
-    @classmethod
-    def _ids(cls, value: str | None) -> str | None:
-        """The identifier rules of every record (printable, trimmed, no formula start), checked
-        here so that a message that builds no record (``group``) is held to them too."""
-        return safe_id(value)
-
-    @field_validator("message_id")
-    @classmethod
-    def _message_id(cls, value: str | None) -> str | None:
-        """Printable, as every identifier (an identify's id is stored as sent)."""
-        if value is not None and not value.isprintable():
-            raise ValueError(CONTROL_MESSAGE)
-        return value
-
-    @field_validator("event", "name")
-    @classmethod
-    def _text(cls, value: str | None) -> str | None:
-        return plain_text(value)
-
-    @field_validator("timestamp", "original_timestamp", "sent_at", mode="before")
-    @classmethod
-    def _not_epoch(cls, value: Any) -> Any:
-        return not_epoch(value)
-
-    @field_validator("traits", "properties", "context", mode="before")
-    @classmethod
-    def _null_objects(cls, value: Any) -> Any:
-        return {} if value is None else value
-
-    @field_validator("timestamp", "original_timestamp", "sent_at", mode="after")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """A time without a zone is UTC (as in batch files), so times can be compared."""
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-    def checks(self) -> list[tuple[str, str]]:
-        """Segment's own rules: an identifier; a track has an event; an alias has both ids; the
-        objects the spec nests (``context.traits``, an order's ``products``) have their shape."""
-        problems = []
-        if not isinstance(self.context.get("traits") or {}, dict):
-            problems.append(("context.traits", "context.traits must be an object"))
-        products = self.properties.get("products")
-        if self.event == ORDER_COMPLETED and not isinstance(products or [], list):
-            problems.append(("properties.products", "products must be an array"))
-        if not (self.user_id or self.anonymous_id):
-            problems.append(("userId", "userId or anonymousId is required"))
-        if self.type == "track" and not self.event:
-            problems.append(("event", "a track call needs an event name"))
-        if self.type == "alias" and not (self.previous_id and self.user_id):
-            problems.append(("previousId", "an alias call needs previousId and userId"))
-        return problems
-
-    def when(self, received_at: datetime) -> datetime:
-        """The event time, corrected for the sender's clock skew as Segment does."""
-        at = self.timestamp or self.original_timestamp
-        if at is None:
-            return received_at
-        if self.sent_at is not None and self.timestamp is None:
-            try:
-                return at + (received_at - self.sent_at)
-            except OverflowError:  # a sentAt centuries off: no correction; the time is then
-                return at  # dated at arrival if ahead (plan_messages), else range-checked
-        return at
 
 
 def _scalar(value: Any) -> str | int | float | bool | None:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return json.dumps(value, sort_keys=True, default=str)
+
+
+_DATE_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def birthday_date(value: Any) -> Any:
+    """A ``birthday`` sent as a date-time, as the date it stands for; anything else as sent, for
+    the customer record to judge (a date, or a refusal naming the field).
+
+    analytics.js sends a JavaScript ``Date`` as ``toISOString()``: the instant in UTC. A date
+    picked in a form is a ``Date`` at local midnight (``1990-05-12`` in UTC+8 is
+    ``1990-05-11T16:00:00.000Z``) or at UTC midnight (``new Date("1990-05-12")``), so the UTC
+    date would be a day early for everyone east of UTC. The date taken is the one whose midnight
+    in UTC is nearest to the instant (the instant plus 12 hours, its UTC date): the picked day
+    for a local midnight anywhere from UTC-11 to UTC+12. A time without a zone is UTC."""
+    if not isinstance(value, str) or len(value.strip()) <= len("YYYY-MM-DD"):
+        return value
+    try:
+        moment = _DATE_TIME.validate_python(not_epoch(value))
+    except ValueError:  # ValidationError included: not a date-time, left to the record
+        return value
+    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return (moment + timedelta(hours=12)).date().isoformat()
+    except OverflowError:  # the last hours of year 9999: outside 1900-2099 either way
+        return moment.date().isoformat()
 
 
 def customer_data(msg: SegmentMessage) -> dict[str, Any]:
@@ -203,12 +116,15 @@ def customer_data(msg: SegmentMessage) -> dict[str, Any]:
             data[_TRAIT_NAMES[key]] = value
         elif key not in _SKIP_TRAITS:
             custom[key[:64]] = _scalar(value)
+    if "birthday" in data:
+        data["birthday"] = birthday_date(data["birthday"])
     name = traits.get("name")
-    if isinstance(name, str) and name.strip() and "first_name" not in data:
+    if isinstance(name, str) and name.strip():
+        # ``name`` only fills what the explicit firstName / lastName leave out (absent or null)
         first, _, last = name.strip().partition(" ")
-        data["first_name"] = first
-        if last:
-            data["last_name"] = last
+        for fld, part in (("first_name", first), ("last_name", last.strip())):
+            if part and data.get(fld) is None:
+                data[fld] = part
     address = traits.get("address")
     if isinstance(address, dict):
         data["address"] = {_ADDRESS_NAMES[k]: v for k, v in address.items() if k in _ADDRESS_NAMES}
@@ -302,7 +218,7 @@ def event_data(msg: SegmentMessage, at: datetime) -> dict[str, Any]:
     }
 
 
-def consent_choices(msg: SegmentMessage) -> dict[str, str]:
+def consent_choices(msg: SegmentMessage | MessageBasics) -> dict[str, str]:
     """purpose -> granted/withdrawn from ``context.consent.categoryPreferences``."""
     consent = msg.context.get("consent")
     prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None

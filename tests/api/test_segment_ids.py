@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdp.crypto.normalize import IdentityKind
-from cdp.ingest.segment_models import number_id
+from cdp.ingest.segment_messages import number_id
 from tests.api.test_segment_api import _consent, _subject
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import count

@@ -15,7 +15,7 @@ from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
-from cdp.ingest.segment_models import SegmentMessage
+from cdp.ingest.segment_messages import SegmentMessage
 from tests.ingest.helpers import customer, fast_matches_model, order
 
 CONTEXT: dict[str, Any] = {
