@@ -19,6 +19,7 @@ from cdp.api.principals import router as principals_router
 from cdp.api.privacy import router as privacy_router
 from cdp.api.profiles import router as profiles_router
 from cdp.api.segment import router as segment_router
+from cdp.api.segment_cors import SegmentCorsMiddleware
 from cdp.api.segments import router as segments_router
 from cdp.api.traits import router as traits_router
 from cdp.logging import configure_logging
@@ -40,6 +41,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(SegmentCorsMiddleware)  # browsers of the shop's origin may read /v1 answers
     app.add_middleware(RequestContextMiddleware)  # outermost of ours: request id, limits, log
     app.include_router(ops_router)
     app.include_router(profiles_router)

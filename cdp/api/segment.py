@@ -1,5 +1,8 @@
 """The Segment-compatible HTTP Tracking API: ``/v1/identify``, ``track``, ``page``, ``alias``,
-``batch`` (and ``screen``, ``group``), so existing analytics SDKs can point at cdp unchanged.
+``batch`` (and ``screen``, ``group``), so existing analytics SDKs can point at cdp unchanged;
+also at analytics.js's one-letter paths (``/v1/i``, ``t``, ``p``, ``s``, ``a``, ``g``, ``b``:
+the same routes, left out of the API document), whose answers a browser page of another origin
+may read (:mod:`cdp.api.segment_cors`).
 
 Routes are thin: authentication (:mod:`cdp.api.source_auth`), a bounded body reader
 (:mod:`cdp.api.segment_body`: gzip bodies, Segment's size limits: 32 KB a message, 500 KB a
@@ -163,7 +166,26 @@ def _single(kind: str) -> None:
         name=kind,
         openapi_extra={"requestBody": _BODY},
     )
+    # analytics.js posts to the type's first letter (``/v1/t`` for a track): the same route
+    router.add_api_route(
+        f"/{kind[0]}",
+        route,
+        methods=["POST"],
+        response_model=SegmentAck,
+        name=f"{kind}_short",
+        include_in_schema=False,
+    )
 
 
 for _kind in ("identify", "track", "page", "screen", "alias", "group"):
     _single(_kind)
+
+# analytics.js's batching delivery posts its batches to ``/v1/b``
+router.add_api_route(
+    "/b",
+    batch,
+    methods=["POST"],
+    response_model=SegmentAck,
+    name="batch_short",
+    include_in_schema=False,
+)
