@@ -10,65 +10,23 @@ short timeout)."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from cdp.errors import ConflictError
 from cdp.runtime import Runtime
 from cdp.segments import service
 from cdp.segments.builtin import builtin_segments
 from cdp.segments.models import Segment, SegmentVersion
 from cdp.segments.views import SegmentIn
 from cdp.traits.config import TraitsConfig
+from tests.concurrency.races import race
 from tests.conftest import CdpEnv
 
 seg_t = Segment.__table__  # type: ignore[attr-defined]
 ver_t = SegmentVersion.__table__  # type: ignore[attr-defined]
-
-
-def _race(
-    rt: Runtime, held_after: Callable[[str], bool], calls: list[Callable[[], Any]], wait: float
-) -> list[str]:
-    """Run ``calls`` in threads, each held after its first statement ``held_after`` accepts
-    until all got there (or ``wait`` seconds passed); the outcome of each, sorted."""
-    barrier = threading.Barrier(len(calls), timeout=wait)
-    held = threading.local()
-
-    def hold(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not getattr(held, "done", False) and held_after(" ".join(statement.split())):
-            held.done = True
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait()
-
-    outcomes: list[str] = []
-    lock = threading.Lock()
-
-    def run(call: Callable[[], Any]) -> None:
-        try:
-            call()
-            outcome = "ok"
-        except ConflictError:
-            outcome = "conflict"
-        except Exception as exc:  # the bug: a database error escaping as a server error
-            outcome = type(exc).__name__
-        with lock:
-            outcomes.append(outcome)
-
-    sa.event.listen(rt.data_engine, "after_cursor_execute", hold)
-    try:
-        threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-    finally:
-        sa.event.remove(rt.data_engine, "after_cursor_execute", hold)
-    return sorted(outcomes)
 
 
 def _postgres_only(rt: Runtime) -> None:
@@ -96,7 +54,7 @@ def test_two_first_uses_install_the_builtins_once(cdp_env: CdpEnv) -> None:
     def names_read(sql: str) -> bool:
         return sql.startswith("SELECT segments.name FROM segments")
 
-    outcomes = _race(rt, names_read, [lambda: service.list_segments(runtime=rt)] * 2, wait=10)
+    outcomes = race(rt, names_read, [lambda: service.list_segments(runtime=rt)] * 2, wait=10)
     assert outcomes == ["ok", "ok"]
     builtins = builtin_segments(TraitsConfig())
     assert _versions(rt) == {name: [1] for name in builtins}
@@ -115,7 +73,7 @@ def test_two_creators_of_one_name_get_it_and_a_conflict(cdp_env: CdpEnv) -> None
         data = SegmentIn(name="racers", rule=rule)
         return lambda: service.create_segment(runtime=rt, data=data, actor="t")
 
-    outcomes = _race(rt, name_checked, [create(1), create(2)], wait=10)
+    outcomes = race(rt, name_checked, [create(1), create(2)], wait=10)
     assert outcomes == ["conflict", "ok"]
     assert _versions(rt)["racers"] == [1]
 
@@ -136,7 +94,7 @@ def test_two_updates_of_one_segment_take_turns(cdp_env: CdpEnv) -> None:
 
     # Unguarded, both read version 1 and both write a version 2. Locked, the second waits for
     # the first's commit (so the first is held only until the short timeout) and writes 3.
-    outcomes = _race(rt, rule_read, [update(2), update(3)], wait=3)
+    outcomes = race(rt, rule_read, [update(2), update(3)], wait=3)
     assert outcomes == ["ok", "ok"]
     assert _versions(rt)["turns"] == [1, 2, 3]
     shown = service.get_segment(runtime=rt, name="turns")
