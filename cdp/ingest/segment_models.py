@@ -170,7 +170,7 @@ def order_data(msg: SegmentMessage, at: datetime, base_currency: str) -> dict[st
     currency = p.get("currency") or base_currency
     products = p.get("products") or []
     data: dict[str, Any] = {
-        "order_id": p.get("order_id") or p.get("checkout_id"),
+        "order_id": p["order_id"] if p.get("order_id") is not None else p.get("checkout_id"),
         "customer_id": msg.user_id,
         "anonymous_id": msg.anonymous_id,
         "ordered_at": at,

@@ -72,3 +72,11 @@ def test_a_float_order_id_is_refused_without_its_value(
     assert response.status_code == 400, response.text
     assert "order_id" in response.text and "5001.5" not in response.text
     assert count(cdp_env.runtime, "orders") == 0
+
+
+def test_an_order_id_of_zero_is_an_id(client: TestClient, key: str, cdp_env: CdpEnv) -> None:
+    """``0`` (or ``"0"``) is an order id like any other; it was read as missing (falsy), so the
+    order took the checkout's id, or was refused for want of one."""
+    message = _order_completed(order_id=0, checkout_id="chk-9")
+    assert _post(client, key, message).status_code == 200
+    assert _orders(cdp_env) == [("0", None)]
