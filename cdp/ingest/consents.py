@@ -41,11 +41,14 @@ from cdp.profiles.resolve import Claim, Resolution, resolve
 
 
 def dedupe_key(ctx: BatchContext, claim_kind: str, normalized: str, r: ConsentRecord) -> str:
-    """Hash of (identity token, purpose, status, occurred_at, source)."""
+    """Hash of (identity token, purpose, status, occurred_at, source); for a choice taken from
+    an event message, the message's key in place of the time (:meth:`ConsentRecord.from_message`:
+    the same message replayed later is the same entry)."""
     from cdp.crypto.normalize import IdentityKind
 
     token = ctx.runtime.tokenizer.token_of_normalized(IdentityKind(claim_kind), normalized).value
-    text = "|".join((token, r.purpose, r.status, r.occurred_at.isoformat(), r.source))
+    moment = f"message:{r.message_key}" if r.message_key else r.occurred_at.isoformat()
+    text = "|".join((token, r.purpose, r.status, moment, r.source))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from cdp.consent.purposes import PURPOSES
 from cdp.ingest.customer_record import CustomerRecord
@@ -159,6 +159,20 @@ class ConsentRecord(SubjectRecord):
     mechanism: Literal["checkbox", "banner", "import", "api", "cli", "sdk", "gpc", "request"] = (
         "import"
     )
+    _message: str | None = PrivateAttr(default=None)
+
+    def from_message(self, key: str) -> ConsentRecord:
+        """Mark this choice as one of the event message keyed ``key`` (its ``messageId``): the
+        ledger then dedupes it by the message, not by its time, which the clock-skew correction
+        makes depend on when the message arrived (a replay of a grant, dated later, would be
+        recorded again and undo a withdrawal made in between). Not settable from a file."""
+        self._message = key
+        return self
+
+    @property
+    def message_key(self) -> str | None:
+        """The key of the event message this choice came from (:meth:`from_message`)."""
+        return self._message
 
     @field_validator("purpose")
     @classmethod

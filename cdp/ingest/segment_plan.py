@@ -73,11 +73,14 @@ class Plan:
 
 
 def message_key(raw: dict[str, Any]) -> str:
-    """``messageId``, or a hash of the message's content when the sender gave none."""
+    """``messageId``, or a hash of the message's content when the sender gave none. The content
+    leaves ``sentAt`` out: a library sets it anew on every attempt (a batch's, copied into its
+    messages, too), so a retried message would otherwise be a new one each time."""
     mid = raw.get("messageId")
     if isinstance(mid, str) and mid:
         return mid[:128]
-    body = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"))
+    content = {k: v for k, v in raw.items() if k != "sentAt"}
+    body = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
     return "h-" + hashlib.sha256(body.encode()).hexdigest()[:60]
 
 
@@ -148,10 +151,11 @@ class Planner:
         return at
 
     def consents(
-        self, basics: Basics, i: int, at: datetime
+        self, basics: Basics, i: int, at: datetime, key: str
     ) -> tuple[list[tuple[str, Any]], list[Invalid]]:
         """A valid message's consent records: its banner choices (a GPC signal overrides an
-        ``ad_audiences`` grant) and the request's GPC withdrawal for its subject."""
+        ``ad_audiences`` grant) and the request's GPC withdrawal for its subject. Each is keyed
+        by the message (``key``), so a replay of it records nothing, whenever it arrives."""
         built: list[tuple[str, Any]] = []
         errors: list[Invalid] = []
         choices = consent_choices(basics)
@@ -160,18 +164,18 @@ class Planner:
         for purpose, status in choices.items():
             data = _consent(basics, purpose, status, at, "sdk", self.source)
             rec, errs = _record(ConsentRecord, data, self.ctx, i, "context.consent.")
-            built.append(("consent", rec))
+            built.append(("consent", rec and rec.from_message(key)))
             errors += errs
         if self.gpc and (basics.user_id, basics.anonymous_id) not in self.gpc_subjects:
             # built like every other record, so that a problem with it is this message's 400
             # detail, not the request's 500
             data = _consent(basics, "ad_audiences", "withdrawn", self.now, "gpc", self.source)
             rec, errs = _record(ConsentRecord, data, self.ctx, i, "")
-            built.append(("gpc", rec))
+            built.append(("gpc", rec and rec.from_message(key)))
             errors += errs
         return built, errors
 
-    def withdrawals(self, basics: Basics, i: int) -> None:
+    def withdrawals(self, basics: Basics, i: int, key: str) -> None:
         """An invalid message's withdrawals (its banner's ``false`` choices, the request's GPC
         signal), planned when a valid ``userId`` or ``anonymousId`` names its subject: a
         withdrawal is never lost with the rest of a message. Its grants are not recorded. Each
@@ -192,7 +196,7 @@ class Planner:
                 data = _consent(basics, purpose, "withdrawn", moment, mechanism, self.source)
                 rec, errs = _record(ConsentRecord, data, self.ctx, i, "")
                 if not errs:
-                    self.add(i, kind, rec, basics)
+                    self.add(i, kind, rec.from_message(key), basics)
                     break
 
     def add(self, i: int, kind: str, rec: Any, basics: Basics) -> None:
@@ -223,13 +227,13 @@ def plan_messages(
             msg = SegmentMessage.model_validate(raw)
         except ValidationError as exc:
             invalid.extend(_errors(i, "", exc))
-            planner.withdrawals(salvage(raw), i)
+            planner.withdrawals(salvage(raw), i, message_key(raw))
             continue
         basics: Basics = msg
         problems = [Invalid(i, f, m) for f, m in msg.checks()]
         if problems:
             invalid.extend(problems)
-            planner.withdrawals(basics, i)
+            planner.withdrawals(basics, i, message_key(raw))
             continue
         at = planner.dated(basics)
         key = message_key(raw)
@@ -256,12 +260,12 @@ def plan_messages(
             errors += errs
         else:
             ignored += 1  # group: accepted, nothing of it is stored yet
-        consents, errs = planner.consents(basics, i, at)
+        consents, errs = planner.consents(basics, i, at, key)
         built += consents
         errors += errs
         if errors:
             invalid.extend(order_errors + errors)
-            planner.withdrawals(basics, i)
+            planner.withdrawals(basics, i, key)
             continue
         # the event happened (Segment's meaning of a track): an Order Completed whose order part
         # is invalid is stored as an event, and its order's problems are reported
