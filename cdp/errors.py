@@ -108,6 +108,18 @@ class WriteContentionError(CdpError):
     public_message = True
 
 
+class RateLimitedError(CdpError):
+    """The caller's credential used up its rate (HTTP 429, with ``Retry-After``)."""
+
+    code = "rate_limited"
+    #: The message is fixed text (no data): shown as is.
+    public_message = True
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ErasureContentionError(WriteContentionError):
     """Concurrent writers kept merging an erasure's subjects, or kept deadlocking with it (on
     PostgreSQL), past its retries. Its data keys are destroyed and no row was deleted: running

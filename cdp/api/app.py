@@ -41,8 +41,10 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(SegmentCorsMiddleware)  # browsers of the shop's origin may read /v1 answers
-    app.add_middleware(RequestContextMiddleware)  # outermost of ours: request id, limits, log
+    app.add_middleware(RequestContextMiddleware)  # request id, limits, log
+    # outermost: every answer of an ingestion route, a limit's 429 or 504 too, is readable by
+    # the shop's pages (a preflight is answered here, before the limits and the log line)
+    app.add_middleware(SegmentCorsMiddleware)
     app.include_router(ops_router)
     app.include_router(profiles_router)
     app.include_router(segment_router)

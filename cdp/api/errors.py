@@ -34,6 +34,7 @@ STATUS: dict[type[errors.CdpError], int] = {
     errors.SubjectErasedError: 410,
     errors.AuditWriteError: 503,
     errors.WriteContentionError: 503,
+    errors.RateLimitedError: 429,
     errors.DecryptionError: 500,
     errors.KeyMaterialError: 500,
     errors.ConfigurationError: 500,

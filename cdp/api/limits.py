@@ -14,6 +14,8 @@ deadline a task per request). Each refusal uses the one error body shape of :mod
 - **Rate** (``CDP_RATE_LIMIT_*``): a token bucket per bearer token (principals) and per write key
   (Segment sources), keyed by a hash of the credential, never the credential. The buckets live in
   this process's memory: the limit holds *per worker* (N workers admit up to N times the rate).
+  A write key sent in a Segment body (no Authorization header: what analytics.js does) takes a
+  token from the same bucket, in the route, once the body is read (:meth:`RequestLimits.take`).
   Requests without credentials are not rate-limited here (they fail authentication; per-address
   limits belong to the reverse proxy).
 - **Deadline** (``CDP_REQUEST_TIMEOUT_SECONDS``): if the response has not started within the
@@ -47,6 +49,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from cdp.api.errors import error_body
+from cdp.errors import RateLimitedError
 from cdp.observability import count_limited
 from cdp.settings import Settings
 
@@ -122,9 +125,14 @@ def credential_key(headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes] | No
                 user = base64.b64decode(rest, validate=True).partition(b":")[0]
             except (binascii.Error, ValueError):
                 user = rest
-            return "source", hashlib.blake2b(user, digest_size=16).digest()
+            return source_key(user)
         return None
     return None
+
+
+def source_key(write_key: bytes) -> tuple[str, bytes]:
+    """The bucket key of a write key, from the Basic user name or a body's ``writeKey`` alike."""
+    return "source", hashlib.blake2b(write_key, digest_size=16).digest()
 
 
 class RequestLimits:
@@ -154,6 +162,18 @@ class RequestLimits:
         key = credential_key(headers)
         if key is None:
             return False
+        try:
+            self.take(key, settings)
+        except RateLimitedError as exc:
+            headers_out = {"Retry-After": str(exc.retry_after)}
+            await reject(scope, send, 429, "rate_limited", str(exc), headers_out)
+            return True
+        return False
+
+    def take(self, key: tuple[str, bytes], settings: Settings) -> None:
+        """Take a token from ``key``'s bucket; :class:`RateLimitedError` when it is empty. The
+        middleware calls it for a credential in a header; the Segment routes for a write key in
+        the body (``cdp.api.source_auth``), which only they can read."""
         if key[0] == "principal":
             rate = settings.rate_limit_principal_per_second
             burst = settings.rate_limit_principal_burst
@@ -161,12 +181,10 @@ class RequestLimits:
             rate, burst = settings.rate_limit_source_per_second, settings.rate_limit_source_burst
         wait = self.buckets.take(key, rate=rate, burst=burst) if rate > 0 else 0.0
         if wait <= 0:
-            return False
+            return
         count_limited(reason=f"rate_{key[0]}")
-        retry = str(max(1, math.ceil(wait)))
-        message = f"too many requests for this {key[0]}; retry after {retry} s"
-        await reject(scope, send, 429, "rate_limited", message, {"Retry-After": retry})
-        return True
+        retry = max(1, math.ceil(wait))
+        raise RateLimitedError(f"too many requests for this {key[0]}; retry after {retry} s", retry)
 
     @staticmethod
     def counted(receive: Receive, limit: int) -> Receive:

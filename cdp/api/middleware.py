@@ -81,7 +81,9 @@ class RequestContextMiddleware:
                 break
         request_id = incoming if incoming and _SAFE_ID.match(incoming) else new_request_id()
         echo = (b"x-request-id", request_id.encode())
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["limits"] = self.limits  # a body's write key is rate-limited by the route
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500

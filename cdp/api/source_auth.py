@@ -20,9 +20,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from cdp.api.deps import RuntimeDep
-from cdp.api.segment_body import MAX_BATCH_BYTES, read_body
+from cdp.api.limits import RequestLimits, source_key
+from cdp.api.segment_body import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, read_body
 from cdp.errors import AuthenticationError
 from cdp.ingest.sources import SourceInfo, authenticate_source
+from cdp.settings import get_settings
 
 REQUIRED = "HTTP Basic authentication with a write key, or a writeKey in the body, is required"
 
@@ -38,7 +40,9 @@ async def body_write_key(request: Request) -> str | None:
     has no Authorization header; None otherwise (the body is then not read here)."""
     if "authorization" in request.headers:
         return None
-    body: Any = await read_body(request, MAX_BATCH_BYTES)  # the route checks its own limit
+    # the route's own limit: a single message is read no further than 32 KB before its key
+    batch = request.url.path.rsplit("/", 1)[-1] in ("batch", "b")
+    body: Any = await read_body(request, MAX_BATCH_BYTES if batch else MAX_MESSAGE_BYTES)
     key = body.get("writeKey") if isinstance(body, dict) else None
     return key if isinstance(key, str) else None
 
@@ -66,6 +70,9 @@ def require_source(
         write_key = _basic_write_key(header)
     elif body_key is not None:
         write_key = body_key
+        limits: RequestLimits | None = getattr(request.state, "limits", None)
+        if limits is not None:  # the header's key was limited before the body was read
+            limits.take(source_key(write_key.encode()), get_settings())
     else:
         raise _unauthenticated(REQUIRED)
     if not write_key or len(write_key) > 256:

@@ -4,6 +4,7 @@ deadline (504), page size caps (422) — every refusal in the one documented err
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -117,6 +118,35 @@ def test_a_source_over_its_rate_gets_429(
     r = client.post("/v1/track", json=msg, headers=auth)
     assert_error(r, 429, "rate_limited")
     assert r.headers["retry-after"] == "2"
+
+
+def test_a_write_key_in_the_body_shares_its_sources_rate(
+    cdp_env: CdpEnv, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """analytics.js sends its key in the body, no header: the same bucket as the header's key,
+    and a 429 a browser of the shop's origin can read. It was never limited (the limit looked
+    at the Authorization header only)."""
+    _settings(monkeypatch, rate_limit_source_per_second=0.5, rate_limit_source_burst=2)
+    key = create_source(runtime=cdp_env.runtime, name="web").write_key
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    plain = {"Content-Type": "text/plain", "Origin": "https://shop.example"}
+
+    def body(n: int) -> bytes:
+        msg = {"userId": "u1", "event": "Viewed", "messageId": f"m-{n}", "writeKey": key}
+        return json.dumps(msg).encode()
+
+    assert client.post("/v1/t", content=body(1), headers=plain).status_code == 200
+    assert (
+        client.post("/v1/track", json={"userId": "u1", "event": "V"}, headers=auth).status_code
+        == 200
+    )
+    for path in ("/v1/t", "/v1/track"):
+        r = client.post(path, content=body(2), headers=plain)
+        assert_error(r, 429, "rate_limited")
+        assert r.headers["retry-after"] == "2"
+        assert r.headers["access-control-allow-origin"] == "*"
+    r = client.post("/v1/track", json={"userId": "u1", "event": "V"}, headers={**auth, **plain})
+    assert r.status_code == 429 and r.headers["access-control-allow-origin"] == "*"
 
 
 def test_zero_rate_turns_the_limit_off(
