@@ -99,11 +99,11 @@ def birthday_date(value: Any) -> Any:
         moment = _DATE_TIME.validate_python(not_epoch(value))
     except ValueError:  # ValidationError included: not a date-time, left to the record
         return value
-    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
         return (moment + timedelta(hours=12)).date().isoformat()
-    except OverflowError:  # the last hours of year 9999: outside 1900-2099 either way
-        return moment.date().isoformat()
+    except OverflowError:  # year 1 or 9999 moved past the calendar's ends by its offset or
+        return moment.date().isoformat()  # the 12 hours: outside 1900-2099 either way
 
 
 def customer_data(msg: SegmentMessage) -> dict[str, Any]:

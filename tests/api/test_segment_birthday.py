@@ -62,6 +62,8 @@ def test_a_date_time_birthday_is_stored_as_its_date(
         "19900512",
         "1850-01-01T00:00:00Z",
         "9999-12-31T23:00:00Z",
+        "0001-01-01T00:00:00+01:00",  # before the calendar's start in UTC: was a 500
+        "9999-12-31T23:00:00-05:00",  # after its end in UTC: was a 500
         631152000,
     ],
 )
