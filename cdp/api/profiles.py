@@ -24,7 +24,8 @@ from cdp.api.deps import RuntimeDep
 from cdp.api.profiles_route import AuthorisedRoute
 from cdp.errors import InvalidInputError
 from cdp.profiles import reads
-from cdp.profiles.reads import CURSOR_MAX, MAX_PAGE_SIZE, ConsentPage, OrderPage
+from cdp.profiles.pages import ConsentPage, OrderPage
+from cdp.profiles.reads import CURSOR_MAX, MAX_PAGE_SIZE
 from cdp.profiles.views import ProfileView, parse_fields
 from cdp.runtime import get_runtime
 

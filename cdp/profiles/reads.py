@@ -9,12 +9,11 @@ allowed. The door (API route, CLI command) only parses input and renders output.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Final, TypeVar, cast
 
 import anyio.to_thread
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from cdp.access.categories import PII_FIELDS
@@ -27,6 +26,14 @@ from cdp.db.models import Identity, Subject
 from cdp.errors import InvalidInputError, NotFoundError
 from cdp.profiles.former_ids import current_ids
 from cdp.profiles.models import Order
+from cdp.profiles.pages import (
+    CONSENT_FIELDS,
+    ORDER_FIELDS,
+    ConsentOut,
+    ConsentPage,
+    OrderOut,
+    OrderPage,
+)
 from cdp.profiles.pii_records import PII_RECORDS
 from cdp.profiles.prepared import Prepared
 from cdp.profiles.views import (
@@ -53,71 +60,6 @@ SUBJECTS = cast(sa.Table, Subject.__table__)  # type: ignore[attr-defined]
 IDENTITIES = cast(sa.Table, Identity.__table__)  # type: ignore[attr-defined]
 ORDERS = cast(sa.Table, Order.__table__)  # type: ignore[attr-defined]
 CONSENT = cast(sa.Table, ConsentEvent.__table__)  # type: ignore[attr-defined]
-
-ORDER_FIELDS: Final = (
-    "order_ref",
-    "ordered_at",
-    "status",
-    "currency",
-    "total_minor",
-    "discount_minor",
-    "value_base",
-)
-CONSENT_FIELDS: Final = (
-    "purpose",
-    "status",
-    "occurred_at",
-    "recorded_at",
-    "source",
-    "notice_version",
-    "mechanism",
-)
-
-
-class OrderOut(BaseModel):
-    """One order as the API shows it (behaviour category; no personal data)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    order_ref: str
-    ordered_at: datetime
-    status: str
-    currency: str
-    total_minor: int
-    discount_minor: int
-    value_base: float
-
-
-class ConsentOut(BaseModel):
-    """One consent ledger entry."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    purpose: str
-    status: str
-    occurred_at: datetime
-    recorded_at: datetime
-    source: str
-    notice_version: str | None
-    mechanism: str
-
-
-class OrderPage(BaseModel):
-    """A page of orders, oldest first, of ``subject_id``: the subject asked for, or the one that
-    absorbed it in a merge; pass ``next_cursor`` back as ``cursor`` for the next."""
-
-    subject_id: str
-    items: list[OrderOut]
-    next_cursor: int | None
-
-
-class ConsentPage(BaseModel):
-    """A page of consent ledger entries, oldest first, of ``subject_id``: the subject asked for,
-    or the one that absorbed it in a merge."""
-
-    subject_id: str
-    items: list[ConsentOut]
-    next_cursor: int | None
 
 
 def page_size(limit: int | None) -> int:
