@@ -197,6 +197,14 @@ def run_bench(args: Any, home: Path, pg_url: str | None, cache_dir: Path | None)
     engine = rt.data_engine
     if not cached:
         load(engine, n=n, m=m, seed=seed)
+        # the generated subjects carry no personal data, so no data keys; a key store with none
+        # beside a database with subjects is what a lost key store looks like, which cdp refuses
+        # to start on (the cached copy's next run): one subject gets its key, as ingestion does
+        with engine.connect() as conn:
+            first = conn.execute(sa.text("SELECT id FROM subjects ORDER BY id LIMIT 1")).scalar()
+        if first is not None:
+            rt.vault.create_keys([str(first)])
+        rt.key_engine.dispose()  # the key store's WAL checkpointed into the file copied
         store_cache(engine, home=home, n=n, m=m, seed=seed, cache_dir=cache_dir)
     with engine.connect() as conn:
         counts = conn.execute(

@@ -219,23 +219,41 @@ def prepare(
     and whether it came from the cache. The caller then runs ``initialize`` (migrations are
     a no-op on a cached copy) and, when not cached, :func:`load`."""
     key = cache_key(n, m, seed)
+    keys = _cached_keys(cache_dir, key) if cache_dir else None
     if pg_url is None:
         target = home / "cdp.db"
         cached = cache_dir / f"traits-{key}.db" if cache_dir else None
-        if cached is not None and cached.exists():
+        if cached is not None and cached.exists() and keys is not None:
             shutil.copyfile(cached, target)
+            _restore_keys(keys, home)
             return f"sqlite:///{target}", True
         return f"sqlite:///{target}", False
     admin, name = _pg_admin(pg_url)
     try:
         template = f"cdp_bench_cache_{key}"
-        if cache_dir is not None and _pg_exists(admin, template):
+        if cache_dir is not None and keys is not None and _pg_exists(admin, template):
             _pg_recreate(admin, name, template)
+            _restore_keys(keys, home)
             return pg_url, True
         _pg_recreate(admin, name)
         return pg_url, False
     finally:
         admin.dispose()
+
+
+KEY_FILES = ("master-keys.json", "keys.db")
+"""The home's key file and embedded key store, cached beside the shop's database."""
+
+
+def _cached_keys(cache_dir: Path, key: str) -> Path | None:
+    kept = cache_dir / f"traits-{key}.keys"
+    return kept if all((kept / name).exists() for name in KEY_FILES) else None
+
+
+def _restore_keys(kept: Path, home: Path) -> None:
+    for name in KEY_FILES:
+        shutil.copyfile(kept / name, home / name)
+        (home / name).chmod(0o600)
 
 
 def load(engine: sa.Engine, *, n: int, m: int, seed: int) -> dict[str, Any]:
@@ -253,6 +271,12 @@ def store_cache(
         return
     key = cache_key(n, m, seed)
     engine.dispose()
+    # the shop's subjects are readable only with the key file and key store they were made
+    # with: cdp refuses a database with subjects beside a new key file
+    kept = cache_dir / f"traits-{key}.keys"
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in KEY_FILES:
+        shutil.copyfile(home / name, kept / name)
     if engine.dialect.name == "sqlite":
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = cache_dir / f"traits-{key}.db.partial"
