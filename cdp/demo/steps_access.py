@@ -204,4 +204,6 @@ def act_as(
     )
 
 
-STEPS: Final = [DemoStep("principals", "Create the demo principals, one per role", _principals)]
+STEPS: Final = [
+    DemoStep("principals", "Create the demo principals, one per role it acts as", _principals)
+]
