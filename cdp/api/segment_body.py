@@ -3,8 +3,8 @@
 Segment's size limits: 32 KB a message, 500 KB a batch (past them 413). A body is read and
 parsed once and kept on the request (:func:`read_body`), because two dependencies need it: the
 route's messages, and authentication when the write key is in the body
-(:mod:`cdp.api.source_auth`), which reads it before the route knows its own limit — so it reads up
-to the largest (:data:`MAX_BATCH_BYTES`) and the route's own limit is checked on the kept size.
+(:mod:`cdp.api.source_auth`), which reads it first, to the route's own limit (32 KB for a single
+message, 500 KB for a batch); the limit is checked again on the kept size.
 """
 
 from __future__ import annotations

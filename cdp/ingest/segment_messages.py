@@ -161,36 +161,29 @@ def batch_sent_at(value: Any) -> Any:
     return value
 
 
-class SegmentMessage(BaseModel):
-    """One message of the Segment Spec (unknown fields such as ``integrations`` are ignored)."""
-
-    model_config = _CONFIG
+class SegmentMessage(MessageBasics):
+    """One message of the Segment Spec (unknown fields such as ``integrations`` are ignored): the
+    parts :class:`MessageBasics` reads, with their rules, and the rest."""
 
     type: Literal["identify", "track", "page", "screen", "alias", "group"]
     message_id: str | None = Field(default=None, alias="messageId", max_length=128)
-    user_id: str | None = Field(default=None, alias="userId", max_length=256)
-    anonymous_id: str | None = Field(default=None, alias="anonymousId", max_length=256)
     previous_id: str | None = Field(default=None, alias="previousId", max_length=256)
-    timestamp: datetime | None = None
-    original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
-    sent_at: datetime | None = Field(default=None, alias="sentAt")
     event: str | None = Field(default=None, max_length=256)
     name: str | None = Field(default=None, max_length=256)
     traits: dict[str, Any] = Field(default_factory=dict)
     properties: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"SegmentMessage(type={self.type!r})"
 
-    @field_validator("user_id", "anonymous_id", "previous_id", mode="before")
+    @field_validator("previous_id", mode="before")
     @classmethod
-    def _number_ids(cls, value: Any) -> Any:
+    def _number_previous_id(cls, value: Any) -> Any:
         return number_id(value)
 
-    @field_validator("user_id", "anonymous_id", "previous_id")
+    @field_validator("previous_id")
     @classmethod
-    def _ids(cls, value: str | None) -> str | None:
+    def _previous_id(cls, value: str | None) -> str | None:
         return _segment_id(value)
 
     @field_validator("message_id")
@@ -206,20 +199,10 @@ class SegmentMessage(BaseModel):
     def _text(cls, value: str | None) -> str | None:
         return plain_text(value)
 
-    @field_validator("timestamp", "original_timestamp", "sent_at", mode="before")
+    @field_validator("traits", "properties", mode="before")
     @classmethod
-    def _not_epoch(cls, value: Any) -> Any:
-        return not_epoch(value)
-
-    @field_validator("traits", "properties", "context", mode="before")
-    @classmethod
-    def _null_objects(cls, value: Any) -> Any:
+    def _null_nested(cls, value: Any) -> Any:
         return {} if value is None else value
-
-    @field_validator("timestamp", "original_timestamp", "sent_at", mode="after")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return _aware(value)
 
     def checks(self) -> list[tuple[str, str]]:
         """Segment's own rules: an identifier; a track has an event; an alias has both ids; the
@@ -237,7 +220,3 @@ class SegmentMessage(BaseModel):
         if self.type == "alias" and not (self.previous_id and self.user_id):
             problems.append(("previousId", "an alias call needs previousId and userId"))
         return problems
-
-    def when(self, received_at: datetime) -> datetime:
-        """The event time, corrected for the sender's clock skew as Segment does."""
-        return event_time(self.timestamp, self.original_timestamp, self.sent_at, received_at)
