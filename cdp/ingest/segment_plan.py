@@ -112,12 +112,8 @@ def _amount_named(problem: Invalid, msg: SegmentMessage, data: dict[str, Any]) -
     return named
 
 
-Basics = SegmentMessage | MessageBasics
-"""A message, or the valid parts of an invalid one (:func:`salvage`)."""
-
-
 def _consent(
-    basics: Basics, purpose: str, status: str, at: datetime, mechanism: str, source: str
+    basics: MessageBasics, purpose: str, status: str, at: datetime, mechanism: str, source: str
 ) -> dict[str, Any]:
     return {
         "customer_id": basics.user_id,
@@ -142,7 +138,7 @@ class Planner:
     gpc_subjects: set[tuple[str | None, str | None]] = field(default_factory=set)
     """Subjects whose GPC withdrawal is planned: one a subject the request names."""
 
-    def dated(self, basics: Basics) -> datetime:
+    def dated(self, basics: MessageBasics) -> datetime:
         at = basics.when(self.now)
         if at > self.ctx["latest_time"]:
             # a device clock running fast (a ``timestamp`` ahead of the arrival): the message is
@@ -151,7 +147,7 @@ class Planner:
         return at
 
     def consents(
-        self, basics: Basics, i: int, at: datetime, key: str
+        self, basics: MessageBasics, i: int, at: datetime, key: str
     ) -> tuple[list[tuple[str, Any]], list[Invalid]]:
         """A valid message's consent records: its banner choices (a GPC signal overrides an
         ``ad_audiences`` grant) and the request's GPC withdrawal for its subject. Each is keyed
@@ -175,7 +171,7 @@ class Planner:
             errors += errs
         return built, errors
 
-    def withdrawals(self, basics: Basics, i: int, key: str) -> None:
+    def withdrawals(self, basics: MessageBasics, i: int, key: str) -> None:
         """An invalid message's withdrawals (its banner's ``false`` choices, the request's GPC
         signal), planned when a valid ``userId`` or ``anonymousId`` names its subject: a
         withdrawal is never lost with the rest of a message. Its grants are not recorded. Each
@@ -199,7 +195,7 @@ class Planner:
                     self.add(i, kind, rec.from_message(key), basics)
                     break
 
-    def add(self, i: int, kind: str, rec: Any, basics: Basics) -> None:
+    def add(self, i: int, kind: str, rec: Any, basics: MessageBasics) -> None:
         if kind == "gpc":
             self.plan.gpc.append((i, rec))
             self.gpc_subjects.add((basics.user_id, basics.anonymous_id))
@@ -229,14 +225,13 @@ def plan_messages(
             invalid.extend(_errors(i, "", exc))
             planner.withdrawals(salvage(raw), i, message_key(raw))
             continue
-        basics: Basics = msg
+        key = message_key(raw)
         problems = [Invalid(i, f, m) for f, m in msg.checks()]
         if problems:
             invalid.extend(problems)
-            planner.withdrawals(basics, i, message_key(raw))
+            planner.withdrawals(msg, i, key)
             continue
-        at = planner.dated(basics)
-        key = message_key(raw)
+        at = planner.dated(msg)
         plan.keys[i] = key
         built: list[tuple[str, Any]] = []
         errors: list[Invalid] = []
@@ -260,12 +255,12 @@ def plan_messages(
             errors += errs
         else:
             ignored += 1  # group: accepted, nothing of it is stored yet
-        consents, errs = planner.consents(basics, i, at, key)
+        consents, errs = planner.consents(msg, i, at, key)
         built += consents
         errors += errs
         if errors:
             invalid.extend(order_errors + errors)
-            planner.withdrawals(basics, i, key)
+            planner.withdrawals(msg, i, key)
             continue
         # the event happened (Segment's meaning of a track): an Order Completed whose order part
         # is invalid is stored as an event, and its order's problems are reported
@@ -286,5 +281,5 @@ def plan_messages(
             elif kind == "event":
                 plan.events.append((i, rec))
             else:
-                planner.add(i, kind, rec, basics)
+                planner.add(i, kind, rec, msg)
     return plan, invalid, ignored
