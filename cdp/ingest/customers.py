@@ -33,6 +33,13 @@ def _wanted(record: CustomerRecord) -> dict[str, str]:
     return values
 
 
+def record_claim(r: CustomerRecord) -> Claim:
+    """The identities a customer record claims: its own id, email, phone and anonymous id."""
+    return claim_of(
+        customer_id=r.customer_id, email=r.email, phone=r.phone, anonymous_id=r.anonymous_id
+    )
+
+
 def write_customers(
     ctx: BatchContext,
     items: Sequence[tuple[int, CustomerRecord]],
@@ -57,17 +64,7 @@ def write_customers(
         resolve(
             runtime=ctx.runtime,
             conn=conn,
-            claims=claims
-            if claims is not None
-            else [
-                claim_of(
-                    customer_id=r.customer_id,
-                    email=r.email,
-                    phone=r.phone,
-                    anonymous_id=r.anonymous_id,
-                )
-                for r in records
-            ],
+            claims=claims if claims is not None else [record_claim(r) for r in records],
             now=ctx.now,
             keyless=ctx.keyless,
             signed_up=times,

@@ -16,6 +16,7 @@ from cdp.crypto.normalize import IdentityKind, normalize_opaque_id
 from cdp.db.models import Identity, Tombstone
 from cdp.ingest.batch import BatchContext, claim_of
 from cdp.ingest.customer_record import CustomerRecord
+from cdp.ingest.customers import record_claim
 from cdp.profiles.resolve import Claim, lookup
 
 _CUSTOMER = IdentityKind.CUSTOMER_ID
@@ -61,12 +62,5 @@ def customer_claims(
         if i in aliases and aliases[i] in as_user:
             claims.append(claim_of(customer_id=r.customer_id) + claim_of(customer_id=aliases[i]))
         else:
-            claims.append(
-                claim_of(
-                    customer_id=r.customer_id,
-                    email=r.email,
-                    phone=r.phone,
-                    anonymous_id=r.anonymous_id,
-                )
-            )
+            claims.append(record_claim(r))
     return claims
