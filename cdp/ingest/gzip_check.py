@@ -31,11 +31,6 @@ class DamagedGzipError(InvalidInputError):
         super().__init__(message, field="file")
 
 
-def is_gzip(path: Path) -> bool:
-    """Whether ``path`` is read as gzip (its name ends in ``.gz``, any case)."""
-    return path.suffix.lower() == ".gz"
-
-
 def _why(exc: Exception) -> str:
     """What is wrong, from the error gzip or zlib raised (their text may quote the file's first
     bytes: never passed on)."""

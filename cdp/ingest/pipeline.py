@@ -39,12 +39,13 @@ from cdp.ingest.customers import write_customers
 from cdp.ingest.events import write_events
 from cdp.ingest.fast_customer import fast_customer
 from cdp.ingest.fastpath import fast_order
-from cdp.ingest.gzip_check import is_gzip, verify_gzip
+from cdp.ingest.gzip_check import verify_gzip
 from cdp.ingest.money import Converter
 from cdp.ingest.orders import write_orders
 from cdp.ingest.readers import (
     DamagedInputError,
     RawRecord,
+    is_gzip,
     load_mapping,
     printable_path,
     read_records,

@@ -93,6 +93,11 @@ def detect_format(path: Path, override: str | None = None) -> Format:
     return fmt
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether ``path`` is read as gzip (its name ends in ``.gz``, any case)."""
+    return path.suffix.lower() == ".gz"
+
+
 MAX_MAPPING_BYTES = 1024 * 1024
 """The largest column mapping file read (a mapping names columns: a few KiB)."""
 
@@ -271,7 +276,7 @@ def read_records(
         if handle is None:
             handle = closing.enter_context(path.open("rb"))
         stream = handle
-        if path.suffix.lower() == ".gz":  # streams; closing it leaves ``handle`` open
+        if is_gzip(path):  # streams; closing it leaves ``handle`` open
             unpacked = gzip.GzipFile(fileobj=handle, mode="rb")
             stream = closing.enter_context(cast(IO[bytes], unpacked))
         if kind == "csv":
