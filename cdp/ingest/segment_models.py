@@ -163,6 +163,12 @@ def total_field(properties: dict[str, Any]) -> str:
     return "total" if properties.get("total") is not None else "revenue"
 
 
+_LEFT_OUT_WHEN_NULL = frozenset(("order_id", "total", "discount", "coupon"))
+"""Left out of an order's input when absent or null: the record names a required one, and an
+order that says nothing of its discount or coupon says nothing against a stored one
+(:mod:`cdp.ingest.segment_orders`); the record's defaults, no discount and no coupon, apply."""
+
+
 def order_data(msg: SegmentMessage, at: datetime, base_currency: str) -> dict[str, Any]:
     """An ``Order Completed`` track as an order record's input (an absent or null ``order_id``
     or amount is left out, for the record to name it as required)."""
@@ -176,7 +182,9 @@ def order_data(msg: SegmentMessage, at: datetime, base_currency: str) -> dict[st
         "ordered_at": at,
         "total": json_amount(p.get(total_field(p)), currency),
         "currency": currency,
-        "discount": json_amount(p.get("discount") or 0, currency),
+        "discount": None
+        if p.get("discount") is None
+        else json_amount(p["discount"] or 0, currency),
         "coupon": p.get("coupon"),
         "status": "completed",
         "items": [
@@ -194,7 +202,7 @@ def order_data(msg: SegmentMessage, at: datetime, base_currency: str) -> dict[st
             if isinstance(i, dict)
         ],
     }
-    return {k: v for k, v in data.items() if v is not None or k not in ("order_id", "total")}
+    return {k: v for k, v in data.items() if v is not None or k not in _LEFT_OUT_WHEN_NULL}
 
 
 def event_data(msg: SegmentMessage, at: datetime) -> dict[str, Any]:

@@ -4,12 +4,13 @@ An ``Order Completed`` carries no ``updated_at``, so by the orders rule (:mod:`c
 it never changes a stored order: the same order sent again (a replay, the shop firing the event
 twice) is a duplicate. One that says something else about it — another total, discount, coupon or
 currency than the stored order, or than an earlier ``Order Completed`` of the same request — is
-a conflict the sender should hear of: :func:`order_conflicts` takes it out and reports it (the
-caller answers it as the message's 400 detail; its event is stored). Not a conflict: an order a
-file row has moved on since (a refund or cancellation, or a row dated by ``updated_at``): the
-``Order Completed`` is older news, a duplicate. A stored order in another currency is left to the
-order writer, which refuses it as ``currency_changed`` (as in a batch file). Line items are not
-compared.
+a conflict the sender should hear of (a discount or coupon only when the message gives one:
+left out or null, it says nothing against the stored one): :func:`order_conflicts` takes it out
+and reports it (the caller answers it as the message's 400 detail; its event is stored). Not a
+conflict: an order a file row has moved on since (a refund or cancellation, or a row dated by
+``updated_at``): the ``Order Completed`` is older news, a duplicate. A stored order in another
+currency is left to the order writer, which refuses it as ``currency_changed`` (as in a batch
+file). Line items are not compared.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ CONFLICT = "order_conflict"
 _Terms = tuple[str, int, int, str | None]
 """currency, total and discount in minor units, coupon."""
 _NAMES = ("currency", "total", "discount", "coupon")
+_OPTIONAL = frozenset(("discount", "coupon"))
+"""Compared only when the message gives them: one that leaves them out (or sends null) says
+nothing against the stored ones."""
 
 
 def _terms(r: OrderRecord) -> _Terms:
@@ -70,7 +74,12 @@ def order_conflicts(
         if r.order_id in stored and mine[0] != theirs[0]:
             kept.append((position, r))  # the order writer's currency_changed
             continue
-        differ = [name for name, a, b in zip(_NAMES, mine, theirs, strict=True) if a != b]
+        given = r.model_fields_set
+        differ = [
+            name
+            for name, a, b in zip(_NAMES, mine, theirs, strict=True)
+            if a != b and (name not in _OPTIONAL or name in given)
+        ]
         if not differ:
             kept.append((position, r))  # the same order again: a duplicate
             continue

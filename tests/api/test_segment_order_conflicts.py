@@ -97,3 +97,20 @@ def test_an_order_a_later_export_updated_is_not_a_conflict(
     late = _completed("O000007", total="100.50")
     assert _post(client, key, late).status_code == 200
     assert _stored(cdp_env, "O000007") == (0, 0, "USD")
+
+
+@pytest.mark.parametrize("absent", [{}, {"discount": None, "coupon": None}])
+def test_an_order_completed_without_discount_or_coupon_does_not_contradict_them(
+    client: TestClient, key: str, cdp_env: CdpEnv, absent: dict[str, Any]
+) -> None:
+    """A message that says nothing of the discount or the coupon (left out, or null) says
+    nothing against the stored ones: the same order again, a duplicate under a 200. A discount
+    of 0 that is given still contradicts a stored discount."""
+    assert _post(client, key, _completed("C-4", discount=2, coupon="SPRING")).status_code == 200
+    response = _post(client, key, _completed("C-4", **absent))
+    assert response.status_code == 200, response.text
+    assert _stored(cdp_env, "C-4") == (1000, 200, "USD")
+    assert count(cdp_env.runtime, "orders") == 1
+    given = _post(client, key, _completed("C-4", discount=0, coupon="SPRING"))
+    assert given.status_code == 400, given.text
+    assert "discount" in given.json()["error"]["details"][0]["msg"]
