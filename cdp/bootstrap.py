@@ -11,6 +11,7 @@ from cdp.crypto.key_checks import forget_key_records
 from cdp.crypto.keyfile import KeyFile
 from cdp.db import migrate
 from cdp.db.engine import get_engine
+from cdp.db.separation import check_separate
 from cdp.errors import KeyMaterialError
 from cdp.runtime import check_key_material, check_separation, key_file_for
 from cdp.settings import Settings
@@ -62,6 +63,7 @@ def initialize(settings: Settings) -> InitReport:
     key_file = key_file_for(settings)
     data_engine = get_engine(settings.data_url)
     key_engine = get_engine(settings.keys_url)
+    check_separate(data_engine, key_engine)
     refuse_new_keys_beside_data(key_file, data_engine, key_engine)
     created = key_file.create()
     material = key_file.load()  # fail fast on unusable material

@@ -17,6 +17,7 @@ from cdp.crypto.provider import LocalKeyProvider
 from cdp.crypto.tokens import Tokenizer
 from cdp.crypto.vault import Vault
 from cdp.db.engine import dispose_engines, get_engine
+from cdp.db.separation import check_separate
 from cdp.errors import ConfigurationError, KeyFileMissingError, KeyMaterialError
 from cdp.logging import get_logger
 from cdp.settings import Settings, get_settings
@@ -47,7 +48,9 @@ def key_file_for(settings: Settings) -> KeyFile:
 
 
 def check_separation(settings: Settings) -> None:
-    """The key store must never live in the data database."""
+    """The key store must never live in the data database: the same URL is refused before
+    connecting; :func:`~cdp.db.separation.check_separate` then compares what the two engines
+    reach, however their URLs are written."""
     if settings.data_url == settings.keys_url:
         raise ConfigurationError(
             "CDP_KEYSTORE_URL must name a different database than CDP_DATABASE_URL"
@@ -92,6 +95,7 @@ def open_runtime(settings: Settings, *, check_keys: bool = True) -> Runtime:
     key_file = key_file_for(settings)
     data_engine = get_engine(settings.data_url)
     key_engine = get_engine(settings.keys_url)
+    check_separate(data_engine, key_engine)
     try:
         provider = LocalKeyProvider(key_file)
     except KeyFileMissingError:
