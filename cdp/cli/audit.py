@@ -16,7 +16,7 @@ import typer
 from cdp.audit.checkpoint import head_of_log, read_checkpoint, write_checkpoint
 from cdp.audit.verify import verify_chain
 from cdp.cli.access import PurposeOption, TokenOption, cli_access
-from cdp.cli.paths import writable, write_file
+from cdp.cli.paths import plain_file_or_absent, writable, write_file
 from cdp.cli.root import app, console, err_console, styled
 from cdp.runtime import get_runtime
 
@@ -61,6 +61,7 @@ def checkpoint(
     ] = False,
 ) -> None:
     """Sign the chain's head (sequence, hash) with the audit signing key; keep the file safe."""
+    plain_file_or_absent(out, "--out")
     rt = get_runtime()
     if skip_verify:
         seq, digest = head_of_log(rt)

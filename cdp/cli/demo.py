@@ -13,8 +13,10 @@ import typer
 from rich.table import Table
 
 from cdp.cli.ingest import run_ingest, summary_table
+from cdp.cli.paths import plain_file_or_absent
 from cdp.cli.root import app, console
 from cdp.demo import DEFAULT_END, generate_shop
+from cdp.demo.generator import SHOP_FILES
 from cdp.demo.pipeline import (
     DEFAULT_CUSTOMERS,
     DEFAULT_ORDERS,
@@ -23,6 +25,7 @@ from cdp.demo.pipeline import (
     register_product_steps,
     run_demo,
 )
+from cdp.errors import InvalidInputError
 from cdp.ingest.pipeline import RecordKind
 from cdp.runtime import get_runtime, reset_runtime
 from cdp.settings import get_settings
@@ -57,6 +60,10 @@ def generate(
     ),
 ) -> None:
     """Write a synthetic shop: customers.csv, orders.jsonl, consents.csv, events.jsonl."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out: {out} is not a directory", field="--out")
+    for name in SHOP_FILES:
+        plain_file_or_absent(out / name, "--out")
     started = time.perf_counter()
     shop = generate_shop(out, customers=customers, orders=orders, seed=seed, end=_end_date(end))
     console.print(

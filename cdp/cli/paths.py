@@ -23,15 +23,22 @@ from typing import IO
 from cdp.errors import InvalidInputError
 
 
-def writable(path: Path, option: str) -> Path:
-    """``path`` if a file can be written there; otherwise :class:`InvalidInputError`."""
-    parent = path.parent
+def plain_file_or_absent(path: Path, option: str) -> Path:
+    """``path`` unless it is a symbolic link, a directory or another non-regular file (a pipe,
+    a device); otherwise :class:`InvalidInputError`."""
     if path.is_symlink():
         raise InvalidInputError(f"{option}: {path} is a symbolic link", field=option)
     if path.is_dir():
         raise InvalidInputError(f"{option}: {path} is a directory", field=option)
     if path.exists() and not path.is_file():
         raise InvalidInputError(f"{option}: {path} is not a regular file", field=option)
+    return path
+
+
+def writable(path: Path, option: str) -> Path:
+    """``path`` if a file can be written there; otherwise :class:`InvalidInputError`."""
+    parent = path.parent
+    plain_file_or_absent(path, option)
     if not parent.is_dir():
         raise InvalidInputError(f"{option}: the directory {parent} does not exist", field=option)
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):

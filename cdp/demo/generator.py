@@ -18,10 +18,12 @@ Files, all UTF-8 with ``\\n`` line ends:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -62,6 +64,10 @@ class ShopFiles:
     event_count: int
 
 
+SHOP_FILES: tuple[str, ...] = ("customers.csv", "orders.jsonl", "consents.csv", "events.jsonl")
+"""The files of a shop, in the order :func:`generate_shop` writes them."""
+
+
 def generate_shop(
     out_dir: Path,
     *,
@@ -96,23 +102,12 @@ def generate_shop(
     shop = _plan(seed, Timeline(first_day, last_day), customers, orders, n_events)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = (
-        out_dir / "customers.csv",
-        out_dir / "orders.jsonl",
-        out_dir / "consents.csv",
-        out_dir / "events.jsonl",
-    )
+    paths = tuple(out_dir / name for name in SHOP_FILES)
     written_orders = 0
     consent_rows = 0
-    with (
-        paths[0].open("wb") as customer_file,
-        paths[1].open("wb") as order_file,
-        paths[2].open("wb") as consent_file,
-        paths[3].open("wb") as event_file,
-    ):
-        customer_file.write((",".join(CUSTOMER_HEADER) + "\n").encode("ascii"))
-        consent_file.write((",".join(CONSENT_HEADER) + "\n").encode("ascii"))
-        files: tuple[BinaryIO, ...] = (customer_file, order_file, consent_file, event_file)
+    with _new_files(paths) as files:
+        files[0].write((",".join(CUSTOMER_HEADER) + "\n").encode("ascii"))
+        files[2].write((",".join(CONSENT_HEADER) + "\n").encode("ascii"))
         for order_count, consent_count in _write_chunks(shop, files, workers):
             written_orders += order_count
             consent_rows += consent_count
@@ -130,6 +125,29 @@ def generate_shop(
         consent_count=consent_rows,
         event_count=n_events,
     )
+
+
+@contextlib.contextmanager
+def _new_files(paths: Sequence[Path]) -> Iterator[tuple[BinaryIO, ...]]:
+    """Handles on new temporary files beside ``paths`` (created exclusively, never through a
+    link), renamed over them when the block ends without an error, removed otherwise: a link
+    planted where a file is expected is replaced, not written through."""
+    temps: list[Path] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            handles = []
+            for path in paths:
+                fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+                temps.append(Path(name))
+                handles.append(stack.enter_context(os.fdopen(fd, "wb")))
+            yield tuple(handles)
+        for temp, path in zip(temps, paths, strict=True):
+            temp.replace(path)
+        temps.clear()
+    finally:
+        for temp in temps:
+            with contextlib.suppress(OSError):
+                temp.unlink()
 
 
 def _plan(seed: int, timeline: Timeline, customers: int, orders: int, events: int) -> Shop:

@@ -58,15 +58,15 @@ def _load(path: Path) -> dict[str, dict[str, str]]:
         return {}
 
 
-def write_private_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` to ``path`` atomically, readable by the owner only (0600)."""
+def write_private_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600): through a new
+    temporary file beside it (created exclusively, never through a link) renamed over it, so a
+    link planted at ``path`` is replaced, not written through."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # 0600
     try:
-        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=True)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         Path(tmp).replace(path)
@@ -74,7 +74,11 @@ def write_private_json(path: Path, doc: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()
         raise
-    path.chmod(0o600)
+
+
+def write_private_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``path`` as :func:`write_private_text` does."""
+    write_private_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def _still_valid(role: str, entry: dict[str, str]) -> bool:

@@ -12,7 +12,6 @@ the demo produced, the report reads included.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final
 
@@ -20,19 +19,11 @@ from cdp.audit.checkpoint import write_checkpoint
 from cdp.audit.report_service import produce_report
 from cdp.audit.verify import verify_chain
 from cdp.demo.pipeline import DemoContext, DemoStep
-from cdp.demo.steps_access import act_as
+from cdp.demo.steps_access import act_as, write_private_text
 from cdp.errors import ConflictError
 from cdp.runtime import get_runtime
 
 CHECKPOINT_FILE: Final = "audit-checkpoint.json"
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    path.chmod(0o600)
 
 
 def _reports(ctx: DemoContext) -> None:
@@ -53,11 +44,11 @@ def _reports(ctx: DemoContext) -> None:
             runtime=rt, ctx=auditor, kind="subject-access", fmt="html", subject_id=subject
         )
         written["subject-access"] = out_dir / "subject-access.html"
-        _write_private(written["subject-access"], report.body)
+        write_private_text(written["subject-access"], report.body)
     auditor = act_as(ctx, "auditor", purpose="audit", resource="audit_reports", action="read")
     report = produce_report(runtime=rt, ctx=auditor, kind="processing", fmt="html")
     written["processing"] = out_dir / "records-of-processing.html"
-    _write_private(written["processing"], report.body)
+    write_private_text(written["processing"], report.body)
     for kind, path in written.items():
         ctx.say(f"{kind} report -> {path}")
     ctx.results["reports"] = written
