@@ -91,12 +91,6 @@ class PermissionDeniedError(CdpError):
     code = "forbidden"
 
 
-class SubjectErasedError(CdpError):
-    """The record refers to a subject that was erased; nothing is recreated."""
-
-    code = "erased"
-
-
 class WriteContentionError(CdpError):
     """Concurrent writers kept taking the same new rows (identities, ids) from this write, past
     its retries; nothing of it was stored and sending it again is safe (idempotent)."""

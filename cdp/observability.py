@@ -68,10 +68,10 @@ AUDIT_WRITE: Final = Histogram(
 )
 EXPORT_RUNS: Final = Counter(
     "cdp_export_runs",
-    "Export runs, by outcome (completed, failed, refused).",
+    "Export runs, by outcome (succeeded, partial, failed, refused, removes_only).",
     ("outcome",),
 )
-EXPORT_ROWS: Final = Counter("cdp_export_rows", "Subjects sent by completed export runs.")
+EXPORT_ROWS: Final = Counter("cdp_export_rows", "Subjects sent by export runs.")
 
 
 _REQUEST_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -146,7 +146,7 @@ def timed_audit_write(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def count_export(*, outcome: str, rows: int = 0) -> None:
-    """One export run and, when it completed, how many subjects it sent."""
+    """One export run and how many subjects it sent."""
     EXPORT_RUNS.labels(outcome).inc()
     if rows:
         EXPORT_ROWS.inc(rows)

@@ -31,7 +31,6 @@ STATUS: dict[type[errors.CdpError], int] = {
     errors.ConflictError: 409,
     errors.AuthenticationError: 401,
     errors.PermissionDeniedError: 403,
-    errors.SubjectErasedError: 410,
     errors.AuditWriteError: 503,
     errors.WriteContentionError: 503,
     errors.RateLimitedError: 429,
