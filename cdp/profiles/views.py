@@ -70,8 +70,11 @@ class ProfileView(BaseModel):
     __str__ = __repr__
 
     def shown(self) -> list[str]:
-        """The field names this view carries (what the audit record lists)."""
-        return list(self.model_fields_set)
+        """The field names this view carries (what the audit record lists), in the model's
+        order: the same read is recorded the same way by every process (a set's order depends
+        on the process's string hashing)."""
+        carried = self.model_fields_set
+        return [name for name in type(self).model_fields if name in carried]
 
 
 @dataclass(frozen=True, slots=True)
