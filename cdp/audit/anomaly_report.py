@@ -11,6 +11,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from cdp.access.engine import get_policy_engine
+from cdp.audit.operations import SYSTEM_ROLES
 from cdp.audit.reports import Listing, Report, day, stream, window
 from cdp.audit.writer import LOG
 from cdp.clock import Clock, utcnow
@@ -106,6 +107,8 @@ def _unusual_purposes(by_role: dict[str, Counter[str]]) -> list[dict[str, str]]:
     found: list[dict[str, str]] = []
     for roles, purposes in sorted(by_role.items()):
         role_tuple = tuple(r for r in roles.split(",") if r)
+        if role_tuple == SYSTEM_ROLES:
+            continue  # cdp's own records (the operator's commands, retention): no one chose
         total = sum(purposes.values())
         for purpose, n in sorted(purposes.items()):
             # any allow for the purpose counts (an auditor reads the log for ``audit``, a

@@ -26,6 +26,9 @@ from cdp.audit.writer import SUBJECT_ID
 from cdp.runtime import Runtime
 
 OPERATOR_ID = "system:operator"
+SYSTEM_ROLES = ("system",)
+"""The roles of cdp's own records (an operator's installation-access command, retention): no
+policy role, and a purpose fixed by cdp, not chosen by a principal."""
 SUBJECTS_PER_RECORD = 1000
 """Subject ids named by one record when an action touches many (as retention does)."""
 
@@ -35,7 +38,7 @@ def operator(client: str) -> AccessContext:
     return AccessContext(
         principal_id=OPERATOR_ID,
         principal_name=OPERATOR_ID,  # no principal can take it (names hold no ":")
-        roles=("system",),
+        roles=SYSTEM_ROLES,
         purpose="operations",
         request_id=uuid.uuid4().hex,
         client=client,

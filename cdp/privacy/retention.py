@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cdp.access.context import AccessContext
+from cdp.audit.operations import SYSTEM_ROLES
 from cdp.audit.service import record_access
 from cdp.clock import Clock, utcnow
 from cdp.consent.ledger_state import granted_condition
@@ -68,7 +69,7 @@ and their audit records go on meanwhile, and a stop is taken between two batches
 SYSTEM_CONTEXT = AccessContext(
     principal_id="system:retention",
     principal_name="system:retention",  # no principal can take it (names hold no ":")
-    roles=("system",),
+    roles=SYSTEM_ROLES,
     purpose="operations",
     request_id="retention",
     client="local",
