@@ -66,6 +66,7 @@ def build_report(
             runtime=runtime, since=since, until=until, clock=clock
         )
     if kind == "processing":
+        reports.window(since, until, clock)  # no period, but one given is checked like any other
         return processing_report.processing(runtime=runtime, clock=clock)
     raise InvalidInputError(f"report kind must be one of {', '.join(reports.KINDS)}", field="kind")
 

@@ -229,6 +229,9 @@ def test_cli_report(cdp_env: CdpEnv, tmp_path) -> None:  # type: ignore[no-untyp
         "denied-anomalies?since=2100-01-01T00:00:00Z&until=9999-12-31T00:00:00Z",
         "principal-activity?principal=x%60%0A%0A%3Cscript%3Ealert(1)%3C/script%3E",
         "principal-activity?principal=a%00b",
+        # the processing report has no period, but its parameters are checked like the others'
+        "processing?since=1800-01-01T00:00:00Z",
+        "processing?since=2026-01-01T00:00:00",
     ],
 )
 def test_report_parameters_out_of_range_or_shape_are_422(cdp_env: CdpEnv, query: str) -> None:
