@@ -25,7 +25,8 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("status")
 def status() -> None:
-    """Show each KEK version, whether it is current or retired, and how many DEKs it wraps."""
+    """Show each KEK version, its state (current, old, superseded, retired) and how many DEKs
+    it wraps."""
     from cdp.crypto.key_checks import mismatches, secrets_in_use_for
     from cdp.exports.secret_rotation import secrets_per_version
     from cdp.runtime import open_runtime
@@ -39,7 +40,7 @@ def status() -> None:
     table = Table("version", "state", "created", "data keys", "webhook secrets", "wraps used")
     lost = []
     for s in rt.keystore.status():
-        state = "current" if s.current else ("retired" if s.retired else "old")
+        state = s.state
         held = secrets.get(s.version, 0)
         table.add_row(
             str(s.version), state, s.created_at[:19], str(s.deks), str(held), str(s.wraps)

@@ -190,6 +190,13 @@ def retired_versions(conn: Connection) -> set[int]:
     return {int(v) for (v,) in rows}
 
 
+def superseded_versions(conn: Connection) -> set[int]:
+    rows = conn.execute(
+        select(kek_usage.c.kek_version).where(kek_usage.c.superseded_at.is_not(None))
+    )
+    return {int(v) for (v,) in rows}
+
+
 @dataclass(frozen=True)
 class KekStatus:
     """One KEK version as ``cdp keys status`` shows it."""
@@ -200,6 +207,17 @@ class KekStatus:
     created_at: str
     deks: int
     wraps: int
+    superseded: bool = False
+
+    @property
+    def state(self) -> str:
+        """``current``; ``retired`` (destroyed); ``superseded`` (``rewrap`` moved its keys:
+        nothing new is wrapped under it); else ``old`` (a rotation left it behind)."""
+        if self.current:
+            return "current"
+        if self.retired:
+            return "retired"
+        return "superseded" if self.superseded else "old"
 
 
 def kek_statuses(conn: Connection, versions: list[KeyVersion], current: int) -> list[KekStatus]:
@@ -207,6 +225,7 @@ def kek_statuses(conn: Connection, versions: list[KeyVersion], current: int) -> 
     deks = deks_by_version(conn)
     wraps = wraps_by_version(conn)
     retired = retired_versions(conn)
+    superseded = superseded_versions(conn)
     return [
         KekStatus(
             version=v.version,
@@ -215,6 +234,7 @@ def kek_statuses(conn: Connection, versions: list[KeyVersion], current: int) -> 
             created_at=v.created_at,
             deks=deks.get(v.version, 0),
             wraps=wraps.get(v.version, 0),
+            superseded=v.version in superseded,
         )
         for v in versions
     ]

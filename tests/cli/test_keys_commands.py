@@ -65,3 +65,24 @@ def test_retiring_the_current_version_says_rotate_first(cdp_env: CdpEnv) -> None
     refused = runner.invoke(app, ["keys", "retire", "1"])
     assert refused.exit_code != 0
     assert "is current; rotate first" in str(refused.exception)
+
+
+def _states(cdp_env: CdpEnv) -> dict[int, str]:
+    return {
+        s.version: "current" if s.current else s.state for s in cdp_env.runtime.keystore.status()
+    }
+
+
+def test_status_names_each_version_state(cdp_env: CdpEnv) -> None:
+    """A version a rotation left behind is ``old`` (still used for new keys by a process that
+    has not seen the rotation); ``rewrap`` marks it ``superseded`` (nothing new is wrapped under
+    it); ``retire`` makes it ``retired``. Before, status said ``old`` after a rewrap too."""
+    make_subject(cdp_env.runtime, {"email": "a@b.cn"})
+    assert runner.invoke(app, ["keys", "rotate"]).exit_code == 0
+    assert _states(cdp_env) == {1: "old", 2: "current"}
+    assert runner.invoke(app, ["keys", "rewrap"]).exit_code == 0
+    assert _states(cdp_env) == {1: "superseded", 2: "current"}
+    shown = runner.invoke(app, ["keys", "status"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "superseded" in shown.output, shown.output
+    assert runner.invoke(app, ["keys", "retire", "1"]).exit_code == 0
+    assert _states(cdp_env) == {1: "retired", 2: "current"}
