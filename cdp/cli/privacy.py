@@ -19,7 +19,7 @@ from cdp.cli.paths import writable, write_file
 from cdp.cli.root import app, console, styled
 from cdp.errors import InvalidInputError
 from cdp.privacy import request_filing, request_lifecycle, request_list, runner
-from cdp.privacy.requests import RequestView
+from cdp.privacy.requests import RequestStatus, RequestView
 from cdp.profiles.reads import one_identity
 from cdp.runtime import get_runtime
 
@@ -93,7 +93,10 @@ def request(
 
 @privacy_app.command("list")
 def list_cmd(
-    status: Annotated[str | None, typer.Option("--status")] = None,
+    status: Annotated[
+        RequestStatus | None,
+        typer.Option("--status", help="Only requests in this status (checked before any read)."),
+    ] = None,
     overdue: Annotated[bool, typer.Option("--overdue", help="Only open and late.")] = False,
     limit: Annotated[
         int,
@@ -116,7 +119,7 @@ def list_cmd(
     page = request_list.read_page(
         runtime=get_runtime(),
         ctx=ctx,
-        status=status,
+        status=None if status is None else status.value,
         overdue_only=overdue,
         limit=limit,
         cursor=cursor,

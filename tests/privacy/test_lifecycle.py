@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from cdp.audit.writer import LOG
 from cdp.clock import FrozenClock
 from cdp.crypto.normalize import IdentityKind
 from cdp.errors import ConflictError, InvalidInputError
@@ -270,5 +271,13 @@ def test_the_list_pages_over_http_and_on_the_command_line(cdp_env: CdpEnv) -> No
     assert all(rid in shown.output for rid in late) and "more follow" not in shown.output
     cut = cli.invoke(app, ["privacy", "list", "--limit", "2", *auth])
     assert cut.exit_code == 0 and "more follow" in cut.output and "--cursor" in cut.output
+    records = _audit_records(cdp_env)
     lost = cli.invoke(app, ["privacy", "list", "--status", "lost", *auth])
-    assert isinstance(lost.exception, InvalidInputError)  # cdp's entry point: exit status 2
+    assert lost.exit_code == 2 and "lost" in lost.output, lost.output  # a usage error
+    # refused before any read, as the API's 422 is: nothing to record (it was an error record)
+    assert _audit_records(cdp_env) == records
+
+
+def _audit_records(env: CdpEnv) -> int:
+    with env.runtime.data_engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(LOG)).scalar_one())
