@@ -5,12 +5,24 @@ Rows are grouped into batches of the destination's ``batch_size``; each batch is
     {"export_id": "...", "destination": "...", "op": "add" | "remove", "seq": 1,
      "rows": [{"email": "..."}, ...]}
 
-with the idempotency key ``<export id>.<op>.<seq>``. Every batch leaves one
-``webhook_deliveries`` row: ``delivered``, or ``dead_letter`` after its last try. A dead letter
-keeps the batch's subject ids (never its body, which holds personal data). The pipeline keeps
-them in the recipients ledger and puts them in the sync state *unconfirmed*: the body was sent,
-and a receiver that timed out or answered an error may still have kept it, so the next run sends
-them again under the consent in force then, or a remove once they are no longer eligible.
+with the idempotency key ``<export id>.<op>.<seq>``.
+
+The sink keeps the recipients ledger of its batches: the first time a try of a batch is about to
+write its request on an open connection (the sender's ``on_send``), the batch's subjects are
+written to the ledger in a transaction of their own, committed before the request's first byte
+goes. So the ledger names exactly the subjects whose data may have left cdp: a batch whose every
+try was refused, failed to resolve or had an unusable URL, and a batch never posted (still
+buffered, held back for the minimum audience, or after the process died), name nobody; a batch
+that timed out, was answered with an error, or whose connection was reset after it was sent,
+names its subjects, and so does the batch in flight when the process is killed.
+
+Every batch leaves one ``webhook_deliveries`` row: ``delivered``, or ``dead_letter`` after its
+last try. A dead letter keeps the batch's subject ids (never its body, which holds personal
+data). When its body may have left (the ledger names them), the pipeline puts them in the sync
+state *unconfirmed*: a receiver that timed out or answered an error may still have kept it, so
+the next run sends them again under the consent in force then, or a remove once they are no
+longer eligible. When it never left, they stay out of the ledger and the sync state: the next
+run sends them again while they are eligible, and never a remove about them.
 
 Given a ``stop`` event, the sink sends no new batch once it is set: it raises
 ``ExportInterruptedError`` instead (the rows still buffered never left cdp). A batch whose retry
@@ -27,6 +39,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from cdp.clock import Clock, utcnow
+from cdp.exports import sync
 from cdp.exports.interrupt import check_stop
 from cdp.exports.models import WebhookDelivery
 from cdp.exports.webhook import WebhookSender
@@ -51,6 +64,8 @@ class WebhookSink:
         sender: WebhookSender,
         export_id: str,
         destination: str,
+        destination_id: str,
+        fields: str,
         op: str,
         headers: tuple[str, ...],
         batch_size: int,
@@ -65,6 +80,8 @@ class WebhookSink:
         self._sender = sender
         self._export_id = export_id
         self._destination = destination
+        self._destination_id = destination_id
+        self._fields = fields
         self._op = op
         self._headers = headers
         self._batch_size = batch_size
@@ -92,11 +109,6 @@ class WebhookSink:
         while self._released and len(self._rows) >= self._batch_size:
             self._send(self._batch_size)
 
-    @property
-    def pending_ids(self) -> list[str]:
-        """The subjects whose rows are still buffered: none of their data has left cdp."""
-        return list(self._ids)
-
     def finish(self) -> None:
         """Send what is left in the buffer, unless the hold was never reached: then nothing
         has been sent at all, and the pipeline refuses the export (minimum audience)."""
@@ -123,7 +135,18 @@ class WebhookSink:
         body = self._body(rows, seq)
         key = f"{self._export_id}.{self._op}.{seq}"
         started = self._clock()
-        result = self._sender.deliver(body, idempotency_key=key, export_id=self._export_id)
+        recorded: list[bool] = []
+
+        def on_send() -> None:  # before a try writes its request: the body may leave now
+            if not recorded:
+                self._record(ids)
+                recorded.append(True)
+
+        result = self._sender.deliver(
+            body, idempotency_key=key, export_id=self._export_id, on_send=on_send
+        )
+        if not recorded and (result.delivered or result.last_status is not None):
+            on_send()  # answered, so sent, yet not announced (a transport without the trace)
         if result.delivered:
             self.hash.update(body)
             self.delivered += len(ids)
@@ -158,3 +181,16 @@ class WebhookSink:
             )
         if self._on_batch is not None:
             self._on_batch(result.delivered, len(ids))
+
+    def _record(self, ids: list[str]) -> None:
+        """The batch's subjects into the recipients ledger, committed at once."""
+        with self._runtime.data_engine.begin() as conn:
+            sync.record_batch(
+                conn,
+                export_id=self._export_id,
+                destination_id=self._destination_id,
+                subject_ids=ids,
+                op=self._op,
+                fields=self._fields,
+                at=self._clock(),
+            )

@@ -93,6 +93,8 @@ class Outputs:
                 sender=self._sender,
                 export_id=self._export_id,
                 destination=self._dest.name,
+                destination_id=self._dest.id,
+                fields=",".join(self._dest.fields),
                 op=op,
                 headers=self.maker.headers,
                 batch_size=self._dest.batch_size,
@@ -137,13 +139,20 @@ class Outputs:
         elif sink.delivered == 0 and sink.dead_letters == 0:
             self._hooks = [(op, h) for op, h in self._hooks if h is not sink]
 
+    @property
+    def ledger_per_batch(self) -> bool:
+        """Whether the sinks write the recipients ledger themselves, batch by batch, as each
+        batch's request starts (webhooks), rather than the pipeline per chunk (files)."""
+        return self._kind is DestinationKind.WEBHOOK
+
     def unsent_ids(self) -> list[str] | None:
-        """After a failure: the subjects none of whose data left cdp, or None for every
-        subject (files: :meth:`abort` removes them, so nothing left). A webhook's sent batches
-        stay sent; only the rows still buffered never went."""
+        """After a failure: the subjects whose ledger rows must go because none of their data
+        left cdp, or None for every subject (files: :meth:`abort` removes them, so nothing
+        left). None of a webhook's (an empty list): its ledger names only the batches whose
+        request started, whatever happened after."""
         if self._kind is not DestinationKind.WEBHOOK:
             return None
-        return [sid for _, h in self._hooks for sid in h.pending_ids]
+        return []
 
     def abort(self) -> None:
         """Remove partial files (a refused or failed export leaves none)."""

@@ -9,9 +9,10 @@ marked ``running`` has lost its process. :func:`recover_interrupted` then, per r
 - marks it ``failed`` with the error ``interrupted`` (its staging is not applied to the sync
   state);
 - deletes its ``.part`` files and its staging rows;
-- keeps its recipients-ledger rows where data may have left — a webhook's (batches may have
-  been delivered) or a file destination's whose output file was already moved into place — and
-  drops them otherwise (a file export that never committed its file sent nothing);
+- keeps its recipients-ledger rows where data may have left — a webhook's (they name only the
+  batches whose request had started, each committed just before its first byte was written:
+  :mod:`cdp.exports.delivery`) or a file destination's whose output file was already moved into
+  place — and drops them otherwise (a file export that never committed its file sent nothing);
 - puts every subject the ledger keeps into the sync state *unconfirmed*, in the same
   transaction (:func:`cdp.exports.sync.hold_unconfirmed`): the destination may hold it, so the
   next run sends it again while it is eligible and withdraws it once it is not (before, a

@@ -13,8 +13,10 @@ Steps (each a short transaction, so SQLite's write lock is never held for the wh
    restriction changed since staging (:mod:`cdp.exports.recheck`, before decrypting and again
    in the chunk's audit transaction); decrypt only the fields the destination may receive,
    write one audit record naming the chunk's subjects and fields (committed before any row is
-   written out), build the rows (hashing for ad platforms) and hand them to the sink (file or
-   signed webhook batches); the adds are refused after all if too few had usable data;
+   written out; a file export's recipients-ledger rows with it), build the rows (hashing for ad
+   platforms) and hand them to the sink (file or signed webhook batches, each batch's ledger rows
+   committed as its request starts: :mod:`cdp.exports.delivery`); the adds are refused after all
+   if too few had usable data;
 5. close: sync state, recipients ledger, counts and manifest in one transaction; the manifest
    is also written beside the output.
 
@@ -22,7 +24,8 @@ A failure at any point removes partial files, marks the run ``failed`` and clear
 An export given a ``stop`` event (``cdp serve``'s scheduler) checks it before staging, before
 each chunk and before each webhook batch (and instead of waiting to retry one): once it is set
 the export stops there and fails with the error ``interrupted`` through the same path — the
-ledger keeps what left cdp, a webhook's batches already sent, and nothing of a file export.
+ledger keeps what may have left cdp, a webhook's batches whose request had started, and nothing
+of a file export.
 """
 
 from __future__ import annotations
@@ -182,7 +185,7 @@ def _run(
     try:
         refused = _pipeline(runtime, ectx, dest, manifest, outputs, resolver, full, clock, progress)
     except BaseException as exc:
-        unsent = outputs.unsent_ids()  # before abort: the webhook batches sent stay recorded
+        unsent = outputs.unsent_ids()  # before abort: the webhook batches started stay recorded
         outputs.abort()
         _close(runtime, manifest, "failed", clock, error=_error_code(exc), unsent=unsent)
         if isinstance(exc, ExportInterruptedError):
@@ -334,8 +337,9 @@ def _close(
     unsent: list[str] | None = None,
 ) -> None:
     """Close the run in one transaction. Without ``apply_sync`` (refused or failed) the ledger
-    keeps only what left cdp: nothing (``unsent`` None: the files were removed), or every
-    subject but ``unsent`` (a webhook's batches sent before the failure); every subject it
+    keeps only what may have left cdp: nothing (``unsent`` None: the files were removed), or
+    every subject but ``unsent`` (a webhook's: the batches whose request had started, the only
+    ones it names); every subject it
     keeps enters the sync state as possibly held (:func:`cdp.exports.sync.hold_unconfirmed`),
     so the next run sends it again or withdraws it."""
     manifest.status = status

@@ -3,8 +3,10 @@
 Per chunk of :data:`CHUNK` staged ids (in id order): for adds, drop the subjects whose consent or
 restriction changed since staging (:mod:`cdp.exports.recheck`); decrypt only the fields the
 destination may receive (:func:`cdp.exports.decrypt.decrypt_chunk`); build the rows; in one
-transaction check the adds again, write the audit record naming the decrypted subjects and the
-recipients-ledger rows; then hand the rows to the sink (file or signed webhook batches).
+transaction check the adds again, write the audit record naming the decrypted subjects and (file
+exports) the recipients-ledger rows; then hand the rows to the sink (file or signed webhook
+batches; a webhook sink writes the ledger rows of each batch as its request starts:
+:mod:`cdp.exports.delivery`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def send_staged(
     usable data, ids whose delivery failed, ids found no longer eligible by ``recheck``)."""
     maker = outputs.maker
     needs = maker.needs
+    ledger_here = not outputs.ledger_per_batch
     fields = ",".join(dest.fields)
     skipped: list[str] = []
     late: dict[str, str] = {}
@@ -62,8 +65,9 @@ def send_staged(
             profiles = decrypt_chunk(runtime, kept, needs, dense=dense) if kept else {}
             out_ids, rows, unusable = maker.make_chunk(kept, profiles)
             if profiles:
-                # The audit record and the recipients ledger rows commit together, before any
-                # row leaves: an erasure that starts now finds this destination in the ledger.
+                # The audit record and (files) the recipients ledger rows commit together,
+                # before any row is written out. A webhook's rows are the sink's: written per
+                # batch once its request starts, so a batch that never left names nobody.
                 with runtime.data_engine.begin() as conn:
                     decrypted = list(profiles)  # audited as decrypted, whatever happens next
                     if recheck is not None:  # again: what committed while the chunk decrypted
@@ -84,7 +88,7 @@ def send_staged(
                         fields=needs,
                         conn=conn,
                     )
-                    if profiles:  # not every subject dropped just now
+                    if ledger_here and profiles:  # not every subject dropped just now
                         sync.record_recipients(
                             conn,
                             export_id=ctx.request_id,

@@ -4,20 +4,25 @@ The sync state (``export_sync_members``) is, per destination and segment, the se
 the destination holds or may hold. A row is *confirmed* (``confirmed`` true) when a run that
 succeeded sent the subject's add (its file committed, its webhook batch acknowledged), and
 *unconfirmed* when the destination may hold the subject without cdp knowing it does: a webhook
-batch that was dead-lettered (a receiver that timed out or answered an error may have kept it),
-a run that failed or died after some of its data left. The next run keeps the confirmed
-eligible subjects, sends the unconfirmed eligible ones again (adds) as well as the eligible
-subjects not in it, and withdraws every subject in it, confirmed or not, that is no longer
-eligible (removes) — a consent withdrawal or a restriction turns into a remove. ``--full``
-resends every eligible subject.
+batch that was dead-lettered after its body was sent (a receiver that timed out or answered an
+error may have kept it), a run that failed or died after some of its data left. The next run
+keeps the confirmed eligible subjects, sends the unconfirmed eligible ones again (adds) as well
+as the eligible subjects not in it, and withdraws every subject in it, confirmed or not, that is
+no longer eligible (removes) — a consent withdrawal or a restriction turns into a remove.
+``--full`` resends every eligible subject.
 
-Ledger rows are written per chunk, in the same transaction as the chunk's audit record and
-before any of its rows leaves cdp: an erasure that starts while the export runs finds the
-destination in the ledger (erasure reads the ledger first). When the export closes, the ledger
-rows of adds refused for the minimum audience are deleted; a refused export deletes all of its
-rows (nothing left), a failed one those of subjects none of whose data left (all of them for a
-file export, whose files were removed; the rows still buffered for a webhook), and the rows it
-keeps enter the sync state unconfirmed (:func:`hold_unconfirmed`, also used by
+The ledger names a subject only where its data may have left cdp, and always before it can
+leave. A file export's rows are written per chunk, in the same transaction as the chunk's audit
+record, before any of its rows is written out (:func:`record_recipients`; its file leaves only
+when moved into place at the end). A webhook export's rows are written per batch
+(:func:`record_batch`), by the sink, in a transaction of their own committed when the batch's
+first request is about to be written on an open connection: a batch whose every try was refused,
+failed to resolve or had an unusable URL, or that was never posted, names nobody, and a process
+killed at any point leaves rows for exactly the batches whose request had started. When the
+export closes, the ledger rows of adds refused for the minimum audience are deleted; a refused
+export deletes all of its rows (nothing left), a failed one those of subjects none of whose
+data left (all of them for a file export, whose files were removed), and the rows it keeps
+enter the sync state unconfirmed (:func:`hold_unconfirmed`, also used by
 :mod:`cdp.exports.recovery` for runs whose process died). The sync-state update is set-based
 (``INSERT ... SELECT`` / ``DELETE ... WHERE IN (SELECT ...)`` from the staging or ledger rows) in
 the closing transaction, which first locks the export's ledger and staging rows in erasure's
@@ -55,7 +60,8 @@ def record_recipients(
     fields: str,
     at: datetime,
 ) -> None:
-    """Append ledger rows for a chunk about to be sent (in the chunk's audit transaction).
+    """Append the ledger rows of a file export's chunk about to be written out (in the chunk's
+    audit transaction; a webhook's are written per batch, :func:`record_batch`).
 
     ``chunk`` is one page of :func:`cdp.exports.staging.iter_ids` (this export's staged ids with
     action ``op``, in id order, consecutive), so its rows are exactly the staging rows with that
@@ -85,6 +91,35 @@ def record_recipients(
             ["export_id", "subject_id", "destination_id", "op", "fields", "at"], select
         )
     )
+
+
+def record_batch(
+    conn: Connection,
+    *,
+    export_id: str,
+    destination_id: str,
+    subject_ids: Sequence[str],
+    op: str,
+    fields: str,
+    at: datetime,
+) -> None:
+    """Append the ledger rows of one webhook batch whose request is about to be written (its
+    body may leave cdp from now on)."""
+    if subject_ids:
+        conn.execute(
+            sa.insert(RECIPIENTS),
+            [
+                {
+                    "export_id": export_id,
+                    "subject_id": sid,
+                    "destination_id": destination_id,
+                    "op": op,
+                    "fields": fields,
+                    "at": at,
+                }
+                for sid in subject_ids
+            ],
+        )
 
 
 def lock_rows(conn: Connection, *, export_id: str) -> None:
@@ -127,10 +162,13 @@ def apply(
 ) -> None:
     """Move the sync state from the staging rows of a run that ended normally: the subjects
     added become confirmed, those removed or lost leave it, and those of dead-lettered webhook
-    batches (``failed``, adds or removes) stay in it or enter it unconfirmed (their batch was
-    sent; the receiver may have kept it although it did not acknowledge it). Drop the ledger
-    rows of refused adds (decrypted, but the minimum audience kept them from leaving). Subjects
-    of dead-lettered batches stay in the ledger.
+    batches (``failed``, adds or removes) whose body may have left (the ledger names them: a
+    request was started) stay in it or enter it unconfirmed (the receiver may have kept the
+    batch although it did not acknowledge it). A dead-lettered batch that never left (every try
+    refused, unresolved or unusable) changes nothing: its subjects keep the row they had, or
+    stay out. Drop the ledger rows of refused adds (decrypted, but the minimum audience kept
+    them from leaving). Subjects of dead-lettered batches that may have left stay in the
+    ledger.
 
     ``changed``, when known, is how many staged subjects were added, removed or lost: the old
     sync rows of those subjects are then found from whichever side is smaller, the staged
@@ -156,6 +194,14 @@ def apply(
             .scalar_subquery()
         )
         conn.execute(sa.delete(SYNC).where(in_sync, SYNC.c.subject_id.in_(staged)))
+    may_have_left = (
+        sa.select(sa.literal(1))
+        .where(
+            RECIPIENTS.c.export_id == export_id,
+            RECIPIENTS.c.subject_id == STAGING.c.subject_id,
+        )
+        .exists()
+    )
     for action, confirmed in (("add", True), ("failed", False)):
         rows = sa.select(
             sa.literal(destination_id),
@@ -164,6 +210,8 @@ def apply(
             sa.literal(export_id),
             sa.literal(confirmed, sa.Boolean),
         ).where(STAGING.c.export_id == export_id, STAGING.c.action == action)
+        if action == "failed":
+            rows = rows.where(may_have_left)
         _upsert(conn, rows)
     refused = (
         sa.select(STAGING.c.subject_id)
@@ -182,7 +230,7 @@ def hold_unconfirmed(
 ) -> None:
     """A run that did not end normally (failed, interrupted, its process dead): every subject
     its ledger still names (after :func:`forget_recipients`) may be held by the destination —
-    an add's batch was posted, a remove's may have been applied — so it enters the sync state
+    an add's batch was sent, a remove's may have been applied — so it enters the sync state
     unconfirmed (or its row becomes unconfirmed): the next run sends it again while it is
     eligible, and withdraws it once it is not. Without this a withdrawal after a failed run
     never became a remove for a subject whose data the destination had acknowledged."""

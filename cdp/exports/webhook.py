@@ -31,6 +31,11 @@ fail the batch at once. Backoff is exponential with full jitter: before try ``n`
 letter. The request is re-signed on every try (fresh timestamp), so a receiver's replay window
 does not reject a late retry. A sender given a ``stop`` event waits for a retry on it instead: once
 it is set the batch ends at once, not delivered, with the error ``interrupted``.
+
+:meth:`WebhookSender.deliver` calls its ``on_send`` callback on every try that starts writing its
+request on an open connection, just before the first byte of it is written (a try whose
+connection was refused, whose host did not resolve or whose URL is unusable never does): the
+caller records the batch's subjects as recipients there, before any of their data can leave.
 """
 
 from __future__ import annotations
@@ -200,6 +205,27 @@ class _Deadline:
             self._sockets.clear()
 
 
+_REQUEST_STARTS: Final = "send_request_headers.started"
+
+
+def _announcing(
+    trace: Callable[[str, Mapping[str, Any]], None], on_send: Callable[[], None] | None
+) -> Callable[[str, Mapping[str, Any]], None]:
+    """``trace``, and ``on_send()`` when httpcore is about to write the request on its open
+    connection (not a proxy's ``CONNECT``, which carries no body)."""
+    if on_send is None:
+        return trace
+
+    def announce(event: str, info: Mapping[str, Any]) -> None:
+        trace(event, info)
+        if event.endswith(_REQUEST_STARTS):
+            method = getattr(info.get("request"), "method", b"POST")
+            if method != b"CONNECT":
+                on_send()
+
+    return announce
+
+
 def _env_proxied() -> bool:
     """Whether httpx would send through a proxy named in the environment (``HTTP_PROXY``,
     ``HTTPS_PROXY``, ``ALL_PROXY``): it does so only with its own transport, so such a sender
@@ -278,8 +304,17 @@ class WebhookSender:
         finally:
             deadline.stop()
 
-    def deliver(self, body: bytes, *, idempotency_key: str, export_id: str) -> DeliveryResult:
-        """Send one batch until a 2xx, a final failure, or the last try."""
+    def deliver(
+        self,
+        body: bytes,
+        *,
+        idempotency_key: str,
+        export_id: str,
+        on_send: Callable[[], None] | None = None,
+    ) -> DeliveryResult:
+        """Send one batch until a 2xx, a final failure, or the last try; ``on_send()`` just
+        before each try writes its request (see the module doc; an exception from it ends the
+        try before anything is written, and is raised from here)."""
         last_status: int | None = None
         last_error: str | None = None
         attempts = 0
@@ -298,7 +333,7 @@ class WebhookSender:
                     self._url,
                     content=body,
                     headers=self._headers(body, idempotency_key, export_id),
-                    extensions={"trace": deadline.trace},
+                    extensions={"trace": _announcing(deadline.trace, on_send)},
                 )
             except (httpx.InvalidURL, UnicodeError):  # IDNA errors are UnicodeErrors
                 return DeliveryResult(False, attempts, None, "invalid_url")

@@ -37,8 +37,10 @@ class Receiver:
     script: list[int] = field(default_factory=list)
     delay_first: float = 0.0
     hold_first: threading.Event | None = None
-    """The first request is answered once this is set (at most 30 s): a test decides when,
-    whatever the time its server took to start on a busy machine."""
+    """The first request (or request number ``hold_at``, from 0) is answered once this is set
+    (at most 30 s): a test decides when, whatever the time its server took to start on a busy
+    machine."""
+    hold_at: int = 0
     slow_read_first: float = 0.0
     redirect_to: str | None = None
     shapes: list[str] = field(default_factory=list)
@@ -84,7 +86,7 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
                 rx.finished[n] = threading.Event()
             if n == 0 and rx.delay_first:
                 time.sleep(rx.delay_first)
-            if n == 0 and rx.hold_first is not None:
+            if n == rx.hold_at and rx.hold_first is not None:
                 rx.hold_first.wait(30)
             if rx.redirect_to is not None:
                 self.send_response(307)
@@ -159,8 +161,9 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running(rx: Receiver) -> Iterator[Receiver]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rx))
+def running(rx: Receiver, *, port: int = 0) -> Iterator[Receiver]:
+    """``rx`` served on 127.0.0.1 (on ``port``, or any free one)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(rx))
     rx.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

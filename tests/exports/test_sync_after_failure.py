@@ -116,7 +116,7 @@ def test_a_run_interrupted_after_a_batch_was_acknowledged_keeps_it_in_the_sync_s
 
 def _dead_run(world: World, dest_id: str, subject_ids: list[str]) -> str:
     """What a process killed in the middle of a webhook export leaves: a running run, its
-    ledger rows (written before the chunk's batches were posted) and its staging rows."""
+    ledger rows (those of the batches whose request had started) and its staging rows."""
     export_id = "exp_" + "cd" * 12
     at = world.clock()
     with world.rt.data_engine.begin() as conn:
