@@ -25,8 +25,9 @@ each of the host's addresses) runs within what remains of it too
 
 Retries: connection errors, timeouts, other transport or protocol errors, 5xx, 408 and 429 are
 retried (429 and 408 are the two 4xx that mean "try later"); any other 4xx, any 3xx (redirects
-are never followed: a batch only ever goes to the configured URL) and a URL httpx cannot use
-fail the batch at once. Backoff is exponential with full jitter: before try ``n`` (n >= 2) wait
+are never followed: a batch only ever goes to the configured URL), a URL httpx cannot use and
+one whose host creation refuses (:mod:`cdp.exports.webhook_hosts`; stored before it did) fail
+the batch at once. Backoff is exponential with full jitter: before try ``n`` (n >= 2) wait
 ``uniform(0, min(cap, base * 2**(n-2)))``. After ``max_attempts`` tries the batch becomes a dead
 letter. The request is re-signed on every try (fresh timestamp), so a receiver's replay window
 does not reject a late retry. A sender given a ``stop`` event waits for a retry on it instead: once
@@ -55,6 +56,7 @@ from urllib.request import getproxies
 import httpx
 
 from cdp.exports.webhook_connect import DeadlineTransport
+from cdp.exports.webhook_hosts import host_problem
 
 SIGNATURE_HEADER: Final = "X-CDP-Signature"
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -336,6 +338,9 @@ class WebhookSender:
                     extensions={"trace": _announcing(deadline.trace, on_send)},
                 )
             except (httpx.InvalidURL, UnicodeError):  # IDNA errors are UnicodeErrors
+                return DeliveryResult(False, attempts, None, "invalid_url")
+            if host_problem(request.url.raw_host.decode("ascii")) is not None:
+                # stored before creation refused it (e.g. a legacy IPv4 number): never connected
                 return DeliveryResult(False, attempts, None, "invalid_url")
             try:
                 last_status = self._status(request, deadline)
