@@ -89,6 +89,8 @@ class DestinationInfo:
     min_audience: int
     url: str | None
     has_secret: bool
+    previous_secret_until: datetime | None
+    """Until when the secret a rotation replaced still signs beside the current one."""
     batch_size: int
     max_attempts: int
     timeout_seconds: float
@@ -236,6 +238,7 @@ def _info(row: Any) -> DestinationInfo:
         min_audience=m["min_audience"],
         url=m["url"],
         has_secret=m["secret_ct"] is not None,
+        previous_secret_until=m["previous_secret_until"],
         batch_size=m["batch_size"],
         max_attempts=m["max_attempts"],
         timeout_seconds=m["timeout_seconds"],
@@ -354,17 +357,3 @@ def write_secret(
             )
             txn.commit()  # before the key store's: `retire` then sees the secret
     return int(changed.rowcount or 0)
-
-
-def rotate_secret(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> str:
-    """Give a webhook destination a new signing secret; return it (shown once)."""
-    dest = get_destination(runtime=runtime, name=name)
-    if dest.kind != DestinationKind.WEBHOOK:
-        raise ConflictError("only webhook destinations have a signing secret")
-    secret = new_signing_secret()
-    write_secret(runtime, dest.id, secret)
-    with runtime.data_engine.begin() as conn:
-        conn.execute(
-            sa.update(DESTINATIONS).where(DESTINATIONS.c.id == dest.id).values(updated_at=clock())
-        )
-    return secret

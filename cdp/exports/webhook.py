@@ -4,14 +4,16 @@ Each request carries::
 
     Content-Type: application/json
     Idempotency-Key: <export id>.<op>.<batch seq>     (the same on every try of one batch)
-    X-CDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+    X-CDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>[,v1=…]
     X-CDP-Export-Id: <export id>
     Accept-Encoding: identity
     Connection: close
 
 A receiver recomputes the HMAC over the timestamp, a dot and the raw body bytes with the
-destination's signing secret, compares in constant time, rejects timestamps older than a few
-minutes (replays), and processes each ``Idempotency-Key`` once (:func:`verify_signature`).
+destination's signing secret, compares it in constant time with each ``v1`` (during the overlap
+window after a secret rotation there are two: the new secret's, then the old one's), rejects
+timestamps older than a few minutes (replays), and processes each batch once
+(:func:`verify_signature`).
 
 The answer's status decides; its body is never read (a huge or hostile body costs cdp nothing),
 and every try has a connection of its own.
@@ -48,7 +50,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.request import getproxies
@@ -70,9 +72,12 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
 
 
-def signature_header(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-CDP-Signature`` value: ``t=<timestamp>,v1=<signature>``."""
-    return f"t={timestamp},v1={signature(secret, timestamp, body)}"
+def signature_header(secrets: str | Sequence[str], timestamp: int, body: bytes) -> str:
+    """The ``X-CDP-Signature`` value: ``t=<timestamp>,v1=<signature>``, with one ``v1`` per
+    secret, in the order given (during a rotation's overlap: the new secret, then the old)."""
+    if isinstance(secrets, str):
+        secrets = (secrets,)
+    return ",".join([f"t={timestamp}", *(f"v1={signature(s, timestamp, body)}" for s in secrets)])
 
 
 def verify_signature(
@@ -235,8 +240,17 @@ def _env_proxied() -> bool:
     return any(scheme in getproxies() for scheme in ("http", "https", "all"))
 
 
+def _fixed(secret: str) -> Callable[[], Sequence[str]]:
+    secrets = (secret,)
+    return lambda: secrets
+
+
 class WebhookSender:
     """Posts signed batches to one URL (never following redirects), retrying as documented.
+
+    ``secret``: the signing secret, or a function giving the secrets to sign with, asked again
+    for every try (:class:`~cdp.exports.signing_secrets.SigningSecrets`: a running export
+    follows a rotation of the destination's secret).
 
     Without a ``transport`` it connects through
     :class:`~cdp.exports.webhook_connect.DeadlineTransport`, unless the environment names a
@@ -246,7 +260,7 @@ class WebhookSender:
         self,
         *,
         url: str,
-        secret: str,
+        secret: str | Callable[[], Sequence[str]],
         timeout_seconds: float,
         retry: RetryPolicy,
         wall_clock: Callable[[], float] = time.time,
@@ -255,7 +269,7 @@ class WebhookSender:
     ) -> None:
         self._url = url
         self._stop = stop
-        self._secret = secret
+        self._secrets = _fixed(secret) if isinstance(secret, str) else secret
         self._timeout_seconds = timeout_seconds
         self._retry = retry
         self._wall_clock = wall_clock
@@ -284,7 +298,7 @@ class WebhookSender:
         return {
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: key,
-            SIGNATURE_HEADER: signature_header(self._secret, int(self._wall_clock()), body),
+            SIGNATURE_HEADER: signature_header(self._secrets(), int(self._wall_clock()), body),
             EXPORT_HEADER: export_id,
             "Accept-Encoding": "identity",
             "Connection": "close",

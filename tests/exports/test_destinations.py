@@ -235,7 +235,8 @@ def test_a_rewrap_on_use_never_brings_back_a_rotated_secret(world: World) -> Non
     read and that write was overwritten with the old secret (receivers then refused every
     batch). The write now applies only if the stored secret is still the one read."""
     from cdp.exports import destinations as dests
-    from cdp.exports.destinations import rotate_secret, signing_secret
+    from cdp.exports.destinations import signing_secret
+    from cdp.exports.signing_secrets import rotate_secret
 
     made = world.destination(
         "hook", "webhook", "email_marketing", ["email"], url="https://h.example.com/"
@@ -247,7 +248,7 @@ def test_a_rewrap_on_use_never_brings_back_a_rotated_secret(world: World) -> Non
     def unwrap_then_rotate(*args: object, **kw: object) -> str:
         secret = real(*args, **kw)  # type: ignore[arg-type]
         if not rotated:  # another process rotates the secret right after this read
-            rotated.append(rotate_secret(runtime=world.rt, name="hook"))
+            rotated.append(rotate_secret(runtime=world.rt, name="hook").secret)
         return secret
 
     dests.unwrap_secret = unwrap_then_rotate  # type: ignore[assignment]

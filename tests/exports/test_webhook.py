@@ -10,9 +10,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from cdp.exports.destinations import get_destination, rotate_secret, signing_secret
+from cdp.exports.destinations import get_destination, signing_secret
 from cdp.exports.ledger import recipients_of
 from cdp.exports.run import run_export
+from cdp.exports.signing_secrets import rotate_secret
 from cdp.exports.webhook import (
     DeliveryResult,
     RetryPolicy,
@@ -182,7 +183,7 @@ def test_signing_secret_is_encrypted_at_rest(world: World) -> None:
     assert secret.encode() not in bytes(blob)
     dest = get_destination(runtime=world.rt, name="hook")
     assert signing_secret(runtime=world.rt, destination=dest) == secret
-    new = rotate_secret(runtime=world.rt, name="hook")
+    new = rotate_secret(runtime=world.rt, name="hook").secret
     assert new != secret and signing_secret(runtime=world.rt, destination=dest) == new
     # rotating the KEK: the secret is re-wrapped under the new version on next use
     world.rt.provider.rotate()
