@@ -1,5 +1,5 @@
 """Intervals written as a number and a unit: ``30m``, ``6h``, ``1d`` (export schedules'
-``--every``, ``CDP_TRAITS_INTERVAL``)."""
+``--every``, ``CDP_TRAITS_INTERVAL``, ``rotate-secret --overlap``)."""
 
 from __future__ import annotations
 
@@ -27,4 +27,23 @@ def parse_every(text: str) -> int:
         raise ValueError("must be at least one minute")
     if seconds > MAX_EVERY_SECONDS:
         raise ValueError("must be at most 366 days")
+    return seconds
+
+
+def parse_span(text: str, *, at_most: int) -> int:
+    """``"0"``, ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"`` -> seconds, from 0 to ``at_most``;
+    ``ValueError`` saying which rule the text breaks (never quoting it)."""
+    text = text.strip()
+    if text == "0":
+        return 0
+    match = _EVERY.match(text)
+    if match is None:
+        raise ValueError("must be 0 or look like 30m, 24h or 1d")
+    digits = match.group(1)
+    too_long = f"must be at most {at_most} seconds"
+    if len(digits) > 12:
+        raise ValueError(too_long)
+    seconds = int(digits) * _UNITS[match.group(2)]
+    if seconds > at_most:
+        raise ValueError(too_long)
     return seconds

@@ -8,7 +8,7 @@ small) answers 409 with the counts in the message.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
@@ -26,10 +26,10 @@ from cdp.exports.destinations import (
     create_destination,
     get_destination,
     list_destinations,
-    rotate_secret,
 )
 from cdp.exports.records import ExportView, get_export, list_exports
 from cdp.exports.run import run_export
+from cdp.exports.signing_secrets import DEFAULT_OVERLAP, MAX_OVERLAP, rotate_secret
 from cdp.segments.views import NAME_PATTERN as SEGMENT_NAME_PATTERN
 
 router = APIRouter(tags=["exports"])
@@ -111,6 +111,9 @@ class DestinationOut(BaseModel):
     min_audience: int
     url: str | None
     has_secret: bool
+    previous_secret_until: datetime | None = Field(
+        None, description="Until when the secret the last rotation replaced still signs."
+    )
     batch_size: int
     max_attempts: int
     timeout_seconds: float
@@ -126,8 +129,20 @@ class CreatedDestinationOut(BaseModel):
     )
 
 
+class RotateSecretIn(BaseModel):
+    """How long the replaced secret keeps signing beside the new one (0: not at all, for a
+    secret that leaked)."""
+
+    overlap_seconds: int = Field(
+        int(DEFAULT_OVERLAP.total_seconds()), ge=0, le=int(MAX_OVERLAP.total_seconds())
+    )
+
+
 class SecretOut(BaseModel):
     signing_secret: str
+    previous_secret_until: datetime | None = Field(
+        None, description="Until when the replaced secret also signs every batch (null: not)."
+    )
 
 
 class DestinationList(BaseModel):
@@ -159,6 +174,7 @@ def _dest_out(info: DestinationInfo) -> DestinationOut:
         min_audience=info.min_audience,
         url=info.url,
         has_secret=info.has_secret,
+        previous_secret_until=info.previous_secret_until,
         batch_size=info.batch_size,
         max_attempts=info.max_attempts,
         timeout_seconds=info.timeout_seconds,
@@ -233,7 +249,13 @@ def read_destination(
     responses=error_responses(409),
 )
 def post_rotate_secret(
-    name: DestinationName, ctx: DestinationsWrite, runtime: RuntimeDep
+    name: DestinationName,
+    ctx: DestinationsWrite,
+    runtime: RuntimeDep,
+    body: RotateSecretIn | None = None,
 ) -> SecretOut:
-    """Give a webhook destination a new signing secret (shown once)."""
-    return SecretOut(signing_secret=rotate_secret(runtime=runtime, name=name))
+    """Give a webhook destination a new signing secret (shown once); the replaced one signs
+    beside it for ``overlap_seconds`` (default 24 h)."""
+    overlap = timedelta(seconds=(body or RotateSecretIn()).overlap_seconds)
+    rotated = rotate_secret(runtime=runtime, name=name, overlap=overlap)
+    return SecretOut(signing_secret=rotated.secret, previous_secret_until=rotated.previous_until)

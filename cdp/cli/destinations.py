@@ -6,6 +6,7 @@ Every command authenticates (``--token``/``CDP_TOKEN``) and is decided by the po
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -20,8 +21,9 @@ from cdp.exports.destinations import (
     create_destination,
     get_destination,
     list_destinations,
-    rotate_secret,
 )
+from cdp.exports.signing_secrets import MAX_OVERLAP, rotate_secret
+from cdp.intervals import parse_span
 from cdp.runtime import get_runtime
 
 destinations_app = typer.Typer(help="Destinations: where exports go, for which purpose.")
@@ -43,6 +45,11 @@ def _show(info: DestinationInfo) -> None:
         ("minimum audience", str(info.min_audience)),
         ("url", info.url or "-"),
         ("signing secret", "stored (encrypted)" if info.has_secret else "-"),
+        *(
+            [("replaced secret signs until", f"{until:%Y-%m-%d %H:%M:%S} UTC")]
+            if (until := info.previous_secret_until) is not None
+            else []
+        ),
         (
             "batch size / tries / timeout",
             f"{info.batch_size} / {info.max_attempts} / {info.timeout_seconds}s",
@@ -124,8 +131,31 @@ def show(name: str, token: TokenOption = None, purpose: OpsPurpose = "operations
 
 
 @destinations_app.command("rotate-secret")
-def rotate(name: str, token: TokenOption = None, purpose: OpsPurpose = "operations") -> None:
+def rotate(
+    name: str,
+    overlap: Annotated[
+        str,
+        typer.Option(
+            help="How long the old secret keeps signing beside the new one: 0 (a leaked "
+            "secret), 30m, 24h, up to 7d.",
+        ),
+    ] = "24h",
+    token: TokenOption = None,
+    purpose: OpsPurpose = "operations",
+) -> None:
     """Give a webhook destination a new signing secret (printed once)."""
+    try:
+        seconds = parse_span(overlap, at_most=int(MAX_OVERLAP.total_seconds()))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--overlap") from None
     rt = get_runtime()
     cli_access(runtime=rt, token=token, purpose=purpose, resource="destinations", action="write")
-    console.print(styled("new signing secret: ", (rotate_secret(runtime=rt, name=name), "bold")))
+    rotated = rotate_secret(runtime=rt, name=name, overlap=timedelta(seconds=seconds))
+    console.print(styled("new signing secret: ", (rotated.secret, "bold")))
+    if rotated.previous_until is None:
+        console.print("the old secret signs nothing from now on")
+    else:
+        console.print(
+            f"the old secret also signs until {rotated.previous_until:%Y-%m-%d %H:%M:%S} UTC: "
+            "install the new one in the receiver before then"
+        )

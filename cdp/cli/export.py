@@ -2,6 +2,8 @@
 
 ``cdp export run SEGMENT --destination NAME`` authenticates (``--token``/``CDP_TOKEN``) and runs
 for the destination's purpose (``--purpose`` defaults to it), exactly like ``POST /v1/exports``.
+It exits 1 when the run ended with deliveries undone (dead-lettered webhook batches: status
+``partial``), after printing the counts; 0 when everything was delivered.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from cdp.cli.access import TokenOption, cli_access
-from cdp.cli.root import app, console
+from cdp.cli.root import app, console, err_console, styled
 from cdp.errors import NotFoundError
 from cdp.exports.destinations import get_destination
 from cdp.exports.records import get_export
@@ -80,6 +82,16 @@ def run(
         console.print(
             f"  {out['op']}: {out['rows']} rows -> {out['path']} (sha256 {out['sha256']})"
         )
+    adds, removes = result.counts.failed_delivery, result.counts.removes_failed
+    if adds or removes:  # the run ended, but not everything reached the destination
+        err_console.print(
+            styled(
+                (f"export {result.export_id} {result.status}", "yellow"),
+                f": {adds + removes} subject(s) not delivered (adds {adds}, removes {removes}: "
+                "dead-lettered webhook batches); the next run sends them again",
+            )
+        )
+        raise typer.Exit(1)
 
 
 @export_app.command("show")

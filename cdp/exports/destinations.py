@@ -3,8 +3,10 @@
 A destination is the unit of minimisation: its ``fields`` list is the most an export to it can
 ever carry, whatever the segment holds. Ad-platform kinds (``meta``, ``google``) may only list
 fields their format uses. Webhook destinations need a URL (``https``, or ``http`` to a loopback
-host for local receivers; no credentials in the URL) and get a signing secret, generated here,
-shown once, and stored wrapped under the key-encryption key (:mod:`cdp.exports.secrets`).
+host for local receivers; no credentials in the URL; no link-local or unspecified address, nor a
+host written as a legacy IPv4 number: :mod:`cdp.exports.webhook_hosts`) and get a signing
+secret, generated here, shown once, and stored wrapped under the key-encryption key
+(:mod:`cdp.exports.secrets`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cdp.exports.audience_formats import PROFILE_FIELDS, get_format
 from cdp.exports.models import DESTINATION_ID_PREFIX as ID_PREFIX
 from cdp.exports.models import Destination, new_destination_id
 from cdp.exports.secrets import new_signing_secret, unwrap_secret, wrapped_secret
+from cdp.exports.webhook_hosts import host_problem
 from cdp.runtime import Runtime
 
 DESTINATIONS = cast(sa.Table, Destination.__table__)  # type: ignore[attr-defined]
@@ -86,6 +89,8 @@ class DestinationInfo:
     min_audience: int
     url: str | None
     has_secret: bool
+    previous_secret_until: datetime | None
+    """Until when the secret a rotation replaced still signs beside the current one."""
     batch_size: int
     max_attempts: int
     timeout_seconds: float
@@ -127,34 +132,19 @@ def _check_url(url: str | None) -> str:
     if port == 0:
         raise InvalidInputError("the url's port must be a number from 1 to 65535", field="url")
     try:
-        httpx.Request("POST", url)  # as the sender will build it (e.g. an IDNA-invalid host)
+        # as the sender will build it (e.g. an IDNA-invalid host)
+        sent_host = httpx.Request("POST", url).url.raw_host.decode("ascii")
     except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors
         raise InvalidInputError("the url is malformed", field="url") from None
+    for host in dict.fromkeys((parts.hostname, sent_host)):  # as either parser reads it
+        problem = host_problem(host)
+        if problem is not None:
+            raise InvalidInputError(problem, field="url")
     if parts.fragment:
         raise InvalidInputError("the url must not have a fragment", field="url")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise InvalidInputError("plain http is only allowed to a loopback host", field="url")
-    if _is_link_local(parts.hostname):
-        raise InvalidInputError(
-            "the url names a link-local or unspecified address (cloud metadata services live "
-            "there); personal data is never posted to one",
-            field="url",
-        )
     return url
-
-
-def _is_link_local(host: str) -> bool:
-    """An address literal no receiver should have: link-local (169.254.0.0/16, where cloud
-    metadata services answer, and fe80::/10) or unspecified (0.0.0.0, ::). A host *name* is
-    not resolved here: what it resolves to is the configuring admin's choice."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return address.is_link_local or address.is_unspecified
 
 
 def _is_loopback(host: str) -> bool:
@@ -248,6 +238,7 @@ def _info(row: Any) -> DestinationInfo:
         min_audience=m["min_audience"],
         url=m["url"],
         has_secret=m["secret_ct"] is not None,
+        previous_secret_until=m["previous_secret_until"],
         batch_size=m["batch_size"],
         max_attempts=m["max_attempts"],
         timeout_seconds=m["timeout_seconds"],
@@ -366,17 +357,3 @@ def write_secret(
             )
             txn.commit()  # before the key store's: `retire` then sees the secret
     return int(changed.rowcount or 0)
-
-
-def rotate_secret(*, runtime: Runtime, name: str, clock: Clock = utcnow) -> str:
-    """Give a webhook destination a new signing secret; return it (shown once)."""
-    dest = get_destination(runtime=runtime, name=name)
-    if dest.kind != DestinationKind.WEBHOOK:
-        raise ConflictError("only webhook destinations have a signing secret")
-    secret = new_signing_secret()
-    write_secret(runtime, dest.id, secret)
-    with runtime.data_engine.begin() as conn:
-        conn.execute(
-            sa.update(DESTINATIONS).where(DESTINATIONS.c.id == dest.id).values(updated_at=clock())
-        )
-    return secret

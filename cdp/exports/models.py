@@ -50,6 +50,14 @@ class Destination(SQLModel, table=True):
         description="Webhook signing secret, wrapped under the key-encryption key.",
     )
     secret_kek_version: int | None = Field(default=None)
+    previous_secret_ct: bytes | None = Field(
+        default=None,
+        sa_column=Column(LargeBinary, nullable=True),
+        description="The signing secret a rotation replaced, wrapped like the current one; it "
+        "signs beside it until previous_secret_until.",
+    )
+    previous_secret_kek_version: int | None = Field(default=None)
+    previous_secret_until: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
     batch_size: int = Field(default=500, description="Rows per webhook batch.")
     max_attempts: int = Field(default=5, description="Webhook tries before a dead letter.")
     timeout_seconds: float = Field(

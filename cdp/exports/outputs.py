@@ -13,15 +13,11 @@ from typing import Any
 
 from cdp.clock import Clock
 from cdp.exports.delivery import WebhookSink
-from cdp.exports.destinations import (
-    AUDIENCE_FORMAT,
-    DestinationInfo,
-    DestinationKind,
-    signing_secret,
-)
+from cdp.exports.destinations import AUDIENCE_FORMAT, DestinationInfo, DestinationKind
 from cdp.exports.interrupt import check_stop
 from cdp.exports.manifest import OutputFile
 from cdp.exports.rows import AudienceRows, PlainRows, RowMaker
+from cdp.exports.signing_secrets import SigningSecrets
 from cdp.exports.webhook import RetryPolicy, WebhookSender
 from cdp.exports.writers import FileSink, write_json_file
 from cdp.runtime import Runtime
@@ -78,11 +74,14 @@ class Outputs:
         ``hold_until`` rows are ready (files are only moved into place at commit)."""
         if self._kind is DestinationKind.WEBHOOK:
             if self._sender is None:
-                secret = signing_secret(runtime=self._runtime, destination=self._dest)
+                secrets = SigningSecrets(
+                    runtime=self._runtime, destination=self._dest, clock=self._clock
+                )
+                secrets()  # a secret that cannot be read fails the export before any batch
                 assert self._dest.url is not None
                 self._sender = WebhookSender(
                     url=self._dest.url,
-                    secret=secret,
+                    secret=secrets,  # read again for every try: a rotation is followed
                     timeout_seconds=self._dest.timeout_seconds,
                     retry=self._retry,
                     stop=self._stop,

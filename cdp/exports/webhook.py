@@ -4,14 +4,16 @@ Each request carries::
 
     Content-Type: application/json
     Idempotency-Key: <export id>.<op>.<batch seq>     (the same on every try of one batch)
-    X-CDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+    X-CDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>[,v1=…]
     X-CDP-Export-Id: <export id>
     Accept-Encoding: identity
     Connection: close
 
 A receiver recomputes the HMAC over the timestamp, a dot and the raw body bytes with the
-destination's signing secret, compares in constant time, rejects timestamps older than a few
-minutes (replays), and processes each ``Idempotency-Key`` once (:func:`verify_signature`).
+destination's signing secret, compares it in constant time with each ``v1`` (during the overlap
+window after a secret rotation there are two: the new secret's, then the old one's), rejects
+timestamps older than a few minutes (replays), and processes each batch once
+(:func:`verify_signature`).
 
 The answer's status decides; its body is never read (a huge or hostile body costs cdp nothing),
 and every try has a connection of its own.
@@ -25,8 +27,9 @@ each of the host's addresses) runs within what remains of it too
 
 Retries: connection errors, timeouts, other transport or protocol errors, 5xx, 408 and 429 are
 retried (429 and 408 are the two 4xx that mean "try later"); any other 4xx, any 3xx (redirects
-are never followed: a batch only ever goes to the configured URL) and a URL httpx cannot use
-fail the batch at once. Backoff is exponential with full jitter: before try ``n`` (n >= 2) wait
+are never followed: a batch only ever goes to the configured URL), a URL httpx cannot use and
+one whose host creation refuses (:mod:`cdp.exports.webhook_hosts`; stored before it did) fail
+the batch at once. Backoff is exponential with full jitter: before try ``n`` (n >= 2) wait
 ``uniform(0, min(cap, base * 2**(n-2)))``. After ``max_attempts`` tries the batch becomes a dead
 letter. The request is re-signed on every try (fresh timestamp), so a receiver's replay window
 does not reject a late retry. A sender given a ``stop`` event waits for a retry on it instead: once
@@ -47,7 +50,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.request import getproxies
@@ -55,6 +58,7 @@ from urllib.request import getproxies
 import httpx
 
 from cdp.exports.webhook_connect import DeadlineTransport
+from cdp.exports.webhook_hosts import host_problem
 
 SIGNATURE_HEADER: Final = "X-CDP-Signature"
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -68,9 +72,12 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
 
 
-def signature_header(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-CDP-Signature`` value: ``t=<timestamp>,v1=<signature>``."""
-    return f"t={timestamp},v1={signature(secret, timestamp, body)}"
+def signature_header(secrets: str | Sequence[str], timestamp: int, body: bytes) -> str:
+    """The ``X-CDP-Signature`` value: ``t=<timestamp>,v1=<signature>``, with one ``v1`` per
+    secret, in the order given (during a rotation's overlap: the new secret, then the old)."""
+    if isinstance(secrets, str):
+        secrets = (secrets,)
+    return ",".join([f"t={timestamp}", *(f"v1={signature(s, timestamp, body)}" for s in secrets)])
 
 
 def verify_signature(
@@ -233,8 +240,17 @@ def _env_proxied() -> bool:
     return any(scheme in getproxies() for scheme in ("http", "https", "all"))
 
 
+def _fixed(secret: str) -> Callable[[], Sequence[str]]:
+    secrets = (secret,)
+    return lambda: secrets
+
+
 class WebhookSender:
     """Posts signed batches to one URL (never following redirects), retrying as documented.
+
+    ``secret``: the signing secret, or a function giving the secrets to sign with, asked again
+    for every try (:class:`~cdp.exports.signing_secrets.SigningSecrets`: a running export
+    follows a rotation of the destination's secret).
 
     Without a ``transport`` it connects through
     :class:`~cdp.exports.webhook_connect.DeadlineTransport`, unless the environment names a
@@ -244,7 +260,7 @@ class WebhookSender:
         self,
         *,
         url: str,
-        secret: str,
+        secret: str | Callable[[], Sequence[str]],
         timeout_seconds: float,
         retry: RetryPolicy,
         wall_clock: Callable[[], float] = time.time,
@@ -253,7 +269,7 @@ class WebhookSender:
     ) -> None:
         self._url = url
         self._stop = stop
-        self._secret = secret
+        self._secrets = _fixed(secret) if isinstance(secret, str) else secret
         self._timeout_seconds = timeout_seconds
         self._retry = retry
         self._wall_clock = wall_clock
@@ -282,7 +298,7 @@ class WebhookSender:
         return {
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: key,
-            SIGNATURE_HEADER: signature_header(self._secret, int(self._wall_clock()), body),
+            SIGNATURE_HEADER: signature_header(self._secrets(), int(self._wall_clock()), body),
             EXPORT_HEADER: export_id,
             "Accept-Encoding": "identity",
             "Connection": "close",
@@ -336,6 +352,9 @@ class WebhookSender:
                     extensions={"trace": _announcing(deadline.trace, on_send)},
                 )
             except (httpx.InvalidURL, UnicodeError):  # IDNA errors are UnicodeErrors
+                return DeliveryResult(False, attempts, None, "invalid_url")
+            if host_problem(request.url.raw_host.decode("ascii")) is not None:
+                # stored before creation refused it (e.g. a legacy IPv4 number): never connected
                 return DeliveryResult(False, attempts, None, "invalid_url")
             try:
                 last_status = self._status(request, deadline)

@@ -1,6 +1,7 @@
 """A real webhook receiver on 127.0.0.1 (``http.server`` in a thread) for the delivery tests.
 
-It verifies each request's signature, records every request, processes each idempotency key
+It verifies each request's signature, records every request (headers, raw body up to 1 MiB and
+arrival time, so a test can verify a signature with other secrets), processes each idempotency key
 once (as the documented receiver contract asks), and answers from a script of status codes
 (then 200), optionally sleeping first (timeouts), reading the first request's body slowly
 (``slow_read_first`` seconds at about 10 MiB/s) or redirecting. A script of answer shapes
@@ -79,7 +80,14 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
             with rx.lock:
                 n = len(rx.requests)
                 rx.requests.append(
-                    {"key": key, "verified": ok, "path": self.path, "headers": dict(self.headers)}
+                    {
+                        "key": key,
+                        "verified": ok,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": body if len(body) <= 1 << 20 else None,  # not 40 MB ones
+                        "at": time.time(),
+                    }
                 )
                 status = rx.script[n] if n < len(rx.script) else 200
                 shape = rx.shapes[n] if n < len(rx.shapes) else "plain"

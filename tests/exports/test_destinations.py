@@ -40,6 +40,17 @@ from tests.exports.conftest import World
         ("webhook", "email_marketing", ["email"], {"url": "https://[::ffff:169.254.169.254]/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "https://0.0.0.0/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "http://[::]:8080/x"}),
+        # numbers the system resolver reads as IPv4 addresses (inet_aton's legacy forms)
+        ("webhook", "email_marketing", ["email"], {"url": "https://2852039166/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://0xa9fea9fe/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://0XA9FEA9FE/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://169.254.43518/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://0251.0376.169.254/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://0/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://0x7f000001:8443/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://127.1/x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://169.254.169.254./x"}),
+        ("webhook", "email_marketing", ["email"], {"url": "https://hooks.example.0x10/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "http://127.0.0.1:18931:80/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "http://127.0.0.1:99999/x"}),
         ("webhook", "email_marketing", ["email"], {"url": "https://example.com:0/x"}),
@@ -73,6 +84,44 @@ def test_url_ports_are_checked_at_creation(world: World, url: str, wording: str 
         world.destination("d1", "webhook", "email_marketing", ["email"], url=url)
     assert refused.value.field == "url" and wording in str(refused.value)
     assert "hooks.example.com" not in str(refused.value) and "s3cr3t" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://2852039166/in?token=s3cr3t",
+        "https://0xa9fea9fe/in",
+        "https://0/in",
+        "https://0x7f000001:8443/in",
+        "https://10.1/in",
+    ],
+)
+def test_a_host_written_as_a_legacy_ipv4_number_is_refused(world: World, url: str) -> None:
+    """``https://2852039166/`` and ``https://0xa9fea9fe/`` are 169.254.169.254 to the system
+    resolver, ``https://0/`` is 0.0.0.0: the check read them as host names and let them through.
+    A host ending in a number must now be a dotted quad; the refusal does not echo the URL."""
+    with pytest.raises(InvalidInputError) as refused:
+        world.destination("d1", "webhook", "email_marketing", ["email"], url=url)
+    message = str(refused.value)
+    assert refused.value.field == "url" and "four decimal numbers" in message
+    assert "s3cr3t" not in message and url.split("/")[2] not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://203.0.113.5/in",
+        "https://1password.example.com/in",
+        "https://123.example.com/in",
+        "https://hooks.example.com./in",
+        "https://[2001:db8::1]/in",
+        "http://127.0.0.1:8080/in",
+        "http://[::1]:8080/in",
+    ],
+)
+def test_dotted_quads_and_names_with_digits_are_still_accepted(world: World, url: str) -> None:
+    made = world.destination("d1", "webhook", "email_marketing", ["email"], url=url)
+    assert made.destination.url == url
 
 
 def test_the_api_refuses_a_bad_url_port_with_a_422(world: World) -> None:
@@ -186,7 +235,8 @@ def test_a_rewrap_on_use_never_brings_back_a_rotated_secret(world: World) -> Non
     read and that write was overwritten with the old secret (receivers then refused every
     batch). The write now applies only if the stored secret is still the one read."""
     from cdp.exports import destinations as dests
-    from cdp.exports.destinations import rotate_secret, signing_secret
+    from cdp.exports.destinations import signing_secret
+    from cdp.exports.signing_secrets import rotate_secret
 
     made = world.destination(
         "hook", "webhook", "email_marketing", ["email"], url="https://h.example.com/"
@@ -198,7 +248,7 @@ def test_a_rewrap_on_use_never_brings_back_a_rotated_secret(world: World) -> Non
     def unwrap_then_rotate(*args: object, **kw: object) -> str:
         secret = real(*args, **kw)  # type: ignore[arg-type]
         if not rotated:  # another process rotates the secret right after this read
-            rotated.append(rotate_secret(runtime=world.rt, name="hook"))
+            rotated.append(rotate_secret(runtime=world.rt, name="hook").secret)
         return secret
 
     dests.unwrap_secret = unwrap_then_rotate  # type: ignore[assignment]

@@ -10,9 +10,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from cdp.exports.destinations import get_destination, rotate_secret, signing_secret
+from cdp.exports.destinations import get_destination, signing_secret
 from cdp.exports.ledger import recipients_of
 from cdp.exports.run import run_export
+from cdp.exports.signing_secrets import rotate_secret
 from cdp.exports.webhook import (
     DeliveryResult,
     RetryPolicy,
@@ -182,7 +183,7 @@ def test_signing_secret_is_encrypted_at_rest(world: World) -> None:
     assert secret.encode() not in bytes(blob)
     dest = get_destination(runtime=world.rt, name="hook")
     assert signing_secret(runtime=world.rt, destination=dest) == secret
-    new = rotate_secret(runtime=world.rt, name="hook")
+    new = rotate_secret(runtime=world.rt, name="hook").secret
     assert new != secret and signing_secret(runtime=world.rt, destination=dest) == new
     # rotating the KEK: the secret is re-wrapped under the new version on next use
     world.rt.provider.rotate()
@@ -363,6 +364,28 @@ def test_an_export_to_a_stored_unusable_url_is_no_internal_error(world: World) -
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "partial"
     assert r.json()["manifest"]["counts"]["failed_delivery"] == 1
+    assert [(d["status"], d["last_error"]) for d in _deliveries(world)] == [
+        ("dead_letter", "invalid_url")
+    ]
+
+
+@pytest.mark.parametrize("host", ["0x7f000001", "2130706433", "127.1", "0177.0.0.1"])
+def test_a_stored_url_with_a_legacy_ipv4_host_is_not_posted_to(world: World, host: str) -> None:
+    """A URL stored before creation refused them: the resolver reads ``0x7f000001`` (and
+    ``2130706433``, ``127.1``) as 127.0.0.1, and the export posted its batch to the receiver
+    there. The sender now refuses such a host as an unusable URL before connecting."""
+    world.person({"email": "u@example.com"})
+    with running(Receiver()) as rx:
+        made = world.destination(
+            "hook", "webhook", "email_marketing", ["email"], min_audience=1, url=rx.url
+        )
+        rx.secret = made.signing_secret or ""
+        stored = rx.url.replace("127.0.0.1", host)
+        with world.rt.data_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE export_destinations SET url = :u"), {"u": stored})
+        result = _run(world, _retry()[0])
+    assert rx.requests == [] and rx.arrivals == 0
+    assert result.status == "partial" and result.counts.failed_delivery == 1
     assert [(d["status"], d["last_error"]) for d in _deliveries(world)] == [
         ("dead_letter", "invalid_url")
     ]
