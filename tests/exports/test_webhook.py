@@ -278,8 +278,9 @@ def test_a_receiver_trickling_its_headers_every_time_dead_letters_as_a_timeout()
 def test_a_receiver_reading_the_batch_slowly_is_cut_off_at_the_timeout() -> None:
     # 40 MB read at about 10 MiB/s for 3 s: the writes keep making progress, so no per-write
     # timeout fires; the deadline cuts the try after 1 s (two tries: without the cut, the first
-    # would have succeeded after 3 s), the second try is read at once; the time bound leaves a
-    # busy machine room for the backoff and the second 40 MB
+    # would have succeeded after 3 s: the two tries are what shows the cut), the second try is
+    # read at once; the time bound (about 2 s on a quiet machine) leaves a busy machine room for
+    # the backoff and the second 40 MB
     rx = Receiver(slow_read_first=3.0)
     body = b'{"rows":[],"pad":"%s"}' % (b"x" * 40_000_000)
     with running(rx):
@@ -289,7 +290,7 @@ def test_a_receiver_reading_the_batch_slowly_is_cut_off_at_the_timeout() -> None
             result = sender.deliver(body, idempotency_key="exp_t.add.1", export_id="exp_t")
         took = time.monotonic() - started
     assert result == DeliveryResult(True, 2, 200, None)
-    assert list(rx.processed) == ["exp_t.add.1"] and took < 6
+    assert list(rx.processed) == ["exp_t.add.1"] and took < 12
 
 
 def test_the_answer_body_is_not_waited_for() -> None:
