@@ -18,6 +18,7 @@ from cdp.access.categories import CONSENT_PURPOSES
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.api.openapi_access import error_responses
+from cdp.exports.destination_audit import destination_recorder
 from cdp.exports.destinations import (
     EXPORTABLE_FIELDS,
     DestinationInfo,
@@ -223,7 +224,12 @@ def post_destination(
 ) -> CreatedDestinationOut:
     """Create a destination (admin). A webhook's signing secret is in this answer only."""
     spec = DestinationSpec(**body.model_dump())
-    created = create_destination(runtime=runtime, spec=spec, created_by=ctx.principal_name)
+    created = create_destination(
+        runtime=runtime,
+        spec=spec,
+        created_by=ctx.principal_name,
+        audit=destination_recorder(runtime, ctx, "create"),
+    )
     return CreatedDestinationOut(
         destination=_dest_out(created.destination), signing_secret=created.signing_secret
     )
@@ -257,5 +263,10 @@ def post_rotate_secret(
     """Give a webhook destination a new signing secret (shown once); the replaced one signs
     beside it for ``overlap_seconds`` (default 24 h)."""
     overlap = timedelta(seconds=(body or RotateSecretIn()).overlap_seconds)
-    rotated = rotate_secret(runtime=runtime, name=name, overlap=overlap)
+    rotated = rotate_secret(
+        runtime=runtime,
+        name=name,
+        overlap=overlap,
+        audit=destination_recorder(runtime, ctx, "write"),
+    )
     return SecretOut(signing_secret=rotated.secret, previous_secret_until=rotated.previous_until)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cdp.cli.access import TokenOption, cli_access
 from cdp.cli.root import app, console, styled
+from cdp.exports.destination_audit import destination_recorder
 from cdp.exports.destinations import (
     EXPORTABLE_FIELDS,
     DestinationInfo,
@@ -99,7 +100,12 @@ def create(
         max_attempts=max_attempts,
         timeout_seconds=timeout,
     )
-    created = create_destination(runtime=rt, spec=spec, created_by=ctx.principal_name)
+    created = create_destination(
+        runtime=rt,
+        spec=spec,
+        created_by=ctx.principal_name,
+        audit=destination_recorder(rt, ctx, "create"),
+    )
     _show(created.destination)
     if created.signing_secret:
         console.print(
@@ -149,8 +155,15 @@ def rotate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--overlap") from None
     rt = get_runtime()
-    cli_access(runtime=rt, token=token, purpose=purpose, resource="destinations", action="write")
-    rotated = rotate_secret(runtime=rt, name=name, overlap=timedelta(seconds=seconds))
+    ctx = cli_access(
+        runtime=rt, token=token, purpose=purpose, resource="destinations", action="write"
+    )
+    rotated = rotate_secret(
+        runtime=rt,
+        name=name,
+        overlap=timedelta(seconds=seconds),
+        audit=destination_recorder(rt, ctx, "write"),
+    )
     console.print(styled("new signing secret: ", (rotated.secret, "bold")))
     if rotated.previous_until is None:
         console.print("the old secret signs nothing from now on")

@@ -24,6 +24,7 @@ from typing import Any, Final
 from cdp.demo.pipeline import DemoContext, DemoStep
 from cdp.demo.steps_access import act_as
 from cdp.errors import AudienceTooSmallError
+from cdp.exports.destination_audit import destination_recorder
 from cdp.exports.destinations import (
     DestinationInfo,
     DestinationSpec,
@@ -104,7 +105,12 @@ def _destinations(ctx: DemoContext) -> None:
         if info is None:
             name = next(n for n in candidates if n not in existing)
             spec = replace(spec, name=name)
-            made = create_destination(runtime=rt, spec=spec, created_by=admin.principal_name)
+            made = create_destination(
+                runtime=rt,
+                spec=spec,
+                created_by=admin.principal_name,
+                audit=destination_recorder(rt, admin, "create"),
+            )
             info = made.destination
             existing[name] = info
             verb = "created"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy import Connection
 
 from cdp.access.categories import CONSENT_PURPOSES
 from cdp.clock import Clock, utcnow
@@ -249,9 +250,16 @@ def _info(row: Any) -> DestinationInfo:
 
 
 def create_destination(
-    *, runtime: Runtime, spec: DestinationSpec, created_by: str, clock: Clock = utcnow
+    *,
+    runtime: Runtime,
+    spec: DestinationSpec,
+    created_by: str,
+    clock: Clock = utcnow,
+    audit: Callable[[Connection, str], object] | None = None,
 ) -> CreatedDestination:
     """Validate and store a destination; a webhook gets a new signing secret (returned once).
+    ``audit`` is called with the transaction and the new destination's id before it commits:
+    the destination and its audit record are kept together, or neither is.
 
     Raises ``InvalidInputError`` for a bad spec, ``ConflictError`` if the name is taken."""
     kind, fields, url = _validate(spec)
@@ -296,6 +304,8 @@ def create_destination(
                 values.update(secret_ct=wrapped.blob, secret_kek_version=wrapped.kek_version)
             conn.execute(sa.insert(DESTINATIONS).values(**values))
             row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.id == dest_id)).one()
+            if audit is not None:
+                audit(conn, dest_id)
             txn.commit()  # before the key store's: `retire` then sees the secret
     return CreatedDestination(_info(row), secret)
 

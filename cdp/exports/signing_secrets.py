@@ -17,11 +17,13 @@ Before, an export read the secret once at its start and signed every later batch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 
 from cdp.clock import Clock, utcnow
 from cdp.crypto.provider import WrappedKey
@@ -71,11 +73,18 @@ class RotatedSecret:
 
 
 def rotate_secret(
-    *, runtime: Runtime, name: str, overlap: timedelta = DEFAULT_OVERLAP, clock: Clock = utcnow
+    *,
+    runtime: Runtime,
+    name: str,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    clock: Clock = utcnow,
+    audit: Callable[[Connection, str], object] | None = None,
 ) -> RotatedSecret:
     """Give a webhook destination a new signing secret; the one it replaces signs beside it for
-    ``overlap`` (0: not at all). Raises ``InvalidInputError`` (``overlap`` out of 0-7 days),
-    ``ConflictError`` (not a webhook), ``NotFoundError``."""
+    ``overlap`` (0: not at all). ``audit`` is called with the transaction and the destination's
+    id before it commits (the rotation and its record together, or neither). Raises
+    ``InvalidInputError`` (``overlap`` out of 0-7 days), ``ConflictError`` (not a webhook),
+    ``NotFoundError``."""
     if not timedelta(0) <= overlap <= MAX_OVERLAP:
         raise InvalidInputError("the overlap must be from 0 to 7 days", field="overlap")
     dest = get_destination(runtime=runtime, name=name)
@@ -105,6 +114,8 @@ def rotate_secret(
                     updated_at=now,
                 )
             )
+            if audit is not None:
+                audit(conn, dest.id)
             txn.commit()  # before the key store's: `retire` then sees the secret
     return RotatedSecret(secret, until if keep else None)
 
