@@ -8,6 +8,7 @@ small) answers 409 with the counts in the message.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -53,6 +54,17 @@ class ExportIn(BaseModel):
     full: bool = Field(False, description="Resend every eligible subject, not only changes.")
 
 
+class UndeliveredOut(BaseModel):
+    """A dead-lettered webhook batch: which, how many rows, tries, how the last one ended."""
+
+    seq: int
+    op: str
+    rows: int
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+
+
 class ExportOut(BaseModel):
     """An export: status and manifest (ids, counts and digests; never personal data)."""
 
@@ -66,6 +78,11 @@ class ExportOut(BaseModel):
     finished_at: datetime | None
     error_code: str | None
     manifest: dict[str, Any] | None
+    undelivered: list[UndeliveredOut] = Field(
+        default_factory=list,
+        description="GET /v1/exports/{id} only: the webhook batches dead-lettered, with how "
+        "their last try ended (never their rows).",
+    )
 
 
 class ExportList(BaseModel):
@@ -162,6 +179,7 @@ def _export_out(view: ExportView) -> ExportOut:
         finished_at=view.finished_at,
         error_code=view.error_code,
         manifest=view.manifest,
+        undelivered=[UndeliveredOut(**asdict(u)) for u in view.undelivered],
     )
 
 

@@ -9,6 +9,7 @@ It exits 1 when the run ended with deliveries undone (dead-lettered webhook batc
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -102,7 +103,10 @@ def show(export_id: str, token: TokenOption = None, purpose: PurposeOpt = None) 
         runtime=rt, token=token, purpose=purpose or "marketing", resource="exports", action="read"
     )
     view = get_export(runtime=rt, export_id=export_id)
-    console.print_json(json.dumps(view.manifest or {"id": view.id, "status": view.status}))
+    shown = dict(view.manifest or {"id": view.id, "status": view.status})
+    if view.undelivered:  # dead-lettered webhook batches: how each one's last try ended
+        shown["undelivered"] = [asdict(u) for u in view.undelivered]
+    console.print_json(json.dumps(shown))
 
 
 @schedule_app.command("create")

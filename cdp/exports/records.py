@@ -4,7 +4,7 @@ show``)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -14,15 +14,31 @@ from sqlalchemy.engine import Connection
 from cdp.errors import NotFoundError
 from cdp.exports.destinations import DESTINATIONS
 from cdp.exports.manifest import Manifest
-from cdp.exports.models import ExportRun
+from cdp.exports.models import ExportRun, WebhookDelivery
 from cdp.runtime import Runtime
 
 RUNS = cast(sa.Table, ExportRun.__table__)  # type: ignore[attr-defined]
+DELIVERIES = cast(sa.Table, WebhookDelivery.__table__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class UndeliveredBatch:
+    """A webhook batch of an export that was dead-lettered: which one, how many rows, how many
+    tries and how the last one ended (an HTTP status, or an error name such as ``timeout``,
+    ``ConnectError``, ``redirect_not_followed``, ``interrupted``). Never the rows or their ids."""
+
+    seq: int
+    op: str
+    rows: int
+    attempts: int
+    last_status: int | None
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class ExportView:
-    """An export as shown to its readers: status, counts, manifest (no personal data)."""
+    """An export as shown to its readers: status, counts, manifest (no personal data); a
+    webhook export read by :func:`get_export` also lists its dead-lettered batches."""
 
     id: str
     status: str
@@ -34,6 +50,7 @@ class ExportView:
     finished_at: datetime | None
     error_code: str | None
     manifest: dict[str, Any] | None
+    undelivered: tuple[UndeliveredBatch, ...] = ()
 
 
 def start_run(runtime: Runtime, manifest: Manifest, *, schedule_id: int | None) -> None:
@@ -96,9 +113,21 @@ def get_export(*, runtime: Runtime, export_id: str) -> ExportView:
     )
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         row = conn.execute(query).first()
-    if row is None:
-        raise NotFoundError(f"no export {export_id!r}")
-    return _view(row)
+        if row is None:
+            raise NotFoundError(f"no export {export_id!r}")
+        undelivered = conn.execute(
+            sa.select(
+                DELIVERIES.c.seq,
+                DELIVERIES.c.op,
+                DELIVERIES.c.rows,
+                DELIVERIES.c.attempts,
+                DELIVERIES.c.last_status,
+                DELIVERIES.c.last_error,
+            )
+            .where(DELIVERIES.c.export_id == export_id, DELIVERIES.c.status == "dead_letter")
+            .order_by(DELIVERIES.c.op, DELIVERIES.c.seq)
+        ).all()
+    return replace(_view(row), undelivered=tuple(UndeliveredBatch(*u) for u in undelivered))
 
 
 def list_exports(*, runtime: Runtime, limit: int = 50) -> list[ExportView]:
