@@ -14,12 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from cdp.access import principals as service
+from cdp.access.principal_audit import principal_recorder
 from cdp.access.principals import KINDS, MAX_TOKEN_LIFETIME, PrincipalInfo
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.api.openapi_access import error_responses
-from cdp.audit.operations import credential_fields
-from cdp.audit.service import record_access
 from cdp.clock import utcnow
 from cdp.runtime import Runtime
 
@@ -109,19 +108,5 @@ def revoke_principal(name: Name, ctx: PrincipalsDelete, runtime: RuntimeDep) -> 
 def _recorder(
     runtime: Runtime, ctx: AccessContext, action: str
 ) -> Callable[[Connection, PrincipalInfo], object]:
-    """The audit record of a principal's creation or revocation, written in the transaction that
-    makes the change: which principal, with which roles (the principals table is not chained,
-    the log must show who was given what); a change the log cannot record is not made."""
-
-    def record(conn: Connection, p: PrincipalInfo) -> None:
-        record_access(
-            runtime=runtime,
-            ctx=ctx,
-            action=action,
-            resource="principals",
-            outcome="allowed",
-            fields=credential_fields("principal", p.id, p.roles),
-            conn=conn,
-        )
-
-    return record
+    """The change's audit record, by the admin who made it (:mod:`cdp.access.principal_audit`)."""
+    return principal_recorder(runtime, ctx, action)

@@ -16,7 +16,8 @@ principal or a source by its id and roles (``principal:<id>``, ``role:dpo``), ne
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
@@ -24,6 +25,8 @@ from cdp.access.context import AccessContext
 from cdp.audit.service import record_access
 from cdp.audit.writer import SUBJECT_ID
 from cdp.runtime import Runtime
+
+T = TypeVar("T")
 
 OPERATOR_ID = "system:operator"
 SYSTEM_ROLES = ("system",)
@@ -48,6 +51,33 @@ def operator(client: str) -> AccessContext:
 def credential_fields(kind: str, ident: str, roles: Iterable[str] = ()) -> tuple[str, ...]:
     """What a record says about the credential it acted on: ``<kind>:<id>`` and its roles."""
     return (f"{kind}:{ident}", *(f"role:{r}" for r in roles))
+
+
+def change_recorder(
+    runtime: Runtime,
+    ctx: AccessContext,
+    *,
+    action: str,
+    resource: str,
+    fields: Callable[[T], Sequence[str]],
+) -> Callable[[Connection, T], None]:
+    """The ``audit`` callback of a service that changes a credential or where data goes (a
+    principal, a source's write key, a destination): ``action`` on ``resource`` by ``ctx``,
+    naming ``fields(changed)``, written in the transaction that makes the change, so a change
+    the log cannot record is not made."""
+
+    def record(conn: Connection, changed: T) -> None:
+        record_access(
+            runtime=runtime,
+            ctx=ctx,
+            action=action,
+            resource=resource,
+            outcome="allowed",
+            fields=tuple(fields(changed)),
+            conn=conn,
+        )
+
+    return record
 
 
 def record_operator_action(

@@ -151,14 +151,18 @@ def _audited_source(rt: Runtime, action: str) -> Callable[[Connection, SourceInf
     """A write key is a credential: its creation and revocation go into the audit log (under
     ``system:operator``, naming the source by id) in the transaction that makes the change,
     before the key is shown."""
+    from cdp.audit.operations import change_recorder, operator
+    from cdp.cli.access import cli_client
+
+    return change_recorder(
+        rt, operator(cli_client()), action=action, resource="sources", fields=_source_fields
+    )
+
+
+def _source_fields(source: SourceInfo) -> tuple[str, ...]:
     from cdp.audit.operations import credential_fields
-    from cdp.cli.access import record_cli_operation
 
-    def record(conn: Connection, source: SourceInfo) -> None:
-        fields = credential_fields("source", str(source.id))
-        record_cli_operation(rt, action=action, resource="sources", fields=fields, conn=conn)
-
-    return record
+    return credential_fields("source", str(source.id))
 
 
 @sources_app.command("create")

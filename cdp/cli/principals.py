@@ -14,10 +14,11 @@ import typer
 from rich.table import Table
 from sqlalchemy import Connection
 
+from cdp.access import principal_audit
 from cdp.access import principals as service
 from cdp.access.principals import PrincipalInfo
-from cdp.audit.operations import credential_fields
-from cdp.cli.access import record_cli_operation
+from cdp.audit.operations import operator
+from cdp.cli.access import cli_client
 from cdp.cli.durations import parse_duration
 from cdp.cli.root import app, console, err_console, styled
 from cdp.clock import utcnow
@@ -98,14 +99,4 @@ def revoke(name: Annotated[str, typer.Argument(help="The principal to revoke.")]
 
 def principal_recorder(rt: Runtime, action: str) -> Callable[[Connection, PrincipalInfo], None]:
     """The change's audit record under ``system:operator``, in the transaction that makes it."""
-
-    def record(conn: Connection, p: PrincipalInfo) -> None:
-        record_cli_operation(
-            rt,
-            action=action,
-            resource="principals",
-            fields=credential_fields("principal", p.id, p.roles),
-            conn=conn,
-        )
-
-    return record
+    return principal_audit.principal_recorder(rt, operator(cli_client()), action)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 
 from cdp.access.context import AccessContext
-from cdp.audit.service import record_access
+from cdp.audit.operations import change_recorder
 from cdp.runtime import Runtime
 
 
@@ -20,16 +20,10 @@ def destination_recorder(
 ) -> Callable[[Connection, str], None]:
     """The ``audit`` callback of ``create_destination`` / ``rotate_secret`` for ``ctx``:
     ``action`` on ``destinations``, naming ``destination:<id>``."""
+    return change_recorder(
+        runtime, ctx, action=action, resource="destinations", fields=_destination_fields
+    )
 
-    def record(conn: Connection, destination_id: str) -> None:
-        record_access(
-            runtime=runtime,
-            ctx=ctx,
-            action=action,
-            resource="destinations",
-            outcome="allowed",
-            fields=(f"destination:{destination_id}",),
-            conn=conn,
-        )
 
-    return record
+def _destination_fields(destination_id: str) -> tuple[str, ...]:
+    return (f"destination:{destination_id}",)

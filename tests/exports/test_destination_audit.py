@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from cdp.access.principals import create as create_principal
 from cdp.api.app import create_app
+from cdp.audit import operations
 from cdp.audit.writer import LOG
 from cdp.cli import app as cli_app
 from cdp.errors import AuditWriteError
-from cdp.exports import destination_audit
 from cdp.exports.destinations import get_destination, list_destinations
 from tests.exports.conftest import World
 
@@ -68,13 +68,13 @@ def test_a_change_the_log_cannot_record_is_not_made(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = create_principal(runtime=world.rt, name="root", roles=["admin"]).token
-    real = destination_audit.record_access
+    real = operations.record_access
 
     def failing(**kwargs: object) -> None:
         real(**kwargs)  # type: ignore[arg-type]
         raise AuditWriteError("the audit log refused the record")
 
-    monkeypatch.setattr(destination_audit, "record_access", failing)
+    monkeypatch.setattr(operations, "record_access", failing)
     runner = CliRunner()
     made = runner.invoke(
         cli_app,
