@@ -146,3 +146,13 @@ def dispose_engines() -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def database_exists(engine: Engine) -> bool:
+    """Whether the database can hold anything yet: an SQLite file not yet created cannot (and
+    a connection would create it, so whoever only asks what a database holds asks this
+    first); a server's database is taken to exist (connecting says otherwise)."""
+    if not is_sqlite(engine):
+        return True
+    database = engine.url.database
+    return database is not None and database not in ("", ":memory:") and Path(database).exists()
