@@ -11,28 +11,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine
-
 from cdp.access.engine import get_policy_engine
 from cdp.crypto.key_checks import mismatch_error, mismatches, secrets_in_use_for
-from cdp.db import migrate
+from cdp.db import revisions
 from cdp.db.engine import get_engine
 from cdp.logging import get_logger
 from cdp.runtime import key_file_for
 from cdp.settings import Settings
 
 CHECKS: Final = ("data_database", "key_store", "migrations", "key_file", "policy")
-_VERSION_TABLES: Final = {"data": "alembic_version", "keystore": "alembic_version_keystore"}
 
 log = get_logger("cdp.health")
-
-
-def _heads(engine: Engine, store: migrate.Store) -> tuple[str, ...]:
-    conn = engine.connect().execution_options(sqlite_begin="DEFERRED")
-    with conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLES[store]})
-        return tuple(sorted(ctx.get_current_heads()))
 
 
 def readiness(*, settings: Settings) -> dict[str, bool]:
@@ -43,10 +32,10 @@ def readiness(*, settings: Settings) -> dict[str, bool]:
         ("data_database", "data", settings.data_url),
         ("key_store", "keystore", settings.keys_url),
     ):
-        try:
-            current = _heads(get_engine(url), store)  # type: ignore[arg-type]
+        try:  # the check every process that opens the runtime makes (cdp.runtime)
+            state = revisions.schema_state(get_engine(url), store)  # type: ignore[arg-type]
             result[check] = True
-            at_head = at_head and current == migrate.head_revisions(store)  # type: ignore[arg-type]
+            at_head = at_head and state.at_heads
         except Exception as exc:  # any driver error means "not ready"
             log.warning("readiness check failed", check=check, error_type=type(exc).__name__)
             at_head = False

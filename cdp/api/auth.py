@@ -35,8 +35,9 @@ from cdp.access.context import AccessContext, check_purpose
 from cdp.access.engine import get_policy_engine
 from cdp.access.policy import Decision
 from cdp.access.principals import PrincipalInfo, authenticate, cached_principal
+from cdp.api.deps import server_runtime
 from cdp.audit.service import deny
-from cdp.runtime import Runtime, get_runtime
+from cdp.runtime import Runtime
 
 __all__ = [
     "AUTHORIZE_MARKER",
@@ -173,7 +174,7 @@ def authorize(resource: str, action: str) -> Callable[..., Any]:
     async def dependency(request: Request) -> AccessContext:
         token, purpose = credentials(request.scope)
         args: dict[str, Any] = {
-            "runtime": get_runtime(),  # not a sub-dependency: one fewer to solve per request
+            "runtime": server_runtime(),  # not a sub-dependency: one fewer to solve per request
             "request": request,
             "token": token,
             "purpose": purpose,

@@ -20,14 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from cdp.api.auth import AccessContext, authorize
-from cdp.api.deps import RuntimeDep
+from cdp.api.deps import RuntimeDep, server_runtime
 from cdp.api.profiles_route import AuthorisedRoute
 from cdp.errors import InvalidInputError
 from cdp.profiles import reads
 from cdp.profiles.pages import ConsentPage, OrderPage
 from cdp.profiles.reads import CURSOR_MAX, MAX_PAGE_SIZE
 from cdp.profiles.views import ProfileView, parse_fields
-from cdp.runtime import get_runtime
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 
@@ -96,7 +95,7 @@ async def get_profile(request: Request, ctx: ProfileRead) -> Response:
     # No query string, no fields (parsing an empty one into QueryParams cost a few µs).
     query = request.scope.get("query_string")
     view = await reads.get_profile_async(
-        runtime=get_runtime(),
+        runtime=server_runtime(),
         ctx=ctx,
         subject_id=subject_id,
         fields=parse_fields(request.query_params.get("fields")) if query else None,

@@ -1,7 +1,8 @@
 """SQLAlchemy engines for the data database and the key store.
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, foreign keys on, a
-busy timeout and a WAL size limit, set on every connection. PostgreSQL goes through psycopg 3.
+busy timeout and a WAL size limit, set on every connection. PostgreSQL goes through psycopg 3,
+``postgresql://`` (no driver named) included.
 """
 
 from __future__ import annotations
@@ -67,20 +68,36 @@ def make_private(database: Path) -> None:
                 path.chmod(0o600)
 
 
+POSTGRESQL_DRIVER = "postgresql+psycopg"
+"""cdp's PostgreSQL driver: psycopg 3 (``psycopg[binary]``, a dependency)."""
+_UNPARSABLE = "a database URL (CDP_DATABASE_URL or CDP_KEYSTORE_URL) cannot be parsed"
+
+
+def _with_driver(url: URL) -> URL:
+    """``url`` with cdp's driver where it names none: ``postgresql://`` is psycopg 3 whatever
+    SQLAlchemy's default for it (psycopg2, which cdp does not install, before SQLAlchemy 2.1)."""
+    return url.set(drivername=POSTGRESQL_DRIVER) if url.drivername == "postgresql" else url
+
+
 def build_engine(url: str) -> Engine:
     """A new engine for ``url`` with cdp's connection settings; ``ConfigurationError`` (naming
-    neither the URL nor its password) when the URL or its driver cannot be used."""
+    the URL's scheme, never the URL nor its password) when the URL or its driver cannot be
+    used."""
     try:
-        return _build_engine(make_url(url))
-    except NoSuchModuleError:  # an ArgumentError: first
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(_UNPARSABLE) from None
+    try:
+        return _build_engine(_with_driver(parsed))
+    except (NoSuchModuleError, ImportError):  # (an ArgumentError: first)
+        # a dialect SQLAlchemy does not know (``postgres://``), or one it knows whose driver is
+        # not installed (``postgresql+psycopg2://``, ``mysql://``: the import fails)
         raise ConfigurationError(
-            f"no database driver for {make_url(url).drivername!r}: cdp runs on sqlite and "
-            "postgresql+psycopg"
+            f"no database driver for {parsed.drivername!r}: cdp runs on sqlite and "
+            f"{POSTGRESQL_DRIVER} (postgresql:// means {POSTGRESQL_DRIVER})"
         ) from None
     except (ArgumentError, ValueError):
-        raise ConfigurationError(
-            "a database URL (CDP_DATABASE_URL or CDP_KEYSTORE_URL) cannot be parsed"
-        ) from None
+        raise ConfigurationError(_UNPARSABLE) from None
 
 
 def _build_engine(url: URL) -> Engine:
@@ -129,3 +146,13 @@ def dispose_engines() -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def database_exists(engine: Engine) -> bool:
+    """Whether the database can hold anything yet: an SQLite file not yet created cannot (and
+    a connection would create it, so whoever only asks what a database holds asks this
+    first); a server's database is taken to exist (connecting says otherwise)."""
+    if not is_sqlite(engine):
+        return True
+    database = engine.url.database
+    return database is not None and database not in ("", ":memory:") and Path(database).exists()

@@ -1,24 +1,41 @@
-"""Schema migrations of the data database and the key store, run from code (``cdp init``)."""
+"""Schema migrations of the data database and the key store, run from code (``cdp init``).
+
+Whether a database's schema is the one this code expects is :mod:`cdp.db.revisions`, which
+does not import alembic."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Literal
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-Store = Literal["data", "keystore"]
-_VERSION_TABLES = {"data": "alembic_version", "keystore": "alembic_version_keystore"}
+from cdp.db.revisions import Store, current_revisions
+
+__all__ = [
+    "Store",
+    "current_revision",
+    "current_revisions",
+    "downgrade",
+    "head_revisions",
+    "upgrade",
+]
 
 
 def _config(store: Store) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations" / store))
     return cfg
+
+
+@functools.cache
+def _scripts(store: Store) -> ScriptDirectory:
+    """The migration scripts of ``store``, read once per process (reading them imports every
+    revision's module)."""
+    return ScriptDirectory.from_config(_config(store))
 
 
 def upgrade(engine: Engine, store: Store, revision: str = "heads") -> None:
@@ -40,16 +57,12 @@ def downgrade(engine: Engine, store: Store, revision: str) -> None:
         command.downgrade(cfg, revision)
 
 
-def current_revisions(engine: Engine, store: Store) -> tuple[str, ...]:
-    with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLES[store]})
-        return tuple(sorted(ctx.get_current_heads()))
-
-
 def current_revision(engine: Engine, store: Store) -> str:
     """The applied revision(s), comma-separated (for display)."""
     return ",".join(current_revisions(engine, store)) or "none"
 
 
 def head_revisions(store: Store) -> tuple[str, ...]:
-    return tuple(sorted(ScriptDirectory.from_config(_config(store)).get_heads()))
+    """The revisions the migration scripts bring ``store`` to (``cdp init``), sorted, as
+    alembic reads them (:func:`cdp.db.revisions.scripts` reads the same without alembic)."""
+    return tuple(sorted(_scripts(store).get_heads()))

@@ -28,6 +28,17 @@ SECRET = "s3kr1t-pw"
             "cannot be parsed",
         ),
         ({"CDP_DATABASE_URL": f"nosuch://u:{SECRET}@h/db"}, "no database driver for 'nosuch'"),
+        # dialects SQLAlchemy knows, whose drivers cdp does not install
+        (
+            {"CDP_DATABASE_URL": f"postgresql+psycopg2://u:{SECRET}@h/db"},
+            "no database driver for 'postgresql+psycopg2': cdp runs on sqlite and "
+            "postgresql+psycopg",
+        ),
+        (
+            {"CDP_KEYSTORE_URL": f"postgresql+asyncpg://u:{SECRET}@h/keys"},
+            "no database driver for 'postgresql+asyncpg'",
+        ),
+        ({"CDP_DATABASE_URL": f"mysql://u:{SECRET}@h/db"}, "no database driver for 'mysql'"),
     ],
 )
 def test_a_setting_cdp_cannot_use_is_one_line(
