@@ -33,7 +33,7 @@ from cdp.errors import ConflictError, InvalidInputError, NotFoundError
 from cdp.exports.audience_formats import PROFILE_FIELDS, get_format
 from cdp.exports.models import DESTINATION_ID_PREFIX as ID_PREFIX
 from cdp.exports.models import Destination, new_destination_id
-from cdp.exports.secrets import new_signing_secret, unwrap_secret, wrapped_secret
+from cdp.exports.secrets import new_signing_secret, wrapped_secret
 from cdp.exports.webhook_hosts import host_problem
 from cdp.runtime import Runtime
 
@@ -328,23 +328,6 @@ def get_destination(*, runtime: Runtime, name: str) -> DestinationInfo:
     if row is None:
         raise NotFoundError(f"no destination named {name!r}")
     return _info(row)
-
-
-def signing_secret(*, runtime: Runtime, destination: DestinationInfo) -> str:
-    """The webhook's signing secret in clear, for signing only; re-wrapped under the current KEK
-    if it was wrapped under an older one."""
-    with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-        row = conn.execute(
-            sa.select(DESTINATIONS.c.secret_ct, DESTINATIONS.c.secret_kek_version).where(
-                DESTINATIONS.c.id == destination.id
-            )
-        ).first()
-    if row is None or row[0] is None or row[1] is None:
-        raise NotFoundError(f"destination {destination.name!r} has no signing secret")
-    secret = unwrap_secret(runtime.provider, destination.id, WrappedKey(int(row[1]), bytes(row[0])))
-    if int(row[1]) != runtime.provider.current_version():
-        write_secret(runtime, destination.id, secret, replacing=bytes(row[0]))
-    return secret
 
 
 def write_secret(

@@ -139,12 +139,18 @@ def forget_previous(runtime: Runtime, destination_id: str, blob: bytes) -> int:
     return int(done.rowcount or 0)
 
 
+def signing_secret(*, runtime: Runtime, destination: DestinationInfo) -> str:
+    """The webhook's current signing secret in clear, for signing only (re-wrapped under the
+    current KEK if it was wrapped under an older one: :class:`SigningSecrets`)."""
+    return SigningSecrets(runtime=runtime, destination=destination, clock=utcnow)()[0]
+
+
 class SigningSecrets:
     """The secrets the next try of a webhook batch is signed with, newest first: read afresh on
     every call (see the module doc). The current secret is re-wrapped under the current KEK when
-    it was wrapped under an older one, as :func:`~cdp.exports.destinations.signing_secret` does;
-    a replaced secret that cannot be read any more is dropped with a warning (the current one
-    still signs). ``clock`` tells when the overlap window is over."""
+    it was wrapped under an older one (only if it is still the one read: a rotation in between
+    is never overwritten); a replaced secret that cannot be read any more is dropped with a
+    warning (the current one still signs). ``clock`` tells when the overlap window is over."""
 
     def __init__(self, *, runtime: Runtime, destination: DestinationInfo, clock: Clock) -> None:
         self._runtime = runtime

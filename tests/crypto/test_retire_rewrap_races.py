@@ -18,7 +18,8 @@ from cdp.crypto.keystore_tables import data_keys
 from cdp.db.models import new_subject_id
 from cdp.errors import ConflictError
 from cdp.exports import destinations as dests
-from cdp.exports.destinations import DestinationSpec, create_destination, signing_secret
+from cdp.exports.destinations import DestinationSpec, create_destination
+from cdp.exports.signing_secrets import signing_secret
 from cdp.runtime import open_runtime
 from cdp.settings import get_settings
 from tests.conftest import CdpEnv

@@ -185,8 +185,8 @@ def test_a_webhook_secret_survives_rotate_rewrap_retire(world: World) -> None:
 
     from cdp.cli import app as cli_app
     from cdp.errors import ConflictError as Conflict
-    from cdp.exports.destinations import signing_secret
     from cdp.exports.secret_rotation import secrets_per_version
+    from cdp.exports.signing_secrets import signing_secret
 
     made = world.destination(
         "hook", "webhook", "email_marketing", ["email"], url="https://hooks.example.com/in"
@@ -234,9 +234,8 @@ def test_a_rewrap_on_use_never_brings_back_a_rotated_secret(world: World) -> Non
     """Using a secret wrapped under an older KEK re-wraps it; a rotation committed between the
     read and that write was overwritten with the old secret (receivers then refused every
     batch). The write now applies only if the stored secret is still the one read."""
-    from cdp.exports import destinations as dests
-    from cdp.exports.destinations import signing_secret
-    from cdp.exports.signing_secrets import rotate_secret
+    from cdp.exports import signing_secrets as dests
+    from cdp.exports.signing_secrets import rotate_secret, signing_secret
 
     made = world.destination(
         "hook", "webhook", "email_marketing", ["email"], url="https://h.example.com/"

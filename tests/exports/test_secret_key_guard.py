@@ -14,9 +14,9 @@ from cdp.exports.destinations import (
     DestinationSpec,
     create_destination,
     list_destinations,
-    signing_secret,
 )
 from cdp.exports.secret_rotation import secrets_per_version
+from cdp.exports.signing_secrets import signing_secret
 from tests.conftest import CdpEnv
 
 runner = CliRunner()

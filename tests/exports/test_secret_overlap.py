@@ -142,7 +142,8 @@ def test_an_overlap_out_of_bounds_is_refused(world: World, overlap: timedelta) -
         with pytest.raises(InvalidInputError) as refused:
             rotate_secret(runtime=world.rt, name="hook", overlap=overlap, clock=world.clock)
     assert refused.value.field == "overlap"
-    from cdp.exports.destinations import get_destination, signing_secret
+    from cdp.exports.destinations import get_destination
+    from cdp.exports.signing_secrets import signing_secret
 
     dest = get_destination(runtime=world.rt, name="hook")
     assert signing_secret(runtime=world.rt, destination=dest) == old

@@ -10,10 +10,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from cdp.exports.destinations import get_destination, signing_secret
+from cdp.exports.destinations import get_destination
 from cdp.exports.ledger import recipients_of
 from cdp.exports.run import run_export
-from cdp.exports.signing_secrets import rotate_secret
+from cdp.exports.signing_secrets import rotate_secret, signing_secret
 from cdp.exports.webhook import (
     DeliveryResult,
     RetryPolicy,
