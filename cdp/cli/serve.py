@@ -47,25 +47,18 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from cdp.api.deps import server_runtime
 from cdp.api.http_server import UVICORN_OPTIONS
 from cdp.cli.root import app, console
 from cdp.exports.schedule import scheduler_loop
 from cdp.jobs import TraitsJob, retention_loop
 from cdp.logging import get_logger
-from cdp.runtime import Runtime, get_runtime
 from cdp.settings import get_settings
 
 log = get_logger("cdp.serve")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_MARGIN_SECONDS = 2.0
 """After the grace period, how long the process may take to exit before the watchdog ends it."""
-
-
-def _jobs_runtime() -> Runtime:
-    """The background jobs' runtime: opened whatever the databases' schema, as the API's is
-    (:func:`cdp.api.deps.server_runtime`): the server starts, and ``/readyz`` answers 503 until
-    ``cdp init`` upgraded the schema."""
-    return get_runtime(check_schema=False)
 
 
 class Shutdown:
@@ -186,11 +179,12 @@ def serve(
     stop = threading.Event()
     shutdown = Shutdown(stop, settings.shutdown_grace_seconds)
     threads: list[threading.Thread] = []
+    # the jobs open the runtime as the API does, whatever the schema: /readyz reports it
     if retention:
         threads.append(
             threading.Thread(
                 target=retention_loop,
-                kwargs={"runtime": _jobs_runtime(), "stop": stop},
+                kwargs={"runtime": server_runtime(), "stop": stop},
                 name="cdp-retention",
                 daemon=True,
             )
@@ -198,12 +192,12 @@ def serve(
     if scheduler:
         job = None
         if traits and settings.traits_interval is not None:
-            job = TraitsJob(runtime=_jobs_runtime(), interval=settings.traits_interval)
+            job = TraitsJob(runtime=server_runtime(), interval=settings.traits_interval)
         threads.append(
             threading.Thread(
                 target=scheduler_loop,
                 kwargs={
-                    "runtime": _jobs_runtime(),
+                    "runtime": server_runtime(),
                     "stop": stop,
                     "poll_seconds": settings.export_schedule_poll_seconds,
                     "before_exports": job.run_if_due if job is not None else None,
