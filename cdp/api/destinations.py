@@ -1,5 +1,5 @@
-"""``/v1/destinations``: create, list, read destinations and rotate a webhook's signing secret
-(admin; marketers may read them for their marketing purposes).
+"""``/v1/destinations``: create, list, read and change destinations, switch them off and on, and
+rotate a webhook's signing secret (admin; marketers may read them for their marketing purposes).
 
 Routes parse input and hand the caller's :class:`AccessContext` to :mod:`cdp.exports`, which
 validates, stores and writes the audit record of every change in the same transaction.
@@ -11,14 +11,20 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from cdp.access.categories import CONSENT_PURPOSES
 from cdp.api.auth import AccessContext, authorize
 from cdp.api.deps import RuntimeDep
 from cdp.api.exports import DESTINATION_NAME_PATTERN
 from cdp.api.openapi_access import error_responses
-from cdp.exports.destination_audit import destination_recorder
+from cdp.exports.destination_audit import change_recorder_for, destination_recorder
+from cdp.exports.destination_changes import (
+    ChangedDestination,
+    DestinationChanges,
+    set_enabled,
+    update_destination,
+)
 from cdp.exports.destinations import (
     EXPORTABLE_FIELDS,
     DestinationInfo,
@@ -84,9 +90,52 @@ class DestinationOut(BaseModel):
     batch_size: int
     max_attempts: int
     timeout_seconds: float
-    enabled: bool
+    enabled: bool = Field(
+        description="False: disabled; exports to it are refused (409 destination_disabled) "
+        "and its schedules skipped."
+    )
     created_by: str
     created_at: datetime
+    updated_at: datetime
+
+
+class DestinationPatch(BaseModel):
+    """Settings to change; a setting left out (or null) keeps its value. Checked as a creation
+    is. ``kind`` and ``purpose`` cannot change (422 unless they are the destination's own:
+    create a new destination instead); the name neither; switching a destination off and on
+    has its own routes (``/disable``, ``/enable``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: list[Annotated[str, Field(json_schema_extra={"enum": _FIELDS})]] | None = Field(
+        None,
+        min_length=1,
+        description="The whole new list of fields it may receive. A field newly allowed makes "
+        "the next export of each segment to it send every eligible subject again.",
+    )
+    min_audience: int | None = Field(None, ge=1, le=10_000_000)
+    url: str | None = Field(
+        None,
+        description="Webhook URL (https, or http to loopback): the same receiver at a new "
+        "address; the sync state, recipients ledger and signing secret are kept.",
+    )
+    batch_size: int | None = Field(None, ge=1, le=10_000)
+    max_attempts: int | None = Field(None, ge=1, le=20)
+    timeout_seconds: float | None = Field(None, ge=0.1, le=120)
+    kind: str | None = Field(None, description="Only the destination's own kind is accepted.")
+    purpose: str | None = Field(None, description="Only the destination's own purpose is accepted.")
+
+
+class ChangedDestinationOut(BaseModel):
+    destination: DestinationOut
+    changed: list[str] = Field(
+        description="The settings changed (``enabled`` for a switch); empty: nothing changed."
+    )
+    resend: bool = Field(
+        False,
+        description="True: fields were newly allowed, so the next export of each segment to "
+        "it sends every eligible subject again (with them).",
+    )
 
 
 class CreatedDestinationOut(BaseModel):
@@ -133,6 +182,13 @@ def _dest_out(info: DestinationInfo) -> DestinationOut:
         enabled=info.enabled,
         created_by=info.created_by,
         created_at=info.created_at,
+        updated_at=info.updated_at,
+    )
+
+
+def _changed_out(done: ChangedDestination) -> ChangedDestinationOut:
+    return ChangedDestinationOut(
+        destination=_dest_out(done.destination), changed=list(done.changed), resend=done.resend
     )
 
 
@@ -170,6 +226,43 @@ def read_destination(
 ) -> DestinationOut:
     """One destination."""
     return _dest_out(get_destination(runtime=runtime, name=name))
+
+
+@router.patch("/v1/destinations/{name}", response_model=ChangedDestinationOut)
+def patch_destination(
+    name: DestinationName, body: DestinationPatch, ctx: DestinationsWrite, runtime: RuntimeDep
+) -> ChangedDestinationOut:
+    """Change a destination's fields, minimum audience or webhook settings (admin); answers
+    the destination, the settings changed and whether the next runs send everyone again."""
+    changes = DestinationChanges(**body.model_dump(exclude_none=True))
+    done = update_destination(
+        runtime=runtime, name=name, changes=changes, audit=change_recorder_for(runtime, ctx)
+    )
+    return _changed_out(done)
+
+
+@router.post("/v1/destinations/{name}/disable", response_model=ChangedDestinationOut)
+def post_disable(
+    name: DestinationName, ctx: DestinationsWrite, runtime: RuntimeDep
+) -> ChangedDestinationOut:
+    """Switch a destination off (admin): exports to it are refused (409
+    ``destination_disabled``) and its schedules skipped; its sync state, recipients ledger and
+    secret are kept. Already off: ``changed`` is empty."""
+    done = set_enabled(
+        runtime=runtime, name=name, enabled=False, audit=change_recorder_for(runtime, ctx)
+    )
+    return _changed_out(done)
+
+
+@router.post("/v1/destinations/{name}/enable", response_model=ChangedDestinationOut)
+def post_enable(
+    name: DestinationName, ctx: DestinationsWrite, runtime: RuntimeDep
+) -> ChangedDestinationOut:
+    """Switch a disabled destination back on (admin). Already on: ``changed`` is empty."""
+    done = set_enabled(
+        runtime=runtime, name=name, enabled=True, audit=change_recorder_for(runtime, ctx)
+    )
+    return _changed_out(done)
 
 
 @router.post(
