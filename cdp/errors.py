@@ -160,6 +160,20 @@ class ExportRunningError(ConflictError):
         self.segment = segment
 
 
+class DestinationDisabledError(ConflictError):
+    """The destination is disabled (``cdp destinations disable``): no export runs to it, manual
+    or scheduled, until it is enabled again; nothing was stored, staged or sent."""
+
+    code = "destination_disabled"
+
+    def __init__(self, destination: str) -> None:
+        super().__init__(
+            f"destination {destination!r} is disabled: no export runs to it until an admin "
+            "enables it again"
+        )
+        self.destination = destination
+
+
 class AudienceTooSmallError(ConflictError):
     """An export would leave fewer subjects than its destination's minimum audience size; no
     subject is added. Its removes (withdrawals) are still sent: ``status`` is the run's status,

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from cdp import __version__
 from cdp.api.audit import router as audit_router
 from cdp.api.consent import router as consent_router
+from cdp.api.destinations import router as destinations_router
 from cdp.api.errors import install_error_handlers
 from cdp.api.exports import router as exports_router
 from cdp.api.heap import lifespan
@@ -51,6 +52,7 @@ def create_app() -> FastAPI:
     app.include_router(principals_router)
     app.include_router(audit_router)
     app.include_router(exports_router)
+    app.include_router(destinations_router)
     app.include_router(traits_router)
     app.include_router(segments_router)
     app.include_router(metrics_router)

@@ -96,8 +96,10 @@ class DestinationInfo:
     max_attempts: int
     timeout_seconds: float
     enabled: bool
+    """False: disabled (``cdp destinations disable``); no export runs to it."""
     created_by: str
     created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,13 @@ def _validate(spec: DestinationSpec) -> tuple[DestinationKind, tuple[str, ...], 
             f"a destination name may not start with {ID_PREFIX!r} (destination ids do)",
             field="name",
         )
+    return check_settings(spec)
+
+
+def check_settings(spec: DestinationSpec) -> tuple[DestinationKind, tuple[str, ...], str | None]:
+    """Check everything but the name (a creation checks that too; a change keeps it): return
+    the kind, the fields (deduplicated, in :data:`EXPORTABLE_FIELDS` order) and the URL (a
+    webhook's; None for the other kinds). Raises ``InvalidInputError`` naming the setting."""
     try:
         kind = DestinationKind(spec.kind)
     except ValueError:
@@ -228,7 +237,8 @@ def _validate(spec: DestinationSpec) -> tuple[DestinationKind, tuple[str, ...], 
     return kind, _check_fields(kind, spec.fields), url
 
 
-def _info(row: Any) -> DestinationInfo:
+def info_of(row: Any) -> DestinationInfo:
+    """A row of :data:`DESTINATIONS` as shown."""
     m = row._mapping
     return DestinationInfo(
         id=m["id"],
@@ -246,6 +256,7 @@ def _info(row: Any) -> DestinationInfo:
         enabled=bool(m["enabled"]),
         created_by=m["created_by"],
         created_at=m["created_at"],
+        updated_at=m["updated_at"],
     )
 
 
@@ -307,27 +318,34 @@ def create_destination(
             if audit is not None:
                 audit(conn, dest_id)
             txn.commit()  # before the key store's: `retire` then sees the secret
-    return CreatedDestination(_info(row), secret)
+    return CreatedDestination(info_of(row), secret)
 
 
 def list_destinations(*, runtime: Runtime) -> list[DestinationInfo]:
     """Every destination, by name."""
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
         rows = conn.execute(sa.select(DESTINATIONS).order_by(DESTINATIONS.c.name)).all()
-    return [_info(r) for r in rows]
+    return [info_of(r) for r in rows]
 
 
 def get_destination(*, runtime: Runtime, name: str) -> DestinationInfo:
     """The destination named (or with id) ``name``; ``NotFoundError`` if there is none."""
     with runtime.data_engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        return info_of(find_row(conn, name))
+
+
+def find_row(conn: Connection, name: str, *, lock: bool = False) -> Any:
+    """The row of the destination named (or with id) ``name``, locked for update with ``lock``
+    (PostgreSQL; SQLite's write transactions are serialised already); ``NotFoundError`` if
+    there is none."""
+    for column in (DESTINATIONS.c.name, DESTINATIONS.c.id):
         # the name first, then the id: one answer even for a name an older release let look
         # like another destination's id
-        row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.name == name)).first()
-        if row is None:
-            row = conn.execute(sa.select(DESTINATIONS).where(DESTINATIONS.c.id == name)).first()
-    if row is None:
-        raise NotFoundError(f"no destination named {name!r}")
-    return _info(row)
+        query = sa.select(DESTINATIONS).where(column == name)
+        row = conn.execute(query.with_for_update() if lock else query).first()
+        if row is not None:
+            return row
+    raise NotFoundError(f"no destination named {name!r}")
 
 
 def write_secret(

@@ -172,8 +172,9 @@ class SyncMember(SQLModel, table=True):
     confirmed: bool = Field(
         default=True,
         sa_column=Column(Boolean, nullable=False, server_default=true()),
-        description="False: a dead-lettered batch or a failed run may have left it there; the "
-        "next run sends it again while eligible, a remove once not.",
+        description="False: a dead-lettered batch or a failed run may have left it there, or "
+        "the destination's fields were widened since it was sent; the next run sends it again "
+        "while eligible, a remove once not.",
     )
 
 

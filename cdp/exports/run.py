@@ -44,12 +44,13 @@ from cdp.clock import Clock, utcnow
 from cdp.errors import (
     AudienceTooSmallError,
     CdpError,
-    ConflictError,
+    DestinationDisabledError,
     ExportInterruptedError,
     InvalidInputError,
 )
 from cdp.exports import staging, sync
 from cdp.exports.audience import AudienceResolver, segment_audience
+from cdp.exports.destination_changes import widened_since
 from cdp.exports.destinations import DestinationInfo, get_destination
 from cdp.exports.manifest import ExportCounts, Manifest
 from cdp.exports.minimum import ERROR_CODE, REFUSED, REMOVES_ONLY, below_minimum, refusal
@@ -84,7 +85,7 @@ class ExportResult:
 
 def _check(ctx: AccessContext, dest: DestinationInfo) -> None:
     if not dest.enabled:
-        raise ConflictError(f"destination {dest.name!r} is disabled")
+        raise DestinationDisabledError(dest.name)
     if ctx.purpose != dest.purpose:
         raise InvalidInputError(
             f"destination {dest.name!r} serves purpose {dest.purpose}; "
@@ -109,12 +110,13 @@ def run_export(
 ) -> ExportResult:
     """Export ``segment`` to ``destination`` as ``ctx``'s principal (see the module doc).
 
-    Raises ``PermissionDeniedError`` (audited), ``InvalidInputError`` (purpose mismatch),
-    ``NotFoundError``, or ``AudienceTooSmallError`` carrying the counts and the export id when
-    the audience is below the destination's minimum: no subject is added; the removes are sent
-    all the same (the run is kept as ``removes_only``, or ``refused`` when there was nothing to
-    remove; see :mod:`cdp.exports.minimum`), or ``ExportInterruptedError`` once ``stop`` is set
-    (the run is closed as ``failed`` / ``interrupted``)."""
+    Raises ``DestinationDisabledError`` (nothing stored), ``PermissionDeniedError`` (audited),
+    ``InvalidInputError`` (purpose mismatch), ``NotFoundError``, or ``AudienceTooSmallError``
+    carrying the counts and the export id when the audience is below the destination's
+    minimum: no subject is added; the removes are sent all the same (the run is kept as
+    ``removes_only``, or ``refused`` when there was nothing to remove; see
+    :mod:`cdp.exports.minimum`), or ``ExportInterruptedError`` once ``stop`` is set (the run is
+    closed as ``failed`` / ``interrupted``)."""
     dest = get_destination(runtime=runtime, name=destination)
     _check(ctx, dest)
     require(runtime=runtime, ctx=ctx, resource="exports", action="run", clock=clock)
@@ -345,6 +347,11 @@ def _close(
     manifest.status = status
     manifest.finished_at = clock()
     with runtime.data_engine.begin() as conn:
+        # first, as a change of the destination locks it: fields widened while this run sent
+        # the old ones leave its adds unconfirmed (the next run sends them the new fields)
+        widened = apply_sync and widened_since(
+            conn, destination_id=manifest.destination_id, fields=manifest.fields
+        )
         sync.lock_rows(conn, export_id=manifest.export_id)
         if apply_sync:
             c = manifest.counts
@@ -354,6 +361,7 @@ def _close(
                 destination_id=manifest.destination_id,
                 segment=manifest.segment,
                 changed=c.sent + c.removed + c.removes_unresolvable,
+                confirm_adds=not widened,
             )
         else:
             sync.forget_recipients(conn, export_id=manifest.export_id, subject_ids=unsent)

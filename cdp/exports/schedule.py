@@ -9,6 +9,11 @@ two ``cdp serve`` processes never run the same occurrence. Missed occurrences (t
 down) are not replayed: the next run is the first occurrence after now. Every run is logged
 (schedule, export id, status, counts) and recorded on the schedule (last run, export, status).
 
+An occurrence whose destination is disabled (``cdp destinations disable``) is skipped: claimed
+like a run (so it is logged once, by one process, and the schedule moves on to its next
+occurrence), no export run is stored, and the schedule records ``destination_disabled``. Once
+the destination is enabled again the next occurrence runs.
+
 An occurrence whose export is refused because the same segment is being exported to the same
 destination right now (a manual ``cdp export run``; :mod:`cdp.exports.pair_lock`) is skipped
 and stays due: its claim is undone, the schedule records ``export_running`` and the next poll
@@ -41,6 +46,7 @@ from cdp.errors import (
     AudienceTooSmallError,
     CdpError,
     ConflictError,
+    DestinationDisabledError,
     ExportInterruptedError,
     ExportRunningError,
     InvalidInputError,
@@ -249,6 +255,8 @@ def run_due_exports(
         undo = False
         try:
             dest = get_destination(runtime=runtime, name=info.destination)
+            if not dest.enabled:  # before anything else: no export run is stored
+                raise DestinationDisabledError(dest.name)
             ctx = _context(runtime, info, dest.purpose, clock)
             result = run_export(
                 runtime=runtime,
@@ -287,6 +295,13 @@ def run_due_exports(
                 "scheduled export skipped: the same export is running; it stays due",
                 schedule=info.name,
                 code=exc.code,
+            )
+        except DestinationDisabledError as exc:  # an admin switched it off: skipped, not a fault
+            status = exc.code
+            log.info(
+                "scheduled export skipped: its destination is disabled",
+                schedule=info.name,
+                destination=exc.destination,
             )
         except CdpError as exc:
             status = exc.code

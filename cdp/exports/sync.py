@@ -9,7 +9,8 @@ error may have kept it), a run that failed or died after some of its data left. 
 keeps the confirmed eligible subjects, sends the unconfirmed eligible ones again (adds) as well
 as the eligible subjects not in it, and withdraws every subject in it, confirmed or not, that is
 no longer eligible (removes) — a consent withdrawal or a restriction turns into a remove.
-``--full`` resends every eligible subject.
+``--full`` resends every eligible subject. Allowing a destination a new field makes every row of
+it unconfirmed (:func:`unconfirm`), so its next runs send every eligible subject again.
 
 The ledger names a subject only where its data may have left cdp, and always before it can
 leave. A file export's rows are written per chunk, in the same transaction as the chunk's audit
@@ -159,16 +160,18 @@ def apply(
     destination_id: str,
     segment: str,
     changed: int | None = None,
+    confirm_adds: bool = True,
 ) -> None:
     """Move the sync state from the staging rows of a run that ended normally: the subjects
-    added become confirmed, those removed or lost leave it, and those of dead-lettered webhook
-    batches (``failed``, adds or removes) whose body may have left (the ledger names them: a
-    request was started) stay in it or enter it unconfirmed (the receiver may have kept the
-    batch although it did not acknowledge it). A dead-lettered batch that never left (every try
-    refused, unresolved or unusable) changes nothing: its subjects keep the row they had, or
-    stay out. Drop the ledger rows of refused adds (decrypted, but the minimum audience kept
-    them from leaving). Subjects of dead-lettered batches that may have left stay in the
-    ledger.
+    added become confirmed (unconfirmed without ``confirm_adds``: the destination's fields were
+    widened while the run sent the old ones, see :func:`unconfirm`), those removed or lost
+    leave it, and those of dead-lettered webhook batches (``failed``, adds or removes) whose
+    body may have left (the ledger names them: a request was started) stay in it or enter it
+    unconfirmed (the receiver may have kept the batch although it did not acknowledge it). A
+    dead-lettered batch that never left (every try refused, unresolved or unusable) changes
+    nothing: its subjects keep the row they had, or stay out. Drop the ledger rows of refused
+    adds (decrypted, but the minimum audience kept them from leaving). Subjects of
+    dead-lettered batches that may have left stay in the ledger.
 
     ``changed``, when known, is how many staged subjects were added, removed or lost: the old
     sync rows of those subjects are then found from whichever side is smaller, the staged
@@ -202,7 +205,7 @@ def apply(
         )
         .exists()
     )
-    for action, confirmed in (("add", True), ("failed", False)):
+    for action, confirmed in (("add", confirm_adds), ("failed", False)):
         rows = sa.select(
             sa.literal(destination_id),
             sa.literal(segment),
@@ -242,6 +245,19 @@ def hold_unconfirmed(
         sa.literal(False, sa.Boolean),
     ).where(RECIPIENTS.c.export_id == export_id)
     _upsert(conn, rows)
+
+
+def unconfirm(conn: Connection, *, destination_id: str) -> int:
+    """The destination's fields were widened (:mod:`cdp.exports.destination_changes`): every
+    subject it holds lacks the new fields, so every row of it becomes unconfirmed and the next
+    run of each segment sends every eligible subject again (with the new fields), and withdraws
+    the others as before. Returns how many rows changed."""
+    done = conn.execute(
+        sa.update(SYNC)
+        .where(SYNC.c.destination_id == destination_id, SYNC.c.confirmed.is_(True))
+        .values(confirmed=False)
+    )
+    return int(done.rowcount or 0)
 
 
 _SYNC_COLUMNS = ["destination_id", "segment", "subject_id", "export_id", "confirmed"]

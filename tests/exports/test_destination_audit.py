@@ -83,3 +83,66 @@ def test_a_change_the_log_cannot_record_is_not_made(
     )  # fmt: skip
     assert made.exit_code != 0
     assert list_destinations(runtime=world.rt) == [] and _records(world) == []
+
+
+def test_changes_and_switching_off_and_on_are_recorded(world: World) -> None:
+    """What was changed, by whom: ``set:<setting>`` for each setting changed, the new field
+    list when the fields changed, the state when it was switched; a request that changes
+    nothing leaves no record."""
+    admin = create_principal(runtime=world.rt, name="root", roles=["admin"]).token
+    headers = {"Authorization": f"Bearer {admin}", "X-Purpose": "operations"}
+    world.destination("mail", "csv", "email_marketing", ["email"])
+    mail = get_destination(runtime=world.rt, name="mail").id
+    with TestClient(create_app()) as client:
+        r = client.patch(
+            "/v1/destinations/mail",
+            json={"fields": ["email", "first_name"], "min_audience": 5},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        assert client.patch("/v1/destinations/mail", json={}, headers=headers).status_code == 200
+        assert client.post("/v1/destinations/mail/disable", headers=headers).status_code == 200
+        assert client.post("/v1/destinations/mail/disable", headers=headers).status_code == 200
+    runner = CliRunner()
+    turned = runner.invoke(cli_app, ["destinations", "enable", "mail", "--token", admin])
+    assert turned.exit_code == 0, turned.output
+    changed = runner.invoke(
+        cli_app, ["destinations", "update", "mail", "--min-audience", "9", "--token", admin]
+    )
+    assert changed.exit_code == 0, changed.output
+    assert _records(world) == [
+        ("root", "write", [f"destination:{mail}", "set:fields", "set:min_audience",
+                           "field:email", "field:first_name"]),
+        ("root", "write", [f"destination:{mail}", "set:enabled", "enabled:false"]),
+        ("root", "write", [f"destination:{mail}", "set:enabled", "enabled:true"]),
+        ("root", "write", [f"destination:{mail}", "set:min_audience"]),
+    ]  # fmt: skip
+
+
+def test_a_change_or_switch_the_log_cannot_record_is_not_made(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = create_principal(runtime=world.rt, name="root", roles=["admin"]).token
+    world.person({"email": "a@example.com"})
+    world.destination("mail", "csv", "email_marketing", ["email"], min_audience=1)
+    world.export_email()
+    before = get_destination(runtime=world.rt, name="mail")
+    real = operations.record_access
+
+    def failing(**kwargs: object) -> None:
+        real(**kwargs)  # type: ignore[arg-type]
+        raise AuditWriteError("the audit log refused the record")
+
+    monkeypatch.setattr(operations, "record_access", failing)
+    runner = CliRunner()
+    for args in (
+        ["update", "mail", "--fields", "email,first_name", "--min-audience", "3"],
+        ["disable", "mail"],
+    ):
+        done = runner.invoke(cli_app, ["destinations", *args, "--token", admin])
+        assert done.exit_code != 0
+    assert get_destination(runtime=world.rt, name="mail") == before
+    assert _records(world) == []
+    with world.rt.data_engine.connect() as conn:  # the sync state was not touched either
+        held = conn.execute(sa.text("SELECT confirmed FROM export_sync_members")).scalars().all()
+    assert [bool(c) for c in held] == [True]
