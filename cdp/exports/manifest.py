@@ -44,6 +44,7 @@ class ExportCounts:
     removed: int = 0
     removes_failed: int = 0
     removes_unresolvable: int = 0
+    removes_rectified: int = 0
 
     def adds_up(self) -> bool:
         """The members equation above."""

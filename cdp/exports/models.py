@@ -228,3 +228,31 @@ class ExportSchedule(SQLModel, table=True):
     last_status: str | None = Field(default=None, max_length=32)
     enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
+
+
+class RectifiedValue(SQLModel, table=True):
+    """A rectified field of a subject that a destination holds, pending its next export
+    (:mod:`cdp.exports.rectified`): the value it replaced, sealed under the subject's data key,
+    where the destination matches removes on the field (email, phone), so that export can
+    withdraw it; none for the other fields (the export re-sends them)."""
+
+    __tablename__ = "export_rectified_values"
+    __table_args__ = (Index("ix_export_rectified_values_subject", "subject_id"),)
+
+    destination_id: str = Field(
+        sa_column=Column(
+            String(20),
+            ForeignKey("export_destinations.id", ondelete="CASCADE"),
+            primary_key=True,
+            nullable=False,
+        )
+    )
+    subject_id: str = Field(primary_key=True, max_length=32)
+    field: str = Field(primary_key=True, max_length=32)
+    ciphertext: bytes | None = Field(
+        default=None,
+        sa_column=Column(LargeBinary, nullable=True),
+        description="The replaced value, sealed (vault field rectified:<destination id>:<field>); "
+        "NULL for a field removes do not match on, or none stored before.",
+    )
+    rectified_at: datetime = Field(sa_type=UtcDateTime, nullable=False)

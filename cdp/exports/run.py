@@ -60,6 +60,8 @@ from cdp.exports.pair_lock import pair_lock
 from cdp.exports.recheck import LATE_CONSENT, Recheck, take_marks
 from cdp.exports.records import RUNS, finish_run, start_run
 from cdp.exports.recovery import recover_interrupted
+from cdp.exports.rectified import settle
+from cdp.exports.removes import RemovesDone, read_rectified, send_removes, unstaged
 from cdp.exports.send import Progress, send_staged
 from cdp.exports.webhook import RetryPolicy
 from cdp.logging import get_logger
@@ -253,30 +255,30 @@ def _pipeline(
     if not below_minimum(dest, left):
         left = _adds(runtime, ctx, dest, outputs, staged, counts, progress, clock, recheck)
     refused = below_minimum(dest, left)
+    found = read_rectified(runtime, ctx, dest)  # values rectified since the destination got them
+    alone = unstaged(runtime, export_id, found)
     if refused:
         _refuse_adds(runtime, export_id, counts)
-        if not staged.to_remove:  # nothing may leave: close as before, with no output
+        if not staged.to_remove and not alone:  # nothing may leave: close, with no output
             outputs.abort()
             _close(runtime, manifest, REFUSED, clock, error=ERROR_CODE)
             return refusal(dest, counts, left, export_id=export_id, status=REFUSED)
 
-    if staged.to_remove:  # always sent: the minimum audience never holds back a withdrawal
-        rm_sink = outputs.sink("remove")
-        lost, rm_failed, _ = send_staged(
-            runtime, ctx, dest, outputs, rm_sink, "remove", staged.to_remove, progress, clock
-        )
-        _mark(runtime, export_id, lost, "lost")
-        _mark(runtime, export_id, rm_failed, "failed")
-        counts.removes_unresolvable = len(lost)
-        counts.removes_failed = len(rm_failed)
-        counts.removed = staged.to_remove - len(lost) - len(rm_failed)
+    removes = RemovesDone(found)
+    if staged.to_remove or alone:  # always sent: the minimum audience never holds them back
+        removes = send_removes(
+            runtime, ctx, dest, outputs, to_remove=staged.to_remove, found=found, alone=alone,
+            counts=counts, progress=progress, clock=clock,
+        )  # fmt: skip
+        _mark(runtime, export_id, removes.lost, "lost")
+        _mark(runtime, export_id, removes.failed, "failed")
     manifest.outputs = outputs.commit()
     if refused:
         status, error = REMOVES_ONLY, ERROR_CODE
     else:
         failed = counts.failed_delivery or counts.removes_failed
         status, error = ("partial" if failed else "succeeded"), None
-    _close(runtime, manifest, status, clock, apply_sync=True, error=error)
+    _close(runtime, manifest, status, clock, apply_sync=True, error=error, removes=removes)
     outputs.write_manifest(manifest.to_document())
     if refused:
         return refusal(dest, counts, left, export_id=export_id, status=REMOVES_ONLY)
@@ -337,6 +339,7 @@ def _close(
     apply_sync: bool = False,
     error: str | None = None,
     unsent: list[str] | None = None,
+    removes: RemovesDone | None = None,
 ) -> None:
     """Close the run in one transaction. Without ``apply_sync`` (refused or failed) the ledger
     keeps only what may have left cdp: nothing (``unsent`` None: the files were removed), or
@@ -363,6 +366,14 @@ def _close(
                 changed=c.sent + c.removed + c.removes_unresolvable,
                 confirm_adds=not widened,
             )
+            if removes is not None:  # the rectified values withdrawn leave, the others stay
+                settle(
+                    conn,
+                    destination_id=manifest.destination_id,
+                    read=removes.rectified,
+                    failed=removes.failed + removes.failed_rectified,
+                    staged_at=manifest.consent_snapshot_at,
+                )
         else:
             sync.forget_recipients(conn, export_id=manifest.export_id, subject_ids=unsent)
             sync.hold_unconfirmed(

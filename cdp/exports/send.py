@@ -11,7 +11,7 @@ batches; a webhook sink writes the ledger rows of each batch as its request star
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cdp.access.context import AccessContext
@@ -43,9 +43,13 @@ def send_staged(
     progress: Progress | None,
     clock: Clock,
     recheck: Recheck | None = None,
+    replaced: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[list[str], list[str], dict[str, str]]:
     """Decrypt, audit and write every staged subject with ``action``; return (ids without
-    usable data, ids whose delivery failed, ids found no longer eligible by ``recheck``)."""
+    usable data, ids whose delivery failed, ids found no longer eligible by ``recheck``).
+    ``replaced``: values rectified since the destination got them (subject -> {field: the
+    value it holds}), written in place of the current ones (removes: the destination is
+    withdrawn what it holds, never sent a value it did not get)."""
     maker = outputs.maker
     needs = maker.needs
     ledger_here = not outputs.ledger_per_batch
@@ -63,6 +67,10 @@ def send_staged(
             kept = ids if recheck is None else recheck.drop(runtime.data_engine, ids, late)
             dense = stored > 0 and is_dense(kept, stored)
             profiles = decrypt_chunk(runtime, kept, needs, dense=dense) if kept else {}
+            if replaced:
+                for sid in kept:
+                    if sid in replaced:
+                        profiles[sid] = {**profiles.get(sid, {}), **replaced[sid]}
             out_ids, rows, unusable = maker.make_chunk(kept, profiles)
             if profiles:
                 # The audit record and (files) the recipients ledger rows commit together,

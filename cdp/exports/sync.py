@@ -105,10 +105,12 @@ def record_batch(
     at: datetime,
 ) -> None:
     """Append the ledger rows of one webhook batch whose request is about to be written (its
-    body may leave cdp from now on)."""
+    body may leave cdp from now on). A subject the export named already (a remove of a
+    rectified value after its add, :mod:`cdp.exports.removes`) keeps its row."""
     if subject_ids:
+        insert: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         conn.execute(
-            sa.insert(RECIPIENTS),
+            insert(RECIPIENTS).on_conflict_do_nothing(index_elements=["export_id", "subject_id"]),
             [
                 {
                     "export_id": export_id,

@@ -13,6 +13,10 @@ people is ingestion's decision, not a correction's. So is a new value that ident
 person (a tombstone): ingestion refuses it as ``erased``, and a correction must not hand it to a
 live customer either. Both are checked under every pseudonym-key version, and a refusal changes
 nothing.
+
+Every destination that holds the person and a corrected field is told: the next export sends it
+the corrected value and withdraws a replaced email or phone (:mod:`cdp.exports.rectified`); the
+request's outcome lists the destinations that received a corrected field (art. 19).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from cdp.access.categories import PII_FIELDS
 from cdp.crypto.normalize import IdentityKind
 from cdp.db.models import Identity, RectifiedIdentity, Tombstone
 from cdp.errors import ConflictError, InvalidInputError, NormalizationError
+from cdp.exports.rectified import note_rectification
 from cdp.ingest.customer_record import CustomerRecord
 from cdp.profiles.pii_records import read_one, write_sealed
 from cdp.runtime import Runtime
@@ -164,15 +169,22 @@ def rectify(
 ) -> list[str]:
     """Re-encrypt ``corrections`` (field -> new value) of the subject; return the fields changed.
 
+    The destinations holding a corrected field are told in the same transaction
+    (:func:`cdp.exports.rectified.note_rectification`): they receive the new value on their next
+    export, and the replaced email or phone is withdrawn there by a remove.
+
     The corrections are checked again (:func:`checked_corrections`), for a request filed before
     they were checked when filed."""
     corrections = checked_corrections(corrections, default_region=runtime.settings.default_region)
     sealed = read_one(conn, subject_id, lock=True)
+    replaced: dict[str, str | None] = dict.fromkeys(corrections)
     for field, value in sorted(corrections.items()):
         if field in IDENTITY_FIELDS:
             blob = sealed.get(field)
             old = None if blob is None else runtime.vault.decrypt(subject_id, field, blob)
             _retoken(runtime, conn, subject_id, IDENTITY_FIELDS[field], (old, value), now)
+            replaced[field] = None if old == value else old  # the same value: nothing to withdraw
     record = {**sealed, **runtime.vault.encrypt_fields(subject_id, dict(corrections))}
     write_sealed(conn, {subject_id: record}, existing={subject_id} if sealed else (), now=now)
+    note_rectification(conn, runtime=runtime, subject_id=subject_id, replaced=replaced, now=now)
     return sorted(corrections)

@@ -76,6 +76,12 @@ ENTRIES: tuple[SubjectTable, ...] = (
     ),
     _e("export_staging", "subject_id", D, "members of a running export"),
     _e("export_sync_members", "subject_id", D, "what a destination holds (sync state)"),
+    _e(
+        "export_rectified_values",
+        "subject_id",
+        D,
+        "replaced values a destination's next export withdraws (sealed under the shredded key)",
+    ),
     _e("webhook_deliveries", "subject_ids", S, "dead-letter batches name their subjects"),
     # segments and traits (issue 6)
     _e("segment_snapshot_members", "subject_id", D, "segment membership", section="segments"),

@@ -23,6 +23,7 @@ from cdp.audit.service import record_access, require
 from cdp.clock import Clock, utcnow
 from cdp.db.models import Identity
 from cdp.errors import CdpError, ConflictError, NotFoundError
+from cdp.exports.rectified import recipients_to_notify
 from cdp.logging import get_logger
 from cdp.privacy import access_package, request_filing, request_lifecycle, requests
 from cdp.privacy.erasure import erase_subject
@@ -31,7 +32,7 @@ from cdp.privacy.objection import object_to_marketing
 from cdp.privacy.rectification import rectify
 from cdp.privacy.requests import RequestStatus, RequestType, RequestView
 from cdp.privacy.restriction import is_restricted, lift_request, restrict
-from cdp.profiles.former_ids import current_ids
+from cdp.profiles.former_ids import absorbed_ids, current_ids
 from cdp.runtime import Runtime
 
 RESOURCE = "privacy_requests"
@@ -153,7 +154,8 @@ def _rectify(
         if row is None:
             done = [s.note for s in view.steps if s.note and s.note.startswith(APPLIED)]
             if done:
-                return {"rectified_fields": done[-1].removeprefix(APPLIED).split(",")}
+                fields = done[-1].removeprefix(APPLIED).split(",")
+                return _rectified(conn, sid, fields)
             raise ConflictError(
                 f"privacy request {view.id} carries no corrections (filed for someone not known "
                 "yet by an earlier version, which did not keep them): reject it and file it again"
@@ -179,9 +181,21 @@ def _rectify(
             fields=fields,
             conn=conn,
         )
+        outcome = _rectified(conn, sid, fields)
     if owner == view.id:
         runtime.vault.shred([view.id])
-    return {"rectified_fields": fields}
+    return outcome
+
+
+def _rectified(conn: Connection, sid: str, fields: list[str]) -> dict[str, Any]:
+    """A rectification's outcome: the fields, and the destinations the recipients ledger says
+    received one of them (art. 19: each must be told; the next export to each sends the new
+    value and withdraws a replaced email or phone, :mod:`cdp.exports.rectified`)."""
+    person = [sid, *absorbed_ids(conn, [sid])]
+    return {
+        "rectified_fields": fields,
+        "destinations_to_notify": recipients_to_notify(conn, subject_ids=person, fields=fields),
+    }
 
 
 def _restrict(

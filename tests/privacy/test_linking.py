@@ -60,7 +60,11 @@ def test_a_rectification_filed_before_the_person_exists_is_applied_once_they_do(
     )
     done = _run(rt, rid)
     assert done.status == "completed" and done.subject_id == sid
-    assert done.outcome == {"subject_found": True, "rectified_fields": ["city"]}
+    assert done.outcome == {
+        "subject_found": True,
+        "rectified_fields": ["city"],
+        "destinations_to_notify": [],
+    }
     assert rt.vault.decrypt_fields(sid, read_pii(rt, sid)) == {"city": "Braga"}
     assert _payload_kinds(rt) == [] and not rt.vault.has_key(rid)
     log = AuditLogRow.__table__  # type: ignore[attr-defined]
@@ -154,7 +158,11 @@ def test_a_rectification_run_again_after_its_corrections_were_applied_completes(
     assert _payload_kinds(rt) == []
     done = runner.run(runtime=rt, ctx=ctx(), request_id=rid)
     assert done.status == "completed"
-    assert done.outcome == {"subject_found": True, "rectified_fields": ["city"]}
+    assert done.outcome == {
+        "subject_found": True,
+        "rectified_fields": ["city"],
+        "destinations_to_notify": [],
+    }
     assert [s.note for s in done.steps][-4:] == [
         "corrections applied: city",
         "failed: internal_error",

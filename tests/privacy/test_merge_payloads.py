@@ -71,6 +71,10 @@ def test_the_absorbed_subjects_package_and_corrections_survive_a_merge(
     assert package["personal_data"]["city"] == "Porto"  # as produced, before the merge
     done = runner.run(runtime=rt, ctx=ctx(), request_id=fix)
     assert done.status == "completed" and done.subject_id == older
-    assert done.outcome == {"subject_found": True, "rectified_fields": ["last_name"]}
+    assert done.outcome == {
+        "subject_found": True,
+        "rectified_fields": ["last_name"],
+        "destinations_to_notify": [],
+    }
     values = rt.vault.decrypt_fields(older, read_pii(rt, older))
     assert values["last_name"] == "Corrected"

@@ -256,7 +256,11 @@ def test_rectification_reencrypts_and_moves_the_identity(cdp_env: CdpEnv) -> Non
         "old@example.org",
         corrections={"email": "new@example.org", "city": "Newtown"},
     )
-    assert done.outcome == {"subject_found": True, "rectified_fields": ["city", "email"]}
+    assert done.outcome == {
+        "subject_found": True,
+        "rectified_fields": ["city", "email"],
+        "destinations_to_notify": [],
+    }
     from tests.factories import read_pii
 
     values = rt.vault.decrypt_fields(sid, read_pii(rt, sid))
@@ -329,6 +333,7 @@ def test_corrections_are_stored_as_ingestion_would_store_them(cdp_env: CdpEnv) -
     assert done.outcome == {
         "subject_found": True,
         "rectified_fields": ["country", "email", "phone"],
+        "destinations_to_notify": [],
     }
     from tests.factories import read_pii
 
