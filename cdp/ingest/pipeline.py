@@ -102,6 +102,10 @@ class Summary:
     """Consent records that named an erased identity and whose withdrawal was recorded for the
     live subjects their other identities name (not rejects: their ledger entries are counted in
     ``inserted``, or ``duplicates``)."""
+    expired: int = 0
+    """Valid new records past every retention window of their kind when they arrived
+    (:func:`cdp.privacy.registry.longest_retention`): events not stored, orders stored without
+    their personal link. Neither ``inserted`` nor ``rejected`` (not in the reject file)."""
     seconds: float = 0.0
     rejects_path: Path | None = None
     reasons: dict[str, int] = field(default_factory=dict)
@@ -121,6 +125,7 @@ class Summary:
             "merges": self.merges,
             "subjects_created": self.subjects_created,
             "erased_named": self.erased_named,
+            "expired": self.expired,
             "seconds": round(self.seconds, 3),
             "rejects_file": printable_path(self.rejects_path) if self.rejects_path else None,
             "reasons": dict(sorted(self.reasons.items())),
@@ -306,12 +311,14 @@ def ingest_file(
                     summary.merges += outcome.merges
                     summary.subjects_created += outcome.subjects_created
                     summary.erased_named += outcome.erased_named
+                    summary.expired += outcome.expired
                     count_ingest(
                         channel="file",
                         kind=kind.value,
                         accepted=outcome.inserted + outcome.updated,
                         rejected=len(outcome.rejects),
                         duplicates=outcome.duplicates,
+                        expired=outcome.expired,
                     )
                     if progress is not None:
                         progress(summary.read, 0)
