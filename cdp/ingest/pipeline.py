@@ -11,7 +11,10 @@ harmless.
 
 Rejected records go to a JSON Lines file next to the input (``<input>.rejects.jsonl``): line
 number, reason code, field names and a message — never the rejected values
-(:mod:`cdp.ingest.rejects_file`). Each batch is committed by :mod:`cdp.ingest.batch_commit`.
+(:mod:`cdp.ingest.rejects_file`). Only a run that reads a record replaces (or, rejecting
+nothing, removes) the previous run's reject file; a run refused before its first record (the CSV
+header, a damaged gzip) or a file without records leaves it as it was. Each batch is committed
+by :mod:`cdp.ingest.batch_commit`.
 """
 
 from __future__ import annotations
@@ -285,10 +288,12 @@ def ingest_file(
     )
     batches = _batches(raw, MODELS[kind], record_context(runtime, converter, clock()), size)
     damaged: DamagedInputError | None = None
+    began = False  # a record was read: the run replaces (or removes) the previous reject file
     try:
         with handle, collector_paused():
             try:
                 for items, bad, read in batches:
+                    began = True
                     outcome = run_batch(
                         runtime,
                         WRITERS[kind],
@@ -332,7 +337,12 @@ def ingest_file(
             except DamagedInputError as exc:
                 damaged = exc  # raised after the batch of the records read before it
     finally:
-        rejects.close()
+        if began:
+            rejects.close()
+        else:
+            # refused before its first record (the CSV header, a file changed after its gzip
+            # check), or a file without records: the previous run's rejects still describe it
+            rejects.discard()
         summary.seconds = time.perf_counter() - started
     summary.rejects_path = rejects.path if rejects.used else None
     log.info("ingest finished", **{k: v for k, v in summary.as_dict().items() if k != "reasons"})
