@@ -57,7 +57,7 @@ HTTP_LIMITED: Final = Counter(
 INGEST_RECORDS: Final = Counter(
     "cdp_ingest_records",
     "Records received by ingestion, by channel (file, http), record kind and outcome "
-    "(accepted, rejected, duplicate).",
+    "(accepted, rejected, duplicate, expired: past every retention window on arrival).",
     ("channel", "kind", "outcome"),
 )
 AUDIT_WRITE: Final = Histogram(
@@ -113,11 +113,24 @@ def count_limited(*, reason: str) -> None:
 
 
 def count_ingest(
-    *, channel: str, kind: str, accepted: int, rejected: int, duplicates: int = 0
+    *,
+    channel: str,
+    kind: str,
+    accepted: int,
+    rejected: int,
+    duplicates: int = 0,
+    expired: int = 0,
 ) -> None:
-    """Records of one ingestion batch or request: stored (inserted or updated), refused, and
-    replays recognised as already stored."""
-    for outcome, n in (("accepted", accepted), ("rejected", rejected), ("duplicate", duplicates)):
+    """Records of one ingestion batch or request: stored (inserted or updated), refused, replays
+    recognised as already stored, and records past every retention window when they arrived
+    (events not stored, orders stored unlinked)."""
+    counts = (
+        ("accepted", accepted),
+        ("rejected", rejected),
+        ("duplicate", duplicates),
+        ("expired", expired),
+    )
+    for outcome, n in counts:
         if n:
             INGEST_RECORDS.labels(channel, kind, outcome).inc(n)
 

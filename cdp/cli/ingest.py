@@ -81,7 +81,15 @@ def run_ingest(
 
 def summary_table(summaries: list[Summary]) -> Table:
     table = Table(
-        "file", "read", "inserted", "updated", "duplicates", "rejected", "merges", "rec/s"
+        "file",
+        "read",
+        "inserted",
+        "updated",
+        "duplicates",
+        "expired",
+        "rejected",
+        "merges",
+        "rec/s",
     )
     for s in summaries:
         table.add_row(
@@ -90,11 +98,18 @@ def summary_table(summaries: list[Summary]) -> Table:
             f"{s.inserted:,}",
             f"{s.updated:,}",
             f"{s.duplicates:,}",
+            f"{s.expired:,}",
             f"{s.rejected:,}",
             f"{s.merges:,}",
             f"{s.rate:,.0f}",
         )
     return table
+
+
+EXPIRED_NOTE = {
+    "events": "not stored (retention would keep them for no one)",
+    "orders": "stored without their link to a person, as anonymous sales",
+}
 
 
 def _print_summary(summary: Summary) -> None:
@@ -103,6 +118,11 @@ def _print_summary(summary: Summary) -> None:
         console.print(
             f"{summary.erased_named} withdrawal(s) named an erased identity: recorded for the "
             "live subjects their other identities name only"
+        )
+    if summary.expired:
+        console.print(
+            f"{summary.expired} record(s) past every retention window when they arrived: "
+            + EXPIRED_NOTE.get(summary.kind, "not stored")
         )
     if summary.rejects_path is not None:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
@@ -138,8 +158,9 @@ def _command(kind: RecordKind) -> None:
             _print_summary(exc.summary)  # what was ingested before the damage; then the error
             raise
         _print_summary(summary)
-        stored = summary.inserted + summary.updated + summary.duplicates
-        if (summary.read and stored == 0) or (strict and summary.rejected):
+        # expired records were valid and treated as retention would treat them: not a failure
+        handled = summary.inserted + summary.updated + summary.duplicates + summary.expired
+        if (summary.read and handled == 0) or (strict and summary.rejected):
             raise SystemExit(1)  # not typer.Exit: the root runs Click with standalone_mode off
 
 

@@ -60,6 +60,10 @@ class Outcome:
     erased_named: int = 0
     """Consent records that named an erased identity and whose withdrawal was recorded for the
     live subjects their other identities name (their entries count as inserted or duplicates)."""
+    expired: int = 0
+    """New records past every retention window of their table when they arrived
+    (:func:`cdp.privacy.registry.longest_retention`): events not stored, orders stored without
+    their personal link. Valid records, not rejects; not counted as inserted."""
     resolutions: list[Resolution] = field(default_factory=list)
     """Resolutions to finish (absorbed data keys to destroy) once the batch committed."""
 
@@ -77,6 +81,7 @@ class Outcome:
         self.merges += other.merges
         self.subjects_created += other.subjects_created
         self.erased_named += other.erased_named
+        self.expired += other.expired
         self.rejects.extend(other.rejects)
         self.resolutions.extend(other.resolutions)
 

@@ -4,6 +4,13 @@ A message without an id gets a deterministic one (a hash of its content), so tha
 same line or request is still recognised. Properties are free-form and may carry personal data,
 so they are stored as JSON encrypted under the subject's data key with the vault field
 ``event:<message_id>``; they vanish with the key on erasure.
+
+An event older than the longest retention window of the purposes that keep events
+(:func:`cdp.privacy.registry.longest_retention`: 730 days) when it arrives is counted
+``expired`` and not stored: retention would keep it for no one, whatever their consent, so
+storing it (and resolving, or creating, its subject) would be processing without a basis. It is
+judged after the replay check (an event already stored is a duplicate) and by its own time, the
+one it would be stored with.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 from cdp.ingest.batch import BatchContext, Outcome, claim_of, existing, refusal
 from cdp.ingest.bulk import insert_rows
 from cdp.ingest.records import EventRecord
+from cdp.privacy.registry import longest_retention
 from cdp.profiles.merge import event_field
 from cdp.profiles.models import Event
 from cdp.profiles.resolve import resolve
@@ -38,11 +46,16 @@ def write_events(ctx: BatchContext, items: Sequence[tuple[int, EventRecord]]) ->
     ids = [(p, r, message_id_of(r)) for p, r in items]
     stored = existing(ctx.conn, et.c.message_id, (m for _, _, m in ids))
     fresh, seen = [], set()
+    window = longest_retention("events")
+    oldest = None if window is None else ctx.now - window
     for p, r, mid in ids:
         if mid in stored or mid in seen:
             out.duplicates += 1
             continue
         seen.add(mid)
+        if oldest is not None and r.timestamp < oldest:
+            out.expired += 1  # past every window: kept for no one
+            continue
         fresh.append((p, r, mid))
     if not fresh:
         return out

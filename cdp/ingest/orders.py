@@ -5,6 +5,13 @@ row's status, total, discount, coupon and ``source_updated_at`` are updated and 
 ``updated``. Its line items are not rewritten. Only new orders go through identity resolution (an
 order for an unknown customer creates a subject holding just that identity).
 
+A new order older than the support window when it arrives
+(:func:`cdp.privacy.registry.longest_retention`: 1095 days) is stored without its personal link
+(``subject_id`` null, line items kept) and counted ``expired``, not ``inserted``: retention would
+cut that link at its next run for everyone (``support`` rests on contract), so the order is stored
+as retention leaves it — an anonymous sale for the accounts — and its identities are not resolved
+(no subject is created or linked for it, whoever it names, an erased person included).
+
 Which of several rows of one order holds (:func:`_precedence`, the same rule within a batch and
 against what is stored):
 
@@ -39,6 +46,7 @@ from cdp.ingest.batch import BatchContext, Outcome, Reject, claim_of, existing, 
 from cdp.ingest.bulk import insert_tuples
 from cdp.ingest.money import to_minor
 from cdp.ingest.records import OrderRecord
+from cdp.privacy.registry import longest_retention
 from cdp.profiles.models import Order, OrderItem
 from cdp.profiles.resolve import resolve
 
@@ -114,7 +122,7 @@ class _Minor:
 
 
 def _order_row(
-    ctx: BatchContext, r: OrderRecord, subject_id: str, minor: _Minor
+    ctx: BatchContext, r: OrderRecord, subject_id: str | None, minor: _Minor
 ) -> tuple[Any, ...]:
     total = minor(r.total, r.currency)
     return (
@@ -205,38 +213,47 @@ def write_orders(ctx: BatchContext, items: Sequence[tuple[int, OrderRecord]]) ->
         )
     if not fresh:
         return out
-    res = out.resolved(
-        resolve(
-            runtime=ctx.runtime,
-            conn=conn,
-            claims=[
-                claim_of(
-                    customer_id=r.customer_id,
-                    email=r.email,
-                    phone=r.phone,
-                    anonymous_id=r.anonymous_id,
-                )
-                for _, r in fresh
-            ],
-            now=ctx.now,
-            keyless=ctx.keyless,
-        )
-    )
+    window = longest_retention("orders")
+    oldest = None if window is None else ctx.now - window
+    expired = [r for _, r in fresh if oldest is not None and r.ordered_at < oldest]
+    fresh = [(p, r) for p, r in fresh if oldest is None or r.ordered_at >= oldest]
     rows = []
     kept: list[OrderRecord] = []
     minor = _Minor()
-    for i, (position, r) in enumerate(fresh):
-        sid = res.subjects[i]
-        if sid is None:
-            out.rejects.append(refusal(position, res.refused[i]))
-            continue
-        rows.append(_order_row(ctx, r, sid, minor))
+    if fresh:
+        res = out.resolved(
+            resolve(
+                runtime=ctx.runtime,
+                conn=conn,
+                claims=[
+                    claim_of(
+                        customer_id=r.customer_id,
+                        email=r.email,
+                        phone=r.phone,
+                        anonymous_id=r.anonymous_id,
+                    )
+                    for _, r in fresh
+                ],
+                now=ctx.now,
+                keyless=ctx.keyless,
+            )
+        )
+        for i, (position, r) in enumerate(fresh):
+            sid = res.subjects[i]
+            if sid is None:
+                out.rejects.append(refusal(position, res.refused[i]))
+                continue
+            rows.append(_order_row(ctx, r, sid, minor))
+            kept.append(r)
+        out.inserted += len(rows)
+    for r in expired:  # past the support window: an anonymous sale, as retention leaves it
+        rows.append(_order_row(ctx, r, None, minor))
         kept.append(r)
+    out.expired += len(expired)
     if not rows:
         return out
     rows.sort(key=itemgetter(0))  # order_ref: the unique index's order (see insert_rows)
     insert_tuples(conn, ot, ORDER_COLUMNS, rows)
-    out.inserted += len(rows)
     ids = {ref: row[1] for ref, row in existing(conn, ot.c.order_ref, seen, ot.c.id).items()}
     item_rows = [
         (

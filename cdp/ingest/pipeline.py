@@ -11,7 +11,10 @@ harmless.
 
 Rejected records go to a JSON Lines file next to the input (``<input>.rejects.jsonl``): line
 number, reason code, field names and a message — never the rejected values
-(:mod:`cdp.ingest.rejects_file`). Each batch is committed by :mod:`cdp.ingest.batch_commit`.
+(:mod:`cdp.ingest.rejects_file`). Only a run that reads a record replaces (or, rejecting
+nothing, removes) the previous run's reject file; a run refused before its first record (the CSV
+header, a damaged gzip) or a file without records leaves it as it was. Each batch is committed
+by :mod:`cdp.ingest.batch_commit`.
 """
 
 from __future__ import annotations
@@ -102,6 +105,10 @@ class Summary:
     """Consent records that named an erased identity and whose withdrawal was recorded for the
     live subjects their other identities name (not rejects: their ledger entries are counted in
     ``inserted``, or ``duplicates``)."""
+    expired: int = 0
+    """Valid new records past every retention window of their kind when they arrived
+    (:func:`cdp.privacy.registry.longest_retention`): events not stored, orders stored without
+    their personal link. Neither ``inserted`` nor ``rejected`` (not in the reject file)."""
     seconds: float = 0.0
     rejects_path: Path | None = None
     reasons: dict[str, int] = field(default_factory=dict)
@@ -121,6 +128,7 @@ class Summary:
             "merges": self.merges,
             "subjects_created": self.subjects_created,
             "erased_named": self.erased_named,
+            "expired": self.expired,
             "seconds": round(self.seconds, 3),
             "rejects_file": printable_path(self.rejects_path) if self.rejects_path else None,
             "reasons": dict(sorted(self.reasons.items())),
@@ -280,10 +288,12 @@ def ingest_file(
     )
     batches = _batches(raw, MODELS[kind], record_context(runtime, converter, clock()), size)
     damaged: DamagedInputError | None = None
+    began = False  # a record was read: the run replaces (or removes) the previous reject file
     try:
         with handle, collector_paused():
             try:
                 for items, bad, read in batches:
+                    began = True
                     outcome = run_batch(
                         runtime,
                         WRITERS[kind],
@@ -306,12 +316,14 @@ def ingest_file(
                     summary.merges += outcome.merges
                     summary.subjects_created += outcome.subjects_created
                     summary.erased_named += outcome.erased_named
+                    summary.expired += outcome.expired
                     count_ingest(
                         channel="file",
                         kind=kind.value,
                         accepted=outcome.inserted + outcome.updated,
                         rejected=len(outcome.rejects),
                         duplicates=outcome.duplicates,
+                        expired=outcome.expired,
                     )
                     if progress is not None:
                         progress(summary.read, 0)
@@ -325,7 +337,12 @@ def ingest_file(
             except DamagedInputError as exc:
                 damaged = exc  # raised after the batch of the records read before it
     finally:
-        rejects.close()
+        if began:
+            rejects.close()
+        else:
+            # refused before its first record (the CSV header, a file changed after its gzip
+            # check), or a file without records: the previous run's rejects still describe it
+            rejects.discard()
         summary.seconds = time.perf_counter() - started
     summary.rejects_path = rejects.path if rejects.used else None
     log.info("ingest finished", **{k: v for k, v in summary.as_dict().items() if k != "reasons"})

@@ -24,7 +24,8 @@ class RejectsFile:
     Rejects are written to a new file cdp creates beside the target (``O_EXCL | O_NOFOLLOW``,
     mode 0600), which replaces the target (by rename: a link's target is never written) only when
     something was rejected; otherwise that file is removed, and so is a stale reject file of an
-    earlier run at the target — a regular file holding cdp's reject lines, nothing else. A
+    earlier run at the target — a regular file holding cdp's reject lines, nothing else —
+    (:meth:`close`), unless the run read no record (:meth:`discard`: the target stays). A
     symbolic link, device, pipe or directory at the target is refused, never followed, written or
     removed."""
 
@@ -86,8 +87,9 @@ class RejectsFile:
             ) from None
 
     def discard(self) -> None:
-        """Remove the file cdp created and leave the target as it is (the run stopped before it
-        read anything: an earlier run's rejects there still describe that run)."""
+        """Remove the file cdp created and leave the target as it is (the run read no record:
+        refused before its first one — a damaged gzip, a CSV header it cannot use — or a file
+        without records; an earlier run's rejects there still describe that run)."""
         self._fh.close()
         self._temp.unlink(missing_ok=True)
 

@@ -14,6 +14,14 @@ order part alone is invalid is stored as an event without its order (the event h
 order's problems are reported; so is an order that contradicts the stored one
 (:mod:`cdp.ingest.segment_orders`) or changes its currency.
 
+A track, page or screen older than the longest retention window of events when it arrives (its
+time as stored, corrected by ``sentAt``) is accepted and not stored, and an ``Order Completed``
+older than the support window stores its order without the personal link
+(:mod:`cdp.ingest.events`, :mod:`cdp.ingest.orders`): the message is valid, nothing the sender
+could change makes it storable, so it is answered like an accepted one (a 400 would make the
+SDKs report a failed batch and drop it, the valid messages stored with it included); it is
+counted (``expired``, in the ingestion metric and a log line) instead.
+
 Replays add nothing: events by ``messageId`` (``events.message_id``), orders by ``order_id``,
 identify/alias by ``seen_messages`` (a second copy within the request too), consent by the
 ledger's dedupe key and because the API records changes of state and at most one repetition per
@@ -39,8 +47,11 @@ from cdp.ingest.orders import write_orders
 from cdp.ingest.segment_alias import customer_claims
 from cdp.ingest.segment_orders import order_conflicts
 from cdp.ingest.segment_plan import STORED, Invalid, Plan, plan_messages
+from cdp.logging import get_logger
 from cdp.observability import count_ingest
 from cdp.runtime import Runtime
+
+log = get_logger("cdp.ingest")
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -129,5 +140,12 @@ def ingest_messages(
         # an Order Completed whose order alone was refused had its event stored: not rejected
         rejected=len({i.index for i in invalid} - {i.index for i in invalid if i.order_only}),
         duplicates=result.outcome.duplicates,
+        expired=result.outcome.expired,
     )
+    if result.outcome.expired:
+        log.info(
+            "segment records past every retention window",
+            source=source,
+            expired=result.outcome.expired,
+        )
     return result

@@ -20,8 +20,9 @@ Treatments on erasure:
 
 ``section`` names where rows go in the access package (tables handled explicitly by
 :mod:`cdp.privacy.access_package` have none). ``time_column`` + ``retention`` say which purposes'
-windows keep a row (:mod:`cdp.privacy.retention`); ``destination_column`` marks a recipients ledger
-that erasure reads first, to list the destinations that must be told.
+windows keep a row (:mod:`cdp.privacy.retention`; the longest of them, :func:`longest_retention`,
+is also the age past which ingestion stores no row linked to a person); ``destination_column``
+marks a recipients ledger that erasure reads first, to list the destinations that must be told.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
+from functools import cache
 
 import sqlalchemy as sa
+
+from cdp.consent.purposes import get_purpose
 
 
 class Treatment(StrEnum):
@@ -128,6 +133,22 @@ ENTRIES: tuple[SubjectTable, ...] = (
     _e("subjects", "id", D, "the subject row itself, last"),
 )
 """Every registered (table, column), in erasure order."""
+
+
+@cache
+def longest_retention(table: str) -> timedelta | None:
+    """The longest window of the purposes whose ``retention`` keeps rows of ``table`` (None when
+    no window governs it). A row older than that is past every window whatever its subject's
+    consent: retention keeps it for no one, so ingestion does not store it as personal data
+    (:mod:`cdp.ingest.events`, :mod:`cdp.ingest.orders`)."""
+    windows = [
+        get_purpose(p).retention
+        for e in ENTRIES
+        if e.table == table and e.time_column is not None
+        for p in e.retention
+    ]
+    return max(windows, default=None)
+
 
 SUBJECT_COLUMN = re.compile(r"(^|_)subject(_id|_ids|s)?$|^(survivor|merged)_id$")
 """Column names that hold subject ids (the registry test checks every match is registered)."""

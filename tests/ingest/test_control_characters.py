@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cdp.clock import FrozenClock
 from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.pipeline import ingest_file
 from cdp.ingest.records import ConsentRecord, EventRecord, OrderRecord
@@ -26,6 +28,10 @@ CONSENT = {"customer_id": "C1", "purpose": "analytics", "status": "granted",
            "notice_version": "v1"}  # fmt: skip
 EVENT = {"customer_id": "C1", "event": "Viewed", "type": "page",
          "timestamp": "2025-01-01T00:00:00Z"}  # fmt: skip
+
+
+CLOCK = FrozenClock(datetime(2025, 6, 1, tzinfo=UTC))
+"""After the records' times, within every retention window (the real clock would age them)."""
 
 
 def _rejects(path: Path | None) -> dict[int, tuple[str, list[str], str]]:
@@ -78,7 +84,7 @@ def test_a_nul_in_free_text_rejects_its_row_and_the_rest_goes_in(
     field: str,
 ) -> None:
     path = _write(tmp_path / f"{kind}{suffix}", [good, bad])
-    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path)
+    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path, clock=CLOCK)
     assert (summary.read, summary.inserted, summary.rejected) == (2, 1, 1)
     line = 3 if suffix == ".csv" else 2
     reason, fields, message = _rejects(summary.rejects_path)[line]

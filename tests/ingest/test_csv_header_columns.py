@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdp.clock import FrozenClock
 from cdp.errors import InvalidInputError
 from cdp.ingest.pipeline import ingest_file
 from cdp.ingest.readers import read_csv
@@ -47,6 +49,8 @@ EVENTS = (
 )
 CUSTOMERS = "customer_id,email,first_name,\nC1,a@example.com,Ann,\nC2,b@example.com,Bo,\n"
 FILES = {"orders": ORDERS, "consents": CONSENTS, "events": EVENTS, "customers": CUSTOMERS}
+CLOCK = FrozenClock(datetime(2025, 6, 1, tzinfo=UTC))
+"""After the records' times, within every retention window (the real clock would age them)."""
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -67,7 +71,7 @@ def test_a_trailing_comma_in_the_header_is_ignored(
     cdp_env: CdpEnv, tmp_path: Path, kind: str
 ) -> None:
     path = _write(tmp_path, f"{kind}.csv", FILES[kind])
-    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path)
+    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path, clock=CLOCK)
     assert (summary.read, summary.rejected, summary.inserted) == (2, 0, 2), summary.reasons
 
 
@@ -80,7 +84,7 @@ def test_several_blank_columns_anywhere_are_ignored(
     lines = FILES[kind].splitlines()
     text = "".join(f",{line.replace(',', ',,', 1)},\n".replace(",", "\t") for line in lines)
     path = _write(tmp_path, f"{kind}.tsv", text)
-    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path)
+    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path, clock=CLOCK)
     assert (summary.read, summary.rejected, summary.inserted) == (2, 0, 2), summary.reasons
 
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cdp.api.app import create_app
+from cdp.clock import FrozenClock
 from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.pipeline import ingest_file
@@ -55,7 +56,8 @@ def test_an_order_time_past_year_1_or_9999_in_utc_is_rejected_and_the_rest_store
     ]  # fmt: skip
     path = tmp_path / "of.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
+    clock = FrozenClock(datetime(2024, 6, 1, tzinfo=UTC))  # within the orders' window
+    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path, clock=clock)
     assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
     reject = _rejects(summary.rejects_path)[2]
     assert reject["reason"] == "invalid" and reject["fields"] == ["ordered_at"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -111,9 +113,12 @@ def test_bad_orders_negative_total_unknown_currency(cdp_env: CdpEnv, tmp_path: P
 
 
 def test_second_run_of_every_file_changes_nothing(cdp_env: CdpEnv, tmp_path: Path) -> None:
-    from cdp.demo import generate_shop
+    from cdp.clock import FrozenClock
+    from cdp.demo import DEFAULT_END, generate_shop
 
     shop = generate_shop(tmp_path / "shop", customers=300, orders=1500, seed=3)
+    # the day after the shop's last: every record within its retention window, whatever the day
+    clock = FrozenClock(datetime.combine(DEFAULT_END + timedelta(days=1), time(), UTC))
     files = {
         "customers": shop.customers,
         "orders": shop.orders,
@@ -121,9 +126,13 @@ def test_second_run_of_every_file_changes_nothing(cdp_env: CdpEnv, tmp_path: Pat
         "events": shop.events,
     }
     rt = cdp_env.runtime
-    first = {k: ingest_file(runtime=rt, kind=k, path=p, batch_size=400) for k, p in files.items()}
+
+    def run(kind: str, path: Path) -> Any:
+        return ingest_file(runtime=rt, kind=kind, path=path, batch_size=400, clock=clock)
+
+    first = {k: run(k, p) for k, p in files.items()}
     before = dump_tables(rt)
-    second = {k: ingest_file(runtime=rt, kind=k, path=p, batch_size=400) for k, p in files.items()}
+    second = {k: run(k, p) for k, p in files.items()}
     assert dump_tables(rt) == before
     for kind, s in second.items():
         assert (s.inserted, s.updated, s.rejected) == (0, 0, 0), kind

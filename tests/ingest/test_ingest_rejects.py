@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cdp.clock import FrozenClock
 from cdp.ingest.pipeline import ingest_file
 from tests.conftest import CdpEnv
 from tests.ingest.helpers import CUSTOMER_HEADER, count, customer, write_csv, write_jsonl
@@ -52,6 +54,7 @@ def test_an_address_or_traits_that_is_not_an_object_rejects_its_line_only(
 def test_a_digit_only_time_is_rejected_and_nothing_is_stored_in_1970(
     cdp_env: CdpEnv, tmp_path: Path
 ) -> None:
+    clock = FrozenClock(datetime(2024, 6, 1, tzinfo=UTC))  # the records' time, within every window
     header = "order_id,customer_id,ordered_at,total,currency\n"
     path = tmp_path / "orders.csv"
     path.write_text(
@@ -59,7 +62,7 @@ def test_a_digit_only_time_is_rejected_and_nothing_is_stored_in_1970(
         "O3,C1,1705312800,10.00,USD\n",
         encoding="utf-8",
     )
-    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path)
+    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path, clock=clock)
     assert (summary.read, summary.inserted, summary.rejected) == (3, 1, 2)
     rejects = _rejects(summary.rejects_path)
     assert sorted(rejects) == [2, 4]
@@ -73,7 +76,7 @@ def test_a_digit_only_time_is_rejected_and_nothing_is_stored_in_1970(
         {"customer_id": "C1", "event": "Viewed", "timestamp": "20240115"},
         {"customer_id": "C1", "event": "Viewed", "timestamp": "2024-01-15T10:00:00Z"},
     ])  # fmt: skip
-    summary = ingest_file(runtime=cdp_env.runtime, kind="events", path=events)
+    summary = ingest_file(runtime=cdp_env.runtime, kind="events", path=events, clock=clock)
     assert (summary.read, summary.inserted, summary.rejected) == (3, 1, 2)
     assert set(_rejects(summary.rejects_path)) == {1, 2}
 

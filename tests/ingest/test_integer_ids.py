@@ -6,6 +6,7 @@ long for an id is refused (the rule is named, never the value)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from cdp.clock import FrozenClock
 from cdp.ingest.customer_record import CustomerRecord
 from cdp.ingest.fastpath import fast_order
 from cdp.ingest.pipeline import ingest_file
@@ -45,6 +47,8 @@ EVENT = {
     "event": "Product Viewed",
     "timestamp": "2025-03-04T05:06:07Z",
 }
+CLOCK = FrozenClock(datetime(2025, 6, 1, tzinfo=UTC))
+"""After the records' times, within every retention window (the real clock would age them)."""
 KINDS: list[tuple[str, dict[str, Any]]] = [
     ("customers", CUSTOMER),
     ("orders", ORDER),
@@ -73,7 +77,7 @@ def test_json_integer_ids_are_ingested(
     cdp_env: CdpEnv, tmp_path: Path, kind: str, row: dict[str, Any]
 ) -> None:
     path = write_jsonl(tmp_path / f"{kind}.jsonl", [row])
-    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path)
+    summary = ingest_file(runtime=cdp_env.runtime, kind=kind, path=path, clock=CLOCK)
     assert (summary.read, summary.rejected, summary.inserted) == (1, 0, 1), summary.reasons
 
 
@@ -86,11 +90,11 @@ def test_a_csv_cell_and_a_json_integer_name_the_same_thing(
     csv_path = write_csv(tmp_path / f"{kind}.csv", [_as_csv_row(row)], list(row))
     jsonl_path = write_jsonl(tmp_path / f"{kind}.jsonl", [row])
     first, second = (csv_path, jsonl_path) if csv_first else (jsonl_path, csv_path)
-    one = ingest_file(runtime=rt, kind=kind, path=first)
+    one = ingest_file(runtime=rt, kind=kind, path=first, clock=CLOCK)
     assert (one.rejected, one.inserted) == (0, 1), one.reasons
     tokens = _tokens(rt)
     subjects = count(rt, "subjects")
-    two = ingest_file(runtime=rt, kind=kind, path=second)
+    two = ingest_file(runtime=rt, kind=kind, path=second, clock=CLOCK)
     assert (two.rejected, two.inserted, two.updated, two.duplicates) == (0, 0, 0, 1), two.reasons
     assert _tokens(rt) == tokens  # the same identity tokens, no new ones
     assert count(rt, "subjects") == subjects

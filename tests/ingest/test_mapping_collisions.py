@@ -10,12 +10,14 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdp.clock import FrozenClock
 from cdp.errors import InvalidInputError
 from cdp.ingest.pipeline import ingest_file
 from cdp.ingest.readers import read_csv, read_jsonl
@@ -76,7 +78,13 @@ def test_a_jsonl_record_whose_keys_collide_after_the_mapping_is_rejected_at_its_
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     mapping = tmp_path / "m.json"
     mapping.write_text('{"columns": {"cid2": "customer_id"}}')
-    summary = ingest_file(runtime=cdp_env.runtime, kind="orders", path=path, mapping_path=mapping)
+    summary = ingest_file(
+        runtime=cdp_env.runtime,
+        kind="orders",
+        path=path,
+        mapping_path=mapping,
+        clock=FrozenClock(datetime(2024, 6, 1, tzinfo=UTC)),  # within the orders' window
+    )
     assert (summary.read, summary.inserted, summary.rejected) == (3, 2, 1)
     assert summary.rejects_path is not None
     [reject] = map(json.loads, summary.rejects_path.read_text().splitlines())
