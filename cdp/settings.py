@@ -213,6 +213,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Days an access package stays downloadable before retention deletes it.",
     )
+    privacy_contact: str | None = Field(
+        default=None,
+        max_length=500,
+        description=(
+            "Who a person contacts to exercise their rights (the controller's or DPO's name and "
+            "address, email or web form), stated in every access package (GDPR art. 13-15)."
+        ),
+    )
+    supervisory_authority: str | None = Field(
+        default=None,
+        max_length=500,
+        description=(
+            "The supervisory authority a person may complain to (name and address or web page), "
+            "stated in every access package beside the right to lodge a complaint (art. 77)."
+        ),
+    )
 
     max_request_bytes: int = Field(
         default=1_048_576,

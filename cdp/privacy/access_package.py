@@ -5,7 +5,10 @@ The package is JSON that validates against the published schema ``audit/access-p
 rendered for people as ``audit/access-package.html.j2``. Sections: decrypted personal data, the
 identity kinds held, orders with items, events with decrypted properties, consent state and full
 history, every table the registry files under ``traits``, ``segments`` and ``recipients`` (whoever
-owns them), restrictions, privacy requests, and the audit trail of who read the person's data.
+owns them), restrictions, privacy requests, the audit trail of who read the person's data,
+and ``processing``: the information art. 15(1) owes beside the data (purposes, categories,
+retention, sources, profiling, rights, complaint), generated from the configuration
+(:mod:`cdp.privacy.processing_notice`).
 
 A person merged from several subjects (:mod:`cdp.profiles.merge`) is served under every id they
 had (:mod:`cdp.profiles.former_ids`, listed in ``subject.former_ids``): the audit log keeps
@@ -35,7 +38,9 @@ from cdp.audit.chain import format_at
 from cdp.consent import ledger_state
 from cdp.db.all_models import metadata
 from cdp.db.models import Identity, Subject
+from cdp.ingest.customer_record import CUSTOM_TRAITS_FIELD
 from cdp.privacy.models import PrivacyRequest, Restriction
+from cdp.privacy.processing_notice import processing_section
 from cdp.privacy.registry import present_entries
 from cdp.profiles.former_ids import former_ids
 from cdp.profiles.merge import event_field
@@ -70,9 +75,14 @@ def _rows(conn: Connection, table: sa.Table, where: Any, order: Any = None) -> l
     return list(conn.execute(query))
 
 
-def _personal_data(runtime: Runtime, conn: Connection, subject_id: str) -> dict[str, str]:
+def _personal_data(runtime: Runtime, conn: Connection, subject_id: str) -> dict[str, Any]:
+    """The decrypted vault fields; ``custom_traits`` (one JSON object in the vault) as an
+    object, not a string of JSON inside the JSON (art. 20: machine-readable)."""
     sealed = read_one(conn, subject_id)
-    return dict(sorted(runtime.vault.decrypt_fields(subject_id, sealed).items()))
+    fields: dict[str, Any] = dict(sorted(runtime.vault.decrypt_fields(subject_id, sealed).items()))
+    if CUSTOM_TRAITS_FIELD in fields:
+        fields[CUSTOM_TRAITS_FIELD] = json.loads(fields[CUSTOM_TRAITS_FIELD])
+    return fields
 
 
 def _orders(conn: Connection, subject_id: str) -> list[dict[str, Any]]:
@@ -317,6 +327,7 @@ def build(
     }
     _name_recipients(conn, package["recipients"])
     _name_segments(conn, package["segments"])
+    package["processing"] = processing_section(runtime.settings, package)
     validate(package)
     return package
 
