@@ -52,7 +52,7 @@ AUDIT_DIR = Path(__file__).resolve().parents[2] / "audit"
 SCHEMA_PATH = AUDIT_DIR / "access-package.schema.json"
 HTML_TEMPLATE = "access-package.html.j2"
 FORMAT = "cdp-access-package"
-VERSION = 1
+VERSION = 2
 GENERIC_SECTIONS = ("traits", "segments", "recipients")
 
 

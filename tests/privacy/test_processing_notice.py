@@ -171,3 +171,21 @@ def test_custom_traits_are_an_object_and_the_html_says_it_all(
     assert "favourite colour" in page and "teal" in page
     for other in ("person2@example.com", "Given2", "mauve", "O999999"):
         assert other not in page
+
+
+def test_a_package_produced_before_the_processing_section_still_renders(
+    cdp_env: CdpEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package stored by the previous release (format version 1: no ``processing``, custom
+    traits as one JSON text) stays downloadable for ``CDP_PRIVACY_PACKAGE_DAYS`` after an
+    upgrade: its HTML summary renders what it holds instead of failing."""
+    package, _ = _package(cdp_env, tmp_path, monkeypatch)
+    assert package["version"] == access_package.VERSION == 2
+    old = copy.deepcopy(package)
+    old["version"] = 1
+    del old["processing"]
+    old["personal_data"]["custom_traits"] = json.dumps({"favourite_colour": "teal"})
+    page = access_package.render_html(old)
+    assert "How we use your data" not in page
+    assert "custom traits" in page and "favourite_colour" in page
+    assert "Customer since 2021-06-07" in page
