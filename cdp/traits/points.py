@@ -23,7 +23,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from cdp.errors import ConflictError, InvalidInputError, NotFoundError
-from cdp.traits.bulk import bulk_session
+from cdp.traits.bulk import bulk_session, without_nested_loops
 from cdp.traits.config import PointsConfig
 from cdp.traits.facts import completed_orders_before, money_units
 from cdp.traits.points_changes import settle_changed_orders
@@ -195,15 +195,19 @@ def redeem(
 def update_ledger(conn: sa.Connection, *, cfg: PointsConfig, now: datetime) -> dict[str, int]:
     """Earn, correct, reverse and expire at ``now``, in that order (a correction or reversal
     takes from a lot as this run's earn lines leave it; expiry counts what they left); returns
-    the lines written by kind. All under the
-    step's lock (:mod:`cdp.traits.recompute_lock`), taken before the orders and events are
-    read: a merge or erasure is either seen whole or waits for the commit, so no line is
-    written for a subject, order or event that one of them deletes meanwhile (its foreign-key
-    check would fail the step)."""
+    the lines written by kind. All under the step's lock (:mod:`cdp.traits.recompute_lock`),
+    taken before the orders and events are read: a merge or erasure is either seen whole or
+    waits for the commit, so no line is written for a subject, order or event that one of them
+    deletes meanwhile (its foreign-key check would fail the step)."""
     with bulk_session(conn), step_lock(conn, ledger_t):
+        # The earn inserts' anti-joins read the ledger they fill (bulk.without_nested_loops).
+        with without_nested_loops(conn):
+            earned = {
+                "earn_orders": earn_from_orders(conn, cfg=cfg, now=now),
+                "earn_events": earn_from_events(conn, cfg=cfg, now=now),
+            }
         return {
-            "earn_orders": earn_from_orders(conn, cfg=cfg, now=now),
-            "earn_events": earn_from_events(conn, cfg=cfg, now=now),
+            **earned,
             **settle_changed_orders(conn, cfg=cfg, now=now),
             "expired": expire(conn, cfg=cfg, now=now),
         }
