@@ -16,6 +16,9 @@ them back afterwards:
   recompute, which the next run redoes; never an inconsistent state), which end with the
   transaction.
 
+:func:`without_nested_loops` plans the statements inside it on PostgreSQL without nested-loop
+joins (for an ``INSERT ... SELECT`` whose anti-join reads the table it fills).
+
 :func:`temp_table` materialises an intermediate result (e.g. per-subject facts) once, so that
 the statements after it (window functions for the quintiles, joins to every subject) read a
 small table instead of re-running the aggregate over the orders. Both backends create it as a
@@ -69,6 +72,23 @@ def bulk_session(conn: sa.Connection) -> Iterator[None]:
     finally:
         conn.exec_driver_sql(f"PRAGMA cache_size={int(cache)}")
         conn.exec_driver_sql(f"PRAGMA mmap_size={int(mmap)}")
+
+
+@contextmanager
+def without_nested_loops(conn: sa.Connection) -> Iterator[None]:
+    """PostgreSQL: plan the statements inside without nested-loop joins (``SET LOCAL
+    enable_nestloop = off``, its previous value back afterwards; on failure the transaction's
+    end restores it). For an ``INSERT ... SELECT`` whose anti-join reads the table it fills:
+    with statistics that say that table is empty (``ANALYZE`` run before its first lines), the
+    planner re-scans it for every row of the outer side, over the rows the statement itself is
+    adding, which is quadratic; a hash or merge anti-join reads it once. SQLite: nothing."""
+    if is_sqlite(conn):
+        yield
+        return
+    before = conn.exec_driver_sql("SELECT current_setting('enable_nestloop')").scalar_one()
+    conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
+    yield
+    conn.exec_driver_sql(f"SET LOCAL enable_nestloop = {'on' if before == 'on' else 'off'}")
 
 
 @contextmanager

@@ -12,6 +12,12 @@ Definitions (completed orders only, ``value_base`` money, period = [start, end) 
   are not active in this one;
 * cohort matrix: customers by the month of their first completed order (cohorts starting in
   the period), and for each month since, how many of them bought in that month.
+
+Population: the subjects the traits may profile (:func:`cdp.traits.eligibility.marketing_allowed`,
+checked once per subject, in the groups below): a subject under an open restriction of
+processing, or whose ``analytics`` purpose is withdrawn (an upheld objection to profiling; the
+purpose these aggregates serve), counts in no metric, as it has no stored trait and so no cell
+of the RFM grid. Orders of erased subjects (no subject) count in none either.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sqlalchemy as sa
 from cdp.errors import InvalidInputError
 from cdp.profiles.models import Order
 from cdp.runtime import Runtime
+from cdp.traits.eligibility import marketing_allowed
 from cdp.traits.facts import COMPLETED, MONEY_SCALE, completed_orders_before, money_units
 from cdp.traits.models import SubjectTraits
 from cdp.traits.rfm import fm_score
@@ -79,6 +86,8 @@ def _completed(start: datetime | None, end: datetime) -> list[sa.ColumnElement[b
 
 
 def _first_orders(end: datetime) -> sa.Subquery:
+    """The first completed order of every buyer who may be profiled: the summary and the cohorts
+    join to it, so it also decides who they count."""
     return (
         sa.select(
             orders_t.c.subject_id,
@@ -86,6 +95,7 @@ def _first_orders(end: datetime) -> sa.Subquery:
         )
         .where(*_completed(None, end))
         .group_by(orders_t.c.subject_id)
+        .having(marketing_allowed(orders_t.c.subject_id))
         .subquery("first_orders")
     )
 
@@ -151,7 +161,9 @@ def _churn(conn: sa.Connection, m: ShopMetrics) -> None:
         sa.select(
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(sa.case((~still, 1), else_=0)), 0),
-        ).select_from(prev)
+        )
+        .select_from(prev)
+        .where(marketing_allowed(prev.c.subject_id))
     ).one()
     m.previous_active_customers = int(total)
     m.churn_rate = int(lost) / int(total) if total else None

@@ -121,13 +121,15 @@ class LoyaltyTierChange(SQLModel, table=True):
 class PointsEntry(SQLModel, table=True):
     """One line of the points ledger; a subject's balance is the sum of its lines.
 
-    kind: earn (order or event), reversal (an earning order was refunded or cancelled),
-    redeem, expire. Earn and reversal lines carry the time of the purchase or event they come
-    from, so that expiry (first in, first out) knows their age."""
+    kind: earn (order or event), adjust (an earning order's value was corrected), reversal (an
+    earning order was refunded or cancelled), redeem, expire. Earn, adjust and reversal lines
+    carry the time of the purchase or event they come from, so that expiry (first in, first
+    out) knows their age; ``recorded_at`` is when the line was written."""
 
     __tablename__ = "points_ledger"
     __table_args__ = (
-        UniqueConstraint("kind", "order_id", name="uq_points_kind_order"),
+        # One earn and one reversal line per order; its adjustments are numbered 1, 2, ...
+        UniqueConstraint("kind", "order_id", "correction", name="uq_points_kind_order"),
         UniqueConstraint("kind", "event_id", name="uq_points_kind_event"),
         Index("ix_points_subject_time", "subject_id", "occurred_at"),
         # Deleting an order or an event sets its lines' link to null: without these the database
@@ -151,6 +153,18 @@ class PointsEntry(SQLModel, table=True):
     )
     occurred_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     recorded_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    correction: int = Field(
+        default=0,
+        sa_column=Column(Integer, nullable=False, server_default=sql_text("0")),
+        description="0, or the number of an order's adjustment line (1 for its first).",
+    )
+    value_units: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, nullable=True),
+        description="On an order's earn and adjust lines: the order's value_base, in whole "
+        "ten-thousandths, that its points reflect (null on earn lines older than revision "
+        "0022p whose order changed after them).",
+    )
 
 
 class ClvFit(SQLModel, table=True):

@@ -133,6 +133,7 @@ def test_points_earn_redeem_expire_fifo(cdp_env: CdpEnv) -> None:
     assert run(datetime(2025, 7, 1, tzinfo=UTC)) == {
         "earn_orders": 2,
         "earn_events": 1,
+        "corrections": 0,
         "reversals": 0,
         "expired": 0,
     }
