@@ -10,7 +10,8 @@ a report holds, its period, and reading the log for it.
 * ``denied-anomalies``: denied attempts, bursts of reads, purposes unusual for a role
   (:mod:`cdp.audit.anomaly_report`).
 * ``processing``: records of processing — purposes, data categories and fields, roles with read
-  access per category and purpose (from the policy in force), and retention per purpose (from the
+  access per category and purpose (from the policy in force), the roles that may export for each
+  purpose and the destinations (recipients) serving it, and retention per purpose (from the
   consent configuration when it is present) (:mod:`cdp.audit.processing_report`).
 
 Reports never contain personal values: the log holds none.

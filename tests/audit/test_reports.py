@@ -18,6 +18,7 @@ from cdp.audit.service import record_access
 from cdp.audit.writer import LOG
 from cdp.cli import app
 from cdp.clock import FrozenClock
+from cdp.exports.destinations import DestinationSpec, create_destination
 from tests.audit.factories import make_ctx, make_principal
 from tests.conftest import CdpEnv
 
@@ -140,6 +141,53 @@ def test_processing_summary(cdp_env: CdpEnv) -> None:
     assert {"purpose": "support", "category": "contact"}.items() <= rows[
         [x["purpose"] for x in rows].index("support")
     ].items()
+
+
+def test_processing_lists_export_grants_and_recipients(cdp_env: CdpEnv) -> None:
+    """Art. 30(1)(d): the records of processing name the recipients, not only the readers. The
+    marketer exports email for email_marketing and ad_audiences; the report said no role could
+    read anything for those purposes and named no recipient."""
+    rt = cdp_env.runtime
+    for spec in (
+        DestinationSpec("news-csv", "csv", "email_marketing", ["email", "first_name"]),
+        DestinationSpec("meta-aud", "meta", "ad_audiences", ["email", "phone"]),
+    ):
+        create_destination(runtime=rt, spec=spec, created_by="admin")
+    r = processing_report.processing(runtime=rt)
+    by_purpose = {p["purpose"]: p for p in r.processing}
+    email = by_purpose["email_marketing"]
+    assert [(g["grant"], g["roles"]) for g in email["exports"]] == [
+        ("exports run", "marketer"),
+        ("exports create", "marketer"),
+    ]
+    assert [(d["name"], d["kind"], d["fields"], d["enabled"]) for d in email["recipients"]] == [
+        ("news-csv", "csv", "email, first_name", "yes")
+    ]
+    ads = by_purpose["ad_audiences"]["recipients"]
+    assert [(d["name"], d["fields"]) for d in ads] == [("meta-aud", "email, phone")]
+    assert "Meta" in ads[0]["category"]
+    assert by_purpose["sms_marketing"]["recipients"] == []
+    assert by_purpose["support"]["exports"] == []
+    md = render(r, "md")
+    section = md.split("## Purpose `email_marketing`", 1)[1].split("## Purpose", 1)[0]
+    assert "what exports send is below" in section and "| exports run |" in section
+    assert "news-csv" in md and "meta-aud" in md
+    section = md.split("## Purpose `sms_marketing`", 1)[1].split("## Purpose", 1)[0]
+    assert "No destination serves this purpose" in section
+    assert "outside the EU" in md and "outside the EU" in render(r, "html")
+    html = render(r, "html")
+    assert "news-csv" in html and "exports run" in html
+    text = render(r, "csv")
+    assert text.startswith('"purpose"')  # the first table is unchanged
+    tail = text.split('"recipients"\n', 1)[1].split("\n\n", 1)[0]
+    rows = list(csv.DictReader(io.StringIO(tail)))
+    got = {(x["purpose"], x["destination"], x["fields"]) for x in rows}
+    assert ("email_marketing", "news-csv", "email first_name") in got
+    assert ("ad_audiences", "meta-aud", "email phone") in got
+    assert ("sms_marketing", "", "") in got  # a purpose with no destination says so
+    grants = text.split('"export_grants"\n', 1)[1].split("\n\n", 1)[0]
+    got = {(x["purpose"], x["grant"], x["roles"]) for x in csv.DictReader(io.StringIO(grants))}
+    assert ("email_marketing", "exports run", "marketer") in got
 
 
 def test_csv_cells_defuse_formulas() -> None:
