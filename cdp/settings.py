@@ -142,6 +142,15 @@ class Settings(BaseSettings):
             "Default: HOME/exports."
         ),
     )
+    export_file_days: int = Field(
+        default=7,
+        ge=1,
+        description=(
+            "Days after an export run that retention deletes the files it wrote under "
+            "CDP_EXPORT_DIR (adds, removes, the manifest file; the manifest stays in the "
+            "database): a hand-off to the destination's tool, not a store."
+        ),
+    )
     export_schedule_poll_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -62,6 +62,11 @@ class ExportOut(BaseModel):
     finished_at: datetime | None
     error_code: str | None
     manifest: dict[str, Any] | None
+    files_deleted_at: datetime | None = Field(
+        default=None,
+        description="When retention deleted the files the export wrote (CDP_EXPORT_FILE_DAYS "
+        "after it); null while they are kept.",
+    )
     undelivered: list[UndeliveredOut] = Field(
         default_factory=list,
         description="GET /v1/exports/{id} only: the webhook batches dead-lettered, with how "
@@ -85,6 +90,7 @@ def _export_out(view: ExportView) -> ExportOut:
         finished_at=view.finished_at,
         error_code=view.error_code,
         manifest=view.manifest,
+        files_deleted_at=view.files_deleted_at,
         undelivered=[UndeliveredOut(**asdict(u)) for u in view.undelivered],
     )
 

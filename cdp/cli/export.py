@@ -104,6 +104,8 @@ def show(export_id: str, token: TokenOption = None, purpose: PurposeOpt = None) 
     )
     view = get_export(runtime=rt, export_id=export_id)
     shown = dict(view.manifest or {"id": view.id, "status": view.status})
+    if view.files_deleted_at is not None:  # retention deleted them (CDP_EXPORT_FILE_DAYS)
+        shown["files_deleted_at"] = view.files_deleted_at.isoformat()
     if view.undelivered:  # dead-lettered webhook batches: how each one's last try ended
         shown["undelivered"] = [asdict(u) for u in view.undelivered]
     console.print_json(json.dumps(shown))

@@ -36,5 +36,6 @@ def retention_run(
     for name, n in sorted(report.rows.items()):
         table.add_row(f"{name} rows past their window", str(n))
     table.add_row("expired access packages", str(report.packages))
+    table.add_row("expired export files", str(report.export_files))
     table.add_row("inactive subjects (erased)", str(report.inactive_subjects))
     console.print(table)

@@ -109,6 +109,12 @@ class ExportRun(SQLModel, table=True):
     output_path: str | None = Field(default=None, max_length=1024)
     error_code: str | None = Field(default=None, max_length=64)
     manifest: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    files_deleted_at: datetime | None = Field(
+        default=None,
+        sa_type=UtcDateTime,
+        nullable=True,
+        description="when retention deleted the files the run wrote (CDP_EXPORT_FILE_DAYS)",
+    )
 
 
 class ExportStaging(SQLModel, table=True):

@@ -51,6 +51,8 @@ class ExportView:
     error_code: str | None
     manifest: dict[str, Any] | None
     undelivered: tuple[UndeliveredBatch, ...] = ()
+    files_deleted_at: datetime | None = None
+    """When retention deleted the files the run wrote (``CDP_EXPORT_FILE_DAYS`` after it)."""
 
 
 def start_run(runtime: Runtime, manifest: Manifest, *, schedule_id: int | None) -> None:
@@ -156,4 +158,5 @@ def _view(row: Any) -> ExportView:
         finished_at=m["finished_at"],
         error_code=m["error_code"],
         manifest=json.loads(m["manifest"]) if m["manifest"] else None,
+        files_deleted_at=m["files_deleted_at"],
     )

@@ -88,6 +88,11 @@ class ErasureOutcome:
     scrubbed: dict[str, int] = field(default_factory=dict)
     retained: list[str] = field(default_factory=list)
     destinations: list[dict[str, str]] = field(default_factory=list)
+    export_files_kept_days: int | None = None
+    """``CDP_EXPORT_FILE_DAYS`` when a file destination (not a webhook) received the person: the
+    files exported before the erasure still hold them until retention deletes them, that many
+    days after their export (shared with everyone else exported with them, they are not
+    rewritten)."""
     wal_cleared: dict[str, bool] = field(default_factory=dict)
     """Per SQLite database (``key_store``, ``data_database``): whether its WAL was checkpointed
     and truncated after the deletes (empty on PostgreSQL)."""
@@ -106,6 +111,7 @@ class ErasureOutcome:
             "scrubbed": dict(sorted(self.scrubbed.items())),
             "retained": sorted(set(self.retained)),
             "destinations_to_notify": self.destinations,
+            "export_files_kept_days": self.export_files_kept_days,
             "wal_cleared": dict(self.wal_cleared),
         }
 
@@ -148,6 +154,8 @@ def erase_subjects(
     how = _How(tombstone, reason, clock, record, still)
     with erasure_guard(runtime):
         outcome = _erase(runtime, subject_ids, how)
+        if any(d.get("kind") != "webhook" for d in outcome.destinations):
+            outcome.export_files_kept_days = runtime.settings.export_file_days
         if clear_wal:
             outcome.wal_cleared = clear_wals(runtime)
     return outcome

@@ -10,7 +10,10 @@ the same function daily):
    not objected to, contract always). Older rows get the entry's erasure treatment: events are
    deleted, orders lose their personal link (they stay, anonymous, for the accounts).
 2. **Access packages** produced for requests are deleted after ``CDP_PRIVACY_PACKAGE_DAYS``.
-3. **Inactive subjects.** A subject with no order, event, consent change or profile update for
+3. **Export files** (adds, removes, the manifest file) are deleted ``CDP_EXPORT_FILE_DAYS`` after
+   their run (:func:`cdp.exports.file_expiry.expire_export_files`): they are a hand-off to the
+   destination's tool, and what would otherwise keep an erased person's plaintext on disk.
+4. **Inactive subjects.** A subject with no order, event, consent change or profile update for
    ``CDP_RETENTION_INACTIVE_DAYS`` is erased through the erasure path, without a tombstone.
 
 Subjects under an open restriction are skipped by every rule (restriction means "store only, and
@@ -21,13 +24,13 @@ Rule 1 treats :data:`WINDOW_BATCH` rows per transaction (the lowest ids still ex
 transaction first waiting for the trait recompute steps in progress and holding new ones off
 (:func:`cdp.traits.recompute_lock.exclude_recomputes`: the points ledger refers to the events it
 deletes, through an index on ``points_ledger.event_id``, so a delete does not scan the ledger);
-rule 2 is one transaction; the inactive subjects are then erased
-:data:`AUDIT_BATCH` at a time by a *judged* erasure (:func:`cdp.privacy.erasure.erase_subjects`
-with ``still``): each subject is judged again in the erasure's data transaction with its row
-locked, so a subject that ordered, came under restriction or a privacy request, or absorbed
-someone active in a merge since the list was made is kept; the audit record names the ids erased
-and commits with their rows; an id merged away is not followed to its survivor (a subject nobody
-judged inactive).
+rule 2 is one transaction; rule 3 marks the runs whose files it deleted, 500 runs at a time; the
+inactive subjects are then erased :data:`AUDIT_BATCH` at a time by a *judged* erasure
+(:func:`cdp.privacy.erasure.erase_subjects` with ``still``): each subject is judged again in the
+erasure's data transaction with its row locked, so a subject that ordered, came under restriction or
+a privacy request, or absorbed someone active in a merge since the list was made is kept; the audit
+record names the ids erased and commits with their rows; an id merged away is not followed to its
+survivor (a subject nobody judged inactive).
 Given a ``stop`` event (``cdp serve`` shutting down), a run stops between two of these steps, or
 two batches of a window, once it is set (``stopped`` in the report): every step it took is
 complete, and the next run finds what is left by the same conditions.
@@ -52,6 +55,7 @@ from cdp.consent.models import ConsentEvent
 from cdp.consent.purposes import get_purpose
 from cdp.db.all_models import metadata
 from cdp.db.models import Subject
+from cdp.exports.file_expiry import expire_export_files
 from cdp.privacy.erasure import erase_subjects
 from cdp.privacy.erasure_steps import clear_wals, live_entries
 from cdp.privacy.models import PrivacyPayload
@@ -85,6 +89,7 @@ class RetentionReport:
     dry_run: bool
     rows: dict[str, int] = field(default_factory=dict)
     packages: int = 0
+    export_files: int = 0
     inactive_subjects: int = 0
     stopped: bool = False
     """Asked to stop before the end: the steps not taken are left to the next run."""
@@ -95,6 +100,7 @@ class RetentionReport:
             "dry_run": self.dry_run,
             "rows": dict(sorted(self.rows.items())),
             "packages": self.packages,
+            "export_files": self.export_files,
             "inactive_subjects": self.inactive_subjects,
             "stopped": self.stopped,
         }
@@ -233,6 +239,10 @@ def run_retention(
                     break
         with runtime.data_engine.begin() as conn:
             report.packages = int(conn.execute(sa.delete(payloads).where(stale)).rowcount or 0)
+    if stop is not None and stop.is_set():
+        report.stopped = True
+        return report
+    report.export_files = expire_export_files(runtime=runtime, now=now, dry_run=dry_run)
     if dry_run:
         report.inactive_subjects = len(inactive)
         return report

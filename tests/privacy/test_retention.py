@@ -269,6 +269,7 @@ def test_a_stopped_run_ends_between_two_steps_and_the_next_one_finishes(
         "dry_run": False,
         "rows": {},
         "packages": 0,
+        "export_files": 0,
         "inactive_subjects": 0,
         "stopped": True,
     }
