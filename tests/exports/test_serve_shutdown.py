@@ -119,7 +119,12 @@ def test_sigterm_waits_for_a_request_whose_client_already_got_its_504(
             answer = _post_export(base, token)
             assert answer.status_code == 504, answer.text
             assert answer.json()["error"]["code"] == "deadline_exceeded"
-            assert rx.requests  # the batch is with the (slow) receiver
+            # the handler goes on past its 504: wait until its batch is with the (slow)
+            # receiver, which holds it 4 s (under load it may get there after the answer)
+            deadline = time.monotonic() + 10
+            while not rx.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert rx.requests
             code = _stop(proc, log, within=12)
         finally:
             if proc.poll() is None:
