@@ -117,7 +117,11 @@ def _ingest(kind: str) -> Callable[[DemoContext], None]:
         ctx.results.setdefault("ingest", []).append(summary)
         counts = ("read", "inserted", "updated", "duplicates", "rejected")
         if all(hasattr(summary, c) for c in counts):
-            ctx.done[f"ingest-{kind}"] = ", ".join(f"{c} {getattr(summary, c):,}" for c in counts)
+            line = ", ".join(f"{c} {getattr(summary, c):,}" for c in counts)
+            expired = getattr(summary, "expired", 0)
+            if expired:  # past every retention window on arrival: neither stored nor rejected
+                line += f", expired {expired:,}"
+            ctx.done[f"ingest-{kind}"] = line
 
     return run
 

@@ -10,6 +10,7 @@ import re
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,9 +21,11 @@ from cdp.access import principals
 from cdp.audit.checkpoint import read_checkpoint
 from cdp.audit.verify import verify_chain
 from cdp.crypto.normalize import IdentityKind
+from cdp.demo.pipeline import DemoContext, _ingest
 from cdp.demo.steps_access import DEMO_ROLES
 from cdp.demo.steps_exports import minimum_audience
 from cdp.exports.outputs import export_dir
+from cdp.ingest.pipeline import Summary
 from cdp.segments import service as segments
 from tests.conftest import CdpEnv
 
@@ -248,3 +251,20 @@ def test_a_revoked_demo_token_is_named_as_the_cause_of_a_new_principal(
     again = _run_demo(120, 600, capfd)
     assert "created demo-marketer-2 (marketer: demo-marketer was revoked)" in again
     assert "not in the file" not in again
+
+
+def test_the_ingest_step_line_counts_expired_records(tmp_path: Path) -> None:
+    """The demo's table adds up: records past every retention window on arrival (the shop's
+    oldest hours, for events) are neither inserted nor rejected, so the line names them."""
+
+    def ingest(kind: str, path: Path, expected: int | None) -> Summary:
+        return Summary(kind, read=120, inserted=117, expired=3)
+
+    ctx = DemoContext(out_dir=tmp_path, ingest=ingest)
+    ctx.results["shop"] = SimpleNamespace(events=tmp_path / "events.jsonl", event_count=120)
+    _ingest("events")(ctx)
+    assert ctx.done["ingest-events"].endswith("rejected 0, expired 3")
+    ctx.results["shop"] = SimpleNamespace(orders=tmp_path / "orders.jsonl", order_count=120)
+    ctx.ingest = lambda kind, path, expected: Summary(kind, read=120, inserted=120)
+    _ingest("orders")(ctx)
+    assert ctx.done["ingest-orders"].endswith("rejected 0")  # nothing expired: not named
